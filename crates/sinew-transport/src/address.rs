@@ -1,0 +1,174 @@
+//! Endpoint addresses as URLs: `tcp://host:port` and `unix:///path`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Where a sinew endpoint listens or a client connects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// `tcp://host:port`: a host name or IP literal (IPv6 in brackets) and a port.
+    /// Port 0 in a listener address means "any free port".
+    Tcp {
+        /// Host name or IP address (without brackets).
+        host: String,
+        /// Port number.
+        port: u16,
+    },
+    /// `unix:///absolute/path` or `unix://relative/path`: a Unix domain socket.
+    Unix(PathBuf),
+}
+
+/// A string that is not a valid sinew address, with what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid address {input:?}: {problem}")]
+pub struct AddressError {
+    input: String,
+    problem: &'static str,
+}
+
+impl AddressError {
+    fn new(input: &str, problem: &'static str) -> AddressError {
+        AddressError {
+            input: input.to_owned(),
+            problem,
+        }
+    }
+}
+
+impl Address {
+    /// `tcp://host:port`.
+    pub fn tcp(host: impl Into<String>, port: u16) -> Address {
+        Address::Tcp {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// `unix://path`.
+    pub fn unix(path: impl Into<PathBuf>) -> Address {
+        Address::Unix(path.into())
+    }
+
+    /// The URL scheme: `tcp` or `unix`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Address::Tcp { .. } => "tcp",
+            Address::Unix(_) => "unix",
+        }
+    }
+
+    /// True for transports that cannot leave this host (Unix sockets).
+    pub fn is_local_only(&self) -> bool {
+        matches!(self, Address::Unix(_))
+    }
+}
+
+impl FromStr for Address {
+    type Err = AddressError;
+
+    fn from_str(input: &str) -> Result<Address, AddressError> {
+        let (scheme, rest) = input.split_once("://").ok_or_else(|| {
+            AddressError::new(
+                input,
+                "expected scheme://..., for example tcp://127.0.0.1:7000 or unix:///tmp/sinew.sock",
+            )
+        })?;
+        match scheme {
+            "tcp" => {
+                let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+                    let (host, after) = bracketed
+                        .split_once(']')
+                        .ok_or_else(|| AddressError::new(input, "unclosed '[' in IPv6 host"))?;
+                    let port = after
+                        .strip_prefix(':')
+                        .ok_or_else(|| AddressError::new(input, "missing :port after the host"))?;
+                    (host, port)
+                } else {
+                    rest.rsplit_once(':')
+                        .ok_or_else(|| AddressError::new(input, "missing :port after the host"))?
+                };
+                if host.is_empty() {
+                    return Err(AddressError::new(input, "empty host"));
+                }
+                if host.contains(['/', '?', '#', '@']) {
+                    return Err(AddressError::new(
+                        input,
+                        "host may not contain '/', '?', '#' or '@'",
+                    ));
+                }
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| AddressError::new(input, "port is not a number from 0 to 65535"))?;
+                Ok(Address::Tcp {
+                    host: host.to_owned(),
+                    port,
+                })
+            }
+            "unix" => {
+                if rest.is_empty() {
+                    return Err(AddressError::new(input, "empty socket path"));
+                }
+                if rest.contains('\0') {
+                    return Err(AddressError::new(input, "socket path contains a NUL byte"));
+                }
+                Ok(Address::Unix(PathBuf::from(rest)))
+            }
+            _ => Err(AddressError::new(
+                input,
+                "unknown scheme; supported: tcp://host:port, unix:///path",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            Address::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Address::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_round_trip() {
+        for text in [
+            "tcp://127.0.0.1:7000",
+            "tcp://localhost:0",
+            "tcp://[::1]:8080",
+            "unix:///tmp/sinew.sock",
+            "unix://relative.sock",
+        ] {
+            let address: Address = text.parse().unwrap();
+            assert_eq!(address.to_string(), text);
+        }
+        assert_eq!(
+            "tcp://[::1]:1".parse::<Address>().unwrap(),
+            Address::tcp("::1", 1)
+        );
+    }
+
+    #[test]
+    fn malformed_addresses_say_what_is_wrong() {
+        for (text, problem) in [
+            ("127.0.0.1:7000", "expected scheme"),
+            ("http://x:1", "unknown scheme"),
+            ("tcp://host", "missing :port"),
+            ("tcp://:80", "empty host"),
+            ("tcp://h:99999", "port is not a number"),
+            ("tcp://h:x", "port is not a number"),
+            ("tcp://[::1:80", "unclosed"),
+            ("tcp://a/b:80", "host may not contain"),
+            ("unix://", "empty socket path"),
+        ] {
+            let err = text.parse::<Address>().unwrap_err().to_string();
+            assert!(err.contains(problem), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Connected byte streams and their owned halves.
+
+use crate::address::Address;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{tcp, unix, TcpStream, UnixStream};
+
+/// A connected stream over one of sinew's transports.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP, with `TCP_NODELAY` set.
+    Tcp(TcpStream),
+    /// A Unix domain socket.
+    Unix(UnixStream),
+}
+
+/// The reading half of a [`Stream`], owned so it can move to its own task.
+#[derive(Debug)]
+pub enum ReadHalf {
+    /// TCP.
+    Tcp(tcp::OwnedReadHalf),
+    /// Unix domain socket.
+    Unix(unix::OwnedReadHalf),
+}
+
+/// The writing half of a [`Stream`], owned so it can move to its own task.
+#[derive(Debug)]
+pub enum WriteHalf {
+    /// TCP.
+    Tcp(tcp::OwnedWriteHalf),
+    /// Unix domain socket.
+    Unix(unix::OwnedWriteHalf),
+}
+
+/// Connects to `address`, giving up after `timeout` if one is given.
+///
+/// Errors are `io::Error`s whose message names the address, so they read well as
+/// they are (`connecting to tcp://127.0.0.1:9: Connection refused`).
+pub async fn connect(address: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
+    let attempt = async {
+        match address {
+            Address::Tcp { host, port } => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Ok(Stream::Tcp(stream))
+            }
+            Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+        }
+    };
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {limit:?}"),
+            )),
+        },
+        None => attempt.await,
+    };
+    result.map_err(|e| io::Error::new(e.kind(), format!("connecting to {address}: {e}")))
+}
+
+impl Stream {
+    /// Splits into halves that can be used from two tasks without a lock.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Tcp(stream) => {
+                let (read, write) = stream.into_split();
+                (ReadHalf::Tcp(read), WriteHalf::Tcp(write))
+            }
+            Stream::Unix(stream) => {
+                let (read, write) = stream.into_split();
+                (ReadHalf::Unix(read), WriteHalf::Unix(write))
+            }
+        }
+    }
+}
+
+macro_rules! delegate_read {
+    ($ty:ty) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(inner) => Pin::new(inner).poll_read(cx, buf),
+                    Self::Unix(inner) => Pin::new(inner).poll_read(cx, buf),
+                }
+            }
+        }
+    };
+}
+
+macro_rules! delegate_write {
+    ($ty:ty) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(inner) => Pin::new(inner).poll_write(cx, buf),
+                    Self::Unix(inner) => Pin::new(inner).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+                    Self::Unix(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(inner) => Pin::new(inner).poll_flush(cx),
+                    Self::Unix(inner) => Pin::new(inner).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(inner) => Pin::new(inner).poll_shutdown(cx),
+                    Self::Unix(inner) => Pin::new(inner).poll_shutdown(cx),
+                }
+            }
+        }
+    };
+}
+
+delegate_read!(Stream);
+delegate_read!(ReadHalf);
+delegate_write!(Stream);
+delegate_write!(WriteHalf);
