@@ -122,6 +122,27 @@ impl FromStr for Address {
     }
 }
 
+impl TryFrom<&str> for Address {
+    type Error = AddressError;
+    fn try_from(input: &str) -> Result<Address, AddressError> {
+        input.parse()
+    }
+}
+
+impl TryFrom<String> for Address {
+    type Error = AddressError;
+    fn try_from(input: String) -> Result<Address, AddressError> {
+        input.parse()
+    }
+}
+
+impl TryFrom<&String> for Address {
+    type Error = AddressError;
+    fn try_from(input: &String) -> Result<Address, AddressError> {
+        input.parse()
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -95,7 +95,8 @@ impl WireError {
         }
     }
 
-    pub(crate) fn protocol(message: impl Into<String>) -> WireError {
+    /// A `PROTOCOL_ERROR` with a message.
+    pub fn protocol(message: impl Into<String>) -> WireError {
         WireError::new(Reason::ProtocolError, message)
     }
 

@@ -1,0 +1,410 @@
+//! Client-side calls: opening a stream, the four call shapes, cancellation on drop.
+
+use super::Channel;
+use crate::connection::stream::{Outgoing, StreamRef};
+use crate::connection::{Inbound, Shared, StreamState, PENDING_WRITE_HIGH};
+use crate::request::{Request, Response};
+use crate::status::Status;
+use crate::streaming::Streaming;
+use futures_core::Stream;
+use futures_util::StreamExt;
+use sinew_wire::{encode, Code, FrameKind, MetadataMap, FRAME_HEADER_LEN};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// The client's ownership of one stream. Dropping it before the call ended sends
+/// RESET CANCELLED, so the server stops working on a call nobody waits for.
+#[derive(Debug)]
+pub(crate) struct ClientStream {
+    pub(crate) stream: StreamRef,
+    /// Task sending the requests of a bidirectional call, stopped with the call.
+    pump: Option<AbortHandle>,
+}
+
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        let mut state = self.stream.shared.lock();
+        let Some(stream) = state.remove_stream(self.stream.id) else {
+            return;
+        };
+        if !stream.remote_closed && !stream.reset && state.dead.is_none() {
+            state.encode_reset(self.stream.id, Code::Cancelled, "call cancelled by the client");
+        }
+        let unread: usize = stream
+            .inbox
+            .iter()
+            .map(|item| match item {
+                Inbound::Message(bytes) => bytes.len(),
+                _ => 0,
+            })
+            .sum();
+        if unread > 0 && state.dead.is_none() {
+            state.credit(None, unread);
+        }
+        if state.close_when_idle && state.streams.is_empty() {
+            state.kill(Status::unavailable("channel closed"));
+        }
+    }
+}
+
+/// Opens a stream: HEADERS, and the first message with it when flow control
+/// allows, all in one lock so they leave in the same write.
+async fn open<M: prost::Message>(
+    shared: &Arc<Shared>,
+    path: &str,
+    metadata: &MetadataMap,
+    timeout: Option<Duration>,
+    first: Option<&M>,
+    end_stream: bool,
+) -> Result<(ClientStream, bool), Status> {
+    let max = shared.peer.max_frame_size as usize;
+    let first_len = first.map(|m| m.encoded_len());
+    if let Some(len) = first_len {
+        if len > max {
+            return Err(Status::resource_exhausted(format!(
+                "request of {len} bytes is larger than the server's limit of {max} bytes"
+            )));
+        }
+    }
+    if metadata.encoded_len() + path.len() + 16 > max {
+        return Err(Status::resource_exhausted(
+            "request metadata is larger than the server's frame limit",
+        ));
+    }
+    poll_fn(|cx| {
+        let mut state = shared.lock();
+        if let Some(status) = &state.dead {
+            return Poll::Ready(Err(status.clone()));
+        }
+        if state.goaway_received.is_some() {
+            return Poll::Ready(Err(Status::unavailable(
+                "connection is going away; call not sent",
+            )));
+        }
+        if state.open_streams >= shared.peer.max_concurrent_streams {
+            state.capacity_waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if state.highest_stream_id >= i32::MAX as u32 {
+            // Ids exhausted: retire the connection; the pool opens a new one.
+            shared
+                .accepting
+                .store(false, std::sync::atomic::Ordering::Release);
+            return Poll::Ready(Err(Status::unavailable(
+                "stream ids exhausted on this connection; call not sent",
+            )));
+        }
+        let id = state.highest_stream_id + 1;
+        state.highest_stream_id = id;
+        let mut stream = StreamState::new(
+            shared.peer.initial_stream_window,
+            shared.local.initial_stream_window,
+        );
+        let with_first = first_len.is_some()
+            && state.send_window > 0
+            && state.pending.len() < PENDING_WRITE_HIGH;
+        let headers_end_stream = end_stream && first.is_none();
+        encode::headers(&mut state.pending, id, headers_end_stream, timeout, path, metadata);
+        if let (true, Some(message), Some(len)) = (with_first, first, first_len) {
+            let flags = if end_stream {
+                sinew_wire::flags::END_STREAM
+            } else {
+                0
+            };
+            let buf = &mut state.pending;
+            buf.reserve(FRAME_HEADER_LEN + len);
+            let start = encode::begin(buf, FrameKind::Data, flags, id);
+            let _ = message.encode(buf);
+            encode::finish(buf, start);
+            stream.send_window -= len as i64;
+            state.send_window -= len as i64;
+        }
+        if end_stream && (first.is_none() || with_first) {
+            stream.local_closed = true;
+        }
+        state.streams.insert(id, stream);
+        state.open_streams += 1;
+        Poll::Ready(Ok((
+            ClientStream {
+                stream: StreamRef {
+                    shared: shared.clone(),
+                    id,
+                },
+                pump: None,
+            },
+            with_first || first.is_none(),
+        )))
+    })
+    .await
+}
+
+/// Sends every message of `requests`, then half-closes. Stops quietly if the
+/// stream is gone: the response side reports why.
+async fn pump_requests<M, S>(stream: StreamRef, requests: S)
+where
+    M: prost::Message,
+    S: Stream<Item = M>,
+{
+    let mut requests = pin!(requests);
+    while let Some(message) = requests.next().await {
+        let sent = stream
+            .send(Outgoing {
+                message: Some(&message),
+                ..Outgoing::default()
+            })
+            .await;
+        if sent.is_err() {
+            return;
+        }
+    }
+    let _ = stream
+        .send::<M>(Outgoing {
+            end_stream: true,
+            ..Outgoing::default()
+        })
+        .await;
+}
+
+/// Reads the single response of a unary or client-streaming call.
+async fn single_response<Resp: prost::Message + Default>(
+    stream: &ClientStream,
+) -> Result<Response<Resp>, Status> {
+    let mut metadata = MetadataMap::new();
+    let mut message = None;
+    loop {
+        match poll_fn(|cx| stream.stream.poll_recv(cx)).await {
+            Inbound::Headers(headers) => metadata.extend(headers),
+            Inbound::Message(bytes) => {
+                if message.is_some() {
+                    return Err(Status::internal(
+                        "server sent more than one response message to a call expecting one",
+                    ));
+                }
+                message = Some(bytes);
+            }
+            Inbound::Trailers(status) => {
+                if status.code() != Code::Ok {
+                    return Err(status);
+                }
+                let bytes = message.ok_or_else(|| {
+                    Status::internal("server ended the call with OK but sent no response message")
+                })?;
+                let message = Resp::decode(bytes).map_err(|error| {
+                    Status::internal(format!("response is not a valid message: {error}"))
+                })?;
+                metadata.extend(status.into_metadata());
+                return Ok(Response::from_parts(metadata, message));
+            }
+            Inbound::Reset(status) => return Err(status),
+            Inbound::End => return Err(Status::internal("stream ended without a status")),
+        }
+    }
+}
+
+/// Waits for the response headers of a streaming call. A call that fails before
+/// any message ("trailers only") is reported here as an error.
+async fn response_headers(stream: &ClientStream) -> Result<MetadataMap, Status> {
+    poll_fn(|cx| {
+        let mut state = stream.stream.shared.lock();
+        let Some(entry) = state.streams.get_mut(&stream.stream.id) else {
+            return Poll::Ready(Err(Status::cancelled("the call has ended")));
+        };
+        match entry.inbox.front() {
+            Some(Inbound::Headers(_)) => match entry.inbox.pop_front() {
+                Some(Inbound::Headers(metadata)) => Poll::Ready(Ok(metadata)),
+                _ => unreachable!("front was headers"),
+            },
+            Some(Inbound::Trailers(status)) if status.code() != Code::Ok => {
+                let status = status.clone();
+                entry.inbox.pop_front();
+                Poll::Ready(Err(status))
+            }
+            Some(Inbound::Reset(status)) => {
+                let status = status.clone();
+                entry.inbox.pop_front();
+                Poll::Ready(Err(status))
+            }
+            // A message or OK trailers without headers: the stream will deliver them.
+            Some(_) => Poll::Ready(Ok(MetadataMap::new())),
+            None => {
+                entry.recv_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+impl Channel {
+    fn call_deadline(&self, timeout: Option<Duration>) -> Option<Instant> {
+        timeout
+            .or(self.inner.config.default_timeout)
+            .map(|timeout| Instant::now() + timeout)
+    }
+
+    /// Runs `call` under the deadline: past it, the call's future is dropped (which
+    /// sends RESET CANCELLED) and the caller gets `DEADLINE_EXCEEDED`.
+    async fn with_deadline<T>(
+        deadline: Option<Instant>,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        match deadline {
+            None => call.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(
+                    "deadline exceeded before the server answered",
+                )),
+            },
+        }
+    }
+
+    fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>, Status> {
+        match deadline {
+            None => Ok(None),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Err(Status::deadline_exceeded("deadline expired before the call was sent"))
+                } else {
+                    Ok(Some(left))
+                }
+            }
+        }
+    }
+
+    /// A unary call: one request, one response.
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<Req>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let (metadata, timeout, message) = request.into_parts();
+        let deadline = self.call_deadline(timeout);
+        Self::with_deadline(deadline, async {
+            let shared = self.connection().await?;
+            let timeout = Self::remaining(deadline)?;
+            let (stream, sent) = open(&shared, path, &metadata, timeout, Some(&message), true).await?;
+            if !sent {
+                stream
+                    .stream
+                    .send(Outgoing {
+                        message: Some(&message),
+                        end_stream: true,
+                        ..Outgoing::default()
+                    })
+                    .await?;
+            }
+            single_response(&stream).await
+        })
+        .await
+    }
+
+    /// A server-streaming call: one request, a stream of responses.
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<Req>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let (metadata, timeout, message) = request.into_parts();
+        let deadline = self.call_deadline(timeout);
+        Self::with_deadline(deadline, async {
+            let shared = self.connection().await?;
+            let timeout = Self::remaining(deadline)?;
+            let (stream, sent) = open(&shared, path, &metadata, timeout, Some(&message), true).await?;
+            if !sent {
+                stream
+                    .stream
+                    .send(Outgoing {
+                        message: Some(&message),
+                        end_stream: true,
+                        ..Outgoing::default()
+                    })
+                    .await?;
+            }
+            let headers = response_headers(&stream).await?;
+            Ok(Response::from_parts(
+                headers,
+                Streaming::client(stream, deadline),
+            ))
+        })
+        .await
+    }
+
+    /// A client-streaming call: a stream of requests, one response. Requests are
+    /// sent as the stream yields them, under flow control; if the server answers
+    /// before the stream ends, the answer is returned and the stream dropped.
+    pub async fn client_streaming<S, Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<S>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let (metadata, timeout, requests) = request.into_parts();
+        let deadline = self.call_deadline(timeout);
+        Self::with_deadline(deadline, async {
+            let shared = self.connection().await?;
+            let timeout = Self::remaining(deadline)?;
+            let (stream, _) = open::<Req>(&shared, path, &metadata, timeout, None, false).await?;
+            let mut pump = pin!(pump_requests(stream.stream.clone(), requests));
+            let mut response = pin!(single_response(&stream));
+            let mut pumping = true;
+            loop {
+                tokio::select! {
+                    result = &mut response => return result,
+                    _ = &mut pump, if pumping => pumping = false,
+                }
+            }
+        })
+        .await
+    }
+
+    /// A bidirectional call: requests are sent by a background task as the stream
+    /// yields them, while responses are read from the returned [`Streaming`].
+    pub async fn bidirectional<S, Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<S>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default,
+    {
+        let (metadata, timeout, requests) = request.into_parts();
+        let deadline = self.call_deadline(timeout);
+        Self::with_deadline(deadline, async {
+            let shared = self.connection().await?;
+            let timeout = Self::remaining(deadline)?;
+            let (mut stream, _) = open::<Req>(&shared, path, &metadata, timeout, None, false).await?;
+            let pump = tokio::spawn(pump_requests(stream.stream.clone(), requests));
+            stream.pump = Some(pump.abort_handle());
+            let headers = response_headers(&stream).await?;
+            Ok(Response::from_parts(
+                headers,
+                Streaming::client(stream, deadline),
+            ))
+        })
+        .await
+    }
+}

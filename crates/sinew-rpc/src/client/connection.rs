@@ -1,0 +1,226 @@
+//! One client connection: handshake, then a reader task and a writer task.
+
+use crate::connection::{writer, Inbound, Locked, Shared, PENDING_WRITE_PAUSE};
+use crate::status::Status;
+use bytes::BytesMut;
+use sinew_transport::{Address, ReadHalf};
+use sinew_wire::{Code, Frame, FrameDecoder, Preface, Reason, Settings, WireError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Connects, exchanges prefaces, and starts the connection's reader and writer
+/// tasks. Returns the shared state calls use.
+pub(crate) async fn connect(
+    address: &Address,
+    settings: Settings,
+    connect_timeout: Duration,
+) -> Result<Arc<Shared>, Status> {
+    let stream = sinew_transport::connect(address, Some(connect_timeout))
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let (mut reader, mut writer_half) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let handshake = async {
+        let mut out = BytesMut::new();
+        Preface::new(settings).encode(&mut out);
+        writer_half.write_all(&out).await?;
+        loop {
+            match Preface::decode(&mut buf) {
+                Ok(Some(preface)) => return Ok(Ok(preface)),
+                Ok(None) => {}
+                Err(error) => return Ok(Err(error)),
+            }
+            if reader.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "server closed the connection during the handshake",
+                ));
+            }
+        }
+    };
+    let preface = match tokio::time::timeout(connect_timeout, handshake).await {
+        Err(_) => {
+            return Err(Status::unavailable(format!(
+                "{address}: no sinew preface from the server within {connect_timeout:?}"
+            )))
+        }
+        Ok(Err(error)) => return Err(Status::unavailable(format!("{address}: {error}"))),
+        Ok(Ok(Err(error))) => {
+            return Err(Status::unavailable(format!(
+                "{address} does not speak sinew: {error}"
+            )))
+        }
+        Ok(Ok(Ok(preface))) => preface,
+    };
+    // A server that refuses us answers its preface with a GOAWAY: report its reason.
+    if let Ok(Some(Frame::GoAway(goaway))) = FrameDecoder::new(settings.max_frame_size).decode(&mut buf.clone()) {
+        if goaway.reason != Reason::NoError {
+            return Err(Status::unavailable(format!(
+                "{address} refused the connection: {}: {}",
+                goaway.reason, goaway.message
+            )));
+        }
+    }
+    let shared = Shared::new(settings, preface.settings);
+    tokio::spawn(writer::run(shared.clone(), writer_half));
+    tokio::spawn(read_loop(shared.clone(), reader, buf));
+    Ok(shared)
+}
+
+async fn read_loop(shared: Arc<Shared>, mut reader: ReadHalf, mut buf: BytesMut) {
+    let decoder = FrameDecoder::new(shared.local.max_frame_size);
+    loop {
+        {
+            let mut state = shared.lock();
+            if let Err(error) = process_frames(&mut state, &decoder, &mut buf) {
+                state.connection_error(&error);
+            }
+            if state.dead.is_some() {
+                return;
+            }
+        }
+        while shared.pending_len() > PENDING_WRITE_PAUSE {
+            let flushed = shared.flushed.notified();
+            if shared.pending_len() <= PENDING_WRITE_PAUSE || shared.lock().dead.is_some() {
+                break;
+            }
+            flushed.await;
+        }
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => {
+                let mut state = shared.lock();
+                let status = match &state.goaway_received {
+                    Some(_) => Status::unavailable("server closed the connection after GOAWAY"),
+                    None => Status::unavailable("server closed the connection"),
+                };
+                state.kill(status);
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                shared
+                    .lock()
+                    .kill(Status::unavailable(format!("connection lost: {error}")));
+                return;
+            }
+        }
+    }
+}
+
+fn process_frames(
+    state: &mut Locked<'_>,
+    decoder: &FrameDecoder,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
+    while let Some(frame) = decoder.decode(buf)? {
+        let Some(frame) = state.handle_common(frame)? else {
+            continue;
+        };
+        match frame {
+            Frame::Headers(headers) => {
+                let mut wake = std::mem::take(&mut state.wake);
+                let known = headers.stream_id <= state.highest_stream_id;
+                if let Some(stream) = state.streams.get_mut(&headers.stream_id) {
+                    if !stream.reset {
+                        stream.inbox.push_back(Inbound::Headers(headers.metadata));
+                        if let Some(waker) = stream.recv_waker.take() {
+                            wake.push(waker);
+                        }
+                    }
+                } else if !known {
+                    return Err(WireError::protocol(format!(
+                        "HEADERS from the server on stream {} which was never opened",
+                        headers.stream_id
+                    )));
+                }
+                state.wake = wake;
+            }
+            Frame::Trailers(trailers) => {
+                let mut wake = std::mem::take(&mut state.wake);
+                let known = trailers.stream_id <= state.highest_stream_id;
+                if let Some(stream) = state.streams.get_mut(&trailers.stream_id) {
+                    if !stream.reset && !stream.remote_closed {
+                        stream.remote_closed = true;
+                        let status = Status::from_parts(
+                            trailers.code,
+                            trailers.message,
+                            trailers.details,
+                            trailers.metadata,
+                        );
+                        stream.inbox.push_back(Inbound::Trailers(status));
+                        if let Some(waker) = stream.recv_waker.take() {
+                            wake.push(waker);
+                        }
+                        // The server forgot the stream: a blocked sender must stop.
+                        if let Some(waker) = stream.send_waker.take() {
+                            wake.push(waker);
+                        }
+                        stream.local_closed = true;
+                    }
+                } else if !known {
+                    return Err(WireError::protocol(format!(
+                        "TRAILERS on stream {} which was never opened",
+                        trailers.stream_id
+                    )));
+                }
+                state.wake = wake;
+            }
+            Frame::GoAway(goaway) => {
+                state.shared_accepting_off();
+                state.goaway_received = Some(goaway.last_stream_id);
+                if goaway.reason != Reason::NoError {
+                    state.kill(Status::unavailable(format!(
+                        "server closed the connection: {}: {}",
+                        goaway.reason, goaway.message
+                    )));
+                    return Ok(());
+                }
+                // Calls the server will never process: fail them so they can be retried.
+                let mut wake = std::mem::take(&mut state.wake);
+                for (id, stream) in state.streams.iter_mut() {
+                    if *id > goaway.last_stream_id {
+                        stream.fail(
+                            Status::new(
+                                Code::Unavailable,
+                                "server is shutting down; call not processed",
+                            ),
+                            &mut wake,
+                        );
+                    }
+                }
+                state.wake = wake;
+            }
+            other => {
+                return Err(WireError::protocol(format!(
+                    "{} frame is not valid from a server",
+                    kind_name(&other)
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Data(_) => "DATA",
+        Frame::Headers(_) => "HEADERS",
+        Frame::Trailers(_) => "TRAILERS",
+        Frame::HalfClose(_) => "HALF_CLOSE",
+        Frame::Reset(_) => "RESET",
+        Frame::Ping(_) => "PING",
+        Frame::GoAway(_) => "GOAWAY",
+        Frame::WindowUpdate(_) => "WINDOW_UPDATE",
+    }
+}
+
+impl Locked<'_> {
+    fn shared_accepting_off(&self) {
+        self.shared_ref().accepting.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,158 @@
+//! Operations on one stream of a connection: receive with flow-control credit,
+//! send under flow control, close.
+
+use super::{Inbound, Shared, State, PENDING_WRITE_HIGH};
+use crate::status::Status;
+use sinew_wire::{encode, FrameKind, MetadataMap, FRAME_HEADER_LEN};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// A handle on one stream: the connection plus the stream id. Cheap; carries no
+/// ownership (who removes the stream from the table is the owner's business:
+/// `client::call::ClientStream` or the server's call task).
+#[derive(Clone, Debug)]
+pub(crate) struct StreamRef {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: u32,
+}
+
+/// What to queue in one go, in this order: response headers, one message, then
+/// either END_STREAM on that message (or HALF_CLOSE without one) or TRAILERS.
+pub(crate) struct Outgoing<'a, M> {
+    pub(crate) headers: Option<&'a MetadataMap>,
+    pub(crate) message: Option<&'a M>,
+    pub(crate) end_stream: bool,
+    pub(crate) trailers: Option<&'a Status>,
+}
+
+impl<M> Default for Outgoing<'_, M> {
+    fn default() -> Self {
+        Outgoing {
+            headers: None,
+            message: None,
+            end_stream: false,
+            trailers: None,
+        }
+    }
+}
+
+impl StreamRef {
+    /// The next inbound item. A message's bytes are credited back to the peer's
+    /// windows here, when the application takes it, not when it arrived: that is
+    /// what makes a slow reader slow the writer down.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        let mut state = self.shared.lock();
+        let Some(stream) = state.streams.get_mut(&self.id) else {
+            return Poll::Ready(Inbound::Reset(Status::cancelled("the call has ended")));
+        };
+        match stream.inbox.pop_front() {
+            Some(Inbound::Message(bytes)) => {
+                let len = bytes.len();
+                state.credit(Some(self.id), len);
+                Poll::Ready(Inbound::Message(bytes))
+            }
+            Some(item) => Poll::Ready(item),
+            None if stream.remote_closed => Poll::Ready(Inbound::End),
+            None => {
+                stream.recv_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Queues `send` once flow control allows (only a message needs credit).
+    pub(crate) async fn send<M: prost::Message>(&self, send: Outgoing<'_, M>) -> Result<(), Status> {
+        let message_len = send.message.map(|m| m.encoded_len());
+        let max = self.shared.peer.max_frame_size as usize;
+        if let Some(len) = message_len {
+            if len > max {
+                return Err(Status::resource_exhausted(format!(
+                    "message of {len} bytes is larger than the peer's limit of {max} bytes"
+                )));
+            }
+        }
+        for metadata in send
+            .headers
+            .into_iter()
+            .chain(send.trailers.map(Status::metadata))
+        {
+            let len = metadata.encoded_len() + 64;
+            if len > max {
+                return Err(Status::resource_exhausted(format!(
+                    "metadata of {len} bytes is larger than the peer's frame limit of {max} bytes"
+                )));
+            }
+        }
+        poll_fn(|cx| self.poll_send(cx, &send, message_len)).await
+    }
+
+    fn poll_send<M: prost::Message>(
+        &self,
+        cx: &mut Context<'_>,
+        send: &Outgoing<'_, M>,
+        message_len: Option<usize>,
+    ) -> Poll<Result<(), Status>> {
+        let mut locked = self.shared.lock();
+        if let Some(status) = &locked.dead {
+            return Poll::Ready(Err(status.clone()));
+        }
+        let state: &mut State = &mut locked;
+        let Some(stream) = state.streams.get_mut(&self.id) else {
+            return Poll::Ready(Err(Status::cancelled("the call has ended")));
+        };
+        if stream.reset {
+            return Poll::Ready(Err(Status::cancelled("the call was cancelled")));
+        }
+        if stream.local_closed {
+            return Poll::Ready(Err(Status::internal(
+                "cannot send on a stream this side already closed",
+            )));
+        }
+        if let Some(len) = message_len {
+            if stream.send_window <= 0 {
+                stream.send_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if state.send_window <= 0 || state.pending.len() >= PENDING_WRITE_HIGH {
+                state.capacity_waiters.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            stream.send_window -= len as i64;
+            state.send_window -= len as i64;
+        }
+        let id = self.id;
+        let buf = &mut state.pending;
+        if let Some(headers) = send.headers {
+            encode::headers(buf, id, false, None, "", headers);
+        }
+        if let Some(message) = send.message {
+            let flags = if send.end_stream {
+                sinew_wire::flags::END_STREAM
+            } else {
+                0
+            };
+            buf.reserve(FRAME_HEADER_LEN + message_len.unwrap_or(0));
+            let start = encode::begin(buf, FrameKind::Data, flags, id);
+            // Infallible: a BytesMut grows on demand.
+            let _ = message.encode(buf);
+            encode::finish(buf, start);
+        } else if send.end_stream {
+            encode::half_close(buf, id);
+        }
+        if let Some(status) = send.trailers {
+            encode::trailers(
+                buf,
+                id,
+                status.code(),
+                status.message(),
+                status.details(),
+                status.metadata(),
+            );
+        }
+        if send.end_stream || send.trailers.is_some() {
+            stream.local_closed = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}

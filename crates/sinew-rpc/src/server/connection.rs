@@ -1,0 +1,405 @@
+//! Serving one accepted connection: handshake, frame dispatch, call tasks, drain.
+
+use super::call::ServerCall;
+use super::{Router, ServerConfig};
+use crate::connection::stream::StreamRef;
+use crate::connection::{writer, Inbound, Locked, Shared, StreamState, PENDING_WRITE_PAUSE};
+use crate::status::Status;
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use rustc_hash::FxHashMap;
+use sinew_transport::Stream;
+use sinew_wire::{encode, Frame, FrameDecoder, Preface, Reason, WireError};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+/// What happened to the calls of one connection while it drained.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct DrainCounts {
+    pub(crate) drained: u64,
+    pub(crate) cancelled: u64,
+}
+
+/// A call decoded from HEADERS, to be spawned once the state lock is released.
+struct NewCall {
+    id: u32,
+    service: usize,
+    method: usize,
+    call: ServerCall,
+    deadline: Option<Instant>,
+}
+
+/// Serves `stream` until the peer leaves, a connection error, or shutdown.
+pub(crate) async fn serve(
+    stream: Stream,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> DrainCounts {
+    let (mut reader, writer_half) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+
+    // Handshake: the client's preface first, within a time limit, so that a peer
+    // that connects and says nothing (or garbage) does not hold a task forever.
+    let handshake = async {
+        loop {
+            if let Some(preface) = Preface::decode(&mut buf)? {
+                return Ok(preface);
+            }
+            let n = reader
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| WireError::new(Reason::BadPreface, format!("read failed: {e}")))?;
+            if n == 0 {
+                return Err(WireError::new(
+                    Reason::BadPreface,
+                    "connection closed before the preface was complete",
+                ));
+            }
+        }
+    };
+    let preface = match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        Ok(Ok(preface)) => preface,
+        Ok(Err(error)) => return refuse(writer_half, &config, &error).await,
+        Err(_) => {
+            let error = WireError::new(Reason::BadPreface, "no preface within the handshake timeout");
+            return refuse(writer_half, &config, &error).await;
+        }
+    };
+
+    let shared = Shared::new(config.settings, preface.settings);
+    Preface::new(config.settings).encode(&mut shared.lock().pending);
+    let writer_task = tokio::spawn(writer::run(shared.clone(), writer_half));
+
+    let decoder = FrameDecoder::new(config.settings.max_frame_size);
+    let mut calls: JoinSet<u32> = JoinSet::new();
+    let mut handles: FxHashMap<u32, AbortHandle> = FxHashMap::default();
+    let mut new_calls = Vec::new();
+    let mut resets = Vec::new();
+    let mut counts = DrainCounts::default();
+    let mut drain_deadline: Option<Instant> = None;
+    let mut shutdown_seen = *shutdown.borrow();
+
+    loop {
+        // Decode every whole frame read so far under one lock acquisition.
+        let alive = {
+            let mut state = shared.lock();
+            process_frames(&mut state, &shared, &decoder, &mut buf, &router, &mut new_calls, &mut resets)
+        };
+        for call in new_calls.drain(..) {
+            let id = call.id;
+            let handle = calls.spawn(run_call(shared.clone(), router.clone(), call));
+            handles.insert(id, handle);
+        }
+        for id in resets.drain(..) {
+            if let Some(handle) = handles.remove(&id) {
+                handle.abort();
+            }
+        }
+        if !alive {
+            break;
+        }
+        if shutdown_seen && drain_deadline.is_none() {
+            drain_deadline = Some(Instant::now() + config.drain_timeout);
+            let mut state = shared.lock();
+            let last = state.highest_stream_id;
+            state.goaway_sent = Some(last);
+            encode::goaway(&mut state.pending, last, Reason::NoError, "server shutting down");
+        }
+        if drain_deadline.is_some() && calls.is_empty() {
+            break;
+        }
+        // A peer that does not read its answers: stop reading from it until the
+        // writer has made progress, so what we queue for it stays bounded.
+        while shared.pending_len() > PENDING_WRITE_PAUSE {
+            let flushed = shared.flushed.notified();
+            if shared.pending_len() <= PENDING_WRITE_PAUSE || shared.lock().dead.is_some() {
+                break;
+            }
+            flushed.await;
+        }
+
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => {
+                    let mut state = shared.lock();
+                    if !buf.is_empty() {
+                        state.connection_error(&WireError::new(
+                            Reason::ProtocolError,
+                            format!("connection closed in the middle of a frame ({} bytes of it received)", buf.len()),
+                        ));
+                    } else {
+                        state.kill(Status::unavailable("client closed the connection"));
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    shared.lock().kill(Status::unavailable(format!("connection lost: {error}")));
+                    break;
+                }
+            },
+            Some(joined) = calls.join_next(), if !calls.is_empty() => {
+                if let Ok(id) = joined {
+                    handles.remove(&id);
+                    if drain_deadline.is_some() {
+                        counts.drained += 1;
+                    }
+                }
+            }
+            changed = shutdown.changed(), if !shutdown_seen => {
+                // A dropped sender also means shut down.
+                let _ = changed;
+                shutdown_seen = true;
+            }
+            _ = sleep_until_option(drain_deadline) => {
+                // Drain deadline: every call still running ends with UNAVAILABLE.
+                let mut state = shared.lock();
+                let status = Status::unavailable("server shutting down: the drain deadline passed before the call finished");
+                let ids: Vec<u32> = state.streams.keys().copied().collect();
+                for id in ids {
+                    let stream = state.streams.get_mut(&id).expect("listed above");
+                    if !stream.local_closed && !stream.reset {
+                        stream.local_closed = true;
+                        state.encode_trailers(id, &status);
+                    }
+                }
+                counts.cancelled += calls.len() as u64;
+                break;
+            }
+        }
+    }
+
+    // Whatever is still running cannot be answered any more.
+    calls.abort_all();
+    while calls.join_next().await.is_some() {}
+    {
+        let mut state = shared.lock();
+        state.close_after_flush = true;
+        state.kill(Status::unavailable("connection closed"));
+    }
+    let _ = writer_task.await;
+    counts
+}
+
+async fn sleep_until_option(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers a failed handshake with our preface and a GOAWAY saying why, then closes.
+async fn refuse(
+    mut writer: sinew_transport::WriteHalf,
+    config: &ServerConfig,
+    error: &WireError,
+) -> DrainCounts {
+    tracing::debug!(%error, "refusing connection");
+    let mut out = BytesMut::new();
+    Preface::new(config.settings).encode(&mut out);
+    encode::goaway(&mut out, 0, error.reason(), error.message());
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = writer.write_all(&out).await;
+        let _ = writer.shutdown().await;
+    })
+    .await;
+    DrainCounts::default()
+}
+
+/// Decodes and handles every whole frame in `buf`. Returns false when the
+/// connection must end (a connection error was sent, or the client went away).
+fn process_frames(
+    state: &mut Locked<'_>,
+    shared: &Arc<Shared>,
+    decoder: &FrameDecoder,
+    buf: &mut BytesMut,
+    router: &Router,
+    new_calls: &mut Vec<NewCall>,
+    resets: &mut Vec<u32>,
+) -> bool {
+    loop {
+        let frame = match decoder.decode(buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return state.dead.is_none(),
+            Err(error) => {
+                state.connection_error(&error);
+                return false;
+            }
+        };
+        if let Frame::Reset(reset) = &frame {
+            resets.push(reset.stream_id);
+        }
+        let result = match state.handle_common(frame) {
+            Ok(None) => Ok(()),
+            Ok(Some(frame)) => handle_server_frame(state, shared, frame, router, new_calls),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            state.connection_error(&error);
+            return false;
+        }
+    }
+}
+
+fn handle_server_frame(
+    state: &mut Locked<'_>,
+    shared: &Arc<Shared>,
+    frame: Frame,
+    router: &Router,
+    new_calls: &mut Vec<NewCall>,
+) -> Result<(), WireError> {
+    match frame {
+        Frame::Headers(headers) => {
+            let id = headers.stream_id;
+            if id <= state.highest_stream_id {
+                return Err(WireError::new(
+                    Reason::ProtocolError,
+                    format!(
+                        "HEADERS opens stream {id}, not above the highest stream id so far ({})",
+                        state.highest_stream_id
+                    ),
+                ));
+            }
+            state.highest_stream_id = id;
+            if state.goaway_sent.is_some() {
+                state.encode_reset(id, sinew_wire::Code::Unavailable, "server is shutting down; call not processed");
+                return Ok(());
+            }
+            let limit = shared.local.max_concurrent_streams;
+            if state.open_streams >= limit {
+                let message = format!("too many concurrent streams (limit {limit}); call not processed");
+                state.encode_reset(id, sinew_wire::Code::Unavailable, &message);
+                return Ok(());
+            }
+            let (service, method) = match router.resolve(headers.path_str()) {
+                Ok(route) => route,
+                Err(status) => {
+                    state.encode_trailers(id, &status);
+                    return Ok(());
+                }
+            };
+            if headers.timeout == Some(Duration::ZERO) {
+                state.encode_trailers(
+                    id,
+                    &Status::deadline_exceeded("deadline already expired when the call arrived"),
+                );
+                return Ok(());
+            }
+            let mut stream = StreamState::new(
+                shared.peer.initial_stream_window,
+                shared.local.initial_stream_window,
+            );
+            if headers.end_stream {
+                stream.remote_closed = true;
+                stream.inbox.push_back(Inbound::End);
+            }
+            state.streams.insert(id, stream);
+            state.open_streams += 1;
+            let deadline = headers.timeout.map(|timeout| Instant::now() + timeout);
+            new_calls.push(NewCall {
+                id,
+                service,
+                method,
+                deadline,
+                call: ServerCall {
+                    stream: StreamRef {
+                        shared: shared.clone(),
+                        id,
+                    },
+                    metadata: headers.metadata,
+                    timeout: headers.timeout,
+                },
+            });
+            Ok(())
+        }
+        Frame::Trailers(trailers) => Err(WireError::new(
+            Reason::ProtocolError,
+            format!("TRAILERS on stream {} sent by a client", trailers.stream_id),
+        )),
+        Frame::GoAway(goaway) => {
+            if goaway.reason != Reason::NoError {
+                tracing::debug!(reason = %goaway.reason, message = %goaway.message, "client reported a connection error");
+                state.kill(Status::unavailable(format!(
+                    "client closed the connection: {}: {}",
+                    goaway.reason, goaway.message
+                )));
+            }
+            Ok(())
+        }
+        other => Err(WireError::protocol(format!("unexpected frame {other:?}"))),
+    }
+}
+
+/// One call's task: runs the handler under the deadline and catches panics, then
+/// makes sure the call ended with a status and leaves the stream table.
+async fn run_call(shared: Arc<Shared>, router: Arc<Router>, new_call: NewCall) -> u32 {
+    let id = new_call.id;
+    let guard = CallGuard { shared, id };
+    let service = &router.services[new_call.service];
+    let handler = AssertUnwindSafe(service.call(new_call.method, new_call.call)).catch_unwind();
+    let outcome = match new_call.deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, handler).await,
+        None => Ok(handler.await),
+    };
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_panic)) => guard.finish(Status::internal("handler panicked")),
+        Err(_elapsed) => guard.finish(Status::deadline_exceeded("deadline exceeded while the server was handling the call")),
+    }
+    id
+}
+
+/// Removes the call's stream from the table when the call task ends, however it
+/// ends (completed, panicked, timed out, aborted). A call that ended without a
+/// status gets one: no accepted call goes unanswered.
+struct CallGuard {
+    shared: Arc<Shared>,
+    id: u32,
+}
+
+impl CallGuard {
+    fn finish(&self, status: Status) {
+        let mut state = self.shared.lock();
+        if let Some(stream) = state.streams.get_mut(&self.id) {
+            if !stream.local_closed && !stream.reset {
+                stream.local_closed = true;
+                state.encode_trailers(self.id, &status);
+            }
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if let Some(stream) = state.remove_stream(self.id) {
+            if !stream.local_closed && !stream.reset && state.dead.is_none() {
+                state.encode_trailers(
+                    self.id,
+                    &Status::internal("the handler ended without sending a status"),
+                );
+            }
+            // Messages the handler never read still hold connection credit.
+            let unread: usize = stream
+                .inbox
+                .iter()
+                .map(|item| match item {
+                    Inbound::Message(bytes) => bytes.len(),
+                    _ => 0,
+                })
+                .sum();
+            if unread > 0 {
+                state.credit(None, unread);
+            }
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The server: services on listeners, connections, calls, graceful shutdown.
+//!
+//! ```no_run
+//! # async fn example(service: impl sinew_rpc::Service) -> std::io::Result<()> {
+//! use sinew_rpc::Server;
+//! let server = Server::builder()
+//!     .add_service(service)
+//!     .bind(["tcp://127.0.0.1:7000", "unix:///tmp/sinew.sock"])
+//!     .await?;
+//! let handle = server.handle();
+//! tokio::spawn(async move {
+//!     tokio::signal::ctrl_c().await.ok();
+//!     handle.shutdown();
+//! });
+//! let report = server.serve().await;
+//! println!("drained {} calls", report.drained_calls);
+//! # Ok(()) }
+//! ```
+//!
+//! Each accepted connection runs in its own task (`connection.rs`), each call in
+//! its own task too, so calls on one connection run concurrently.
+
+pub mod call;
+mod connection;
+mod service;
+
+pub use call::ServerCall;
+pub use service::{MethodDescriptor, MethodKind, Service, ServiceDescriptor};
+
+use crate::status::Status;
+use rustc_hash::{FxHashMap, FxHashSet};
+use sinew_transport::{Address, AddressError, Listener};
+use sinew_wire::Settings;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Limits and timeouts of a server.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerConfig {
+    pub(crate) settings: Settings,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+}
+
+/// Maps `/service/method` paths to a service and a method index.
+pub(crate) struct Router {
+    pub(crate) services: Vec<Arc<dyn Service>>,
+    routes: FxHashMap<&'static str, (usize, usize)>,
+    names: FxHashSet<&'static str>,
+}
+
+impl Router {
+    fn new(services: Vec<Arc<dyn Service>>) -> Router {
+        let mut routes = FxHashMap::default();
+        let mut names = FxHashSet::default();
+        for (service_index, service) in services.iter().enumerate() {
+            let descriptor = service.descriptor();
+            names.insert(descriptor.name);
+            for (method_index, method) in descriptor.methods.iter().enumerate() {
+                routes.insert(method.path, (service_index, method_index));
+            }
+        }
+        Router {
+            services,
+            routes,
+            names,
+        }
+    }
+
+    /// The service and method for a path, or the `UNIMPLEMENTED` status to answer.
+    pub(crate) fn resolve(&self, path: &str) -> Result<(usize, usize), Status> {
+        if let Some(route) = self.routes.get(path) {
+            return Ok(*route);
+        }
+        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+            return Err(Status::unimplemented(format!(
+                "malformed method path {path:?}: expected /package.Service/Method"
+            )));
+        };
+        if self.names.contains(service) {
+            Err(Status::unimplemented(format!(
+                "unknown method {method} of service {service}"
+            )))
+        } else {
+            Err(Status::unimplemented(format!("unknown service {service}")))
+        }
+    }
+}
+
+/// Builds a [`Server`]: services, limits, then [`ServerBuilder::bind`].
+pub struct ServerBuilder {
+    services: Vec<Arc<dyn Service>>,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("services", &self.services.len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Adds a service; its methods are routed by `/package.Service/Method`.
+    pub fn add_service(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Adds a service already behind an `Arc` (shared with other servers).
+    pub fn add_shared_service(mut self, service: Arc<dyn Service>) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Calls one client may have open at once on one connection (default 1024).
+    /// Calls above the limit are refused with `UNAVAILABLE` before being processed.
+    pub fn max_concurrent_streams(mut self, limit: u32) -> Self {
+        self.config.settings.max_concurrent_streams = limit.clamp(1, Settings::MAX_VALUE);
+        self
+    }
+
+    /// Largest frame (so largest request message) accepted, in bytes (default 4 MiB,
+    /// at least 16 KiB). A larger frame is a connection error.
+    pub fn max_frame_size(mut self, bytes: u32) -> Self {
+        self.config.settings.max_frame_size = bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
+        self
+    }
+
+    /// Flow-control window per call, in bytes (default 1 MiB).
+    pub fn initial_stream_window(mut self, bytes: u32) -> Self {
+        self.config.settings.initial_stream_window = bytes.clamp(1, Settings::MAX_VALUE);
+        self
+    }
+
+    /// Flow-control window per connection, in bytes (default 8 MiB).
+    pub fn initial_connection_window(mut self, bytes: u32) -> Self {
+        self.config.settings.initial_connection_window = bytes.clamp(1, Settings::MAX_VALUE);
+        self
+    }
+
+    /// Time a new connection has to send its preface (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// On shutdown, how long calls in flight may run before they are ended with
+    /// `UNAVAILABLE` (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// Binds every address (`tcp://host:port`, `unix:///path`; port 0 picks a free
+    /// port, see [`Server::local_addresses`]).
+    pub async fn bind<I, A>(self, addresses: I) -> io::Result<Server>
+    where
+        I: IntoIterator<Item = A>,
+        A: TryInto<Address>,
+        A::Error: Into<AddressErrorOrIo>,
+    {
+        let mut listeners = Vec::new();
+        let mut local_addresses = Vec::new();
+        for address in addresses {
+            let address: Address = address
+                .try_into()
+                .map_err(|e| e.into().into_io())?;
+            let listener = Listener::bind(&address)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("binding {address}: {e}")))?;
+            local_addresses.push(listener.local_address()?);
+            listeners.push(listener);
+        }
+        if listeners.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"));
+        }
+        let (shutdown, _) = watch::channel(false);
+        Ok(Server {
+            listeners,
+            local_addresses,
+            router: Arc::new(Router::new(self.services)),
+            config: Arc::new(self.config),
+            shutdown,
+        })
+    }
+}
+
+/// Either a malformed address or an I/O error; lets [`ServerBuilder::bind`] take
+/// strings and already-parsed [`Address`]es alike.
+#[derive(Debug)]
+pub struct AddressErrorOrIo(io::Error);
+
+impl AddressErrorOrIo {
+    fn into_io(self) -> io::Error {
+        self.0
+    }
+}
+
+impl From<AddressError> for AddressErrorOrIo {
+    fn from(error: AddressError) -> Self {
+        AddressErrorOrIo(io::Error::new(io::ErrorKind::InvalidInput, error))
+    }
+}
+
+impl From<std::convert::Infallible> for AddressErrorOrIo {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+/// A bound server. Call [`Server::serve`] to run it.
+pub struct Server {
+    listeners: Vec<Listener>,
+    local_addresses: Vec<Address>,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addresses", &self.local_addresses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a graceful shutdown of the server it came from. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    shutdown: watch::Sender<bool>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, sends GOAWAY on every connection, lets calls in flight
+    /// finish (up to the drain timeout), then makes [`Server::serve`] return.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// What a graceful shutdown did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections that were open when shutdown began.
+    pub connections: u64,
+    /// Calls in flight when shutdown began that finished normally.
+    pub drained_calls: u64,
+    /// Calls ended with `UNAVAILABLE` because the drain timeout passed.
+    pub cancelled_calls: u64,
+}
+
+impl Server {
+    /// A builder with default limits and no service.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            services: Vec::new(),
+            config: ServerConfig {
+                settings: Settings::default(),
+                handshake_timeout: Duration::from_secs(10),
+                drain_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+
+    /// The addresses actually bound, in the order given to `bind`.
+    pub fn local_addresses(&self) -> &[Address] {
+        &self.local_addresses
+    }
+
+    /// A handle that can shut this server down.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn serve_with_shutdown(self, signal: impl std::future::Future<Output = ()> + Send + 'static) -> ShutdownReport {
+        let handle = self.handle();
+        let watcher = tokio::spawn(async move {
+            signal.await;
+            handle.shutdown();
+        });
+        let report = self.serve().await;
+        watcher.abort();
+        report
+    }
+
+    /// Serves until [`ServerHandle::shutdown`] is called, then shuts down gracefully
+    /// and reports what happened to the calls in flight.
+    pub async fn serve(self) -> ShutdownReport {
+        let Server {
+            listeners,
+            local_addresses: _,
+            router,
+            config,
+            shutdown,
+        } = self;
+        let mut shutdown_rx = shutdown.subscribe();
+        let (accepted_tx, mut accepted_rx) = mpsc::channel(64);
+        let mut acceptors = JoinSet::new();
+        for listener in listeners {
+            let accepted = accepted_tx.clone();
+            acceptors.spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok(stream) => {
+                            if accepted.send(stream).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            // Typically out of file descriptors: back off and retry
+                            // rather than spin or stop serving.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        drop(accepted_tx);
+
+        let mut connections = JoinSet::new();
+        let mut report = ShutdownReport::default();
+        if !*shutdown_rx.borrow_and_update() {
+            loop {
+                tokio::select! {
+                    accepted = accepted_rx.recv() => match accepted {
+                        Some(stream) => {
+                            connections.spawn(connection::serve(
+                                stream,
+                                router.clone(),
+                                config.clone(),
+                                shutdown.subscribe(),
+                            ));
+                        }
+                        None => break,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    changed = shutdown_rx.changed() => {
+                        if changed.is_err() || *shutdown_rx.borrow() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Stop accepting (dropping the listeners also removes Unix socket files).
+        acceptors.abort_all();
+        while acceptors.join_next().await.is_some() {}
+        shutdown.send_replace(true);
+        report.connections = connections.len() as u64;
+        while let Some(joined) = connections.join_next().await {
+            if let Ok(counts) = joined {
+                report.drained_calls += counts.drained;
+                report.cancelled_calls += counts.cancelled;
+            }
+        }
+        report
+    }
+}

@@ -1,0 +1,159 @@
+//! [`Status`]: how every RPC failure is reported, on both sides.
+
+use bytes::Bytes;
+use sinew_wire::{Code, MetadataMap};
+use std::fmt;
+
+/// The outcome of a failed call: a [`Code`] in the gRPC code space, a message for
+/// humans, optional opaque details and trailing metadata.
+///
+/// Servers return it from handlers; clients receive it for every failure, local
+/// (connection refused, deadline passed) or remote.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Status {
+    code: Code,
+    message: String,
+    details: Bytes,
+    metadata: MetadataMap,
+}
+
+macro_rules! constructors {
+    ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(message: impl Into<String>) -> Status {
+                Status::new(Code::$code, message)
+            }
+        )*
+    };
+}
+
+impl Status {
+    /// A status with a code and a message.
+    pub fn new(code: Code, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            message: message.into(),
+            details: Bytes::new(),
+            metadata: MetadataMap::new(),
+        }
+    }
+
+    /// A status with details, for example an encoded `google.rpc.Status`.
+    pub fn with_details(code: Code, message: impl Into<String>, details: Bytes) -> Status {
+        Status {
+            details,
+            ..Status::new(code, message)
+        }
+    }
+
+    constructors! {
+        /// `CANCELLED`.
+        cancelled => Cancelled,
+        /// `UNKNOWN`.
+        unknown => Unknown,
+        /// `INVALID_ARGUMENT`.
+        invalid_argument => InvalidArgument,
+        /// `DEADLINE_EXCEEDED`.
+        deadline_exceeded => DeadlineExceeded,
+        /// `NOT_FOUND`.
+        not_found => NotFound,
+        /// `ALREADY_EXISTS`.
+        already_exists => AlreadyExists,
+        /// `PERMISSION_DENIED`.
+        permission_denied => PermissionDenied,
+        /// `RESOURCE_EXHAUSTED`.
+        resource_exhausted => ResourceExhausted,
+        /// `FAILED_PRECONDITION`.
+        failed_precondition => FailedPrecondition,
+        /// `ABORTED`.
+        aborted => Aborted,
+        /// `OUT_OF_RANGE`.
+        out_of_range => OutOfRange,
+        /// `UNIMPLEMENTED`.
+        unimplemented => Unimplemented,
+        /// `INTERNAL`.
+        internal => Internal,
+        /// `UNAVAILABLE`.
+        unavailable => Unavailable,
+        /// `DATA_LOSS`.
+        data_loss => DataLoss,
+        /// `UNAUTHENTICATED`.
+        unauthenticated => Unauthenticated,
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The message for humans.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The opaque details (empty when none).
+    pub fn details(&self) -> &Bytes {
+        &self.details
+    }
+
+    /// Trailing metadata that came with the status.
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.metadata
+    }
+
+    /// Mutable trailing metadata, to send along with the status.
+    pub fn metadata_mut(&mut self) -> &mut MetadataMap {
+        &mut self.metadata
+    }
+
+    pub(crate) fn from_parts(
+        code: Code,
+        message: String,
+        details: Bytes,
+        metadata: MetadataMap,
+    ) -> Status {
+        Status {
+            code,
+            message,
+            details,
+            metadata,
+        }
+    }
+
+    pub(crate) fn into_metadata(self) -> MetadataMap {
+        self.metadata
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Status");
+        debug.field("code", &self.code).field("message", &self.message);
+        if !self.details.is_empty() {
+            debug.field("details", &self.details);
+        }
+        if !self.metadata.is_empty() {
+            debug.field("metadata", &self.metadata);
+        }
+        debug.finish()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{}: {}", self.code, self.message)
+        }
+    }
+}
+
+impl std::error::Error for Status {}
+
+impl From<std::io::Error> for Status {
+    fn from(error: std::io::Error) -> Status {
+        Status::unavailable(error.to_string())
+    }
+}

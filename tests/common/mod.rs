@@ -1,0 +1,114 @@
+//! Shared set-up for the end-to-end tests: a real server on real sockets.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses a different part of this module
+
+use sinew::rpc::server::ServerHandle;
+use sinew::rpc::ShutdownReport;
+use sinew::transport::Address;
+use sinew::{Channel, Server};
+use sinew_examples::echo::{echo_server::EchoServer, EchoService};
+use sinew_examples::kv::{key_value_server::KeyValueServer, KeyValueStore};
+use sinew_tests::testing::{testing_server::TestingServer, Counters, TestingService};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// A running server with every example service, on a TCP port and a Unix socket.
+pub struct TestServer {
+    pub tcp: Address,
+    pub unix: Address,
+    pub counters: Arc<Counters>,
+    pub handle: ServerHandle,
+    pub task: JoinHandle<ShutdownReport>,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sinew-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|builder| builder).await
+    }
+
+    pub async fn start_with(
+        configure: impl FnOnce(sinew::rpc::ServerBuilder) -> sinew::rpc::ServerBuilder,
+    ) -> TestServer {
+        let dir = TempDir::new("server");
+        let service = TestingService::default();
+        let counters = service.counters.clone();
+        let builder = Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .add_service(KeyValueServer::new(KeyValueStore::default()))
+            .add_service(TestingServer::new(service));
+        let socket = dir.0.join("server.sock");
+        let server = configure(builder)
+            .bind(["tcp://127.0.0.1:0".to_owned(), format!("unix://{}", socket.display())])
+            .await
+            .expect("bind test server");
+        let tcp = server.local_addresses()[0].clone();
+        let unix = server.local_addresses()[1].clone();
+        let handle = server.handle();
+        let task = tokio::spawn(server.serve());
+        TestServer {
+            tcp,
+            unix,
+            counters,
+            handle,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Both addresses, for tests that run over every transport.
+    pub fn addresses(&self) -> [Address; 2] {
+        [self.tcp.clone(), self.unix.clone()]
+    }
+
+    pub async fn channel(&self, address: &Address) -> Channel {
+        Channel::builder(address.clone())
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to test server")
+    }
+
+    /// Shuts down and returns the report, failing the test if it takes too long.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.handle.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("server shut down in time")
+            .expect("server task did not panic")
+    }
+}
+
+/// Waits until `condition` holds, polling; fails the test after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,176 @@
+//! Every call kind, over TCP and over Unix sockets, against a real server.
+
+mod common;
+
+use common::TestServer;
+use futures_util::StreamExt;
+use sinew::{Code, Request};
+use sinew_examples::echo::{echo_client::EchoClient, EchoRequest};
+use sinew_examples::kv::{key_value_client::KeyValueClient, GetRequest, PutRequest};
+
+fn request(message: &str) -> EchoRequest {
+    EchoRequest {
+        message: message.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_over_tcp_and_unix() {
+    let server = TestServer::start().await;
+    for address in server.addresses() {
+        let client = EchoClient::new(server.channel(&address).await);
+        let response = client.unary_echo(request("hello")).await.unwrap();
+        assert_eq!(response.into_inner().message, "hello", "over {address}");
+        // Empty message (all defaults) is a valid zero-length protobuf payload.
+        let response = client.unary_echo(request("")).await.unwrap();
+        assert_eq!(response.into_inner().message, "");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_streaming_over_tcp_and_unix() {
+    let server = TestServer::start().await;
+    for address in server.addresses() {
+        let client = EchoClient::new(server.channel(&address).await);
+        let mut call = Request::new(request("tick"));
+        call.metadata_mut().insert("x-repeat", "250").unwrap();
+        let response = client.server_streaming_echo(call).await.unwrap();
+        let mut stream = response.into_inner();
+        let mut count = 0;
+        while let Some(message) = stream.message().await.unwrap() {
+            assert_eq!(message.message, "tick");
+            count += 1;
+        }
+        assert_eq!(count, 250, "over {address}");
+        assert!(stream.trailers().is_some(), "OK trailers were received");
+
+        // A stream of zero messages still ends cleanly.
+        let mut call = Request::new(request("none"));
+        call.metadata_mut().insert("x-repeat", "0").unwrap();
+        let stream = client.server_streaming_echo(call).await.unwrap().into_inner();
+        assert_eq!(stream.count().await, 0);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_streaming_over_tcp_and_unix() {
+    let server = TestServer::start().await;
+    for address in server.addresses() {
+        let client = EchoClient::new(server.channel(&address).await);
+        let messages: Vec<_> = (0..100).map(|i| request(&format!("m{i}"))).collect();
+        let response = client
+            .client_streaming_echo(futures_util::stream::iter(messages))
+            .await
+            .unwrap();
+        let expected: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+        assert_eq!(response.into_inner().message, expected.join("\n"), "over {address}");
+
+        let response = client
+            .client_streaming_echo(futures_util::stream::iter(Vec::<EchoRequest>::new()))
+            .await
+            .unwrap();
+        assert_eq!(response.into_inner().message, "");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_over_tcp_and_unix_is_interactive() {
+    let server = TestServer::start().await;
+    for address in server.addresses() {
+        let client = EchoClient::new(server.channel(&address).await);
+        // Send one message at a time and wait for its echo before sending the
+        // next: proves responses flow while the request stream is still open.
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let requests = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        let mut responses = client
+            .bidirectional_streaming_echo(requests)
+            .await
+            .unwrap()
+            .into_inner();
+        for i in 0..50 {
+            sender.send(request(&format!("ping {i}"))).await.unwrap();
+            let echoed = responses.message().await.unwrap().expect("an echo");
+            assert_eq!(echoed.message, format!("ping {i}"), "over {address}");
+        }
+        drop(sender); // half-close
+        assert!(responses.message().await.unwrap().is_none());
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_share_one_connection_and_complete_out_of_order() {
+    let server = TestServer::start().await;
+    let channel = server.channel(&server.tcp).await;
+    let client = sinew_tests::testing::testing_client::TestingClient::new(channel.clone());
+    // Slow calls first, fast ones after: the fast ones must not wait behind them.
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .sleep(sinew_tests::testing::SleepRequest { millis: 500 })
+                    .await
+            })
+        })
+        .collect();
+    let echo = EchoClient::new(channel);
+    let started = std::time::Instant::now();
+    let fast: Vec<_> = (0..500)
+        .map(|i| {
+            let echo = echo.clone();
+            tokio::spawn(async move { echo.unary_echo(request(&i.to_string())).await })
+        })
+        .collect();
+    for (i, call) in fast.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap().into_inner().message, i.to_string());
+    }
+    let fast_done = started.elapsed();
+    for call in slow {
+        call.await.unwrap().unwrap();
+    }
+    // Not a timing assertion on speed, only on ordering: the fast calls finished
+    // before the slow ones could have.
+    assert!(
+        fast_done < std::time::Duration::from_millis(500),
+        "fast calls waited behind slow ones ({fast_done:?})"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_store_reports_errors_with_codes() {
+    let server = TestServer::start().await;
+    let kv = KeyValueClient::new(server.channel(&server.unix).await);
+    let missing = kv.get(GetRequest { key: "a".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(missing.message().contains("\"a\""), "{missing}");
+
+    let put = kv
+        .put(PutRequest {
+            key: "a".into(),
+            value: b"1".to_vec(),
+            expected_version: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let conflict = kv
+        .put(PutRequest {
+            key: "a".into(),
+            value: b"2".to_vec(),
+            expected_version: Some(0),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code(), Code::FailedPrecondition);
+    let got = kv.get(GetRequest { key: "a".into() }).await.unwrap().into_inner();
+    assert_eq!((got.value, got.version), (b"1".to_vec(), put.version));
+
+    let empty_key = kv.get(GetRequest { key: String::new() }).await.unwrap_err();
+    assert_eq!(empty_key.code(), Code::InvalidArgument);
+    server.shutdown().await;
+}
