@@ -42,7 +42,9 @@ struct SleepGuard {
 impl Drop for SleepGuard {
     fn drop(&mut self) {
         if !self.finished {
-            self.counters.sleeps_cancelled.fetch_add(1, Ordering::SeqCst);
+            self.counters
+                .sleeps_cancelled
+                .fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -52,7 +54,10 @@ type ChunkStream = Pin<Box<dyn futures_util::Stream<Item = Result<Chunk, Status>
 impl Testing for TestingService {
     type FloodStream = ChunkStream;
 
-    async fn sleep(&self, request: Request<SleepRequest>) -> Result<Response<SleepResponse>, Status> {
+    async fn sleep(
+        &self,
+        request: Request<SleepRequest>,
+    ) -> Result<Response<SleepResponse>, Status> {
         let timeout_millis = request.timeout().map_or(0, |t| t.as_millis() as u64);
         self.counters.sleeps_started.fetch_add(1, Ordering::SeqCst);
         let mut guard = SleepGuard {
@@ -79,7 +84,10 @@ impl Testing for TestingService {
         panic!("the Panic method panics, as asked");
     }
 
-    async fn flood(&self, request: Request<FloodRequest>) -> Result<Response<Self::FloodStream>, Status> {
+    async fn flood(
+        &self,
+        request: Request<FloodRequest>,
+    ) -> Result<Response<Self::FloodStream>, Status> {
         let FloodRequest { count, size } = request.into_inner();
         let counters = self.counters.clone();
         let data = vec![0xA5u8; size as usize];
@@ -93,7 +101,10 @@ impl Testing for TestingService {
         Ok(Response::new(Box::pin(stream) as ChunkStream))
     }
 
-    async fn sink(&self, request: Request<Streaming<Chunk>>) -> Result<Response<SinkSummary>, Status> {
+    async fn sink(
+        &self,
+        request: Request<Streaming<Chunk>>,
+    ) -> Result<Response<SinkSummary>, Status> {
         let pause = request
             .metadata()
             .get("x-pause-millis")

@@ -48,7 +48,11 @@ async fn server_streaming_over_tcp_and_unix() {
         // A stream of zero messages still ends cleanly.
         let mut call = Request::new(request("none"));
         call.metadata_mut().insert("x-repeat", "0").unwrap();
-        let stream = client.server_streaming_echo(call).await.unwrap().into_inner();
+        let stream = client
+            .server_streaming_echo(call)
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(stream.count().await, 0);
     }
     server.shutdown().await;
@@ -65,7 +69,11 @@ async fn client_streaming_over_tcp_and_unix() {
             .await
             .unwrap();
         let expected: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
-        assert_eq!(response.into_inner().message, expected.join("\n"), "over {address}");
+        assert_eq!(
+            response.into_inner().message,
+            expected.join("\n"),
+            "over {address}"
+        );
 
         let response = client
             .client_streaming_echo(futures_util::stream::iter(Vec::<EchoRequest>::new()))
@@ -126,7 +134,10 @@ async fn many_concurrent_calls_share_one_connection_and_complete_out_of_order() 
         })
         .collect();
     for (i, call) in fast.into_iter().enumerate() {
-        assert_eq!(call.await.unwrap().unwrap().into_inner().message, i.to_string());
+        assert_eq!(
+            call.await.unwrap().unwrap().into_inner().message,
+            i.to_string()
+        );
     }
     let fast_done = started.elapsed();
     for call in slow {
@@ -167,7 +178,11 @@ async fn key_value_store_reports_errors_with_codes() {
         .await
         .unwrap_err();
     assert_eq!(conflict.code(), Code::FailedPrecondition);
-    let got = kv.get(GetRequest { key: "a".into() }).await.unwrap().into_inner();
+    let got = kv
+        .get(GetRequest { key: "a".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((got.value, got.version), (b"1".to_vec(), put.version));
 
     let empty_key = kv.get(GetRequest { key: String::new() }).await.unwrap_err();

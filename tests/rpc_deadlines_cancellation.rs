@@ -27,7 +27,10 @@ async fn the_server_sees_the_callers_timeout() {
             .unwrap()
             .into_inner()
             .timeout_millis;
-        assert!(seen > 0 && seen <= 5000, "server saw {seen} ms over {address}");
+        assert!(
+            seen > 0 && seen <= 5000,
+            "server saw {seen} ms over {address}"
+        );
         let none = client.sleep(sleep(0, None)).await.unwrap().into_inner();
         assert_eq!(none.timeout_millis, 0);
     }
@@ -43,7 +46,11 @@ async fn a_passing_deadline_fails_the_call_and_cancels_the_handler() {
             .sleep(sleep(30_000, Some(Duration::from_millis(100))))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::DeadlineExceeded, "{status} over {address}");
+        assert_eq!(
+            status.code(),
+            Code::DeadlineExceeded,
+            "{status} over {address}"
+        );
         eventually(Duration::from_secs(5), "handler cancelled", || {
             Counters::get(&server.counters.sleeps_cancelled) == round as u64 + 1
         })
@@ -112,7 +119,10 @@ async fn dropping_a_response_stream_stops_the_server_producing() {
         }
         last = sent();
     }
-    assert!(last < 100_000, "server kept producing after the client left: {last}");
+    assert!(
+        last < 100_000,
+        "server kept producing after the client left: {last}"
+    );
     server.shutdown().await;
 }
 

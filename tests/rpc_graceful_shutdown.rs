@@ -36,7 +36,9 @@ async fn calls_in_flight_finish_during_a_graceful_shutdown() {
     let tcp = server.tcp.clone();
     let report = server.shutdown().await;
     for call in calls {
-        call.await.unwrap().expect("call accepted before shutdown completes normally");
+        call.await
+            .unwrap()
+            .expect("call accepted before shutdown completes normally");
     }
     assert_eq!(report.drained_calls, 10, "{report:?}");
     assert_eq!(report.cancelled_calls, 0, "{report:?}");
@@ -51,7 +53,8 @@ async fn the_drain_deadline_ends_stragglers_with_unavailable() {
     let server = TestServer::start_with(|b| b.drain_timeout(Duration::from_millis(200))).await;
     let client = TestingClient::new(server.channel(&server.tcp).await);
     let fast = client.clone();
-    let straggler = tokio::spawn(async move { client.sleep(SleepRequest { millis: 60_000 }).await });
+    let straggler =
+        tokio::spawn(async move { client.sleep(SleepRequest { millis: 60_000 }).await });
     let quick = tokio::spawn(async move { fast.sleep(SleepRequest { millis: 50 }).await });
     eventually(Duration::from_secs(5), "both started", || {
         Counters::get(&server.counters.sleeps_started) == 2
@@ -71,7 +74,8 @@ async fn goaway_tells_the_client_and_later_streams_are_refused_unprocessed() {
     let server = TestServer::start().await;
     let mut raw = raw::RawClient::handshake(&server.tcp).await;
     let long = prost::Message::encode_to_vec(&SleepRequest { millis: 500 });
-    raw.call(1, "/sinew.testing.Testing/Sleep", None, Some(&long)).await;
+    raw.call(1, "/sinew.testing.Testing/Sleep", None, Some(&long))
+        .await;
     eventually(Duration::from_secs(5), "sleep started", || {
         Counters::get(&server.counters.sleeps_started) == 1
     })
@@ -85,7 +89,8 @@ async fn goaway_tells_the_client_and_later_streams_are_refused_unprocessed() {
         other => panic!("expected GOAWAY, got {other:?}"),
     }
     // A call the client sent after the GOAWAY (it crossed on the wire).
-    raw.call(3, "/sinew.testing.Testing/Sleep", None, Some(&long)).await;
+    raw.call(3, "/sinew.testing.Testing/Sleep", None, Some(&long))
+        .await;
     match raw.end_of(3).await {
         Frame::Reset(reset) => {
             assert_eq!(reset.code, Code::Unavailable);
@@ -98,7 +103,11 @@ async fn goaway_tells_the_client_and_later_streams_are_refused_unprocessed() {
         other => panic!("expected TRAILERS OK for the accepted call, got {other:?}"),
     }
     // Then the server closes the connection.
-    assert!(raw.read_until_closed().await.iter().all(|f| !matches!(f, Frame::Data(_))));
+    assert!(raw
+        .read_until_closed()
+        .await
+        .iter()
+        .all(|f| !matches!(f, Frame::Data(_))));
     let report = tokio::time::timeout(Duration::from_secs(10), server.task)
         .await
         .unwrap()
@@ -118,11 +127,16 @@ async fn a_channel_reconnects_after_the_server_comes_back() {
     let client = TestingClient::new(channel);
     client.sleep(SleepRequest { millis: 0 }).await.unwrap();
     server.shutdown().await;
-    let down = client.sleep(Request::new(SleepRequest { millis: 0 })).await.unwrap_err();
+    let down = client
+        .sleep(Request::new(SleepRequest { millis: 0 }))
+        .await
+        .unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down}");
 
     // A new server on the same port: the channel finds it after its backoff.
-    let sinew::transport::Address::Tcp { port, .. } = address else { unreachable!() };
+    let sinew::transport::Address::Tcp { port, .. } = address else {
+        unreachable!()
+    };
     let revived = sinew::Server::builder()
         .add_service(sinew_tests::testing::testing_server::TestingServer::new(
             sinew_tests::testing::TestingService::default(),

@@ -44,18 +44,32 @@ async fn request_metadata_reaches_the_handler_ascii_and_binary() {
 async fn response_metadata_comes_back_for_unary_and_streaming_calls() {
     let server = TestServer::start().await;
     let client = EchoClient::new(server.channel(&server.tcp).await);
-    let mut request = Request::new(EchoRequest { message: "m".into() });
+    let mut request = Request::new(EchoRequest {
+        message: "m".into(),
+    });
     request.metadata_mut().insert("x-echo-id", "42").unwrap();
-    request.metadata_mut().insert_bin("x-echo-raw-bin", vec![9u8, 0]).unwrap();
+    request
+        .metadata_mut()
+        .insert_bin("x-echo-raw-bin", vec![9u8, 0])
+        .unwrap();
     let response = client.unary_echo(request).await.unwrap();
     assert_eq!(response.metadata().get("x-echo-id"), Some("42"));
-    assert_eq!(response.metadata().get_bin("x-echo-raw-bin"), Some(&[9u8, 0][..]));
+    assert_eq!(
+        response.metadata().get_bin("x-echo-raw-bin"),
+        Some(&[9u8, 0][..])
+    );
 
-    let mut request = Request::new(EchoRequest { message: "m".into() });
+    let mut request = Request::new(EchoRequest {
+        message: "m".into(),
+    });
     request.metadata_mut().insert("x-echo-id", "7").unwrap();
     request.metadata_mut().insert("x-repeat", "3").unwrap();
     let response = client.server_streaming_echo(request).await.unwrap();
-    assert_eq!(response.metadata().get("x-echo-id"), Some("7"), "response headers");
+    assert_eq!(
+        response.metadata().get("x-echo-id"),
+        Some("7"),
+        "response headers"
+    );
     server.shutdown().await;
 }
 
@@ -73,11 +87,17 @@ async fn every_status_code_travels_with_its_message_and_trailers() {
             .unwrap_err();
         assert_eq!(status.code(), code);
         assert_eq!(status.message(), format!("failing with {code} ✓"));
-        assert_eq!(status.metadata().get("x-fail-detail"), Some("from the testing service"));
+        assert_eq!(
+            status.metadata().get("x-fail-detail"),
+            Some("from the testing service")
+        );
     }
     // A code this version does not know is read as UNKNOWN.
     let status = client
-        .fail(FailRequest { code: 99, message: "?".into() })
+        .fail(FailRequest {
+            code: 99,
+            message: "?".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unknown);
@@ -94,7 +114,12 @@ async fn a_panicking_handler_is_internal_and_the_server_goes_on() {
     assert!(status.message().contains("panicked"), "{status}");
     // Same connection, next call.
     let echo = EchoClient::new(channel);
-    let reply = echo.unary_echo(EchoRequest { message: "after".into() }).await.unwrap();
+    let reply = echo
+        .unary_echo(EchoRequest {
+            message: "after".into(),
+        })
+        .await
+        .unwrap();
     assert_eq!(reply.into_inner().message, "after");
     server.shutdown().await;
 }
@@ -113,12 +138,19 @@ async fn messages_larger_than_the_peer_accepts_are_resource_exhausted() {
     let server = TestServer::start_with(|b| b.max_frame_size(64 * 1024)).await;
     let client = EchoClient::new(server.channel(&server.tcp).await);
     let status = client
-        .unary_echo(EchoRequest { message: "x".repeat(100 * 1024) })
+        .unary_echo(EchoRequest {
+            message: "x".repeat(100 * 1024),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     // Nothing was sent; the connection is fine.
-    let ok = client.unary_echo(EchoRequest { message: "small".into() }).await.unwrap();
+    let ok = client
+        .unary_echo(EchoRequest {
+            message: "small".into(),
+        })
+        .await
+        .unwrap();
     assert_eq!(ok.into_inner().message, "small");
 
     // Responses larger than the client accepts: the server reports it.
@@ -130,14 +162,22 @@ async fn messages_larger_than_the_peer_accepts_are_resource_exhausted() {
         .unwrap();
     let client = EchoClient::new(channel);
     let status = client
-        .unary_echo(EchoRequest { message: "y".repeat(15 * 1024) })
+        .unary_echo(EchoRequest {
+            message: "y".repeat(15 * 1024),
+        })
         .await
         .unwrap();
     assert_eq!(status.into_inner().message.len(), 15 * 1024);
-    let mut request = Request::new(EchoRequest { message: "z".repeat(20 * 1024) });
+    let mut request = Request::new(EchoRequest {
+        message: "z".repeat(20 * 1024),
+    });
     request.metadata_mut().insert("x-repeat", "1").unwrap();
     // The request is fine for the server (4 MiB limit) but the response is not.
-    let mut stream = client.server_streaming_echo(request).await.unwrap().into_inner();
+    let mut stream = client
+        .server_streaming_echo(request)
+        .await
+        .unwrap()
+        .into_inner();
     let status = stream.message().await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     server.shutdown().await;
@@ -150,21 +190,35 @@ async fn large_messages_cross_many_windows_intact() {
     for address in server.addresses() {
         let client = EchoClient::new(server.channel(&address).await);
         // 3 MiB: larger than the 1 MiB stream window, under the 4 MiB frame limit.
-        let big: String = (0..3 * 1024 * 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        let reply = client.unary_echo(EchoRequest { message: big.clone() }).await.unwrap();
+        let big: String = (0..3 * 1024 * 1024)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        let reply = client
+            .unary_echo(EchoRequest {
+                message: big.clone(),
+            })
+            .await
+            .unwrap();
         assert!(reply.into_inner().message == big, "over {address}");
         // 16 MiB through one stream: more than both windows, so it only passes
         // if WINDOW_UPDATEs flow as the handler consumes.
         let testing = TestingClient::new(server.channel(&address).await);
         let chunks: Vec<_> = (0..64)
-            .map(|index| Chunk { data: vec![index as u8; 256 * 1024], index })
+            .map(|index| Chunk {
+                data: vec![index as u8; 256 * 1024],
+                index,
+            })
             .collect();
         let summary = testing
             .sink(futures_util::stream::iter(chunks))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!((summary.chunks, summary.bytes), (64, 64 * 256 * 1024), "over {address}");
+        assert_eq!(
+            (summary.chunks, summary.bytes),
+            (64, 64 * 256 * 1024),
+            "over {address}"
+        );
     }
     server.shutdown().await;
 }

@@ -39,14 +39,22 @@ fn expect_goaway(frames: &[Frame], reason: Reason, needle: &str) {
         })
         .unwrap_or_else(|| panic!("expected GOAWAY {reason}, got {frames:?}"));
     assert_eq!(goaway.reason, reason, "{goaway:?}");
-    assert!(goaway.message.contains(needle), "{:?} lacks {needle:?}", goaway.message);
+    assert!(
+        goaway.message.contains(needle),
+        "{:?} lacks {needle:?}",
+        goaway.message
+    );
 }
 
 fn expect_trailers(frame: Frame, code: Code, needle: &str) {
     match frame {
         Frame::Trailers(t) => {
             assert_eq!(t.code, code, "{t:?}");
-            assert!(t.message.contains(needle), "{:?} lacks {needle:?}", t.message);
+            assert!(
+                t.message.contains(needle),
+                "{:?} lacks {needle:?}",
+                t.message
+            );
         }
         other => panic!("expected TRAILERS {code}, got {other:?}"),
     }
@@ -98,7 +106,11 @@ async fn a_frame_longer_than_the_max_frame_size_is_a_frame_size_error() {
     header[..4].copy_from_slice(&(max + 1).to_be_bytes());
     raw.send_bytes(&header).await;
     let frames = raw.read_until_closed().await;
-    expect_goaway(&frames, Reason::FrameSizeError, "exceeds the maximum frame size");
+    expect_goaway(
+        &frames,
+        Reason::FrameSizeError,
+        "exceeds the maximum frame size",
+    );
     still_serving(&server).await;
     server.shutdown().await;
 }
@@ -120,7 +132,8 @@ async fn a_truncated_frame_then_eof_is_a_protocol_error() {
 async fn an_unknown_frame_kind_is_a_protocol_error() {
     let server = TestServer::start().await;
     let mut raw = RawClient::handshake(&server.tcp).await;
-    raw.send_bytes(&raw_frame(0x42, 0, 1, b"what is this")).await;
+    raw.send_bytes(&raw_frame(0x42, 0, 1, b"what is this"))
+        .await;
     let frames = raw.read_until_closed().await;
     expect_goaway(&frames, Reason::ProtocolError, "unknown frame kind 0x42");
     still_serving(&server).await;
@@ -131,12 +144,18 @@ async fn an_unknown_frame_kind_is_a_protocol_error() {
 async fn stream_ids_going_backwards_are_a_protocol_error() {
     let server = TestServer::start().await;
     let mut raw = RawClient::handshake(&server.tcp).await;
-    let echo = EchoRequest { message: "x".into() };
+    let echo = EchoRequest {
+        message: "x".into(),
+    };
     raw.call_message(5, UNARY_ECHO, &echo).await;
     expect_trailers(raw.end_of(5).await, Code::Ok, "");
     raw.call_message(3, UNARY_ECHO, &echo).await;
     let frames = raw.read_until_closed().await;
-    expect_goaway(&frames, Reason::ProtocolError, "not above the highest stream id");
+    expect_goaway(
+        &frames,
+        Reason::ProtocolError,
+        "not above the highest stream id",
+    );
     server.shutdown().await;
 }
 
@@ -144,17 +163,28 @@ async fn stream_ids_going_backwards_are_a_protocol_error() {
 async fn unknown_service_and_unknown_method_are_unimplemented_and_the_connection_goes_on() {
     let server = TestServer::start().await;
     let mut raw = RawClient::handshake(&server.tcp).await;
-    let echo = EchoRequest { message: "x".into() };
+    let echo = EchoRequest {
+        message: "x".into(),
+    };
     raw.call_message(1, "/no.such.Service/Method", &echo).await;
-    expect_trailers(raw.end_of(1).await, Code::Unimplemented, "unknown service no.such.Service");
-    raw.call_message(2, "/grpc.examples.echo.Echo/NoSuchMethod", &echo).await;
+    expect_trailers(
+        raw.end_of(1).await,
+        Code::Unimplemented,
+        "unknown service no.such.Service",
+    );
+    raw.call_message(2, "/grpc.examples.echo.Echo/NoSuchMethod", &echo)
+        .await;
     expect_trailers(
         raw.end_of(2).await,
         Code::Unimplemented,
         "unknown method NoSuchMethod of service grpc.examples.echo.Echo",
     );
     raw.call_message(3, "not a path", &echo).await;
-    expect_trailers(raw.end_of(3).await, Code::Unimplemented, "malformed method path");
+    expect_trailers(
+        raw.end_of(3).await,
+        Code::Unimplemented,
+        "malformed method path",
+    );
     // The same connection still serves a valid call.
     raw.call_message(4, UNARY_ECHO, &echo).await;
     expect_trailers(raw.end_of(4).await, Code::Ok, "");
@@ -175,7 +205,11 @@ async fn a_request_that_is_not_valid_protobuf_is_invalid_argument() {
     let mut raw = RawClient::handshake(&server.tcp).await;
     // Field 1, wire type 2 (length-delimited), length 100, but only 3 bytes follow.
     raw.call(1, UNARY_ECHO, None, Some(b"\x0a\x64abc")).await;
-    expect_trailers(raw.end_of(1).await, Code::InvalidArgument, "not a valid message");
+    expect_trailers(
+        raw.end_of(1).await,
+        Code::InvalidArgument,
+        "not a valid message",
+    );
     // Two messages to a unary method.
     raw.send(|out| {
         encode::headers(out, 2, false, None, UNARY_ECHO, &MetadataMap::new());
@@ -187,7 +221,14 @@ async fn a_request_that_is_not_valid_protobuf_is_invalid_argument() {
     // No message at all.
     raw.call(3, UNARY_ECHO, None, None).await;
     expect_trailers(raw.end_of(3).await, Code::InvalidArgument, "got none");
-    raw.call_message(4, UNARY_ECHO, &EchoRequest { message: "ok".into() }).await;
+    raw.call_message(
+        4,
+        UNARY_ECHO,
+        &EchoRequest {
+            message: "ok".into(),
+        },
+    )
+    .await;
     expect_trailers(raw.end_of(4).await, Code::Ok, "");
     server.shutdown().await;
 }
@@ -197,14 +238,34 @@ async fn a_deadline_already_expired_is_answered_without_running_the_handler() {
     let server = TestServer::start().await;
     let mut raw = RawClient::handshake(&server.tcp).await;
     let sleep = prost::Message::encode_to_vec(&SleepRequest { millis: 1 });
-    raw.call(1, "/sinew.testing.Testing/Sleep", Some(Duration::ZERO), Some(&sleep)).await;
-    expect_trailers(raw.end_of(1).await, Code::DeadlineExceeded, "already expired");
+    raw.call(
+        1,
+        "/sinew.testing.Testing/Sleep",
+        Some(Duration::ZERO),
+        Some(&sleep),
+    )
+    .await;
+    expect_trailers(
+        raw.end_of(1).await,
+        Code::DeadlineExceeded,
+        "already expired",
+    );
     assert_eq!(Counters::get(&server.counters.sleeps_started), 0);
 
     // A deadline that passes while the handler runs: the server enforces it itself.
     let sleep = prost::Message::encode_to_vec(&SleepRequest { millis: 10_000 });
-    raw.call(2, "/sinew.testing.Testing/Sleep", Some(Duration::from_millis(100)), Some(&sleep)).await;
-    expect_trailers(raw.end_of(2).await, Code::DeadlineExceeded, "deadline exceeded");
+    raw.call(
+        2,
+        "/sinew.testing.Testing/Sleep",
+        Some(Duration::from_millis(100)),
+        Some(&sleep),
+    )
+    .await;
+    expect_trailers(
+        raw.end_of(2).await,
+        Code::DeadlineExceeded,
+        "deadline exceeded",
+    );
     eventually(Duration::from_secs(5), "handler cancelled", || {
         Counters::get(&server.counters.sleeps_cancelled) == 1
     })
@@ -218,13 +279,24 @@ async fn a_client_that_vanishes_mid_call_cancels_its_handlers() {
     let mut raw = RawClient::handshake(&server.tcp).await;
     // A client-streaming call left half-sent, and a long unary call.
     raw.send(|out| {
-        encode::headers(out, 1, false, None, "/sinew.testing.Testing/Sink", &MetadataMap::new());
-        let chunk = prost::Message::encode_to_vec(&Chunk { data: vec![1; 1000], index: 0 });
+        encode::headers(
+            out,
+            1,
+            false,
+            None,
+            "/sinew.testing.Testing/Sink",
+            &MetadataMap::new(),
+        );
+        let chunk = prost::Message::encode_to_vec(&Chunk {
+            data: vec![1; 1000],
+            index: 0,
+        });
         encode::data(out, 1, false, &chunk);
     })
     .await;
     let sleep = prost::Message::encode_to_vec(&SleepRequest { millis: 60_000 });
-    raw.call(2, "/sinew.testing.Testing/Sleep", None, Some(&sleep)).await;
+    raw.call(2, "/sinew.testing.Testing/Sleep", None, Some(&sleep))
+        .await;
     eventually(Duration::from_secs(5), "sleep started", || {
         Counters::get(&server.counters.sleeps_started) == 1
     })
@@ -236,7 +308,10 @@ async fn a_client_that_vanishes_mid_call_cancels_its_handlers() {
     .await;
     still_serving(&server).await;
     let report = server.shutdown().await;
-    assert_eq!(report.cancelled_calls, 0, "nothing was left to cancel at shutdown");
+    assert_eq!(
+        report.cancelled_calls, 0,
+        "nothing was left to cancel at shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +323,8 @@ async fn a_peer_that_never_reads_is_held_by_flow_control() {
         count: 1_000_000,
         size: chunk_size,
     };
-    raw.call_message(1, "/sinew.testing.Testing/Flood", &flood).await;
+    raw.call_message(1, "/sinew.testing.Testing/Flood", &flood)
+        .await;
     // Never read. The server may send one stream window (1 MiB) plus whatever the
     // kernel's socket buffers hold, then it must stop.
     let sent = || Counters::get(&server.counters.flood_chunks_sent);
@@ -260,7 +336,10 @@ async fn a_peer_that_never_reads_is_held_by_flow_control() {
         if now == last {
             break;
         }
-        assert!(now < 1_000, "server kept producing: {now} chunks for a peer that never reads");
+        assert!(
+            now < 1_000,
+            "server kept producing: {now} chunks for a peer that never reads"
+        );
         last = now;
     }
     let bytes = last * chunk_size as u64;
@@ -286,7 +365,14 @@ async fn data_beyond_the_flow_control_window_is_a_flow_control_error() {
         index: 0,
     });
     raw.send(|out| {
-        encode::headers(out, 1, false, None, "/sinew.testing.Testing/Sink", &metadata);
+        encode::headers(
+            out,
+            1,
+            false,
+            None,
+            "/sinew.testing.Testing/Sink",
+            &metadata,
+        );
         // One frame more than the window allows (the handler reads one and then
         // pauses, which is not enough to earn a WINDOW_UPDATE).
         for _ in 0..(window / chunk.len() + 2) {
@@ -307,7 +393,8 @@ async fn calls_above_max_concurrent_streams_are_refused_unprocessed() {
     assert_eq!(raw.server_settings.unwrap().max_concurrent_streams, 2);
     let sleep = prost::Message::encode_to_vec(&SleepRequest { millis: 300 });
     for id in 1..=3 {
-        raw.call(id, "/sinew.testing.Testing/Sleep", None, Some(&sleep)).await;
+        raw.call(id, "/sinew.testing.Testing/Sleep", None, Some(&sleep))
+            .await;
     }
     match raw.end_of(3).await {
         Frame::Reset(reset) => {
@@ -331,7 +418,8 @@ async fn pings_are_answered_and_misplaced_frames_are_protocol_errors() {
         other => panic!("expected PING ACK, got {other:?}"),
     }
     // TRAILERS are the server's to send.
-    raw.send(|out| encode::trailers(out, 1, Code::Ok, "", b"", &MetadataMap::new())).await;
+    raw.send(|out| encode::trailers(out, 1, Code::Ok, "", b"", &MetadataMap::new()))
+        .await;
     let frames = raw.read_until_closed().await;
     expect_goaway(&frames, Reason::ProtocolError, "sent by a client");
 
@@ -347,7 +435,9 @@ async fn pings_are_answered_and_misplaced_frames_are_protocol_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_connections_get_the_same_errors() {
     let server = TestServer::start().await;
-    let Address::Unix(path) = &server.unix else { unreachable!() };
+    let Address::Unix(path) = &server.unix else {
+        unreachable!()
+    };
     let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
     use tokio::io::AsyncReadExt;
     stream.write_all(b"\x00\x00garbage").await.unwrap();
@@ -357,8 +447,12 @@ async fn unix_socket_connections_get_the_same_errors() {
         .expect("server closes")
         .unwrap();
     let mut buf = bytes::BytesMut::from(&answer[..]);
-    sinew_wire::Preface::decode(&mut buf).unwrap().expect("preface");
-    let frame = sinew_wire::FrameDecoder::new(1 << 20).decode(&mut buf).unwrap();
+    sinew_wire::Preface::decode(&mut buf)
+        .unwrap()
+        .expect("preface");
+    let frame = sinew_wire::FrameDecoder::new(1 << 20)
+        .decode(&mut buf)
+        .unwrap();
     assert!(matches!(frame, Some(Frame::GoAway(g)) if g.reason == Reason::BadPreface));
     still_serving(&server).await;
     server.shutdown().await;

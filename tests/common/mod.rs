@@ -64,7 +64,10 @@ impl TestServer {
             .add_service(TestingServer::new(service));
         let socket = dir.0.join("server.sock");
         let server = configure(builder)
-            .bind(["tcp://127.0.0.1:0".to_owned(), format!("unix://{}", socket.display())])
+            .bind([
+                "tcp://127.0.0.1:0".to_owned(),
+                format!("unix://{}", socket.display()),
+            ])
             .await
             .expect("bind test server");
         let tcp = server.local_addresses()[0].clone();

@@ -27,7 +27,9 @@ impl RawClient {
             panic!("raw client speaks TCP only")
         };
         RawClient {
-            stream: TcpStream::connect((host.as_str(), *port)).await.expect("connect"),
+            stream: TcpStream::connect((host.as_str(), *port))
+                .await
+                .expect("connect"),
             buf: BytesMut::new(),
             decoder: FrameDecoder::new(64 * 1024 * 1024),
             server_settings: None,
@@ -78,7 +80,14 @@ impl RawClient {
         message: Option<&[u8]>,
     ) {
         self.send(|out| {
-            encode::headers(out, stream_id, message.is_none(), timeout, path, &MetadataMap::new());
+            encode::headers(
+                out,
+                stream_id,
+                message.is_none(),
+                timeout,
+                path,
+                &MetadataMap::new(),
+            );
             if let Some(message) = message {
                 encode::data(out, stream_id, true, message);
             }
@@ -87,7 +96,8 @@ impl RawClient {
     }
 
     pub async fn call_message(&mut self, stream_id: u32, path: &str, message: &impl Message) {
-        self.call(stream_id, path, None, Some(&message.encode_to_vec())).await;
+        self.call(stream_id, path, None, Some(&message.encode_to_vec()))
+            .await;
     }
 
     /// Reads more bytes; `None` at end of stream.
@@ -103,7 +113,11 @@ impl RawClient {
     /// The next frame, or `None` if the server closed the connection.
     pub async fn next_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf).expect("server frames decode") {
+            if let Some(frame) = self
+                .decoder
+                .decode(&mut self.buf)
+                .expect("server frames decode")
+            {
                 return Some(frame);
             }
             self.fill().await?;

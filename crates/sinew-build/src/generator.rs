@@ -17,8 +17,11 @@ fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     for (i, c) in chars.iter().enumerate() {
         if c.is_uppercase() {
-            let after_lower = i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
-            let before_lower = i > 0 && chars.get(i + 1).is_some_and(|n| n.is_lowercase()) && chars[i - 1].is_uppercase();
+            let after_lower =
+                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
+            let before_lower = i > 0
+                && chars.get(i + 1).is_some_and(|n| n.is_lowercase())
+                && chars[i - 1].is_uppercase();
             if after_lower || before_lower {
                 out.push('_');
             }
@@ -98,8 +101,15 @@ impl ServiceGenerator {
             };
             let response = if method.server_streaming {
                 let stream = stream_type_name(method);
-                let _ = writeln!(buf, "/// The response stream of [`{trait_name}::{}`].", method.name);
-                let _ = writeln!(buf, "type {stream}: Stream<Item = Result<{output}, Status>> + Send + 'static;");
+                let _ = writeln!(
+                    buf,
+                    "/// The response stream of [`{trait_name}::{}`].",
+                    method.name
+                );
+                let _ = writeln!(
+                    buf,
+                    "type {stream}: Stream<Item = Result<{output}, Status>> + Send + 'static;"
+                );
                 format!("Response<Self::{stream}>")
             } else {
                 format!("Response<{output}>")
@@ -114,7 +124,10 @@ impl ServiceGenerator {
         let _ = writeln!(buf, "}}");
 
         // Descriptor.
-        let _ = writeln!(buf, "/// Methods of `{full_name}`, in the order [`Service::call`] indexes them.");
+        let _ = writeln!(
+            buf,
+            "/// Methods of `{full_name}`, in the order [`Service::call`] indexes them."
+        );
         let _ = writeln!(buf, "pub static METHODS: &[MethodDescriptor] = &[");
         for method in &service.methods {
             let _ = writeln!(
@@ -136,19 +149,34 @@ impl ServiceGenerator {
         );
 
         // The Service wrapper.
-        let _ = writeln!(buf, "/// Serves an implementation of [`{trait_name}`] on a sinew server.");
+        let _ = writeln!(
+            buf,
+            "/// Serves an implementation of [`{trait_name}`] on a sinew server."
+        );
         let _ = writeln!(buf, "#[derive(Debug)]");
         let _ = writeln!(buf, "pub struct {server_name}<T> {{ inner: Arc<T> }}");
         let _ = writeln!(buf, "impl<T> Clone for {server_name}<T> {{ fn clone(&self) -> Self {{ Self {{ inner: self.inner.clone() }} }} }}");
         let _ = writeln!(buf, "impl<T: {trait_name}> {server_name}<T> {{");
         let _ = writeln!(buf, "/// Wraps an implementation.");
-        let _ = writeln!(buf, "pub fn new(inner: T) -> Self {{ Self {{ inner: Arc::new(inner) }} }}");
+        let _ = writeln!(
+            buf,
+            "pub fn new(inner: T) -> Self {{ Self {{ inner: Arc::new(inner) }} }}"
+        );
         let _ = writeln!(buf, "/// Wraps an implementation shared with other code.");
-        let _ = writeln!(buf, "pub fn from_arc(inner: Arc<T>) -> Self {{ Self {{ inner }} }}");
+        let _ = writeln!(
+            buf,
+            "pub fn from_arc(inner: Arc<T>) -> Self {{ Self {{ inner }} }}"
+        );
         let _ = writeln!(buf, "}}");
         let _ = writeln!(buf, "impl<T: {trait_name}> Service for {server_name}<T> {{");
-        let _ = writeln!(buf, "fn descriptor(&self) -> &'static ServiceDescriptor {{ &SERVICE_DESCRIPTOR }}");
-        let _ = writeln!(buf, "fn call(&self, method: usize, call: ServerCall) -> BoxFuture<'static, ()> {{");
+        let _ = writeln!(
+            buf,
+            "fn descriptor(&self) -> &'static ServiceDescriptor {{ &SERVICE_DESCRIPTOR }}"
+        );
+        let _ = writeln!(
+            buf,
+            "fn call(&self, method: usize, call: ServerCall) -> BoxFuture<'static, ()> {{"
+        );
         let _ = writeln!(buf, "let inner = self.inner.clone();");
         let _ = writeln!(buf, "match method {{");
         for (index, method) in service.methods.iter().enumerate() {
@@ -176,7 +204,10 @@ impl ServiceGenerator {
         let module = format!("{}_client", snake_case(&service.name));
         let client_name = format!("{}Client", service.name);
         let full_name = full_service_name(service);
-        let _ = writeln!(buf, "/// Client side of `{full_name}`: [`{module}::{client_name}`].");
+        let _ = writeln!(
+            buf,
+            "/// Client side of `{full_name}`: [`{module}::{client_name}`]."
+        );
         let _ = writeln!(buf, "pub mod {module} {{");
         let _ = writeln!(buf, "#![allow(unused_imports, clippy::all)]");
         let _ = writeln!(buf, "use {rt}::codegen::*;");
@@ -184,8 +215,14 @@ impl ServiceGenerator {
         let _ = writeln!(buf, "#[derive(Debug, Clone)]");
         let _ = writeln!(buf, "pub struct {client_name} {{ channel: Channel }}");
         let _ = writeln!(buf, "impl {client_name} {{");
-        let _ = writeln!(buf, "/// A client calling over `channel` (cheap: the channel is shared).");
-        let _ = writeln!(buf, "pub fn new(channel: Channel) -> Self {{ Self {{ channel }} }}");
+        let _ = writeln!(
+            buf,
+            "/// A client calling over `channel` (cheap: the channel is shared)."
+        );
+        let _ = writeln!(
+            buf,
+            "pub fn new(channel: Channel) -> Self {{ Self {{ channel }} }}"
+        );
         let _ = writeln!(buf, "/// The channel this client calls over.");
         let _ = writeln!(buf, "pub fn channel(&self) -> &Channel {{ &self.channel }}");
         for method in &service.methods {
@@ -193,12 +230,33 @@ impl ServiceGenerator {
             let output = type_path(&method.output_type);
             let path = format!("/{full_name}/{}", method.proto_name);
             doc_comments(&method.comments, 0, buf);
-            let (argument, into, response, call) = match (method.client_streaming, method.server_streaming) {
-                (false, false) => (format!("impl IntoRequest<{input}>"), "into_request", format!("Response<{output}>"), "unary"),
-                (false, true) => (format!("impl IntoRequest<{input}>"), "into_request", format!("Response<Streaming<{output}>>"), "server_streaming"),
-                (true, false) => (format!("impl IntoStreamingRequest<Message = {input}>"), "into_streaming_request", format!("Response<{output}>"), "client_streaming"),
-                (true, true) => (format!("impl IntoStreamingRequest<Message = {input}>"), "into_streaming_request", format!("Response<Streaming<{output}>>"), "bidirectional"),
-            };
+            let (argument, into, response, call) =
+                match (method.client_streaming, method.server_streaming) {
+                    (false, false) => (
+                        format!("impl IntoRequest<{input}>"),
+                        "into_request",
+                        format!("Response<{output}>"),
+                        "unary",
+                    ),
+                    (false, true) => (
+                        format!("impl IntoRequest<{input}>"),
+                        "into_request",
+                        format!("Response<Streaming<{output}>>"),
+                        "server_streaming",
+                    ),
+                    (true, false) => (
+                        format!("impl IntoStreamingRequest<Message = {input}>"),
+                        "into_streaming_request",
+                        format!("Response<{output}>"),
+                        "client_streaming",
+                    ),
+                    (true, true) => (
+                        format!("impl IntoStreamingRequest<Message = {input}>"),
+                        "into_streaming_request",
+                        format!("Response<Streaming<{output}>>"),
+                        "bidirectional",
+                    ),
+                };
             let _ = writeln!(
                 buf,
                 "pub async fn {}(&self, request: {argument}) -> Result<{response}, Status> {{ self.channel.{call}({path:?}, request.{into}()).await }}",
@@ -217,7 +275,10 @@ mod tests {
     #[test]
     fn method_names_become_snake_case() {
         assert_eq!(snake_case("UnaryEcho"), "unary_echo");
-        assert_eq!(snake_case("BidirectionalStreamingEcho"), "bidirectional_streaming_echo");
+        assert_eq!(
+            snake_case("BidirectionalStreamingEcho"),
+            "bidirectional_streaming_echo"
+        );
         assert_eq!(snake_case("Get"), "get");
         assert_eq!(snake_case("GetHTTPThing"), "get_http_thing");
         assert_eq!(snake_case("Echo2Me"), "echo2_me");

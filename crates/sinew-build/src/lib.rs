@@ -101,9 +101,11 @@ impl Builder {
     ) -> io::Result<()> {
         let out_dir = match self.out_dir {
             Some(dir) => dir,
-            None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or_else(|| {
-                io::Error::other("OUT_DIR is not set: call from build.rs or use out_dir()")
-            })?,
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    io::Error::other("OUT_DIR is not set: call from build.rs or use out_dir()")
+                })?,
         };
         for proto in protos {
             println!("cargo:rerun-if-changed={}", proto.as_ref().display());

@@ -55,13 +55,19 @@ impl Echo for EchoService {
     type ServerStreamingEchoStream = EchoStream;
     type BidirectionalStreamingEchoStream = EchoStream;
 
-    async fn unary_echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let metadata = echoed_metadata(request.metadata());
         let message = request.into_inner().message;
         Ok(with_metadata(EchoResponse { message }, metadata))
     }
 
-    async fn server_streaming_echo(&self, request: Request<EchoRequest>) -> Result<Response<Self::ServerStreamingEchoStream>, Status> {
+    async fn server_streaming_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<Self::ServerStreamingEchoStream>, Status> {
         let metadata = echoed_metadata(request.metadata());
         let repeat = match request.metadata().get("x-repeat") {
             None => DEFAULT_REPEAT,
@@ -83,7 +89,10 @@ impl Echo for EchoService {
         Ok(with_metadata(Box::pin(stream) as EchoStream, metadata))
     }
 
-    async fn client_streaming_echo(&self, request: Request<Streaming<EchoRequest>>) -> Result<Response<EchoResponse>, Status> {
+    async fn client_streaming_echo(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let metadata = echoed_metadata(request.metadata());
         let mut requests = request.into_inner();
         let mut messages = Vec::new();
@@ -98,10 +107,17 @@ impl Echo for EchoService {
         ))
     }
 
-    async fn bidirectional_streaming_echo(&self, request: Request<Streaming<EchoRequest>>) -> Result<Response<Self::BidirectionalStreamingEchoStream>, Status> {
+    async fn bidirectional_streaming_echo(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::BidirectionalStreamingEchoStream>, Status> {
         let metadata = echoed_metadata(request.metadata());
         let requests = request.into_inner();
-        let responses = requests.map(|request| request.map(|request| EchoResponse { message: request.message }));
+        let responses = requests.map(|request| {
+            request.map(|request| EchoResponse {
+                message: request.message,
+            })
+        });
         Ok(with_metadata(Box::pin(responses) as EchoStream, metadata))
     }
 }

@@ -60,7 +60,9 @@ fn check_key(key: &str) -> Result<(), Status> {
 
 impl KeyValueStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
-        self.data.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.data
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -116,7 +118,10 @@ impl KeyValue for KeyValueStore {
         Ok(Response::new(PutResponse { version }))
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let key = request.into_inner().key;
         check_key(&key)?;
         let mut data = self.lock();
@@ -134,7 +139,10 @@ impl KeyValue for KeyValueStore {
         Ok(Response::new(DeleteResponse { version }))
     }
 
-    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let WatchRequest {
             prefix,
             send_initial,
@@ -168,9 +176,9 @@ impl KeyValue for KeyValueStore {
                 let item = match events.recv().await {
                     Ok(event) if event.key.starts_with(&prefix) => Ok(event),
                     Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => Err(Status::data_loss(format!(
-                        "watcher fell {missed} events behind; watch again"
-                    ))),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => Err(Status::data_loss(
+                        format!("watcher fell {missed} events behind; watch again"),
+                    )),
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 let failed = item.is_err();
@@ -206,7 +214,10 @@ struct AbortOnDrop<S> {
 
 impl<S: Stream + Unpin> Stream for AbortOnDrop<S> {
     type Item = S::Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<S::Item>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
         Pin::new(&mut self.stream).poll_next(cx)
     }
 }

@@ -129,7 +129,9 @@ impl Status {
 impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Status");
-        debug.field("code", &self.code).field("message", &self.message);
+        debug
+            .field("code", &self.code)
+            .field("message", &self.message);
         if !self.details.is_empty() {
             debug.field("details", &self.details);
         }

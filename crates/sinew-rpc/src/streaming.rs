@@ -69,9 +69,7 @@ impl<T> Streaming<T> {
 impl<T: prost::Message + Default> Streaming<T> {
     /// The next message; `Ok(None)` at a clean end, `Err(status)` if the call failed.
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
-        poll_fn(|cx| self.poll_message(cx))
-            .await
-            .transpose()
+        poll_fn(|cx| self.poll_message(cx)).await.transpose()
     }
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Status>>> {
@@ -105,7 +103,9 @@ impl<T: prost::Message + Default> Streaming<T> {
                         if is_client {
                             Status::internal(format!("response is not a valid message: {error}"))
                         } else {
-                            Status::invalid_argument(format!("request is not a valid message: {error}"))
+                            Status::invalid_argument(format!(
+                                "request is not a valid message: {error}"
+                            ))
                         }
                     })));
                 }

@@ -97,9 +97,9 @@ impl FromStr for Address {
                         "host may not contain '/', '?', '#' or '@'",
                     ));
                 }
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| AddressError::new(input, "port is not a number from 0 to 65535"))?;
+                let port = port.parse::<u16>().map_err(|_| {
+                    AddressError::new(input, "port is not a number from 0 to 65535")
+                })?;
                 Ok(Address::Tcp {
                     host: host.to_owned(),
                     port,

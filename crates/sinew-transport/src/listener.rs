@@ -29,7 +29,9 @@ impl Listener {
     /// Binds `address`. `tcp://host:0` picks a free port: see [`Listener::local_address`].
     pub async fn bind(address: &Address) -> io::Result<Listener> {
         let inner = match address {
-            Address::Tcp { host, port } => Inner::Tcp(TcpListener::bind((host.as_str(), *port)).await?),
+            Address::Tcp { host, port } => {
+                Inner::Tcp(TcpListener::bind((host.as_str(), *port)).await?)
+            }
             Address::Unix(path) => {
                 if path.exists() {
                     match UnixStream::connect(path).await {
@@ -116,7 +118,10 @@ mod tests {
             server.write_all(b"pong").await.unwrap();
             assert_eq!(&client.await.unwrap(), b"pong");
         }
-        assert!(!socket.exists(), "dropping the listener removes its socket file");
+        assert!(
+            !socket.exists(),
+            "dropping the listener removes its socket file"
+        );
 
         // A stale file (no one listening) is replaced; a live one is refused.
         std::fs::write(&socket, b"stale").unwrap();

@@ -177,7 +177,10 @@ mod tests {
             ("ping on a stream", raw(0x5, 0, 1, b"12345678")),
             ("short ping", raw(0x5, 0, 0, b"123")),
             ("headers path past the end", raw(0x1, 0, 1, &[0, 9, b'/'])),
-            ("headers path not utf-8", raw(0x1, 0, 1, &[0, 2, 0xff, 0xfe])),
+            (
+                "headers path not utf-8",
+                raw(0x1, 0, 1, &[0, 2, 0xff, 0xfe]),
+            ),
             ("trailers without code", raw(0x2, 0, 1, &[0, 0])),
             ("metadata key too short", raw(0x1, 0, 1, &[0, 0, 5, b'a'])),
             (

@@ -161,9 +161,14 @@ impl Frame {
                 f.path_str(),
                 &f.metadata,
             ),
-            Frame::Trailers(f) => {
-                trailers(dst, f.stream_id, f.code, &f.message, &f.details, &f.metadata)
-            }
+            Frame::Trailers(f) => trailers(
+                dst,
+                f.stream_id,
+                f.code,
+                &f.message,
+                &f.details,
+                &f.metadata,
+            ),
             Frame::HalfClose(f) => half_close(dst, f.stream_id),
             Frame::Reset(f) => reset(dst, f.stream_id, f.code, &f.message),
             Frame::Ping(f) => ping(dst, f.ack, f.payload),

@@ -421,8 +421,7 @@ impl Reader<'_> {
             let key = self.take(key_len)?;
             let key = std::str::from_utf8(&key)
                 .map_err(|_| WireError::protocol("metadata key is not ASCII"))?;
-            MetadataMap::validate_key(key)
-                .map_err(|e| WireError::protocol(e.to_string()))?;
+            MetadataMap::validate_key(key).map_err(|e| WireError::protocol(e.to_string()))?;
             let value_len = self.u32()? as usize;
             let value = self.take(value_len)?;
             MetadataMap::validate_value(key, &value)

@@ -79,7 +79,11 @@ impl MetadataMap {
     }
 
     /// Replaces every value of a binary key (which must end in `-bin`).
-    pub fn insert_bin(&mut self, key: &str, value: impl Into<Bytes>) -> Result<(), InvalidMetadata> {
+    pub fn insert_bin(
+        &mut self,
+        key: &str,
+        value: impl Into<Bytes>,
+    ) -> Result<(), InvalidMetadata> {
         Self::validate_key(key)?;
         if !key.ends_with("-bin") {
             return Err(InvalidMetadata::Key(key.to_owned()));
@@ -149,7 +153,10 @@ impl MetadataMap {
 
     /// Bytes this map takes on the wire.
     pub fn encoded_len(&self) -> usize {
-        self.entries.iter().map(|(k, v)| 1 + k.len() + 4 + v.len()).sum()
+        self.entries
+            .iter()
+            .map(|(k, v)| 1 + k.len() + 4 + v.len())
+            .sum()
     }
 }
 
@@ -184,7 +191,10 @@ mod tests {
     fn ascii_values_refuse_control_bytes_and_bin_values_take_anything() {
         let mut map = MetadataMap::new();
         assert!(map.insert("k", "line\nbreak").is_err());
-        assert!(map.insert_bin("k", vec![0u8, 255]).is_err(), "binary needs -bin");
+        assert!(
+            map.insert_bin("k", vec![0u8, 255]).is_err(),
+            "binary needs -bin"
+        );
         map.insert_bin("trace-bin", vec![0u8, 255]).unwrap();
         assert_eq!(map.get_bin("trace-bin"), Some(&[0u8, 255][..]));
     }

@@ -166,12 +166,17 @@ impl Preface {
                 } else {
                     Err(WireError::new(
                         Reason::BadPreface,
-                        format!("setting {id} has value {value}, outside {low}..={}", Settings::MAX_VALUE),
+                        format!(
+                            "setting {id} has value {value}, outside {low}..={}",
+                            Settings::MAX_VALUE
+                        ),
                     ))
                 }
             };
             match id {
-                SETTING_MAX_FRAME_SIZE => settings.max_frame_size = in_range(Settings::MIN_FRAME_SIZE)?,
+                SETTING_MAX_FRAME_SIZE => {
+                    settings.max_frame_size = in_range(Settings::MIN_FRAME_SIZE)?
+                }
                 SETTING_INITIAL_STREAM_WINDOW => settings.initial_stream_window = in_range(1)?,
                 SETTING_INITIAL_CONNECTION_WINDOW => {
                     settings.initial_connection_window = in_range(1)?
@@ -211,8 +216,10 @@ mod tests {
     fn garbage_is_refused_on_the_first_byte() {
         let err = Preface::decode(&mut BytesMut::from(&b"G"[..])).unwrap_err();
         assert_eq!(err.reason(), Reason::BadPreface);
-        let err = Preface::decode(&mut BytesMut::from(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]))
-            .unwrap_err();
+        let err = Preface::decode(&mut BytesMut::from(
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        ))
+        .unwrap_err();
         assert_eq!(err.reason(), Reason::BadPreface);
     }
 

@@ -36,7 +36,11 @@ impl Drop for ClientStream {
             return;
         };
         if !stream.remote_closed && !stream.reset && state.dead.is_none() {
-            state.encode_reset(self.stream.id, Code::Cancelled, "call cancelled by the client");
+            state.encode_reset(
+                self.stream.id,
+                Code::Cancelled,
+                "call cancelled by the client",
+            );
         }
         let unread: usize = stream
             .inbox
@@ -112,7 +116,14 @@ async fn open<M: prost::Message>(
             && state.send_window > 0
             && state.pending.len() < PENDING_WRITE_HIGH;
         let headers_end_stream = end_stream && first.is_none();
-        encode::headers(&mut state.pending, id, headers_end_stream, timeout, path, metadata);
+        encode::headers(
+            &mut state.pending,
+            id,
+            headers_end_stream,
+            timeout,
+            path,
+            metadata,
+        );
         if let (true, Some(message), Some(len)) = (with_first, first, first_len) {
             let flags = if end_stream {
                 sinew_wire::flags::END_STREAM
@@ -273,7 +284,9 @@ impl Channel {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    Err(Status::deadline_exceeded("deadline expired before the call was sent"))
+                    Err(Status::deadline_exceeded(
+                        "deadline expired before the call was sent",
+                    ))
                 } else {
                     Ok(Some(left))
                 }
@@ -296,7 +309,8 @@ impl Channel {
         Self::with_deadline(deadline, async {
             let shared = self.connection().await?;
             let timeout = Self::remaining(deadline)?;
-            let (stream, sent) = open(&shared, path, &metadata, timeout, Some(&message), true).await?;
+            let (stream, sent) =
+                open(&shared, path, &metadata, timeout, Some(&message), true).await?;
             if !sent {
                 stream
                     .stream
@@ -327,7 +341,8 @@ impl Channel {
         Self::with_deadline(deadline, async {
             let shared = self.connection().await?;
             let timeout = Self::remaining(deadline)?;
-            let (stream, sent) = open(&shared, path, &metadata, timeout, Some(&message), true).await?;
+            let (stream, sent) =
+                open(&shared, path, &metadata, timeout, Some(&message), true).await?;
             if !sent {
                 stream
                     .stream
@@ -396,7 +411,8 @@ impl Channel {
         Self::with_deadline(deadline, async {
             let shared = self.connection().await?;
             let timeout = Self::remaining(deadline)?;
-            let (mut stream, _) = open::<Req>(&shared, path, &metadata, timeout, None, false).await?;
+            let (mut stream, _) =
+                open::<Req>(&shared, path, &metadata, timeout, None, false).await?;
             let pump = tokio::spawn(pump_requests(stream.stream.clone(), requests));
             stream.pump = Some(pump.abort_handle());
             let headers = response_headers(&stream).await?;

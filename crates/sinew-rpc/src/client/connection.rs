@@ -55,7 +55,9 @@ pub(crate) async fn connect(
         Ok(Ok(Ok(preface))) => preface,
     };
     // A server that refuses us answers its preface with a GOAWAY: report its reason.
-    if let Ok(Some(Frame::GoAway(goaway))) = FrameDecoder::new(settings.max_frame_size).decode(&mut buf.clone()) {
+    if let Ok(Some(Frame::GoAway(goaway))) =
+        FrameDecoder::new(settings.max_frame_size).decode(&mut buf.clone())
+    {
         if goaway.reason != Reason::NoError {
             return Err(Status::unavailable(format!(
                 "{address} refused the connection: {}: {}",

@@ -106,7 +106,8 @@ impl ChannelBuilder {
 
     /// Largest response message accepted, in bytes (default 4 MiB).
     pub fn max_frame_size(mut self, bytes: u32) -> Self {
-        self.config.settings.max_frame_size = bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
+        self.config.settings.max_frame_size =
+            bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
         self
     }
 
@@ -124,7 +125,9 @@ impl ChannelBuilder {
 
     /// A channel that connects on its first call.
     pub fn lazy(self) -> Channel {
-        let slots = (0..self.config.connections).map(|_| Slot::default()).collect();
+        let slots = (0..self.config.connections)
+            .map(|_| Slot::default())
+            .collect();
         Channel {
             inner: Arc::new(ChannelInner {
                 address: self.address,
@@ -207,7 +210,9 @@ impl Channel {
             }
         }
         let config = &self.inner.config;
-        match connection::connect(&self.inner.address, config.settings, config.connect_timeout).await {
+        match connection::connect(&self.inner.address, config.settings, config.connect_timeout)
+            .await
+        {
             Ok(shared) => {
                 *backoff = Backoff::default();
                 *slot.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
@@ -243,7 +248,11 @@ impl Slot {
 impl Drop for ChannelInner {
     fn drop(&mut self) {
         for slot in self.slots.iter() {
-            let current = slot.current.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let current = slot
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             if let Some(shared) = current {
                 let mut state = shared.lock();
                 if state.streams.is_empty() {
@@ -260,6 +269,11 @@ impl Drop for ChannelInner {
 fn pseudo_random_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }

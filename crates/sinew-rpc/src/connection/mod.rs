@@ -232,7 +232,10 @@ impl Shared {
     /// Locks the state. Poisoning is ignored: every critical section leaves the
     /// state consistent before doing anything that could panic.
     pub(crate) fn lock(&self) -> Locked<'_> {
-        let guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let was_empty = guard.pending.is_empty();
         Locked {
             guard: Some(guard),
@@ -329,12 +332,18 @@ impl Locked<'_> {
                         if stream.remote_closed {
                             Err(WireError::new(
                                 Reason::ProtocolError,
-                                format!("DATA on stream {} after the peer ended it", data.stream_id),
+                                format!(
+                                    "DATA on stream {} after the peer ended it",
+                                    data.stream_id
+                                ),
                             ))
                         } else if stream.recv_window <= 0 {
                             Err(WireError::new(
                                 Reason::FlowControlError,
-                                format!("DATA beyond the flow-control window of stream {}", data.stream_id),
+                                format!(
+                                    "DATA beyond the flow-control window of stream {}",
+                                    data.stream_id
+                                ),
                             ))
                         } else {
                             stream.recv_window -= len as i64;
@@ -415,7 +424,10 @@ impl Locked<'_> {
                     if stream.send_window > max {
                         return Err(WireError::new(
                             Reason::FlowControlError,
-                            format!("WINDOW_UPDATE lifts the window of stream {} above 2^31-1", update.stream_id),
+                            format!(
+                                "WINDOW_UPDATE lifts the window of stream {} above 2^31-1",
+                                update.stream_id
+                            ),
                         ));
                     }
                     if let Some(waker) = stream.send_waker.take() {

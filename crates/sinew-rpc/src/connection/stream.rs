@@ -62,7 +62,10 @@ impl StreamRef {
     }
 
     /// Queues `send` once flow control allows (only a message needs credit).
-    pub(crate) async fn send<M: prost::Message>(&self, send: Outgoing<'_, M>) -> Result<(), Status> {
+    pub(crate) async fn send<M: prost::Message>(
+        &self,
+        send: Outgoing<'_, M>,
+    ) -> Result<(), Status> {
         let message_len = send.message.map(|m| m.encoded_len());
         let max = self.shared.peer.max_frame_size as usize;
         if let Some(len) = message_len {

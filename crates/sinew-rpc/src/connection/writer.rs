@@ -41,9 +41,9 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
         }
         if let Err(error) = io.write_all(&batch).await {
             tracing::debug!(%error, "connection write failed");
-            shared
-                .lock()
-                .kill(crate::Status::unavailable(format!("connection lost: {error}")));
+            shared.lock().kill(crate::Status::unavailable(format!(
+                "connection lost: {error}"
+            )));
             break;
         }
         if batch.capacity() > KEEP_CAPACITY {

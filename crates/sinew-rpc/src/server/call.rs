@@ -56,8 +56,9 @@ impl ServerCall {
         let bytes = message.ok_or_else(|| {
             Status::invalid_argument("expected exactly one request message, got none")
         })?;
-        Req::decode(bytes)
-            .map_err(|error| Status::invalid_argument(format!("request is not a valid message: {error}")))
+        Req::decode(bytes).map_err(|error| {
+            Status::invalid_argument(format!("request is not a valid message: {error}"))
+        })
     }
 
     fn request<T>(&mut self, message: T) -> Request<T> {

@@ -67,7 +67,10 @@ pub(crate) async fn serve(
         Ok(Ok(preface)) => preface,
         Ok(Err(error)) => return refuse(writer_half, &config, &error).await,
         Err(_) => {
-            let error = WireError::new(Reason::BadPreface, "no preface within the handshake timeout");
+            let error = WireError::new(
+                Reason::BadPreface,
+                "no preface within the handshake timeout",
+            );
             return refuse(writer_half, &config, &error).await;
         }
     };
@@ -89,7 +92,15 @@ pub(crate) async fn serve(
         // Decode every whole frame read so far under one lock acquisition.
         let alive = {
             let mut state = shared.lock();
-            process_frames(&mut state, &shared, &decoder, &mut buf, &router, &mut new_calls, &mut resets)
+            process_frames(
+                &mut state,
+                &shared,
+                &decoder,
+                &mut buf,
+                &router,
+                &mut new_calls,
+                &mut resets,
+            )
         };
         for call in new_calls.drain(..) {
             let id = call.id;
@@ -109,7 +120,12 @@ pub(crate) async fn serve(
             let mut state = shared.lock();
             let last = state.highest_stream_id;
             state.goaway_sent = Some(last);
-            encode::goaway(&mut state.pending, last, Reason::NoError, "server shutting down");
+            encode::goaway(
+                &mut state.pending,
+                last,
+                Reason::NoError,
+                "server shutting down",
+            );
         }
         if drain_deadline.is_some() && calls.is_empty() {
             break;
@@ -271,12 +287,17 @@ fn handle_server_frame(
             }
             state.highest_stream_id = id;
             if state.goaway_sent.is_some() {
-                state.encode_reset(id, sinew_wire::Code::Unavailable, "server is shutting down; call not processed");
+                state.encode_reset(
+                    id,
+                    sinew_wire::Code::Unavailable,
+                    "server is shutting down; call not processed",
+                );
                 return Ok(());
             }
             let limit = shared.local.max_concurrent_streams;
             if state.open_streams >= limit {
-                let message = format!("too many concurrent streams (limit {limit}); call not processed");
+                let message =
+                    format!("too many concurrent streams (limit {limit}); call not processed");
                 state.encode_reset(id, sinew_wire::Code::Unavailable, &message);
                 return Ok(());
             }
@@ -353,7 +374,9 @@ async fn run_call(shared: Arc<Shared>, router: Arc<Router>, new_call: NewCall) -
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(_panic)) => guard.finish(Status::internal("handler panicked")),
-        Err(_elapsed) => guard.finish(Status::deadline_exceeded("deadline exceeded while the server was handling the call")),
+        Err(_elapsed) => guard.finish(Status::deadline_exceeded(
+            "deadline exceeded while the server was handling the call",
+        )),
     }
     id
 }

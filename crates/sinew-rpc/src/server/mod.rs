@@ -128,7 +128,8 @@ impl ServerBuilder {
     /// Largest frame (so largest request message) accepted, in bytes (default 4 MiB,
     /// at least 16 KiB). A larger frame is a connection error.
     pub fn max_frame_size(mut self, bytes: u32) -> Self {
-        self.config.settings.max_frame_size = bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
+        self.config.settings.max_frame_size =
+            bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
         self
     }
 
@@ -168,9 +169,7 @@ impl ServerBuilder {
         let mut listeners = Vec::new();
         let mut local_addresses = Vec::new();
         for address in addresses {
-            let address: Address = address
-                .try_into()
-                .map_err(|e| e.into().into_io())?;
+            let address: Address = address.try_into().map_err(|e| e.into().into_io())?;
             let listener = Listener::bind(&address)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("binding {address}: {e}")))?;
@@ -178,7 +177,10 @@ impl ServerBuilder {
             listeners.push(listener);
         }
         if listeners.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no address to listen on",
+            ));
         }
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
@@ -282,7 +284,10 @@ impl Server {
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
-    pub async fn serve_with_shutdown(self, signal: impl std::future::Future<Output = ()> + Send + 'static) -> ShutdownReport {
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> ShutdownReport {
         let handle = self.handle();
         let watcher = tokio::spawn(async move {
             signal.await;
