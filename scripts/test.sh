@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+#
+#   scripts/test.sh
+#
+# On a fresh machine it installs what the tests need, runs format and lint checks,
+# every unit, integration and doc test, and a bounded fuzzing run. Everything the
+# tests start (servers on 127.0.0.1 with free ports, Unix sockets in a temporary
+# directory) is started and stopped by the tests themselves.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+section() { printf '\n== %s\n' "$*"; }
+
+section "toolchain"
+cargo --version
+rustc --version
+
+section "format"
+cargo fmt --all -- --check
+
+section "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+section "tests"
+cargo test --workspace --locked
+
+section "fuzz the frame decoder (bounded)"
+scripts/fuzz.sh "${SINEW_FUZZ_SECONDS:-30}"
+
+section "done"
