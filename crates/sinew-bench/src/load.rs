@@ -1,0 +1,216 @@
+//! The closed-loop load generator and the runtimes it drives systems on.
+
+use crate::systems::System;
+use hdrhistogram::Histogram;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) systems: Vec<System>,
+    pub(crate) payloads: Vec<usize>,
+    pub(crate) concurrency: Vec<usize>,
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) server_threads: usize,
+    pub(crate) client_threads: usize,
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cell {
+    pub(crate) system: System,
+    pub(crate) payload: usize,
+    pub(crate) concurrency: usize,
+}
+
+/// The figures of one cell.
+#[derive(Debug, Clone)]
+pub(crate) struct Stats {
+    pub(crate) calls: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Histogram<u64>,
+    /// Process CPU time (user + system) during the measured phase.
+    pub(crate) cpu: Duration,
+}
+
+impl Stats {
+    pub(crate) fn qps(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Latency percentile in microseconds.
+    pub(crate) fn percentile_us(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1_000.0
+    }
+
+    pub(crate) fn cpu_us_per_call(&self) -> f64 {
+        if self.calls == 0 {
+            return 0.0;
+        }
+        self.cpu.as_secs_f64() * 1e6 / self.calls as f64
+    }
+}
+
+/// The server and client runtimes, with the same thread counts for every system.
+pub(crate) struct Runtimes {
+    pub(crate) server: Runtime,
+    pub(crate) client: Runtime,
+}
+
+impl Runtimes {
+    fn new(plan: &Plan) -> anyhow::Result<Runtimes> {
+        let build = |threads: usize, name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build()
+        };
+        Ok(Runtimes {
+            server: build(plan.server_threads, "bench-server")?,
+            client: build(plan.client_threads, "bench-client")?,
+        })
+    }
+}
+
+/// Something that makes one echo call with the cell's payload and checks the answer.
+pub(crate) trait Caller: Clone + Send + Sync + 'static {
+    fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Longest one call may take before it counts as an error: keeps every phase
+/// bounded in time even if a system hangs.
+const CALL_LIMIT: Duration = Duration::from_secs(5);
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 ns to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Process CPU time so far (user + system, all threads).
+pub(crate) fn process_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let user = usage.user_time();
+            let system = usage.system_time();
+            let micros =
+                |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+            Duration::from_micros(micros(user) + micros(system))
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// Runs `concurrency` loops of calls on the client runtime: a warm-up, then the
+/// measured phase.
+pub(crate) fn closed_loop<C: Caller>(
+    runtime: &Runtime,
+    caller: C,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Stats {
+    runtime.block_on(async move {
+        phase(caller.clone(), concurrency, warmup).await;
+        let cpu_before = process_cpu();
+        let started = Instant::now();
+        let (latency, calls, errors) = phase(caller, concurrency, duration).await;
+        let elapsed = started.elapsed();
+        Stats {
+            calls,
+            errors,
+            elapsed,
+            latency,
+            cpu: process_cpu().saturating_sub(cpu_before),
+        }
+    })
+}
+
+async fn phase<C: Caller>(
+    caller: C,
+    concurrency: usize,
+    duration: Duration,
+) -> (Histogram<u64>, u64, u64) {
+    let deadline = Instant::now() + duration;
+    let loops: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                let mut latency = new_histogram();
+                let (mut calls, mut errors) = (0u64, 0u64);
+                loop {
+                    let started = Instant::now();
+                    if started >= deadline {
+                        break;
+                    }
+                    match tokio::time::timeout(CALL_LIMIT, caller.call()).await {
+                        Ok(Ok(())) => {
+                            calls += 1;
+                            latency.saturating_record(started.elapsed().as_nanos() as u64);
+                        }
+                        Ok(Err(_)) | Err(_) => errors += 1,
+                    }
+                }
+                (latency, calls, errors)
+            })
+        })
+        .collect();
+    let mut latency = new_histogram();
+    let (mut calls, mut errors) = (0, 0);
+    for one in loops {
+        if let Ok((histogram, c, e)) = one.await {
+            let _ = latency.add(&histogram);
+            calls += c;
+            errors += e;
+        }
+    }
+    (latency, calls, errors)
+}
+
+/// Runs every cell of the plan, one system at a time.
+pub(crate) fn run(plan: &Plan) -> anyhow::Result<Vec<(Cell, Stats)>> {
+    let runtimes = Runtimes::new(plan)?;
+    let mut results = Vec::new();
+    for &system in &plan.systems {
+        for &payload in &plan.payloads {
+            for &concurrency in &plan.concurrency {
+                let cell = Cell {
+                    system,
+                    payload,
+                    concurrency,
+                };
+                eprint!(
+                    "{:<16} {:>6} B  c={:<4} ... ",
+                    system.name(),
+                    payload,
+                    concurrency
+                );
+                let stats = crate::systems::run_cell(&runtimes, plan, cell)?;
+                eprintln!(
+                    "{:>10.0} qps  p50 {:>8.1} us  p99 {:>8.1} us{}",
+                    stats.qps(),
+                    stats.percentile_us(0.5),
+                    stats.percentile_us(0.99),
+                    if stats.errors > 0 {
+                        format!("  ({} errors)", stats.errors)
+                    } else {
+                        String::new()
+                    }
+                );
+                anyhow::ensure!(
+                    stats.calls > 0,
+                    "{} made no successful call ({} errors)",
+                    system.name(),
+                    stats.errors
+                );
+                results.push((cell, stats));
+            }
+        }
+    }
+    Ok(results)
+}

@@ -1,0 +1,220 @@
+//! The table printed on stdout, the ratios the targets are stated in, and the JSON.
+
+use crate::load::{Cell, Plan, Stats};
+use crate::systems::System;
+use serde_json::{json, Map, Value};
+
+pub(crate) struct Summary {
+    plan: Plan,
+    results: Vec<(Cell, Stats)>,
+}
+
+/// One ratio the issues state a target for: sinew's figure over a peer's, in one cell.
+struct Ratio {
+    key: &'static str,
+    what: &'static str,
+    target: &'static str,
+    value: Option<f64>,
+}
+
+impl Summary {
+    pub(crate) fn new(plan: &Plan, results: Vec<(Cell, Stats)>) -> Summary {
+        Summary {
+            plan: plan.clone(),
+            results,
+        }
+    }
+
+    fn find(&self, system: System, payload: usize, concurrency: usize) -> Option<&Stats> {
+        self.results
+            .iter()
+            .find(|(cell, _)| {
+                cell.system == system && cell.payload == payload && cell.concurrency == concurrency
+            })
+            .map(|(_, stats)| stats)
+    }
+
+    fn ratio(
+        &self,
+        a: (System, usize),
+        b: (System, usize),
+        figure: fn(&Stats) -> f64,
+    ) -> Option<f64> {
+        let x = figure(self.find(a.0, 1024, a.1)?);
+        let y = figure(self.find(b.0, 1024, b.1)?);
+        (y > 0.0).then(|| x / y)
+    }
+
+    fn ratios(&self) -> Vec<Ratio> {
+        use System::*;
+        let qps = |s: &Stats| s.qps();
+        let p50 = |s: &Stats| s.percentile_us(0.5);
+        let p99 = |s: &Stats| s.percentile_us(0.99);
+        vec![
+            Ratio {
+                key: "qps_vs_tonic",
+                what: "sinew-tcp / tonic QPS, 1 KiB c=64",
+                target: ">= 2.5",
+                value: self.ratio((SinewTcp, 64), (Tonic, 64), qps),
+            },
+            Ratio {
+                key: "qps_vs_tarpc",
+                what: "sinew-tcp / tarpc QPS, 1 KiB c=64",
+                target: ">= 1.5",
+                value: self.ratio((SinewTcp, 64), (Tarpc, 64), qps),
+            },
+            Ratio {
+                key: "qps_vs_volo",
+                what: "sinew-tcp / volo QPS, 1 KiB c=64",
+                target: ">= 1.2",
+                value: self.ratio((SinewTcp, 64), (Volo, 64), qps),
+            },
+            Ratio {
+                key: "p99_vs_tonic",
+                what: "sinew-tcp / tonic p99, 1 KiB c=64",
+                target: "<= 1",
+                value: self.ratio((SinewTcp, 64), (Tonic, 64), p99),
+            },
+            Ratio {
+                key: "p99_vs_tarpc",
+                what: "sinew-tcp / tarpc p99, 1 KiB c=64",
+                target: "<= 1",
+                value: self.ratio((SinewTcp, 64), (Tarpc, 64), p99),
+            },
+            Ratio {
+                key: "p99_vs_volo",
+                what: "sinew-tcp / volo p99, 1 KiB c=64",
+                target: "<= 1",
+                value: self.ratio((SinewTcp, 64), (Volo, 64), p99),
+            },
+            Ratio {
+                key: "p50_vs_raw_pingpong",
+                what: "sinew-tcp / raw ping-pong p50, 1 KiB c=1",
+                target: "<= 1.3",
+                value: self.ratio((SinewTcp, 1), (RawPingPong, 1), p50),
+            },
+            Ratio {
+                key: "qps_vs_raw_pipelined",
+                what: "sinew-tcp / raw pipelined QPS, 1 KiB c=64",
+                target: ">= 0.6",
+                value: self.ratio((SinewTcp, 64), (RawPipelined, 64), qps),
+            },
+            Ratio {
+                key: "uds_p50_vs_tcp_p50",
+                what: "sinew-unix / sinew-tcp p50, 1 KiB c=1",
+                target: "< 1",
+                value: self.ratio((SinewUnix, 1), (SinewTcp, 1), p50),
+            },
+        ]
+    }
+
+    pub(crate) fn table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "\n{:<14} {:>7} {:>5} {:>11} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
+            "system", "payload", "c", "qps", "p50 us", "p99 us", "p999 us", "cpu us/call", "errors"
+        ));
+        out.push_str(&"-".repeat(90));
+        out.push('\n');
+        for (cell, stats) in &self.results {
+            out.push_str(&format!(
+                "{:<14} {:>7} {:>5} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>7}\n",
+                cell.system.name(),
+                cell.payload,
+                cell.concurrency,
+                stats.qps(),
+                stats.percentile_us(0.5),
+                stats.percentile_us(0.99),
+                stats.percentile_us(0.999),
+                stats.cpu_us_per_call(),
+                stats.errors
+            ));
+        }
+        out
+    }
+
+    pub(crate) fn ratios_text(&self) -> String {
+        let mut out = String::from("ratios (target in brackets):\n");
+        for ratio in self.ratios() {
+            let value = ratio
+                .value
+                .map_or("n/a (cell not run)".to_owned(), |v| format!("{v:.2}"));
+            out.push_str(&format!(
+                "  {:<22} {:>8}  [{}]  {}\n",
+                ratio.key, value, ratio.target, ratio.what
+            ));
+        }
+        out
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        let results: Vec<Value> = self
+            .results
+            .iter()
+            .map(|(cell, stats)| {
+                json!({
+                    "system": cell.system.name(),
+                    "payload_bytes": cell.payload,
+                    "concurrency": cell.concurrency,
+                    "calls": stats.calls,
+                    "errors": stats.errors,
+                    "seconds": stats.elapsed.as_secs_f64(),
+                    "qps": stats.qps(),
+                    "p50_us": stats.percentile_us(0.5),
+                    "p90_us": stats.percentile_us(0.9),
+                    "p99_us": stats.percentile_us(0.99),
+                    "p999_us": stats.percentile_us(0.999),
+                    "max_us": stats.latency.max() as f64 / 1000.0,
+                    "mean_us": stats.latency.mean() / 1000.0,
+                    "cpu_us_per_call": stats.cpu_us_per_call(),
+                })
+            })
+            .collect();
+        let mut ratios = Map::new();
+        for ratio in self.ratios() {
+            ratios.insert(
+                ratio.key.to_owned(),
+                ratio.value.map_or(Value::Null, Value::from),
+            );
+        }
+        json!({
+            "date_utc": utc_now(),
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "plan": {
+                "warmup_ms": self.plan.warmup.as_millis() as u64,
+                "duration_ms": self.plan.duration.as_millis() as u64,
+                "server_threads": self.plan.server_threads,
+                "client_threads": self.plan.client_threads,
+                "payloads": self.plan.payloads,
+                "concurrency": self.plan.concurrency,
+            },
+            "results": results,
+            "ratios": ratios,
+        })
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
+fn utc_now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}

@@ -1,0 +1,73 @@
+//! The systems under test. Each module starts its server on the server runtime,
+//! builds a [`Caller`](crate::load::Caller) that makes one verified echo call, runs
+//! the closed loop, and stops its server.
+
+mod raw;
+mod sinew_peer;
+mod tarpc_peer;
+mod tonic_peer;
+mod volo_peer;
+
+use crate::load::{Cell, Plan, Runtimes, Stats};
+
+/// A system in the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub(crate) enum System {
+    /// sinew's protocol over TCP.
+    SinewTcp,
+    /// sinew's protocol over a Unix domain socket.
+    SinewUnix,
+    /// tonic (gRPC over HTTP/2), same .proto, TCP.
+    Tonic,
+    /// tarpc with its serde + bincode transport, TCP.
+    Tarpc,
+    /// Volo Thrift with its default TTHeader framing, TCP.
+    Volo,
+    /// 4-byte length prefix, no encoding, one connection per in-flight call.
+    #[value(name = "raw-pingpong")]
+    RawPingPong,
+    /// 4-byte length prefix, all calls pipelined on one connection.
+    RawPipelined,
+}
+
+impl System {
+    pub(crate) const ALL: [System; 7] = [
+        System::SinewTcp,
+        System::SinewUnix,
+        System::Tonic,
+        System::Tarpc,
+        System::Volo,
+        System::RawPingPong,
+        System::RawPipelined,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            System::SinewTcp => "sinew-tcp",
+            System::SinewUnix => "sinew-unix",
+            System::Tonic => "tonic",
+            System::Tarpc => "tarpc",
+            System::Volo => "volo",
+            System::RawPingPong => "raw-pingpong",
+            System::RawPipelined => "raw-pipelined",
+        }
+    }
+}
+
+/// The echo payload of `size` bytes: printable, so it is valid UTF-8 for the
+/// string fields every system uses.
+pub(crate) fn payload(size: usize) -> String {
+    "x".repeat(size)
+}
+
+pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    match cell.system {
+        System::SinewTcp => sinew_peer::run(runtimes, plan, cell, false),
+        System::SinewUnix => sinew_peer::run(runtimes, plan, cell, true),
+        System::Tonic => tonic_peer::run(runtimes, plan, cell),
+        System::Tarpc => tarpc_peer::run(runtimes, plan, cell),
+        System::Volo => volo_peer::run(runtimes, plan, cell),
+        System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),
+        System::RawPipelined => raw::run_pipelined(runtimes, plan, cell),
+    }
+}

@@ -1,0 +1,95 @@
+//! tarpc: its serde transport with bincode over TCP, one multiplexed connection.
+//!
+//! Fast configuration as documented: requests of a connection executed
+//! concurrently (`execute(...).for_each(spawn)`), a length-delimited framed TCP
+//! stream with `TCP_NODELAY`, a client `spawn`ed once and cloned per caller.
+
+use crate::load::{closed_loop, Caller, Cell, Plan, Runtimes, Stats};
+use futures_util::{Future, StreamExt};
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_serde::formats::Bincode;
+use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tarpc::{client, context};
+
+/// The echo service, in tarpc's trait style.
+#[tarpc::service]
+trait Echo {
+    /// Returns its argument.
+    async fn unary_echo(message: String) -> String;
+}
+
+#[derive(Clone)]
+struct EchoServer;
+
+impl Echo for EchoServer {
+    async fn unary_echo(self, _: context::Context, message: String) -> String {
+        message
+    }
+}
+
+fn framed(stream: tokio::net::TcpStream) -> Framed<tokio::net::TcpStream, LengthDelimitedCodec> {
+    let mut codec = LengthDelimitedCodec::new();
+    codec.set_max_frame_length(16 << 20);
+    Framed::new(stream, codec)
+}
+
+async fn spawn(future: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(future);
+}
+
+#[derive(Clone)]
+struct TarpcCaller {
+    client: EchoClient,
+    payload: String,
+}
+
+impl Caller for TarpcCaller {
+    async fn call(&self) -> anyhow::Result<()> {
+        let reply = self
+            .client
+            .unary_echo(context::current(), self.payload.clone())
+            .await?;
+        anyhow::ensure!(reply.len() == self.payload.len(), "short echo");
+        Ok(())
+    }
+}
+
+pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let listener = runtimes
+        .server
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let address = listener.local_addr()?;
+    let serving = runtimes.server.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let transport = tarpc::serde_transport::new(framed(stream), Bincode::default());
+            tokio::spawn(
+                BaseChannel::with_defaults(transport)
+                    .execute(EchoServer.serve())
+                    .for_each(spawn),
+            );
+        }
+    });
+    let client = runtimes.client.block_on(async {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let transport = tarpc::serde_transport::new(framed(stream), Bincode::default());
+        Ok::<_, anyhow::Error>(EchoClient::new(client::Config::default(), transport).spawn())
+    })?;
+    let caller = TarpcCaller {
+        client,
+        payload: super::payload(cell.payload),
+    };
+    let stats = closed_loop(
+        &runtimes.client,
+        caller,
+        cell.concurrency,
+        plan.warmup,
+        plan.duration,
+    );
+    serving.abort();
+    Ok(stats)
+}

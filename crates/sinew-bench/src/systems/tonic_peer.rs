@@ -1,0 +1,124 @@
+//! tonic: gRPC over HTTP/2, generated from the same echo.proto, over TCP.
+//!
+//! Fast configuration as documented: one HTTP/2 connection multiplexing every call
+//! (a cloned `Channel`), `TCP_NODELAY` on both sides.
+
+use crate::load::{closed_loop, Caller, Cell, Plan, Runtimes, Stats};
+use std::pin::Pin;
+use tonic::{Request, Response, Status};
+
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+mod generated {
+    tonic::include_proto!("grpc.examples.echo");
+}
+
+use generated::echo_client::EchoClient;
+use generated::echo_server::{Echo, EchoServer};
+use generated::{EchoRequest, EchoResponse};
+
+type ResponseStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<EchoResponse, Status>> + Send>>;
+
+struct TonicEcho;
+
+#[tonic::async_trait]
+impl Echo for TonicEcho {
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Ok(Response::new(EchoResponse {
+            message: request.into_inner().message,
+        }))
+    }
+
+    type ServerStreamingEchoStream = ResponseStream;
+    async fn server_streaming_echo(
+        &self,
+        _: Request<EchoRequest>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        Err(Status::unimplemented("not benchmarked"))
+    }
+
+    async fn client_streaming_echo(
+        &self,
+        _: Request<tonic::Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Err(Status::unimplemented("not benchmarked"))
+    }
+
+    type BidirectionalStreamingEchoStream = ResponseStream;
+    async fn bidirectional_streaming_echo(
+        &self,
+        _: Request<tonic::Streaming<EchoRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        Err(Status::unimplemented("not benchmarked"))
+    }
+}
+
+#[derive(Clone)]
+struct TonicCaller {
+    client: EchoClient<tonic::transport::Channel>,
+    payload: String,
+}
+
+impl Caller for TonicCaller {
+    async fn call(&self) -> anyhow::Result<()> {
+        let mut client = self.client.clone();
+        let reply = client
+            .unary_echo(EchoRequest {
+                message: self.payload.clone(),
+            })
+            .await?;
+        anyhow::ensure!(
+            reply.get_ref().message.len() == self.payload.len(),
+            "short echo"
+        );
+        Ok(())
+    }
+}
+
+pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let listener = runtimes
+        .server
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtimes.server.spawn(async move {
+        let incoming = futures_util::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                stream
+            });
+            Some((accepted, listener))
+        });
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(EchoServer::new(TonicEcho).max_decoding_message_size(8 << 20))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let client = runtimes.client.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        Ok::<_, anyhow::Error>(EchoClient::new(channel).max_decoding_message_size(8 << 20))
+    })?;
+    let caller = TonicCaller {
+        client,
+        payload: super::payload(cell.payload),
+    };
+    let stats = closed_loop(
+        &runtimes.client,
+        caller,
+        cell.concurrency,
+        plan.warmup,
+        plan.duration,
+    );
+    let _ = stop.send(());
+    runtimes.server.block_on(serving)??;
+    Ok(stats)
+}
