@@ -39,7 +39,10 @@ async fn main() -> Result<(), sinew::Status> {
     println!("client streaming: {:?}", joined.into_inner().message);
 
     let pings = futures_util::stream::iter((1..=3).map(|i| request(&format!("ping {i}"))));
-    let mut pongs = client.bidirectional_streaming_echo(pings).await?.into_inner();
+    let mut pongs = client
+        .bidirectional_streaming_echo(pings)
+        .await?
+        .into_inner();
     while let Some(pong) = pongs.next().await {
         println!("bidirectional: {}", pong?.message);
     }

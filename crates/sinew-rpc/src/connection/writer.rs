@@ -37,6 +37,11 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
         };
         if !took_batch {
             shared.writer_wake.notified().await;
+            // Let every task that is ready to run queue its frames first: the
+            // call that woke us is rarely the only one. Without this, tokio's
+            // LIFO slot runs the writer right after the first call and each call
+            // costs its own syscall.
+            tokio::task::yield_now().await;
             continue;
         }
         if let Err(error) = io.write_all(&batch).await {
