@@ -45,6 +45,10 @@ pub(crate) const PENDING_WRITE_HIGH: usize = 1024 * 1024;
 /// that never reads cannot make us queue unbounded answers (PING ACKs, resets).
 pub(crate) const PENDING_WRITE_PAUSE: usize = 4 * 1024 * 1024;
 
+/// Wakers collected under the lock and woken after it is released. Inline up to
+/// eight, so that waking the calls of a batch does not allocate.
+pub(crate) type Wakers = smallvec::SmallVec<[Waker; 8]>;
+
 /// What a stream's inbox can hold, in arrival order.
 #[derive(Debug)]
 pub(crate) enum Inbound {
@@ -78,6 +82,8 @@ pub(crate) struct StreamState {
     pub(crate) local_closed: bool,
     /// A RESET was sent or received, or the connection died.
     pub(crate) reset: bool,
+    /// Server side: stops the call's handler task (client reset, shutdown).
+    pub(crate) abort: Option<tokio::task::AbortHandle>,
 }
 
 impl StreamState {
@@ -92,10 +98,11 @@ impl StreamState {
             remote_closed: false,
             local_closed: false,
             reset: false,
+            abort: None,
         }
     }
 
-    fn deliver(&mut self, item: Inbound, wake: &mut Vec<Waker>) {
+    fn deliver(&mut self, item: Inbound, wake: &mut Wakers) {
         self.inbox.push_back(item);
         if let Some(waker) = self.recv_waker.take() {
             wake.push(waker);
@@ -103,7 +110,7 @@ impl StreamState {
     }
 
     /// Ends the stream with a status, waking whoever waits on it.
-    pub(crate) fn fail(&mut self, status: Status, wake: &mut Vec<Waker>) {
+    pub(crate) fn fail(&mut self, status: Status, wake: &mut Wakers) {
         if self.reset {
             return;
         }
@@ -173,7 +180,7 @@ pub(crate) struct Locked<'a> {
     shared: &'a Shared,
     was_empty: bool,
     /// Wakers collected while locked, woken after unlocking.
-    pub(crate) wake: Vec<Waker>,
+    pub(crate) wake: Wakers,
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -241,7 +248,7 @@ impl Shared {
             guard: Some(guard),
             shared: self,
             was_empty,
-            wake: Vec::new(),
+            wake: Wakers::new(),
         }
     }
 
@@ -270,7 +277,7 @@ impl Locked<'_> {
         for stream in self.streams.values_mut() {
             stream.fail(status.clone(), &mut wake);
         }
-        wake.append(&mut self.capacity_waiters);
+        wake.extend(self.capacity_waiters.drain(..));
         self.wake = wake;
         // Wake the writer even if nothing is queued, so it can close.
         self.shared.writer_wake.notify_one();
@@ -417,8 +424,8 @@ impl Locked<'_> {
                             "WINDOW_UPDATE lifts the connection window above 2^31-1",
                         ));
                     }
-                    let mut waiters = std::mem::take(&mut self.capacity_waiters);
-                    self.wake.append(&mut waiters);
+                    let waiters = std::mem::take(&mut self.capacity_waiters);
+                    self.wake.extend(waiters);
                 } else if let Some(stream) = self.streams.get_mut(&update.stream_id) {
                     stream.send_window += increment;
                     if stream.send_window > max {
@@ -450,8 +457,8 @@ impl Locked<'_> {
         let removed = self.streams.remove(&id);
         if removed.is_some() {
             self.open_streams -= 1;
-            let mut waiters = std::mem::take(&mut self.capacity_waiters);
-            self.wake.append(&mut waiters);
+            let waiters = std::mem::take(&mut self.capacity_waiters);
+            self.wake.extend(waiters);
             self.shared.stream_closed.notify_waiters();
         }
         removed

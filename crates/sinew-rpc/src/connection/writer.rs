@@ -29,8 +29,8 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
                 let wake_senders = state.pending.len() >= PENDING_WRITE_HIGH;
                 std::mem::swap(&mut state.pending, &mut batch);
                 if wake_senders {
-                    let mut waiters = std::mem::take(&mut state.capacity_waiters);
-                    state.wake.append(&mut waiters);
+                    let waiters = std::mem::take(&mut state.capacity_waiters);
+                    state.wake.extend(waiters);
                 }
                 true
             }

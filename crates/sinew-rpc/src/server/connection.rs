@@ -7,7 +7,6 @@ use crate::connection::{writer, Inbound, Locked, Shared, StreamState, PENDING_WR
 use crate::status::Status;
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use rustc_hash::FxHashMap;
 use sinew_transport::Stream;
 use sinew_wire::{encode, Frame, FrameDecoder, Preface, Reason, WireError};
 use std::panic::AssertUnwindSafe;
@@ -15,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 /// What happened to the calls of one connection while it drained.
@@ -80,18 +79,25 @@ pub(crate) async fn serve(
     let writer_task = tokio::spawn(writer::run(shared.clone(), writer_half));
 
     let decoder = FrameDecoder::new(config.settings.max_frame_size);
-    let mut calls: JoinSet<u32> = JoinSet::new();
-    let mut handles: FxHashMap<u32, AbortHandle> = FxHashMap::default();
     let mut new_calls = Vec::new();
-    let mut resets = Vec::new();
+    let mut spawned: Vec<(u32, AbortHandle)> = Vec::new();
     let mut counts = DrainCounts::default();
     let mut drain_deadline: Option<Instant> = None;
+    let mut open_at_drain = 0u64;
     let mut shutdown_seen = *shutdown.borrow();
 
     loop {
-        // Decode every whole frame read so far under one lock acquisition.
+        // Decode every whole frame read so far under one lock acquisition, and
+        // hand the calls spawned after the previous batch their abort handles.
         let alive = {
             let mut state = shared.lock();
+            for (id, handle) in spawned.drain(..) {
+                match state.streams.get_mut(&id) {
+                    Some(stream) if !stream.reset => stream.abort = Some(handle),
+                    // Reset (or done) before we got here: stop it now.
+                    _ => handle.abort(),
+                }
+            }
             process_frames(
                 &mut state,
                 &shared,
@@ -99,18 +105,14 @@ pub(crate) async fn serve(
                 &mut buf,
                 &router,
                 &mut new_calls,
-                &mut resets,
             )
         };
+        // Calls are plain tasks, not a JoinSet: finishing one wakes nobody but
+        // the writer. They leave the stream table themselves (`CallGuard`).
         for call in new_calls.drain(..) {
             let id = call.id;
-            let handle = calls.spawn(run_call(shared.clone(), router.clone(), call));
-            handles.insert(id, handle);
-        }
-        for id in resets.drain(..) {
-            if let Some(handle) = handles.remove(&id) {
-                handle.abort();
-            }
+            let task = tokio::spawn(run_call(shared.clone(), router.clone(), call));
+            spawned.push((id, task.abort_handle()));
         }
         if !alive {
             break;
@@ -120,6 +122,7 @@ pub(crate) async fn serve(
             let mut state = shared.lock();
             let last = state.highest_stream_id;
             state.goaway_sent = Some(last);
+            open_at_drain = u64::from(state.open_streams);
             encode::goaway(
                 &mut state.pending,
                 last,
@@ -127,7 +130,12 @@ pub(crate) async fn serve(
                 "server shutting down",
             );
         }
-        if drain_deadline.is_some() && calls.is_empty() {
+        // While draining, wake when a call leaves the table; stop when none is left.
+        let stream_closed = shared.stream_closed.notified();
+        tokio::pin!(stream_closed);
+        stream_closed.as_mut().enable();
+        if drain_deadline.is_some() && shared.lock().open_streams == 0 {
+            counts.drained = open_at_drain;
             break;
         }
         // A peer that does not read its answers: stop reading from it until the
@@ -163,14 +171,7 @@ pub(crate) async fn serve(
                     break;
                 }
             },
-            Some(joined) = calls.join_next(), if !calls.is_empty() => {
-                if let Ok(id) = joined {
-                    handles.remove(&id);
-                    if drain_deadline.is_some() {
-                        counts.drained += 1;
-                    }
-                }
-            }
+            _ = &mut stream_closed, if drain_deadline.is_some() => {}
             changed = shutdown.changed(), if !shutdown_seen => {
                 // A dropped sender also means shut down.
                 let _ = changed;
@@ -188,17 +189,29 @@ pub(crate) async fn serve(
                         state.encode_trailers(id, &status);
                     }
                 }
-                counts.cancelled += calls.len() as u64;
+                counts.cancelled = u64::from(state.open_streams);
+                counts.drained = open_at_drain.saturating_sub(counts.cancelled);
                 break;
             }
         }
     }
 
-    // Whatever is still running cannot be answered any more.
-    calls.abort_all();
-    while calls.join_next().await.is_some() {}
+    // Whatever is still running cannot be answered any more: cancel it.
     {
         let mut state = shared.lock();
+        if drain_deadline.is_some() && counts.drained == 0 && counts.cancelled == 0 {
+            // The connection ended while draining (the client left): the calls
+            // that left the table before that finished.
+            counts.drained = open_at_drain.saturating_sub(u64::from(state.open_streams));
+        }
+        for (_, handle) in spawned.drain(..) {
+            handle.abort();
+        }
+        for stream in state.streams.values_mut() {
+            if let Some(handle) = stream.abort.take() {
+                handle.abort();
+            }
+        }
         state.close_after_flush = true;
         state.kill(Status::unavailable("connection closed"));
     }
@@ -240,7 +253,6 @@ fn process_frames(
     buf: &mut BytesMut,
     router: &Router,
     new_calls: &mut Vec<NewCall>,
-    resets: &mut Vec<u32>,
 ) -> bool {
     loop {
         let frame = match decoder.decode(buf) {
@@ -252,7 +264,14 @@ fn process_frames(
             }
         };
         if let Frame::Reset(reset) = &frame {
-            resets.push(reset.stream_id);
+            // The client gave up on this call: stop its handler.
+            if let Some(handle) = state
+                .streams
+                .get_mut(&reset.stream_id)
+                .and_then(|stream| stream.abort.take())
+            {
+                handle.abort();
+            }
         }
         let result = match state.handle_common(frame) {
             Ok(None) => Ok(()),
