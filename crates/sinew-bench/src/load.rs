@@ -82,8 +82,8 @@ pub(crate) trait Caller: Clone + Send + Sync + 'static {
     fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// Longest one call may take before it counts as an error: keeps every phase
-/// bounded in time even if a system hangs.
+/// How long after a phase's deadline a call may still be running before its loop
+/// counts as stuck: keeps every phase bounded in time even if a system hangs.
 const CALL_LIMIT: Duration = Duration::from_secs(5);
 
 fn new_histogram() -> Histogram<u64> {
@@ -137,36 +137,51 @@ async fn phase<C: Caller>(
     duration: Duration,
 ) -> (Histogram<u64>, u64, u64) {
     let deadline = Instant::now() + duration;
-    let loops: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let caller = caller.clone();
-            tokio::spawn(async move {
-                let mut latency = new_histogram();
-                let (mut calls, mut errors) = (0u64, 0u64);
-                loop {
-                    let started = Instant::now();
-                    if started >= deadline {
-                        break;
-                    }
-                    match tokio::time::timeout(CALL_LIMIT, caller.call()).await {
-                        Ok(Ok(())) => {
-                            calls += 1;
-                            latency.saturating_record(started.elapsed().as_nanos() as u64);
-                        }
-                        Ok(Err(_)) | Err(_) => errors += 1,
-                    }
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let caller = caller.clone();
+        loops.spawn(async move {
+            let mut latency = new_histogram();
+            let (mut calls, mut errors) = (0u64, 0u64);
+            loop {
+                let started = Instant::now();
+                if started >= deadline {
+                    break;
                 }
-                (latency, calls, errors)
-            })
-        })
-        .collect();
+                match caller.call().await {
+                    Ok(()) => {
+                        calls += 1;
+                        latency.saturating_record(started.elapsed().as_nanos() as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (latency, calls, errors)
+        });
+    }
     let mut latency = new_histogram();
     let (mut calls, mut errors) = (0, 0);
-    for one in loops {
-        if let Ok((histogram, c, e)) = one.await {
-            let _ = latency.add(&histogram);
-            calls += c;
-            errors += e;
+    // A watchdog for the whole phase rather than a timer per call (which would
+    // cost every system a timer registration per call): a loop still running
+    // CALL_LIMIT after the deadline is stuck, and counts as one error.
+    let watchdog = tokio::time::sleep_until((deadline + CALL_LIMIT).into());
+    tokio::pin!(watchdog);
+    loop {
+        tokio::select! {
+            joined = loops.join_next() => match joined {
+                Some(Ok((histogram, c, e))) => {
+                    let _ = latency.add(&histogram);
+                    calls += c;
+                    errors += e;
+                }
+                Some(Err(_)) => errors += 1,
+                None => break,
+            },
+            _ = &mut watchdog => {
+                errors += loops.len() as u64;
+                loops.abort_all();
+                break;
+            }
         }
     }
     (latency, calls, errors)

@@ -24,12 +24,18 @@ pub(crate) struct ClientStream {
     pub(crate) stream: StreamRef,
     /// Task sending the requests of a bidirectional call, stopped with the call.
     pump: Option<AbortHandle>,
+    /// The stream already left the table (it ended and was removed in the same
+    /// lock that delivered its status): nothing to do on drop.
+    removed: bool,
 }
 
 impl Drop for ClientStream {
     fn drop(&mut self) {
         if let Some(pump) = self.pump.take() {
             pump.abort();
+        }
+        if self.removed {
+            return;
         }
         let mut state = self.stream.shared.lock();
         let Some(stream) = state.remove_stream(self.stream.id) else {
@@ -150,6 +156,7 @@ async fn open<M: prost::Message>(
                     id,
                 },
                 pump: None,
+                removed: false,
             },
             with_first || first.is_none(),
         )))
@@ -185,39 +192,64 @@ where
 }
 
 /// Reads the single response of a unary or client-streaming call.
+///
+/// Everything that has arrived is taken in one lock acquisition, and the stream
+/// leaves the table in the same one once its status is in: a unary call's
+/// response costs one lock, however many frames it came in.
 async fn single_response<Resp: prost::Message + Default>(
-    stream: &ClientStream,
+    stream: &mut ClientStream,
 ) -> Result<Response<Resp>, Status> {
     let mut metadata = MetadataMap::new();
     let mut message = None;
-    loop {
-        match poll_fn(|cx| stream.stream.poll_recv(cx)).await {
-            Inbound::Headers(headers) => metadata.extend(headers),
-            Inbound::Message(bytes) => {
-                if message.is_some() {
-                    return Err(Status::internal(
-                        "server sent more than one response message to a call expecting one",
-                    ));
+    let id = stream.stream.id;
+    let shared = stream.stream.shared.clone();
+    let status = poll_fn(|cx| {
+        let mut state = shared.lock();
+        loop {
+            let Some(entry) = state.streams.get_mut(&id) else {
+                return Poll::Ready(Err(Status::cancelled("the call has ended")));
+            };
+            let Some(item) = entry.pop_inbound() else {
+                if entry.remote_closed {
+                    return Poll::Ready(Err(Status::internal("stream ended without a status")));
                 }
-                message = Some(bytes);
-            }
-            Inbound::Trailers(status) => {
-                if status.code() != Code::Ok {
-                    return Err(status);
+                entry.recv_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            };
+            match item {
+                Inbound::Headers(headers) => metadata.extend(headers),
+                Inbound::Message(bytes) => {
+                    state.credit(Some(id), bytes.len());
+                    if message.is_some() {
+                        return Poll::Ready(Err(Status::internal(
+                            "server sent more than one response message to a call expecting one",
+                        )));
+                    }
+                    message = Some(bytes);
                 }
-                let bytes = message.ok_or_else(|| {
-                    Status::internal("server ended the call with OK but sent no response message")
-                })?;
-                let message = Resp::decode(bytes).map_err(|error| {
-                    Status::internal(format!("response is not a valid message: {error}"))
-                })?;
-                metadata.extend(status.into_metadata());
-                return Ok(Response::from_parts(metadata, message));
+                Inbound::Trailers(status) => {
+                    state.remove_stream(id);
+                    stream.removed = true;
+                    return Poll::Ready(Ok(status));
+                }
+                Inbound::Reset(status) => return Poll::Ready(Err(status)),
+                Inbound::End => {
+                    return Poll::Ready(Err(Status::internal("stream ended without a status")))
+                }
             }
-            Inbound::Reset(status) => return Err(status),
-            Inbound::End => return Err(Status::internal("stream ended without a status")),
         }
+    })
+    .await?;
+    if status.code() != Code::Ok {
+        return Err(status);
     }
+    let bytes = message.ok_or_else(|| {
+        Status::internal("server ended the call with OK but sent no response message")
+    })?;
+    let message = Resp::decode(bytes)
+        .map_err(|error| Status::internal(format!("response is not a valid message: {error}")))?;
+    metadata.extend(status.into_metadata());
+    Ok(Response::from_parts(metadata, message))
 }
 
 /// Waits for the response headers of a streaming call. A call that fails before
@@ -228,19 +260,19 @@ async fn response_headers(stream: &ClientStream) -> Result<MetadataMap, Status> 
         let Some(entry) = state.streams.get_mut(&stream.stream.id) else {
             return Poll::Ready(Err(Status::cancelled("the call has ended")));
         };
-        match entry.inbox.front() {
-            Some(Inbound::Headers(_)) => match entry.inbox.pop_front() {
+        match entry.inbox.first() {
+            Some(Inbound::Headers(_)) => match entry.pop_inbound() {
                 Some(Inbound::Headers(metadata)) => Poll::Ready(Ok(metadata)),
                 _ => unreachable!("front was headers"),
             },
             Some(Inbound::Trailers(status)) if status.code() != Code::Ok => {
                 let status = status.clone();
-                entry.inbox.pop_front();
+                entry.pop_inbound();
                 Poll::Ready(Err(status))
             }
             Some(Inbound::Reset(status)) => {
                 let status = status.clone();
-                entry.inbox.pop_front();
+                entry.pop_inbound();
                 Poll::Ready(Err(status))
             }
             // A message or OK trailers without headers: the stream will deliver them.
@@ -309,7 +341,7 @@ impl Channel {
         Self::with_deadline(deadline, async {
             let shared = self.connection().await?;
             let timeout = Self::remaining(deadline)?;
-            let (stream, sent) =
+            let (mut stream, sent) =
                 open(&shared, path, &metadata, timeout, Some(&message), true).await?;
             if !sent {
                 stream
@@ -321,7 +353,7 @@ impl Channel {
                     })
                     .await?;
             }
-            single_response(&stream).await
+            single_response(&mut stream).await
         })
         .await
     }
@@ -380,9 +412,10 @@ impl Channel {
         Self::with_deadline(deadline, async {
             let shared = self.connection().await?;
             let timeout = Self::remaining(deadline)?;
-            let (stream, _) = open::<Req>(&shared, path, &metadata, timeout, None, false).await?;
+            let (mut stream, _) =
+                open::<Req>(&shared, path, &metadata, timeout, None, false).await?;
             let mut pump = pin!(pump_requests(stream.stream.clone(), requests));
-            let mut response = pin!(single_response(&stream));
+            let mut response = pin!(single_response(&mut stream));
             let mut pumping = true;
             loop {
                 tokio::select! {

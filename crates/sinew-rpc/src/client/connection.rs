@@ -129,7 +129,7 @@ fn process_frames(
                 let known = headers.stream_id <= state.highest_stream_id;
                 if let Some(stream) = state.streams.get_mut(&headers.stream_id) {
                     if !stream.reset {
-                        stream.inbox.push_back(Inbound::Headers(headers.metadata));
+                        stream.inbox.push(Inbound::Headers(headers.metadata));
                         if let Some(waker) = stream.recv_waker.take() {
                             wake.push(waker);
                         }
@@ -154,7 +154,7 @@ fn process_frames(
                             trailers.details,
                             trailers.metadata,
                         );
-                        stream.inbox.push_back(Inbound::Trailers(status));
+                        stream.inbox.push(Inbound::Trailers(status));
                         if let Some(waker) = stream.recv_waker.take() {
                             wake.push(waker);
                         }

@@ -32,7 +32,6 @@ use crate::status::Status;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 use sinew_wire::{encode, Code, Frame, MetadataMap, Reason, Settings, WireError};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
@@ -64,10 +63,14 @@ pub(crate) enum Inbound {
     Reset(Status),
 }
 
+/// A stream's inbox: a FIFO stored inline for the usual few items (a unary call
+/// sees at most headers, one message and the end), spilling to the heap beyond.
+pub(crate) type Inbox = smallvec::SmallVec<[Inbound; 3]>;
+
 /// Per-stream bookkeeping, owned by the connection state.
 #[derive(Debug)]
 pub(crate) struct StreamState {
-    pub(crate) inbox: VecDeque<Inbound>,
+    pub(crate) inbox: Inbox,
     pub(crate) recv_waker: Option<Waker>,
     pub(crate) send_waker: Option<Waker>,
     /// Bytes we may still send on this stream (may dip below zero by one frame).
@@ -89,7 +92,7 @@ pub(crate) struct StreamState {
 impl StreamState {
     pub(crate) fn new(send_window: u32, recv_window: u32) -> StreamState {
         StreamState {
-            inbox: VecDeque::new(),
+            inbox: Inbox::new(),
             recv_waker: None,
             send_waker: None,
             send_window: send_window as i64,
@@ -102,8 +105,13 @@ impl StreamState {
         }
     }
 
+    /// Takes the oldest inbound item.
+    pub(crate) fn pop_inbound(&mut self) -> Option<Inbound> {
+        (!self.inbox.is_empty()).then(|| self.inbox.remove(0))
+    }
+
     fn deliver(&mut self, item: Inbound, wake: &mut Wakers) {
-        self.inbox.push_back(item);
+        self.inbox.push(item);
         if let Some(waker) = self.recv_waker.take() {
             wake.push(waker);
         }
@@ -459,7 +467,11 @@ impl Locked<'_> {
             self.open_streams -= 1;
             let waiters = std::mem::take(&mut self.capacity_waiters);
             self.wake.extend(waiters);
-            self.shared.stream_closed.notify_waiters();
+            // Only a draining server waits for streams to close; notifying
+            // costs a lock inside tokio's Notify, so skip it otherwise.
+            if self.goaway_sent.is_some() {
+                self.shared.stream_closed.notify_waiters();
+            }
         }
         removed
     }

@@ -46,7 +46,7 @@ impl StreamRef {
         let Some(stream) = state.streams.get_mut(&self.id) else {
             return Poll::Ready(Inbound::Reset(Status::cancelled("the call has ended")));
         };
-        match stream.inbox.pop_front() {
+        match stream.pop_inbound() {
             Some(Inbound::Message(bytes)) => {
                 let len = bytes.len();
                 state.credit(Some(self.id), len);

@@ -23,6 +23,10 @@ pub struct ServerCall {
     pub(crate) stream: StreamRef,
     pub(crate) metadata: MetadataMap,
     pub(crate) timeout: Option<Duration>,
+    /// The single request message, when it arrived whole (with the end of the
+    /// request stream) in the same read as the call's HEADERS: the reader hands
+    /// it over directly, so the handler need not take the lock to receive it.
+    pub(crate) prefetched: Option<bytes::Bytes>,
 }
 
 fn ok_status() -> Status {
@@ -37,6 +41,11 @@ impl ServerCall {
 
     /// Reads the single request message of a unary or server-streaming call.
     async fn single_request<Req: prost::Message + Default>(&mut self) -> Result<Req, Status> {
+        if let Some(bytes) = self.prefetched.take() {
+            return Req::decode(bytes).map_err(|error| {
+                Status::invalid_argument(format!("request is not a valid message: {error}"))
+            });
+        }
         let mut message = None;
         loop {
             match poll_fn(|cx| self.stream.poll_recv(cx)).await {
