@@ -1,6 +1,6 @@
 //! One client connection: handshake, then a reader task and a writer task.
 
-use crate::connection::{writer, Inbound, Locked, Shared, PENDING_WRITE_PAUSE};
+use crate::connection::{reserve_for_read, writer, Inbound, Locked, Shared, PENDING_WRITE_PAUSE};
 use crate::status::Status;
 use bytes::BytesMut;
 use sinew_transport::{Address, ReadHalf};
@@ -90,9 +90,7 @@ async fn read_loop(shared: Arc<Shared>, mut reader: ReadHalf, mut buf: BytesMut)
             }
             flushed.await;
         }
-        if buf.capacity() - buf.len() < 8 * 1024 {
-            buf.reserve(64 * 1024);
-        }
+        reserve_for_read(&mut buf);
         match reader.read_buf(&mut buf).await {
             Ok(0) => {
                 let mut state = shared.lock();

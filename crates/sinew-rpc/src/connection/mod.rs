@@ -44,6 +44,28 @@ pub(crate) const PENDING_WRITE_HIGH: usize = 1024 * 1024;
 /// that never reads cannot make us queue unbounded answers (PING ACKs, resets).
 pub(crate) const PENDING_WRITE_PAUSE: usize = 4 * 1024 * 1024;
 
+/// Smallest free space a read is given; larger reads mean fewer syscalls.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Makes room in the read buffer before the next read.
+///
+/// Decoded messages are `Bytes` slices of the read buffer, so once one is handed
+/// out the buffer's allocation is shared and growing it means a new allocation
+/// plus a copy of the partial frame at its end. Growing in large chunks (at least
+/// 256 KiB, and always enough for the whole frame that has started) makes that
+/// happen once per many frames instead of on nearly every read of large messages.
+pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
+    let mut wanted = READ_CHUNK / 8;
+    if buf.len() >= 4 {
+        let frame = sinew_wire::FRAME_HEADER_LEN
+            + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        wanted = wanted.max(frame.saturating_sub(buf.len()));
+    }
+    if buf.capacity() - buf.len() < wanted {
+        buf.reserve(wanted.max(READ_CHUNK));
+    }
+}
+
 /// Wakers collected under the lock and woken after it is released. Inline up to
 /// eight, so that waking the calls of a batch does not allocate.
 pub(crate) type Wakers = smallvec::SmallVec<[Waker; 8]>;

@@ -3,7 +3,9 @@
 use super::call::ServerCall;
 use super::{MethodKind, Router, ServerConfig};
 use crate::connection::stream::StreamRef;
-use crate::connection::{writer, Inbound, Locked, Shared, StreamState, PENDING_WRITE_PAUSE};
+use crate::connection::{
+    reserve_for_read, writer, Inbound, Locked, Shared, StreamState, PENDING_WRITE_PAUSE,
+};
 use crate::status::Status;
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -148,9 +150,7 @@ pub(crate) async fn serve(
             flushed.await;
         }
 
-        if buf.capacity() - buf.len() < 8 * 1024 {
-            buf.reserve(64 * 1024);
-        }
+        reserve_for_read(&mut buf);
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => {

@@ -1,0 +1,56 @@
+//! The harness runs end to end (every system, tiny phases) and writes the JSON
+//! keys the targets are stated in. Keeps the harness from rotting in CI without
+//! running the real matrix; asserts no timing.
+
+use std::process::Command;
+
+#[test]
+fn every_system_runs_and_the_json_has_every_ratio() {
+    let dir = std::env::temp_dir().join(format!("sinew-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("out.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sinew-bench"))
+        .args([
+            "--payloads",
+            "1024",
+            "--concurrency",
+            "1,64",
+            "--warmup-ms",
+            "50",
+            "--duration-ms",
+            "150",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run sinew-bench");
+    assert!(
+        output.status.success(),
+        "sinew-bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("valid JSON");
+    for key in [
+        "qps_vs_tonic",
+        "qps_vs_tarpc",
+        "qps_vs_volo",
+        "p50_vs_raw_pingpong",
+        "qps_vs_raw_pipelined",
+        "uds_p50_vs_tcp_p50",
+    ] {
+        let value = &report["ratios"][key];
+        assert!(
+            value.as_f64().is_some_and(|v| v > 0.0),
+            "ratios.{key} = {value}"
+        );
+    }
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 7 * 2, "7 systems x 2 concurrency levels");
+    for result in results {
+        assert!(result["calls"].as_u64().unwrap() > 0, "{result}");
+        assert_eq!(result["errors"].as_u64(), Some(0), "{result}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
