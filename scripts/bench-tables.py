@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Turns a sinew-bench JSON report into the Markdown tables of docs/benchmarks.md.
+
+    scripts/bench-tables.py docs/benchmarks/latest.json
+"""
+import json
+import sys
+
+report = json.load(open(sys.argv[1]))
+print(f"Run of {report['date_utc']} on {report['cores']} cores; "
+      f"warm-up {report['plan']['warmup_ms']} ms, measured {report['plan']['duration_ms']} ms per cell; "
+      f"server runtime {report['plan']['server_threads']} thread(s), client runtime "
+      f"{report['plan']['client_threads']} thread(s), the same for every system.\n")
+print("| ratio | value | target |")
+print("|-------|-------|--------|")
+targets = {
+    "qps_vs_tonic": ">= 2.5", "qps_vs_tarpc": ">= 1.5", "qps_vs_volo": ">= 1.2",
+    "p99_vs_tonic": "<= 1", "p99_vs_tarpc": "<= 1", "p99_vs_volo": "<= 1",
+    "p50_vs_raw_pingpong": "<= 1.3", "qps_vs_raw_pipelined": ">= 0.6", "uds_p50_vs_tcp_p50": "< 1",
+}
+for key, value in report["ratios"].items():
+    shown = "n/a" if value is None else f"{value:.2f}"
+    print(f"| `{key}` | {shown} | {targets.get(key, '')} |")
+print()
+print("| system | payload | c | QPS | p50 µs | p99 µs | p999 µs | CPU µs/call |")
+print("|--------|--------:|--:|----:|-------:|-------:|--------:|------------:|")
+for r in report["results"]:
+    print(f"| {r['system']} | {r['payload_bytes']} | {r['concurrency']} | {r['qps']:.0f} | "
+          f"{r['p50_us']:.1f} | {r['p99_us']:.1f} | {r['p999_us']:.1f} | {r['cpu_us_per_call']:.1f} |")
