@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod codec;
 pub mod codegen;
 mod connection;
 mod request;
@@ -27,6 +28,7 @@ mod status;
 mod streaming;
 
 pub use client::{Channel, ChannelBuilder};
+pub use codec::Decoder;
 pub use request::{IntoRequest, IntoStreamingRequest, Request, Response};
 pub use server::{Server, ServerBuilder, ServerHandle, Service, ShutdownReport};
 pub use sinew_transport::Address;

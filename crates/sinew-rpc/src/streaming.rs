@@ -1,6 +1,7 @@
 //! [`Streaming`]: a stream of messages arriving on a call.
 
 use crate::client::call::ClientStream;
+use crate::codec::Decoder;
 use crate::connection::stream::StreamRef;
 use crate::connection::Inbound;
 use crate::status::Status;
@@ -23,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 /// `Streaming` before its end cancels the call on the server.
 pub struct Streaming<T> {
     source: Source,
+    decoder: Decoder<T>,
     /// Client side: the call's deadline, enforced here too for streamed responses.
     deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
@@ -40,9 +42,14 @@ enum Source {
 }
 
 impl<T> Streaming<T> {
-    pub(crate) fn client(stream: ClientStream, deadline: Option<Instant>) -> Streaming<T> {
+    pub(crate) fn client(
+        stream: ClientStream,
+        deadline: Option<Instant>,
+        decoder: Decoder<T>,
+    ) -> Streaming<T> {
         Streaming {
             source: Source::Client(stream),
+            decoder,
             deadline: deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
             done: false,
             trailers: None,
@@ -50,9 +57,10 @@ impl<T> Streaming<T> {
         }
     }
 
-    pub(crate) fn server(stream: StreamRef) -> Streaming<T> {
+    pub(crate) fn server(stream: StreamRef, decoder: Decoder<T>) -> Streaming<T> {
         Streaming {
             source: Source::Server(stream),
+            decoder,
             deadline: None,
             done: false,
             trailers: None,
@@ -66,7 +74,7 @@ impl<T> Streaming<T> {
     }
 }
 
-impl<T: prost::Message + Default> Streaming<T> {
+impl<T> Streaming<T> {
     /// The next message; `Ok(None)` at a clean end, `Err(status)` if the call failed.
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
         poll_fn(|cx| self.poll_message(cx)).await.transpose()
@@ -98,7 +106,7 @@ impl<T: prost::Message + Default> Streaming<T> {
             };
             match item {
                 Inbound::Message(bytes) => {
-                    return Poll::Ready(Some(T::decode(bytes).map_err(|error| {
+                    return Poll::Ready(Some(self.decoder.decode(bytes).map_err(|error| {
                         self.done = true;
                         if is_client {
                             Status::internal(format!("response is not a valid message: {error}"))
@@ -137,7 +145,7 @@ impl<T: prost::Message + Default> Streaming<T> {
     }
 }
 
-impl<T: prost::Message + Default> Stream for Streaming<T> {
+impl<T> Stream for Streaming<T> {
     type Item = Result<T, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

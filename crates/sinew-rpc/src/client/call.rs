@@ -1,6 +1,7 @@
 //! Client-side calls: opening a stream, the four call shapes, cancellation on drop.
 
 use super::Channel;
+use crate::codec::Decoder;
 use crate::connection::stream::{Outgoing, StreamRef};
 use crate::connection::{Inbound, Shared, StreamState, PENDING_WRITE_HIGH};
 use crate::request::{Request, Response};
@@ -196,8 +197,9 @@ where
 /// Everything that has arrived is taken in one lock acquisition, and the stream
 /// leaves the table in the same one once its status is in: a unary call's
 /// response costs one lock, however many frames it came in.
-async fn single_response<Resp: prost::Message + Default>(
+async fn single_response<Resp>(
     stream: &mut ClientStream,
+    decoder: &Decoder<Resp>,
 ) -> Result<Response<Resp>, Status> {
     let mut metadata = MetadataMap::new();
     let mut message = None;
@@ -246,7 +248,8 @@ async fn single_response<Resp: prost::Message + Default>(
     let bytes = message.ok_or_else(|| {
         Status::internal("server ended the call with OK but sent no response message")
     })?;
-    let message = Resp::decode(bytes)
+    let message = decoder
+        .decode(bytes)
         .map_err(|error| Status::internal(format!("response is not a valid message: {error}")))?;
     metadata.extend(status.into_metadata());
     Ok(Response::from_parts(metadata, message))
@@ -336,6 +339,19 @@ impl Channel {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        self.unary_with(path, request, &Decoder::prost()).await
+    }
+
+    /// A unary call whose response is decoded by `decoder`.
+    pub async fn unary_with<Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<Req>,
+        decoder: &Decoder<Resp>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: prost::Message,
+    {
         let (metadata, timeout, message) = request.into_parts();
         let deadline = self.call_deadline(timeout);
         Self::with_deadline(deadline, async {
@@ -353,7 +369,7 @@ impl Channel {
                     })
                     .await?;
             }
-            single_response(&mut stream).await
+            single_response(&mut stream, decoder).await
         })
         .await
     }
@@ -367,6 +383,20 @@ impl Channel {
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
+    {
+        self.server_streaming_with(path, request, Decoder::prost())
+            .await
+    }
+
+    /// A server-streaming call whose responses are decoded by `decoder`.
+    pub async fn server_streaming_with<Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<Req>,
+        decoder: Decoder<Resp>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        Req: prost::Message,
     {
         let (metadata, timeout, message) = request.into_parts();
         let deadline = self.call_deadline(timeout);
@@ -388,7 +418,7 @@ impl Channel {
             let headers = response_headers(&stream).await?;
             Ok(Response::from_parts(
                 headers,
-                Streaming::client(stream, deadline),
+                Streaming::client(stream, deadline, decoder),
             ))
         })
         .await
@@ -407,6 +437,21 @@ impl Channel {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        self.client_streaming_with(path, request, &Decoder::prost())
+            .await
+    }
+
+    /// A client-streaming call whose response is decoded by `decoder`.
+    pub async fn client_streaming_with<S, Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<S>,
+        decoder: &Decoder<Resp>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message,
+    {
         let (metadata, timeout, requests) = request.into_parts();
         let deadline = self.call_deadline(timeout);
         Self::with_deadline(deadline, async {
@@ -415,7 +460,7 @@ impl Channel {
             let (mut stream, _) =
                 open::<Req>(&shared, path, &metadata, timeout, None, false).await?;
             let mut pump = pin!(pump_requests(stream.stream.clone(), requests));
-            let mut response = pin!(single_response(&mut stream));
+            let mut response = pin!(single_response(&mut stream, decoder));
             let mut pumping = true;
             loop {
                 tokio::select! {
@@ -439,6 +484,21 @@ impl Channel {
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default,
     {
+        self.bidirectional_with(path, request, Decoder::prost())
+            .await
+    }
+
+    /// A bidirectional call whose responses are decoded by `decoder`.
+    pub async fn bidirectional_with<S, Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<S>,
+        decoder: Decoder<Resp>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: prost::Message + Send + 'static,
+    {
         let (metadata, timeout, requests) = request.into_parts();
         let deadline = self.call_deadline(timeout);
         Self::with_deadline(deadline, async {
@@ -451,7 +511,7 @@ impl Channel {
             let headers = response_headers(&stream).await?;
             Ok(Response::from_parts(
                 headers,
-                Streaming::client(stream, deadline),
+                Streaming::client(stream, deadline, decoder),
             ))
         })
         .await

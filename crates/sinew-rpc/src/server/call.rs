@@ -6,6 +6,7 @@
 //! Every path ends the call with a status: a handler error becomes the trailers'
 //! status, a malformed request `INVALID_ARGUMENT`.
 
+use crate::codec::Decoder;
 use crate::connection::stream::{Outgoing, StreamRef};
 use crate::connection::Inbound;
 use crate::request::{Request, Response};
@@ -199,7 +200,7 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
-    let requests = Streaming::server(call.stream.clone());
+    let requests = Streaming::server(call.stream.clone(), Decoder::prost());
     let request = call.request(requests);
     let result = handler(request).await;
     call.respond(result).await;
@@ -214,7 +215,7 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut,
     Fut: Future<Output = Result<Response<S>, Status>>,
 {
-    let requests = Streaming::server(call.stream.clone());
+    let requests = Streaming::server(call.stream.clone(), Decoder::prost());
     let request = call.request(requests);
     let result = handler(request).await;
     call.respond_stream(result).await;

@@ -22,6 +22,7 @@
 
 pub mod call;
 mod connection;
+pub mod reflection;
 mod service;
 
 pub use call::ServerCall;
@@ -94,6 +95,7 @@ impl Router {
 pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
     config: ServerConfig,
+    reflection: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -115,6 +117,14 @@ impl ServerBuilder {
     /// Adds a service already behind an `Arc` (shared with other servers).
     pub fn add_shared_service(mut self, service: Arc<dyn Service>) -> Self {
         self.services.push(service);
+        self
+    }
+
+    /// Whether to serve gRPC server reflection (`grpc.reflection.v1`) for every
+    /// service added (default true). Tools such as `sinew call` and grpcurl use it
+    /// to learn the services' schemas from the server itself.
+    pub fn reflection(mut self, enabled: bool) -> Self {
+        self.reflection = enabled;
         self
     }
 
@@ -182,11 +192,18 @@ impl ServerBuilder {
                 "no address to listen on",
             ));
         }
+        let mut services = self.services;
+        if self.reflection {
+            let reflection = reflection::Reflection::new(services.iter().map(|s| s.descriptor()));
+            services.push(Arc::new(
+                reflection::v1::server_reflection_server::ServerReflectionServer::new(reflection),
+            ));
+        }
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             listeners,
             local_addresses,
-            router: Arc::new(Router::new(self.services)),
+            router: Arc::new(Router::new(services)),
             config: Arc::new(self.config),
             shutdown,
         })
@@ -263,6 +280,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             services: Vec::new(),
+            reflection: true,
             config: ServerConfig {
                 settings: Settings::default(),
                 handshake_timeout: Duration::from_secs(10),
