@@ -1,0 +1,18 @@
+//! `sinew list`: the services a server offers.
+
+use crate::error::CliError;
+use crate::schema;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Server address: tcp://HOST:PORT or unix:///PATH.
+    address: String,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), CliError> {
+    let channel = schema::connect(&args.address).await?;
+    for service in schema::list_services(&channel).await? {
+        println!("{service}");
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! One module per verb of the `sinew` command, plus the options calls share.
+
+pub(crate) mod bench;
+pub(crate) mod call;
+pub(crate) mod demo;
+pub(crate) mod describe;
+pub(crate) mod list;
+pub(crate) mod serve;
+
+use crate::error::CliError;
+use sinew::Request;
+
+/// Options of every command that makes calls.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct CallOptions {
+    /// Request metadata as KEY=VALUE (repeatable). For keys ending in -bin the
+    /// bytes of VALUE are sent as they are.
+    #[arg(short = 'H', long = "metadata", value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
+    /// Time allowed for each call, e.g. 500ms, 2s; sent to the server, which
+    /// enforces it too.
+    #[arg(long, value_name = "DURATION", value_parser = crate::time::parse_duration)]
+    deadline: Option<std::time::Duration>,
+}
+
+impl CallOptions {
+    /// A request carrying the metadata and deadline.
+    pub(crate) fn request<T>(&self, message: T) -> Result<Request<T>, CliError> {
+        let mut request = Request::new(message);
+        for pair in &self.metadata {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| CliError::usage(format!("metadata {pair:?} is not KEY=VALUE")))?;
+            let result = if key.ends_with("-bin") {
+                request
+                    .metadata_mut()
+                    .insert_bin(key, value.as_bytes().to_vec())
+            } else {
+                request.metadata_mut().append(key, value)
+            };
+            result.map_err(|error| CliError::usage(error.to_string()))?;
+        }
+        if let Some(deadline) = self.deadline {
+            request.set_timeout(deadline);
+        }
+        Ok(request)
+    }
+}

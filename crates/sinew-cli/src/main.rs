@@ -1,0 +1,95 @@
+//! `sinew`: the command line of the sinew toolkit.
+//!
+//! One binary, one verb per module in `cmd/`: `serve` the example services, `call`
+//! any method with JSON, `list` and `describe` what a server offers (learned from
+//! the server itself through gRPC server reflection), `bench` a method, and `demo`
+//! the whole system on one machine. Every failure is one line on stderr and a
+//! distinct exit code ([`error::ExitCode`]), never a panic or a backtrace.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod error;
+mod schema;
+mod time;
+
+use clap::{Parser, Subcommand};
+use error::CliError;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  unexpected failure (I/O error, internal error)
+  2  usage error: bad arguments, malformed address, metadata or deadline
+  3  server unreachable, or the connection was lost
+  4  unknown service or method
+  5  the JSON input does not parse
+  6  the JSON input does not fit the method's message type
+  7  the deadline passed
+  8  the server answered with another error status (printed with its code)";
+
+/// sinew: fast, reliable communication between the parts of a distributed system.
+#[derive(Parser, Debug)]
+#[command(
+    name = "sinew",
+    version,
+    about,
+    long_about = "sinew: fast, reliable communication between the parts of a distributed system.\n\n\
+Addresses are URLs: tcp://HOST:PORT or unix:///PATH. Services and methods are named as in \
+their .proto, e.g. grpc.examples.echo.Echo/UnaryEcho. Schemas come from the server itself \
+(gRPC server reflection, which every sinew server offers) unless --proto is given.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the example services until Ctrl-C, then shut down gracefully.
+    Serve(cmd::serve::Args),
+    /// Call a method with JSON and print the response as JSON.
+    Call(cmd::call::Args),
+    /// List the services a server offers.
+    List(cmd::list::Args),
+    /// Describe a service, method or message of a server (all services if none named).
+    Describe(cmd::describe::Args),
+    /// Load-test a unary method: QPS, latency percentiles, errors by status code.
+    Bench(cmd::bench::Args),
+    /// Run a small cluster on this machine and drive a mixed workload through it.
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sinew: cannot start the async runtime: {error}");
+            return std::process::ExitCode::from(error::ExitCode::Failure as u8);
+        }
+    };
+    let result: Result<(), CliError> = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Call(args) => cmd::call::run(args).await,
+            Command::List(args) => cmd::list::run(args).await,
+            Command::Describe(args) => cmd::describe::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
+        }
+    });
+    // Do not wait for tasks left behind (streams being cancelled, pumps).
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sinew: {}", error.message());
+            std::process::ExitCode::from(error.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Schemas at run time: connecting, fetching descriptors from the server (gRPC
+//! server reflection) or a `.proto` file, finding methods, and JSON <-> messages.
+
+use crate::error::{CliError, ExitCode};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
+use sinew::rpc::server::reflection::v1::{
+    server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+    server_reflection_response::MessageResponse, ServerReflectionRequest,
+};
+use sinew::transport::Address;
+use sinew::Channel;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Parses an address (a malformed one is a usage error).
+pub(crate) fn parse_address(text: &str) -> Result<Address, CliError> {
+    text.parse::<Address>()
+        .map_err(|error| CliError::usage(error.to_string()))
+}
+
+/// Connects, so that an unreachable server is reported before anything else.
+pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
+    let address = parse_address(address)?;
+    Channel::builder(address.clone())
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|status| {
+            CliError::new(
+                ExitCode::Unreachable,
+                format!("cannot reach {address}: {}", status.message()),
+            )
+        })
+}
+
+/// Sends reflection queries on one stream and returns the answers.
+async fn reflect(
+    channel: &Channel,
+    queries: Vec<MessageRequest>,
+) -> Result<Vec<MessageResponse>, CliError> {
+    let requests: Vec<ServerReflectionRequest> = queries
+        .into_iter()
+        .map(|query| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(query),
+        })
+        .collect();
+    let client = ServerReflectionClient::new(channel.clone());
+    let unsupported = |status: sinew::Status| {
+        if status.code() == sinew::Code::Unimplemented {
+            CliError::new(
+                ExitCode::ErrorStatus,
+                "the server does not offer gRPC server reflection; pass --proto FILE",
+            )
+        } else {
+            CliError::from(status)
+        }
+    };
+    let mut answers = client
+        .server_reflection_info(futures_util::stream::iter(requests))
+        .await
+        .map_err(unsupported)?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(answer) = answers.message().await.map_err(unsupported)? {
+        if let Some(response) = answer.message_response {
+            out.push(response);
+        }
+    }
+    Ok(out)
+}
+
+/// The services a server offers, sorted.
+pub(crate) async fn list_services(channel: &Channel) -> Result<Vec<String>, CliError> {
+    let answers = reflect(channel, vec![MessageRequest::ListServices(String::new())]).await?;
+    let mut names: Vec<String> = answers
+        .into_iter()
+        .flat_map(|answer| match answer {
+            MessageResponse::ListServicesResponse(list) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// A descriptor pool holding `symbols` (and everything they use), from `--proto`
+/// when given, otherwise from the server's reflection service. Symbols the server
+/// does not know are simply absent from the pool.
+pub(crate) async fn load(
+    channel: &Channel,
+    proto: Option<&Path>,
+    symbols: &[String],
+) -> Result<DescriptorPool, CliError> {
+    if let Some(proto) = proto {
+        let include = proto.parent().unwrap_or(Path::new("."));
+        let include = if include.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            include
+        };
+        let set = protox::compile([proto], [include]).map_err(|error| {
+            CliError::usage(format!("cannot compile {}: {error}", proto.display()))
+        })?;
+        return DescriptorPool::from_file_descriptor_set(set)
+            .map_err(|error| CliError::usage(format!("{}: {error}", proto.display())));
+    }
+    let queries = symbols
+        .iter()
+        .map(|symbol| MessageRequest::FileContainingSymbol(symbol.clone()))
+        .collect();
+    let mut files = BTreeMap::new();
+    for answer in reflect(channel, queries).await? {
+        if let MessageResponse::FileDescriptorResponse(response) = answer {
+            for bytes in response.file_descriptor_proto {
+                let file =
+                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
+                        CliError::failure(format!(
+                            "the server sent an invalid file descriptor: {e}"
+                        ))
+                    })?;
+                files.entry(file.name().to_owned()).or_insert(file);
+            }
+        }
+    }
+    DescriptorPool::from_file_descriptor_set(prost_types::FileDescriptorSet {
+        file: files.into_values().collect(),
+    })
+    .map_err(|error| {
+        CliError::failure(format!(
+            "the server's descriptors do not fit together: {error}"
+        ))
+    })
+}
+
+/// Splits `package.Service/Method` (or `package.Service.Method`) in two.
+pub(crate) fn split_method(name: &str) -> Result<(String, String), CliError> {
+    let name = name.trim_start_matches('/');
+    let split = name.rfind('/').or_else(|| name.rfind('.'));
+    match split {
+        Some(at) if at > 0 && at + 1 < name.len() => {
+            Ok((name[..at].to_owned(), name[at + 1..].to_owned()))
+        }
+        _ => Err(CliError::usage(format!(
+            "{name:?} is not a method name like grpc.examples.echo.Echo/UnaryEcho"
+        ))),
+    }
+}
+
+/// Finds a method in the pool.
+pub(crate) fn find_method(
+    pool: &DescriptorPool,
+    service: &str,
+    method: &str,
+) -> Result<MethodDescriptor, CliError> {
+    let service_descriptor = pool.get_service_by_name(service).ok_or_else(|| {
+        CliError::new(
+            ExitCode::UnknownMethod,
+            format!("unknown service {service}"),
+        )
+    })?;
+    let found = service_descriptor.methods().find(|m| m.name() == method);
+    found.ok_or_else(|| {
+        CliError::new(
+            ExitCode::UnknownMethod,
+            format!("unknown method {method} of service {service}"),
+        )
+    })
+}
+
+/// Parses one JSON message: a syntax error says where; a value that does not fit
+/// the message says which field.
+pub(crate) fn parse_message(
+    descriptor: &MessageDescriptor,
+    json: &str,
+) -> Result<DynamicMessage, CliError> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|error| {
+        CliError::new(
+            ExitCode::BadJson,
+            format!("the JSON input does not parse: {error}"),
+        )
+    })?;
+    DynamicMessage::deserialize(descriptor.clone(), value).map_err(|error| {
+        CliError::new(
+            ExitCode::JsonDoesNotFit,
+            format!(
+                "the JSON input does not fit {}: {error}",
+                descriptor.full_name()
+            ),
+        )
+    })
+}
+
+/// A message as JSON (protobuf's canonical JSON mapping).
+pub(crate) fn to_json(message: &DynamicMessage, pretty: bool) -> String {
+    let result = if pretty {
+        serde_json::to_string_pretty(message)
+    } else {
+        serde_json::to_string(message)
+    };
+    result.unwrap_or_else(|error| format!("{{\"error\": \"cannot print the message: {error}\"}}"))
+}
+
+/// A decoder that builds dynamic messages of `descriptor`.
+pub(crate) fn decoder(descriptor: MessageDescriptor) -> sinew::rpc::Decoder<DynamicMessage> {
+    sinew::rpc::Decoder::new(move |bytes| DynamicMessage::decode(descriptor.clone(), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_split_on_slash_or_dot() {
+        assert_eq!(
+            split_method("grpc.examples.echo.Echo/UnaryEcho").unwrap(),
+            ("grpc.examples.echo.Echo".to_owned(), "UnaryEcho".to_owned())
+        );
+        assert_eq!(
+            split_method("grpc.examples.echo.Echo.UnaryEcho").unwrap(),
+            ("grpc.examples.echo.Echo".to_owned(), "UnaryEcho".to_owned())
+        );
+        assert!(split_method("nomethod").is_err());
+        assert!(split_method("svc/").is_err());
+    }
+}

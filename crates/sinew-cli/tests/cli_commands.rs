@@ -1,0 +1,401 @@
+//! The real `sinew` binary against a real `sinew serve` process: the full tour
+//! (serve, list, describe, call of every kind, bench, demo) and every class of
+//! bad input, each with its one-line message and documented exit code.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn sinew() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sinew"))
+}
+
+/// A `sinew serve` child process on a free TCP port and a Unix socket.
+struct Serve {
+    child: Child,
+    tcp: String,
+    unix: String,
+    socket: std::path::PathBuf,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let socket = std::env::temp_dir().join(format!(
+            "sinew-cli-test-{}-{}.sock",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let mut child = sinew()
+            .args(["serve", "--listen", "tcp://127.0.0.1:0", "--listen"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sinew serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut addresses = Vec::new();
+        while addresses.len() < 2 {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "serve exited early"
+            );
+            if let Some(address) = line.trim().strip_prefix("listening on ") {
+                addresses.push(address.to_owned());
+            }
+        }
+        Serve {
+            child,
+            tcp: addresses[0].clone(),
+            unix: addresses[1].clone(),
+            socket,
+            stdout,
+        }
+    }
+
+    /// SIGINT, then the rest of stdout.
+    fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+        let status = self.child.wait().unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn run(args: &[&str]) -> Output {
+    run_with_stdin(args, "")
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = sinew()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sinew");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// Asserts the exit code and a one-line `sinew: ...` message containing `needle`.
+fn fails(output: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    let line = stderr.trim_end();
+    assert!(!line.contains('\n'), "one line only: {line:?}");
+    assert!(line.starts_with("sinew: "), "{line:?}");
+    assert!(line.contains(needle), "{line:?} lacks {needle:?}");
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?} is not JSON: {e}"))
+}
+
+#[test]
+fn full_round_trip_serve_list_describe_call_stream_bench() {
+    let serve = Serve::start();
+    for address in [&serve.tcp, &serve.unix] {
+        let services = stdout(&run(&["list", address]));
+        assert_eq!(
+            services.lines().collect::<Vec<_>>(),
+            vec![
+                "grpc.examples.echo.Echo",
+                "grpc.reflection.v1.ServerReflection",
+                "sinew.examples.kv.KeyValue"
+            ]
+        );
+    }
+    let description = stdout(&run(&["describe", &serve.tcp, "grpc.examples.echo.Echo"]));
+    assert!(description.contains("rpc BidirectionalStreamingEcho(stream grpc.examples.echo.EchoRequest) returns (stream grpc.examples.echo.EchoResponse);"), "{description}");
+    let message = stdout(&run(&[
+        "describe",
+        &serve.tcp,
+        "sinew.examples.kv.PutRequest",
+    ]));
+    assert!(
+        message.contains("optional uint64 expected_version = 3;"),
+        "{message}"
+    );
+
+    let echo = "grpc.examples.echo.Echo";
+    let unary = stdout(&run(&[
+        "call",
+        &serve.tcp,
+        &format!("{echo}/UnaryEcho"),
+        r#"{"message":"hi"}"#,
+    ]));
+    assert_eq!(json(&unary)["message"], "hi");
+
+    let streamed = stdout(&run(&[
+        "call",
+        &serve.unix,
+        &format!("{echo}/ServerStreamingEcho"),
+        r#"{"message":"tick"}"#,
+        "-H",
+        "x-repeat=3",
+    ]));
+    let lines: Vec<_> = streamed.lines().map(json).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|line| line["message"] == "tick"));
+
+    let joined = stdout(&run_with_stdin(
+        &["call", &serve.tcp, &format!("{echo}/ClientStreamingEcho")],
+        "{\"message\":\"a\"}\n\n{\"message\":\"b\"}\n",
+    ));
+    assert_eq!(json(&joined)["message"], "a\nb");
+
+    let bidi = stdout(&run_with_stdin(
+        &[
+            "call",
+            &serve.unix,
+            &format!("{echo}/BidirectionalStreamingEcho"),
+        ],
+        "{\"message\":\"x\"}\n{\"message\":\"y\"}\n",
+    ));
+    assert_eq!(
+        bidi.lines()
+            .map(|l| json(l)["message"].clone())
+            .collect::<Vec<_>>(),
+        vec!["x", "y"]
+    );
+
+    // Metadata goes out; the echo service sends x-echo-* back (not printed), and
+    // bytes fields use base64 as protobuf's JSON mapping says.
+    let put = stdout(&run(&[
+        "call",
+        &serve.tcp,
+        "sinew.examples.kv.KeyValue/Put",
+        r#"{"key":"k","value":"aGk="}"#,
+        "-H",
+        "x-echo-trace=1",
+    ]));
+    assert!(
+        json(&put)["version"].as_str().is_some(),
+        "uint64 is a JSON string: {put}"
+    );
+    let got = stdout(&run(&[
+        "call",
+        &serve.tcp,
+        "sinew.examples.kv.KeyValue/Get",
+        r#"{"key":"k"}"#,
+    ]));
+    assert_eq!(json(&got)["value"], "aGk=");
+
+    // A .proto file instead of reflection.
+    let proto = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sinew-examples/proto/echo.proto"
+    );
+    let with_proto = stdout(&run(&[
+        "call",
+        &serve.tcp,
+        &format!("{echo}/UnaryEcho"),
+        r#"{"message":"p"}"#,
+        "--proto",
+        proto,
+    ]));
+    assert_eq!(json(&with_proto)["message"], "p");
+
+    let bench = stdout(&run(&[
+        "bench",
+        &serve.tcp,
+        &format!("{echo}/UnaryEcho"),
+        r#"{"message":"b"}"#,
+        "-n",
+        "300",
+        "-c",
+        "4",
+    ]));
+    assert!(
+        bench.contains("Calls:      300 (300 ok, 0 failed)"),
+        "{bench}"
+    );
+    assert!(
+        bench.contains("p99") && bench.contains("OK                   300"),
+        "{bench}"
+    );
+    let timed = stdout(&run(&[
+        "bench",
+        &serve.unix,
+        &format!("{echo}/UnaryEcho"),
+        "--duration",
+        "300ms",
+        "-c",
+        "2",
+    ]));
+    assert!(timed.contains("0 failed"), "{timed}");
+
+    let socket = serve.socket.clone();
+    let (status, rest) = serve.interrupt();
+    assert!(status.success(), "{status:?}");
+    assert!(rest.contains("shut down gracefully"), "{rest}");
+    assert!(!socket.exists(), "socket file removed");
+}
+
+#[test]
+fn every_bad_input_is_one_line_and_a_distinct_exit_code() {
+    let serve = Serve::start();
+    let method = "grpc.examples.echo.Echo/UnaryEcho";
+    fails(
+        &run(&["call", "tcp:/nowhere", method]),
+        2,
+        "invalid address",
+    );
+    fails(
+        &run(&["call", "tcp://127.0.0.1:1", method]),
+        3,
+        "cannot reach tcp://127.0.0.1:1",
+    );
+    fails(
+        &run(&["call", &serve.tcp, "no.such.Service/Method"]),
+        4,
+        "unknown service no.such.Service",
+    );
+    fails(
+        &run(&["call", &serve.tcp, "grpc.examples.echo.Echo/Nope"]),
+        4,
+        "unknown method Nope",
+    );
+    fails(
+        &run(&["call", &serve.tcp, method, r#"{"message": "#]),
+        5,
+        "line 1 column",
+    );
+    fails(
+        &run(&["call", &serve.tcp, method, r#"{"mesage":"x"}"#]),
+        6,
+        "mesage",
+    );
+    fails(
+        &run(&["call", &serve.tcp, method, r#"{"message":5}"#]),
+        6,
+        "grpc.examples.echo.EchoRequest",
+    );
+    fails(
+        &run(&[
+            "call",
+            &serve.tcp,
+            "sinew.examples.kv.KeyValue/Watch",
+            r#"{"prefix":"p"}"#,
+            "--deadline",
+            "200ms",
+        ]),
+        7,
+        "DEADLINE_EXCEEDED",
+    );
+    fails(
+        &run(&[
+            "call",
+            &serve.tcp,
+            "sinew.examples.kv.KeyValue/Get",
+            r#"{"key":"missing"}"#,
+        ]),
+        8,
+        "NOT_FOUND",
+    );
+    fails(
+        &run(&["call", &serve.tcp, method, "-H", "no-equals-sign"]),
+        2,
+        "KEY=VALUE",
+    );
+    fails(
+        &run(&["call", &serve.tcp, method, "-H", "Bad Key=v"]),
+        2,
+        "invalid metadata key",
+    );
+    fails(
+        &run_with_stdin(
+            &[
+                "call",
+                &serve.tcp,
+                "grpc.examples.echo.Echo/ClientStreamingEcho",
+            ],
+            "{\"message\":\"ok\"}\n{broken\n",
+        ),
+        5,
+        "stdin line 2",
+    );
+    fails(
+        &run(&[
+            "bench",
+            &serve.tcp,
+            "grpc.examples.echo.Echo/ServerStreamingEcho",
+            "-n",
+            "1",
+        ]),
+        2,
+        "streaming",
+    );
+    fails(
+        &run(&["bench", "tcp://127.0.0.1:1", method, "-n", "1"]),
+        3,
+        "cannot reach",
+    );
+    // Argument errors are clap's: exit 2 too, with usage on stderr.
+    assert_eq!(run(&["call"]).status.code(), Some(2));
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    let help = stdout(&run(&["--help"]));
+    assert!(
+        help.contains("Exit codes:") && help.contains("6  the JSON input does not fit"),
+        "{help}"
+    );
+}
+
+#[test]
+fn the_demo_runs_a_cluster_and_reports() {
+    let started = std::time::Instant::now();
+    let report = stdout(&run(&["demo", "--duration", "2s", "--concurrency", "8"]));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(report.contains("sinew demo report"), "{report}");
+    assert!(
+        report.contains("server beta shut down gracefully"),
+        "{report}"
+    );
+    assert!(
+        report.contains("\n  tcp ") && report.contains("\n  unix "),
+        "{report}"
+    );
+    assert!(report.contains(", 0 failed"), "{report}");
+}
