@@ -189,3 +189,31 @@ async fn key_value_store_reports_errors_with_codes() {
     assert_eq!(empty_key.code(), Code::InvalidArgument);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_spreads_calls_over_its_pool_of_connections() {
+    let server = TestServer::start().await;
+    let channel = sinew::Channel::builder(server.tcp.clone())
+        .connections(3)
+        .connect()
+        .await
+        .unwrap();
+    let client = EchoClient::new(channel);
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.unary_echo(request(&i.to_string())).await })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(
+            call.await.unwrap().unwrap().into_inner().message,
+            i.to_string()
+        );
+    }
+    let report = server.shutdown().await;
+    assert_eq!(
+        report.connections, 3,
+        "one connection per pool slot: {report:?}"
+    );
+}

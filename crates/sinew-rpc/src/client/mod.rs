@@ -187,11 +187,27 @@ impl Channel {
         }
         for offset in 1..slots.len() {
             if let Some(shared) = slots[(start + offset) % slots.len()].usable() {
-                // Still try to fill the empty slot, without making this call wait.
+                // Fill the empty slot in the background, without making this
+                // call wait for a new connection.
+                self.fill_in_background(start);
                 return Ok(shared);
             }
         }
         self.connect_slot(&slots[start]).await
+    }
+
+    /// Connects pool slot `index` on a task of its own, unless a connect is
+    /// already under way there (or backing off after a failure).
+    fn fill_in_background(&self, index: usize) {
+        let slot = &self.inner.slots[index];
+        if slot.connecting.try_lock().is_err() {
+            return; // another call is connecting this slot
+        }
+        let channel = self.clone();
+        tokio::spawn(async move {
+            let slot = &channel.inner.slots[index];
+            let _ = channel.connect_slot(slot).await;
+        });
     }
 
     async fn connect_slot(&self, slot: &Slot) -> Result<Arc<Shared>, Status> {

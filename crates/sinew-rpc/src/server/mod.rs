@@ -351,6 +351,10 @@ impl Server {
         }
         drop(accepted_tx);
 
+        // Connections get their own shutdown signal, sent only once they have been
+        // counted: were they to watch the server's, an idle one could finish
+        // before `serve` noticed the shutdown, and go uncounted.
+        let (connection_shutdown, _) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut report = ShutdownReport::default();
         if !*shutdown_rx.borrow_and_update() {
@@ -362,7 +366,7 @@ impl Server {
                                 stream,
                                 router.clone(),
                                 config.clone(),
-                                shutdown.subscribe(),
+                                connection_shutdown.subscribe(),
                             ));
                         }
                         None => break,
@@ -381,6 +385,7 @@ impl Server {
         while acceptors.join_next().await.is_some() {}
         shutdown.send_replace(true);
         report.connections = connections.len() as u64;
+        connection_shutdown.send_replace(true);
         while let Some(joined) = connections.join_next().await {
             if let Ok(counts) = joined {
                 report.drained_calls += counts.drained;
