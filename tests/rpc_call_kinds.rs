@@ -111,22 +111,29 @@ async fn bidirectional_over_tcp_and_unix_is_interactive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_share_one_connection_and_complete_out_of_order() {
+    use sinew_tests::testing::Counters;
     let server = TestServer::start().await;
     let channel = server.channel(&server.tcp).await;
     let client = sinew_tests::testing::testing_client::TestingClient::new(channel.clone());
-    // Slow calls first, fast ones after: the fast ones must not wait behind them.
+    // Slow calls first (30 s each), fast ones after: the fast ones must all
+    // complete while every slow one is still running on the same connection.
     let slow: Vec<_> = (0..20)
         .map(|_| {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .sleep(sinew_tests::testing::SleepRequest { millis: 500 })
+                    .sleep(sinew_tests::testing::SleepRequest { millis: 30_000 })
                     .await
             })
         })
         .collect();
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "slow calls started",
+        || Counters::get(&server.counters.sleeps_started) == 20,
+    )
+    .await;
     let echo = EchoClient::new(channel);
-    let started = std::time::Instant::now();
     let fast: Vec<_> = (0..500)
         .map(|i| {
             let echo = echo.clone();
@@ -139,16 +146,20 @@ async fn many_concurrent_calls_share_one_connection_and_complete_out_of_order() 
             i.to_string()
         );
     }
-    let fast_done = started.elapsed();
-    for call in slow {
-        call.await.unwrap().unwrap();
-    }
-    // Not a timing assertion on speed, only on ordering: the fast calls finished
-    // before the slow ones could have.
-    assert!(
-        fast_done < std::time::Duration::from_millis(500),
-        "fast calls waited behind slow ones ({fast_done:?})"
+    assert_eq!(
+        Counters::get(&server.counters.sleeps_finished),
+        0,
+        "the fast calls did not wait behind the slow ones"
     );
+    for call in &slow {
+        call.abort();
+    }
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "slow calls cancelled",
+        || Counters::get(&server.counters.sleeps_cancelled) == 20,
+    )
+    .await;
     server.shutdown().await;
 }
 
