@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 /// A running server with every example service, on a TCP port and a Unix socket.
 pub struct TestServer {
+    pub health: sinew::rpc::server::HealthReporter,
     pub tcp: Address,
     pub unix: Address,
     pub counters: Arc<Counters>,
@@ -70,11 +71,13 @@ impl TestServer {
             ])
             .await
             .expect("bind test server");
+        let health = server.health_reporter().expect("health is on by default");
         let tcp = server.local_addresses()[0].clone();
         let unix = server.local_addresses()[1].clone();
         let handle = server.handle();
         let task = tokio::spawn(server.serve());
         TestServer {
+            health,
             tcp,
             unix,
             counters,

@@ -142,6 +142,7 @@ fn full_round_trip_serve_list_describe_call_stream_bench() {
             services.lines().collect::<Vec<_>>(),
             vec![
                 "grpc.examples.echo.Echo",
+                "grpc.health.v1.Health",
                 "grpc.reflection.v1.ServerReflection",
                 "sinew.examples.kv.KeyValue"
             ]

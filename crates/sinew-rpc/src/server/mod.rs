@@ -22,10 +22,12 @@
 
 pub mod call;
 mod connection;
+pub mod health;
 pub mod reflection;
 mod service;
 
 pub use call::ServerCall;
+pub use health::HealthReporter;
 pub use service::{MethodDescriptor, MethodKind, Service, ServiceDescriptor};
 
 use crate::status::Status;
@@ -96,6 +98,7 @@ pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
     config: ServerConfig,
     reflection: bool,
+    health: Option<HealthReporter>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -126,6 +129,20 @@ impl ServerBuilder {
     pub fn reflection(mut self, enabled: bool) -> Self {
         self.reflection = enabled;
         self
+    }
+
+    /// Whether to serve gRPC health checking (`grpc.health.v1.Health`, default
+    /// true). Every service added starts SERVING; see [`ServerBuilder::health_reporter`].
+    pub fn health(mut self, enabled: bool) -> Self {
+        self.health = enabled.then(|| self.health.take().unwrap_or_default());
+        self
+    }
+
+    /// The handle through which the application sets the health statuses this
+    /// server reports (also available later from [`Server::health_reporter`]).
+    /// `None` when health checking is turned off.
+    pub fn health_reporter(&self) -> Option<HealthReporter> {
+        self.health.clone()
     }
 
     /// Calls one client may have open at once on one connection (default 1024).
@@ -193,6 +210,22 @@ impl ServerBuilder {
             ));
         }
         let mut services = self.services;
+        if let Some(reporter) = &self.health {
+            for service in &services {
+                let name = service.descriptor().name;
+                // A status the application set before binding stands.
+                if reporter.status(name).is_none() {
+                    reporter.set_serving(name);
+                }
+            }
+            let own = health::v1::health_server::SERVICE_DESCRIPTOR.name;
+            if reporter.status(own).is_none() {
+                reporter.set_serving(own);
+            }
+            services.push(Arc::new(health::v1::health_server::HealthServer::new(
+                health::Health::new(reporter.clone()),
+            )));
+        }
         if self.reflection {
             let reflection = reflection::Reflection::new(services.iter().map(|s| s.descriptor()));
             services.push(Arc::new(
@@ -206,6 +239,7 @@ impl ServerBuilder {
             router: Arc::new(Router::new(services)),
             config: Arc::new(self.config),
             shutdown,
+            health: self.health,
         })
     }
 }
@@ -240,6 +274,7 @@ pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: watch::Sender<bool>,
+    health: Option<HealthReporter>,
 }
 
 impl std::fmt::Debug for Server {
@@ -281,6 +316,7 @@ impl Server {
         ServerBuilder {
             services: Vec::new(),
             reflection: true,
+            health: Some(HealthReporter::default()),
             config: ServerConfig {
                 settings: Settings::default(),
                 handshake_timeout: Duration::from_secs(10),
@@ -292,6 +328,12 @@ impl Server {
     /// The addresses actually bound, in the order given to `bind`.
     pub fn local_addresses(&self) -> &[Address] {
         &self.local_addresses
+    }
+
+    /// The handle that sets the health statuses this server reports, unless health
+    /// checking was turned off.
+    pub fn health_reporter(&self) -> Option<HealthReporter> {
+        self.health.clone()
     }
 
     /// A handle that can shut this server down.
@@ -325,6 +367,7 @@ impl Server {
             router,
             config,
             shutdown,
+            health,
         } = self;
         let mut shutdown_rx = shutdown.subscribe();
         let (accepted_tx, mut accepted_rx) = mpsc::channel(64);
@@ -379,6 +422,10 @@ impl Server {
                     }
                 }
             }
+        }
+        // Tell health watchers first, so balancers stop sending new calls here.
+        if let Some(health) = &health {
+            health.shutting_down();
         }
         // Stop accepting (dropping the listeners also removes Unix socket files).
         acceptors.abort_all();
