@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 /// A running server with every example service, on a TCP port and a Unix socket.
 pub struct TestServer {
     pub health: sinew::rpc::server::HealthReporter,
+    pub local: sinew::rpc::server::LocalConnector,
     pub tcp: Address,
     pub unix: Address,
     pub counters: Arc<Counters>,
@@ -72,12 +73,14 @@ impl TestServer {
             .await
             .expect("bind test server");
         let health = server.health_reporter().expect("health is on by default");
+        let local = server.local_connector();
         let tcp = server.local_addresses()[0].clone();
         let unix = server.local_addresses()[1].clone();
         let handle = server.handle();
         let task = tokio::spawn(server.serve());
         TestServer {
             health,
+            local,
             tcp,
             unix,
             counters,

@@ -20,6 +20,51 @@ enum Kind<T> {
     Closure(Arc<dyn Fn(Bytes) -> Result<T, prost::DecodeError> + Send + Sync>),
 }
 
+/// A message passed through as its encoded bytes, neither decoded nor
+/// re-encoded: what a proxy or protocol bridge forwards. Send it like any message;
+/// receive it with [`Decoder::raw`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawMessage(pub Bytes);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    /// Never used to decode: [`Decoder::raw`] takes the bytes as they are. Any
+    /// field merged by prost is skipped.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
+fn decode_raw(bytes: Bytes) -> Result<RawMessage, prost::DecodeError> {
+    Ok(RawMessage(bytes))
+}
+
+impl Decoder<RawMessage> {
+    /// Takes each message's bytes as they are.
+    pub fn raw() -> Decoder<RawMessage> {
+        Decoder {
+            kind: Kind::Function(decode_raw),
+        }
+    }
+}
+
 fn decode_prost<T: prost::Message + Default>(bytes: Bytes) -> Result<T, prost::DecodeError> {
     T::decode(bytes)
 }

@@ -28,7 +28,7 @@ mod status;
 mod streaming;
 
 pub use client::{Channel, ChannelBuilder};
-pub use codec::Decoder;
+pub use codec::{Decoder, RawMessage};
 pub use request::{IntoRequest, IntoStreamingRequest, Request, Response};
 pub use server::{Server, ServerBuilder, ServerHandle, Service, ShutdownReport};
 pub use sinew_transport::Address;

@@ -3,12 +3,12 @@
 use crate::connection::{reserve_for_read, writer, Inbound, Locked, Shared, PENDING_WRITE_PAUSE};
 use crate::status::Status;
 use bytes::BytesMut;
-use sinew_transport::{Address, ReadHalf};
+use sinew_transport::Address;
 use sinew_wire::{Code, Frame, FrameDecoder, Preface, Reason, Settings, WireError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Connects, exchanges prefaces, and starts the connection's reader and writer
 /// tasks. Returns the shared state calls use.
@@ -20,7 +20,31 @@ pub(crate) async fn connect(
     let stream = sinew_transport::connect(address, Some(connect_timeout))
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-    let (mut reader, mut writer_half) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    handshake(
+        reader,
+        writer,
+        settings,
+        connect_timeout,
+        &address.to_string(),
+    )
+    .await
+}
+
+/// Exchanges prefaces over any byte stream and starts the reader and writer tasks.
+/// `peer` names the other side in error messages.
+pub(crate) async fn handshake<R, W>(
+    mut reader: R,
+    mut writer_half: W,
+    settings: Settings,
+    connect_timeout: Duration,
+    peer: &str,
+) -> Result<Arc<Shared>, Status>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let address = peer;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let handshake = async {
         let mut out = BytesMut::new();
@@ -71,7 +95,7 @@ pub(crate) async fn connect(
     Ok(shared)
 }
 
-async fn read_loop(shared: Arc<Shared>, mut reader: ReadHalf, mut buf: BytesMut) {
+async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R, mut buf: BytesMut) {
     let decoder = FrameDecoder::new(shared.local.max_frame_size);
     loop {
         {

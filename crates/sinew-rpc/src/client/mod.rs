@@ -24,6 +24,7 @@ mod connection;
 
 use crate::connection::Shared;
 use crate::status::Status;
+use futures_util::future::BoxFuture;
 use sinew_transport::Address;
 use sinew_wire::Settings;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +52,7 @@ pub struct Channel {
 
 #[derive(Debug)]
 pub(crate) struct ChannelInner {
-    address: Address,
+    target: Target,
     pub(crate) config: ChannelConfig,
     slots: Box<[Slot]>,
     next: AtomicUsize,
@@ -70,10 +71,34 @@ struct Backoff {
     last_error: Option<Status>,
 }
 
+/// Where a channel's connections go.
+#[derive(Clone)]
+enum Target {
+    Address(Address),
+    Connector(Arc<dyn Connector>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Address(address) => write!(f, "{address}"),
+            Target::Connector(_) => f.write_str("<connector>"),
+        }
+    }
+}
+
+/// Opens byte streams for a channel that does not dial an address itself: an
+/// in-process connection to a server
+/// ([`LocalConnector`](crate::server::LocalConnector)), a test pipe.
+pub trait Connector: Send + Sync + 'static {
+    /// A new connected stream.
+    fn connect(&self) -> BoxFuture<'static, std::io::Result<tokio::io::DuplexStream>>;
+}
+
 /// Configures a [`Channel`].
 #[derive(Debug)]
 pub struct ChannelBuilder {
-    address: Address,
+    target: Target,
     config: ChannelConfig,
 }
 
@@ -130,7 +155,7 @@ impl ChannelBuilder {
             .collect();
         Channel {
             inner: Arc::new(ChannelInner {
-                address: self.address,
+                target: self.target,
                 config: self.config,
                 slots,
                 next: AtomicUsize::new(0),
@@ -150,8 +175,27 @@ impl ChannelBuilder {
 impl Channel {
     /// A builder for `address` with default settings.
     pub fn builder(address: Address) -> ChannelBuilder {
+        ChannelBuilder::new(Target::Address(address))
+    }
+
+    /// A builder for a channel whose connections come from `connector`.
+    pub fn builder_with_connector(connector: impl Connector) -> ChannelBuilder {
+        ChannelBuilder::new(Target::Connector(Arc::new(connector)))
+    }
+
+    /// The address this channel calls (`None` for a channel over a [`Connector`]).
+    pub fn address(&self) -> Option<&Address> {
+        match &self.inner.target {
+            Target::Address(address) => Some(address),
+            Target::Connector(_) => None,
+        }
+    }
+}
+
+impl ChannelBuilder {
+    fn new(target: Target) -> ChannelBuilder {
         ChannelBuilder {
-            address,
+            target,
             config: ChannelConfig {
                 settings: Settings::default(),
                 connect_timeout: Duration::from_secs(5),
@@ -162,7 +206,9 @@ impl Channel {
             },
         }
     }
+}
 
+impl Channel {
     /// Connects to an address given as text (`tcp://127.0.0.1:7000`,
     /// `unix:///tmp/sinew.sock`) with default settings. A malformed address is
     /// `INVALID_ARGUMENT`; an unreachable server `UNAVAILABLE`.
@@ -171,11 +217,6 @@ impl Channel {
             .parse()
             .map_err(|e: sinew_transport::AddressError| Status::invalid_argument(e.to_string()))?;
         Channel::builder(address).connect().await
-    }
-
-    /// The address this channel calls.
-    pub fn address(&self) -> &Address {
-        &self.inner.address
     }
 
     /// A connection that takes new calls: an existing one round-robin, or a new one.
@@ -226,9 +267,21 @@ impl Channel {
             }
         }
         let config = &self.inner.config;
-        match connection::connect(&self.inner.address, config.settings, config.connect_timeout)
-            .await
-        {
+        let connected = match &self.inner.target {
+            Target::Address(address) => {
+                connection::connect(address, config.settings, config.connect_timeout).await
+            }
+            Target::Connector(connector) => match connector.connect().await {
+                Ok(stream) => {
+                    let (reader, writer) = tokio::io::split(stream);
+                    let timeout = config.connect_timeout;
+                    connection::handshake(reader, writer, config.settings, timeout, "connector")
+                        .await
+                }
+                Err(error) => Err(Status::unavailable(format!("connector failed: {error}"))),
+            },
+        };
+        match connected {
             Ok(shared) => {
                 *backoff = Backoff::default();
                 *slot.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());

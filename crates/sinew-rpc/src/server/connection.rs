@@ -9,12 +9,11 @@ use crate::connection::{
 use crate::status::Status;
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use sinew_transport::Stream;
 use sinew_wire::{encode, Frame, FrameDecoder, Preface, Reason, WireError};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -35,16 +34,22 @@ struct NewCall {
     deadline: Option<Instant>,
 }
 
-/// Serves `stream` until the peer leaves, a connection error, or shutdown.
-pub(crate) async fn serve(
-    stream: Stream,
+/// Serves one connection until the peer leaves, a connection error, or shutdown.
+///
+/// `buf` holds bytes already read from the connection (the ones the listener
+/// looked at to pick the protocol); reading continues after them.
+pub(crate) async fn serve<R, W>(
+    mut reader: R,
+    writer_half: W,
+    mut buf: BytesMut,
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
-) -> DrainCounts {
-    let (mut reader, writer_half) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-
+) -> DrainCounts
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     // Handshake: the client's preface first, within a time limit, so that a peer
     // that connects and says nothing (or garbage) does not hold a task forever.
     let handshake = async {
@@ -227,8 +232,8 @@ async fn sleep_until_option(deadline: Option<Instant>) {
 }
 
 /// Answers a failed handshake with our preface and a GOAWAY saying why, then closes.
-async fn refuse(
-    mut writer: sinew_transport::WriteHalf,
+async fn refuse<W: AsyncWrite + Unpin>(
+    mut writer: W,
     config: &ServerConfig,
     error: &WireError,
 ) -> DrainCounts {

@@ -23,11 +23,13 @@
 pub mod call;
 mod connection;
 pub mod health;
+mod protocol;
 pub mod reflection;
 mod service;
 
 pub use call::ServerCall;
 pub use health::HealthReporter;
+pub use protocol::{Accepted, LocalConnector, Protocol, Sniff};
 pub use service::{MethodDescriptor, MethodKind, Service, ServiceDescriptor};
 
 use crate::status::Status;
@@ -96,6 +98,7 @@ impl Router {
 /// Builds a [`Server`]: services, limits, then [`ServerBuilder::bind`].
 pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
+    protocols: Vec<Arc<dyn Protocol>>,
     config: ServerConfig,
     reflection: bool,
     health: Option<HealthReporter>,
@@ -120,6 +123,13 @@ impl ServerBuilder {
     /// Adds a service already behind an `Arc` (shared with other servers).
     pub fn add_shared_service(mut self, service: Arc<dyn Service>) -> Self {
         self.services.push(service);
+        self
+    }
+
+    /// Serves another protocol on the same listeners, for the connections whose
+    /// first bytes it claims (see [`Protocol`]); the gRPC bridge is one.
+    pub fn add_protocol(mut self, protocol: impl Protocol) -> Self {
+        self.protocols.push(Arc::new(protocol));
         self
     }
 
@@ -239,7 +249,9 @@ impl ServerBuilder {
             router: Arc::new(Router::new(services)),
             config: Arc::new(self.config),
             shutdown,
+            connection_shutdown: watch::channel(false).0,
             health: self.health,
+            protocols: Arc::new(self.protocols),
         })
     }
 }
@@ -274,7 +286,10 @@ pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: watch::Sender<bool>,
+    /// Tells connections (accepted and in-process) to drain; see `serve`.
+    connection_shutdown: watch::Sender<bool>,
     health: Option<HealthReporter>,
+    protocols: Arc<Vec<Arc<dyn Protocol>>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -315,6 +330,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             services: Vec::new(),
+            protocols: Vec::new(),
             reflection: true,
             health: Some(HealthReporter::default()),
             config: ServerConfig {
@@ -334,6 +350,18 @@ impl Server {
     /// checking was turned off.
     pub fn health_reporter(&self) -> Option<HealthReporter> {
         self.health.clone()
+    }
+
+    /// Opens in-process connections to this server: a [`Channel`](crate::Channel)
+    /// built with [`Channel::builder_with_connector`](crate::Channel::builder_with_connector)
+    /// over it calls the server without a socket. Calls made this way drain with
+    /// the others at shutdown.
+    pub fn local_connector(&self) -> LocalConnector {
+        LocalConnector::new(
+            self.router.clone(),
+            self.config.clone(),
+            self.connection_shutdown.subscribe(),
+        )
     }
 
     /// A handle that can shut this server down.
@@ -367,7 +395,9 @@ impl Server {
             router,
             config,
             shutdown,
+            connection_shutdown,
             health,
+            protocols,
         } = self;
         let mut shutdown_rx = shutdown.subscribe();
         let (accepted_tx, mut accepted_rx) = mpsc::channel(64);
@@ -397,7 +427,11 @@ impl Server {
         // Connections get their own shutdown signal, sent only once they have been
         // counted: were they to watch the server's, an idle one could finish
         // before `serve` noticed the shutdown, and go uncounted.
-        let (connection_shutdown, _) = watch::channel(false);
+        let local = LocalConnector::new(
+            router.clone(),
+            config.clone(),
+            connection_shutdown.subscribe(),
+        );
         let mut connections = JoinSet::new();
         let mut report = ShutdownReport::default();
         if !*shutdown_rx.borrow_and_update() {
@@ -405,10 +439,10 @@ impl Server {
                 tokio::select! {
                     accepted = accepted_rx.recv() => match accepted {
                         Some(stream) => {
-                            connections.spawn(connection::serve(
+                            connections.spawn(protocol::route(
                                 stream,
-                                router.clone(),
-                                config.clone(),
+                                protocols.clone(),
+                                local.clone(),
                                 connection_shutdown.subscribe(),
                             ));
                         }

@@ -1,0 +1,215 @@
+//! Several protocols on one listener: the first bytes of a connection pick who
+//! serves it.
+//!
+//! sinew's own preface starts with the byte 0x89, which no text protocol, HTTP/2
+//! preface or TLS record starts with, so one byte is enough to recognise it. Any
+//! other connection is offered to the [`Protocol`] extensions registered with
+//! [`ServerBuilder::add_protocol`](super::ServerBuilder::add_protocol) (the gRPC
+//! bridge in `sinew-grpc` is one), each of which looks at the first bytes and says
+//! whether the connection is theirs. A connection nobody claims goes to sinew's
+//! own handler, which refuses it with a `BAD_PREFACE` GOAWAY.
+//!
+//! Extensions do not reimplement calls: a [`LocalConnector`] opens in-process
+//! sinew connections to the same server, so every call, whatever protocol it
+//! arrived by, runs through the one implementation (deadlines, cancellation,
+//! limits, draining).
+
+use super::connection::{self, DrainCounts};
+use super::{Router, ServerConfig};
+use bytes::{Buf, BytesMut};
+use futures_util::future::BoxFuture;
+use sinew_transport::Stream;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::sync::watch;
+
+/// What a protocol says about the first bytes of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sniff {
+    /// The connection is mine.
+    Yes,
+    /// It is not.
+    No,
+    /// Not enough bytes to tell yet.
+    NeedMore,
+}
+
+/// A protocol served on the same listeners as sinew's own.
+pub trait Protocol: Send + Sync + 'static {
+    /// A short name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Whether a connection starting with `first_bytes` is for this protocol.
+    fn sniff(&self, first_bytes: &[u8]) -> Sniff;
+
+    /// Serves a connection this protocol claimed. `local` opens in-process sinew
+    /// connections to this server; `shutdown` turns true when the server begins a
+    /// graceful shutdown (stop taking new calls, finish the ones in flight).
+    fn serve(
+        &self,
+        connection: Accepted,
+        local: LocalConnector,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, ()>;
+}
+
+/// An accepted connection, with the bytes already read to sniff it put back in
+/// front: reading it yields them first.
+#[derive(Debug)]
+pub struct Accepted {
+    prefix: BytesMut,
+    stream: Stream,
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Opens in-process sinew connections to the server it came from. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalConnector {
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for LocalConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalConnector").finish_non_exhaustive()
+    }
+}
+
+/// Buffer of each direction of an in-process connection.
+const LOCAL_BUFFER: usize = 256 * 1024;
+
+impl LocalConnector {
+    pub(crate) fn new(
+        router: Arc<Router>,
+        config: Arc<ServerConfig>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        LocalConnector {
+            router,
+            config,
+            shutdown,
+        }
+    }
+
+    /// A new in-process connection: the client end of a pipe whose other end this
+    /// server serves like any accepted connection.
+    pub fn connect(&self) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(LOCAL_BUFFER);
+        let (reader, writer) = tokio::io::split(server);
+        tokio::spawn(connection::serve(
+            reader,
+            writer,
+            BytesMut::new(),
+            self.router.clone(),
+            self.config.clone(),
+            self.shutdown.clone(),
+        ));
+        client
+    }
+}
+
+impl crate::client::Connector for LocalConnector {
+    fn connect(&self) -> BoxFuture<'static, io::Result<DuplexStream>> {
+        let stream = LocalConnector::connect(self);
+        Box::pin(async move { Ok(stream) })
+    }
+}
+
+/// Picks who serves an accepted connection, and serves it.
+pub(crate) async fn route(
+    mut stream: Stream,
+    protocols: Arc<Vec<Arc<dyn Protocol>>>,
+    local: LocalConnector,
+    shutdown: watch::Receiver<bool>,
+) -> DrainCounts {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    if !protocols.is_empty() {
+        let config = local.config.clone();
+        let sniffing = async {
+            loop {
+                if buf.first() == Some(&sinew_wire::MAGIC[0]) {
+                    return None;
+                }
+                if !buf.is_empty() {
+                    let verdicts: Vec<Sniff> = protocols.iter().map(|p| p.sniff(&buf)).collect();
+                    if let Some(index) = verdicts.iter().position(|v| *v == Sniff::Yes) {
+                        return Some(index);
+                    }
+                    if verdicts.iter().all(|v| *v == Sniff::No) {
+                        return None;
+                    }
+                }
+                match stream.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        };
+        // A silent peer falls through to the native handler, whose handshake
+        // timeout refuses it.
+        if let Ok(Some(index)) = tokio::time::timeout(config.handshake_timeout, sniffing).await {
+            let protocol = protocols[index].clone();
+            tracing::debug!(
+                protocol = protocol.name(),
+                "connection claimed by a protocol extension"
+            );
+            let accepted = Accepted {
+                prefix: buf,
+                stream,
+            };
+            protocol.serve(accepted, local, shutdown).await;
+            return DrainCounts::default();
+        }
+    }
+    let (reader, writer) = stream.into_split();
+    connection::serve(reader, writer, buf, local.router, local.config, shutdown).await
+}
