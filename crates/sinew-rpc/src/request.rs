@@ -132,7 +132,8 @@ impl<T> Response<T> {
         &mut self.metadata
     }
 
-    pub(crate) fn into_parts(self) -> (MetadataMap, T) {
+    /// The metadata and the message, taken apart.
+    pub fn into_parts(self) -> (MetadataMap, T) {
         (self.metadata, self.message)
     }
 }

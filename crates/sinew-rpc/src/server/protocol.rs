@@ -64,6 +64,13 @@ pub struct Accepted {
     stream: Stream,
 }
 
+impl Accepted {
+    /// The bytes that were read to pick the protocol (they are read again too).
+    pub fn first_bytes(&self) -> &[u8] {
+        &self.prefix
+    }
+}
+
 impl AsyncRead for Accepted {
     fn poll_read(
         mut self: Pin<&mut Self>,
