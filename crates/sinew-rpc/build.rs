@@ -5,6 +5,10 @@ fn main() -> std::io::Result<()> {
     sinew_build::configure()
         .runtime_path("crate")
         .compile(&["proto/grpc/reflection/v1/reflection.proto"], &["proto"])?;
+    sinew_build::configure().runtime_path("crate").compile(
+        &["proto/grpc/reflection/v1alpha/reflection.proto"],
+        &["proto"],
+    )?;
     sinew_build::configure()
         .runtime_path("crate")
         .compile(&["proto/grpc/health/v1/health.proto"], &["proto"])

@@ -31,6 +31,18 @@
 
 mod generator;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn descriptor_files_of_same_named_protos_do_not_collide() {
+        let v1 = super::descriptor_file_stem(&["proto/grpc/reflection/v1/reflection.proto"]);
+        let alpha =
+            super::descriptor_file_stem(&["proto/grpc/reflection/v1alpha/reflection.proto"]);
+        assert_ne!(v1, alpha);
+        assert_eq!(v1, "proto_grpc_reflection_v1_reflection_proto");
+    }
+}
+
 use prost::Message;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +56,26 @@ pub fn compile_protos(proto: impl AsRef<Path>) -> io::Result<()> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     configure().compile(&[proto], &[include])
+}
+
+/// A file name stem unique to a set of input paths: the paths with every
+/// character outside `[A-Za-z0-9]` replaced by `_`, joined by `__`.
+fn descriptor_file_stem(protos: &[impl AsRef<Path>]) -> String {
+    let stem: Vec<String> = protos
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect()
+        })
+        .collect();
+    if stem.is_empty() {
+        "sinew".to_owned()
+    } else {
+        stem.join("__")
+    }
 }
 
 /// A [`Builder`] with default settings.
@@ -117,13 +149,13 @@ impl Builder {
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
 
         // The encoded descriptor set is embedded in the generated code (for server
-        // reflection) with include_bytes! of a file beside it.
-        let stem = protos
-            .first()
-            .and_then(|p| p.as_ref().file_stem())
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "sinew".to_owned());
-        let descriptor_path = out_dir.join(format!("{stem}.sinew-descriptor-set.bin"));
+        // reflection) with include_bytes! of a file beside it, named after every
+        // input path: two compilations into one OUT_DIR (say v1/reflection.proto
+        // and v1alpha/reflection.proto) must not share a file.
+        let descriptor_path = out_dir.join(format!(
+            "{}.sinew-descriptor-set.bin",
+            descriptor_file_stem(protos)
+        ));
         std::fs::write(&descriptor_path, descriptor_set.encode_to_vec())?;
 
         let generator = generator::ServiceGenerator {

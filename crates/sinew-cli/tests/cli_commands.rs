@@ -144,6 +144,7 @@ fn full_round_trip_serve_list_describe_call_stream_bench() {
                 "grpc.examples.echo.Echo",
                 "grpc.health.v1.Health",
                 "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
                 "sinew.examples.kv.KeyValue"
             ]
         );

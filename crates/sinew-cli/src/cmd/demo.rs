@@ -127,6 +127,7 @@ async fn demo(args: &Args, dir: &std::path::Path) -> Result<(), CliError> {
         let server = Server::builder()
             .add_service(EchoServer::new(EchoService))
             .add_service(KeyValueServer::new(store.clone()))
+            .add_protocol(sinew_grpc::GrpcProtocol::default())
             .drain_timeout(Duration::from_secs(2))
             .bind([address])
             .await

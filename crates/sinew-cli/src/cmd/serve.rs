@@ -44,7 +44,11 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     for address in &addresses {
         crate::schema::parse_address(address)?;
     }
-    let mut builder = Server::builder().drain_timeout(args.drain_timeout);
+    // sinew's protocol and gRPC (HTTP/2) on every listener: any gRPC client or
+    // tool can call these services too.
+    let mut builder = Server::builder()
+        .drain_timeout(args.drain_timeout)
+        .add_protocol(sinew_grpc::GrpcProtocol::default());
     if matches!(args.example, Example::Echo | Example::All) {
         builder = builder.add_service(EchoServer::new(EchoService));
     }
@@ -58,6 +62,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     for address in server.local_addresses() {
         println!("listening on {address}");
     }
+    println!("every address speaks sinew and gRPC (HTTP/2)");
     println!("press Ctrl-C to shut down gracefully");
     let _ = std::io::stdout().flush();
     let report = server.serve_with_shutdown(shutdown_signal()).await;

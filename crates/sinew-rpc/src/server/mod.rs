@@ -238,8 +238,12 @@ impl ServerBuilder {
         }
         if self.reflection {
             let reflection = reflection::Reflection::new(services.iter().map(|s| s.descriptor()));
+            let alpha = reflection.share();
             services.push(Arc::new(
                 reflection::v1::server_reflection_server::ServerReflectionServer::new(reflection),
+            ));
+            services.push(Arc::new(
+                reflection::v1alpha::server_reflection_server::ServerReflectionServer::new(alpha),
             ));
         }
         let (shutdown, _) = watch::channel(false);

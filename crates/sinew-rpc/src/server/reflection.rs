@@ -27,6 +27,13 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1.rs"));
 }
 
+/// Code generated from `proto/grpc/reflection/v1alpha/reflection.proto`: the same
+/// messages as [`v1`] under the package older tools still ask for.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod v1alpha {
+    include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1alpha.rs"));
+}
+
 use v1::server_reflection_request::MessageRequest;
 use v1::server_reflection_response::MessageResponse;
 use v1::{
@@ -226,12 +233,46 @@ pub(crate) struct Reflection {
 }
 
 impl Reflection {
-    /// Reflection over `services` plus itself.
+    /// Reflection over `services` plus itself (both versions).
     pub(crate) fn new<'a>(services: impl IntoIterator<Item = &'a ServiceDescriptor>) -> Reflection {
-        let own = &v1::server_reflection_server::SERVICE_DESCRIPTOR;
+        let own = [
+            &v1::server_reflection_server::SERVICE_DESCRIPTOR,
+            &v1alpha::server_reflection_server::SERVICE_DESCRIPTOR,
+        ];
         Reflection {
-            index: Arc::new(Index::new(services.into_iter().chain([own]))),
+            index: Arc::new(Index::new(services.into_iter().chain(own))),
         }
+    }
+
+    /// The same reflection, shared by the v1 and v1alpha services.
+    pub(crate) fn share(&self) -> Reflection {
+        Reflection {
+            index: self.index.clone(),
+        }
+    }
+}
+
+/// Converts between the v1 and v1alpha messages, which are the same on the wire.
+fn convert<A: Message, B: Message + Default>(message: &A) -> B {
+    B::decode(message.encode_to_vec().as_slice()).unwrap_or_default()
+}
+
+type AlphaResponseStream = Pin<
+    Box<dyn futures_core::Stream<Item = Result<v1alpha::ServerReflectionResponse, Status>> + Send>,
+>;
+
+impl v1alpha::server_reflection_server::ServerReflection for Reflection {
+    type ServerReflectionInfoStream = AlphaResponseStream;
+
+    async fn server_reflection_info(
+        &self,
+        request: Request<Streaming<v1alpha::ServerReflectionRequest>>,
+    ) -> Result<Response<AlphaResponseStream>, Status> {
+        let index = self.index.clone();
+        let answers = request
+            .into_inner()
+            .map(move |request| request.map(|request| convert(&index.answer(convert(&request)))));
+        Ok(Response::new(Box::pin(answers)))
     }
 }
 
