@@ -3,8 +3,10 @@
 #
 #   scripts/test.sh
 #
-# On a fresh machine it installs what the tests need, runs format and lint checks,
-# every unit, integration and doc test, and a bounded fuzzing run. Everything the
+# On a fresh machine it installs what the tests need (grpcio from PyPI in a
+# virtualenv under target/, cargo-fuzz from crates.io), runs format and lint
+# checks, every unit, integration and doc test, the interop tests against real
+# gRPC peers, and a bounded fuzzing run. Everything the
 # tests start (servers on 127.0.0.1 with free ports, Unix sockets in a temporary
 # directory) is started and stopped by the tests themselves.
 set -euo pipefail
@@ -25,6 +27,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 section "tests"
 cargo test --workspace --locked
+
+section "interop: Python grpcio calls a sinew server"
+scripts/interop-python.sh
 
 section "fuzz the frame decoder (bounded)"
 scripts/fuzz.sh "${SINEW_FUZZ_SECONDS:-30}"
