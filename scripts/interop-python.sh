@@ -36,3 +36,60 @@ if [ -z "$port" ]; then
   echo "sinew serve did not start:"; cat "$work/serve.log"; exit 1
 fi
 timeout 300 "$venv/bin/python" tests/interop/python/interop_client.py --tcp "127.0.0.1:$port" --unix "$work/sinew.sock"
+kill -INT "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+server_pid=""
+
+# The other direction: a grpcio server, called by the sinew CLI (sinew's client
+# over grpc://). Schemas come from grpcio's own reflection service.
+python_pid=""
+stop_python() {
+  if [ -n "$python_pid" ] && kill -0 "$python_pid" 2>/dev/null; then
+    kill -TERM "$python_pid" 2>/dev/null || true
+    wait "$python_pid" 2>/dev/null || true
+  fi
+}
+trap 'stop_python; cleanup' EXIT
+"$venv/bin/python" tests/interop/python/interop_server.py --port-file "$work/python.port" > "$work/python.log" 2>&1 &
+python_pid=$!
+for _ in $(seq 1 200); do
+  [ -s "$work/python.port" ] && break
+  sleep 0.1
+done
+if [ ! -s "$work/python.port" ]; then
+  echo "the Python gRPC server did not start:"; cat "$work/python.log"; exit 1
+fi
+python_target="grpc://127.0.0.1:$(cat "$work/python.port")"
+sinew=target/debug/sinew
+passed=0; failed=0
+expect() {  # expect NAME EXPECTED-SUBSTRING COMMAND...
+  local name="$1" expected="$2"; shift 2
+  local output
+  if output="$("$@" 2>&1)" && [[ "$output" == *"$expected"* ]]; then
+    passed=$((passed + 1)); echo "ok    $name"
+  else
+    failed=$((failed + 1)); echo "FAIL  $name"; echo "$output" | sed 's/^/      /'
+  fi
+}
+expect_failure() {  # expect_failure NAME EXIT-CODE EXPECTED-SUBSTRING COMMAND...
+  local name="$1" code="$2" expected="$3"; shift 3
+  local output status=0
+  output="$("$@" 2>&1)" || status=$?
+  if [ "$status" = "$code" ] && [[ "$output" == *"$expected"* ]]; then
+    passed=$((passed + 1)); echo "ok    $name"
+  else
+    failed=$((failed + 1)); echo "FAIL  $name (exit $status)"; echo "$output" | sed 's/^/      /'
+  fi
+}
+echo_method=grpc.examples.echo.Echo
+expect "sinew list on a grpcio server (its reflection)" "grpc.examples.echo.Echo" $sinew list "$python_target"
+expect "sinew describe on a grpcio server" "rpc ServerStreamingEcho" $sinew describe "$python_target" $echo_method
+expect "sinew call unary" '"message": "hi"' $sinew call "$python_target" $echo_method/UnaryEcho '{"message":"hi"}'
+expect "sinew call server streaming" '{"message":"tick 2"}' $sinew call "$python_target" $echo_method/ServerStreamingEcho '{"message":"tick"}'
+expect "sinew call client streaming (stdin)" '"message": "a+b"' bash -c "printf '{\"message\":\"a\"}\n{\"message\":\"b\"}\n' | $sinew call $python_target $echo_method/ClientStreamingEcho"
+expect "sinew call bidirectional (stdin)" '{"message":"Y"}' bash -c "printf '{\"message\":\"x\"}\n{\"message\":\"y\"}\n' | $sinew call $python_target $echo_method/BidirectionalStreamingEcho"
+expect "sinew call health Check" '"status": "SERVING"' $sinew call "$python_target" grpc.health.v1.Health/Check '{"service":"grpc.examples.echo.Echo"}'
+expect_failure "error status from grpcio reaches sinew" 8 "PERMISSION_DENIED: python says no" $sinew call "$python_target" $echo_method/UnaryEcho '{"message":"fail"}'
+expect "sinew bench against grpcio" "(100 ok, 0 failed)" $sinew bench "$python_target" $echo_method/UnaryEcho '{"message":"b"}' -n 100 -c 4
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

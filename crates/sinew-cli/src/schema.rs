@@ -21,7 +21,23 @@ pub(crate) fn parse_address(text: &str) -> Result<Address, CliError> {
 }
 
 /// Connects, so that an unreachable server is reported before anything else.
+/// `grpc://`, `http://` and `grpc+unix://` addresses reach any gRPC server
+/// through the gRPC bridge; `tcp://` and `unix://` speak sinew's protocol.
 pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
+    if ["grpc://", "http://", "grpc+unix://"]
+        .iter()
+        .any(|scheme| address.starts_with(scheme))
+    {
+        return sinew_grpc::connect(address)
+            .await
+            .map_err(|status| match status.code() {
+                sinew::Code::InvalidArgument => CliError::usage(status.message().to_owned()),
+                _ => CliError::new(
+                    ExitCode::Unreachable,
+                    format!("cannot reach {address}: {}", status.message()),
+                ),
+            });
+    }
     let address = parse_address(address)?;
     Channel::builder(address.clone())
         .connect_timeout(Duration::from_secs(5))
@@ -35,7 +51,9 @@ pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
         })
 }
 
-/// Sends reflection queries on one stream and returns the answers.
+/// Sends reflection queries on one stream and returns the answers. Asks
+/// `grpc.reflection.v1` first and falls back to `v1alpha` (which older servers,
+/// grpcio's among them, offer alone), as grpcurl does.
 async fn reflect(
     channel: &Channel,
     queries: Vec<MessageRequest>,
@@ -47,8 +65,12 @@ async fn reflect(
             message_request: Some(query),
         })
         .collect();
-    let client = ServerReflectionClient::new(channel.clone());
-    let unsupported = |status: sinew::Status| {
+    match reflect_v1(channel, requests.clone()).await {
+        Err(status) if status.code() == sinew::Code::Unimplemented => {}
+        Err(status) => return Err(CliError::from(status)),
+        Ok(answers) => return Ok(answers),
+    }
+    reflect_v1alpha(channel, requests).await.map_err(|status| {
         if status.code() == sinew::Code::Unimplemented {
             CliError::new(
                 ExitCode::ErrorStatus,
@@ -57,17 +79,45 @@ async fn reflect(
         } else {
             CliError::from(status)
         }
-    };
+    })
+}
+
+async fn reflect_v1(
+    channel: &Channel,
+    requests: Vec<ServerReflectionRequest>,
+) -> Result<Vec<MessageResponse>, sinew::Status> {
+    let client = ServerReflectionClient::new(channel.clone());
     let mut answers = client
         .server_reflection_info(futures_util::stream::iter(requests))
-        .await
-        .map_err(unsupported)?
+        .await?
         .into_inner();
     let mut out = Vec::new();
-    while let Some(answer) = answers.message().await.map_err(unsupported)? {
-        if let Some(response) = answer.message_response {
-            out.push(response);
-        }
+    while let Some(answer) = answers.message().await? {
+        out.extend(answer.message_response);
+    }
+    Ok(out)
+}
+
+/// Converts between the v1 and v1alpha messages, which are the same on the wire.
+fn convert<A: Message, B: Message + Default>(message: &A) -> B {
+    B::decode(message.encode_to_vec().as_slice()).unwrap_or_default()
+}
+
+async fn reflect_v1alpha(
+    channel: &Channel,
+    requests: Vec<ServerReflectionRequest>,
+) -> Result<Vec<MessageResponse>, sinew::Status> {
+    use sinew::rpc::server::reflection::v1alpha;
+    let client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let requests: Vec<v1alpha::ServerReflectionRequest> = requests.iter().map(convert).collect();
+    let mut answers = client
+        .server_reflection_info(futures_util::stream::iter(requests))
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(answer) = answers.message().await? {
+        let answer: sinew::rpc::server::reflection::v1::ServerReflectionResponse = convert(&answer);
+        out.extend(answer.message_response);
     }
     Ok(out)
 }

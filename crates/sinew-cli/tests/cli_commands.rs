@@ -269,6 +269,31 @@ fn full_round_trip_serve_list_describe_call_stream_bench() {
     ]));
     assert!(timed.contains("0 failed"), "{timed}");
 
+    // The same server through its gRPC bridge, as any gRPC server would be called.
+    let grpc = serve.tcp.replace("tcp://", "grpc://");
+    let over_grpc = stdout(&run(&[
+        "call",
+        &grpc,
+        &format!("{echo}/UnaryEcho"),
+        r#"{"message":"via grpc"}"#,
+    ]));
+    assert_eq!(json(&over_grpc)["message"], "via grpc");
+    let listed = stdout(&run(&["list", &grpc]));
+    assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
+    let grpc_bench = stdout(&run(&[
+        "bench",
+        &grpc,
+        &format!("{echo}/UnaryEcho"),
+        "-n",
+        "50",
+        "-c",
+        "2",
+    ]));
+    assert!(
+        grpc_bench.contains("Calls:      50 (50 ok, 0 failed)"),
+        "{grpc_bench}"
+    );
+
     let socket = serve.socket.clone();
     let (status, rest) = serve.interrupt();
     assert!(status.success(), "{status:?}");

@@ -38,8 +38,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod framing;
 pub mod metadata;
 pub mod server;
 
+pub use client::connect;
 pub use server::GrpcProtocol;

@@ -78,7 +78,8 @@ impl<T> Request<T> {
         }
     }
 
-    pub(crate) fn into_parts(self) -> (MetadataMap, Option<Duration>, T) {
+    /// The metadata, the timeout and the message, taken apart.
+    pub fn into_parts(self) -> (MetadataMap, Option<Duration>, T) {
         (self.metadata, self.timeout, self.message)
     }
 }
@@ -103,7 +104,8 @@ impl<T> Response<T> {
         }
     }
 
-    pub(crate) fn from_parts(metadata: MetadataMap, message: T) -> Response<T> {
+    /// A response from its metadata and message.
+    pub fn from_parts(metadata: MetadataMap, message: T) -> Response<T> {
         Response { metadata, message }
     }
 

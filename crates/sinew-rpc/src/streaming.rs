@@ -23,6 +23,8 @@ use tokio::time::{Instant, Sleep};
 /// [`Streaming::trailers`]) or yields the error status last. Dropping a client-side
 /// `Streaming` before its end cancels the call on the server.
 pub struct Streaming<T> {
+    /// A message already received before the stream was created.
+    first: Option<T>,
     source: Source,
     decoder: Decoder<T>,
     /// Client side: the call's deadline, enforced here too for streamed responses.
@@ -48,6 +50,7 @@ impl<T> Streaming<T> {
         decoder: Decoder<T>,
     ) -> Streaming<T> {
         Streaming {
+            first: None,
             source: Source::Client(stream),
             decoder,
             deadline: deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
@@ -59,6 +62,7 @@ impl<T> Streaming<T> {
 
     pub(crate) fn server(stream: StreamRef, decoder: Decoder<T>) -> Streaming<T> {
         Streaming {
+            first: None,
             source: Source::Server(stream),
             decoder,
             deadline: None,
@@ -66,6 +70,11 @@ impl<T> Streaming<T> {
             trailers: None,
             _message: PhantomData,
         }
+    }
+
+    /// Puts a message in front of those still to come.
+    pub(crate) fn push_front(&mut self, message: T) {
+        self.first = Some(message);
     }
 
     /// Trailing metadata, once the stream has ended with an OK status (client side).
@@ -81,6 +90,9 @@ impl<T> Streaming<T> {
     }
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Status>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
         loop {
             if self.done {
                 return Poll::Ready(None);
@@ -144,6 +156,10 @@ impl<T> Streaming<T> {
         }
     }
 }
+
+// No part of a `Streaming` is ever pinned in place (the message held in `first`
+// is moved out whole), so it is `Unpin` whatever `T` is.
+impl<T> Unpin for Streaming<T> {}
 
 impl<T> Stream for Streaming<T> {
     type Item = Result<T, Status>;

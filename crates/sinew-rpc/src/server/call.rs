@@ -22,6 +22,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct ServerCall {
     pub(crate) stream: StreamRef,
+    /// `/package.Service/Method`, as the client sent it.
+    pub(crate) path: bytes::Bytes,
     pub(crate) metadata: MetadataMap,
     pub(crate) timeout: Option<Duration>,
     /// The single request message, when it arrived whole (with the end of the
@@ -38,6 +40,11 @@ impl ServerCall {
     /// Request metadata.
     pub fn metadata(&self) -> &MetadataMap {
         &self.metadata
+    }
+
+    /// The path the client called, `/package.Service/Method`.
+    pub fn path(&self) -> &str {
+        std::str::from_utf8(&self.path).unwrap_or("")
     }
 
     /// Reads the single request message of a unary or server-streaming call.
@@ -150,6 +157,7 @@ impl ServerCall {
                         return; // the stream is gone (cancelled, connection lost)
                     }
                 }
+                // An OK status at the end carries trailing metadata (see `raw`).
                 Err(status) => return self.finish(status).await,
             }
         }
@@ -218,6 +226,27 @@ where
     let requests = Streaming::server(call.stream.clone(), Decoder::prost());
     let request = call.request(requests);
     let result = handler(request).await;
+    call.respond_stream(result).await;
+}
+
+/// Drives a call whose messages stay encoded, for services that forward calls
+/// (proxies, protocol bridges) rather than handle them. The handler gets the
+/// path and the request stream as bytes, and returns response messages as bytes.
+/// The response stream may end with `Err(status)`; a final status with code OK
+/// ends the call successfully with that status's trailing metadata.
+pub async fn raw<S, F, Fut>(mut call: ServerCall, handler: F)
+where
+    S: Stream<Item = Result<crate::RawMessage, Status>> + Send + 'static,
+    F: FnOnce(String, Request<Streaming<crate::RawMessage>>) -> Fut,
+    Fut: Future<Output = Result<Response<S>, Status>>,
+{
+    let path = call.path().to_owned();
+    let mut requests = Streaming::server(call.stream.clone(), Decoder::raw());
+    if let Some(bytes) = call.prefetched.take() {
+        requests.push_front(crate::RawMessage(bytes));
+    }
+    let request = call.request(requests);
+    let result = handler(path, request).await;
     call.respond_stream(result).await;
 }
 

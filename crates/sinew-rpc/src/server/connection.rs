@@ -359,6 +359,7 @@ fn handle_server_frame(
                 method,
                 deadline,
                 call: ServerCall {
+                    path: headers.path.clone(),
                     stream: StreamRef {
                         shared: shared.clone(),
                         id,
@@ -393,8 +394,13 @@ fn handle_server_frame(
 /// call itself. Saves the handler two lock round trips on the hottest path.
 fn prefetch_single_requests(state: &mut Locked<'_>, router: &Router, new_calls: &mut [NewCall]) {
     for new_call in new_calls.iter_mut() {
-        let kind = router.services[new_call.service].descriptor().methods[new_call.method].kind;
-        if !matches!(kind, MethodKind::Unary | MethodKind::ServerStreaming) {
+        // A fallback service has no method list: its calls are not prefetched.
+        let kind = router.services[new_call.service]
+            .descriptor()
+            .methods
+            .get(new_call.method)
+            .map(|method| method.kind);
+        if !matches!(kind, Some(MethodKind::Unary | MethodKind::ServerStreaming)) {
             continue;
         }
         let Some(stream) = state.streams.get_mut(&new_call.id) else {

@@ -55,10 +55,16 @@ pub(crate) struct Router {
     pub(crate) services: Vec<Arc<dyn Service>>,
     routes: FxHashMap<&'static str, (usize, usize)>,
     names: FxHashSet<&'static str>,
+    /// Index in `services` of the service that takes every unknown path.
+    fallback: Option<usize>,
 }
 
 impl Router {
-    fn new(services: Vec<Arc<dyn Service>>) -> Router {
+    fn new(mut services: Vec<Arc<dyn Service>>, fallback: Option<Arc<dyn Service>>) -> Router {
+        let fallback = fallback.map(|service| {
+            services.push(service);
+            services.len() - 1
+        });
         let mut routes = FxHashMap::default();
         let mut names = FxHashSet::default();
         for (service_index, service) in services.iter().enumerate() {
@@ -72,6 +78,7 @@ impl Router {
             services,
             routes,
             names,
+            fallback,
         }
     }
 
@@ -79,6 +86,9 @@ impl Router {
     pub(crate) fn resolve(&self, path: &str) -> Result<(usize, usize), Status> {
         if let Some(route) = self.routes.get(path) {
             return Ok(*route);
+        }
+        if let Some(fallback) = self.fallback {
+            return Ok((fallback, 0));
         }
         let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
             return Err(Status::unimplemented(format!(
@@ -98,6 +108,7 @@ impl Router {
 /// Builds a [`Server`]: services, limits, then [`ServerBuilder::bind`].
 pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
+    fallback: Option<Arc<dyn Service>>,
     protocols: Vec<Arc<dyn Protocol>>,
     config: ServerConfig,
     reflection: bool,
@@ -124,6 +135,61 @@ impl ServerBuilder {
     pub fn add_shared_service(mut self, service: Arc<dyn Service>) -> Self {
         self.services.push(service);
         self
+    }
+
+    /// A service that takes every call whose path no other service serves (a
+    /// forwarding proxy, for instance); it sees the path in
+    /// [`ServerCall::path`] and is called with method index 0.
+    pub fn fallback(mut self, service: impl Service) -> Self {
+        self.fallback = Some(Arc::new(service));
+        self
+    }
+
+    /// A server with no listener, reachable only in-process through the returned
+    /// connector (for instance behind a [`Channel`](crate::Channel) built with
+    /// [`Channel::builder_with_connector`](crate::Channel::builder_with_connector)).
+    /// It runs as long as a clone of the connector exists.
+    pub fn into_local_connector(self) -> LocalConnector {
+        let services = self.assemble_services();
+        let (shutdown, receiver) = watch::channel(false);
+        LocalConnector::new_owning(
+            Arc::new(Router::new(services, self.fallback)),
+            Arc::new(self.config),
+            receiver,
+            shutdown,
+        )
+    }
+
+    /// The services to route: those added, plus health and reflection when on.
+    fn assemble_services(&self) -> Vec<Arc<dyn Service>> {
+        let mut services = self.services.clone();
+        if let Some(reporter) = &self.health {
+            for service in &services {
+                let name = service.descriptor().name;
+                // A status the application set before binding stands.
+                if reporter.status(name).is_none() {
+                    reporter.set_serving(name);
+                }
+            }
+            let own = health::v1::health_server::SERVICE_DESCRIPTOR.name;
+            if reporter.status(own).is_none() {
+                reporter.set_serving(own);
+            }
+            services.push(Arc::new(health::v1::health_server::HealthServer::new(
+                health::Health::new(reporter.clone()),
+            )));
+        }
+        if self.reflection {
+            let reflection = reflection::Reflection::new(services.iter().map(|s| s.descriptor()));
+            let alpha = reflection.share();
+            services.push(Arc::new(
+                reflection::v1::server_reflection_server::ServerReflectionServer::new(reflection),
+            ));
+            services.push(Arc::new(
+                reflection::v1alpha::server_reflection_server::ServerReflectionServer::new(alpha),
+            ));
+        }
+        services
     }
 
     /// Serves another protocol on the same listeners, for the connections whose
@@ -219,38 +285,12 @@ impl ServerBuilder {
                 "no address to listen on",
             ));
         }
-        let mut services = self.services;
-        if let Some(reporter) = &self.health {
-            for service in &services {
-                let name = service.descriptor().name;
-                // A status the application set before binding stands.
-                if reporter.status(name).is_none() {
-                    reporter.set_serving(name);
-                }
-            }
-            let own = health::v1::health_server::SERVICE_DESCRIPTOR.name;
-            if reporter.status(own).is_none() {
-                reporter.set_serving(own);
-            }
-            services.push(Arc::new(health::v1::health_server::HealthServer::new(
-                health::Health::new(reporter.clone()),
-            )));
-        }
-        if self.reflection {
-            let reflection = reflection::Reflection::new(services.iter().map(|s| s.descriptor()));
-            let alpha = reflection.share();
-            services.push(Arc::new(
-                reflection::v1::server_reflection_server::ServerReflectionServer::new(reflection),
-            ));
-            services.push(Arc::new(
-                reflection::v1alpha::server_reflection_server::ServerReflectionServer::new(alpha),
-            ));
-        }
+        let services = self.assemble_services();
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             listeners,
             local_addresses,
-            router: Arc::new(Router::new(services)),
+            router: Arc::new(Router::new(services, self.fallback)),
             config: Arc::new(self.config),
             shutdown,
             connection_shutdown: watch::channel(false).0,
@@ -334,6 +374,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             services: Vec::new(),
+            fallback: None,
             protocols: Vec::new(),
             reflection: true,
             health: Some(HealthReporter::default()),

@@ -123,6 +123,9 @@ pub struct LocalConnector {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: watch::Receiver<bool>,
+    /// For a server with no listener: keeps its shutdown signal alive (a dropped
+    /// sender would read as "shut down").
+    _owner: Option<Arc<watch::Sender<bool>>>,
 }
 
 impl std::fmt::Debug for LocalConnector {
@@ -144,6 +147,21 @@ impl LocalConnector {
             router,
             config,
             shutdown,
+            _owner: None,
+        }
+    }
+
+    pub(crate) fn new_owning(
+        router: Arc<Router>,
+        config: Arc<ServerConfig>,
+        shutdown: watch::Receiver<bool>,
+        owner: watch::Sender<bool>,
+    ) -> Self {
+        LocalConnector {
+            router,
+            config,
+            shutdown,
+            _owner: Some(Arc::new(owner)),
         }
     }
 
