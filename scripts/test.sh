@@ -4,7 +4,8 @@
 #   scripts/test.sh
 #
 # On a fresh machine it installs what the tests need (grpcio from PyPI in a
-# virtualenv under target/, cargo-fuzz from crates.io), runs format and lint
+# virtualenv under target/, golang-go and golang-google-grpc-dev from Debian,
+# cargo-fuzz from crates.io), runs format and lint
 # checks, every unit, integration and doc test, the interop tests against real
 # gRPC peers, and a bounded fuzzing run. Everything the
 # tests start (servers on 127.0.0.1 with free ports, Unix sockets in a temporary
@@ -28,8 +29,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 section "tests"
 cargo test --workspace --locked
 
-section "interop: Python grpcio calls a sinew server"
+section "interop: Python grpcio <-> sinew"
 scripts/interop-python.sh
+
+section "interop: Go grpc-go <-> sinew"
+scripts/interop-go.sh
 
 section "fuzz the frame decoder (bounded)"
 scripts/fuzz.sh "${SINEW_FUZZ_SECONDS:-30}"

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Interop with grpc-go, from Debian's golang-go and golang-google-grpc-dev,
+# built offline in GOPATH mode (GO111MODULE=off GOPATH=...:/usr/share/gocode):
+#   1. tests/interop/go/.../client calls a real `sinew serve` (every call kind,
+#      metadata, deadline, status, health);
+#   2. tests/interop/go/.../server (grpc-go's own health service and reflection)
+#      is called by the sinew CLI over grpc://.
+# Installs the Debian packages when missing. Servers listen on 127.0.0.1 only and
+# are stopped afterwards, whatever happens. Part of scripts/test.sh.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/google.golang.org/grpc/health ]; then
+  echo "installing golang-go and golang-google-grpc-dev from Debian..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq golang-go golang-google-grpc-dev >/dev/null
+fi
+export GO111MODULE=off GOFLAGS= GOPATH="$root/tests/interop/go:/usr/share/gocode" GOCACHE="$root/target/interop/go-cache"
+mkdir -p target/interop
+go build -o target/interop/go-client sinewinterop/client
+go build -o target/interop/go-server sinewinterop/server
+cargo build --quiet --locked -p sinew-cli
+sinew=target/debug/sinew
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill -INT "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "-- grpc-go client -> sinew server"
+$sinew serve --listen tcp://127.0.0.1:0 > "$work/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q "listening on tcp://" "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
+port="$(grep -m1 -o 'listening on tcp://127.0.0.1:[0-9]*' "$work/serve.log" | sed 's/.*://')"
+[ -n "$port" ] || { echo "sinew serve did not start:"; cat "$work/serve.log"; exit 1; }
+timeout 120 target/interop/go-client -address "127.0.0.1:$port"
+
+echo "-- sinew client -> grpc-go server"
+target/interop/go-server -port-file "$work/go.port" > "$work/go.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$work/go.port" ] && break; sleep 0.1; done
+[ -s "$work/go.port" ] || { echo "the Go server did not start:"; cat "$work/go.log"; exit 1; }
+target="grpc://127.0.0.1:$(cat "$work/go.port")"
+passed=0; failed=0
+expect() {  # expect NAME EXIT-CODE EXPECTED-SUBSTRING COMMAND...
+  local name="$1" code="$2" expected="$3"; shift 3
+  local output status=0
+  output="$("$@" 2>&1)" || status=$?
+  if [ "$status" = "$code" ] && [[ "$output" == *"$expected"* ]]; then
+    passed=$((passed + 1)); echo "ok    $name"
+  else
+    failed=$((failed + 1)); echo "FAIL  $name (exit $status)"; echo "$output" | sed 's/^/      /'
+  fi
+}
+expect "sinew list (grpc-go's reflection)" 0 "grpc.health.v1.Health" $sinew list "$target"
+expect "sinew describe" 0 "rpc Check(grpc.health.v1.HealthCheckRequest)" $sinew describe "$target" grpc.health.v1.Health
+expect "sinew call health Check: SERVING" 0 '"status": "SERVING"' $sinew call "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Go"}'
+expect "sinew call health Check: NOT_SERVING" 0 '"status": "NOT_SERVING"' $sinew call "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Down"}'
+expect "unknown service: NOT_FOUND from grpc-go" 8 "NOT_FOUND" $sinew call "$target" grpc.health.v1.Health/Check '{"service":"nope"}'
+expect "health Watch streams, ended by the deadline" 7 '{"status":"SERVING"}' $sinew call "$target" grpc.health.v1.Health/Watch '{"service":"sinew.interop.Go"}' --deadline 500ms
+expect "sinew bench against grpc-go" 0 "(200 ok, 0 failed)" $sinew bench "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Go"}' -n 200 -c 4
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
