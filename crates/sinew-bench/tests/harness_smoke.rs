@@ -39,6 +39,7 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "p50_vs_raw_pingpong",
         "qps_vs_raw_pipelined",
         "uds_p50_vs_tcp_p50",
+        "grpc_path_vs_tonic",
     ] {
         let value = &report["ratios"][key];
         assert!(
@@ -47,7 +48,7 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         );
     }
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 7 * 2, "7 systems x 2 concurrency levels");
+    assert_eq!(results.len(), 8 * 2, "8 systems x 2 concurrency levels");
     for result in results {
         assert!(result["calls"].as_u64().unwrap() > 0, "{result}");
         assert_eq!(result["errors"].as_u64(), Some(0), "{result}");

@@ -3,6 +3,7 @@
 //! the closed loop, and stops its server.
 
 mod raw;
+mod sinew_grpc_peer;
 mod sinew_peer;
 mod tarpc_peer;
 mod tonic_peer;
@@ -17,6 +18,9 @@ pub(crate) enum System {
     SinewTcp,
     /// sinew's protocol over a Unix domain socket.
     SinewUnix,
+    /// sinew's gRPC path: a sinew server with the gRPC bridge, driven by tonic's
+    /// client (the same client as the `tonic` row), TCP.
+    SinewGrpc,
     /// tonic (gRPC over HTTP/2), same .proto, TCP.
     Tonic,
     /// tarpc with its serde + bincode transport, TCP.
@@ -31,9 +35,10 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 7] = [
+    pub(crate) const ALL: [System; 8] = [
         System::SinewTcp,
         System::SinewUnix,
+        System::SinewGrpc,
         System::Tonic,
         System::Tarpc,
         System::Volo,
@@ -45,6 +50,7 @@ impl System {
         match self {
             System::SinewTcp => "sinew-tcp",
             System::SinewUnix => "sinew-unix",
+            System::SinewGrpc => "sinew-grpc",
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
             System::Volo => "volo",
@@ -64,6 +70,7 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
     match cell.system {
         System::SinewTcp => sinew_peer::run(runtimes, plan, cell, false),
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, true),
+        System::SinewGrpc => sinew_grpc_peer::run(runtimes, plan, cell),
         System::Tonic => tonic_peer::run(runtimes, plan, cell),
         System::Tarpc => tarpc_peer::run(runtimes, plan, cell),
         System::Volo => volo_peer::run(runtimes, plan, cell),

@@ -57,7 +57,7 @@ impl Echo for TonicEcho {
 }
 
 #[derive(Clone)]
-struct TonicCaller {
+pub(crate) struct TonicCaller {
     client: EchoClient<tonic::transport::Channel>,
     payload: String,
 }
@@ -76,6 +76,25 @@ impl Caller for TonicCaller {
         );
         Ok(())
     }
+}
+
+/// tonic's client, as configured for the `tonic` row, for a gRPC server at `address`.
+pub(crate) fn caller(
+    runtimes: &Runtimes,
+    address: std::net::SocketAddr,
+    payload: usize,
+) -> anyhow::Result<TonicCaller> {
+    let client = runtimes.client.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        Ok::<_, anyhow::Error>(EchoClient::new(channel).max_decoding_message_size(8 << 20))
+    })?;
+    Ok(TonicCaller {
+        client,
+        payload: super::payload(payload),
+    })
 }
 
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
@@ -100,17 +119,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
             })
             .await
     });
-    let client = runtimes.client.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        Ok::<_, anyhow::Error>(EchoClient::new(channel).max_decoding_message_size(8 << 20))
-    })?;
-    let caller = TonicCaller {
-        client,
-        payload: super::payload(cell.payload),
-    };
+    let caller = caller(runtimes, address, cell.payload)?;
     let stats = closed_loop(
         &runtimes.client,
         caller,

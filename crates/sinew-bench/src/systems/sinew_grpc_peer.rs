@@ -1,0 +1,34 @@
+//! sinew's gRPC path: the echo service of `sinew-examples` on a sinew server
+//! with the gRPC bridge, called by tonic's client exactly as the `tonic` row
+//! calls tonic's server: the two rows differ only in the server.
+
+use crate::load::{closed_loop, Cell, Plan, Runtimes, Stats};
+use sinew::Server;
+use sinew_examples::echo::{echo_server::EchoServer, EchoService};
+
+pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let server = runtimes.server.block_on(async {
+        Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .add_protocol(sinew_grpc::GrpcProtocol::default().max_message_size(8 << 20))
+            .bind(["tcp://127.0.0.1:0"])
+            .await
+    })?;
+    let sinew::transport::Address::Tcp { port, .. } = server.local_addresses()[0].clone() else {
+        anyhow::bail!("the sinew server did not bind TCP");
+    };
+    let handle = server.handle();
+    let serving = runtimes.server.spawn(server.serve());
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let caller = super::tonic_peer::caller(runtimes, address, cell.payload)?;
+    let stats = closed_loop(
+        &runtimes.client,
+        caller,
+        cell.concurrency,
+        plan.warmup,
+        plan.duration,
+    );
+    handle.shutdown();
+    runtimes.server.block_on(serving)?;
+    Ok(stats)
+}
