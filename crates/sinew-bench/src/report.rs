@@ -105,6 +105,12 @@ impl Summary {
                 target: "< 1",
                 value: self.ratio((SinewUnix, 1), (SinewTcp, 1), p50),
             },
+            Ratio {
+                key: "grpc_path_vs_tonic",
+                what: "sinew-grpc / tonic QPS, 1 KiB c=64 (same client)",
+                target: ">= 0.9",
+                value: self.ratio((SinewGrpc, 64), (Tonic, 64), qps),
+            },
         ]
     }
 
