@@ -49,14 +49,7 @@ impl Drop for ClientStream {
                 "call cancelled by the client",
             );
         }
-        let unread: usize = stream
-            .inbox
-            .iter()
-            .map(|item| match item {
-                Inbound::Message(bytes) => bytes.len(),
-                _ => 0,
-            })
-            .sum();
+        let unread = stream.unread_bytes();
         if unread > 0 && state.dead.is_none() {
             state.credit(None, unread);
         }
@@ -163,6 +156,29 @@ async fn open<M: prost::Message>(
         )))
     })
     .await
+}
+
+/// Opens a call that takes exactly one request (unary, server streaming): the
+/// request goes with the HEADERS when flow control allows, otherwise right after.
+async fn open_with_request<M: prost::Message>(
+    shared: &Arc<Shared>,
+    path: &str,
+    metadata: &MetadataMap,
+    timeout: Option<Duration>,
+    message: &M,
+) -> Result<ClientStream, Status> {
+    let (stream, sent) = open(shared, path, metadata, timeout, Some(message), true).await?;
+    if !sent {
+        stream
+            .stream
+            .send(Outgoing {
+                message: Some(message),
+                end_stream: true,
+                ..Outgoing::default()
+            })
+            .await?;
+    }
+    Ok(stream)
 }
 
 /// Sends every message of `requests`, then half-closes. Stops quietly if the
@@ -357,18 +373,7 @@ impl Channel {
         Self::with_deadline(deadline, async {
             let shared = self.connection().await?;
             let timeout = Self::remaining(deadline)?;
-            let (mut stream, sent) =
-                open(&shared, path, &metadata, timeout, Some(&message), true).await?;
-            if !sent {
-                stream
-                    .stream
-                    .send(Outgoing {
-                        message: Some(&message),
-                        end_stream: true,
-                        ..Outgoing::default()
-                    })
-                    .await?;
-            }
+            let mut stream = open_with_request(&shared, path, &metadata, timeout, &message).await?;
             single_response(&mut stream, decoder).await
         })
         .await
@@ -403,18 +408,7 @@ impl Channel {
         Self::with_deadline(deadline, async {
             let shared = self.connection().await?;
             let timeout = Self::remaining(deadline)?;
-            let (stream, sent) =
-                open(&shared, path, &metadata, timeout, Some(&message), true).await?;
-            if !sent {
-                stream
-                    .stream
-                    .send(Outgoing {
-                        message: Some(&message),
-                        end_stream: true,
-                        ..Outgoing::default()
-                    })
-                    .await?;
-            }
+            let stream = open_with_request(&shared, path, &metadata, timeout, &message).await?;
             let headers = response_headers(&stream).await?;
             Ok(Response::from_parts(
                 headers,

@@ -127,6 +127,18 @@ impl StreamState {
         }
     }
 
+    /// Bytes of the messages still in the inbox: connection credit the peer gets
+    /// back when the stream is dropped unread.
+    pub(crate) fn unread_bytes(&self) -> usize {
+        self.inbox
+            .iter()
+            .map(|item| match item {
+                Inbound::Message(bytes) => bytes.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Takes the oldest inbound item.
     pub(crate) fn pop_inbound(&mut self) -> Option<Inbound> {
         (!self.inbox.is_empty()).then(|| self.inbox.remove(0))

@@ -472,14 +472,7 @@ impl Drop for CallGuard {
                 );
             }
             // Messages the handler never read still hold connection credit.
-            let unread: usize = stream
-                .inbox
-                .iter()
-                .map(|item| match item {
-                    Inbound::Message(bytes) => bytes.len(),
-                    _ => 0,
-                })
-                .sum();
+            let unread = stream.unread_bytes();
             if unread > 0 {
                 state.credit(None, unread);
             }
