@@ -1,6 +1,8 @@
 //! One client connection: handshake, then a reader task and a writer task.
 
-use crate::connection::{reserve_for_read, writer, Inbound, Locked, Shared, PENDING_WRITE_PAUSE};
+use crate::connection::{
+    reserve_for_read, writer, Inbound, KillOnExit, Locked, Shared, PENDING_WRITE_PAUSE,
+};
 use crate::status::Status;
 use bytes::BytesMut;
 use sinew_transport::Address;
@@ -96,6 +98,7 @@ where
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R, mut buf: BytesMut) {
+    let _kill_on_exit = KillOnExit(shared.clone());
     let decoder = FrameDecoder::new(shared.local.max_frame_size);
     loop {
         {

@@ -214,6 +214,17 @@ pub(crate) struct Shared {
     pub(crate) peer: Settings,
 }
 
+/// Kills the connection when dropped: however the task driving a connection ends
+/// (returning, or unwinding from a bug), the writer closes the socket and the peer
+/// learns at once, instead of waiting on a connection nobody reads any more.
+pub(crate) struct KillOnExit(pub(crate) Arc<Shared>);
+
+impl Drop for KillOnExit {
+    fn drop(&mut self) {
+        self.0.lock().kill(Status::unavailable("connection closed"));
+    }
+}
+
 /// A locked [`State`] that wakes the writer when it is released, if frames were
 /// queued while it was held. Waking happens after the unlock, so the writer never
 /// wakes up only to block on the lock.

@@ -4,7 +4,7 @@ use super::call::ServerCall;
 use super::{MethodKind, Router, ServerConfig};
 use crate::connection::stream::StreamRef;
 use crate::connection::{
-    reserve_for_read, writer, Inbound, Locked, Shared, StreamState, PENDING_WRITE_PAUSE,
+    reserve_for_read, writer, Inbound, KillOnExit, Locked, Shared, StreamState, PENDING_WRITE_PAUSE,
 };
 use crate::status::Status;
 use bytes::BytesMut;
@@ -84,6 +84,7 @@ where
     let shared = Shared::new(config.settings, preface.settings);
     Preface::new(config.settings).encode(&mut shared.lock().pending);
     let writer_task = tokio::spawn(writer::run(shared.clone(), writer_half));
+    let _kill_on_exit = KillOnExit(shared.clone());
 
     let decoder = FrameDecoder::new(config.settings.max_frame_size);
     let mut new_calls = Vec::new();
