@@ -98,16 +98,11 @@ async fn reflect_v1(
     Ok(out)
 }
 
-/// Converts between the v1 and v1alpha messages, which are the same on the wire.
-fn convert<A: Message, B: Message + Default>(message: &A) -> B {
-    B::decode(message.encode_to_vec().as_slice()).unwrap_or_default()
-}
-
 async fn reflect_v1alpha(
     channel: &Channel,
     requests: Vec<ServerReflectionRequest>,
 ) -> Result<Vec<MessageResponse>, sinew::Status> {
-    use sinew::rpc::server::reflection::v1alpha;
+    use sinew::rpc::server::reflection::{convert, v1alpha};
     let client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let requests: Vec<v1alpha::ServerReflectionRequest> = requests.iter().map(convert).collect();
     let mut answers = client

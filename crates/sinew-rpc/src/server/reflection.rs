@@ -252,8 +252,9 @@ impl Reflection {
     }
 }
 
-/// Converts between the v1 and v1alpha messages, which are the same on the wire.
-fn convert<A: Message, B: Message + Default>(message: &A) -> B {
+/// Converts between the [`v1`] and [`v1alpha`] messages, which are the same on
+/// the wire (for clients that must speak either version).
+pub fn convert<A: Message, B: Message + Default>(message: &A) -> B {
     B::decode(message.encode_to_vec().as_slice()).unwrap_or_default()
 }
 
