@@ -57,6 +57,26 @@ impl Settings {
     pub const MIN_FRAME_SIZE: u32 = 16 * 1024;
     /// Largest allowed value of any size or window.
     pub const MAX_VALUE: u32 = i32::MAX as u32;
+
+    /// Sets `max_frame_size`, brought into its valid range (16 KiB ..= 2^31-1).
+    pub fn set_max_frame_size(&mut self, bytes: u32) {
+        self.max_frame_size = bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
+    }
+
+    /// Sets `initial_stream_window`, brought into its valid range (1 ..= 2^31-1).
+    pub fn set_initial_stream_window(&mut self, bytes: u32) {
+        self.initial_stream_window = bytes.clamp(1, Settings::MAX_VALUE);
+    }
+
+    /// Sets `initial_connection_window`, brought into its valid range (1 ..= 2^31-1).
+    pub fn set_initial_connection_window(&mut self, bytes: u32) {
+        self.initial_connection_window = bytes.clamp(1, Settings::MAX_VALUE);
+    }
+
+    /// Sets `max_concurrent_streams`, brought into its valid range (1 ..= 2^31-1).
+    pub fn set_max_concurrent_streams(&mut self, limit: u32) {
+        self.max_concurrent_streams = limit.clamp(1, Settings::MAX_VALUE);
+    }
 }
 
 impl Default for Settings {

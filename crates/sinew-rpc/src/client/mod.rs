@@ -131,20 +131,19 @@ impl ChannelBuilder {
 
     /// Largest response message accepted, in bytes (default 4 MiB).
     pub fn max_frame_size(mut self, bytes: u32) -> Self {
-        self.config.settings.max_frame_size =
-            bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
+        self.config.settings.set_max_frame_size(bytes);
         self
     }
 
     /// Flow-control window per call for responses, in bytes (default 1 MiB).
     pub fn initial_stream_window(mut self, bytes: u32) -> Self {
-        self.config.settings.initial_stream_window = bytes.clamp(1, Settings::MAX_VALUE);
+        self.config.settings.set_initial_stream_window(bytes);
         self
     }
 
     /// Flow-control window per connection for responses, in bytes (default 8 MiB).
     pub fn initial_connection_window(mut self, bytes: u32) -> Self {
-        self.config.settings.initial_connection_window = bytes.clamp(1, Settings::MAX_VALUE);
+        self.config.settings.set_initial_connection_window(bytes);
         self
     }
 

@@ -224,27 +224,26 @@ impl ServerBuilder {
     /// Calls one client may have open at once on one connection (default 1024).
     /// Calls above the limit are refused with `UNAVAILABLE` before being processed.
     pub fn max_concurrent_streams(mut self, limit: u32) -> Self {
-        self.config.settings.max_concurrent_streams = limit.clamp(1, Settings::MAX_VALUE);
+        self.config.settings.set_max_concurrent_streams(limit);
         self
     }
 
     /// Largest frame (so largest request message) accepted, in bytes (default 4 MiB,
     /// at least 16 KiB). A larger frame is a connection error.
     pub fn max_frame_size(mut self, bytes: u32) -> Self {
-        self.config.settings.max_frame_size =
-            bytes.clamp(Settings::MIN_FRAME_SIZE, Settings::MAX_VALUE);
+        self.config.settings.set_max_frame_size(bytes);
         self
     }
 
     /// Flow-control window per call, in bytes (default 1 MiB).
     pub fn initial_stream_window(mut self, bytes: u32) -> Self {
-        self.config.settings.initial_stream_window = bytes.clamp(1, Settings::MAX_VALUE);
+        self.config.settings.set_initial_stream_window(bytes);
         self
     }
 
     /// Flow-control window per connection, in bytes (default 8 MiB).
     pub fn initial_connection_window(mut self, bytes: u32) -> Self {
-        self.config.settings.initial_connection_window = bytes.clamp(1, Settings::MAX_VALUE);
+        self.config.settings.set_initial_connection_window(bytes);
         self
     }
 
