@@ -124,6 +124,22 @@ impl MessageDecoder {
     }
 }
 
+/// Turns `buf`, an encoded message after [`PREFIX_LEN`] bytes of headroom, into
+/// a framed gRPC message: the prefix is written in place, or, for gzip, the
+/// message is compressed into a new buffer.
+pub fn frame_in_place(mut buf: BytesMut, encoding: Encoding) -> Bytes {
+    debug_assert!(buf.len() >= PREFIX_LEN, "no room for the gRPC prefix");
+    match encoding {
+        Encoding::Identity => {
+            let len = (buf.len() - PREFIX_LEN) as u32;
+            buf[0] = 0;
+            buf[1..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+            buf.freeze()
+        }
+        Encoding::Gzip => encode_message(&buf[PREFIX_LEN..], encoding),
+    }
+}
+
 /// One message with its prefix, compressed with `encoding`.
 pub fn encode_message(message: &[u8], encoding: Encoding) -> Bytes {
     let (flag, payload) = match encoding {

@@ -17,12 +17,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The bridge translates, it does not reimplement: each gRPC call becomes a call
-//! on an in-process sinew connection to the same server, with the request's
-//! messages passed through as bytes. So there is one implementation of every
-//! service and of every rule (deadlines from `grpc-timeout`, cancellation when the
-//! client resets the stream, limits, graceful shutdown), whichever protocol the
-//! call came by. hyper does the HTTP/2; this crate writes no HTTP/2 of its own.
+//! The bridge translates, it does not reimplement: each gRPC request is handed
+//! to the server's own services with
+//! [`LocalConnector::dispatch`](sinew_rpc::server::LocalConnector::dispatch),
+//! its body as a stream of encoded messages, and the call's response events
+//! become the HTTP/2 response (headers, framed messages, status trailers). So
+//! there is one implementation of every service and of every rule (generated
+//! code, call drivers, deadlines from `grpc-timeout`, panics, cancellation when
+//! the client resets the stream, the drain deadline), whichever protocol the
+//! call came by, and no second hop: a unary gRPC call runs in hyper's task for
+//! the request, as in tonic. hyper does the HTTP/2; this crate writes no HTTP/2
+//! of its own.
 //!
 //! What gRPC's wire spec asks of a server, and where it is done:
 //! * `content-type` other than `application/grpc*`: HTTP 415 ([`server`]);

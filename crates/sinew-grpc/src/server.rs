@@ -1,21 +1,26 @@
 //! The gRPC server side: HTTP/2 requests in, calls on the sinew server out.
 
-use crate::framing::{encode_message, Encoding, MessageDecoder};
+use crate::framing::{frame_in_place, Encoding, MessageDecoder, PREFIX_LEN};
 use crate::metadata;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
 use http::{
     HeaderMap, HeaderValue, Method, Request as HttpRequest, Response as HttpResponse, StatusCode,
 };
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use sinew_rpc::server::{Accepted, LocalConnector, Protocol, Sniff};
-use sinew_rpc::{Channel, Decoder, RawMessage, Request, Status, Streaming};
+use sinew_rpc::server::external::RequestMessages;
+use sinew_rpc::server::{
+    Accepted, ExternalCall, ExternalRequest, LocalConnector, Protocol, ResponseEvent, ResponseHead,
+    Sniff,
+};
+use sinew_rpc::Status;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use std::task::{Context, Poll};
+use tokio::sync::watch;
 
 /// The body of every response: built from a stream, not `Sync`.
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -118,14 +123,15 @@ async fn serve_http2(
     mut shutdown: watch::Receiver<bool>,
     config: Arc<Config>,
 ) {
-    // One in-process sinew connection per HTTP/2 connection: calls keep the same
-    // per-connection limits and ordering whichever protocol they arrive by.
-    let channel = Channel::builder_with_connector(local).lazy();
+    // Calls run directly on the server's services, under the same per-connection
+    // limit of concurrent calls as a sinew connection.
+    let max_concurrent_streams = local.max_concurrent_streams();
     let service = hyper::service::service_fn(move |request| {
-        let (channel, config) = (channel.clone(), config.clone());
-        async move { Ok::<_, Infallible>(handle(request, channel, config).await) }
+        let (local, config) = (local.clone(), config.clone());
+        async move { Ok::<_, Infallible>(handle(request, local, config).await) }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_concurrent_streams(max_concurrent_streams)
         .serve_connection(TokioIo::new(connection), service);
     tokio::pin!(connection);
     // (The borrow `wait_for` returns is dropped at once: it must not live across
@@ -202,7 +208,7 @@ fn trailers_only(status: &Status) -> HttpResponse<Body> {
 
 async fn handle(
     request: HttpRequest<Incoming>,
-    channel: Channel,
+    local: LocalConnector,
     config: Arc<Config>,
 ) -> HttpResponse<Body> {
     if request.method() != Method::POST {
@@ -253,144 +259,97 @@ async fn handle(
     };
     let path = request.uri().path().to_owned();
 
-    // The request body feeds the call's message stream from a task of its own.
-    let (messages, received) = mpsc::channel::<RawMessage>(16);
-    let (body_error, body_failed) = oneshot::channel::<Status>();
-    let mut body_failed = Some(body_failed);
-    tokio::spawn(read_body(
-        request.into_body(),
-        encoding,
-        config.max_message_size,
-        messages,
-        body_error,
-    ));
-
-    let mut call_request = Request::new(tokio_stream::wrappers::ReceiverStream::new(received));
-    *call_request.metadata_mut() = call_metadata;
-    if let Some(timeout) = timeout {
-        call_request.set_timeout(timeout);
-    }
-    let call = channel.bidirectional_with(&path, call_request, Decoder::raw());
-    let response = tokio::select! {
-        response = call => response,
-        status = body_failure(&mut body_failed) => Err(status),
-    };
-    let response = match response {
-        Ok(response) => response,
-        Err(status) => return trailers_only(&status),
-    };
-    let (response_metadata, messages) = response.into_parts();
-    let mut http_response = HttpResponse::new(response_body(messages, body_failed, encoding));
-    grpc_headers(http_response.headers_mut(), encoding);
-    metadata::to_headers(&response_metadata, http_response.headers_mut());
-    http_response
-}
-
-/// Resolves with the request body's failure, if it fails; never resolves if the
-/// body ends normally. Safe to poll again after either.
-async fn body_failure(receiver: &mut Option<oneshot::Receiver<Status>>) -> Status {
-    if let Some(pending) = receiver.as_mut() {
-        let outcome = pending.await;
-        *receiver = None;
-        if let Ok(status) = outcome {
-            return status;
+    // The service runs right here, reading the request body as it goes, until
+    // the response begins: a unary call is complete by then.
+    let mut call = local.dispatch(ExternalRequest {
+        path,
+        metadata: call_metadata,
+        timeout,
+        messages: request_messages(request.into_body(), encoding, config.max_message_size),
+        headroom: PREFIX_LEN,
+    });
+    match call.head().await {
+        ResponseHead::TrailersOnly(status) => trailers_only(&status),
+        ResponseHead::Headers(response_metadata) => {
+            let body = ResponseBody { call, encoding };
+            let mut http_response = HttpResponse::new(body.boxed_unsync());
+            grpc_headers(http_response.headers_mut(), encoding);
+            metadata::to_headers(&response_metadata, http_response.headers_mut());
+            http_response
         }
     }
-    std::future::pending().await
 }
 
-/// Splits the request body into messages for the call. On bad input, reports the
-/// status and keeps the message stream open until the call is dropped: the call
-/// is cancelled, never ended as if the request were complete.
-async fn read_body(
-    mut body: Incoming,
+/// Splits the request body into messages. Bad framing, an oversize message or a
+/// body that breaks off ends the stream with a status, which ends the call with
+/// that status: a call is never taken for complete because its request broke.
+fn request_messages(
+    body: Incoming,
     encoding: Encoding,
     max_message_size: usize,
-    messages: mpsc::Sender<RawMessage>,
-    body_error: oneshot::Sender<Status>,
-) {
-    let mut decoder = MessageDecoder::new(encoding, max_message_size);
-    let failure = loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                decoder.push(&data);
-                loop {
-                    match decoder.next_message() {
-                        Ok(Some(message)) => {
-                            if messages.send(RawMessage(message)).await.is_err() {
-                                return; // the call is over
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            let _ = body_error.send(status);
-                            messages.closed().await;
-                            return;
-                        }
+) -> RequestMessages {
+    let decoder = MessageDecoder::new(encoding, max_message_size);
+    let stream = futures_util::stream::unfold(Some((body, decoder)), |state| async move {
+        let (mut body, mut decoder) = state?;
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => return Some((Ok(message), Some((body, decoder)))),
+                Ok(None) => {}
+                Err(status) => return Some((Err(status), None)),
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        decoder.push(&data);
                     }
                 }
+                Some(Err(error)) => {
+                    let status =
+                        Status::cancelled(format!("the client abandoned the request: {error}"));
+                    return Some((Err(status), None));
+                }
+                None if decoder.has_partial() => {
+                    let status =
+                        Status::internal("the request body ended in the middle of a message");
+                    return Some((Err(status), None));
+                }
+                None => return None,
             }
-            Some(Err(error)) => {
-                break Status::cancelled(format!("the client abandoned the request: {error}"))
-            }
-            None if decoder.has_partial() => {
-                break Status::internal("the request body ended in the middle of a message")
-            }
-            None => return, // end of the request stream: dropping `messages` half-closes
         }
-    };
-    let _ = body_error.send(failure);
-    messages.closed().await;
+    });
+    Box::pin(stream)
 }
 
-/// The response body: framed messages, then the status as trailers.
-fn response_body(
-    messages: Streaming<RawMessage>,
-    body_failed: Option<oneshot::Receiver<Status>>,
+/// The response body: the call's messages, framed, then its status as trailers.
+/// Dropped early (the client reset the stream or left), it cancels the call.
+struct ResponseBody {
+    call: ExternalCall,
     encoding: Encoding,
-) -> Body {
-    struct State {
-        messages: Option<Streaming<RawMessage>>,
-        body_failed: Option<oneshot::Receiver<Status>>,
-        encoding: Encoding,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        loop {
+            let frame = match std::task::ready!(self.call.poll_event(cx)) {
+                None => return Poll::Ready(None),
+                Some(ResponseEvent::Message(message)) => {
+                    Frame::data(frame_in_place(message, self.encoding))
+                }
+                Some(ResponseEvent::Trailers(status)) => {
+                    let mut trailers = HeaderMap::new();
+                    metadata::status_trailers(&status, &mut trailers);
+                    Frame::trailers(trailers)
+                }
+                // Headers come first or not at all; `head` took them.
+                Some(ResponseEvent::Headers(_)) => continue,
+            };
+            return Poll::Ready(Some(Ok(frame)));
+        }
     }
-    let frames = futures_util::stream::unfold(
-        State {
-            messages: Some(messages),
-            body_failed,
-            encoding,
-        },
-        |mut state| async move {
-            let messages = state.messages.as_mut()?;
-            let next = tokio::select! {
-                next = messages.message() => next,
-                status = body_failure(&mut state.body_failed) => Err(status),
-            };
-            let frame = match next {
-                Ok(Some(RawMessage(bytes))) => Frame::data(encode_message(&bytes, state.encoding)),
-                Ok(None) => {
-                    let mut trailers = HeaderMap::new();
-                    let mut status = Status::new(sinew_rpc::Code::Ok, "");
-                    if let Some(metadata) = messages.trailers() {
-                        *status.metadata_mut() = metadata.clone();
-                    }
-                    metadata::status_trailers(&status, &mut trailers);
-                    state.messages = None;
-                    Frame::trailers(trailers)
-                }
-                Err(status) => {
-                    let mut trailers = HeaderMap::new();
-                    metadata::status_trailers(&status, &mut trailers);
-                    // Dropping the call cancels it on the sinew side.
-                    state.messages = None;
-                    Frame::trailers(trailers)
-                }
-            };
-            Some((Ok::<_, Infallible>(frame), state))
-        },
-    );
-    StreamBody::new(frames.boxed()).boxed_unsync()
 }

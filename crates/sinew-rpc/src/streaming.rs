@@ -2,8 +2,8 @@
 
 use crate::client::call::ClientStream;
 use crate::codec::Decoder;
-use crate::connection::stream::StreamRef;
 use crate::connection::Inbound;
+use crate::server::call::CallIo;
 use crate::status::Status;
 use futures_core::Stream;
 use sinew_wire::MetadataMap;
@@ -40,7 +40,7 @@ enum Source {
     /// Client side after the deadline passed: the stream was released (reset).
     Released,
     /// Server side: the call task owns the stream.
-    Server(StreamRef),
+    Server(CallIo),
 }
 
 impl<T> Streaming<T> {
@@ -60,7 +60,7 @@ impl<T> Streaming<T> {
         }
     }
 
-    pub(crate) fn server(stream: StreamRef, decoder: Decoder<T>) -> Streaming<T> {
+    pub(crate) fn server(stream: CallIo, decoder: Decoder<T>) -> Streaming<T> {
         Streaming {
             first: None,
             source: Source::Server(stream),
@@ -107,12 +107,12 @@ impl<T> Streaming<T> {
                     ))));
                 }
             }
-            let (stream, is_client) = match &self.source {
-                Source::Client(owner) => (&owner.stream, true),
-                Source::Server(stream) => (stream, false),
+            let (polled, is_client) = match &self.source {
+                Source::Client(owner) => (owner.stream.poll_recv(cx), true),
+                Source::Server(io) => (io.poll_recv(cx), false),
                 Source::Released => return Poll::Ready(None),
             };
-            let item = match stream.poll_recv(cx) {
+            let item = match polled {
                 Poll::Ready(item) => item,
                 Poll::Pending => return Poll::Pending,
             };

@@ -6,6 +6,8 @@
 //! Every path ends the call with a status: a handler error becomes the trailers'
 //! status, a malformed request `INVALID_ARGUMENT`.
 
+use super::external::ExternalIo;
+use super::Service;
 use crate::codec::Decoder;
 use crate::connection::stream::{Outgoing, StreamRef};
 use crate::connection::Inbound;
@@ -13,15 +15,72 @@ use crate::request::{Request, Response};
 use crate::status::Status;
 use crate::streaming::Streaming;
 use futures_core::Stream;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use sinew_wire::{Code, MetadataMap};
 use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// The two ends a call can have: a stream of a sinew connection, or a call a
+/// protocol extension decoded itself (see [`super::external`]).
+#[derive(Clone, Debug)]
+pub(crate) enum CallIo {
+    Sinew(StreamRef),
+    External(Arc<ExternalIo>),
+}
+
+impl CallIo {
+    /// The next request item.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        match self {
+            CallIo::Sinew(stream) => stream.poll_recv(cx),
+            CallIo::External(io) => io.poll_recv(cx),
+        }
+    }
+
+    /// Sends response headers, a message and/or the status, under flow control.
+    pub(crate) async fn send<M: prost::Message>(
+        &self,
+        send: Outgoing<'_, M>,
+    ) -> Result<(), Status> {
+        match self {
+            CallIo::Sinew(stream) => stream.send(send).await,
+            CallIo::External(io) => io.send(send).await,
+        }
+    }
+}
+
+/// Runs a service's handler for one call under the call's deadline, catching
+/// panics. Returns the status to end the call with when the handler could not
+/// (it panicked, or the deadline passed first); the caller sends it unless the
+/// call already has one.
+pub(crate) async fn run_handler(
+    service: &Arc<dyn Service>,
+    method: usize,
+    call: ServerCall,
+    deadline: Option<Instant>,
+) -> Option<Status> {
+    let handler = AssertUnwindSafe(service.call(method, call)).catch_unwind();
+    let outcome = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, handler).await,
+        None => Ok(handler.await),
+    };
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(_panic)) => Some(Status::internal("handler panicked")),
+        Err(_elapsed) => Some(Status::deadline_exceeded(
+            "deadline exceeded while the server was handling the call",
+        )),
+    }
+}
 
 /// A call accepted by the server, handed to a [`Service`](super::Service).
 #[derive(Debug)]
 pub struct ServerCall {
-    pub(crate) stream: StreamRef,
+    pub(crate) io: CallIo,
     /// `/package.Service/Method`, as the client sent it.
     pub(crate) path: bytes::Bytes,
     pub(crate) metadata: MetadataMap,
@@ -56,7 +115,7 @@ impl ServerCall {
         }
         let mut message = None;
         loop {
-            match poll_fn(|cx| self.stream.poll_recv(cx)).await {
+            match poll_fn(|cx| self.io.poll_recv(cx)).await {
                 Inbound::Message(bytes) => {
                     if message.is_some() {
                         return Err(Status::invalid_argument(
@@ -85,7 +144,7 @@ impl ServerCall {
     /// Ends the call with `status` and no message.
     pub async fn finish(self, status: Status) {
         let _ = self
-            .stream
+            .io
             .send::<()>(Outgoing {
                 trailers: Some(&status),
                 ..Outgoing::default()
@@ -102,7 +161,7 @@ impl ServerCall {
         let (metadata, message) = response.into_parts();
         let ok = ok_status();
         let sent = self
-            .stream
+            .io
             .send(Outgoing {
                 headers: (!metadata.is_empty()).then_some(&metadata),
                 message: Some(&message),
@@ -129,7 +188,7 @@ impl ServerCall {
         };
         let (metadata, responses) = response.into_parts();
         if self
-            .stream
+            .io
             .send::<Resp>(Outgoing {
                 headers: Some(&metadata),
                 ..Outgoing::default()
@@ -144,7 +203,7 @@ impl ServerCall {
             match item {
                 Ok(message) => {
                     let sent = self
-                        .stream
+                        .io
                         .send(Outgoing {
                             message: Some(&message),
                             ..Outgoing::default()
@@ -208,7 +267,7 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
-    let requests = Streaming::server(call.stream.clone(), Decoder::prost());
+    let requests = Streaming::server(call.io.clone(), Decoder::prost());
     let request = call.request(requests);
     let result = handler(request).await;
     call.respond(result).await;
@@ -223,7 +282,7 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut,
     Fut: Future<Output = Result<Response<S>, Status>>,
 {
-    let requests = Streaming::server(call.stream.clone(), Decoder::prost());
+    let requests = Streaming::server(call.io.clone(), Decoder::prost());
     let request = call.request(requests);
     let result = handler(request).await;
     call.respond_stream(result).await;
@@ -241,7 +300,7 @@ where
     Fut: Future<Output = Result<Response<S>, Status>>,
 {
     let path = call.path().to_owned();
-    let mut requests = Streaming::server(call.stream.clone(), Decoder::raw());
+    let mut requests = Streaming::server(call.io.clone(), Decoder::raw());
     if let Some(bytes) = call.prefetched.take() {
         requests.push_front(crate::RawMessage(bytes));
     }

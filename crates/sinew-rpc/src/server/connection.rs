@@ -1,6 +1,6 @@
 //! Serving one accepted connection: handshake, frame dispatch, call tasks, drain.
 
-use super::call::ServerCall;
+use super::call::{run_handler, CallIo, ServerCall};
 use super::{MethodKind, Router, ServerConfig};
 use crate::connection::stream::StreamRef;
 use crate::connection::{
@@ -8,9 +8,7 @@ use crate::connection::{
 };
 use crate::status::Status;
 use bytes::BytesMut;
-use futures_util::FutureExt;
 use sinew_wire::{encode, Frame, FrameDecoder, Preface, Reason, WireError};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -361,10 +359,10 @@ fn handle_server_frame(
                 deadline,
                 call: ServerCall {
                     path: headers.path.clone(),
-                    stream: StreamRef {
+                    io: CallIo::Sinew(StreamRef {
                         shared: shared.clone(),
                         id,
-                    },
+                    }),
                     metadata: headers.metadata,
                     timeout: headers.timeout,
                     prefetched: None,
@@ -427,17 +425,9 @@ async fn run_call(shared: Arc<Shared>, router: Arc<Router>, new_call: NewCall) -
     let id = new_call.id;
     let guard = CallGuard { shared, id };
     let service = &router.services[new_call.service];
-    let handler = AssertUnwindSafe(service.call(new_call.method, new_call.call)).catch_unwind();
-    let outcome = match new_call.deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, handler).await,
-        None => Ok(handler.await),
-    };
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(_panic)) => guard.finish(Status::internal("handler panicked")),
-        Err(_elapsed) => guard.finish(Status::deadline_exceeded(
-            "deadline exceeded while the server was handling the call",
-        )),
+    let ending = run_handler(service, new_call.method, new_call.call, new_call.deadline).await;
+    if let Some(status) = ending {
+        guard.finish(status);
     }
     id
 }

@@ -22,12 +22,14 @@
 
 pub mod call;
 mod connection;
+pub mod external;
 pub mod health;
 mod protocol;
 pub mod reflection;
 mod service;
 
 pub use call::ServerCall;
+pub use external::{ExternalCall, ExternalRequest, ResponseEvent, ResponseHead};
 pub use health::HealthReporter;
 pub use protocol::{Accepted, LocalConnector, Protocol, Sniff};
 pub use service::{MethodDescriptor, MethodKind, Service, ServiceDescriptor};

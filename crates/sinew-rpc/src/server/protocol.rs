@@ -9,22 +9,30 @@
 //! whether the connection is theirs. A connection nobody claims goes to sinew's
 //! own handler, which refuses it with a `BAD_PREFACE` GOAWAY.
 //!
-//! Extensions do not reimplement calls: a [`LocalConnector`] opens in-process
-//! sinew connections to the same server, so every call, whatever protocol it
-//! arrived by, runs through the one implementation (deadlines, cancellation,
-//! limits, draining).
+//! Extensions do not reimplement calls. A [`LocalConnector`] hands them the
+//! server's services: [`LocalConnector::dispatch`] runs a call the extension
+//! decoded itself directly on them (see [`super::external`]), and
+//! [`LocalConnector::connect`] opens an in-process sinew connection. Either way
+//! every call, whatever protocol it arrived by, runs through the one
+//! implementation (generated code, call drivers, deadlines, cancellation,
+//! panics, the drain deadline).
 
+use super::call::{run_handler, CallIo, ServerCall};
 use super::connection::{self, DrainCounts};
+use super::external::{ExternalCall, ExternalRequest};
 use super::{Router, ServerConfig};
-use bytes::{Buf, BytesMut};
+use crate::status::Status;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use sinew_transport::Stream;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What a protocol says about the first bytes of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +125,9 @@ impl AsyncWrite for Accepted {
     }
 }
 
-/// Opens in-process sinew connections to the server it came from. Cheap to clone.
+/// The server's services, as seen from a protocol extension or an in-process
+/// client: runs calls decoded elsewhere ([`LocalConnector::dispatch`]) and opens
+/// in-process sinew connections ([`LocalConnector::connect`]). Cheap to clone.
 #[derive(Clone)]
 pub struct LocalConnector {
     router: Arc<Router>,
@@ -165,6 +175,66 @@ impl LocalConnector {
         }
     }
 
+    /// How long calls may go on after a graceful shutdown begins.
+    pub fn drain_timeout(&self) -> Duration {
+        self.config.drain_timeout
+    }
+
+    /// The most calls one connection may have open at once (the server's
+    /// `max_concurrent_streams`), for protocols with a limit of their own.
+    pub fn max_concurrent_streams(&self) -> u32 {
+        self.config.settings.max_concurrent_streams
+    }
+
+    /// Runs a call a protocol extension decoded itself on this server's
+    /// services: see [`super::external`]. Unknown paths and expired deadlines
+    /// end at once with their status; calls still running when the drain
+    /// deadline of a graceful shutdown passes end with `UNAVAILABLE`.
+    pub fn dispatch(&self, request: ExternalRequest) -> ExternalCall {
+        ExternalCall::new(request, |io, parts| {
+            let CallIo::External(external) = &io else {
+                unreachable!("external calls have external I/O");
+            };
+            let (service, method) = match self.router.resolve(&parts.path) {
+                Ok(route) => route,
+                Err(status) => {
+                    external.finish(status);
+                    return None;
+                }
+            };
+            if parts.timeout == Some(Duration::ZERO) {
+                external.finish(Status::deadline_exceeded(
+                    "deadline already expired when the call arrived",
+                ));
+                return None;
+            }
+            let external = external.clone();
+            let service = self.router.services[service].clone();
+            let deadline = parts.timeout.map(|timeout| Instant::now() + timeout);
+            let call = ServerCall {
+                io,
+                path: Bytes::from(parts.path),
+                metadata: parts.metadata,
+                timeout: parts.timeout,
+                prefetched: None,
+            };
+            let drain = drain_deadline(self.shutdown.clone(), self.config.drain_timeout);
+            Some(Box::pin(async move {
+                let ending = tokio::select! {
+                    biased;
+                    ending = run_handler(&service, method, call, deadline) => ending,
+                    () = drain => Some(Status::unavailable(
+                        "server shutting down: the drain deadline passed before the call finished",
+                    )),
+                };
+                // Every call ends with a status, whatever happened to its handler.
+                external.finish(ending.unwrap_or_else(|| {
+                    Status::internal("the handler ended without sending a status")
+                }));
+            }))
+        })
+    }
+
     /// A new in-process connection: the client end of a pipe whose other end this
     /// server serves like any accepted connection.
     pub fn connect(&self) -> DuplexStream {
@@ -187,6 +257,13 @@ impl crate::client::Connector for LocalConnector {
         let stream = LocalConnector::connect(self);
         Box::pin(async move { Ok(stream) })
     }
+}
+
+/// Resolves once a graceful shutdown began `drain_timeout` ago (a dropped
+/// sender counts as a shutdown, as everywhere in the server).
+async fn drain_deadline(mut shutdown: watch::Receiver<bool>, drain_timeout: Duration) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+    tokio::time::sleep(drain_timeout).await;
 }
 
 /// Picks who serves an accepted connection, and serves it.

@@ -1,0 +1,384 @@
+//! Calls that arrive by a protocol extension, run directly on the server's
+//! services.
+//!
+//! A [`Protocol`](super::Protocol) that decodes calls itself (the gRPC bridge
+//! does, from HTTP/2 requests) hands each one to [`LocalConnector::dispatch`]
+//! as an [`ExternalRequest`]: path, metadata, timeout, and the request messages
+//! as a stream of encoded protobuf messages. The call then runs through the same
+//! generated code and call drivers as a call on a sinew connection, under the
+//! same deadline, panic handling and drain deadline; only its two ends differ.
+//! The response comes back from the [`ExternalCall`] as [`ResponseEvent`]s.
+//!
+//! [`ExternalCall::head`] runs the call in the caller's task until its first
+//! response event is known. A unary call is usually complete by then, so it
+//! costs no task of its own; a streaming one is moved to a task of its own when
+//! the caller goes on to [`ExternalCall::poll_event`]. Dropping the
+//! `ExternalCall` before the end cancels the call, as a RESET does on a sinew
+//! connection.
+//!
+//! Responses are queued in a bounded outbox: a handler that produces faster
+//! than the protocol sends waits once [`OUTBOX_BYTES`] are queued.
+//!
+//! [`LocalConnector::dispatch`]: super::LocalConnector::dispatch
+
+use super::call::CallIo;
+use crate::connection::stream::Outgoing;
+use crate::connection::Inbound;
+use crate::status::Status;
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::future::BoxFuture;
+use sinew_wire::MetadataMap;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Encoded response bytes queued for the protocol beyond which a handler's
+/// next message waits until the protocol takes some.
+pub const OUTBOX_BYTES: usize = 256 * 1024;
+
+/// The request messages of an external call, each one encoded protobuf message.
+/// An `Err` ends the request stream with that status (bad framing, a message
+/// too large, the client gone); the handler sees it as the request's failure.
+pub type RequestMessages = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// A call decoded by a protocol extension, to run on this server's services.
+pub struct ExternalRequest {
+    /// `/package.Service/Method`.
+    pub path: String,
+    /// Request metadata.
+    pub metadata: MetadataMap,
+    /// How long the caller will wait, if it said.
+    pub timeout: Option<Duration>,
+    /// The request messages.
+    pub messages: RequestMessages,
+    /// Bytes left free at the front of each response message's buffer, for the
+    /// protocol's framing prefix (5 for gRPC).
+    pub headroom: usize,
+}
+
+impl fmt::Debug for ExternalRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalRequest")
+            .field("path", &self.path)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One item of an external call's response, in order: at most one `Headers`
+/// first, then messages, then always exactly one `Trailers`.
+#[derive(Debug)]
+pub enum ResponseEvent {
+    /// Response metadata, sent before any message.
+    Headers(MetadataMap),
+    /// One encoded message, after the request's `headroom` bytes (zeroed) at
+    /// the front of the buffer.
+    Message(BytesMut),
+    /// The call's final status (with trailing metadata); nothing follows.
+    Trailers(Status),
+}
+
+/// How a call's response begins: see [`ExternalCall::head`].
+#[derive(Debug)]
+pub enum ResponseHead {
+    /// Response headers (empty if the handler set none); messages and trailers
+    /// follow from [`ExternalCall::poll_event`].
+    Headers(MetadataMap),
+    /// The call ended before any header or message: only a status.
+    TrailersOnly(Status),
+}
+
+/// The shared state between a call's handler (through [`CallIo::External`]) and
+/// the protocol that carries it.
+pub(crate) struct ExternalIo {
+    requests: Mutex<Requests>,
+    outbox: Mutex<Outbox>,
+    headroom: usize,
+}
+
+struct Requests {
+    messages: RequestMessages,
+    ended: Option<Inbound>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    events: VecDeque<ResponseEvent>,
+    queued_bytes: usize,
+    /// Trailers are queued: the handler can send nothing more.
+    closed: bool,
+    /// The protocol side is gone (the client left): sends fail.
+    abandoned: bool,
+    /// The protocol side, waiting for an event.
+    consumer: Option<Waker>,
+    /// The handler, waiting for room.
+    producer: Option<Waker>,
+}
+
+impl fmt::Debug for ExternalIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalIo").finish_non_exhaustive()
+    }
+}
+
+impl ExternalIo {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding the lock cannot leave the outbox inconsistent
+        // (every update is a single push or flag), so poisoning is ignored.
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The next request item, as a sinew stream would report it.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(ended) = &requests.ended {
+            return Poll::Ready(match ended {
+                Inbound::Reset(status) => Inbound::Reset(status.clone()),
+                _ => Inbound::End,
+            });
+        }
+        match requests.messages.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Inbound::Message(bytes)),
+            Poll::Ready(Some(Err(status))) => {
+                // The request broke (bad framing, too large, the client gone):
+                // the call ends with that status, whatever the handler does next,
+                // as a RESET ends a call on a sinew connection.
+                requests.ended = Some(Inbound::Reset(status.clone()));
+                drop(requests);
+                self.finish(status.clone());
+                Poll::Ready(Inbound::Reset(status))
+            }
+            Poll::Ready(None) => {
+                requests.ended = Some(Inbound::End);
+                Poll::Ready(Inbound::End)
+            }
+        }
+    }
+
+    /// Queues what `send` holds once the outbox has room for a message.
+    pub(crate) async fn send<M: prost::Message>(
+        &self,
+        send: Outgoing<'_, M>,
+    ) -> Result<(), Status> {
+        let mut message = send.message.map(|message| {
+            let mut buf = BytesMut::with_capacity(self.headroom + message.encoded_len());
+            buf.resize(self.headroom, 0);
+            // Infallible: a BytesMut grows on demand.
+            let _ = message.encode(&mut buf);
+            buf
+        });
+        poll_fn(|cx| {
+            let mut outbox = self.outbox();
+            if outbox.abandoned {
+                return Poll::Ready(Err(Status::cancelled("the call was cancelled")));
+            }
+            if outbox.closed {
+                return Poll::Ready(Err(Status::internal(
+                    "cannot send on a call whose status was already sent",
+                )));
+            }
+            if message.is_some() && outbox.queued_bytes >= OUTBOX_BYTES {
+                outbox.producer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if let Some(headers) = send.headers {
+                outbox
+                    .events
+                    .push_back(ResponseEvent::Headers(headers.clone()));
+            }
+            if let Some(message) = message.take() {
+                outbox.queued_bytes += message.len();
+                outbox.events.push_back(ResponseEvent::Message(message));
+            }
+            if let Some(status) = send.trailers {
+                outbox
+                    .events
+                    .push_back(ResponseEvent::Trailers(status.clone()));
+                outbox.closed = true;
+            }
+            // (A server never half-closes without a status: `end_stream` is
+            // only ever set by clients.)
+            if let Some(consumer) = outbox.consumer.take() {
+                consumer.wake();
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Ends the call with `status` unless it already has one.
+    pub(crate) fn finish(&self, status: Status) {
+        let mut outbox = self.outbox();
+        if !outbox.closed {
+            outbox.closed = true;
+            outbox.events.push_back(ResponseEvent::Trailers(status));
+        }
+        if let Some(consumer) = outbox.consumer.take() {
+            consumer.wake();
+        }
+    }
+}
+
+/// A call started by [`LocalConnector::dispatch`](super::LocalConnector::dispatch).
+pub struct ExternalCall {
+    /// The call, until it completes or moves to a task of its own.
+    driver: Option<BoxFuture<'static, ()>>,
+    task: Option<JoinHandle<()>>,
+    io: Arc<ExternalIo>,
+    head_taken: bool,
+}
+
+impl fmt::Debug for ExternalCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalCall")
+            .field("running_inline", &self.driver.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExternalCall {
+    pub(crate) fn new(
+        request: ExternalRequest,
+        start: impl FnOnce(CallIo, ExternalRequestParts) -> Option<BoxFuture<'static, ()>>,
+    ) -> ExternalCall {
+        let ExternalRequest {
+            path,
+            metadata,
+            timeout,
+            messages,
+            headroom,
+        } = request;
+        let io = Arc::new(ExternalIo {
+            requests: Mutex::new(Requests {
+                messages,
+                ended: None,
+            }),
+            outbox: Mutex::new(Outbox::default()),
+            headroom,
+        });
+        let driver = start(
+            CallIo::External(io.clone()),
+            ExternalRequestParts {
+                path,
+                metadata,
+                timeout,
+            },
+        );
+        ExternalCall {
+            driver,
+            task: None,
+            io,
+            head_taken: false,
+        }
+    }
+
+    /// Runs the call in this task until its first response event is ready, and
+    /// says how the response begins. Call once, before [`ExternalCall::poll_event`].
+    pub async fn head(&mut self) -> ResponseHead {
+        poll_fn(|cx| {
+            if let Some(driver) = self.driver.as_mut() {
+                if driver.as_mut().poll(cx).is_ready() {
+                    self.driver = None;
+                }
+            }
+            let mut outbox = self.io.outbox();
+            self.head_taken = true;
+            match outbox.events.front() {
+                Some(ResponseEvent::Headers(_)) => {
+                    let Some(ResponseEvent::Headers(metadata)) = outbox.events.pop_front() else {
+                        unreachable!("the front was just checked");
+                    };
+                    Poll::Ready(ResponseHead::Headers(metadata))
+                }
+                Some(ResponseEvent::Message(_)) => {
+                    Poll::Ready(ResponseHead::Headers(MetadataMap::default()))
+                }
+                Some(ResponseEvent::Trailers(_)) => {
+                    let Some(ResponseEvent::Trailers(status)) = outbox.events.pop_front() else {
+                        unreachable!("the front was just checked");
+                    };
+                    Poll::Ready(ResponseHead::TrailersOnly(status))
+                }
+                None if self.driver.is_none() && self.task.is_none() => Poll::Ready(
+                    // Not reached: the driver always ends the call with a status.
+                    ResponseHead::TrailersOnly(Status::internal("the call ended without a status")),
+                ),
+                None => {
+                    outbox.consumer = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next response event after the head; `None` after the trailers. A call
+    /// still running moves to a task of its own here.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ResponseEvent>> {
+        debug_assert!(self.head_taken, "ExternalCall::head comes first");
+        if let Some(driver) = self.driver.take() {
+            self.task = Some(tokio::spawn(driver));
+        }
+        let mut outbox = self.io.outbox();
+        match outbox.events.pop_front() {
+            Some(event) => {
+                if let ResponseEvent::Message(message) = &event {
+                    outbox.queued_bytes -= message.len();
+                    if let Some(producer) = outbox.producer.take() {
+                        producer.wake();
+                    }
+                }
+                Poll::Ready(Some(event))
+            }
+            None if outbox.closed => Poll::Ready(None),
+            None => {
+                outbox.consumer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Whether every event has been taken (the trailers included).
+    pub fn is_finished(&self) -> bool {
+        let outbox = self.io.outbox();
+        outbox.closed && outbox.events.is_empty()
+    }
+}
+
+impl Drop for ExternalCall {
+    fn drop(&mut self) {
+        let mut outbox = self.io.outbox();
+        outbox.abandoned = true;
+        let finished = outbox.closed && outbox.events.is_empty();
+        if let Some(producer) = outbox.producer.take() {
+            producer.wake();
+        }
+        drop(outbox);
+        // Cancelled before its end: stop the handler, as a RESET does.
+        if let Some(task) = self.task.take() {
+            if !finished {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// What [`LocalConnector::dispatch`](super::LocalConnector::dispatch) needs to
+/// build the `ServerCall`, besides the I/O.
+pub(crate) struct ExternalRequestParts {
+    pub(crate) path: String,
+    pub(crate) metadata: MetadataMap,
+    pub(crate) timeout: Option<Duration>,
+}
