@@ -15,7 +15,7 @@ fn request(message: &str) -> EchoRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unary_over_tcp_and_unix() {
+async fn unary_over_every_transport() {
     let server = TestServer::start().await;
     for address in server.addresses() {
         let client = EchoClient::new(server.channel(&address).await);
@@ -29,7 +29,7 @@ async fn unary_over_tcp_and_unix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_streaming_over_tcp_and_unix() {
+async fn server_streaming_over_every_transport() {
     let server = TestServer::start().await;
     for address in server.addresses() {
         let client = EchoClient::new(server.channel(&address).await);
@@ -59,7 +59,7 @@ async fn server_streaming_over_tcp_and_unix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_streaming_over_tcp_and_unix() {
+async fn client_streaming_over_every_transport() {
     let server = TestServer::start().await;
     for address in server.addresses() {
         let client = EchoClient::new(server.channel(&address).await);
@@ -85,7 +85,7 @@ async fn client_streaming_over_tcp_and_unix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bidirectional_over_tcp_and_unix_is_interactive() {
+async fn bidirectional_over_every_transport_is_interactive() {
     let server = TestServer::start().await;
     for address in server.addresses() {
         let client = EchoClient::new(server.channel(&address).await);

@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// A running server with every example service, on a TCP port and a Unix socket.
+/// A running server with every example service, on a TCP port, a Unix socket and
+/// a shared-memory control socket.
 pub struct TestServer {
     pub health: sinew::rpc::server::HealthReporter,
     pub local: sinew::rpc::server::LocalConnector,
     pub tcp: Address,
     pub unix: Address,
+    pub shm: Address,
     pub counters: Arc<Counters>,
     pub handle: ServerHandle,
     pub task: JoinHandle<ShutdownReport>,
@@ -65,10 +67,12 @@ impl TestServer {
             .add_service(KeyValueServer::new(KeyValueStore::default()))
             .add_service(TestingServer::new(service));
         let socket = dir.0.join("server.sock");
+        let shm_socket = dir.0.join("shm.sock");
         let server = configure(builder)
             .bind([
                 "tcp://127.0.0.1:0".to_owned(),
                 format!("unix://{}", socket.display()),
+                format!("shm://{}", shm_socket.display()),
             ])
             .await
             .expect("bind test server");
@@ -76,6 +80,7 @@ impl TestServer {
         let local = server.local_connector();
         let tcp = server.local_addresses()[0].clone();
         let unix = server.local_addresses()[1].clone();
+        let shm = server.local_addresses()[2].clone();
         let handle = server.handle();
         let task = tokio::spawn(server.serve());
         TestServer {
@@ -83,6 +88,7 @@ impl TestServer {
             local,
             tcp,
             unix,
+            shm,
             counters,
             handle,
             task,
@@ -90,9 +96,9 @@ impl TestServer {
         }
     }
 
-    /// Both addresses, for tests that run over every transport.
-    pub fn addresses(&self) -> [Address; 2] {
-        [self.tcp.clone(), self.unix.clone()]
+    /// Every address, for tests that run over every transport.
+    pub fn addresses(&self) -> [Address; 3] {
+        [self.tcp.clone(), self.unix.clone(), self.shm.clone()]
     }
 
     pub async fn channel(&self, address: &Address) -> Channel {

@@ -17,6 +17,9 @@ pub enum Address {
     },
     /// `unix:///absolute/path` or `unix://relative/path`: a Unix domain socket.
     Unix(PathBuf),
+    /// `shm:///path/to/control.sock`: shared memory between processes on this
+    /// host, set up over a Unix-socket control channel at that path (`sinew-shm`).
+    Shm(PathBuf),
 }
 
 /// A string that is not a valid sinew address, with what is wrong with it.
@@ -50,17 +53,24 @@ impl Address {
         Address::Unix(path.into())
     }
 
-    /// The URL scheme: `tcp` or `unix`.
+    /// `shm://path`.
+    pub fn shm(path: impl Into<PathBuf>) -> Address {
+        Address::Shm(path.into())
+    }
+
+    /// The URL scheme: `tcp`, `unix` or `shm`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Address::Tcp { .. } => "tcp",
             Address::Unix(_) => "unix",
+            Address::Shm(_) => "shm",
         }
     }
 
-    /// True for transports that cannot leave this host (Unix sockets).
+    /// True for transports that cannot leave this host (Unix sockets, shared
+    /// memory).
     pub fn is_local_only(&self) -> bool {
-        matches!(self, Address::Unix(_))
+        matches!(self, Address::Unix(_) | Address::Shm(_))
     }
 }
 
@@ -71,7 +81,7 @@ impl FromStr for Address {
         let (scheme, rest) = input.split_once("://").ok_or_else(|| {
             AddressError::new(
                 input,
-                "expected scheme://..., for example tcp://127.0.0.1:7000 or unix:///tmp/sinew.sock",
+                "expected scheme://..., for example tcp://127.0.0.1:7000, unix:///tmp/sinew.sock or shm:///tmp/sinew.sock",
             )
         })?;
         match scheme {
@@ -105,18 +115,23 @@ impl FromStr for Address {
                     port,
                 })
             }
-            "unix" => {
+            "unix" | "shm" => {
                 if rest.is_empty() {
                     return Err(AddressError::new(input, "empty socket path"));
                 }
                 if rest.contains('\0') {
                     return Err(AddressError::new(input, "socket path contains a NUL byte"));
                 }
-                Ok(Address::Unix(PathBuf::from(rest)))
+                let path = PathBuf::from(rest);
+                Ok(if scheme == "unix" {
+                    Address::Unix(path)
+                } else {
+                    Address::Shm(path)
+                })
             }
             _ => Err(AddressError::new(
                 input,
-                "unknown scheme; supported: tcp://host:port, unix:///path",
+                "unknown scheme; supported: tcp://host:port, unix:///path, shm:///path",
             )),
         }
     }
@@ -149,6 +164,7 @@ impl fmt::Display for Address {
             Address::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
             Address::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             Address::Unix(path) => write!(f, "unix://{}", path.display()),
+            Address::Shm(path) => write!(f, "shm://{}", path.display()),
         }
     }
 }
@@ -165,6 +181,7 @@ mod tests {
             "tcp://[::1]:8080",
             "unix:///tmp/sinew.sock",
             "unix://relative.sock",
+            "shm:///run/app/api.sock",
         ] {
             let address: Address = text.parse().unwrap();
             assert_eq!(address.to_string(), text);
@@ -187,6 +204,7 @@ mod tests {
             ("tcp://[::1:80", "unclosed"),
             ("tcp://a/b:80", "host may not contain"),
             ("unix://", "empty socket path"),
+            ("shm://", "empty socket path"),
         ] {
             let err = text.parse::<Address>().unwrap_err().to_string();
             assert!(err.contains(problem), "{text}: {err}");

@@ -2,15 +2,16 @@
 
 use crate::address::Address;
 use crate::stream::Stream;
+use sinew_shm::{ShmListener, ShmOptions};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 /// A bound listening socket that yields connected [`Stream`]s.
 ///
-/// A Unix-socket listener removes a stale socket file left by a process that died
-/// (nobody accepts on it), refuses to steal a path that a live server listens on,
-/// and deletes its socket file when dropped.
+/// A Unix-socket or shared-memory listener removes a stale socket file left by a
+/// process that died (nobody accepts on it), refuses to steal a path that a live
+/// server listens on, and deletes its socket file when dropped.
 #[derive(Debug)]
 pub struct Listener {
     inner: Inner,
@@ -23,6 +24,25 @@ enum Inner {
         listener: UnixListener,
         path: PathBuf,
     },
+    /// Its control socket's file is removed like a Unix socket's.
+    Shm(ShmListener),
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket file.
+async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() {
+        match UnixStream::connect(path).await {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running server", path.display()),
+                ))
+            }
+            // Nobody listens: a socket file left behind by a dead process.
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    UnixListener::bind(path)
 }
 
 impl Listener {
@@ -32,24 +52,15 @@ impl Listener {
             Address::Tcp { host, port } => {
                 Inner::Tcp(TcpListener::bind((host.as_str(), *port)).await?)
             }
-            Address::Unix(path) => {
-                if path.exists() {
-                    match UnixStream::connect(path).await {
-                        Ok(_) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::AddrInUse,
-                                format!("{} is in use by a running server", path.display()),
-                            ))
-                        }
-                        // Nobody listens: a socket file left behind by a dead process.
-                        Err(_) => std::fs::remove_file(path)?,
-                    }
-                }
-                Inner::Unix {
-                    listener: UnixListener::bind(path)?,
-                    path: path.clone(),
-                }
-            }
+            Address::Unix(path) => Inner::Unix {
+                listener: bind_unix(path).await?,
+                path: path.clone(),
+            },
+            Address::Shm(path) => Inner::Shm(ShmListener::new(
+                bind_unix(path).await?,
+                path.clone(),
+                ShmOptions::default(),
+            )),
         };
         Ok(Listener { inner })
     }
@@ -62,6 +73,7 @@ impl Listener {
                 Ok(Address::tcp(local.ip().to_string(), local.port()))
             }
             Inner::Unix { path, .. } => Ok(Address::Unix(path.clone())),
+            Inner::Shm(listener) => Ok(Address::Shm(listener.path().to_owned())),
         }
     }
 
@@ -78,14 +90,21 @@ impl Listener {
                 let (stream, _) = listener.accept().await?;
                 Ok(Stream::Unix(stream))
             }
+            Inner::Shm(listener) => Ok(Stream::Shm(listener.accept().await?)),
         }
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Inner::Unix { path, .. } = &self.inner {
-            let _ = std::fs::remove_file(path);
+        match &self.inner {
+            Inner::Unix { path, .. } => {
+                let _ = std::fs::remove_file(path);
+            }
+            Inner::Shm(listener) => {
+                let _ = std::fs::remove_file(listener.path());
+            }
+            Inner::Tcp(_) => {}
         }
     }
 }
@@ -101,7 +120,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sinew-transport-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("listener.sock");
-        for address in [Address::tcp("127.0.0.1", 0), Address::unix(&socket)] {
+        let shm_socket = dir.join("shm.sock");
+        for address in [
+            Address::tcp("127.0.0.1", 0),
+            Address::unix(&socket),
+            Address::shm(&shm_socket),
+        ] {
             let listener = Listener::bind(&address).await.unwrap();
             let bound = listener.local_address().unwrap();
             let client = tokio::spawn(async move {
@@ -119,7 +143,7 @@ mod tests {
             assert_eq!(&client.await.unwrap(), b"pong");
         }
         assert!(
-            !socket.exists(),
+            !socket.exists() && !shm_socket.exists(),
             "dropping the listener removes its socket file"
         );
 

@@ -1,6 +1,7 @@
 //! Connected byte streams and their owned halves.
 
 use crate::address::Address;
+use sinew_shm::{ShmReadHalf, ShmStream, ShmWriteHalf};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,6 +16,8 @@ pub enum Stream {
     Tcp(TcpStream),
     /// A Unix domain socket.
     Unix(UnixStream),
+    /// Shared memory with a process on this host.
+    Shm(ShmStream),
 }
 
 /// The reading half of a [`Stream`], owned so it can move to its own task.
@@ -24,6 +27,8 @@ pub enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     /// Unix domain socket.
     Unix(unix::OwnedReadHalf),
+    /// Shared memory.
+    Shm(ShmReadHalf),
 }
 
 /// The writing half of a [`Stream`], owned so it can move to its own task.
@@ -33,6 +38,8 @@ pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     /// Unix domain socket.
     Unix(unix::OwnedWriteHalf),
+    /// Shared memory.
+    Shm(ShmWriteHalf),
 }
 
 /// Connects to `address`, giving up after `timeout` if one is given.
@@ -48,6 +55,9 @@ pub async fn connect(address: &Address, timeout: Option<Duration>) -> io::Result
                 Ok(Stream::Tcp(stream))
             }
             Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            Address::Shm(path) => Ok(Stream::Shm(
+                sinew_shm::connect(path, &sinew_shm::ShmOptions::default()).await?,
+            )),
         }
     };
     let result = match timeout {
@@ -75,6 +85,10 @@ impl Stream {
                 let (read, write) = stream.into_split();
                 (ReadHalf::Unix(read), WriteHalf::Unix(write))
             }
+            Stream::Shm(stream) => {
+                let (read, write) = stream.into_split();
+                (ReadHalf::Shm(read), WriteHalf::Shm(write))
+            }
         }
     }
 }
@@ -90,6 +104,7 @@ macro_rules! delegate_read {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_read(cx, buf),
                     Self::Unix(inner) => Pin::new(inner).poll_read(cx, buf),
+                    Self::Shm(inner) => Pin::new(inner).poll_read(cx, buf),
                 }
             }
         }
@@ -107,6 +122,7 @@ macro_rules! delegate_write {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_write(cx, buf),
                     Self::Unix(inner) => Pin::new(inner).poll_write(cx, buf),
+                    Self::Shm(inner) => Pin::new(inner).poll_write(cx, buf),
                 }
             }
 
@@ -118,6 +134,7 @@ macro_rules! delegate_write {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
                     Self::Unix(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+                    Self::Shm(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
                 }
             }
 
@@ -129,6 +146,7 @@ macro_rules! delegate_write {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_flush(cx),
                     Self::Unix(inner) => Pin::new(inner).poll_flush(cx),
+                    Self::Shm(inner) => Pin::new(inner).poll_flush(cx),
                 }
             }
 
@@ -136,6 +154,7 @@ macro_rules! delegate_write {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_shutdown(cx),
                     Self::Unix(inner) => Pin::new(inner).poll_shutdown(cx),
+                    Self::Shm(inner) => Pin::new(inner).poll_shutdown(cx),
                 }
             }
         }

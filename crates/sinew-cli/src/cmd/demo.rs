@@ -262,10 +262,7 @@ async fn demo(args: &Args, dir: &std::path::Path) -> Result<(), CliError> {
 }
 
 fn transport(address: &Address) -> &'static str {
-    match address {
-        Address::Tcp { .. } => "tcp",
-        Address::Unix(_) => "unix",
-    }
+    address.scheme()
 }
 
 /// One call of the mix, on the worker's next server, failing over to the others

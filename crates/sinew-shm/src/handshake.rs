@@ -1,0 +1,366 @@
+//! Setting a connection up over its Unix-socket control channel.
+//!
+//! 1. The client connects to the server's control socket. Each side checks the
+//!    other's credentials with `SO_PEERCRED`: by default only a process of the
+//!    same effective user is accepted ([`ShmOptions::allowed_uids`] adds others).
+//! 2. The client creates the region (see `region.rs`) and four eventfds, and
+//!    sends a 32-byte hello with the five descriptors attached (`SCM_RIGHTS`):
+//!    `"SINEWSHM"`, version (u32 LE), flags (u32, 0), ring capacity (u64 LE),
+//!    region length (u64 LE); descriptors: the memfd, the server's two eventfds
+//!    (data ready, room ready), the client's two.
+//! 3. The server checks everything it received (exact descriptor count, memfd
+//!    sealed and of the announced size, eventfds that are eventfds), maps the
+//!    region and answers one byte: 0, or 1 followed by a u16 LE length and a
+//!    UTF-8 reason.
+//!
+//! After that the control socket carries nothing: it stays open for the life of
+//! the connection, and its hang-up tells each side the other is gone, however it
+//! went (an orderly close, a crash, SIGKILL).
+
+use crate::region::{region_len, Region};
+use crate::stream::{Parts, ShmStream};
+use rustix::event::EventfdFlags;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+
+const MAGIC: &[u8; 8] = b"SINEWSHM";
+const VERSION: u32 = 1;
+const HELLO_LEN: usize = 32;
+const DESCRIPTORS: usize = 5;
+
+/// Settings of a shared-memory connection.
+#[derive(Clone, Debug)]
+pub struct ShmOptions {
+    /// Bytes in each direction's ring (a power of two, 4 KiB to 1 GiB). Default
+    /// 2 MiB: a 1 MiB message and its neighbours fit at once. The connecting
+    /// side's choice applies.
+    pub ring_capacity: u64,
+    /// How long a reader or writer that finds nothing to do keeps polling before
+    /// it sleeps (default 20 µs). Longer trades CPU for latency; zero never
+    /// spins.
+    pub spin: Duration,
+    /// How long a handshake may take before the connection is dropped (default
+    /// 5 s).
+    pub handshake_timeout: Duration,
+    /// User ids accepted as peers besides our own effective user id.
+    pub allowed_uids: Vec<u32>,
+}
+
+impl Default for ShmOptions {
+    fn default() -> Self {
+        ShmOptions {
+            ring_capacity: 2 * 1024 * 1024,
+            spin: Duration::from_micros(20),
+            handshake_timeout: Duration::from_secs(5),
+            allowed_uids: Vec::new(),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// Refuses a peer whose effective user is neither ours nor allowed.
+fn check_peer(socket: &UnixStream, options: &ShmOptions) -> io::Result<()> {
+    let peer = rustix::net::sockopt::socket_peercred(socket)?;
+    let uid = peer.uid.as_raw();
+    if uid == rustix::process::geteuid().as_raw() || options.allowed_uids.contains(&uid) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "shared-memory peer (pid {}) runs as uid {uid}, which is not allowed",
+            peer.pid.as_raw_nonzero()
+        ),
+    ))
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    Ok(rustix::event::eventfd(
+        0,
+        EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+    )?)
+}
+
+/// Whether `fd` is an eventfd (as the kernel reports in fdinfo).
+fn is_eventfd(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .is_ok_and(|info| info.contains("eventfd-count"))
+}
+
+/// Connects to the server whose control socket is at `path`.
+pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream> {
+    let mut control = UnixStream::connect(path).await?;
+    check_peer(&control, options)?;
+    let capacity = options.ring_capacity;
+    let (region, memfd) = Region::create(capacity)?;
+    let (server_data, server_space) = (eventfd()?, eventfd()?);
+    let (client_data, client_space) = (eventfd()?, eventfd()?);
+
+    let mut hello = [0u8; HELLO_LEN];
+    hello[..8].copy_from_slice(MAGIC);
+    hello[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    hello[16..24].copy_from_slice(&capacity.to_le_bytes());
+    hello[24..32].copy_from_slice(&region_len(capacity).to_le_bytes());
+    let descriptors = [
+        memfd.as_fd(),
+        server_data.as_fd(),
+        server_space.as_fd(),
+        client_data.as_fd(),
+        client_space.as_fd(),
+    ];
+    let exchange = async {
+        send_with_descriptors(&mut control, &hello, &descriptors).await?;
+        match control.read_u8().await? {
+            0 => Ok(()),
+            _ => {
+                let len = control.read_u16_le().await?;
+                let mut reason = vec![0u8; usize::from(len)];
+                control.read_exact(&mut reason).await?;
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!(
+                        "the server refused the shared-memory connection: {}",
+                        String::from_utf8_lossy(&reason)
+                    ),
+                ))
+            }
+        }
+    };
+    tokio::time::timeout(options.handshake_timeout, exchange)
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer to the shared-memory handshake",
+            )
+        })??;
+    drop(memfd); // the mapping keeps the memory; the server has its own descriptor
+    ShmStream::new(Parts {
+        region,
+        outbound_ring: 0,
+        data_ready: client_data,
+        space_ready: client_space,
+        wake_peer_reader: server_data,
+        wake_peer_writer: server_space,
+        control,
+        spin: options.spin,
+    })
+}
+
+async fn send_with_descriptors(
+    control: &mut UnixStream,
+    bytes: &[u8],
+    descriptors: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(DESCRIPTORS))];
+    let sent = control
+        .async_io(Interest::WRITABLE, || {
+            let mut ancillary = SendAncillaryBuffer::new(&mut space);
+            if !ancillary.push(SendAncillaryMessage::ScmRights(descriptors)) {
+                return Err(io::Error::other("ancillary buffer too small"));
+            }
+            Ok(rustix::net::sendmsg(
+                &*control,
+                &[IoSlice::new(bytes)],
+                &mut ancillary,
+                SendFlags::NOSIGNAL,
+            )?)
+        })
+        .await?;
+    // The descriptors went with the first byte; the rest, if any, follows plainly.
+    control.write_all(&bytes[sent..]).await
+}
+
+/// Reads the hello and its descriptors.
+async fn receive_hello(control: &UnixStream) -> io::Result<([u8; HELLO_LEN], Vec<OwnedFd>)> {
+    let mut hello = [0u8; HELLO_LEN];
+    let mut filled = 0;
+    let mut descriptors = Vec::new();
+    while filled < HELLO_LEN {
+        // Room for one descriptor more than expected, to tell "too many" apart.
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(DESCRIPTORS + 1))];
+        let (bytes, truncated) = control
+            .async_io(Interest::READABLE, || {
+                let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+                let mut iov = [IoSliceMut::new(&mut hello[filled..])];
+                let received = rustix::net::recvmsg(
+                    control,
+                    &mut iov,
+                    &mut ancillary,
+                    RecvFlags::CMSG_CLOEXEC,
+                )?;
+                // Taking the descriptors out now: those not kept are closed on drop.
+                for message in ancillary.drain() {
+                    if let RecvAncillaryMessage::ScmRights(fds) = message {
+                        descriptors.extend(fds);
+                    }
+                }
+                Ok((received.bytes, received.flags.contains(ReturnFlags::CTRUNC)))
+            })
+            .await?;
+        if truncated {
+            return Err(invalid("the hello came with too many descriptors"));
+        }
+        if bytes == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client hung up during the shared-memory handshake",
+            ));
+        }
+        filled += bytes;
+    }
+    Ok((hello, descriptors))
+}
+
+/// Checks a hello and maps the region it describes.
+fn validate_hello(
+    hello: &[u8; HELLO_LEN],
+    descriptors: Vec<OwnedFd>,
+) -> io::Result<(Region, [OwnedFd; 4])> {
+    if &hello[..8] != MAGIC {
+        return Err(invalid("not a sinew shared-memory hello"));
+    }
+    let version = u32::from_le_bytes(hello[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(invalid(format!(
+            "shared-memory protocol version {version}; this server speaks {VERSION}"
+        )));
+    }
+    let capacity = u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes"));
+    let len = u64::from_le_bytes(hello[24..32].try_into().expect("8 bytes"));
+    if len != region_len(capacity) {
+        return Err(invalid(format!(
+            "region length {len} does not match ring capacity {capacity}"
+        )));
+    }
+    let count = descriptors.len();
+    let Ok([memfd, server_data, server_space, client_data, client_space]) =
+        <[OwnedFd; DESCRIPTORS]>::try_from(descriptors)
+    else {
+        return Err(invalid(format!(
+            "expected {DESCRIPTORS} descriptors with the hello, got {count}"
+        )));
+    };
+    let eventfds = [server_data, server_space, client_data, client_space];
+    if !eventfds.iter().all(is_eventfd) {
+        return Err(invalid("a wake-up descriptor is not an eventfd"));
+    }
+    let region = Region::map_received(&memfd, capacity)?;
+    Ok((region, eventfds))
+}
+
+/// The server side of one handshake.
+async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result<ShmStream> {
+    check_peer(&control, options)?;
+    let received = tokio::time::timeout(options.handshake_timeout, receive_hello(&control))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello within the timeout"))?;
+    let checked = received.and_then(|(hello, descriptors)| validate_hello(&hello, descriptors));
+    let (region, [server_data, server_space, client_data, client_space]) = match checked {
+        Ok(checked) => checked,
+        Err(error) => {
+            let reason = error.to_string();
+            let reason = &reason.as_bytes()[..reason.len().min(1024)];
+            let mut answer = vec![1u8];
+            answer.extend_from_slice(&(reason.len() as u16).to_le_bytes());
+            answer.extend_from_slice(reason);
+            let _ = tokio::time::timeout(Duration::from_secs(1), control.write_all(&answer)).await;
+            return Err(error);
+        }
+    };
+    control.write_all(&[0]).await?;
+    ShmStream::new(Parts {
+        region,
+        outbound_ring: 1,
+        data_ready: server_data,
+        space_ready: server_space,
+        wake_peer_reader: client_data,
+        wake_peer_writer: client_space,
+        control,
+        spin: options.spin,
+    })
+}
+
+/// Accepts shared-memory connections on a control socket.
+///
+/// Handshakes run in tasks of their own, so a client that connects and says
+/// nothing holds up no one (it is dropped at the handshake timeout); a failed
+/// handshake is logged and the client told why, never returned from `accept`.
+#[derive(Debug)]
+pub struct ShmListener {
+    path: PathBuf,
+    incoming: Mutex<mpsc::Receiver<ShmStream>>,
+    acceptor: JoinHandle<()>,
+}
+
+impl ShmListener {
+    /// Serves shared-memory connections on `listener`, a Unix socket bound at
+    /// `path` (the caller binds it, and removes the file when done).
+    pub fn new(listener: UnixListener, path: PathBuf, options: ShmOptions) -> ShmListener {
+        let (ready, incoming) = mpsc::channel(64);
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let control = match listener.accept().await {
+                    Ok((control, _)) => control,
+                    Err(error) => {
+                        tracing::warn!(%error, "shared-memory accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (ready, options) = (ready.clone(), options.clone());
+                tokio::spawn(async move {
+                    match accept_one(control, &options).await {
+                        Ok(stream) => {
+                            let _ = ready.send(stream).await;
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, "shared-memory handshake failed");
+                        }
+                    }
+                });
+            }
+        });
+        ShmListener {
+            path,
+            incoming: Mutex::new(incoming),
+            acceptor,
+        }
+    }
+
+    /// The control socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next connection whose handshake succeeded.
+    pub async fn accept(&self) -> io::Result<ShmStream> {
+        self.incoming
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::other("the shared-memory acceptor stopped"))
+    }
+}
+
+impl Drop for ShmListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}

@@ -1,0 +1,186 @@
+//! A shared-memory connection in one process: handshake, bytes both ways
+//! through rings smaller than the messages, orderly close, refused handshakes.
+
+use sinew_shm::{connect, ShmListener, ShmOptions, ShmStream};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("sinew-shm-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn small_rings() -> ShmOptions {
+    ShmOptions {
+        ring_capacity: 64 * 1024,
+        ..ShmOptions::default()
+    }
+}
+
+async fn pair(dir: &TempDir, options: ShmOptions) -> (ShmListener, ShmStream, ShmStream) {
+    let path = dir.0.join("control.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = ShmListener::new(
+        UnixListener::bind(&path).unwrap(),
+        path.clone(),
+        options.clone(),
+    );
+    let client = connect(&path, &options).await.unwrap();
+    let server = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    (listener, client, server)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_larger_than_the_ring_pass_both_ways_whole() {
+    let dir = TempDir::new("bytes");
+    let (_listener, client, server) = pair(&dir, small_rings()).await;
+    assert_eq!(client.ring_capacity(), 64 * 1024);
+    // 5 MiB each way at once: 80 times the ring, so both writers must wait for
+    // room and both readers for data, concurrently.
+    let up = pattern(5 << 20, 1);
+    let down = pattern(5 << 20, 2);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let sent_up = {
+        let up = up.clone();
+        tokio::spawn(async move {
+            client_write.write_all(&up).await.unwrap();
+            client_write.shutdown().await.unwrap();
+        })
+    };
+    let sent_down = {
+        let down = down.clone();
+        tokio::spawn(async move {
+            server_write.write_all(&down).await.unwrap();
+            drop(server_write); // dropping closes too
+        })
+    };
+    let received_up = tokio::spawn(async move {
+        let mut all = Vec::new();
+        server_read.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    let mut received_down = Vec::new();
+    client_read.read_to_end(&mut received_down).await.unwrap();
+    sent_up.await.unwrap();
+    sent_down.await.unwrap();
+    assert!(
+        received_up.await.unwrap() == up,
+        "client -> server bytes differ"
+    );
+    assert!(received_down == down, "server -> client bytes differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_goes_away_is_noticed_by_both_halves() {
+    // (A peer killed outright is tested across processes, in the workspace's
+    // tests/shm_processes.rs; here the peer drops its end.)
+    let dir = TempDir::new("gone");
+    let (_listener, mut client, server) = pair(&dir, small_rings()).await;
+    let (mut server_read, mut server_write) = server.into_split();
+    client.write_all(b"last words").await.unwrap();
+    drop(client);
+    let mut buf = [0u8; 10];
+    server_read.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"last words", "bytes sent before the close are read");
+    let n = tokio::time::timeout(Duration::from_secs(5), server_read.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "then the end of the stream");
+    // Writing to a peer that is gone fails, rather than filling a ring nobody
+    // reads.
+    let big = vec![0u8; 1 << 20];
+    let error = tokio::time::timeout(Duration::from_secs(5), server_write.write_all(&big))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_hellos_are_refused_with_a_reason_and_the_listener_goes_on() {
+    let dir = TempDir::new("refuse");
+    let path = dir.0.join("control.sock");
+    let options = ShmOptions {
+        handshake_timeout: Duration::from_millis(300),
+        ..small_rings()
+    };
+    let listener = ShmListener::new(
+        UnixListener::bind(&path).unwrap(),
+        path.clone(),
+        options.clone(),
+    );
+
+    // Garbage instead of a hello: the server says why and hangs up.
+    let mut garbage = UnixStream::connect(&path).await.unwrap();
+    garbage.write_all(&[0xAB; 32]).await.unwrap();
+    assert_eq!(garbage.read_u8().await.unwrap(), 1, "refused");
+    let len = garbage.read_u16_le().await.unwrap();
+    let mut reason = vec![0u8; len as usize];
+    garbage.read_exact(&mut reason).await.unwrap();
+    let reason = String::from_utf8(reason).unwrap();
+    assert!(
+        reason.contains("not a sinew shared-memory hello"),
+        "{reason}"
+    );
+
+    // A well-formed hello without its descriptors.
+    let mut hello = [0u8; 32];
+    hello[..8].copy_from_slice(b"SINEWSHM");
+    hello[8..12].copy_from_slice(&1u32.to_le_bytes());
+    hello[16..24].copy_from_slice(&65536u64.to_le_bytes());
+    hello[24..32].copy_from_slice(&(4096u64 + 2 * 65536).to_le_bytes());
+    let mut bare = UnixStream::connect(&path).await.unwrap();
+    bare.write_all(&hello).await.unwrap();
+    assert_eq!(bare.read_u8().await.unwrap(), 1);
+    let len = bare.read_u16_le().await.unwrap();
+    let mut reason = vec![0u8; len as usize];
+    bare.read_exact(&mut reason).await.unwrap();
+    let reason = String::from_utf8(reason).unwrap();
+    assert!(reason.contains("expected 5 descriptors"), "{reason}");
+
+    // A client that says nothing is dropped at the handshake timeout.
+    let mut silent = UnixStream::connect(&path).await.unwrap();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "hung up on");
+
+    // None of that reached `accept`, and a real client still gets through.
+    let client = connect(&path, &options).await.unwrap();
+    let server = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, mut write) = client.into_split();
+    let (mut read, _) = server.into_split();
+    write.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    read.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello");
+}
