@@ -7,7 +7,8 @@
 # virtualenv under target/, golang-go and golang-google-grpc-dev from Debian,
 # cargo-fuzz from crates.io), runs format and lint
 # checks, every unit, integration and doc test, the interop tests against real
-# gRPC peers, and a bounded fuzzing run. Everything the
+# gRPC peers, the loom model of the shared-memory ring (and Miri, where the
+# nightly toolchain has it), and a bounded fuzzing run. Everything the
 # tests start (servers on 127.0.0.1 with free ports, Unix sockets in a temporary
 # directory) is started and stopped by the tests themselves.
 set -euo pipefail
@@ -34,6 +35,12 @@ scripts/interop-python.sh
 
 section "interop: Go grpc-go <-> sinew"
 scripts/interop-go.sh
+
+section "model-check the shared-memory ring (loom)"
+scripts/loom.sh
+
+section "the shared-memory ring's unsafe code under Miri"
+scripts/miri.sh
 
 section "fuzz the frame decoder (bounded)"
 scripts/fuzz.sh "${SINEW_FUZZ_SECONDS:-30}"

@@ -11,6 +11,9 @@ use tokio::runtime::Runtime;
 pub(crate) struct Plan {
     pub(crate) systems: Vec<System>,
     pub(crate) payloads: Vec<usize>,
+    /// More payload sizes, for the sinew transports only (the shared-memory
+    /// comparison: shm vs Unix socket vs TCP).
+    pub(crate) local_payloads: Vec<usize>,
     pub(crate) concurrency: Vec<usize>,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
@@ -62,7 +65,7 @@ pub(crate) struct Runtimes {
 }
 
 impl Runtimes {
-    fn new(plan: &Plan) -> anyhow::Result<Runtimes> {
+    pub(crate) fn new(plan: &Plan) -> anyhow::Result<Runtimes> {
         let build = |threads: usize, name: &str| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
@@ -187,12 +190,25 @@ async fn phase<C: Caller>(
     (latency, calls, errors)
 }
 
+impl Plan {
+    /// The payload sizes `system` runs, smallest first.
+    pub(crate) fn payloads_for(&self, system: System) -> Vec<usize> {
+        let mut payloads = self.payloads.clone();
+        if system.is_sinew_transport() {
+            payloads.extend(&self.local_payloads);
+        }
+        payloads.sort_unstable();
+        payloads.dedup();
+        payloads
+    }
+}
+
 /// Runs every cell of the plan, one system at a time.
 pub(crate) fn run(plan: &Plan) -> anyhow::Result<Vec<(Cell, Stats)>> {
     let runtimes = Runtimes::new(plan)?;
     let mut results = Vec::new();
     for &system in &plan.systems {
-        for &payload in &plan.payloads {
+        for payload in plan.payloads_for(system) {
             for &concurrency in &plan.concurrency {
                 let cell = Cell {
                     system,

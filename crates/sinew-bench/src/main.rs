@@ -39,6 +39,12 @@ struct Options {
     /// Payload sizes in bytes (comma-separated); default 64,1024,65536.
     #[arg(long, value_delimiter = ',')]
     payloads: Option<Vec<usize>>,
+    /// More payload sizes for the sinew transports only (sinew-tcp, sinew-unix,
+    /// sinew-shm), for the shared-memory comparison; default
+    /// 64,1024,4096,65536,1048576 (--quick: 65536,1048576; none when --payloads
+    /// is given).
+    #[arg(long, value_delimiter = ',')]
+    local_payloads: Option<Vec<usize>>,
     /// In-flight calls (comma-separated); default 1,64,256.
     #[arg(long, value_delimiter = ',')]
     concurrency: Option<Vec<usize>>,
@@ -63,8 +69,18 @@ fn main() -> anyhow::Result<()> {
     } else {
         (1_000, 3_000)
     };
+    let local_payloads = options.local_payloads.unwrap_or_else(|| {
+        if options.payloads.is_some() {
+            Vec::new()
+        } else if options.quick {
+            vec![65536, 1 << 20]
+        } else {
+            vec![64, 1024, 4096, 65536, 1 << 20]
+        }
+    });
     let plan = load::Plan {
         systems: options.systems.unwrap_or_else(|| System::ALL.to_vec()),
+        local_payloads,
         payloads: options.payloads.unwrap_or_else(|| {
             if options.quick {
                 vec![1024]
@@ -85,7 +101,8 @@ fn main() -> anyhow::Result<()> {
         client_threads: options.client_threads.max(1),
     };
     let results = load::run(&plan)?;
-    let summary = report::Summary::new(&plan, results);
+    let idle_cpu = idle_cpu(&plan)?;
+    let summary = report::Summary::new(&plan, results, idle_cpu);
     println!("{}", summary.table());
     println!("{}", summary.ratios_text());
     if let Some(path) = options.json {
@@ -93,4 +110,26 @@ fn main() -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Idle CPU of a connected, quiet sinew pair over Unix sockets and shared
+/// memory (whichever the plan runs): what spinning costs when nothing happens.
+fn idle_cpu(plan: &load::Plan) -> anyhow::Result<Vec<(System, f64)>> {
+    let runtimes = load::Runtimes::new(plan)?;
+    let quiet = plan.duration.min(Duration::from_secs(2));
+    let mut idle = Vec::new();
+    for (system, transport) in [
+        (System::SinewUnix, systems::Transport::Unix),
+        (System::SinewShm, systems::Transport::Shm),
+    ] {
+        if plan.systems.contains(&system) {
+            let percent = systems::idle_cpu_percent(&runtimes, transport, quiet)?;
+            eprintln!(
+                "{:<16} idle pair      ... {percent:.2}% of a core",
+                transport.name()
+            );
+            idle.push((system, percent));
+        }
+    }
+    Ok(idle)
 }

@@ -7,6 +7,8 @@ use serde_json::{json, Map, Value};
 pub(crate) struct Summary {
     plan: Plan,
     results: Vec<(Cell, Stats)>,
+    /// CPU of a connected but quiet pair, % of one core, per sinew transport.
+    idle_cpu: Vec<(System, f64)>,
 }
 
 /// One ratio the issues state a target for: sinew's figure over a peer's, in one cell.
@@ -18,10 +20,15 @@ struct Ratio {
 }
 
 impl Summary {
-    pub(crate) fn new(plan: &Plan, results: Vec<(Cell, Stats)>) -> Summary {
+    pub(crate) fn new(
+        plan: &Plan,
+        results: Vec<(Cell, Stats)>,
+        idle_cpu: Vec<(System, f64)>,
+    ) -> Summary {
         Summary {
             plan: plan.clone(),
             results,
+            idle_cpu,
         }
     }
 
@@ -40,8 +47,18 @@ impl Summary {
         b: (System, usize),
         figure: fn(&Stats) -> f64,
     ) -> Option<f64> {
-        let x = figure(self.find(a.0, 1024, a.1)?);
-        let y = figure(self.find(b.0, 1024, b.1)?);
+        self.ratio_at(1024, a, b, figure)
+    }
+
+    fn ratio_at(
+        &self,
+        payload: usize,
+        a: (System, usize),
+        b: (System, usize),
+        figure: fn(&Stats) -> f64,
+    ) -> Option<f64> {
+        let x = figure(self.find(a.0, payload, a.1)?);
+        let y = figure(self.find(b.0, payload, b.1)?);
         (y > 0.0).then(|| x / y)
     }
 
@@ -111,6 +128,24 @@ impl Summary {
                 target: ">= 0.9",
                 value: self.ratio((SinewGrpc, 64), (Tonic, 64), qps),
             },
+            Ratio {
+                key: "shm_vs_uds_p50_1k",
+                what: "sinew-shm / sinew-unix p50, 1 KiB c=1",
+                target: "<= 0.6",
+                value: self.ratio((SinewShm, 1), (SinewUnix, 1), p50),
+            },
+            Ratio {
+                key: "shm_vs_uds_p50_64k",
+                what: "sinew-shm / sinew-unix p50, 64 KiB c=1",
+                target: "<= 0.35",
+                value: self.ratio_at(65536, (SinewShm, 1), (SinewUnix, 1), p50),
+            },
+            Ratio {
+                key: "shm_vs_uds_qps_1m",
+                what: "sinew-shm / sinew-unix QPS, 1 MiB c=64",
+                target: ">= 4",
+                value: self.ratio_at(1 << 20, (SinewShm, 64), (SinewUnix, 64), qps),
+            },
         ]
     }
 
@@ -149,6 +184,12 @@ impl Summary {
                 "  {:<22} {:>8}  [{}]  {}\n",
                 ratio.key, value, ratio.target, ratio.what
             ));
+        }
+        if !self.idle_cpu.is_empty() {
+            out.push_str("idle CPU of a connected, quiet pair (target ~0%):\n");
+            for (system, percent) in &self.idle_cpu {
+                out.push_str(&format!("  {:<22} {percent:>7.2}%\n", system.name()));
+            }
         }
         out
     }
@@ -192,10 +233,16 @@ impl Summary {
                 "server_threads": self.plan.server_threads,
                 "client_threads": self.plan.client_threads,
                 "payloads": self.plan.payloads,
+                "local_payloads": self.plan.local_payloads,
                 "concurrency": self.plan.concurrency,
             },
             "results": results,
             "ratios": ratios,
+            "idle_cpu_percent": self
+                .idle_cpu
+                .iter()
+                .map(|(system, percent)| (system.name().to_owned(), Value::from(*percent)))
+                .collect::<Map<String, Value>>(),
         })
     }
 }

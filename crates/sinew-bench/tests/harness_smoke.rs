@@ -13,6 +13,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         .args([
             "--payloads",
             "1024",
+            "--local-payloads",
+            "65536,1048576",
             "--concurrency",
             "1,64",
             "--warmup-ms",
@@ -40,6 +42,9 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "qps_vs_raw_pipelined",
         "uds_p50_vs_tcp_p50",
         "grpc_path_vs_tonic",
+        "shm_vs_uds_p50_1k",
+        "shm_vs_uds_p50_64k",
+        "shm_vs_uds_qps_1m",
     ] {
         let value = &report["ratios"][key];
         assert!(
@@ -47,8 +52,19 @@ fn every_system_runs_and_the_json_has_every_ratio() {
             "ratios.{key} = {value}"
         );
     }
+    for system in ["sinew-unix", "sinew-shm"] {
+        let idle = &report["idle_cpu_percent"][system];
+        assert!(
+            idle.as_f64().is_some_and(|v| v >= 0.0),
+            "idle {system} = {idle}"
+        );
+    }
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 8 * 2, "8 systems x 2 concurrency levels");
+    assert_eq!(
+        results.len(),
+        6 * 2 + 3 * 3 * 2,
+        "9 systems x 2 concurrency levels, the 3 sinew transports at 3 payloads"
+    );
     for result in results {
         assert!(result["calls"].as_u64().unwrap() > 0, "{result}");
         assert_eq!(result["errors"].as_u64(), Some(0), "{result}");

@@ -35,7 +35,7 @@ Exit codes:
     version,
     about,
     long_about = "sinew: fast, reliable communication between the parts of a distributed system.\n\n\
-Addresses are URLs: tcp://HOST:PORT or unix:///PATH for sinew's protocol, \
+Addresses are URLs: tcp://HOST:PORT, unix:///PATH or shm:///PATH (shared memory, same host) for sinew's protocol, \
 grpc://HOST:PORT (or http://) and grpc+unix:///PATH for any gRPC server. Services and methods are named as in \
 their .proto, e.g. grpc.examples.echo.Echo/UnaryEcho. Schemas come from the server itself \
 (gRPC server reflection, which every sinew server offers) unless --proto is given.",

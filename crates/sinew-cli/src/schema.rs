@@ -22,7 +22,7 @@ pub(crate) fn parse_address(text: &str) -> Result<Address, CliError> {
 
 /// Connects, so that an unreachable server is reported before anything else.
 /// `grpc://`, `http://` and `grpc+unix://` addresses reach any gRPC server
-/// through the gRPC bridge; `tcp://` and `unix://` speak sinew's protocol.
+/// through the gRPC bridge; `tcp://`, `unix://` and `shm://` speak sinew's protocol.
 pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
     if ["grpc://", "http://", "grpc+unix://"]
         .iter()

@@ -2,85 +2,12 @@
 //! (serve, list, describe, call of every kind, bench, demo) and every class of
 //! bad input, each with its one-line message and documented exit code.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{sinew, Serve};
+use std::io::Write;
+use std::process::{Output, Stdio};
 use std::time::Duration;
-
-fn sinew() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sinew"))
-}
-
-/// A `sinew serve` child process on a free TCP port and a Unix socket.
-struct Serve {
-    child: Child,
-    tcp: String,
-    unix: String,
-    socket: std::path::PathBuf,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let socket = std::env::temp_dir().join(format!(
-            "sinew-cli-test-{}-{}.sock",
-            std::process::id(),
-            rand_suffix()
-        ));
-        let mut child = sinew()
-            .args(["serve", "--listen", "tcp://127.0.0.1:0", "--listen"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sinew serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut addresses = Vec::new();
-        while addresses.len() < 2 {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "serve exited early"
-            );
-            if let Some(address) = line.trim().strip_prefix("listening on ") {
-                addresses.push(address.to_owned());
-            }
-        }
-        Serve {
-            child,
-            tcp: addresses[0].clone(),
-            unix: addresses[1].clone(),
-            socket,
-            stdout,
-        }
-    }
-
-    /// SIGINT, then the rest of stdout.
-    fn interrupt(mut self) -> (std::process::ExitStatus, String) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
-        let status = self.child.wait().unwrap();
-        (status, rest)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
 
 fn run(args: &[&str]) -> Output {
     run_with_stdin(args, "")
@@ -136,7 +63,7 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 fn full_round_trip_serve_list_describe_call_stream_bench() {
     let serve = Serve::start();
-    for address in [&serve.tcp, &serve.unix] {
+    for address in [&serve.tcp, &serve.unix, &serve.shm] {
         let services = stdout(&run(&["list", address]));
         assert_eq!(
             services.lines().collect::<Vec<_>>(),

@@ -47,9 +47,10 @@
 //! unannounced while the reader sleeps. The eventfd counts signals, so a signal
 //! sent between R3 and R4 is not lost either: R4 returns at once. The `swap`
 //! makes exactly one writer signal per sleep. Spurious wake-ups are harmless:
-//! the reader just checks the ring again. The `loom` model test
-//! (`tests/loom_ring.rs`, run with `RUSTFLAGS="--cfg loom"`) checks this
-//! protocol in every interleaving the model allows.
+//! the reader just checks the ring again. The `loom` model test in `ring.rs`
+//! (`scripts/loom.sh`: `RUSTFLAGS="--cfg sinew_loom" cargo test -p sinew-shm --lib`)
+//! checks this protocol, with a full and an empty ring, in every interleaving
+//! the model allows: no lost wake-up (loom reports a deadlock), bytes in order.
 //!
 //! # What the peer can break, and what it cannot
 //!
@@ -87,10 +88,3 @@ mod sync;
 
 pub use handshake::{connect, ShmListener, ShmOptions};
 pub use stream::{ShmReadHalf, ShmStream, ShmWriteHalf};
-
-/// For the loom model test only: the ring protocol on ordinary memory.
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod model {
-    pub use crate::ring::{Consumer, Producer, RingControl, RingMemory};
-}

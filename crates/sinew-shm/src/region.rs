@@ -173,7 +173,7 @@ impl Drop for Region {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(sinew_loom)))]
 mod tests {
     use super::*;
 

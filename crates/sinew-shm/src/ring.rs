@@ -299,29 +299,46 @@ impl Consumer {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(sinew_loom)))]
 mod tests {
     use super::*;
 
     /// A ring in ordinary memory (the layout does not care where it lives).
+    /// Held through raw pointers only, as shared memory is: the test plays the
+    /// peer through `control()`, and Miri checks no reference is invalidated.
     struct HeapRing {
-        control: Box<RingControl>,
-        data: Vec<u8>,
+        control: NonNull<RingControl>,
+        data: NonNull<[u8]>,
     }
 
     impl HeapRing {
         fn new(capacity: usize) -> HeapRing {
-            HeapRing {
-                control: Box::default(),
-                data: vec![0; capacity],
-            }
+            let control = NonNull::from(Box::leak(Box::<RingControl>::default()));
+            let data = NonNull::from(Box::leak(vec![0u8; capacity].into_boxed_slice()));
+            HeapRing { control, data }
         }
 
-        fn memory(&mut self) -> RingMemory {
-            let control = NonNull::from(&mut *self.control);
-            let data = NonNull::new(self.data.as_mut_ptr()).unwrap();
-            // SAFETY: both live in `self`, which outlives the ends in each test.
-            unsafe { RingMemory::new(control, data, self.data.len() as u64) }
+        fn memory(&self) -> RingMemory {
+            let data = self.data.cast::<u8>();
+            // SAFETY: both allocations live until `self` is dropped, after the
+            // ring ends of each test.
+            unsafe { RingMemory::new(self.control, data, self.data.len() as u64) }
+        }
+
+        /// The control block, as the peer sees it.
+        fn control(&self) -> &RingControl {
+            // SAFETY: allocated in `new`, freed only in `drop`; atomics only.
+            unsafe { self.control.as_ref() }
+        }
+    }
+
+    impl Drop for HeapRing {
+        fn drop(&mut self) {
+            // SAFETY: both came from `Box::leak` in `new` and are freed once.
+            unsafe {
+                drop(Box::from_raw(self.control.as_ptr()));
+                drop(Box::from_raw(self.data.as_ptr()));
+            }
         }
     }
 
@@ -335,7 +352,7 @@ mod tests {
 
     #[test]
     fn bytes_come_out_in_order_across_the_wrap() {
-        let mut ring = HeapRing::new(16);
+        let ring = HeapRing::new(16);
         let memory = ring.memory();
         let (mut producer, mut consumer) = (Producer::new(memory), Consumer::new(memory));
         let mut expected = Vec::new();
@@ -357,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_takes_nothing_more_and_unpublished_bytes_stay_invisible() {
-        let mut ring = HeapRing::new(8);
+        let ring = HeapRing::new(8);
         let memory = ring.memory();
         let (mut producer, mut consumer) = (Producer::new(memory), Consumer::new(memory));
         assert_eq!(producer.write(b"0123456789").unwrap(), 8);
@@ -373,32 +390,32 @@ mod tests {
 
     #[test]
     fn indices_from_a_hostile_peer_are_refused_not_followed() {
-        let mut ring = HeapRing::new(16);
+        let ring = HeapRing::new(16);
         let memory = ring.memory();
         let (mut producer, consumer) = (Producer::new(memory), Consumer::new(memory));
         // The "producer" claims more bytes than the ring holds.
-        ring.control.tail.0.store(17, Ordering::Relaxed);
+        ring.control().tail.0.store(17, Ordering::Relaxed);
         assert!(consumer.available().is_err());
         let mut out = [0u8; 32];
         // SAFETY: `out` is local and 32 bytes long.
         assert!(unsafe { Consumer::new(memory).read(out.as_mut_ptr(), 32) }.is_err());
         // A tail that went backwards wraps to a huge count: refused too.
-        ring.control.tail.0.store(u64::MAX, Ordering::Relaxed);
+        ring.control().tail.0.store(u64::MAX, Ordering::Relaxed);
         assert!(consumer.available().is_err());
         // The "consumer" claims to have read bytes never written.
-        ring.control.head.0.store(5, Ordering::Relaxed);
+        ring.control().head.0.store(5, Ordering::Relaxed);
         assert!(producer.free().is_err());
         assert!(producer.write(b"abc").is_err());
         // Our own tail is ours: the peer overwriting the shared copy does not
         // move it.
-        ring.control.head.0.store(0, Ordering::Relaxed);
-        ring.control.tail.0.store(9, Ordering::Relaxed);
+        ring.control().head.0.store(0, Ordering::Relaxed);
+        ring.control().tail.0.store(9, Ordering::Relaxed);
         assert_eq!(producer.free().unwrap(), 16);
     }
 
     #[test]
     fn sleep_announcements_are_withdrawn_when_work_is_there() {
-        let mut ring = HeapRing::new(8);
+        let ring = HeapRing::new(8);
         let memory = ring.memory();
         let (mut producer, mut consumer) = (Producer::new(memory), Consumer::new(memory));
         assert!(consumer.announce_sleep().unwrap(), "empty: may sleep");
@@ -417,5 +434,104 @@ mod tests {
         read_all(&mut consumer, 8);
         assert!(consumer.is_closed());
         assert!(!consumer.announce_sleep().unwrap(), "closed: do not sleep");
+    }
+}
+
+/// The wake-up protocol under loom: a producer and a consumer on a ring smaller
+/// than what passes through it, each sleeping on an event (the eventfd's
+/// stand-in) whenever it cannot go on. A lost wake-up leaves one side asleep
+/// forever, which loom reports as a deadlock.
+#[cfg(all(test, sinew_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    /// A counting event, as an eventfd: a signal before the wait is not lost.
+    #[derive(Default)]
+    struct Event {
+        signalled: Mutex<bool>,
+        condvar: Condvar,
+    }
+
+    impl Event {
+        fn signal(&self) {
+            *self.signalled.lock().unwrap() = true;
+            self.condvar.notify_one();
+        }
+
+        fn wait(&self) {
+            let mut signalled = self.signalled.lock().unwrap();
+            while !*signalled {
+                signalled = self.condvar.wait(signalled).unwrap();
+            }
+            *signalled = false;
+        }
+    }
+
+    struct Shared {
+        control: RingControl,
+        data: std::cell::UnsafeCell<[u8; 2]>,
+        data_ready: Event,
+        space_ready: Event,
+    }
+
+    // SAFETY: the data array is only accessed through the ring protocol (the
+    // producer below the consumer's head + capacity, the consumer below the
+    // published tail); the control block is atomics.
+    unsafe impl Sync for Shared {}
+
+    fn memory(shared: &Shared) -> RingMemory {
+        let control = NonNull::from(&shared.control);
+        let data = NonNull::new(shared.data.get().cast::<u8>()).unwrap();
+        // SAFETY: `shared` outlives both ends (each thread holds the Arc).
+        unsafe { RingMemory::new(control, data, 2) }
+    }
+
+    #[test]
+    fn no_wake_up_is_lost_and_bytes_arrive_in_order() {
+        const MESSAGE: &[u8] = b"abc";
+        loom::model(|| {
+            let shared = Arc::new(Shared {
+                control: RingControl::default(),
+                data: std::cell::UnsafeCell::new([0; 2]),
+                data_ready: Event::default(),
+                space_ready: Event::default(),
+            });
+            let producer_side = shared.clone();
+            let producer = loom::thread::spawn(move || {
+                let mut producer = Producer::new(memory(&producer_side));
+                let mut sent = 0;
+                while sent < MESSAGE.len() {
+                    let n = producer.write(&MESSAGE[sent..]).unwrap();
+                    if n > 0 {
+                        sent += n;
+                        if producer.publish() {
+                            producer_side.data_ready.signal();
+                        }
+                    } else if producer.announce_sleep().unwrap() {
+                        producer_side.space_ready.wait();
+                        producer.end_sleep();
+                    }
+                }
+            });
+            let mut consumer = Consumer::new(memory(&shared));
+            let mut received = Vec::new();
+            while received.len() < MESSAGE.len() {
+                let mut buf = [0u8; 2];
+                // SAFETY: `buf` is a local 2-byte buffer.
+                let n = unsafe { consumer.read(buf.as_mut_ptr(), 2) }.unwrap();
+                if n > 0 {
+                    received.extend_from_slice(&buf[..n]);
+                    if consumer.release() {
+                        shared.space_ready.signal();
+                    }
+                } else if consumer.announce_sleep().unwrap() {
+                    shared.data_ready.wait();
+                    consumer.end_sleep();
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(received, MESSAGE);
+        });
     }
 }

@@ -1,7 +1,7 @@
-//! Atomics, from `loom` when the ring protocol is model-checked (`--cfg loom`),
+//! Atomics, from `loom` when the ring protocol is model-checked (`--cfg sinew_loom`),
 //! from `std` otherwise.
 
-#[cfg(loom)]
+#[cfg(sinew_loom)]
 pub(crate) use loom::sync::atomic;
-#[cfg(not(loom))]
+#[cfg(not(sinew_loom))]
 pub(crate) use std::sync::atomic;

@@ -10,6 +10,7 @@ mod tonic_peer;
 mod volo_peer;
 
 use crate::load::{Cell, Plan, Runtimes, Stats};
+pub(crate) use sinew_peer::{idle_cpu_percent, Transport};
 
 /// A system in the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -18,6 +19,8 @@ pub(crate) enum System {
     SinewTcp,
     /// sinew's protocol over a Unix domain socket.
     SinewUnix,
+    /// sinew's protocol over shared memory (`sinew-shm`).
+    SinewShm,
     /// sinew's gRPC path: a sinew server with the gRPC bridge, driven by tonic's
     /// client (the same client as the `tonic` row), TCP.
     SinewGrpc,
@@ -35,9 +38,10 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 8] = [
+    pub(crate) const ALL: [System; 9] = [
         System::SinewTcp,
         System::SinewUnix,
+        System::SinewShm,
         System::SinewGrpc,
         System::Tonic,
         System::Tarpc,
@@ -46,10 +50,20 @@ impl System {
         System::RawPipelined,
     ];
 
+    /// sinew over one of its local-capable transports: these also run the
+    /// plan's local payloads (the shared-memory comparison).
+    pub(crate) fn is_sinew_transport(self) -> bool {
+        matches!(
+            self,
+            System::SinewTcp | System::SinewUnix | System::SinewShm
+        )
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::SinewTcp => "sinew-tcp",
             System::SinewUnix => "sinew-unix",
+            System::SinewShm => "sinew-shm",
             System::SinewGrpc => "sinew-grpc",
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
@@ -68,8 +82,9 @@ pub(crate) fn payload(size: usize) -> String {
 
 pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     match cell.system {
-        System::SinewTcp => sinew_peer::run(runtimes, plan, cell, false),
-        System::SinewUnix => sinew_peer::run(runtimes, plan, cell, true),
+        System::SinewTcp => sinew_peer::run(runtimes, plan, cell, Transport::Tcp),
+        System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
+        System::SinewShm => sinew_peer::run(runtimes, plan, cell, Transport::Shm),
         System::SinewGrpc => sinew_grpc_peer::run(runtimes, plan, cell),
         System::Tonic => tonic_peer::run(runtimes, plan, cell),
         System::Tarpc => tarpc_peer::run(runtimes, plan, cell),

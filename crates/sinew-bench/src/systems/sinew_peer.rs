@@ -1,10 +1,33 @@
-//! sinew: the echo service of `sinew-examples`, over TCP or a Unix socket.
+//! sinew: the echo service of `sinew-examples`, over TCP, a Unix socket or
+//! shared memory. The caller checks every byte of every echo, so the payload is
+//! written and read on both sides.
 
-use crate::load::{closed_loop, Caller, Cell, Plan, Runtimes, Stats};
+use crate::load::{closed_loop, process_cpu, Caller, Cell, Plan, Runtimes, Stats};
+use sinew::rpc::ServerHandle;
 use sinew::Server;
 use sinew_examples::echo::{
     echo_client::EchoClient, echo_server::EchoServer, EchoRequest, EchoService,
 };
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which transport a sinew row runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Tcp,
+    Unix,
+    Shm,
+}
+
+impl Transport {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "sinew-tcp",
+            Transport::Unix => "sinew-unix",
+            Transport::Shm => "sinew-shm",
+        }
+    }
+}
 
 #[derive(Clone)]
 struct SinewCaller {
@@ -20,26 +43,26 @@ impl Caller for SinewCaller {
                 message: self.payload.clone(),
             })
             .await?;
-        anyhow::ensure!(
-            reply.get_ref().message.len() == self.payload.len(),
-            "short echo"
-        );
+        anyhow::ensure!(reply.get_ref().message == self.payload, "wrong echo");
         Ok(())
     }
 }
 
-pub(crate) fn run(
-    runtimes: &Runtimes,
-    plan: &Plan,
-    cell: Cell,
-    unix: bool,
-) -> anyhow::Result<Stats> {
+/// A running echo server and a client connected to it.
+struct Pair {
+    client: EchoClient,
+    handle: ServerHandle,
+    serving: tokio::task::JoinHandle<sinew::rpc::ShutdownReport>,
+    dir: PathBuf,
+}
+
+fn start(runtimes: &Runtimes, transport: Transport) -> anyhow::Result<Pair> {
     let dir = std::env::temp_dir().join(format!("sinew-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let address = if unix {
-        format!("unix://{}", dir.join("echo.sock").display())
-    } else {
-        "tcp://127.0.0.1:0".to_owned()
+    let address = match transport {
+        Transport::Tcp => "tcp://127.0.0.1:0".to_owned(),
+        Transport::Unix => format!("unix://{}", dir.join("echo.sock").display()),
+        Transport::Shm => format!("shm://{}", dir.join("echo-shm.sock").display()),
     };
     let server = runtimes.server.block_on(async {
         Server::builder()
@@ -50,13 +73,37 @@ pub(crate) fn run(
     let bound = server.local_addresses()[0].clone();
     let handle = server.handle();
     let serving = runtimes.server.spawn(server.serve());
-
     let client = runtimes.client.block_on(async {
         let channel = sinew::Channel::builder(bound).connect().await?;
         Ok::<_, sinew::Status>(EchoClient::new(channel))
     })?;
-    let caller = SinewCaller {
+    Ok(Pair {
         client,
+        handle,
+        serving,
+        dir,
+    })
+}
+
+impl Pair {
+    fn stop(self, runtimes: &Runtimes) -> anyhow::Result<()> {
+        drop(self.client);
+        self.handle.shutdown();
+        runtimes.server.block_on(self.serving)?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+pub(crate) fn run(
+    runtimes: &Runtimes,
+    plan: &Plan,
+    cell: Cell,
+    transport: Transport,
+) -> anyhow::Result<Stats> {
+    let pair = start(runtimes, transport)?;
+    let caller = SinewCaller {
+        client: pair.client.clone(),
         payload: super::payload(cell.payload),
     };
     let stats = closed_loop(
@@ -66,8 +113,28 @@ pub(crate) fn run(
         plan.warmup,
         plan.duration,
     );
-    handle.shutdown();
-    runtimes.server.block_on(serving)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    pair.stop(runtimes)?;
     Ok(stats)
+}
+
+/// CPU used by a connected pair that makes no call, as a percentage of one
+/// core, over `quiet` (after one call and a moment to settle).
+pub(crate) fn idle_cpu_percent(
+    runtimes: &Runtimes,
+    transport: Transport,
+    quiet: Duration,
+) -> anyhow::Result<f64> {
+    let pair = start(runtimes, transport)?;
+    let caller = SinewCaller {
+        client: pair.client.clone(),
+        payload: super::payload(1024),
+    };
+    runtimes.client.block_on(caller.call())?;
+    // Past any spinning and the pool's background connecting.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = process_cpu();
+    std::thread::sleep(quiet);
+    let used = process_cpu().saturating_sub(before);
+    pair.stop(runtimes)?;
+    Ok(100.0 * used.as_secs_f64() / quiet.as_secs_f64())
 }

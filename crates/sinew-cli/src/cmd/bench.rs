@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
     after_help = "Example:\n  sinew bench tcp://127.0.0.1:7000 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}' --concurrency 64 --duration 10s"
 )]
 pub(crate) struct Args {
-    /// Server address: tcp://HOST:PORT or unix:///PATH.
+    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH.
     address: String,
     /// Unary method to call: package.Service/Method.
     method: String,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Server address: tcp://HOST:PORT or unix:///PATH.
+    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH.
     address: String,
     /// What to describe: package.Service, package.Service/Method or package.Message.
     /// Every service when omitted.

@@ -5,7 +5,7 @@ use crate::schema;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Server address: tcp://HOST:PORT or unix:///PATH.
+    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH.
     address: String,
 }
 

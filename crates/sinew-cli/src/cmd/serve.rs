@@ -20,10 +20,10 @@ pub(crate) enum Example {
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  sinew serve --listen tcp://127.0.0.1:7000 --listen unix:///tmp/sinew.sock"
+    after_help = "Example:\n  sinew serve --listen tcp://127.0.0.1:7000 --listen unix:///tmp/sinew.sock --listen shm:///tmp/sinew-shm.sock"
 )]
 pub(crate) struct Args {
-    /// Address to listen on: tcp://HOST:PORT or unix:///PATH (repeatable). Default:
+    /// Address to listen on: tcp://HOST:PORT, unix:///PATH or shm:///PATH (repeatable). Default:
     /// tcp://127.0.0.1:0, a free port, printed at start.
     #[arg(short, long = "listen", value_name = "ADDRESS")]
     listen: Vec<String>,

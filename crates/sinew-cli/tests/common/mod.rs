@@ -1,0 +1,116 @@
+//! A real `sinew serve` child process, shared by the CLI's test files.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The `sinew` binary under test.
+pub fn sinew() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sinew"))
+}
+
+/// A `sinew serve` child process on a free TCP port, a Unix socket and a
+/// shared-memory control socket.
+pub struct Serve {
+    pub child: Child,
+    pub tcp: String,
+    pub unix: String,
+    pub shm: String,
+    pub socket: PathBuf,
+    pub shm_socket: PathBuf,
+    pub stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Serve {
+    pub fn start() -> Serve {
+        let base = std::env::temp_dir().join(format!(
+            "sinew-cli-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let socket = base.with_extension("sock");
+        let shm_socket = base.with_extension("shm.sock");
+        let mut child = sinew()
+            .args(["serve", "--listen", "tcp://127.0.0.1:0", "--listen"])
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--listen")
+            .arg(format!("shm://{}", shm_socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sinew serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut addresses = Vec::new();
+        while addresses.len() < 3 {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "serve exited early"
+            );
+            if let Some(address) = line.trim().strip_prefix("listening on ") {
+                addresses.push(address.to_owned());
+            }
+        }
+        Serve {
+            child,
+            tcp: addresses[0].clone(),
+            unix: addresses[1].clone(),
+            shm: addresses[2].clone(),
+            socket,
+            shm_socket,
+            stdout,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT, then the rest of stdout.
+    pub fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+        let status = self.child.wait().unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.shm_socket);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Open descriptors and shared-memory mappings of process `pid` ("self" for
+/// this one).
+pub fn fds_and_shm_mappings(pid: &str) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    let mappings = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|maps| {
+            maps.lines()
+                .filter(|l| l.contains("memfd:sinew-shm"))
+                .count()
+        })
+        .unwrap_or(0);
+    (fds, mappings)
+}
+
+pub fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
