@@ -22,6 +22,7 @@ pub mod client;
 mod codec;
 pub mod codegen;
 mod connection;
+pub mod local;
 mod request;
 pub mod server;
 mod status;

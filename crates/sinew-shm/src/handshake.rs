@@ -75,12 +75,13 @@ fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
 
-/// Refuses a peer whose effective user is neither ours nor allowed.
-fn check_peer(socket: &UnixStream, options: &ShmOptions) -> io::Result<()> {
+/// Refuses a peer whose effective user is neither ours nor allowed; returns
+/// its process id.
+fn check_peer(socket: &UnixStream, options: &ShmOptions) -> io::Result<u32> {
     let peer = rustix::net::sockopt::socket_peercred(socket)?;
     let uid = peer.uid.as_raw();
     if uid == rustix::process::geteuid().as_raw() || options.allowed_uids.contains(&uid) {
-        return Ok(());
+        return Ok(peer.pid.as_raw_nonzero().get() as u32);
     }
     Err(io::Error::new(
         io::ErrorKind::PermissionDenied,
@@ -108,7 +109,7 @@ fn is_eventfd(fd: &OwnedFd) -> bool {
 /// Connects to the server whose control socket is at `path`.
 pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream> {
     let mut control = UnixStream::connect(path).await?;
-    check_peer(&control, options)?;
+    let peer_pid = check_peer(&control, options)?;
     let capacity = options.ring_capacity;
     let (region, memfd) = Region::create(capacity)?;
     let (server_data, server_space) = (eventfd()?, eventfd()?);
@@ -162,6 +163,7 @@ pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream>
         wake_peer_writer: server_space,
         control,
         spin: options.spin,
+        peer_pid,
     })
 }
 
@@ -269,7 +271,7 @@ fn validate_hello(
 
 /// The server side of one handshake.
 async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result<ShmStream> {
-    check_peer(&control, options)?;
+    let peer_pid = check_peer(&control, options)?;
     let received = tokio::time::timeout(options.handshake_timeout, receive_hello(&control))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello within the timeout"))?;
@@ -296,6 +298,7 @@ async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result
         wake_peer_writer: client_space,
         control,
         spin: options.spin,
+        peer_pid,
     })
 }
 

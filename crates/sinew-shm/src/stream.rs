@@ -61,6 +61,8 @@ pub(crate) struct Parts {
     pub(crate) wake_peer_writer: OwnedFd,
     pub(crate) control: tokio::net::UnixStream,
     pub(crate) spin: Duration,
+    /// From `SO_PEERCRED` at the handshake.
+    pub(crate) peer_pid: u32,
 }
 
 /// A connected shared-memory stream. Use it as any `AsyncRead + AsyncWrite`,
@@ -69,6 +71,7 @@ pub(crate) struct Parts {
 pub struct ShmStream {
     read: ShmReadHalf,
     write: ShmWriteHalf,
+    peer_pid: u32,
 }
 
 /// The reading half of a [`ShmStream`].
@@ -111,6 +114,7 @@ impl ShmStream {
             wake_peer_writer,
             control,
             spin,
+            peer_pid,
         } = parts;
         let watcher_socket = control.into_std()?;
         let control = watcher_socket.try_clone()?;
@@ -142,7 +146,13 @@ impl ShmStream {
                 idle_since: None,
                 closed: false,
             },
+            peer_pid,
         })
+    }
+
+    /// The peer's process id (from `SO_PEERCRED`, in our pid namespace).
+    pub fn peer_pid(&self) -> u32 {
+        self.peer_pid
     }
 
     /// Splits into halves that can be used from two tasks without a lock.

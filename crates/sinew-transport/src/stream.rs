@@ -74,6 +74,20 @@ pub async fn connect(address: &Address, timeout: Option<Duration>) -> io::Result
 }
 
 impl Stream {
+    /// The process id of the peer, for transports that can only reach this host
+    /// (from `SO_PEERCRED`, in our pid namespace); `None` over TCP.
+    pub fn peer_pid(&self) -> Option<u32> {
+        match self {
+            Stream::Tcp(_) => None,
+            Stream::Unix(stream) => stream
+                .peer_cred()
+                .ok()
+                .and_then(|cred| cred.pid())
+                .and_then(|pid| u32::try_from(pid).ok()),
+            Stream::Shm(stream) => Some(stream.peer_pid()),
+        }
+    }
+
     /// Splits into halves that can be used from two tasks without a lock.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {

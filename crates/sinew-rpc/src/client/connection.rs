@@ -19,9 +19,29 @@ pub(crate) async fn connect(
     settings: Settings,
     connect_timeout: Duration,
 ) -> Result<Arc<Shared>, Status> {
+    connect_to_process(address, None, settings, connect_timeout).await
+}
+
+/// As [`connect`], and when `expected_pid` is given, refuses a peer that is not
+/// that process (by its `SO_PEERCRED` credentials; only local transports have
+/// them).
+pub(crate) async fn connect_to_process(
+    address: &Address,
+    expected_pid: Option<u32>,
+    settings: Settings,
+    connect_timeout: Duration,
+) -> Result<Arc<Shared>, Status> {
     let stream = sinew_transport::connect(address, Some(connect_timeout))
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
+    if let Some(pid) = expected_pid {
+        let peer = stream.peer_pid();
+        if peer != Some(pid) {
+            return Err(Status::unavailable(format!(
+                "{address} leads to process {peer:?}, not to the advertised process {pid}"
+            )));
+        }
+    }
     let (reader, writer) = stream.into_split();
     handshake(
         reader,

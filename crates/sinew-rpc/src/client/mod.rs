@@ -23,6 +23,7 @@ pub(crate) mod call;
 mod connection;
 
 use crate::connection::Shared;
+use crate::local::{self, LocalRoute};
 use crate::status::Status;
 use futures_util::future::BoxFuture;
 use sinew_transport::Address;
@@ -40,6 +41,7 @@ pub(crate) struct ChannelConfig {
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) default_timeout: Option<Duration>,
+    pub(crate) prefer_local: bool,
 }
 
 /// A client's handle on a server address. Clone it freely: clones share the
@@ -56,6 +58,17 @@ pub(crate) struct ChannelInner {
     pub(crate) config: ChannelConfig,
     slots: Box<[Slot]>,
     next: AtomicUsize,
+    local: Mutex<LocalState>,
+}
+
+/// What a `prefer_local` channel knows of its server's local endpoints.
+#[derive(Debug, Default)]
+struct LocalState {
+    /// Whether the server was asked (since the last local failure).
+    asked: bool,
+    route: Option<LocalRoute>,
+    /// The local endpoint connections use now.
+    in_use: Option<Address>,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +160,17 @@ impl ChannelBuilder {
         self
     }
 
+    /// Whether to move to the server's shared-memory or Unix-socket endpoint
+    /// when a `tcp://` address turns out to lead to a server on this host
+    /// (default false). The channel asks the server once (`sinew.local.v1`),
+    /// and uses a local endpoint only if the server runs under the same kernel
+    /// and the endpoint leads to the very process that answered; otherwise, or
+    /// if the endpoint fails later, it stays on TCP. See [`crate::local`].
+    pub fn prefer_local(mut self, enabled: bool) -> Self {
+        self.config.prefer_local = enabled;
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn lazy(self) -> Channel {
         let slots = (0..self.config.connections)
@@ -158,6 +182,7 @@ impl ChannelBuilder {
                 config: self.config,
                 slots,
                 next: AtomicUsize::new(0),
+                local: Mutex::default(),
             }),
         }
     }
@@ -182,6 +207,13 @@ impl Channel {
         ChannelBuilder::new(Target::Connector(Arc::new(connector)))
     }
 
+    /// The shared-memory or Unix-socket endpoint this channel's connections use
+    /// instead of its `tcp://` address, when [`ChannelBuilder::prefer_local`]
+    /// found the server on this host.
+    pub fn local_address(&self) -> Option<Address> {
+        self.inner.local_state().in_use.clone()
+    }
+
     /// The address this channel calls (`None` for a channel over a [`Connector`]).
     pub fn address(&self) -> Option<&Address> {
         match &self.inner.target {
@@ -202,6 +234,7 @@ impl ChannelBuilder {
                 backoff_base: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(5),
                 default_timeout: None,
+                prefer_local: false,
             },
         }
     }
@@ -267,9 +300,7 @@ impl Channel {
         }
         let config = &self.inner.config;
         let connected = match &self.inner.target {
-            Target::Address(address) => {
-                connection::connect(address, config.settings, config.connect_timeout).await
-            }
+            Target::Address(address) => self.connect_address(address).await,
             Target::Connector(connector) => match connector.connect().await {
                 Ok(stream) => {
                     let (reader, writer) = tokio::io::split(stream);
@@ -300,6 +331,72 @@ impl Channel {
                 Err(status)
             }
         }
+    }
+}
+
+impl Channel {
+    /// A new connection to `address`, or to the server's local endpoint when
+    /// `prefer_local` applies.
+    async fn connect_address(&self, address: &Address) -> Result<Arc<Shared>, Status> {
+        let config = &self.inner.config;
+        if config.prefer_local && matches!(address, Address::Tcp { .. }) {
+            if let Some(route) = self.local_route(address).await {
+                for local in &route.addresses {
+                    let connected = connection::connect_to_process(
+                        local,
+                        Some(route.pid),
+                        config.settings,
+                        config.connect_timeout,
+                    )
+                    .await;
+                    match connected {
+                        Ok(shared) => {
+                            self.inner.local_state().in_use = Some(local.clone());
+                            return Ok(shared);
+                        }
+                        Err(status) => {
+                            tracing::debug!(%local, %status, "local endpoint not usable");
+                        }
+                    }
+                }
+                // None usable: TCP. If one worked before (the server may have
+                // restarted elsewhere), ask again at the next connect.
+                let mut state = self.inner.local_state();
+                state.asked = state.in_use.is_none();
+                state.route = None;
+                state.in_use = None;
+            }
+        }
+        connection::connect(address, config.settings, config.connect_timeout).await
+    }
+
+    /// The server's local endpoints, asked once (over a short-lived connection
+    /// of its own). Returns a boxed future with its `Send` bound spelled out:
+    /// the probe's own call goes through `connect_slot` again (with
+    /// `prefer_local` off), so the future types are recursive.
+    fn local_route<'a>(&'a self, address: &'a Address) -> BoxFuture<'a, Option<LocalRoute>> {
+        Box::pin(async move {
+            {
+                let state = self.inner.local_state();
+                if state.asked {
+                    return state.route.clone();
+                }
+            }
+            let probe = Channel::builder(address.clone())
+                .connect_timeout(self.inner.config.connect_timeout)
+                .lazy();
+            let route = local::discover(address, probe).await;
+            let mut state = self.inner.local_state();
+            state.asked = true;
+            state.route = route.clone();
+            route
+        })
+    }
+}
+
+impl ChannelInner {
+    fn local_state(&self) -> std::sync::MutexGuard<'_, LocalState> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

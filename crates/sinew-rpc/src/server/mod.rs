@@ -115,6 +115,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     reflection: bool,
     health: Option<HealthReporter>,
+    advertise_local: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -152,7 +153,7 @@ impl ServerBuilder {
     /// [`Channel::builder_with_connector`](crate::Channel::builder_with_connector)).
     /// It runs as long as a clone of the connector exists.
     pub fn into_local_connector(self) -> LocalConnector {
-        let services = self.assemble_services();
+        let services = self.assemble_services(&[]);
         let (shutdown, receiver) = watch::channel(false);
         LocalConnector::new_owning(
             Arc::new(Router::new(services, self.fallback)),
@@ -162,9 +163,17 @@ impl ServerBuilder {
         )
     }
 
-    /// The services to route: those added, plus health and reflection when on.
-    fn assemble_services(&self) -> Vec<Arc<dyn Service>> {
+    /// The services to route: those added, plus health, local-endpoint
+    /// discovery and reflection when on.
+    fn assemble_services(&self, bound: &[Address]) -> Vec<Arc<dyn Service>> {
         let mut services = self.services.clone();
+        if self.advertise_local {
+            if let Some(endpoints) = crate::local::LocalEndpoints::new(bound) {
+                services.push(Arc::new(crate::local::v1::local_server::LocalServer::new(
+                    endpoints,
+                )));
+            }
+        }
         if let Some(reporter) = &self.health {
             for service in &services {
                 let name = service.descriptor().name;
@@ -221,6 +230,15 @@ impl ServerBuilder {
     /// `None` when health checking is turned off.
     pub fn health_reporter(&self) -> Option<HealthReporter> {
         self.health.clone()
+    }
+
+    /// Whether to tell clients of this server's shared-memory and Unix-socket
+    /// addresses (`sinew.local.v1.Local`, default true), so that a client on the
+    /// same host that reached it over TCP can move to them: see
+    /// [`crate::local`]. Only served when the server listens on such addresses.
+    pub fn advertise_local(mut self, enabled: bool) -> Self {
+        self.advertise_local = enabled;
+        self
     }
 
     /// Calls one client may have open at once on one connection (default 1024).
@@ -286,7 +304,7 @@ impl ServerBuilder {
                 "no address to listen on",
             ));
         }
-        let services = self.assemble_services();
+        let services = self.assemble_services(&local_addresses);
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             listeners,
@@ -379,6 +397,7 @@ impl Server {
             protocols: Vec::new(),
             reflection: true,
             health: Some(HealthReporter::default()),
+            advertise_local: true,
             config: ServerConfig {
                 settings: Settings::default(),
                 handshake_timeout: Duration::from_secs(10),
