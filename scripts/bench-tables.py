@@ -18,11 +18,17 @@ targets = {
     "p99_vs_tonic": "<= 1", "p99_vs_tarpc": "<= 1", "p99_vs_volo": "<= 1",
     "p50_vs_raw_pingpong": "<= 1.3", "qps_vs_raw_pipelined": ">= 0.6", "uds_p50_vs_tcp_p50": "< 1",
     "grpc_path_vs_tonic": ">= 0.9",
+    "shm_vs_uds_p50_1k": "<= 0.6", "shm_vs_uds_p50_64k": "<= 0.35", "shm_vs_uds_qps_1m": ">= 4",
 }
 for key, value in report["ratios"].items():
     shown = "n/a" if value is None else f"{value:.2f}"
     print(f"| `{key}` | {shown} | {targets.get(key, '')} |")
 print()
+idle = report.get("idle_cpu_percent") or {}
+if idle:
+    print("Idle CPU of a connected, quiet pair (% of one core; target ~0%): " +
+          ", ".join(f"{system} {value:.2f}%" for system, value in idle.items()) + ".")
+    print()
 print("| system | payload | c | QPS | p50 µs | p99 µs | p999 µs | CPU µs/call |")
 print("|--------|--------:|--:|----:|-------:|-------:|--------:|------------:|")
 for r in report["results"]:
