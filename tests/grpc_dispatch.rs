@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{eventually, TestServer};
+use common::{eventually, sleep, TestServer};
 use futures_util::StreamExt;
 use sinew::{Channel, Code, Request};
 use sinew_grpc::GrpcProtocol;
 use sinew_tests::testing::{
-    testing_client::TestingClient, Chunk, Counters, FailRequest, FloodRequest, SleepRequest,
+    testing_client::TestingClient, Chunk, Counters, FailRequest, FloodRequest,
 };
 use std::time::Duration;
 
@@ -25,14 +25,6 @@ async fn start(drain_timeout: Duration) -> (TestServer, Channel) {
         .await
         .expect("connect over gRPC");
     (server, channel)
-}
-
-fn sleep(millis: u64, timeout: Option<Duration>) -> Request<SleepRequest> {
-    let mut request = Request::new(SleepRequest { millis });
-    if let Some(timeout) = timeout {
-        request.set_timeout(timeout);
-    }
-    request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,19 +2,11 @@
 
 mod common;
 
-use common::{eventually, TestServer};
+use common::{eventually, sleep, TestServer};
 use futures_util::StreamExt;
 use sinew::{Code, Request};
-use sinew_tests::testing::{testing_client::TestingClient, Counters, FloodRequest, SleepRequest};
+use sinew_tests::testing::{testing_client::TestingClient, Counters, FloodRequest};
 use std::time::Duration;
-
-fn sleep(millis: u64, timeout: Option<Duration>) -> Request<SleepRequest> {
-    let mut request = Request::new(SleepRequest { millis });
-    if let Some(timeout) = timeout {
-        request.set_timeout(timeout);
-    }
-    request
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_sees_the_callers_timeout() {

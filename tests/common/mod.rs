@@ -119,6 +119,18 @@ impl TestServer {
     }
 }
 
+/// A `Sleep` request of `millis`, with the caller's `timeout` if any.
+pub fn sleep(
+    millis: u64,
+    timeout: Option<Duration>,
+) -> sinew::Request<sinew_tests::testing::SleepRequest> {
+    let mut request = sinew::Request::new(sinew_tests::testing::SleepRequest { millis });
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
+    request
+}
+
 /// Waits until `condition` holds, polling; fails the test after `limit`.
 pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let start = std::time::Instant::now();

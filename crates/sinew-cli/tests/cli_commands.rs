@@ -72,7 +72,9 @@ fn full_round_trip_serve_list_describe_call_stream_bench() {
                 "grpc.health.v1.Health",
                 "grpc.reflection.v1.ServerReflection",
                 "grpc.reflection.v1alpha.ServerReflection",
-                "sinew.examples.kv.KeyValue"
+                "sinew.examples.kv.KeyValue",
+                // Served because this server also listens on local addresses.
+                "sinew.local.v1.Local",
             ]
         );
     }

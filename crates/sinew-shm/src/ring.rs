@@ -75,9 +75,12 @@ impl RingMemory {
         unsafe { self.control.as_ref() }
     }
 
-    /// Offset in the data area of running position `position`.
-    fn offset(&self, position: u64) -> usize {
-        (position & (self.capacity - 1)) as usize
+    /// Where `n` bytes (at most the capacity) from running position `position`
+    /// lie in the data area: their offset, and how many fit before the end
+    /// (the rest continue at offset 0).
+    fn span(&self, position: u64, n: usize) -> (usize, usize) {
+        let start = (position & (self.capacity - 1)) as usize;
+        (start, n.min(self.capacity as usize - start))
     }
 
     /// Describes a ring.
@@ -148,8 +151,7 @@ impl Producer {
         if n == 0 {
             return Ok(0);
         }
-        let start = self.memory.offset(self.tail);
-        let first = n.min(self.memory.capacity as usize - start);
+        let (start, first) = self.memory.span(self.tail, n);
         // SAFETY: `start + first <= capacity` and `n - first <= start`, so both
         // copies stay inside the data area (valid per `RingMemory::new`), and
         // the bytes between tail and tail + free are ours until we publish them:
@@ -237,8 +239,7 @@ impl Consumer {
         if n == 0 {
             return Ok(0);
         }
-        let start = self.memory.offset(self.head);
-        let first = n.min(self.memory.capacity as usize - start);
+        let (start, first) = self.memory.span(self.head, n);
         // SAFETY: both copies stay inside the data area (as in
         // `Producer::write`) and inside `out` (`n <= len`, the caller's
         // contract). The bytes below the published tail were written before the
