@@ -350,7 +350,7 @@ fn the_demo_runs_a_cluster_and_reports() {
         "{report}"
     );
     assert!(
-        report.contains("\n  tcp ") && report.contains("\n  unix "),
+        report.contains("\n  tcp ") && report.contains("\n  unix ") && report.contains("\n  shm "),
         "{report}"
     );
     assert!(report.contains(", 0 failed"), "{report}");

@@ -1,6 +1,6 @@
 //! A shared-memory peer killed with SIGKILL in the middle of a stream: the other
 //! side reports UNAVAILABLE and leaks nothing (descriptors and memfd mappings
-//! counted before and after), whichever side dies.
+//! counted before and after, /dev/shm untouched), whichever side dies.
 //!
 //! One test in its own binary, so that no other test opens descriptors in this
 //! process while they are counted.
@@ -37,6 +37,7 @@ async fn a_peer_killed_mid_stream_is_reported_and_leaks_nothing() {
     // 1. The server dies: this process is the client.
     // (Counted before the server starts: its pipes to us are closed by the end.)
     let before = fds_and_shm_mappings("self");
+    let dev_shm_before = dev_shm();
     let serve = Serve::start();
     {
         let address: sinew::transport::Address = serve.shm.parse().unwrap();
@@ -125,4 +126,17 @@ async fn a_peer_killed_mid_stream_is_reported_and_leaks_nothing() {
         .await
         .unwrap();
     assert_eq!(reply.into_inner().message, "still here");
+    drop(client);
+    drop(serve);
+    // memfds have no name in any file system: nothing was ever put in /dev/shm.
+    assert_eq!(dev_shm(), dev_shm_before, "/dev/shm is as it was");
+}
+
+/// The entries of /dev/shm (empty if there is none).
+fn dev_shm() -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
 }

@@ -1,15 +1,14 @@
 //! `sinew demo`: the whole system on one machine, with no set-up.
 //!
-//! Three servers (two on TCP, one on a Unix socket) serve the echo and key-value
-//! services over one shared store. Client tasks drive a mixed workload (unary
+//! Four servers (two on TCP, one on a Unix socket, one on shared memory) serve
+//! the echo and key-value services over one shared store. Client tasks drive a mixed workload (unary
 //! echo, key-value writes and reads, server-streaming echo) spread round-robin
 //! over the servers, while a watch streams every change from the Unix-socket
 //! server. Part-way through, one server shuts down gracefully: its calls in
 //! flight drain, and its clients fail over to the others. The run ends with a
 //! report per transport.
 //!
-//! Later layers (discovery, load balancing, shared memory, the gateway) extend
-//! this file: add a server kind to `SERVERS` or a call kind to `Kind`.
+//! Later layers (discovery, load balancing, the gateway) extend this file: add a server kind to `SERVERS` or a call kind to `Kind`.
 
 use crate::error::CliError;
 use hdrhistogram::Histogram;
@@ -41,10 +40,11 @@ pub(crate) struct Args {
 }
 
 /// The servers of the demo: name and listen address (`{dir}` is a temp directory).
-const SERVERS: [(&str, &str); 3] = [
+const SERVERS: [(&str, &str); 4] = [
     ("alpha", "tcp://127.0.0.1:0"),
     ("beta", "tcp://127.0.0.1:0"),
     ("gamma", "unix://{dir}/gamma.sock"),
+    ("delta", "shm://{dir}/delta.sock"),
 ];
 /// The server that shuts down mid-run.
 const LEAVING: usize = 1;
@@ -384,8 +384,9 @@ fn report(
     let _ = writeln!(out, "\nsinew demo report");
     let _ = writeln!(
         out,
-        "  {} servers (2 TCP, 1 Unix socket), {} client tasks, {:.1} s: {calls} calls ({:.0}/s), {} failed",
+        "  {} servers ({}), {} client tasks, {:.1} s: {calls} calls ({:.0}/s), {} failed",
         SERVERS.len(),
+        server_kinds(),
         args.concurrency,
         elapsed.as_secs_f64(),
         calls as f64 / elapsed.as_secs_f64(),
@@ -449,4 +450,21 @@ fn report(
         );
     }
     out
+}
+
+/// How many servers listen on each transport, as `2 tcp, 1 unix, 1 shm`.
+fn server_kinds() -> String {
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for (_, address) in SERVERS {
+        let scheme = address.split("://").next().unwrap_or(address);
+        match kinds.iter_mut().find(|(kind, _)| *kind == scheme) {
+            Some((_, count)) => *count += 1,
+            None => kinds.push((scheme, 1)),
+        }
+    }
+    kinds
+        .iter()
+        .map(|(kind, count)| format!("{count} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
