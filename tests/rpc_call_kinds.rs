@@ -1,4 +1,4 @@
-//! Every call kind, over TCP and over Unix sockets, against a real server.
+//! Every call kind, over TCP, Unix sockets and shared memory, against a real server.
 
 mod common;
 
@@ -227,4 +227,41 @@ async fn a_channel_spreads_calls_over_its_pool_of_connections() {
         report.connections, 3,
         "one connection per pool slot: {report:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smallest_shared_memory_rings_still_carry_large_messages() {
+    let server = TestServer::start().await;
+    let options = sinew::transport::ShmOptions {
+        ring_capacity: 4096,
+        ..Default::default()
+    };
+    let channel = sinew::Channel::builder(server.shm.clone())
+        .shm_options(options)
+        .connect()
+        .await
+        .unwrap();
+    // The connecting side's ring size applies: one page of control blocks and
+    // two 4 KiB rings, mapped twice (client and server are one process here).
+    let region_mappings = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("memfd:sinew-shm"))
+        .filter(|line| {
+            let (range, _) = line.split_once(' ').unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let size =
+                u64::from_str_radix(end, 16).unwrap() - u64::from_str_radix(start, 16).unwrap();
+            size == 3 * 4096
+        })
+        .count();
+    assert_eq!(region_mappings, 2);
+    // A message 256 times the ring passes in pieces, both ways, whole.
+    let client = EchoClient::new(channel);
+    let big: String = (0..1 << 20)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let reply = client.unary_echo(request(&big)).await.unwrap();
+    assert!(reply.into_inner().message == big);
+    server.shutdown().await;
 }

@@ -19,4 +19,14 @@ mod stream;
 
 pub use address::{Address, AddressError};
 pub use listener::Listener;
-pub use stream::{connect, ReadHalf, Stream, WriteHalf};
+pub use sinew_shm::ShmOptions;
+pub use stream::{connect, connect_with, ReadHalf, Stream, WriteHalf};
+
+/// Settings of the transports that have any (today: shared memory). The
+/// defaults suit most uses; servers and channels take them from their builders.
+#[derive(Clone, Debug, Default)]
+pub struct TransportOptions {
+    /// For `shm://` addresses: ring size, spin before sleeping, handshake
+    /// timeout, accepted user ids.
+    pub shm: ShmOptions,
+}

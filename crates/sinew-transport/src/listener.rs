@@ -2,7 +2,8 @@
 
 use crate::address::Address;
 use crate::stream::Stream;
-use sinew_shm::{ShmListener, ShmOptions};
+use crate::TransportOptions;
+use sinew_shm::ShmListener;
 use std::io;
 use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
@@ -48,6 +49,11 @@ async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 impl Listener {
     /// Binds `address`. `tcp://host:0` picks a free port: see [`Listener::local_address`].
     pub async fn bind(address: &Address) -> io::Result<Listener> {
+        Listener::bind_with(address, &TransportOptions::default()).await
+    }
+
+    /// As [`Listener::bind`], with transport settings (see [`TransportOptions`]).
+    pub async fn bind_with(address: &Address, options: &TransportOptions) -> io::Result<Listener> {
         let inner = match address {
             Address::Tcp { host, port } => {
                 Inner::Tcp(TcpListener::bind((host.as_str(), *port)).await?)
@@ -59,7 +65,7 @@ impl Listener {
             Address::Shm(path) => Inner::Shm(ShmListener::new(
                 bind_unix(path).await?,
                 path.clone(),
-                ShmOptions::default(),
+                options.shm.clone(),
             )),
         };
         Ok(Listener { inner })

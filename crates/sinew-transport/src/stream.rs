@@ -1,6 +1,7 @@
 //! Connected byte streams and their owned halves.
 
 use crate::address::Address;
+use crate::TransportOptions;
 use sinew_shm::{ShmReadHalf, ShmStream, ShmWriteHalf};
 use std::io;
 use std::pin::Pin;
@@ -47,6 +48,15 @@ pub enum WriteHalf {
 /// Errors are `io::Error`s whose message names the address, so they read well as
 /// they are (`connecting to tcp://127.0.0.1:9: Connection refused`).
 pub async fn connect(address: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
+    connect_with(address, timeout, &TransportOptions::default()).await
+}
+
+/// As [`connect`], with transport settings (see [`TransportOptions`]).
+pub async fn connect_with(
+    address: &Address,
+    timeout: Option<Duration>,
+    options: &TransportOptions,
+) -> io::Result<Stream> {
     let attempt = async {
         match address {
             Address::Tcp { host, port } => {
@@ -55,9 +65,7 @@ pub async fn connect(address: &Address, timeout: Option<Duration>) -> io::Result
                 Ok(Stream::Tcp(stream))
             }
             Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
-            Address::Shm(path) => Ok(Stream::Shm(
-                sinew_shm::connect(path, &sinew_shm::ShmOptions::default()).await?,
-            )),
+            Address::Shm(path) => Ok(Stream::Shm(sinew_shm::connect(path, &options.shm).await?)),
         }
     };
     let result = match timeout {

@@ -1,5 +1,6 @@
 //! One client connection: handshake, then a reader task and a writer task.
 
+use super::ChannelConfig;
 use crate::connection::{
     reserve_for_read, writer, Inbound, KillOnExit, Locked, Shared, PENDING_WRITE_PAUSE,
 };
@@ -16,10 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// tasks. Returns the shared state calls use.
 pub(crate) async fn connect(
     address: &Address,
-    settings: Settings,
-    connect_timeout: Duration,
+    config: &ChannelConfig,
 ) -> Result<Arc<Shared>, Status> {
-    connect_to_process(address, None, settings, connect_timeout).await
+    connect_to_process(address, None, config).await
 }
 
 /// As [`connect`], and when `expected_pid` is given, refuses a peer that is not
@@ -28,10 +28,10 @@ pub(crate) async fn connect(
 pub(crate) async fn connect_to_process(
     address: &Address,
     expected_pid: Option<u32>,
-    settings: Settings,
-    connect_timeout: Duration,
+    config: &ChannelConfig,
 ) -> Result<Arc<Shared>, Status> {
-    let stream = sinew_transport::connect(address, Some(connect_timeout))
+    let (settings, connect_timeout) = (config.settings, config.connect_timeout);
+    let stream = sinew_transport::connect_with(address, Some(connect_timeout), &config.transport)
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
     if let Some(pid) = expected_pid {

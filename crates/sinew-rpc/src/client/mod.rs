@@ -42,6 +42,7 @@ pub(crate) struct ChannelConfig {
     pub(crate) backoff_max: Duration,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) prefer_local: bool,
+    pub(crate) transport: sinew_transport::TransportOptions,
 }
 
 /// A client's handle on a server address. Clone it freely: clones share the
@@ -171,6 +172,14 @@ impl ChannelBuilder {
         self
     }
 
+    /// Settings of shared-memory connections (`shm://`, or a local endpoint
+    /// found by [`ChannelBuilder::prefer_local`]): ring size, spin before
+    /// sleeping, handshake timeout. The connecting side's ring size applies.
+    pub fn shm_options(mut self, options: sinew_transport::ShmOptions) -> Self {
+        self.config.transport.shm = options;
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn lazy(self) -> Channel {
         let slots = (0..self.config.connections)
@@ -235,6 +244,7 @@ impl ChannelBuilder {
                 backoff_max: Duration::from_secs(5),
                 default_timeout: None,
                 prefer_local: false,
+                transport: sinew_transport::TransportOptions::default(),
             },
         }
     }
@@ -342,13 +352,8 @@ impl Channel {
         if config.prefer_local && matches!(address, Address::Tcp { .. }) {
             if let Some(route) = self.local_route(address).await {
                 for local in &route.addresses {
-                    let connected = connection::connect_to_process(
-                        local,
-                        Some(route.pid),
-                        config.settings,
-                        config.connect_timeout,
-                    )
-                    .await;
+                    let connected =
+                        connection::connect_to_process(local, Some(route.pid), config).await;
                     match connected {
                         Ok(shared) => {
                             self.inner.local_state().in_use = Some(local.clone());
@@ -367,7 +372,7 @@ impl Channel {
                 state.in_use = None;
             }
         }
-        connection::connect(address, config.settings, config.connect_timeout).await
+        connection::connect(address, config).await
     }
 
     /// The server's local endpoints, asked once (over a short-lived connection

@@ -36,7 +36,7 @@ pub use service::{MethodDescriptor, MethodKind, Service, ServiceDescriptor};
 
 use crate::status::Status;
 use rustc_hash::{FxHashMap, FxHashSet};
-use sinew_transport::{Address, AddressError, Listener};
+use sinew_transport::{Address, AddressError, Listener, TransportOptions};
 use sinew_wire::Settings;
 use std::io;
 use std::sync::Arc;
@@ -50,6 +50,7 @@ pub(crate) struct ServerConfig {
     pub(crate) settings: Settings,
     pub(crate) handshake_timeout: Duration,
     pub(crate) drain_timeout: Duration,
+    pub(crate) transport: TransportOptions,
 }
 
 /// Maps `/service/method` paths to a service and a method index.
@@ -241,6 +242,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Settings of the shared-memory listeners (`shm://`): ring size, spin
+    /// before sleeping, handshake timeout, other user ids to accept.
+    pub fn shm_options(mut self, options: sinew_transport::ShmOptions) -> Self {
+        self.config.transport.shm = options;
+        self
+    }
+
     /// Calls one client may have open at once on one connection (default 1024).
     /// Calls above the limit are refused with `UNAVAILABLE` before being processed.
     pub fn max_concurrent_streams(mut self, limit: u32) -> Self {
@@ -292,7 +300,7 @@ impl ServerBuilder {
         let mut local_addresses = Vec::new();
         for address in addresses {
             let address: Address = address.try_into().map_err(|e| e.into().into_io())?;
-            let listener = Listener::bind(&address)
+            let listener = Listener::bind_with(&address, &self.config.transport)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("binding {address}: {e}")))?;
             local_addresses.push(listener.local_address()?);
@@ -402,6 +410,7 @@ impl Server {
                 settings: Settings::default(),
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: Duration::from_secs(30),
+                transport: TransportOptions::default(),
             },
         }
     }
