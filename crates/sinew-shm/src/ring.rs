@@ -352,6 +352,18 @@ mod tests {
     }
 
     #[test]
+    fn the_control_block_layout_is_the_documented_one() {
+        // docs/protocol.md, section 9: another implementation relies on these.
+        use std::mem::offset_of;
+        assert_eq!(offset_of!(RingControl, tail), 0);
+        assert_eq!(offset_of!(RingControl, head), 128);
+        assert_eq!(offset_of!(RingControl, reader_sleeping), 256);
+        assert_eq!(offset_of!(RingControl, writer_sleeping), 384);
+        assert_eq!(offset_of!(RingControl, closed), 512);
+        assert!(std::mem::size_of::<RingControl>() <= 2048);
+    }
+
+    #[test]
     fn bytes_come_out_in_order_across_the_wrap() {
         let ring = HeapRing::new(16);
         let memory = ring.memory();
