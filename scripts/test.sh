@@ -27,6 +27,9 @@ cargo fmt --all -- --check
 section "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+section "docs (every intra-doc link resolves)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 section "tests"
 cargo test --workspace --locked
 

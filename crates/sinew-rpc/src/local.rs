@@ -28,7 +28,7 @@ use crate::status::Status;
 use sinew_transport::Address;
 
 /// Code generated from `proto/sinew/local/v1/local.proto`.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
+#[allow(missing_docs, unreachable_pub, clippy::all, rustdoc::all)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/sinew.local.v1.rs"));
 }

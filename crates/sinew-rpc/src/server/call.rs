@@ -77,7 +77,8 @@ pub(crate) async fn run_handler(
     }
 }
 
-/// A call accepted by the server, handed to a [`Service`](super::Service).
+/// A call accepted by the server, handed to a [`Service`] (by a
+/// sinew connection, or by a protocol extension through [`super::external`]).
 #[derive(Debug)]
 pub struct ServerCall {
     pub(crate) io: CallIo,

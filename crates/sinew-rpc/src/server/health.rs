@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Code generated from `proto/grpc/health/v1/health.proto`.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
+#[allow(missing_docs, unreachable_pub, clippy::all, rustdoc::all)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
 }

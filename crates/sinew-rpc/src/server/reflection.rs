@@ -3,7 +3,7 @@
 //! [`ServerBuilder::reflection`](super::ServerBuilder::reflection).
 //!
 //! It answers from the encoded `FileDescriptorSet` each generated service carries in
-//! its [`ServiceDescriptor`](super::ServiceDescriptor): no `.proto` file is needed at
+//! its [`ServiceDescriptor`]: no `.proto` file is needed at
 //! run time, by the server or by the client (`sinew list`, `sinew call`, grpcurl).
 //! File answers include every transitive dependency, so a client can build a
 //! complete descriptor pool from one answer.
@@ -22,14 +22,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 /// Code generated from `proto/grpc/reflection/v1/reflection.proto`.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
+#[allow(missing_docs, unreachable_pub, clippy::all, rustdoc::all)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1.rs"));
 }
 
 /// Code generated from `proto/grpc/reflection/v1alpha/reflection.proto`: the same
 /// messages as [`v1`] under the package older tools still ask for.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
+#[allow(missing_docs, unreachable_pub, clippy::all, rustdoc::all)]
 pub mod v1alpha {
     include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1alpha.rs"));
 }
