@@ -222,6 +222,13 @@ fn poll_signalled(eventfd: &AsyncFd<OwnedFd>, cx: &mut Context<'_>) -> Poll<io::
 
 /// The spin phase: true (and the task re-scheduled) while `idle_since` is more
 /// recent than `spin` ago.
+///
+/// The spin goes through the task scheduler instead of looping in place on
+/// `std::hint::spin_loop`: besides letting the runtime's other tasks run, it
+/// avoids PAUSE loops, which a hypervisor with pause-loop exiting answers by
+/// descheduling the virtual CPU. Measured on this project's (virtual) machine,
+/// 32 in-place polls before each yield took the 1 KiB round trip from 9 µs to
+/// 130 µs.
 fn keep_spinning(idle_since: &mut Option<Instant>, spin: Duration, cx: &mut Context<'_>) -> bool {
     if spin.is_zero() {
         return false;
