@@ -78,7 +78,7 @@ pub struct ShmStream {
 pub struct ShmReadHalf {
     connection: Arc<Connection>,
     consumer: Consumer,
-    idle_since: Option<Instant>,
+    spin: Spin,
 }
 
 /// The writing half of a [`ShmStream`]. Dropping it closes the stream in this
@@ -86,7 +86,7 @@ pub struct ShmReadHalf {
 pub struct ShmWriteHalf {
     connection: Arc<Connection>,
     producer: Producer,
-    idle_since: Option<Instant>,
+    spin: Spin,
     closed: bool,
 }
 
@@ -138,12 +138,12 @@ impl ShmStream {
             read: ShmReadHalf {
                 connection: connection.clone(),
                 consumer: Consumer::new(inbound),
-                idle_since: None,
+                spin: Spin::default(),
             },
             write: ShmWriteHalf {
                 connection,
                 producer: Producer::new(outbound),
-                idle_since: None,
+                spin: Spin::default(),
                 closed: false,
             },
             peer_pid,
@@ -220,26 +220,46 @@ fn poll_signalled(eventfd: &AsyncFd<OwnedFd>, cx: &mut Context<'_>) -> Poll<io::
     }
 }
 
-/// The spin phase: true (and the task re-scheduled) while `idle_since` is more
-/// recent than `spin` ago.
-///
-/// The spin goes through the task scheduler instead of looping in place on
-/// `std::hint::spin_loop`: besides letting the runtime's other tasks run, it
-/// avoids PAUSE loops, which a hypervisor with pause-loop exiting answers by
-/// descheduling the virtual CPU. Measured on this project's (virtual) machine,
-/// 32 in-place polls before each yield took the 1 KiB round trip from 9 µs to
-/// 130 µs.
-fn keep_spinning(idle_since: &mut Option<Instant>, spin: Duration, cx: &mut Context<'_>) -> bool {
-    if spin.is_zero() {
-        return false;
+/// Rounds of the spin between two reads of the clock (which is not free in a
+/// virtual machine: a third of a spinning reader's time went to it).
+const ROUNDS_PER_CLOCK_READ: u32 = 8;
+
+/// Where a half is in its spin phase, since it last found nothing to do.
+#[derive(Debug, Default)]
+struct Spin {
+    since: Option<Instant>,
+    rounds: u32,
+}
+
+impl Spin {
+    /// True (and the task re-scheduled) while the spin phase lasts: `spin`
+    /// after the half first found nothing to do.
+    ///
+    /// The spin goes through the task scheduler instead of looping in place on
+    /// `std::hint::spin_loop`: besides letting the runtime's other tasks run, it
+    /// avoids PAUSE loops, which a hypervisor with pause-loop exiting answers by
+    /// descheduling the virtual CPU. Measured on this project's (virtual)
+    /// machine, 32 in-place polls before each yield took the 1 KiB round trip
+    /// from 9 µs to 130 µs.
+    fn keep_spinning(&mut self, spin: Duration, cx: &mut Context<'_>) -> bool {
+        if spin.is_zero() {
+            return false;
+        }
+        self.rounds = self.rounds.wrapping_add(1);
+        let since = match self.since {
+            None => *self.since.insert(Instant::now()),
+            Some(_) if self.rounds % ROUNDS_PER_CLOCK_READ != 0 => {
+                cx.waker().wake_by_ref();
+                return true;
+            }
+            Some(since) => since,
+        };
+        if since.elapsed() < spin {
+            cx.waker().wake_by_ref();
+            return true;
+        }
+        false
     }
-    let now = Instant::now();
-    let since = *idle_since.get_or_insert(now);
-    if now.duration_since(since) < spin {
-        cx.waker().wake_by_ref();
-        return true;
-    }
-    false
 }
 
 fn peer_gone_error() -> io::Error {
@@ -277,7 +297,7 @@ impl AsyncRead for ShmReadHalf {
                 if this.consumer.release() {
                     signal(&connection.wake_peer_writer);
                 }
-                this.idle_since = None;
+                this.spin = Spin::default();
                 return Poll::Ready(Ok(()));
             }
             // Only after seeing the ring empty: bytes published before the close
@@ -294,7 +314,7 @@ impl AsyncRead for ShmReadHalf {
                 }
                 return Poll::Ready(Err(peer_gone_error()));
             }
-            if keep_spinning(&mut this.idle_since, connection.spin, cx) {
+            if this.spin.keep_spinning(connection.spin, cx) {
                 return Poll::Pending;
             }
             if !this.consumer.announce_sleep()? {
@@ -329,10 +349,10 @@ impl ShmWriteHalf {
                 if self.producer.publish() {
                     signal(&connection.wake_peer_reader);
                 }
-                self.idle_since = None;
+                self.spin = Spin::default();
                 return Poll::Ready(Ok(n));
             }
-            if keep_spinning(&mut self.idle_since, connection.spin, cx) {
+            if self.spin.keep_spinning(connection.spin, cx) {
                 return Poll::Pending;
             }
             if !self.producer.announce_sleep()? {
