@@ -182,6 +182,34 @@ pub(crate) async fn load(
     })
 }
 
+/// A method named on the command line, found in the server's schema (or
+/// `--proto`), with the channel to call it on.
+pub(crate) struct ResolvedMethod {
+    pub(crate) channel: Channel,
+    pub(crate) method: MethodDescriptor,
+    /// `/package.Service/Method`, the path to call.
+    pub(crate) path: String,
+}
+
+/// Connects to `address` and finds the method `name` (`package.Service/Method`)
+/// in its schema: what `call` and `bench` start with.
+pub(crate) async fn resolve_method(
+    address: &str,
+    name: &str,
+    proto: Option<&Path>,
+) -> Result<ResolvedMethod, CliError> {
+    let (service, method) = split_method(name)?;
+    let channel = connect(address).await?;
+    let pool = load(&channel, proto, std::slice::from_ref(&service)).await?;
+    let method = find_method(&pool, &service, &method)?;
+    let path = format!("/{}/{}", service, method.name());
+    Ok(ResolvedMethod {
+        channel,
+        method,
+        path,
+    })
+}
+
 /// Splits `package.Service/Method` (or `package.Service.Method`) in two.
 pub(crate) fn split_method(name: &str) -> Result<(String, String), CliError> {
     let name = name.trim_start_matches('/');

@@ -46,15 +46,11 @@ struct Tally {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let (service, method) = schema::split_method(&args.method)?;
-    let channel = schema::connect(&args.address).await?;
-    let pool = schema::load(
-        &channel,
-        args.proto.as_deref(),
-        std::slice::from_ref(&service),
-    )
-    .await?;
-    let method = schema::find_method(&pool, &service, &method)?;
+    let schema::ResolvedMethod {
+        channel,
+        method,
+        path,
+    } = schema::resolve_method(&args.address, &args.method, args.proto.as_deref()).await?;
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(CliError::usage(format!(
             "bench drives unary methods; {} is streaming",
@@ -63,7 +59,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     }
     let message = schema::parse_message(&method.input(), args.json.as_deref().unwrap_or("{}"))?;
     args.options.request(message.clone())?; // validate metadata and deadline once
-    let path = Arc::new(format!("/{}/{}", service, method.name()));
+    let path = Arc::new(path);
     let decoder = schema::decoder(method.output());
     let concurrency = args.concurrency.max(1);
 

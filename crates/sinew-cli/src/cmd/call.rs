@@ -29,16 +29,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let (service, method) = schema::split_method(&args.method)?;
-    let channel = schema::connect(&args.address).await?;
-    let pool = schema::load(
-        &channel,
-        args.proto.as_deref(),
-        std::slice::from_ref(&service),
-    )
-    .await?;
-    let method = schema::find_method(&pool, &service, &method)?;
-    let path = format!("/{}/{}", service, method.name());
+    let schema::ResolvedMethod {
+        channel,
+        method,
+        path,
+    } = schema::resolve_method(&args.address, &args.method, args.proto.as_deref()).await?;
     let output = method.output();
     let decoder = schema::decoder(output.clone());
     match (method.is_client_streaming(), method.is_server_streaming()) {
