@@ -176,6 +176,22 @@ fn status_from(headers: &HeaderMap) -> Option<Status> {
     Some(status)
 }
 
+/// Starts HTTP/2 on a connected stream, its connection driven by a task of its
+/// own.
+async fn http2_handshake<S>(stream: S) -> Result<SendRequest<RequestBody>, Status>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("HTTP/2 handshake with the gRPC server failed: {e}"))
+            })?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 impl Forwarder {
     /// The HTTP/2 connection, made (again) if there is none or it broke.
     async fn sender(&self) -> Result<SendRequest<RequestBody>, Status> {
@@ -187,36 +203,19 @@ impl Forwarder {
         }
         let unreachable =
             |e: std::io::Error| Status::unavailable(format!("cannot reach the gRPC server: {e}"));
-        let handshake = |e: hyper::Error| {
-            Status::unavailable(format!("HTTP/2 handshake with the gRPC server failed: {e}"))
-        };
         let sender = match &self.target {
             Target::Tcp { authority } => {
                 let stream = tokio::net::TcpStream::connect(authority.as_str())
                     .await
                     .map_err(unreachable)?;
                 let _ = stream.set_nodelay(true);
-                let (sender, connection) = hyper::client::conn::http2::handshake(
-                    TokioExecutor::new(),
-                    TokioIo::new(stream),
-                )
-                .await
-                .map_err(handshake)?;
-                tokio::spawn(connection);
-                sender
+                http2_handshake(stream).await?
             }
             Target::Unix { path } => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(unreachable)?;
-                let (sender, connection) = hyper::client::conn::http2::handshake(
-                    TokioExecutor::new(),
-                    TokioIo::new(stream),
-                )
-                .await
-                .map_err(handshake)?;
-                tokio::spawn(connection);
-                sender
+                http2_handshake(stream).await?
             }
         };
         *slot = Some(sender.clone());
