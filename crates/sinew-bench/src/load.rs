@@ -109,16 +109,16 @@ pub(crate) fn process_cpu() -> Duration {
     }
 }
 
-/// Runs `concurrency` loops of calls on the client runtime: a warm-up, then the
-/// measured phase.
+/// Runs the cell's `concurrency` loops of calls on the client runtime: the
+/// plan's warm-up, then its measured phase.
 pub(crate) fn closed_loop<C: Caller>(
-    runtime: &Runtime,
+    runtimes: &Runtimes,
+    plan: &Plan,
+    cell: Cell,
     caller: C,
-    concurrency: usize,
-    warmup: Duration,
-    duration: Duration,
 ) -> Stats {
-    runtime.block_on(async move {
+    let (concurrency, warmup, duration) = (cell.concurrency, plan.warmup, plan.duration);
+    runtimes.client.block_on(async move {
         phase(caller.clone(), concurrency, warmup).await;
         let cpu_before = process_cpu();
         let started = Instant::now();

@@ -100,13 +100,7 @@ pub(crate) fn run_ping_pong(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> any
         pool,
         mine: Arc::new(Mutex::new(None)),
     };
-    let stats = closed_loop(
-        &runtimes.client,
-        caller,
-        cell.concurrency,
-        plan.warmup,
-        plan.duration,
-    );
+    let stats = closed_loop(runtimes, plan, cell, caller);
     server.abort();
     Ok(stats)
 }

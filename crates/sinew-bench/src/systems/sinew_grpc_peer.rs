@@ -21,13 +21,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
     let serving = runtimes.server.spawn(server.serve());
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let caller = super::tonic_peer::caller(runtimes, address, cell.payload)?;
-    let stats = closed_loop(
-        &runtimes.client,
-        caller,
-        cell.concurrency,
-        plan.warmup,
-        plan.duration,
-    );
+    let stats = closed_loop(runtimes, plan, cell, caller);
     handle.shutdown();
     runtimes.server.block_on(serving)?;
     Ok(stats)

@@ -106,13 +106,7 @@ pub(crate) fn run(
         client: pair.client.clone(),
         payload: super::payload(cell.payload),
     };
-    let stats = closed_loop(
-        &runtimes.client,
-        caller,
-        cell.concurrency,
-        plan.warmup,
-        plan.duration,
-    );
+    let stats = closed_loop(runtimes, plan, cell, caller);
     pair.stop(runtimes)?;
     Ok(stats)
 }

@@ -83,13 +83,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
         client,
         payload: super::payload(cell.payload),
     };
-    let stats = closed_loop(
-        &runtimes.client,
-        caller,
-        cell.concurrency,
-        plan.warmup,
-        plan.duration,
-    );
+    let stats = closed_loop(runtimes, plan, cell, caller);
     serving.abort();
     Ok(stats)
 }

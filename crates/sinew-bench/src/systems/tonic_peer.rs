@@ -120,13 +120,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
             .await
     });
     let caller = caller(runtimes, address, cell.payload)?;
-    let stats = closed_loop(
-        &runtimes.client,
-        caller,
-        cell.concurrency,
-        plan.warmup,
-        plan.duration,
-    );
+    let stats = closed_loop(runtimes, plan, cell, caller);
     let _ = stop.send(());
     runtimes.server.block_on(serving)??;
     Ok(stats)
