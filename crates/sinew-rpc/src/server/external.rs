@@ -21,7 +21,6 @@
 //!
 //! [`LocalConnector::dispatch`]: super::LocalConnector::dispatch
 
-use super::call::CallIo;
 use crate::connection::stream::Outgoing;
 use crate::connection::Inbound;
 use crate::status::Status;
@@ -94,7 +93,7 @@ pub enum ResponseHead {
     TrailersOnly(Status),
 }
 
-/// The shared state between a call's handler (through [`CallIo::External`]) and
+/// The shared state between a call's handler (through [`CallIo::External`](super::call::CallIo::External)) and
 /// the protocol that carries it.
 pub(crate) struct ExternalIo {
     requests: Mutex<Requests>,
@@ -251,7 +250,7 @@ impl fmt::Debug for ExternalCall {
 impl ExternalCall {
     pub(crate) fn new(
         request: ExternalRequest,
-        start: impl FnOnce(CallIo, ExternalRequestParts) -> Option<BoxFuture<'static, ()>>,
+        start: impl FnOnce(&Arc<ExternalIo>, ExternalRequestParts) -> Option<BoxFuture<'static, ()>>,
     ) -> ExternalCall {
         let ExternalRequest {
             path,
@@ -269,7 +268,7 @@ impl ExternalCall {
             headroom,
         });
         let driver = start(
-            CallIo::External(io.clone()),
+            &io,
             ExternalRequestParts {
                 path,
                 metadata,

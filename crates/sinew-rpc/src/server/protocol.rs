@@ -191,10 +191,7 @@ impl LocalConnector {
     /// end at once with their status; calls still running when the drain
     /// deadline of a graceful shutdown passes end with `UNAVAILABLE`.
     pub fn dispatch(&self, request: ExternalRequest) -> ExternalCall {
-        ExternalCall::new(request, |io, parts| {
-            let CallIo::External(external) = &io else {
-                unreachable!("external calls have external I/O");
-            };
+        ExternalCall::new(request, |external, parts| {
             let (service, method) = match self.router.resolve(&parts.path) {
                 Ok(route) => route,
                 Err(status) => {
@@ -212,7 +209,7 @@ impl LocalConnector {
             let service = self.router.services[service].clone();
             let deadline = parts.timeout.map(|timeout| Instant::now() + timeout);
             let call = ServerCall {
-                io,
+                io: CallIo::External(external.clone()),
                 path: Bytes::from(parts.path),
                 metadata: parts.metadata,
                 timeout: parts.timeout,
