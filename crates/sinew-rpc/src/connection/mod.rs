@@ -61,8 +61,15 @@ pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
             + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         wanted = wanted.max(frame.saturating_sub(buf.len()));
     }
-    if buf.capacity() - buf.len() < wanted {
-        buf.reserve(wanted.max(READ_CHUNK));
+    // Reuse the allocation if every message split from it is gone (moving the
+    // partial frame to its front); otherwise start a fresh buffer with the
+    // partial frame. Not `reserve`: on a buffer messages were split from, it may
+    // grow the whole allocation in place (a realloc), copying every byte already
+    // handed out too and faulting in fresh pages for them.
+    if buf.capacity() - buf.len() < wanted && !buf.try_reclaim(wanted) {
+        let mut fresh = BytesMut::with_capacity(buf.len() + wanted.max(READ_CHUNK));
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
     }
 }
 
