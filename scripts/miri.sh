@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the shared-memory ring's unsafe code (its unit tests on heap memory)
+# Runs the shared-memory ring's and slabs' unsafe code (their unit tests on heap memory)
 # under Miri. Miri needs the nightly toolchain's `miri` component; a machine
 # without it says so and skips (the region and stream code make system calls
 # Miri cannot run anyway; those run in the ordinary tests).
@@ -9,4 +9,4 @@ if ! cargo +nightly miri --version >/dev/null 2>&1; then
   echo "SKIPPED: Miri is not installed (rustup component add miri --toolchain nightly)"
   exit 0
 fi
-cargo +nightly miri test -p sinew-shm --lib --target-dir target/miri -- ring::tests
+cargo +nightly miri test -p sinew-shm --lib --target-dir target/miri -- ring::tests slab::tests

@@ -42,7 +42,7 @@ scripts/interop-go.sh
 section "model-check the shared-memory ring (loom)"
 scripts/loom.sh
 
-section "the shared-memory ring's unsafe code under Miri"
+section "the shared-memory ring's and slabs' unsafe code under Miri"
 scripts/miri.sh
 
 section "fuzz the frame decoder (bounded)"

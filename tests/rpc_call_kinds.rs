@@ -229,20 +229,27 @@ async fn a_channel_spreads_calls_over_its_pool_of_connections() {
     );
 }
 
+/// A channel to the server's `shm://` address with these shared-memory options.
+async fn shm_channel(server: &TestServer, options: sinew::transport::ShmOptions) -> sinew::Channel {
+    sinew::Channel::builder(server.shm.clone())
+        .shm_options(options)
+        .connect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smallest_shared_memory_rings_still_carry_large_messages() {
     let server = TestServer::start().await;
     let options = sinew::transport::ShmOptions {
         ring_capacity: 4096,
+        slab_count: 0,
         ..Default::default()
     };
-    let channel = sinew::Channel::builder(server.shm.clone())
-        .shm_options(options)
-        .connect()
-        .await
-        .unwrap();
-    // The connecting side's ring size applies: one page of control blocks and
-    // two 4 KiB rings, mapped twice (client and server are one process here).
+    let channel = shm_channel(&server, options).await;
+    // The connecting side's ring size applies: two pages of control blocks and
+    // two 4 KiB rings, no slabs, mapped twice (client and server are one
+    // process here).
     let region_mappings = std::fs::read_to_string("/proc/self/maps")
         .unwrap()
         .lines()
@@ -252,7 +259,7 @@ async fn the_smallest_shared_memory_rings_still_carry_large_messages() {
             let (start, end) = range.split_once('-').unwrap();
             let size =
                 u64::from_str_radix(end, 16).unwrap() - u64::from_str_radix(start, 16).unwrap();
-            size == 3 * 4096
+            size == 4 * 4096
         })
         .count();
     assert_eq!(region_mappings, 2);
@@ -263,5 +270,55 @@ async fn the_smallest_shared_memory_rings_still_carry_large_messages() {
         .collect();
     let reply = client.unary_echo(request(&big)).await.unwrap();
     assert!(reply.into_inner().message == big);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_go_through_slabs_and_through_the_ring_when_slabs_run_out() {
+    let server = TestServer::start().await;
+    // Four 64 KiB slabs each way: a 40 KiB message takes one, a 300 KiB one
+    // more than there are, so it always goes through the ring; sixteen calls at
+    // once exhaust the slabs and the rest fall back to the ring.
+    let options = sinew::transport::ShmOptions {
+        slab_size: 64 * 1024,
+        slab_count: 4,
+        ..Default::default()
+    };
+    let channel = shm_channel(&server, options).await;
+    let client = EchoClient::new(channel);
+    let mut calls = Vec::new();
+    for round in 0..4 {
+        for (i, size) in [40 << 10, 64 << 10, 100 << 10, 300 << 10]
+            .into_iter()
+            .enumerate()
+        {
+            let client = client.clone();
+            let message: String = (0..size)
+                .map(|at: usize| (b'a' + ((at * 7 + i + round) % 26) as u8) as char)
+                .collect();
+            calls.push(tokio::spawn(async move {
+                let reply = client.unary_echo(request(&message)).await.unwrap();
+                assert!(reply.into_inner().message == message, "{size}-byte echo");
+            }));
+        }
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    // A streamed answer of 40 messages just over the threshold: ten times the
+    // slabs, so the stream keeps taking back the slabs the client copied out.
+    let mut call = Request::new(request(&"s".repeat(33 << 10)));
+    call.metadata_mut().insert("x-repeat", "40").unwrap();
+    let mut stream = client
+        .server_streaming_echo(call)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut count = 0;
+    while let Some(message) = stream.message().await.unwrap() {
+        assert!(message.message == "s".repeat(33 << 10));
+        count += 1;
+    }
+    assert_eq!(count, 40);
     server.shutdown().await;
 }

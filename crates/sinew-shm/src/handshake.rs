@@ -5,9 +5,10 @@
 //!    same effective user is accepted ([`ShmOptions::allowed_uids`] adds others).
 //! 2. The client creates the region (see `region.rs`) and four eventfds, and
 //!    sends a 32-byte hello with the five descriptors attached (`SCM_RIGHTS`):
-//!    `"SINEWSHM"`, version (u32 LE), flags (u32, 0), ring capacity (u64 LE),
-//!    region length (u64 LE); descriptors: the memfd, the server's two eventfds
-//!    (data ready, room ready), the client's two.
+//!    `"SINEWSHM"`, version (u32 LE, 2), slab count (u16 LE), log2 of the slab
+//!    size (u8, 0 without slabs), a zero byte, ring capacity (u64 LE), region
+//!    length (u64 LE); descriptors: the memfd, the server's two eventfds (data
+//!    ready, room ready), the client's two.
 //! 3. The server checks everything it received (exact descriptor count, memfd
 //!    sealed and of the announced size, eventfds that are eventfds), maps the
 //!    region and answers one byte: 0, or 1 followed by a u16 LE length and a
@@ -17,7 +18,7 @@
 //! the connection, and its hang-up tells each side the other is gone, however it
 //! went (an orderly close, a crash, SIGKILL).
 
-use crate::region::{region_len, Region};
+use crate::region::{Layout, Region};
 use crate::stream::{Parts, ShmStream};
 use rustix::event::EventfdFlags;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -35,7 +36,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
 const MAGIC: &[u8; 8] = b"SINEWSHM";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HELLO_LEN: usize = 32;
 const DESCRIPTORS: usize = 5;
 
@@ -46,6 +47,19 @@ pub struct ShmOptions {
     /// 2 MiB: a 1 MiB message and its neighbours fit at once. The connecting
     /// side's choice applies.
     pub ring_capacity: u64,
+    /// Bytes per slab, in each direction (a power of two, 4 KiB to 16 MiB;
+    /// default 256 KiB). A message of at least [`ShmOptions::slab_threshold`]
+    /// bytes is encoded straight into free slabs instead of being copied through
+    /// the ring (see [`slab`](crate::slab)). The connecting side's choice applies.
+    pub slab_size: u64,
+    /// Slabs in each direction (0 to 32; default 8, so 2 MiB each way). Zero
+    /// turns slabs off: everything goes through the ring.
+    pub slab_count: u32,
+    /// Smallest message sent through slabs rather than the ring (default
+    /// 32 KiB): below it, the copy a slab saves costs less than the slab's
+    /// bookkeeping. Read by the RPC layer (`sinew-rpc`), which decides where a
+    /// message goes; each side uses its own.
+    pub slab_threshold: usize,
     /// How long a reader or writer that finds nothing to do keeps polling before
     /// it sleeps (default 50 µs: long enough to catch the answer to a call of up
     /// to ~64 KiB without a wake-up, measured with sinew-bench; 20 µs doubled the
@@ -64,6 +78,9 @@ impl Default for ShmOptions {
     fn default() -> Self {
         ShmOptions {
             ring_capacity: 2 * 1024 * 1024,
+            slab_size: 256 * 1024,
+            slab_count: 8,
+            slab_threshold: 32 * 1024,
             spin: Duration::from_micros(50),
             handshake_timeout: Duration::from_secs(5),
             allowed_uids: Vec::new(),
@@ -110,16 +127,26 @@ fn is_eventfd(fd: &OwnedFd) -> bool {
 pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream> {
     let mut control = UnixStream::connect(path).await?;
     let peer_pid = check_peer(&control, options)?;
-    let capacity = options.ring_capacity;
-    let (region, memfd) = Region::create(capacity)?;
+    let layout = Layout {
+        capacity: options.ring_capacity,
+        slab_size: if options.slab_count == 0 {
+            0
+        } else {
+            options.slab_size
+        },
+        slab_count: options.slab_count,
+    };
+    let (region, memfd) = Region::create(layout)?;
     let (server_data, server_space) = (eventfd()?, eventfd()?);
     let (client_data, client_space) = (eventfd()?, eventfd()?);
 
     let mut hello = [0u8; HELLO_LEN];
     hello[..8].copy_from_slice(MAGIC);
     hello[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    hello[16..24].copy_from_slice(&capacity.to_le_bytes());
-    hello[24..32].copy_from_slice(&region_len(capacity).to_le_bytes());
+    hello[12..14].copy_from_slice(&(layout.slab_count as u16).to_le_bytes());
+    hello[14] = layout.slab_size.checked_ilog2().unwrap_or(0) as u8;
+    hello[16..24].copy_from_slice(&layout.capacity.to_le_bytes());
+    hello[24..32].copy_from_slice(&layout.len().to_le_bytes());
     let descriptors = [
         memfd.as_fd(),
         server_data.as_fd(),
@@ -163,6 +190,7 @@ pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream>
         wake_peer_writer: server_space,
         control,
         spin: options.spin,
+        slab_threshold: options.slab_threshold,
         peer_pid,
     })
 }
@@ -246,11 +274,21 @@ fn validate_hello(
             "shared-memory protocol version {version}; this server speaks {VERSION}"
         )));
     }
-    let capacity = u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes"));
+    let slab_count = u16::from_le_bytes([hello[12], hello[13]]);
+    let (slab_shift, reserved) = (hello[14], hello[15]);
+    if reserved != 0 || slab_shift >= 64 {
+        return Err(invalid("malformed slab fields in the hello"));
+    }
+    let layout = Layout {
+        capacity: u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes")),
+        slab_size: if slab_count == 0 { 0 } else { 1 << slab_shift },
+        slab_count: u32::from(slab_count),
+    };
+    layout.check().map_err(invalid)?;
     let len = u64::from_le_bytes(hello[24..32].try_into().expect("8 bytes"));
-    if len != region_len(capacity) {
+    if len != layout.len() {
         return Err(invalid(format!(
-            "region length {len} does not match ring capacity {capacity}"
+            "region length {len} does not match the layout {layout:?}"
         )));
     }
     let count = descriptors.len();
@@ -265,7 +303,7 @@ fn validate_hello(
     if !eventfds.iter().all(is_eventfd) {
         return Err(invalid("a wake-up descriptor is not an eventfd"));
     }
-    let region = Region::map_received(&memfd, capacity)?;
+    let region = Region::map_received(&memfd, layout)?;
     Ok((region, eventfds))
 }
 
@@ -298,6 +336,7 @@ async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result
         wake_peer_writer: client_space,
         control,
         spin: options.spin,
+        slab_threshold: options.slab_threshold,
         peer_pid,
     })
 }

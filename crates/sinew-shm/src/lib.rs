@@ -18,6 +18,9 @@
 //! * one sealed memfd per connection, mapped by both sides (`region.rs`);
 //! * two single-producer single-consumer byte rings in it, one per direction,
 //!   whose indices sit on cache-line pairs of their own (`ring.rs`);
+//! * each direction's slabs, owned by its sender: a large message is encoded
+//!   straight into them and takes its place in the byte stream by a descriptor,
+//!   one copy fewer than through the ring ([`slab`]);
 //! * four eventfds, registered with tokio, to wake a side that sleeps
 //!   (`stream.rs`).
 //!
@@ -46,7 +49,10 @@
 //! to R3, so the reader does not sleep. Either way the data is not left
 //! unannounced while the reader sleeps. The eventfd counts signals, so a signal
 //! sent between R3 and R4 is not lost either: R4 returns at once. The `swap`
-//! makes exactly one writer signal per sleep. Spurious wake-ups are harmless:
+//! makes exactly one writer signal per sleep. Sending a slab is one more kind
+//! of W1 (its descriptor ring's tail is stored with Release, then W2 and W3
+//! follow as after a ring write), and R3 looks at that tail too, so the same
+//! argument covers it. Spurious wake-ups are harmless:
 //! the reader just checks the ring again. The `loom` model test in `ring.rs`
 //! (`scripts/loom.sh`: `RUSTFLAGS="--cfg sinew_loom" cargo test -p sinew-shm --lib`)
 //! checks this protocol, with a full and an empty ring, in every interleaving
@@ -61,12 +67,16 @@
 //!   publishes it; the peer's index is read, checked (`tail - head` must be
 //!   within the capacity) and only then used. A bad index ends the connection
 //!   with an `InvalidData` error, before any byte is copied.
+//! * Slab descriptors and completions are copied out field by field and
+//!   checked (slab index, length, stream position, generation) before use; see
+//!   [`slab`].
 //! * The ring capacity and the region size come from the handshake, are
 //!   checked against the memfd's real size and seals, and are never read from
 //!   shared memory again.
 //! * Bytes are only ever copied out with raw copies, never referenced in
-//!   place; a peer scribbling on them while we copy gives us garbage, which the
-//!   frame decoder above rejects as malformed input.
+//!   place, from the ring and from slabs alike: we only parse memory the peer
+//!   cannot change under us. A peer scribbling on them while we copy gives us
+//!   garbage, which the frame decoder above rejects as malformed input.
 //! * The memfd is sealed against shrinking, so the peer cannot make our
 //!   accesses fault (SIGBUS).
 //!
@@ -83,8 +93,10 @@
 pub mod handshake;
 mod region;
 mod ring;
+pub mod slab;
 mod stream;
 mod sync;
 
 pub use handshake::{connect, ShmListener, ShmOptions};
+pub use slab::{SlabBuf, SlabPool};
 pub use stream::{ShmReadHalf, ShmStream, ShmWriteHalf};

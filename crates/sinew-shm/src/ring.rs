@@ -135,6 +135,11 @@ impl Producer {
         Producer { memory, tail: 0 }
     }
 
+    /// Bytes written in all (the byte-stream position of the next one).
+    pub(crate) fn position(&self) -> u64 {
+        self.tail
+    }
+
     /// Bytes that can be written now.
     pub(crate) fn free(&self) -> Result<u64, Corrupt> {
         let head = self.memory.control().head.0.load(Ordering::Acquire);
@@ -216,6 +221,11 @@ impl Consumer {
     /// The consumer of a fresh (all-zero) ring.
     pub(crate) fn new(memory: RingMemory) -> Consumer {
         Consumer { memory, head: 0 }
+    }
+
+    /// Bytes read in all (the byte-stream position of the next one).
+    pub(crate) fn position(&self) -> u64 {
+        self.head
     }
 
     /// Bytes ready to be read.

@@ -1,4 +1,5 @@
-//! [`ShmStream`]: a byte stream over a connection's two rings, with eventfd
+//! [`ShmStream`]: a byte stream over a connection's two rings (and its slabs,
+//! which the reader splices into the stream at their place), with eventfd
 //! wake-ups registered with tokio.
 //!
 //! Each side waits on two eventfds of its own (data ready for its reader, room
@@ -11,6 +12,7 @@
 
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
+use crate::slab::{Next, SlabBuf, SlabPool, SlabReceiver, SlabSender};
 use rustix::fd::OwnedFd;
 use std::io;
 use std::pin::Pin;
@@ -38,8 +40,9 @@ pub(crate) struct Connection {
     control: std::os::unix::net::UnixStream,
     /// How long a reader or writer spins before it sleeps.
     spin: Duration,
-    /// Last, so that it is unmapped after everything else is gone.
-    region: Region,
+    /// Last, so that it is unmapped after everything else is gone (slab
+    /// pools and buffers hold it too).
+    region: Arc<Region>,
 }
 
 impl Drop for Connection {
@@ -61,6 +64,8 @@ pub(crate) struct Parts {
     pub(crate) wake_peer_writer: OwnedFd,
     pub(crate) control: tokio::net::UnixStream,
     pub(crate) spin: Duration,
+    /// Smallest message our side sends through slabs.
+    pub(crate) slab_threshold: usize,
     /// From `SO_PEERCRED` at the handshake.
     pub(crate) peer_pid: u32,
 }
@@ -78,6 +83,9 @@ pub struct ShmStream {
 pub struct ShmReadHalf {
     connection: Arc<Connection>,
     consumer: Consumer,
+    /// The peer's slabs, if the connection has any (boxed: the half stays
+    /// small, as does every stream enum that holds it).
+    slabs: Option<Box<SlabReceiver>>,
     spin: Spin,
 }
 
@@ -86,6 +94,8 @@ pub struct ShmReadHalf {
 pub struct ShmWriteHalf {
     connection: Arc<Connection>,
     producer: Producer,
+    /// Our slabs, if the connection has any.
+    slabs: Option<SlabSender>,
     spin: Spin,
     closed: bool,
 }
@@ -114,12 +124,20 @@ impl ShmStream {
             wake_peer_writer,
             control,
             spin,
+            slab_threshold,
             peer_pid,
         } = parts;
         let watcher_socket = control.into_std()?;
         let control = watcher_socket.try_clone()?;
+        let region = Arc::new(region);
         let outbound = region.ring(outbound_ring);
         let inbound = region.ring(1 - outbound_ring);
+        let sender = region
+            .slabs(outbound_ring)
+            .map(|memory| SlabSender::new(SlabPool::new(memory, region.clone(), slab_threshold)));
+        let receiver = region
+            .slabs(1 - outbound_ring)
+            .map(|memory| Box::new(SlabReceiver::new(memory, region.clone())));
         let connection = Arc::new(Connection {
             data_ready: register(data_ready)?,
             space_ready: register(space_ready)?,
@@ -138,11 +156,13 @@ impl ShmStream {
             read: ShmReadHalf {
                 connection: connection.clone(),
                 consumer: Consumer::new(inbound),
+                slabs: receiver,
                 spin: Spin::default(),
             },
             write: ShmWriteHalf {
                 connection,
                 producer: Producer::new(outbound),
+                slabs: sender,
                 spin: Spin::default(),
                 closed: false,
             },
@@ -158,6 +178,17 @@ impl ShmStream {
     /// Splits into halves that can be used from two tasks without a lock.
     pub fn into_split(self) -> (ShmReadHalf, ShmWriteHalf) {
         (self.read, self.write)
+    }
+
+    /// The slabs this side sends large messages from (see
+    /// [`ShmWriteHalf::slab_pool`]).
+    pub fn slab_pool(&self) -> Option<SlabPool> {
+        self.write.slab_pool()
+    }
+
+    /// Sends a filled slab buffer (see [`ShmWriteHalf::send_slab`]).
+    pub fn send_slab(&mut self, buf: SlabBuf) -> io::Result<()> {
+        self.write.send_slab(buf)
     }
 
     /// Bytes each ring of this connection holds.
@@ -282,14 +313,48 @@ impl AsyncRead for ShmReadHalf {
         let connection = &*this.connection;
         loop {
             // SAFETY: we only write initialised bytes into the unfilled part
-            // (the ring copy), and tell `buf` exactly how many.
+            // (the ring or slab copy), and tell `buf` exactly how many.
             let unfilled = unsafe { buf.unfilled_mut() };
-            // SAFETY: `unfilled` is our caller's buffer, valid for its length,
-            // and not part of the shared mapping.
-            let n = unsafe {
-                this.consumer
-                    .read(unfilled.as_mut_ptr().cast::<u8>(), unfilled.len())
-            }?;
+            let (out, len) = (unfilled.as_mut_ptr().cast::<u8>(), unfilled.len());
+            // Ring bytes up to the next slab's place in the stream, or the slab.
+            // The ring is looked at first: the sender publishes a descriptor
+            // before any ring byte that follows its slab, so every byte counted
+            // here that lies past a slab's place has its descriptor visible
+            // below, and we never read past a slab we have not seen.
+            let available = this.consumer.available()?;
+            let next = match &mut this.slabs {
+                Some(slabs) => slabs.next(this.consumer.position())?,
+                None => Next::Ring,
+            };
+            if let (Next::Slab, Some(slabs)) = (&next, &mut this.slabs) {
+                // SAFETY: `out` is our caller's buffer, valid for `len` bytes,
+                // and not part of the shared mapping.
+                let n = unsafe { slabs.read(out, len) }?;
+                // SAFETY: the slab copy initialised the first `n` unfilled bytes.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                this.spin = Spin::default();
+                return Poll::Ready(Ok(()));
+            }
+            let limit = match next {
+                Next::RingBytes(_) if available == 0 => {
+                    // The descriptor came after our look at the ring. The
+                    // sender publishes the bytes before a slab's place first,
+                    // so a second look must find them.
+                    if this.consumer.available()? == 0 {
+                        return Poll::Ready(Err(crate::ring::Corrupt(
+                            "a slab descriptor points past the published bytes",
+                        )
+                        .into()));
+                    }
+                    continue;
+                }
+                Next::RingBytes(before_slab) => len.min(before_slab as usize),
+                _ => len,
+            };
+            let limit = limit.min(available as usize);
+            // SAFETY: as above, for `limit <= len` bytes.
+            let n = unsafe { this.consumer.read(out, limit) }?;
             if n > 0 {
                 // SAFETY: the ring copy initialised the first `n` unfilled bytes.
                 unsafe { buf.assume_init(n) };
@@ -303,13 +368,13 @@ impl AsyncRead for ShmReadHalf {
             // Only after seeing the ring empty: bytes published before the close
             // or the hang-up are still read.
             if this.consumer.is_closed() {
-                if this.consumer.available()? > 0 {
+                if this.has_input()? {
                     continue;
                 }
                 return Poll::Ready(Ok(()));
             }
             if connection.peer_gone.load(Ordering::Acquire) {
-                if this.consumer.available()? > 0 {
+                if this.has_input()? {
                     continue;
                 }
                 return Poll::Ready(Err(peer_gone_error()));
@@ -320,6 +385,13 @@ impl AsyncRead for ShmReadHalf {
             if !this.consumer.announce_sleep()? {
                 continue;
             }
+            // The fence in `announce_sleep` also orders our flag before this
+            // look at the descriptor ring (the sender fences after publishing a
+            // descriptor, then looks at the flag: `Producer::publish`).
+            if this.slabs.as_ref().map_or(Ok(0), |slabs| slabs.queued())? > 0 {
+                this.consumer.end_sleep();
+                continue;
+            }
             // The flag stays set while we are parked: the next publish wakes us.
             ready!(poll_signalled(&connection.data_ready, cx))?;
             this.consumer.end_sleep();
@@ -327,7 +399,52 @@ impl AsyncRead for ShmReadHalf {
     }
 }
 
+impl ShmReadHalf {
+    /// Whether ring bytes or slab descriptors are waiting.
+    fn has_input(&self) -> io::Result<bool> {
+        let queued = self.slabs.as_ref().map_or(Ok(0), |slabs| slabs.queued())?;
+        Ok(self.consumer.available()? > 0 || queued > 0)
+    }
+}
+
 impl ShmWriteHalf {
+    /// The slabs this side sends large messages from, if the connection has
+    /// any ([`ShmOptions::slab_count`](crate::ShmOptions::slab_count)): fill a
+    /// [`SlabBuf`] from [`SlabPool::alloc`], then [`ShmWriteHalf::send_slab`].
+    pub fn slab_pool(&self) -> Option<SlabPool> {
+        self.slabs.as_ref().map(|sender| sender.pool.clone())
+    }
+
+    /// Sends a filled slab buffer as the next bytes of the stream, after
+    /// everything written before: the peer reads them as if they had been
+    /// written with `poll_write`, one copy fewer. Never waits: the descriptor
+    /// ring has room for every slab.
+    pub fn send_slab(&mut self, buf: SlabBuf) -> io::Result<()> {
+        if self.closed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            ));
+        }
+        if self.connection.peer_gone.load(Ordering::Acquire) {
+            return Err(peer_gone_error());
+        }
+        let Some(sender) = &mut self.slabs else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this shared-memory connection has no slabs",
+            ));
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        sender.publish(self.producer.position(), buf)?;
+        if self.producer.publish() {
+            signal(&self.connection.wake_peer_reader);
+        }
+        Ok(())
+    }
+
     fn poll_write_with(
         &mut self,
         cx: &mut Context<'_>,
@@ -339,6 +456,14 @@ impl ShmWriteHalf {
                 io::ErrorKind::BrokenPipe,
                 "write after shutdown",
             )));
+        }
+        if let Some(sender) = &self.slabs {
+            if sender.pool.is_broken() {
+                return Poll::Ready(Err(crate::ring::Corrupt(
+                    "the peer gave back a slab it did not hold",
+                )
+                .into()));
+            }
         }
         loop {
             if connection.peer_gone.load(Ordering::Acquire) {

@@ -2,9 +2,11 @@
 //! connection with a clear error, never crash, and keep serving others.
 //!
 //! The peer is this test binary run again as a child process (with
-//! `SINEW_SHM_HOSTILE_PATH` set): it connects normally, then overwrites the
-//! ring indices in its mapping of the region with values that point outside the
-//! ring, as a buggy or malicious process could.
+//! `SINEW_SHM_HOSTILE_PATH` set): it connects normally, then overwrites, in its
+//! mapping of the region, either the ring indices (with values that point
+//! outside the ring) or the slab rings (a descriptor of a slab that does not
+//! exist, a completion for a slab it was never sent), as a buggy or malicious
+//! process could.
 
 use sinew_shm::{connect, ShmListener, ShmOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -15,11 +17,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 const PATH_VARIABLE: &str = "SINEW_SHM_HOSTILE_PATH";
+/// What the child corrupts: "rings" or "slabs".
+const MODE_VARIABLE: &str = "SINEW_SHM_HOSTILE_MODE";
 /// Offsets in the region (see region.rs and ring.rs): ring 0 (client to
 /// server) has its control block at 0 with `tail` first; ring 1's is at 2048,
 /// with `head` 128 bytes in.
 const RING0_TAIL: usize = 0;
 const RING1_HEAD: usize = 2048 + 128;
+/// Slab control blocks (slab.rs): direction 0's at 4096, direction 1's at 6144;
+/// in each, `desc_tail` at 0, `done_tail` at 256, the descriptors (24 bytes:
+/// position u64, slab u32, len u32, generation u32) at 512, the completions
+/// (u64) at 1280.
+const SLABS0: usize = 4096;
+const SLABS1: usize = 6144;
 
 /// Start address of this process's mapping of a sinew region.
 fn region_address() -> usize {
@@ -46,11 +56,23 @@ async fn hostile_child_process() {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
     let base = region_address();
-    // SAFETY: both addresses are 8-byte-aligned u64 atomics inside this
-    // process's live mapping of the region (the stream still holds it).
-    unsafe {
-        (*((base + RING0_TAIL) as *const AtomicU64)).store(u64::MAX / 3, Ordering::SeqCst);
-        (*((base + RING1_HEAD) as *const AtomicU64)).store(1 << 40, Ordering::SeqCst);
+    let store = |offset: usize, value: u64| {
+        // SAFETY: every offset used is an 8-byte-aligned u64 (or a pair of u32)
+        // inside this process's live mapping of the region (the stream still
+        // holds it).
+        unsafe { (*((base + offset) as *const AtomicU64)).store(value, Ordering::SeqCst) }
+    };
+    if std::env::var(MODE_VARIABLE).as_deref() == Ok("slabs") {
+        // Our direction: "after the 4 bytes of ping, slab 1000" (there are 8).
+        store(SLABS0 + 512, 4);
+        store(SLABS0 + 512 + 8, 1 << 32 | 1000); // len 1, slab 1000
+        store(SLABS0, 1);
+        // The server's direction: "done with slab 0, generation 1", never sent.
+        store(SLABS1 + 1280, 1);
+        store(SLABS1 + 256, 1);
+    } else {
+        store(RING0_TAIL, u64::MAX / 3);
+        store(RING1_HEAD, 1 << 40);
     }
     println!("corrupted");
     // Stay alive (and connected) until the parent is done with us.
@@ -63,7 +85,22 @@ async fn garbage_indices_from_another_process_fail_the_connection_not_us() {
     if std::env::var(PATH_VARIABLE).is_ok() {
         return; // this is the child
     }
-    let dir = std::env::temp_dir().join(format!("sinew-shm-hostile-{}", std::process::id()));
+    hostile_peer("rings").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_slab_descriptors_and_completions_fail_the_connection_not_us() {
+    if std::env::var(PATH_VARIABLE).is_ok() {
+        return; // this is the child
+    }
+    hostile_peer("slabs").await;
+}
+
+/// Serves a child that corrupts the region (`mode`: see [`MODE_VARIABLE`]),
+/// checks that reading and writing fail with `InvalidData`, then that a good
+/// client is still served.
+async fn hostile_peer(mode: &str) {
+    let dir = std::env::temp_dir().join(format!("sinew-shm-hostile-{mode}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("control.sock");
     let listener = ShmListener::new(
@@ -79,6 +116,7 @@ async fn garbage_indices_from_another_process_fail_the_connection_not_us() {
             "--test-threads=1",
         ])
         .env(PATH_VARIABLE, &path)
+        .env(MODE_VARIABLE, mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -106,15 +144,22 @@ async fn garbage_indices_from_another_process_fail_the_connection_not_us() {
         }
     }
 
-    // Reading: the peer's tail is outside the ring. Refused before any copy.
+    // Reading: the peer's tail is outside the ring, or its descriptor names a
+    // slab that does not exist. Refused before any copy.
     let mut buf = [0u8; 64];
     let error = read.read(&mut buf).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
-    assert!(
-        error.to_string().contains("corrupted by the peer"),
-        "{error}"
-    );
-    // Writing: the peer's head claims bytes we never wrote. Refused too.
+    let expected = match mode {
+        "slabs" => "outside the slab area",
+        _ => "outside the ring",
+    };
+    assert!(error.to_string().contains(expected), "{error}");
+    // Writing: the peer's head claims bytes we never wrote, or it gave back a
+    // slab we never sent (noticed when we next look for free slabs). Refused.
+    if mode == "slabs" {
+        let pool = write.slab_pool().unwrap();
+        assert!(pool.alloc(1).is_none(), "a broken pool hands out nothing");
+    }
     let error = write.write_all(b"pong").await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
 

@@ -93,6 +93,98 @@ async fn bytes_larger_than_the_ring_pass_both_ways_whole() {
     assert!(received_down == down, "server -> client bytes differ");
 }
 
+/// Sends `count` length-prefixed messages of 1 B to `max` bytes from the
+/// client to the server: each prefix through the ring, each body through slabs
+/// when enough are free, else through the ring. The reader starts after
+/// `reader_delay`. Checks every message; returns how many bodies went through
+/// slabs and through the ring.
+async fn slab_exchange(
+    options: ShmOptions,
+    count: usize,
+    max: usize,
+    reader_delay: Duration,
+) -> (usize, usize) {
+    let dir = TempDir::new(&format!("slabs-{count}-{max}"));
+    let slab_count = options.slab_count as usize;
+    let (_listener, client, server) = pair(&dir, options).await;
+    let (mut server_read, _server_write) = server.into_split();
+    let (_client_read, mut client_write) = client.into_split();
+    let pool = client_write.slab_pool().expect("slabs were asked for");
+    let mut seed = 0x2545_f491_u32;
+    let messages: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            pattern(1 + (seed as usize % max), i as u8)
+        })
+        .collect();
+    let expected = messages.clone();
+    let writer = tokio::spawn(async move {
+        let (mut via_slabs, mut via_ring) = (0, 0);
+        for message in &messages {
+            client_write
+                .write_all(&(message.len() as u32).to_le_bytes())
+                .await
+                .unwrap();
+            match pool.alloc(message.len()) {
+                Some(mut buf) => {
+                    bytes::BufMut::put_slice(&mut buf, message);
+                    client_write.send_slab(buf).unwrap();
+                    via_slabs += 1;
+                }
+                None => {
+                    client_write.write_all(message).await.unwrap();
+                    via_ring += 1;
+                }
+            }
+        }
+        client_write.shutdown().await.unwrap();
+        (via_slabs, via_ring, pool)
+    });
+    tokio::time::sleep(reader_delay).await;
+    for (i, message) in expected.iter().enumerate() {
+        let len = server_read.read_u32_le().await.unwrap() as usize;
+        assert_eq!(len, message.len(), "length of message {i}");
+        let mut body = vec![0u8; len];
+        server_read.read_exact(&mut body).await.unwrap();
+        assert!(body == *message, "message {i} differs");
+    }
+    let mut rest = Vec::new();
+    server_read.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "nothing after the last message");
+    let (via_slabs, via_ring, pool) = writer.await.unwrap();
+    assert_eq!(pool.free(), slab_count, "every slab given back");
+    (via_slabs, via_ring)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slab_messages_keep_their_place_and_exhausted_slabs_fall_back_to_the_ring() {
+    let options = ShmOptions {
+        slab_size: 16 * 1024,
+        slab_count: 4,
+        ..small_rings()
+    };
+    // The reader starts late: the slabs run out and the ring fills, so the
+    // writer must wait (backpressure); nothing may be lost or reordered.
+    let (via_slabs, via_ring) =
+        slab_exchange(options.clone(), 300, 100 * 1024, Duration::from_millis(200)).await;
+    assert!(via_slabs > 0 && via_ring > 0, "{via_slabs} / {via_ring}");
+    // Reader and writer at once, small messages: descriptors are published
+    // while the reader is reading the ring bytes around them.
+    let (via_slabs, via_ring) = slab_exchange(options, 20_000, 300, Duration::ZERO).await;
+    assert!(via_slabs > 0, "{via_slabs} / {via_ring}");
+
+    // Slabs can be turned off.
+    let dir = TempDir::new("no-slabs");
+    let options = ShmOptions {
+        slab_count: 0,
+        ..small_rings()
+    };
+    let (_listener, client, _server) = pair(&dir, options).await;
+    assert!(client.slab_pool().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_goes_away_is_noticed_by_both_halves() {
     // (A peer killed outright is tested across processes, in the workspace's
@@ -147,20 +239,40 @@ async fn bad_hellos_are_refused_with_a_reason_and_the_listener_goes_on() {
         "{reason}"
     );
 
-    // A well-formed hello without its descriptors.
-    let mut hello = [0u8; 32];
-    hello[..8].copy_from_slice(b"SINEWSHM");
-    hello[8..12].copy_from_slice(&1u32.to_le_bytes());
-    hello[16..24].copy_from_slice(&65536u64.to_le_bytes());
-    hello[24..32].copy_from_slice(&(4096u64 + 2 * 65536).to_le_bytes());
-    let mut bare = UnixStream::connect(&path).await.unwrap();
-    bare.write_all(&hello).await.unwrap();
-    assert_eq!(bare.read_u8().await.unwrap(), 1);
-    let len = bare.read_u16_le().await.unwrap();
-    let mut reason = vec![0u8; len as usize];
-    bare.read_exact(&mut reason).await.unwrap();
-    let reason = String::from_utf8(reason).unwrap();
-    assert!(reason.contains("expected 5 descriptors"), "{reason}");
+    // Well-formed hellos: without their descriptors, with too many slabs, with
+    // a region length that does not match, from an older version.
+    let hello = |version: u32, slab_count: u16, slab_shift: u8, len: u64| {
+        let mut hello = [0u8; 32];
+        hello[..8].copy_from_slice(b"SINEWSHM");
+        hello[8..12].copy_from_slice(&version.to_le_bytes());
+        hello[12..14].copy_from_slice(&slab_count.to_le_bytes());
+        hello[14] = slab_shift;
+        hello[16..24].copy_from_slice(&65536u64.to_le_bytes());
+        hello[24..32].copy_from_slice(&len.to_le_bytes());
+        hello
+    };
+    let rings_only = 8192 + 2 * 65536;
+    for (hello, expected) in [
+        (hello(2, 0, 0, rings_only), "expected 5 descriptors"),
+        (
+            hello(2, 2, 12, rings_only + 4 * 4096),
+            "expected 5 descriptors",
+        ),
+        (hello(2, 33, 12, rings_only + 66 * 4096), "slabs must be"),
+        (hello(2, 1, 11, rings_only + 2 * 2048), "slabs must be"),
+        (hello(2, 1, 70, rings_only), "malformed slab fields"),
+        (hello(2, 2, 12, rings_only), "does not match"),
+        (hello(1, 0, 0, rings_only), "version 1"),
+    ] {
+        let mut bare = UnixStream::connect(&path).await.unwrap();
+        bare.write_all(&hello).await.unwrap();
+        assert_eq!(bare.read_u8().await.unwrap(), 1);
+        let len = bare.read_u16_le().await.unwrap();
+        let mut reason = vec![0u8; len as usize];
+        bare.read_exact(&mut reason).await.unwrap();
+        let reason = String::from_utf8(reason).unwrap();
+        assert!(reason.contains(expected), "{reason}");
+    }
 
     // A client that says nothing is dropped at the handshake timeout.
     let mut silent = UnixStream::connect(&path).await.unwrap();

@@ -19,7 +19,7 @@ mod stream;
 
 pub use address::{Address, AddressError};
 pub use listener::Listener;
-pub use sinew_shm::ShmOptions;
+pub use sinew_shm::{ShmOptions, SlabBuf, SlabPool};
 pub use stream::{connect, connect_with, ReadHalf, Stream, WriteHalf};
 
 /// Settings of the transports that have any (today: shared memory). The

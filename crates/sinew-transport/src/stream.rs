@@ -2,7 +2,7 @@
 
 use crate::address::Address;
 use crate::TransportOptions;
-use sinew_shm::{ShmReadHalf, ShmStream, ShmWriteHalf};
+use sinew_shm::{ShmReadHalf, ShmStream, ShmWriteHalf, SlabBuf, SlabPool};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -41,6 +41,30 @@ pub enum WriteHalf {
     Unix(unix::OwnedWriteHalf),
     /// Shared memory.
     Shm(ShmWriteHalf),
+}
+
+impl WriteHalf {
+    /// The slabs a shared-memory connection sends large messages from, encoded
+    /// in place (see `sinew_shm::slab`); `None` for the other transports, and
+    /// for shared memory without slabs.
+    pub fn slab_pool(&self) -> Option<SlabPool> {
+        match self {
+            WriteHalf::Shm(half) => half.slab_pool(),
+            _ => None,
+        }
+    }
+
+    /// Sends a filled slab buffer as the stream's next bytes (shared memory
+    /// only: the others have no slabs to fill).
+    pub fn send_slab(&mut self, buf: SlabBuf) -> io::Result<()> {
+        match self {
+            WriteHalf::Shm(half) => half.send_slab(buf),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "only shared-memory connections have slabs",
+            )),
+        }
+    }
 }
 
 /// Connects to `address`, giving up after `timeout` if one is given.

@@ -45,8 +45,13 @@ pub fn finish(dst: &mut BytesMut, start: FrameStart) -> usize {
     length
 }
 
+/// Reserves room for a whole frame, then appends its header.
 fn header(dst: &mut BytesMut, kind: FrameKind, flags: u8, stream_id: u32, length: usize) {
     dst.reserve(FRAME_HEADER_LEN + length);
+    put_header(dst, kind, flags, stream_id, length);
+}
+
+fn put_header(dst: &mut BytesMut, kind: FrameKind, flags: u8, stream_id: u32, length: usize) {
     dst.put_u32(length as u32);
     dst.put_u8(kind as u8);
     dst.put_u8(flags);
@@ -58,6 +63,14 @@ pub fn data(dst: &mut BytesMut, stream_id: u32, end_stream: bool, payload: &[u8]
     let flags = if end_stream { flags::END_STREAM } else { 0 };
     header(dst, FrameKind::Data, flags, stream_id, payload.len());
     dst.put_slice(payload);
+}
+
+/// DATA's header alone, for a payload of `payload_len` bytes that reaches the
+/// peer by another way, right after it in the byte stream (a shared-memory
+/// slab the message was encoded into).
+pub fn data_header(dst: &mut BytesMut, stream_id: u32, end_stream: bool, payload_len: usize) {
+    let flags = if end_stream { flags::END_STREAM } else { 0 };
+    put_header(dst, FrameKind::Data, flags, stream_id, payload_len);
 }
 
 /// HEADERS: a call's path, timeout and metadata (path empty in response headers).

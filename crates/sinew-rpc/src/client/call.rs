@@ -9,7 +9,7 @@ use crate::status::Status;
 use crate::streaming::Streaming;
 use futures_core::Stream;
 use futures_util::StreamExt;
-use sinew_wire::{encode, Code, FrameKind, MetadataMap, FRAME_HEADER_LEN};
+use sinew_wire::{encode, Code, MetadataMap};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Arc;
@@ -112,9 +112,8 @@ async fn open<M: prost::Message>(
             shared.peer.initial_stream_window,
             shared.local.initial_stream_window,
         );
-        let with_first = first_len.is_some()
-            && state.send_window > 0
-            && state.pending.len() < PENDING_WRITE_HIGH;
+        let with_first =
+            first_len.is_some() && state.send_window > 0 && state.queued_len() < PENDING_WRITE_HIGH;
         let headers_end_stream = end_stream && first.is_none();
         encode::headers(
             &mut state.pending,
@@ -125,16 +124,7 @@ async fn open<M: prost::Message>(
             metadata,
         );
         if let (true, Some(message), Some(len)) = (with_first, first, first_len) {
-            let flags = if end_stream {
-                sinew_wire::flags::END_STREAM
-            } else {
-                0
-            };
-            let buf = &mut state.pending;
-            buf.reserve(FRAME_HEADER_LEN + len);
-            let start = encode::begin(buf, FrameKind::Data, flags, id);
-            let _ = message.encode(buf);
-            encode::finish(buf, start);
+            state.encode_data(shared.slabs.as_ref(), id, end_stream, message, len);
             stream.send_window -= len as i64;
             state.send_window -= len as i64;
         }

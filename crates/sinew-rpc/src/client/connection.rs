@@ -1,6 +1,7 @@
 //! One client connection: handshake, then a reader task and a writer task.
 
 use super::ChannelConfig;
+use crate::connection::writer::Outbound;
 use crate::connection::{
     reserve_for_read, writer, Inbound, KillOnExit, Locked, Shared, PENDING_WRITE_PAUSE,
 };
@@ -11,7 +12,7 @@ use sinew_wire::{Code, Frame, FrameDecoder, Preface, Reason, Settings, WireError
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Connects, exchanges prefaces, and starts the connection's reader and writer
 /// tasks. Returns the shared state calls use.
@@ -64,7 +65,7 @@ pub(crate) async fn handshake<R, W>(
 ) -> Result<Arc<Shared>, Status>
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: Outbound,
 {
     let address = peer;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -111,7 +112,7 @@ where
             )));
         }
     }
-    let shared = Shared::new(settings, preface.settings);
+    let shared = Shared::new(settings, preface.settings, writer_half.slab_pool());
     tokio::spawn(writer::run(shared.clone(), writer_half));
     tokio::spawn(read_loop(shared.clone(), reader, buf));
     Ok(shared)

@@ -31,6 +31,7 @@ pub(crate) mod writer;
 use crate::status::Status;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
+use sinew_transport::{SlabBuf, SlabPool};
 use sinew_wire::{encode, Code, Frame, MetadataMap, Reason, Settings, WireError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -177,6 +178,11 @@ impl StreamState {
 pub(crate) struct State {
     /// Frames encoded and not yet handed to the socket.
     pub(crate) pending: BytesMut,
+    /// Messages encoded into shared-memory slabs, each with the offset in
+    /// `pending` where it goes (right after its DATA header).
+    pub(crate) slab_frames: Vec<(usize, SlabBuf)>,
+    /// Bytes in `slab_frames`.
+    pub(crate) slab_bytes: usize,
     pub(crate) streams: FxHashMap<u32, StreamState>,
     /// Connection-level send credit (may dip below zero by one frame).
     pub(crate) send_window: i64,
@@ -219,6 +225,9 @@ pub(crate) struct Shared {
     pub(crate) local: Settings,
     /// What the peer announced: the limits we must respect when sending.
     pub(crate) peer: Settings,
+    /// Shared-memory slabs to encode large messages into, when the transport
+    /// has them (see [`State::encode_data`]).
+    pub(crate) slabs: Option<SlabPool>,
 }
 
 /// Kills the connection when dropped: however the task driving a connection ends
@@ -270,10 +279,12 @@ impl Drop for Locked<'_> {
 }
 
 impl Shared {
-    pub(crate) fn new(local: Settings, peer: Settings) -> Arc<Shared> {
+    pub(crate) fn new(local: Settings, peer: Settings, slabs: Option<SlabPool>) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State {
                 pending: BytesMut::with_capacity(64 * 1024),
+                slab_frames: Vec::new(),
+                slab_bytes: 0,
                 streams: FxHashMap::default(),
                 send_window: peer.initial_connection_window as i64,
                 recv_window: local.initial_connection_window as i64,
@@ -293,6 +304,7 @@ impl Shared {
             accepting: AtomicBool::new(true),
             local,
             peer,
+            slabs,
         })
     }
 
@@ -314,7 +326,56 @@ impl Shared {
 
     /// Bytes waiting for the writer.
     pub(crate) fn pending_len(&self) -> usize {
-        self.lock().pending.len()
+        self.lock().queued_len()
+    }
+}
+
+impl State {
+    /// Bytes waiting for the writer, in the pending buffer and in slabs.
+    pub(crate) fn queued_len(&self) -> usize {
+        self.pending.len() + self.slab_bytes
+    }
+
+    /// Queues one DATA frame carrying `message` (`len` bytes encoded).
+    ///
+    /// Over shared memory with slabs, a message of at least the pool's
+    /// threshold is encoded straight into free slabs and only its frame header
+    /// goes into the pending buffer: the writer sends the slabs in their place,
+    /// and the message is never copied again on this side. Without free slabs
+    /// (or any other transport), it is encoded into the pending buffer.
+    pub(crate) fn encode_data<M: prost::Message>(
+        &mut self,
+        slabs: Option<&SlabPool>,
+        id: u32,
+        end_stream: bool,
+        message: &M,
+        len: usize,
+    ) {
+        if let Some(pool) = slabs.filter(|pool| len >= pool.threshold()) {
+            if let Some(mut buf) = pool.alloc(len) {
+                // Infallible: the slabs hold at least `len` bytes.
+                let _ = message.encode(&mut buf);
+                // A message whose encoded_len lies would break the framing:
+                // such a message takes the ordinary path, which measures.
+                if buf.len() == len {
+                    encode::data_header(&mut self.pending, id, end_stream, len);
+                    self.slab_bytes += len;
+                    self.slab_frames.push((self.pending.len(), buf));
+                    return;
+                }
+            }
+        }
+        let flags = if end_stream {
+            sinew_wire::flags::END_STREAM
+        } else {
+            0
+        };
+        let buf = &mut self.pending;
+        buf.reserve(sinew_wire::FRAME_HEADER_LEN + len);
+        let start = encode::begin(buf, sinew_wire::FrameKind::Data, flags, id);
+        // Infallible: a BytesMut grows on demand.
+        let _ = message.encode(buf);
+        encode::finish(buf, start);
     }
 }
 

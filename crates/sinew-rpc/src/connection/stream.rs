@@ -3,7 +3,7 @@
 
 use super::{Inbound, Shared, State, PENDING_WRITE_HIGH};
 use crate::status::Status;
-use sinew_wire::{encode, FrameKind, MetadataMap, FRAME_HEADER_LEN};
+use sinew_wire::{encode, MetadataMap};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -117,44 +117,36 @@ impl StreamRef {
                 stream.send_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            if state.send_window <= 0 || state.pending.len() >= PENDING_WRITE_HIGH {
+            let queued = state.pending.len() + state.slab_bytes;
+            if state.send_window <= 0 || queued >= PENDING_WRITE_HIGH {
                 state.capacity_waiters.push(cx.waker().clone());
                 return Poll::Pending;
             }
             stream.send_window -= len as i64;
             state.send_window -= len as i64;
         }
-        let id = self.id;
-        let buf = &mut state.pending;
-        if let Some(headers) = send.headers {
-            encode::headers(buf, id, false, None, "", headers);
+        if send.end_stream || send.trailers.is_some() {
+            stream.local_closed = true;
         }
-        if let Some(message) = send.message {
-            let flags = if send.end_stream {
-                sinew_wire::flags::END_STREAM
-            } else {
-                0
-            };
-            buf.reserve(FRAME_HEADER_LEN + message_len.unwrap_or(0));
-            let start = encode::begin(buf, FrameKind::Data, flags, id);
-            // Infallible: a BytesMut grows on demand.
-            let _ = message.encode(buf);
-            encode::finish(buf, start);
+        let id = self.id;
+        if let Some(headers) = send.headers {
+            encode::headers(&mut state.pending, id, false, None, "", headers);
+        }
+        if let (Some(message), Some(len)) = (send.message, message_len) {
+            let slabs = self.shared.slabs.as_ref();
+            state.encode_data(slabs, id, send.end_stream, message, len);
         } else if send.end_stream {
-            encode::half_close(buf, id);
+            encode::half_close(&mut state.pending, id);
         }
         if let Some(status) = send.trailers {
             encode::trailers(
-                buf,
+                &mut state.pending,
                 id,
                 status.code(),
                 status.message(),
                 status.details(),
                 status.metadata(),
             );
-        }
-        if send.end_stream || send.trailers.is_some() {
-            stream.local_closed = true;
         }
         Poll::Ready(Ok(()))
     }

@@ -2,8 +2,40 @@
 
 use super::{Shared, PENDING_WRITE_HIGH};
 use bytes::BytesMut;
+use sinew_transport::{SlabBuf, SlabPool};
+use std::io;
 use std::sync::Arc;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// The writing side of a connection's transport, as the writer task uses it:
+/// a byte sink that may also take shared-memory slabs.
+pub(crate) trait Outbound: AsyncWrite + Unpin + Send + 'static {
+    /// Slabs to encode large messages into, if the transport has them.
+    fn slab_pool(&self) -> Option<SlabPool> {
+        None
+    }
+
+    /// Sends a filled slab as the stream's next bytes.
+    fn send_slab(&mut self, _buf: SlabBuf) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this transport has no slabs",
+        ))
+    }
+}
+
+impl Outbound for sinew_transport::WriteHalf {
+    fn slab_pool(&self) -> Option<SlabPool> {
+        sinew_transport::WriteHalf::slab_pool(self)
+    }
+
+    fn send_slab(&mut self, buf: SlabBuf) -> io::Result<()> {
+        sinew_transport::WriteHalf::send_slab(self, buf)
+    }
+}
+
+/// In-process connections (`tokio::io::split` of a duplex pipe).
+impl<T: AsyncRead + AsyncWrite + Send + 'static> Outbound for tokio::io::WriteHalf<T> {}
 
 /// A batch buffer that grew past this is replaced after use, so one huge message
 /// does not pin megabytes per connection forever.
@@ -14,8 +46,10 @@ const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
 ///
 /// Swapping instead of copying means the lock is held for a pointer swap; every
 /// frame queued while a write is in flight goes out with the next single write.
-pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
+/// Messages encoded into slabs go out in their place in the batch.
+pub(crate) async fn run<W: Outbound>(shared: Arc<Shared>, mut io: W) {
     let mut batch = BytesMut::with_capacity(64 * 1024);
+    let mut slab_frames = Vec::new();
     loop {
         // Take the whole pending batch, or learn that there is nothing to write.
         let took_batch = {
@@ -26,8 +60,10 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
                 }
                 false
             } else {
-                let wake_senders = state.pending.len() >= PENDING_WRITE_HIGH;
+                let wake_senders = state.queued_len() >= PENDING_WRITE_HIGH;
                 std::mem::swap(&mut state.pending, &mut batch);
+                std::mem::swap(&mut state.slab_frames, &mut slab_frames);
+                state.slab_bytes = 0;
                 if wake_senders {
                     let waiters = std::mem::take(&mut state.capacity_waiters);
                     state.wake.extend(waiters);
@@ -44,7 +80,7 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
             tokio::task::yield_now().await;
             continue;
         }
-        if let Err(error) = io.write_all(&batch).await {
+        if let Err(error) = write_batch(&mut io, &batch, &mut slab_frames).await {
             tracing::debug!(%error, "connection write failed");
             shared.lock().kill(crate::Status::unavailable(format!(
                 "connection lost: {error}"
@@ -60,4 +96,22 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
     }
     let _ = io.shutdown().await;
     shared.flushed.notify_waiters();
+}
+
+/// Writes a batch, sending each slab at its offset. On an error the slabs not
+/// sent yet are dropped (back to their pool).
+async fn write_batch<W: Outbound>(
+    io: &mut W,
+    batch: &[u8],
+    slab_frames: &mut Vec<(usize, SlabBuf)>,
+) -> io::Result<()> {
+    let mut written = 0;
+    let mut frames = slab_frames.drain(..);
+    for (offset, slab) in frames.by_ref() {
+        io.write_all(&batch[written..offset]).await?;
+        io.send_slab(slab)?;
+        written = offset;
+    }
+    drop(frames);
+    io.write_all(&batch[written..]).await
 }

@@ -3,6 +3,7 @@
 use super::call::{run_handler, CallIo, ServerCall};
 use super::{MethodKind, Router, ServerConfig};
 use crate::connection::stream::StreamRef;
+use crate::connection::writer::Outbound;
 use crate::connection::{
     reserve_for_read, writer, Inbound, KillOnExit, Locked, Shared, StreamState, PENDING_WRITE_PAUSE,
 };
@@ -46,7 +47,7 @@ pub(crate) async fn serve<R, W>(
 ) -> DrainCounts
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: Outbound,
 {
     // Handshake: the client's preface first, within a time limit, so that a peer
     // that connects and says nothing (or garbage) does not hold a task forever.
@@ -79,7 +80,7 @@ where
         }
     };
 
-    let shared = Shared::new(config.settings, preface.settings);
+    let shared = Shared::new(config.settings, preface.settings, writer_half.slab_pool());
     Preface::new(config.settings).encode(&mut shared.lock().pending);
     let writer_task = tokio::spawn(writer::run(shared.clone(), writer_half));
     let _kill_on_exit = KillOnExit(shared.clone());
