@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Model-checks the shared-memory ring's wake-up protocol with loom (every
-# interleaving of a producer and a consumer on a ring smaller than the message).
+# interleaving of a producer and a consumer on a ring smaller than the message),
+# and the same with a slab between ring bytes (slab bytes at their place).
 # Part of the test command (scripts/test.sh). Uses its own target directory:
 # --cfg sinew_loom changes every crate's build.
 set -euo pipefail

@@ -49,14 +49,18 @@
 //! to R3, so the reader does not sleep. Either way the data is not left
 //! unannounced while the reader sleeps. The eventfd counts signals, so a signal
 //! sent between R3 and R4 is not lost either: R4 returns at once. The `swap`
-//! makes exactly one writer signal per sleep. Sending a slab is one more kind
-//! of W1 (its descriptor ring's tail is stored with Release, then W2 and W3
-//! follow as after a ring write), and R3 looks at that tail too, so the same
-//! argument covers it. Spurious wake-ups are harmless:
+//! makes exactly one writer signal per sleep. Spurious wake-ups are harmless:
 //! the reader just checks the ring again. The `loom` model test in `ring.rs`
 //! (`scripts/loom.sh`: `RUSTFLAGS="--cfg sinew_loom" cargo test -p sinew-shm --lib`)
 //! checks this protocol, with a full and an empty ring, in every interleaving
 //! the model allows: no lost wake-up (loom reports a deadlock), bytes in order.
+//!
+//! Sending a slab is one more kind of W1 (its descriptor ring's tail is stored
+//! with Release, then W2 and W3 follow as after a ring write), and R3 looks at
+//! that tail too, so the same argument covers it. A second loom model, in
+//! `slab.rs`, checks that and that slab bytes arrive at their place in the
+//! stream; it fails if the reader looks at the ring after the descriptor ring,
+//! or skips its look at the descriptor ring after announcing its sleep.
 //!
 //! # What the peer can break, and what it cannot
 //!

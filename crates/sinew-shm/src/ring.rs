@@ -467,29 +467,8 @@ mod tests {
 #[cfg(all(test, sinew_loom))]
 mod loom_tests {
     use super::*;
-    use loom::sync::{Arc, Condvar, Mutex};
-
-    /// A counting event, as an eventfd: a signal before the wait is not lost.
-    #[derive(Default)]
-    struct Event {
-        signalled: Mutex<bool>,
-        condvar: Condvar,
-    }
-
-    impl Event {
-        fn signal(&self) {
-            *self.signalled.lock().unwrap() = true;
-            self.condvar.notify_one();
-        }
-
-        fn wait(&self) {
-            let mut signalled = self.signalled.lock().unwrap();
-            while !*signalled {
-                signalled = self.condvar.wait(signalled).unwrap();
-            }
-            *signalled = false;
-        }
-    }
+    use crate::sync::Event;
+    use loom::sync::Arc;
 
     struct Shared {
         control: RingControl,

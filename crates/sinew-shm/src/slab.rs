@@ -36,7 +36,7 @@
 //! marks the pool broken, which ends the writing side with `InvalidData`.
 //! Neither ever makes us copy outside the slab area.
 
-use crate::ring::{Corrupt, Padded};
+use crate::ring::{Consumer, Corrupt, Padded};
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use bytes::buf::UninitSlice;
 use std::ptr::NonNull;
@@ -429,6 +429,65 @@ impl SlabSender {
     }
 }
 
+/// What [`read_stream`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Copied {
+    /// Bytes copied; 0 when nothing is published now.
+    pub(crate) n: usize,
+    /// They came from the ring (whose writer may wait for the room).
+    pub(crate) from_ring: bool,
+}
+
+/// Copies the next bytes of one direction's stream to `out`: ring bytes up to
+/// the next slab's place, or that slab's bytes.
+///
+/// The ring is looked at before the descriptor ring: the sender publishes a
+/// slab's descriptor before any ring byte that follows the slab, so every ring
+/// byte counted here that lies past a slab's place has its descriptor visible
+/// when we look next, and we never read past a slab we have not seen.
+///
+/// # Safety
+/// `out` must be valid for writes of `len` bytes and must not overlap the
+/// shared mapping.
+pub(crate) unsafe fn read_stream(
+    consumer: &mut Consumer,
+    mut slabs: Option<&mut SlabReceiver>,
+    out: *mut u8,
+    len: usize,
+) -> Result<Copied, Corrupt> {
+    loop {
+        let available = consumer.available()?;
+        let next = match slabs.as_deref_mut() {
+            Some(slabs) => slabs.next(consumer.position())?,
+            None => Next::Ring,
+        };
+        let limit = match (next, slabs.as_deref_mut()) {
+            (Next::Slab, Some(slabs)) => {
+                // SAFETY: the caller's contract.
+                let n = unsafe { slabs.read(out, len) }?;
+                return Ok(Copied {
+                    n,
+                    from_ring: false,
+                });
+            }
+            (Next::RingBytes(_), _) if available == 0 => {
+                // The descriptor came after our look at the ring. The sender
+                // publishes the bytes before a slab's place first, so a second
+                // look must find them.
+                if consumer.available()? == 0 {
+                    return Err(Corrupt("a slab descriptor points past the published bytes"));
+                }
+                continue;
+            }
+            (Next::RingBytes(before_slab), _) => len.min(before_slab as usize),
+            _ => len,
+        };
+        // SAFETY: the caller's contract, for `limit <= len` bytes.
+        let n = unsafe { consumer.read(out, limit.min(available as usize)) }?;
+        return Ok(Copied { n, from_ring: true });
+    }
+}
+
 /// A slab being copied out by the reader.
 #[derive(Debug, Clone, Copy)]
 struct Current {
@@ -439,7 +498,7 @@ struct Current {
 }
 
 /// What comes next in the byte stream, as far as slabs are concerned.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
     /// A slab's bytes: copy them with [`SlabReceiver::read`].
     Slab,
@@ -753,5 +812,125 @@ mod tests {
         let buf = other.pool.alloc(1).unwrap();
         assert!(sender.publish(0, buf).is_err());
         assert_eq!(other.pool.free(), 1, "the refused buffer went home");
+    }
+}
+
+/// Slabs and ring together under loom: a writer sends a ring byte and a slab,
+/// waits until the reader has them all (so nothing but the slab's own
+/// descriptor can wake the reader for it), then one more ring byte and the
+/// close, waking the reader as `stream.rs` does; the reader reads with
+/// [`read_stream`] and sleeps as `stream.rs` does (checking the descriptor ring
+/// after announcing its sleep). A lost wake-up is a deadlock; a slab read at
+/// the wrong place fails the assertion.
+#[cfg(all(test, sinew_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::ring::{Producer, RingControl, RingMemory};
+    use crate::sync::Event;
+    use bytes::BufMut;
+
+    struct Shared {
+        ring: RingControl,
+        data: std::cell::UnsafeCell<[u8; 4]>,
+        slabs: SlabControl,
+        area: std::cell::UnsafeCell<[u8; 4]>,
+        data_ready: Event,
+        /// The reader has the first three bytes.
+        got_slab: Event,
+    }
+
+    impl std::fmt::Debug for Shared {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Shared")
+        }
+    }
+
+    // SAFETY: the arrays are only accessed through the ring and slab protocols;
+    // the control blocks are atomics.
+    unsafe impl Sync for Shared {}
+    // SAFETY: as above.
+    unsafe impl Send for Shared {}
+
+    fn ring(shared: &Shared) -> RingMemory {
+        let control = NonNull::from(&shared.ring);
+        let data = NonNull::new(shared.data.get().cast::<u8>()).unwrap();
+        // SAFETY: `shared` outlives both ends (each thread holds the Arc).
+        unsafe { RingMemory::new(control, data, 4) }
+    }
+
+    fn slabs(shared: &Shared) -> SlabMemory {
+        let control = NonNull::from(&shared.slabs);
+        let area = NonNull::new(shared.area.get().cast::<u8>()).unwrap();
+        // SAFETY: as above; one slab of 4 bytes.
+        unsafe { SlabMemory::new(control, area, 4, 1) }
+    }
+
+    #[test]
+    fn slab_bytes_arrive_at_their_place_and_no_wake_up_is_lost() {
+        loom::model(|| {
+            let shared = std::sync::Arc::new(Shared {
+                ring: RingControl::default(),
+                data: std::cell::UnsafeCell::new([0; 4]),
+                slabs: SlabControl::default(),
+                area: std::cell::UnsafeCell::new([0; 4]),
+                data_ready: Event::default(),
+                got_slab: Event::default(),
+            });
+            let writer_side = shared.clone();
+            let writer = loom::thread::spawn(move || {
+                let mut producer = Producer::new(ring(&writer_side));
+                let pool = SlabPool::new(slabs(&writer_side), writer_side.clone(), 1);
+                let mut sender = SlabSender::new(pool.clone());
+                let publish = |producer: &Producer| {
+                    if producer.publish() {
+                        writer_side.data_ready.signal();
+                    }
+                };
+                assert_eq!(producer.write(b"a").unwrap(), 1);
+                publish(&producer);
+                let mut buf = pool.alloc(2).unwrap();
+                buf.put_slice(b"XY");
+                sender.publish(producer.position(), buf).unwrap();
+                publish(&producer);
+                writer_side.got_slab.wait();
+                assert_eq!(producer.write(b"b").unwrap(), 1);
+                publish(&producer);
+                producer.close();
+                writer_side.data_ready.signal();
+            });
+            let mut consumer = crate::ring::Consumer::new(ring(&shared));
+            let mut receiver = SlabReceiver::new(slabs(&shared), shared.clone());
+            let mut received = Vec::new();
+            loop {
+                let mut buf = [0u8; 4];
+                // SAFETY: `buf` is a local 4-byte buffer.
+                let copied =
+                    unsafe { read_stream(&mut consumer, Some(&mut receiver), buf.as_mut_ptr(), 4) }
+                        .unwrap();
+                if copied.n > 0 {
+                    received.extend_from_slice(&buf[..copied.n]);
+                    if received.len() == 3 {
+                        shared.got_slab.signal();
+                    }
+                    continue;
+                }
+                if consumer.is_closed() {
+                    if consumer.available().unwrap() > 0 || receiver.queued().unwrap() > 0 {
+                        continue;
+                    }
+                    break;
+                }
+                if consumer.announce_sleep().unwrap() {
+                    if receiver.queued().unwrap() > 0 {
+                        consumer.end_sleep();
+                        continue;
+                    }
+                    shared.data_ready.wait();
+                    consumer.end_sleep();
+                }
+            }
+            writer.join().unwrap();
+            assert_eq!(received, b"aXYb");
+        });
     }
 }

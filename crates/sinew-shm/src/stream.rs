@@ -12,7 +12,7 @@
 
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
-use crate::slab::{Next, SlabBuf, SlabPool, SlabReceiver, SlabSender};
+use crate::slab::{read_stream, SlabBuf, SlabPool, SlabReceiver, SlabSender};
 use rustix::fd::OwnedFd;
 use std::io;
 use std::pin::Pin;
@@ -316,50 +316,15 @@ impl AsyncRead for ShmReadHalf {
             // (the ring or slab copy), and tell `buf` exactly how many.
             let unfilled = unsafe { buf.unfilled_mut() };
             let (out, len) = (unfilled.as_mut_ptr().cast::<u8>(), unfilled.len());
-            // Ring bytes up to the next slab's place in the stream, or the slab.
-            // The ring is looked at first: the sender publishes a descriptor
-            // before any ring byte that follows its slab, so every byte counted
-            // here that lies past a slab's place has its descriptor visible
-            // below, and we never read past a slab we have not seen.
-            let available = this.consumer.available()?;
-            let next = match &mut this.slabs {
-                Some(slabs) => slabs.next(this.consumer.position())?,
-                None => Next::Ring,
-            };
-            if let (Next::Slab, Some(slabs)) = (&next, &mut this.slabs) {
-                // SAFETY: `out` is our caller's buffer, valid for `len` bytes,
-                // and not part of the shared mapping.
-                let n = unsafe { slabs.read(out, len) }?;
-                // SAFETY: the slab copy initialised the first `n` unfilled bytes.
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
-                this.spin = Spin::default();
-                return Poll::Ready(Ok(()));
-            }
-            let limit = match next {
-                Next::RingBytes(_) if available == 0 => {
-                    // The descriptor came after our look at the ring. The
-                    // sender publishes the bytes before a slab's place first,
-                    // so a second look must find them.
-                    if this.consumer.available()? == 0 {
-                        return Poll::Ready(Err(crate::ring::Corrupt(
-                            "a slab descriptor points past the published bytes",
-                        )
-                        .into()));
-                    }
-                    continue;
-                }
-                Next::RingBytes(before_slab) => len.min(before_slab as usize),
-                _ => len,
-            };
-            let limit = limit.min(available as usize);
-            // SAFETY: as above, for `limit <= len` bytes.
-            let n = unsafe { this.consumer.read(out, limit) }?;
-            if n > 0 {
-                // SAFETY: the ring copy initialised the first `n` unfilled bytes.
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
-                if this.consumer.release() {
+            // SAFETY: `out` is our caller's buffer, valid for `len` bytes, and
+            // not part of the shared mapping.
+            let copied =
+                unsafe { read_stream(&mut this.consumer, this.slabs.as_deref_mut(), out, len) }?;
+            if copied.n > 0 {
+                // SAFETY: the copy initialised the first `n` unfilled bytes.
+                unsafe { buf.assume_init(copied.n) };
+                buf.advance(copied.n);
+                if copied.from_ring && this.consumer.release() {
                     signal(&connection.wake_peer_writer);
                 }
                 this.spin = Spin::default();
