@@ -220,7 +220,7 @@ impl SlabPool {
     }
 
     /// Slabs free right now (after taking back those the peer is done with).
-    pub fn free(&self) -> usize {
+    pub fn free_slabs(&self) -> usize {
         let mut state = self.lock();
         self.reclaim(&mut state);
         state.free.len()
@@ -702,7 +702,7 @@ mod tests {
         assert_eq!(buf.remaining_mut(), 3 * SIZE, "three slabs");
         buf.put_slice(&message);
         assert_eq!(buf.len(), message.len());
-        assert_eq!(sender.pool.free(), 1);
+        assert_eq!(sender.pool.free_slabs(), 1);
         sender.publish(5, buf).unwrap();
 
         // Five ring bytes come first; then the slabs, in any read sizes.
@@ -710,7 +710,11 @@ mod tests {
         assert_eq!(receiver.next(3).unwrap(), Next::RingBytes(2));
         assert_eq!(read_slabs(&mut receiver, 5, 3000), message);
         assert_eq!(receiver.next(5).unwrap(), Next::Ring);
-        assert_eq!(sender.pool.free(), 4, "every slab given back once copied");
+        assert_eq!(
+            sender.pool.free_slabs(),
+            4,
+            "every slab given back once copied"
+        );
     }
 
     #[test]
@@ -723,7 +727,11 @@ mod tests {
             "no slab left: the caller uses the ring"
         );
         drop(first);
-        assert_eq!(pool.free(), 2, "an unsent buffer gives its slabs back");
+        assert_eq!(
+            pool.free_slabs(),
+            2,
+            "an unsent buffer gives its slabs back"
+        );
 
         let mut buf = pool.alloc(SIZE + 1).unwrap();
         buf.put_slice(&pattern(SIZE + 1, 1));
@@ -747,9 +755,9 @@ mod tests {
         let mut short = pool.alloc(2 * SIZE).unwrap();
         short.put_slice(b"only a little");
         sender.publish(0, short).unwrap();
-        assert_eq!(pool.free(), 1);
+        assert_eq!(pool.free_slabs(), 1);
         assert_eq!(read_slabs(&mut receiver, 0, SIZE), b"only a little");
-        assert_eq!(pool.free(), 2);
+        assert_eq!(pool.free_slabs(), 2);
     }
 
     #[test]
@@ -792,7 +800,7 @@ mod tests {
             };
             control.done[0].store(entry, Ordering::Relaxed);
             control.done_tail.0.store(tail, Ordering::Release);
-            pool.free(); // takes completions back
+            pool.free_slabs(); // takes completions back
             assert!(pool.is_broken(), "case {case}");
             drop(filling);
             assert!(pool.alloc(1).is_none(), "case {case}");
@@ -811,7 +819,7 @@ mod tests {
         let (other, _, _other_heap) = slabs(1);
         let buf = other.pool.alloc(1).unwrap();
         assert!(sender.publish(0, buf).is_err());
-        assert_eq!(other.pool.free(), 1, "the refused buffer went home");
+        assert_eq!(other.pool.free_slabs(), 1, "the refused buffer went home");
     }
 }
 

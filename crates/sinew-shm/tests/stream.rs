@@ -154,7 +154,7 @@ async fn slab_exchange(
     server_read.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "nothing after the last message");
     let (via_slabs, via_ring, pool) = writer.await.unwrap();
-    assert_eq!(pool.free(), slab_count, "every slab given back");
+    assert_eq!(pool.free_slabs(), slab_count, "every slab given back");
     (via_slabs, via_ring)
 }
 
