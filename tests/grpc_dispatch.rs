@@ -20,10 +20,7 @@ async fn start(drain_timeout: Duration) -> (TestServer, Channel) {
             .drain_timeout(drain_timeout)
     })
     .await;
-    let host_port = server.tcp.to_string().replacen("tcp://", "", 1);
-    let channel = sinew_grpc::connect(&format!("grpc://{host_port}"))
-        .await
-        .expect("connect over gRPC");
+    let channel = server.grpc_channel().await;
     (server, channel)
 }
 
@@ -33,15 +30,8 @@ async fn deadlines_panics_errors_and_cancellation_reach_the_handler_over_grpc() 
     let client = TestingClient::new(channel);
     let counters = server.counters.clone();
 
-    // The server sees the caller's grpc-timeout as the call's deadline.
-    let seen = client
-        .sleep(sleep(0, Some(Duration::from_secs(5))))
-        .await
-        .unwrap()
-        .into_inner()
-        .timeout_millis;
-    assert!(seen > 0 && seen <= 5000, "server saw {seen} ms");
-
+    // (That the server sees the caller's grpc-timeout is checked with the other
+    // transports in rpc_deadlines_cancellation.rs.)
     // A deadline that passes fails the call and stops the handler.
     let status = client
         .sleep(sleep(30_000, Some(Duration::from_millis(100))))
@@ -61,7 +51,7 @@ async fn deadlines_panics_errors_and_cancellation_reach_the_handler_over_grpc() 
         async move { client.sleep(sleep(30_000, None)).await }
     });
     eventually(Duration::from_secs(5), "second sleep started", || {
-        Counters::get(&counters.sleeps_started) == 3
+        Counters::get(&counters.sleeps_started) == 2
     })
     .await;
     abandoned.abort();
@@ -71,7 +61,7 @@ async fn deadlines_panics_errors_and_cancellation_reach_the_handler_over_grpc() 
         || Counters::get(&counters.sleeps_cancelled) == 2,
     )
     .await;
-    assert_eq!(Counters::get(&counters.sleeps_finished), 1);
+    assert_eq!(Counters::get(&counters.sleeps_finished), 0);
 
     // A panicking handler is INTERNAL, and the connection goes on.
     let status = client.panic(Request::new(())).await.unwrap_err();

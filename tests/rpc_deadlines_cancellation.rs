@@ -10,9 +10,17 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_sees_the_callers_timeout() {
-    let server = TestServer::start().await;
+    // Over every transport, and over gRPC (grpc-timeout).
+    let server =
+        TestServer::start_with(|builder| builder.add_protocol(sinew_grpc::GrpcProtocol::default()))
+            .await;
+    let mut channels = Vec::new();
     for address in server.addresses() {
-        let client = TestingClient::new(server.channel(&address).await);
+        channels.push((address.to_string(), server.channel(&address).await));
+    }
+    channels.push(("gRPC".to_owned(), server.grpc_channel().await));
+    for (address, channel) in channels {
+        let client = TestingClient::new(channel);
         let seen = client
             .sleep(sleep(0, Some(Duration::from_secs(5))))
             .await

@@ -101,6 +101,15 @@ impl TestServer {
         [self.tcp.clone(), self.unix.clone(), self.shm.clone()]
     }
 
+    /// A channel that calls the server over gRPC (HTTP/2 on its TCP port); the
+    /// server must have been started with `sinew_grpc::GrpcProtocol`.
+    pub async fn grpc_channel(&self) -> Channel {
+        let host_port = self.tcp.to_string().replacen("tcp://", "", 1);
+        sinew_grpc::connect(&format!("grpc://{host_port}"))
+            .await
+            .expect("connect over gRPC")
+    }
+
     pub async fn channel(&self, address: &Address) -> Channel {
         Channel::builder(address.clone())
             .connect_timeout(Duration::from_secs(5))
