@@ -37,10 +37,10 @@
 //! Neither ever makes us copy outside the slab area.
 
 use crate::ring::{Consumer, Corrupt, Padded};
-use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use bytes::buf::UninitSlice;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Whatever keeps a [`SlabMemory`]'s memory alive (the region, in tests a heap
 /// allocation).
@@ -160,9 +160,9 @@ struct PoolState {
 struct PoolInner {
     memory: SlabMemory,
     state: Mutex<PoolState>,
-    /// Set when the peer gave back a slab it did not hold: the connection's
-    /// writing side fails from then on.
-    broken: AtomicBool,
+    /// Set, with the reason, when the peer broke the completion protocol: the
+    /// connection's writing side fails from then on.
+    broken: OnceLock<Corrupt>,
     /// Smallest message worth a slab ([`ShmOptions::slab_threshold`](crate::ShmOptions::slab_threshold)).
     threshold: usize,
     /// Keeps the mapping while any pool handle or buffer exists.
@@ -189,7 +189,7 @@ impl SlabPool {
                     generations: vec![0; count as usize],
                     done_head: 0,
                 }),
-                broken: AtomicBool::new(false),
+                broken: OnceLock::new(),
                 threshold,
                 _mapping: mapping,
             }),
@@ -285,12 +285,17 @@ impl SlabPool {
 
     fn mark_broken(&self, why: Corrupt) {
         tracing::warn!(%why, "shared-memory slabs disabled; the connection fails");
-        self.inner.broken.store(true, Ordering::Release);
+        let _ = self.inner.broken.set(why);
     }
 
     /// Whether the peer broke the completion protocol.
     pub(crate) fn is_broken(&self) -> bool {
-        self.inner.broken.load(Ordering::Acquire)
+        self.inner.broken.get().is_some()
+    }
+
+    /// How the peer broke the completion protocol, if it did.
+    pub(crate) fn check(&self) -> Result<(), Corrupt> {
+        self.inner.broken.get().map_or(Ok(()), |why| Err(*why))
     }
 
     fn is(&self, other: &SlabPool) -> bool {
@@ -388,9 +393,7 @@ impl SlabSender {
         if !buf.pool.is(&self.pool) {
             return Err(Corrupt("a slab buffer from another connection"));
         }
-        if self.pool.is_broken() {
-            return Err(Corrupt("the peer gave back a slab it did not hold"));
-        }
+        self.pool.check()?;
         let memory = self.pool.inner.memory;
         let control = memory.control();
         let head = control.desc_head.0.load(Ordering::Acquire);

@@ -353,7 +353,7 @@ impl AsyncRead for ShmReadHalf {
             // The fence in `announce_sleep` also orders our flag before this
             // look at the descriptor ring (the sender fences after publishing a
             // descriptor, then looks at the flag: `Producer::publish`).
-            if this.slabs.as_ref().map_or(Ok(0), |slabs| slabs.queued())? > 0 {
+            if this.slabs_queued()? > 0 {
                 this.consumer.end_sleep();
                 continue;
             }
@@ -365,10 +365,14 @@ impl AsyncRead for ShmReadHalf {
 }
 
 impl ShmReadHalf {
+    /// Slab descriptors waiting (none without slabs).
+    fn slabs_queued(&self) -> io::Result<u64> {
+        Ok(self.slabs.as_ref().map_or(Ok(0), |slabs| slabs.queued())?)
+    }
+
     /// Whether ring bytes or slab descriptors are waiting.
     fn has_input(&self) -> io::Result<bool> {
-        let queued = self.slabs.as_ref().map_or(Ok(0), |slabs| slabs.queued())?;
-        Ok(self.consumer.available()? > 0 || queued > 0)
+        Ok(self.consumer.available()? > 0 || self.slabs_queued()? > 0)
     }
 }
 
@@ -423,12 +427,7 @@ impl ShmWriteHalf {
             )));
         }
         if let Some(sender) = &self.slabs {
-            if sender.pool.is_broken() {
-                return Poll::Ready(Err(crate::ring::Corrupt(
-                    "the peer gave back a slab it did not hold",
-                )
-                .into()));
-            }
+            sender.pool.check()?;
         }
         loop {
             if connection.peer_gone.load(Ordering::Acquire) {

@@ -101,6 +101,7 @@ impl StreamRef {
             return Poll::Ready(Err(status.clone()));
         }
         let state: &mut State = &mut locked;
+        let queued = state.queued_len();
         let Some(stream) = state.streams.get_mut(&self.id) else {
             return Poll::Ready(Err(Status::cancelled("the call has ended")));
         };
@@ -117,7 +118,6 @@ impl StreamRef {
                 stream.send_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            let queued = state.pending.len() + state.slab_bytes;
             if state.send_window <= 0 || queued >= PENDING_WRITE_HIGH {
                 state.capacity_waiters.push(cx.waker().clone());
                 return Poll::Pending;
