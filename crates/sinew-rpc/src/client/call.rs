@@ -269,7 +269,7 @@ async fn response_headers(stream: &ClientStream) -> Result<MetadataMap, Status> 
         let Some(entry) = state.streams.get_mut(&stream.stream.id) else {
             return Poll::Ready(Err(Status::cancelled("the call has ended")));
         };
-        match entry.inbox.first() {
+        match entry.inbox.front() {
             Some(Inbound::Headers(_)) => match entry.pop_inbound() {
                 Some(Inbound::Headers(metadata)) => Poll::Ready(Ok(metadata)),
                 _ => unreachable!("front was headers"),

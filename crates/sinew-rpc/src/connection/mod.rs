@@ -25,8 +25,11 @@
 //! the peer's windows for DATA and by the reader pausing while the buffer is above
 //! [`PENDING_WRITE_PAUSE`] for everything else.
 
+mod inbox;
 pub(crate) mod stream;
 pub(crate) mod writer;
+
+pub(crate) use inbox::Inbox;
 
 use crate::status::Status;
 use bytes::{Bytes, BytesMut};
@@ -93,10 +96,6 @@ pub(crate) enum Inbound {
     Reset(Status),
 }
 
-/// A stream's inbox: a FIFO stored inline for the usual few items (a unary call
-/// sees at most headers, one message and the end), spilling to the heap beyond.
-pub(crate) type Inbox = smallvec::SmallVec<[Inbound; 3]>;
-
 /// Per-stream bookkeeping, owned by the connection state.
 #[derive(Debug)]
 pub(crate) struct StreamState {
@@ -122,7 +121,7 @@ pub(crate) struct StreamState {
 impl StreamState {
     pub(crate) fn new(send_window: u32, recv_window: u32) -> StreamState {
         StreamState {
-            inbox: Inbox::new(),
+            inbox: Inbox::default(),
             recv_waker: None,
             send_waker: None,
             send_window: send_window as i64,
@@ -139,6 +138,7 @@ impl StreamState {
     /// back when the stream is dropped unread.
     pub(crate) fn unread_bytes(&self) -> usize {
         self.inbox
+            .as_slice()
             .iter()
             .map(|item| match item {
                 Inbound::Message(bytes) => bytes.len(),
@@ -149,7 +149,7 @@ impl StreamState {
 
     /// Takes the oldest inbound item.
     pub(crate) fn pop_inbound(&mut self) -> Option<Inbound> {
-        (!self.inbox.is_empty()).then(|| self.inbox.remove(0))
+        self.inbox.pop()
     }
 
     fn deliver(&mut self, item: Inbound, wake: &mut Wakers) {
