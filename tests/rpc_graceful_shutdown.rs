@@ -66,6 +66,10 @@ async fn the_drain_deadline_ends_stragglers_with_unavailable() {
     let status = straggler.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status}");
     assert!(status.message().contains("shutting down"), "{status}");
+    assert!(
+        !status.is_not_processed(),
+        "the handler saw the straggler: {status:?}"
+    );
     assert_eq!(report.drained_calls, 1, "{report:?}");
     assert_eq!(report.cancelled_calls, 1, "{report:?}");
 }
@@ -96,6 +100,7 @@ async fn goaway_tells_the_client_and_later_streams_are_refused_unprocessed() {
         Frame::Reset(reset) => {
             assert_eq!(reset.code, Code::Unavailable);
             assert!(reset.message.contains("not processed"));
+            assert!(reset.refused, "the REFUSED flag is set: {reset:?}");
         }
         other => panic!("expected RESET, got {other:?}"),
     }

@@ -400,6 +400,7 @@ async fn calls_above_max_concurrent_streams_are_refused_unprocessed() {
         Frame::Reset(reset) => {
             assert_eq!(reset.code, Code::Unavailable);
             assert!(reset.message.contains("not processed"), "{reset:?}");
+            assert!(reset.refused, "the REFUSED flag is set: {reset:?}");
         }
         other => panic!("expected RESET for stream 3, got {other:?}"),
     }

@@ -9,12 +9,17 @@ use std::fmt;
 ///
 /// Servers return it from handlers; clients receive it for every failure, local
 /// (connection refused, deadline passed) or remote.
+///
+/// A client-side status also says whether the server's application provably
+/// never saw the call ([`Status::is_not_processed`]), which is what makes a
+/// retry safe for a call that is not idempotent.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Status {
     code: Code,
     message: String,
     details: Bytes,
     metadata: MetadataMap,
+    not_processed: bool,
 }
 
 macro_rules! constructors {
@@ -36,6 +41,7 @@ impl Status {
             message: message.into(),
             details: Bytes::new(),
             metadata: MetadataMap::new(),
+            not_processed: false,
         }
     }
 
@@ -107,6 +113,30 @@ impl Status {
         &mut self.metadata
     }
 
+    /// Whether the server's application provably never saw the call, so that
+    /// sending it again (to this server or another) is safe even if it is not
+    /// idempotent.
+    ///
+    /// Set by the client side only, and only when that is certain: the server
+    /// refused the call before dispatching it (above its stream limit, or
+    /// after its GOAWAY), or the call never left this process (no connection,
+    /// the connection failed before any byte of the call was handed to the
+    /// socket, the deadline passed before it was sent). Unset for every status
+    /// that came from a handler, and whenever the call may have been seen, even
+    /// if its code is `UNAVAILABLE`. Retry layers rely on it; see
+    /// `docs/protocol.md`, section 2.5.
+    pub fn is_not_processed(&self) -> bool {
+        self.not_processed
+    }
+
+    /// The same status, marked as never seen by the server's application (see
+    /// [`Status::is_not_processed`]). For transports and layers that know it
+    /// for certain.
+    pub fn mark_not_processed(mut self) -> Status {
+        self.not_processed = true;
+        self
+    }
+
     pub(crate) fn from_parts(
         code: Code,
         message: String,
@@ -118,6 +148,7 @@ impl Status {
             message,
             details,
             metadata,
+            not_processed: false,
         }
     }
 
@@ -137,6 +168,9 @@ impl fmt::Debug for Status {
         }
         if !self.metadata.is_empty() {
             debug.field("metadata", &self.metadata);
+        }
+        if self.not_processed {
+            debug.field("not_processed", &true);
         }
         debug.finish()
     }

@@ -106,6 +106,13 @@ mod tests {
                 stream_id: 9,
                 code: Code::Cancelled,
                 message: "caller went away".into(),
+                refused: false,
+            }),
+            Frame::Reset(Reset {
+                stream_id: 11,
+                code: Code::Unavailable,
+                message: "server is shutting down; call not processed".into(),
+                refused: true,
             }),
             Frame::Ping(Ping {
                 ack: true,

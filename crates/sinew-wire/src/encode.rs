@@ -124,8 +124,12 @@ pub fn half_close(dst: &mut BytesMut, stream_id: u32) {
 }
 
 /// RESET: abort the stream with a code and an explanation.
-pub fn reset(dst: &mut BytesMut, stream_id: u32, code: Code, message: &str) {
-    header(dst, FrameKind::Reset, 0, stream_id, 4 + message.len());
+///
+/// `refused` (servers only) says the call never reached application code: the
+/// client may send it again (flag `REFUSED`).
+pub fn reset(dst: &mut BytesMut, stream_id: u32, code: Code, message: &str, refused: bool) {
+    let flags = if refused { flags::REFUSED } else { 0 };
+    header(dst, FrameKind::Reset, flags, stream_id, 4 + message.len());
     dst.put_u32(code.as_u32());
     dst.put_slice(message.as_bytes());
 }
@@ -183,7 +187,7 @@ impl Frame {
                 &f.metadata,
             ),
             Frame::HalfClose(f) => half_close(dst, f.stream_id),
-            Frame::Reset(f) => reset(dst, f.stream_id, f.code, &f.message),
+            Frame::Reset(f) => reset(dst, f.stream_id, f.code, &f.message, f.refused),
             Frame::Ping(f) => ping(dst, f.ack, f.payload),
             Frame::GoAway(f) => goaway(dst, f.last_stream_id, f.reason, &f.message),
             Frame::WindowUpdate(f) => window_update(dst, f.stream_id, f.increment),

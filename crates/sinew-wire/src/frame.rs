@@ -36,6 +36,9 @@ pub mod flags {
     pub const HAS_TIMEOUT: u8 = 0x2;
     /// PING: this ping answers one received.
     pub const ACK: u8 = 0x1;
+    /// RESET from a server: the call was refused before any application code
+    /// saw it (stream limit, opened after GOAWAY), so it may be sent again.
+    pub const REFUSED: u8 = 0x1;
 }
 
 /// What a frame is.
@@ -206,6 +209,10 @@ pub struct Reset {
     pub code: Code,
     /// Explanation for humans.
     pub message: String,
+    /// Set by a server that refused the call before any application code saw
+    /// it (flag `REFUSED`): sending it again is safe, even if it is not
+    /// idempotent.
+    pub refused: bool,
 }
 
 /// PING: on stream 0; the receiver answers with the same 8 bytes and `ACK`.
@@ -321,6 +328,7 @@ impl Frame {
                     stream_id,
                     code,
                     message: reader.text(rest)?,
+                    refused: header.flags & flags::REFUSED != 0,
                 })
             }
             FrameKind::Ping => {

@@ -86,12 +86,13 @@ async fn open<M: prost::Message>(
     poll_fn(|cx| {
         let mut state = shared.lock();
         if let Some(status) = &state.dead {
-            return Poll::Ready(Err(status.clone()));
+            return Poll::Ready(Err(status.clone().mark_not_processed()));
         }
         if state.goaway_received.is_some() {
             return Poll::Ready(Err(Status::unavailable(
                 "connection is going away; call not sent",
-            )));
+            )
+            .mark_not_processed()));
         }
         if state.open_streams >= shared.peer.max_concurrent_streams {
             state.capacity_waiters.push(cx.waker().clone());
@@ -104,7 +105,8 @@ async fn open<M: prost::Message>(
                 .store(false, std::sync::atomic::Ordering::Release);
             return Poll::Ready(Err(Status::unavailable(
                 "stream ids exhausted on this connection; call not sent",
-            )));
+            )
+            .mark_not_processed()));
         }
         let id = state.highest_stream_id + 1;
         state.highest_stream_id = id;
@@ -112,6 +114,7 @@ async fn open<M: prost::Message>(
             shared.peer.initial_stream_window,
             shared.local.initial_stream_window,
         );
+        stream.queued_in_batch = state.batches_taken;
         let with_first =
             first_len.is_some() && state.send_window > 0 && state.queued_len() < PENDING_WRITE_HIGH;
         let headers_end_stream = end_stream && first.is_none();
@@ -325,9 +328,10 @@ impl Channel {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    Err(Status::deadline_exceeded(
-                        "deadline expired before the call was sent",
-                    ))
+                    Err(
+                        Status::deadline_exceeded("deadline expired before the call was sent")
+                            .mark_not_processed(),
+                    )
                 } else {
                     Ok(Some(left))
                 }

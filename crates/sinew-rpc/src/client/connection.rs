@@ -3,7 +3,7 @@
 use super::ChannelConfig;
 use crate::connection::writer::Outbound;
 use crate::connection::{
-    reserve_for_read, writer, Inbound, KillOnExit, Locked, Shared, PENDING_WRITE_PAUSE,
+    reserve_for_read, writer, Inbound, KillOnExit, Locked, Role, Shared, PENDING_WRITE_PAUSE,
 };
 use crate::status::Status;
 use bytes::BytesMut;
@@ -112,7 +112,12 @@ where
             )));
         }
     }
-    let shared = Shared::new(settings, preface.settings, writer_half.slab_pool());
+    let shared = Shared::new(
+        Role::Client,
+        settings,
+        preface.settings,
+        writer_half.slab_pool(),
+    );
     tokio::spawn(writer::run(shared.clone(), writer_half));
     tokio::spawn(read_loop(shared.clone(), reader, buf));
     Ok(shared)
@@ -236,7 +241,8 @@ fn process_frames(
                             Status::new(
                                 Code::Unavailable,
                                 "server is shutting down; call not processed",
-                            ),
+                            )
+                            .mark_not_processed(),
                             &mut wake,
                         );
                     }

@@ -305,7 +305,8 @@ impl Channel {
                     "{} (next attempt in {:?})",
                     error.message(),
                     retry_at - now
-                )));
+                ))
+                .mark_not_processed());
             }
         }
         let config = &self.inner.config;
@@ -338,7 +339,8 @@ impl Channel {
                 let jitter = wait.mul_f64(0.2 * pseudo_random_fraction());
                 backoff.retry_at = Some(Instant::now() + wait - jitter);
                 backoff.last_error = Some(status.clone());
-                Err(status)
+                // Nothing of the call was sent: no connection.
+                Err(status.mark_not_processed())
             }
         }
     }

@@ -116,6 +116,10 @@ pub(crate) struct StreamState {
     pub(crate) reset: bool,
     /// Server side: stops the call's handler task (client reset, shutdown).
     pub(crate) abort: Option<tokio::task::AbortHandle>,
+    /// Client side: the value of [`State::batches_taken`] when this stream's
+    /// HEADERS were queued. While it is still current, no byte of the call
+    /// has been handed to the socket.
+    pub(crate) queued_in_batch: u64,
 }
 
 impl StreamState {
@@ -131,6 +135,7 @@ impl StreamState {
             local_closed: false,
             reset: false,
             abort: None,
+            queued_in_batch: 0,
         }
     }
 
@@ -173,6 +178,15 @@ impl StreamState {
     }
 }
 
+/// Which end of the connection this process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Opens streams (a channel's connection).
+    Client,
+    /// Accepts them.
+    Server,
+}
+
 /// Everything about a connection that calls, reader and writer share.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -205,6 +219,10 @@ pub(crate) struct State {
     pub(crate) goaway_sent: Option<u32>,
     /// Client side: the channel is gone; close once the last call ends.
     pub(crate) close_when_idle: bool,
+    /// How many times the writer took the pending buffer: bytes queued since
+    /// the last time have not reached the socket (see
+    /// [`StreamState::queued_in_batch`]).
+    pub(crate) batches_taken: u64,
 }
 
 /// The connection's shared half: state, settings of both sides, and the signals
@@ -228,6 +246,7 @@ pub(crate) struct Shared {
     /// Shared-memory slabs to encode large messages into, when the transport
     /// has them (see [`State::encode_data`]).
     pub(crate) slabs: Option<SlabPool>,
+    pub(crate) role: Role,
 }
 
 /// Kills the connection when dropped: however the task driving a connection ends
@@ -279,7 +298,12 @@ impl Drop for Locked<'_> {
 }
 
 impl Shared {
-    pub(crate) fn new(local: Settings, peer: Settings, slabs: Option<SlabPool>) -> Arc<Shared> {
+    pub(crate) fn new(
+        role: Role,
+        local: Settings,
+        peer: Settings,
+        slabs: Option<SlabPool>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State {
                 pending: BytesMut::with_capacity(64 * 1024),
@@ -297,6 +321,7 @@ impl Shared {
                 goaway_received: None,
                 goaway_sent: None,
                 close_when_idle: false,
+                batches_taken: 0,
             }),
             writer_wake: Notify::new(),
             flushed: Notify::new(),
@@ -305,6 +330,7 @@ impl Shared {
             local,
             peer,
             slabs,
+            role,
         })
     }
 
@@ -387,6 +413,9 @@ impl Locked<'_> {
 
     /// Marks the connection dead: every stream fails with `status`, every waiter
     /// wakes, the writer flushes what is queued and closes.
+    ///
+    /// A client call none of whose bytes reached the socket yet fails with the
+    /// status marked not processed: the server cannot have seen it.
     pub(crate) fn kill(&mut self, status: Status) {
         if self.dead.is_some() {
             return;
@@ -395,8 +424,14 @@ impl Locked<'_> {
         self.shared.accepting.store(false, Ordering::Release);
         self.dead = Some(status.clone());
         self.close_after_flush = true;
+        let current_batch = self.batches_taken;
         for stream in self.streams.values_mut() {
-            stream.fail(status.clone(), &mut wake);
+            let status = if stream.queued_in_batch == current_batch {
+                status.clone().mark_not_processed()
+            } else {
+                status.clone()
+            };
+            stream.fail(status, &mut wake);
         }
         wake.extend(self.capacity_waiters.drain(..));
         self.wake = wake;
@@ -517,13 +552,19 @@ impl Locked<'_> {
             }
             Frame::Reset(reset) => {
                 let mut wake = std::mem::take(&mut self.wake);
+                let role = self.shared.role;
                 if let Some(stream) = self.streams.get_mut(&reset.stream_id) {
                     let message = if reset.message.is_empty() {
                         "stream reset by peer".to_owned()
                     } else {
                         reset.message
                     };
-                    stream.fail(Status::new(reset.code, message), &mut wake);
+                    let mut status = Status::new(reset.code, message);
+                    // Only a server refuses; a client's flag means nothing.
+                    if reset.refused && role == Role::Client {
+                        status = status.mark_not_processed();
+                    }
+                    stream.fail(status, &mut wake);
                 }
                 self.wake = wake;
                 Ok(None)
@@ -604,6 +645,12 @@ impl Locked<'_> {
 
     /// Queues a RESET for a stream.
     pub(crate) fn encode_reset(&mut self, id: u32, code: Code, message: &str) {
-        encode::reset(&mut self.pending, id, code, message);
+        encode::reset(&mut self.pending, id, code, message, false);
+    }
+
+    /// Server side: queues a RESET refusing a call no application code saw (the
+    /// client may send it again).
+    pub(crate) fn encode_refusal(&mut self, id: u32, message: &str) {
+        encode::reset(&mut self.pending, id, Code::Unavailable, message, true);
     }
 }

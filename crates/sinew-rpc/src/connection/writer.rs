@@ -63,6 +63,7 @@ pub(crate) async fn run<W: Outbound>(shared: Arc<Shared>, mut io: W) {
                 let wake_senders = state.queued_len() >= PENDING_WRITE_HIGH;
                 std::mem::swap(&mut state.pending, &mut batch);
                 std::mem::swap(&mut state.slab_frames, &mut slab_frames);
+                state.batches_taken += 1;
                 state.slab_bytes = 0;
                 if wake_senders {
                     let waiters = std::mem::take(&mut state.capacity_waiters);

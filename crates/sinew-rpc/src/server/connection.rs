@@ -5,7 +5,8 @@ use super::{MethodKind, Router, ServerConfig};
 use crate::connection::stream::StreamRef;
 use crate::connection::writer::Outbound;
 use crate::connection::{
-    reserve_for_read, writer, Inbound, KillOnExit, Locked, Shared, StreamState, PENDING_WRITE_PAUSE,
+    reserve_for_read, writer, Inbound, KillOnExit, Locked, Role, Shared, StreamState,
+    PENDING_WRITE_PAUSE,
 };
 use crate::status::Status;
 use bytes::BytesMut;
@@ -80,7 +81,12 @@ where
         }
     };
 
-    let shared = Shared::new(config.settings, preface.settings, writer_half.slab_pool());
+    let shared = Shared::new(
+        Role::Server,
+        config.settings,
+        preface.settings,
+        writer_half.slab_pool(),
+    );
     Preface::new(config.settings).encode(&mut shared.lock().pending);
     let writer_task = tokio::spawn(writer::run(shared.clone(), writer_half));
     let _kill_on_exit = KillOnExit(shared.clone());
@@ -314,18 +320,14 @@ fn handle_server_frame(
             }
             state.highest_stream_id = id;
             if state.goaway_sent.is_some() {
-                state.encode_reset(
-                    id,
-                    sinew_wire::Code::Unavailable,
-                    "server is shutting down; call not processed",
-                );
+                state.encode_refusal(id, "server is shutting down; call not processed");
                 return Ok(());
             }
             let limit = shared.local.max_concurrent_streams;
             if state.open_streams >= limit {
                 let message =
                     format!("too many concurrent streams (limit {limit}); call not processed");
-                state.encode_reset(id, sinew_wire::Code::Unavailable, &message);
+                state.encode_refusal(id, &message);
                 return Ok(());
             }
             let (service, method) = match router.resolve(headers.path_str()) {
