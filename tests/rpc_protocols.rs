@@ -46,7 +46,7 @@ async fn raw_messages_pass_through_undecoded() {
         message: "raw".into(),
     }
     .encode_to_vec();
-    let response = channel
+    let response = sinew::Client::new(channel)
         .unary_with(
             "/grpc.examples.echo.Echo/UnaryEcho",
             Request::new(RawMessage(request.into())),

@@ -191,7 +191,7 @@ async fn unknown_service_and_unknown_method_are_unimplemented_and_the_connection
 
     // The typed client reports the same status.
     let channel = server.channel(&server.tcp).await;
-    let status = channel
+    let status = sinew::Client::new(channel.clone())
         .unary::<_, EchoRequest>("/grpc.examples.echo.Echo/Nope", sinew::Request::new(echo))
         .await
         .unwrap_err();

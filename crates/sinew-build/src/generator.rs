@@ -175,7 +175,7 @@ impl ServiceGenerator {
         );
         let _ = writeln!(
             buf,
-            "fn call(&self, method: usize, call: ServerCall) -> BoxFuture<'static, ()> {{"
+            "fn call(&self, method: usize, call: ServerCall) -> BoxFuture<'static, Status> {{"
         );
         let _ = writeln!(buf, "let inner = self.inner.clone();");
         let _ = writeln!(buf, "match method {{");
@@ -212,19 +212,47 @@ impl ServiceGenerator {
         let _ = writeln!(buf, "#![allow(unused_imports, clippy::all)]");
         let _ = writeln!(buf, "use {rt}::codegen::*;");
         doc_comments(&service.comments, 0, buf);
+        let _ = writeln!(buf, "///");
+        let _ = writeln!(
+            buf,
+            "/// Calls go through `T`: a [`Channel`] by default, or any stack of tower layers around one (anything that is a [`CallService`])."
+        );
         let _ = writeln!(buf, "#[derive(Debug, Clone)]");
-        let _ = writeln!(buf, "pub struct {client_name} {{ channel: Channel }}");
-        let _ = writeln!(buf, "impl {client_name} {{");
         let _ = writeln!(
             buf,
-            "/// A client calling over `channel` (cheap: the channel is shared)."
+            "pub struct {client_name}<T = Channel> {{ inner: Client<T> }}"
+        );
+        let _ = writeln!(buf, "impl {client_name}<Channel> {{");
+        let _ = writeln!(
+            buf,
+            "/// Connects to `address` (`tcp://host:port`, `unix:///path`, `shm:///path`, and with the `sinew` facade `grpc://host:port`); an unreachable server is `UNAVAILABLE`."
         );
         let _ = writeln!(
             buf,
-            "pub fn new(channel: Channel) -> Self {{ Self {{ channel }} }}"
+            "pub async fn connect(address: &str) -> Result<Self, Status> {{ Ok(Self::new(connect(address).await?)) }}"
         );
-        let _ = writeln!(buf, "/// The channel this client calls over.");
-        let _ = writeln!(buf, "pub fn channel(&self) -> &Channel {{ &self.channel }}");
+        let _ = writeln!(buf, "}}");
+        let _ = writeln!(buf, "impl<T> {client_name}<T> {{");
+        let _ = writeln!(
+            buf,
+            "/// A client calling through `service` (a [`Channel`], cheap to clone, or a stack of layers around one)."
+        );
+        let _ = writeln!(
+            buf,
+            "pub fn new(service: T) -> Self {{ Self {{ inner: Client::new(service) }} }}"
+        );
+        let _ = writeln!(buf, "/// The service this client calls through.");
+        let _ = writeln!(
+            buf,
+            "pub fn service(&self) -> &T {{ self.inner.service() }}"
+        );
+        let _ = writeln!(buf, "/// Takes the service back.");
+        let _ = writeln!(
+            buf,
+            "pub fn into_service(self) -> T {{ self.inner.into_service() }}"
+        );
+        let _ = writeln!(buf, "}}");
+        let _ = writeln!(buf, "impl<T: CallService> {client_name}<T> {{");
         for method in &service.methods {
             let input = type_path(&method.input_type);
             let output = type_path(&method.output_type);
@@ -259,7 +287,7 @@ impl ServiceGenerator {
                 };
             let _ = writeln!(
                 buf,
-                "pub async fn {}(&self, request: {argument}) -> Result<{response}, Status> {{ self.channel.{call}({path:?}, request.{into}()).await }}",
+                "pub async fn {}(&self, request: {argument}) -> Result<{response}, Status> {{ self.inner.{call}({path:?}, request.{into}()).await }}",
                 method.name
             );
         }

@@ -1,4 +1,5 @@
-//! The client side: a sinew [`Channel`] that calls any gRPC server.
+//! The client side: [`GrpcChannel`], a call service that speaks gRPC over
+//! HTTP/2 (hyper's client) to any gRPC server.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sinew_rpc::Status> {
@@ -8,33 +9,43 @@
 //! # let _ = channel; Ok(()) }
 //! ```
 //!
-//! The mirror image of the server bridge: the channel talks sinew to an
-//! in-process sinew server whose only service is a forwarder, and the forwarder
-//! sends each call, messages as bytes, to the gRPC server over HTTP/2 (hyper's
-//! client). Deadlines, cancellation and metadata cross over as gRPC defines them.
+//! Each [`CallRequest`] becomes one HTTP/2 request: metadata as headers,
+//! the deadline as `grpc-timeout`, every message behind its 5-byte prefix
+//! (encoded straight into the request body's buffer). The response's headers,
+//! messages and status trailers become the [`CallResponse`]; a response with a
+//! status alone (trailers-only) is an error. Responses compressed with gzip
+//! are accepted. Cancellation is hyper's: dropping the call or its body resets
+//! the HTTP/2 stream.
+//!
+//! The connection lives in a [`Reconnect`] slot, so it is made in the
+//! background, made again after it breaks, and backed off from after a failed
+//! connect (fail fast by default; see [`GrpcChannelBuilder::wait_for_ready`]).
+//! Readiness says whether the connection is up; hyper queues calls above the
+//! server's stream limit itself. HTTP/2 keepalive pings detect a server that
+//! stopped answering.
 
-use crate::framing::{encode_message, Encoding, MessageDecoder};
+use crate::framing::{Encoding, MessageDecoder, PREFIX_LEN};
 use crate::metadata;
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use sinew_rpc::codegen::{MethodDescriptor, ServerCall, Service, ServiceDescriptor};
-use sinew_rpc::server::call;
-use sinew_rpc::{Channel, Code, RawMessage, Request, Response, Status, Streaming};
-use std::convert::Infallible;
-use std::pin::Pin;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sinew_rpc::call::{CallRequest, CallResponse, Payload, ResponseBody, ResponseFrame};
+use sinew_rpc::client::reconnect::{Connect, Reconnect, ReconnectPolicy};
+use sinew_rpc::{Channel, Code, Status};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::time::Instant;
 
-type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
-type Responses = Pin<Box<dyn Stream<Item = Result<RawMessage, Status>> + Send>>;
+type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Status>;
 
 /// Where a gRPC server is.
 #[derive(Clone, Debug)]
@@ -43,68 +54,532 @@ enum Target {
     Unix { path: std::path::PathBuf },
 }
 
-/// Connects to a gRPC server: `grpc://HOST:PORT`, `http://HOST:PORT`, or
-/// `grpc+unix:///PATH`. The HTTP/2 connection is made here, so an unreachable
-/// server is reported now (`UNAVAILABLE`); a malformed address is
-/// `INVALID_ARGUMENT`.
-pub async fn connect(address: &str) -> Result<Channel, Status> {
-    let target = if let Some(rest) = address.strip_prefix("grpc+unix://") {
-        Target::Unix { path: rest.into() }
-    } else if let Some(rest) = address
-        .strip_prefix("grpc://")
-        .or_else(|| address.strip_prefix("http://"))
-    {
+impl Target {
+    /// `grpc://HOST:PORT`, `http://HOST:PORT` or `grpc+unix:///PATH`.
+    fn parse(address: &str) -> Result<Target, Status> {
+        if let Some(rest) = address.strip_prefix("grpc+unix://") {
+            if rest.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "invalid address {address:?}: expected grpc+unix:///PATH"
+                )));
+            }
+            return Ok(Target::Unix { path: rest.into() });
+        }
+        let Some(rest) = address
+            .strip_prefix("grpc://")
+            .or_else(|| address.strip_prefix("http://"))
+        else {
+            return Err(Status::invalid_argument(format!(
+                "invalid address {address:?}: expected grpc://HOST:PORT, http://HOST:PORT or grpc+unix:///PATH"
+            )));
+        };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
             return Err(Status::invalid_argument(format!(
                 "invalid address {address:?}: expected grpc://HOST:PORT"
             )));
         }
-        Target::Tcp {
+        Ok(Target::Tcp {
             authority: authority.to_owned(),
+        })
+    }
+
+    /// The `:authority` of requests. Over a Unix socket, `localhost`: a
+    /// socket path is not a valid authority (hyperium/h2#487).
+    fn authority(&self) -> &str {
+        match self {
+            Target::Tcp { authority } => authority,
+            Target::Unix { .. } => "localhost",
         }
-    } else {
-        return Err(Status::invalid_argument(format!(
-            "invalid address {address:?}: expected grpc://HOST:PORT, http://HOST:PORT or grpc+unix:///PATH"
-        )));
-    };
-    let forwarder = Forwarder {
-        target: target.clone(),
-        sender: Arc::new(Mutex::new(None)),
-    };
-    forwarder.sender().await?;
-    let local = sinew_rpc::Server::builder()
-        .reflection(false)
-        .health(false)
-        .fallback(forwarder)
-        .into_local_connector();
-    Channel::builder_with_connector(local).connect().await
+    }
 }
 
-/// Forwards every call it is given to the gRPC server.
-#[derive(Clone)]
-struct Forwarder {
+/// Settings of a [`GrpcChannel`].
+#[derive(Clone, Debug)]
+struct Settings {
+    connect_timeout: Duration,
+    keepalive_interval: Option<Duration>,
+    keepalive_timeout: Duration,
+    max_message_size: usize,
+    policy: ReconnectPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(5),
+            max_message_size: 4 * 1024 * 1024,
+            policy: ReconnectPolicy::default(),
+        }
+    }
+}
+
+/// Makes the HTTP/2 connections of a [`GrpcChannel`].
+struct Connector {
     target: Target,
-    sender: Arc<Mutex<Option<SendRequest<RequestBody>>>>,
+    settings: Settings,
 }
 
-static FORWARD: ServiceDescriptor = ServiceDescriptor {
-    name: "sinew.grpc.Forward",
-    methods: &[] as &[MethodDescriptor],
-    file_descriptor_set: &[],
-};
+impl Connect for Connector {
+    type Connection = SendRequest<RequestBody>;
 
-impl Service for Forwarder {
-    fn descriptor(&self) -> &'static ServiceDescriptor {
-        &FORWARD
+    fn connect(&self) -> BoxFuture<'_, Result<SendRequest<RequestBody>, Status>> {
+        Box::pin(async move {
+            let unreachable = |e: std::io::Error| {
+                Status::unavailable(format!("cannot reach the gRPC server: {e}"))
+            };
+            let attempt = async {
+                match &self.target {
+                    Target::Tcp { authority } => {
+                        let stream = tokio::net::TcpStream::connect(authority.as_str())
+                            .await
+                            .map_err(unreachable)?;
+                        let _ = stream.set_nodelay(true);
+                        self.handshake(stream).await
+                    }
+                    Target::Unix { path } => {
+                        let stream = tokio::net::UnixStream::connect(path)
+                            .await
+                            .map_err(unreachable)?;
+                        self.handshake(stream).await
+                    }
+                }
+            };
+            let timeout = self.settings.connect_timeout;
+            tokio::time::timeout(timeout, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::unavailable(format!(
+                        "cannot reach the gRPC server: no connection within {timeout:?}"
+                    )))
+                })
+        })
     }
 
-    fn call(&self, _method: usize, server_call: ServerCall) -> BoxFuture<'static, ()> {
-        let forwarder = self.clone();
-        Box::pin(call::raw(server_call, move |path, request| async move {
-            forwarder.forward(path, request).await
-        }))
+    fn is_usable(&self, sender: &SendRequest<RequestBody>) -> bool {
+        !sender.is_closed()
     }
+}
+
+impl Connector {
+    /// Starts HTTP/2 on a connected stream, its connection driven by a task of
+    /// its own (which ends when every sender is dropped).
+    fn handshake<S>(
+        &self,
+        stream: S,
+    ) -> impl Future<Output = Result<SendRequest<RequestBody>, Status>> + Send
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.settings.keepalive_interval)
+            .keep_alive_timeout(self.settings.keepalive_timeout)
+            .keep_alive_while_idle(true);
+        async move {
+            let (sender, connection) =
+                builder.handshake(TokioIo::new(stream)).await.map_err(|e| {
+                    Status::unavailable(format!(
+                        "HTTP/2 handshake with the gRPC server failed: {e}"
+                    ))
+                })?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "gRPC client connection ended");
+                }
+            });
+            Ok(sender)
+        }
+    }
+}
+
+/// Configures a [`GrpcChannel`].
+#[derive(Debug)]
+pub struct GrpcChannelBuilder {
+    target: Target,
+    settings: Settings,
+}
+
+impl GrpcChannelBuilder {
+    /// Time allowed to connect and complete the HTTP/2 handshake (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// HTTP/2 PING after this long without a frame from the server, idle or not
+    /// (default 10 s; `None` turns keepalive off); the connection is closed, and
+    /// its calls fail with `UNAVAILABLE`, if the answer takes longer than
+    /// `timeout` (default 5 s).
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.settings.keepalive_interval = interval;
+        self.settings.keepalive_timeout = timeout;
+        self
+    }
+
+    /// First and largest wait between reconnection attempts (default 100 ms
+    /// and 5 s).
+    pub fn reconnect_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.settings.policy.backoff_base = first;
+        self.settings.policy.backoff_max = max.max(first);
+        self
+    }
+
+    /// Whether readiness stays pending while the channel backs off after a
+    /// failed connect (true), or reports the failure so calls fail at once
+    /// (false, the default), as for sinew's
+    /// [`ChannelBuilder::wait_for_ready`](sinew_rpc::ChannelBuilder::wait_for_ready).
+    pub fn wait_for_ready(mut self, enabled: bool) -> Self {
+        self.settings.policy.wait_for_ready = enabled;
+        self
+    }
+
+    /// Largest response message accepted, after decompression (default
+    /// 4 MiB); a larger one ends the call with `RESOURCE_EXHAUSTED`.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.settings.max_message_size = bytes;
+        self
+    }
+
+    /// A channel that connects when it is first needed.
+    pub fn lazy(self) -> GrpcChannel {
+        let policy = self.settings.policy;
+        GrpcChannel {
+            shared: Arc::new(Shared {
+                slot: Reconnect::new(
+                    Connector {
+                        target: self.target,
+                        settings: self.settings,
+                    },
+                    policy,
+                ),
+                in_flight: AtomicUsize::new(0),
+            }),
+            ready: None,
+        }
+    }
+
+    /// A channel with its connection made, so that an unreachable server is
+    /// reported here (`UNAVAILABLE`).
+    pub async fn connect(self) -> Result<GrpcChannel, Status> {
+        let mut channel = self.lazy();
+        std::future::poll_fn(|cx| match channel.shared.slot.poll_connection(cx) {
+            Poll::Pending => match channel.shared.slot.last_error() {
+                Some(status) => Poll::Ready(Err(status)),
+                None => Poll::Pending,
+            },
+            Poll::Ready(result) => Poll::Ready(result.map(|sender| channel.ready = Some(sender))),
+        })
+        .await?;
+        Ok(channel)
+    }
+}
+
+/// A call service over gRPC: see the module docs. Cheap to clone (clones share
+/// the connection); its [`Load`](tower::load::Load) is the number of calls in
+/// flight.
+#[derive(Clone)]
+pub struct GrpcChannel {
+    shared: Arc<Shared>,
+    /// The connection `poll_ready` found, for the next call.
+    ready: Option<SendRequest<RequestBody>>,
+}
+
+struct Shared {
+    slot: Arc<Reconnect<Connector>>,
+    in_flight: AtomicUsize,
+}
+
+impl std::fmt::Debug for GrpcChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcChannel")
+            .field("target", &self.shared.slot.connector().target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcChannel {
+    /// A builder for `address`: `grpc://HOST:PORT`, `http://HOST:PORT` or
+    /// `grpc+unix:///PATH`. A malformed address is `INVALID_ARGUMENT`.
+    pub fn builder(address: &str) -> Result<GrpcChannelBuilder, Status> {
+        Ok(GrpcChannelBuilder {
+            target: Target::parse(address)?,
+            settings: Settings::default(),
+        })
+    }
+}
+
+/// Connects to a gRPC server with default settings and returns a [`Channel`]
+/// over it: `grpc://HOST:PORT`, `http://HOST:PORT`, or `grpc+unix:///PATH`.
+/// The HTTP/2 connection is made here, so an unreachable server is reported
+/// now (`UNAVAILABLE`); a malformed address is `INVALID_ARGUMENT`.
+pub async fn connect(address: &str) -> Result<Channel, Status> {
+    let channel = GrpcChannel::builder(address)?.connect().await?;
+    Ok(Channel::from_service(channel))
+}
+
+impl tower::Service<CallRequest> for GrpcChannel {
+    type Response = CallResponse;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<CallResponse, Status>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        if self
+            .ready
+            .as_ref()
+            .is_some_and(|sender| !sender.is_closed())
+        {
+            return Poll::Ready(Ok(()));
+        }
+        let sender = std::task::ready!(self.shared.slot.poll_connection(cx))?;
+        self.ready = Some(sender);
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: CallRequest) -> Self::Future {
+        let ready = self.ready.take();
+        let shared = self.shared.clone();
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(shared.clone());
+        Box::pin(async move {
+            let deadline = request.deadline();
+            let call = async {
+                let sender = match ready {
+                    Some(sender) => sender,
+                    // Called without readiness: get the connection here.
+                    None => std::future::poll_fn(|cx| shared.slot.poll_connection(cx)).await?,
+                };
+                send(sender, &shared.slot.connector().settings, &shared, request).await
+            };
+            let response = match deadline {
+                None => call.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+                    Ok(response) => response.map_err(|status| at_deadline(status, Some(deadline))),
+                    Err(_) => Err(Status::deadline_exceeded(
+                        "deadline exceeded before the server answered",
+                    )),
+                },
+            }?;
+            // The call stays in flight until its body ends.
+            let (headers, body, extensions) = response.into_parts();
+            let body = ResponseBody::new(body.map(move |frame| {
+                let _in_flight = &in_flight;
+                frame
+            }));
+            Ok(CallResponse::from_parts(headers, body, extensions))
+        })
+    }
+}
+
+impl tower::load::Load for GrpcChannel {
+    type Metric = usize;
+
+    /// Calls in flight.
+    fn load(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// One call in flight, until dropped.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One message behind its prefix, encoded straight into the frame's buffer.
+fn framed(payload: &Payload) -> Bytes {
+    let len = payload.encoded_len();
+    let mut buf = BytesMut::with_capacity(PREFIX_LEN + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    payload.encode(&mut buf);
+    buf.freeze()
+}
+
+/// Sends one call and waits for its response to begin.
+async fn send(
+    mut sender: SendRequest<RequestBody>,
+    settings: &Settings,
+    shared: &Shared,
+    request: CallRequest,
+) -> Result<CallResponse, Status> {
+    let parts = request.into_parts();
+    let deadline = parts.deadline;
+    let target = &shared.slot.connector().target;
+    let body: RequestBody = match parts.body.as_single() {
+        Some(payload) => http_body_util::Full::new(framed(payload))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        None => {
+            let frames = parts
+                .body
+                .into_stream()
+                .map(|message| message.map(|payload| Frame::data(framed(&payload))));
+            // A message that fails ends the body with its status: hyper then
+            // resets the stream, so the server sees a cancelled call.
+            BodyExt::boxed_unsync(StreamBody::new(frames))
+        }
+    };
+    let mut http_request = http::Request::post(format!(
+        "http://{}{}",
+        target.authority(),
+        parts.path.as_str()
+    ))
+    .body(body)
+    .map_err(|e| {
+        Status::internal(format!("cannot build the gRPC request: {e}")).mark_not_processed()
+    })?;
+    let headers = http_request.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+    headers.insert("te", HeaderValue::from_static("trailers"));
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(Encoding::ACCEPTED),
+    );
+    headers.insert(
+        "user-agent",
+        HeaderValue::from_static(concat!("sinew/", env!("CARGO_PKG_VERSION"))),
+    );
+    if let Some(deadline) = parts.deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(
+                Status::deadline_exceeded("deadline expired before the call was sent")
+                    .mark_not_processed(),
+            );
+        }
+        if let Ok(value) = HeaderValue::from_str(&format_timeout(left)) {
+            headers.insert("grpc-timeout", value);
+        }
+    }
+    metadata::to_headers(&parts.metadata, headers);
+
+    let response = sender
+        .try_send_request(http_request)
+        .await
+        .map_err(|mut error| {
+            let not_sent = error.take_message().is_some();
+            let status = send_error_status(error.into_error());
+            if not_sent {
+                status.mark_not_processed()
+            } else {
+                status
+            }
+        })?;
+    let (parts, body) = response.into_parts();
+    // Trailers-only: the call failed (or ended) before any message.
+    if let Some(status) = status_from(&parts.headers) {
+        if status.code() != Code::Ok {
+            return Err(status);
+        }
+    }
+    if parts.status != StatusCode::OK {
+        return Err(Status::new(
+            http_status_code(parts.status),
+            format!("the server answered HTTP {} instead of gRPC", parts.status),
+        ));
+    }
+    let encoding_header = parts
+        .headers
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok());
+    let encoding = Encoding::from_header(encoding_header).ok_or_else(|| {
+        Status::internal(format!(
+            "the server used an unsupported grpc-encoding {encoding_header:?}"
+        ))
+    })?;
+    let headers = metadata::from_headers(&parts.headers).unwrap_or_default();
+    let decoder = MessageDecoder::new(encoding, settings.max_message_size);
+    Ok(CallResponse::new(
+        headers,
+        ResponseBody::new(response_frames(body, decoder, deadline)),
+    ))
+}
+
+/// A failure that arrives once the caller's deadline has passed is reported as
+/// `DEADLINE_EXCEEDED`, whatever the server said (servers end such calls with
+/// `CANCELLED` or `DEADLINE_EXCEEDED` as their own clock sees fit), as gRPC
+/// clients do.
+fn at_deadline(status: Status, deadline: Option<Instant>) -> Status {
+    match deadline {
+        Some(deadline) if status.code() != Code::Ok && Instant::now() >= deadline => {
+            Status::deadline_exceeded(format!("deadline exceeded ({status})"))
+        }
+        _ => status,
+    }
+}
+
+/// The status for an error from hyper's `send_request`: a stream the server
+/// refused (`REFUSED_STREAM`) was never processed.
+fn send_error_status(error: hyper::Error) -> Status {
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            if h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Status::unavailable(format!("the gRPC server refused the call: {error}"))
+                    .mark_not_processed();
+            }
+        }
+        source = cause.source();
+    }
+    Status::unavailable(format!("the gRPC call failed: {error}"))
+}
+
+/// The response messages, then the status from the trailers; past the
+/// deadline, `DEADLINE_EXCEEDED` (and the body is dropped, which resets the
+/// stream).
+fn response_frames(
+    body: Incoming,
+    decoder: MessageDecoder,
+    deadline: Option<Instant>,
+) -> impl Stream<Item = ResponseFrame> {
+    futures_util::stream::unfold(Some((body, decoder)), move |state| async move {
+        let (mut body, mut decoder) = state?;
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => {
+                    return Some((ResponseFrame::Message(message), Some((body, decoder))))
+                }
+                Ok(None) => {}
+                Err(status) => return Some((ResponseFrame::Status(status), None)),
+            }
+            let frame = match deadline {
+                None => body.frame().await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(frame) => frame,
+                    Err(_) => {
+                        let status = Status::deadline_exceeded(
+                            "deadline exceeded while receiving the response stream",
+                        );
+                        return Some((ResponseFrame::Status(status), None));
+                    }
+                },
+            };
+            let status = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        decoder.push(&data);
+                        continue;
+                    }
+                    Err(frame) => frame
+                        .trailers_ref()
+                        .and_then(status_from)
+                        .unwrap_or_else(|| Status::internal("trailers without grpc-status")),
+                },
+                Some(Err(error)) => {
+                    Status::unavailable(format!("the gRPC response broke off: {error}"))
+                }
+                None => Status::internal("the gRPC response ended without a status"),
+            };
+            return Some((ResponseFrame::Status(at_deadline(status, deadline)), None));
+        }
+    })
 }
 
 /// `grpc-timeout` for a duration: at most 8 digits, in the finest unit that fits.
@@ -176,171 +651,6 @@ fn status_from(headers: &HeaderMap) -> Option<Status> {
     Some(status)
 }
 
-/// Starts HTTP/2 on a connected stream, its connection driven by a task of its
-/// own.
-async fn http2_handshake<S>(stream: S) -> Result<SendRequest<RequestBody>, Status>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("HTTP/2 handshake with the gRPC server failed: {e}"))
-            })?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
-impl Forwarder {
-    /// The HTTP/2 connection, made (again) if there is none or it broke.
-    async fn sender(&self) -> Result<SendRequest<RequestBody>, Status> {
-        let mut slot = self.sender.lock().await;
-        if let Some(sender) = slot.as_ref() {
-            if !sender.is_closed() {
-                return Ok(sender.clone());
-            }
-        }
-        let unreachable =
-            |e: std::io::Error| Status::unavailable(format!("cannot reach the gRPC server: {e}"));
-        let sender = match &self.target {
-            Target::Tcp { authority } => {
-                let stream = tokio::net::TcpStream::connect(authority.as_str())
-                    .await
-                    .map_err(unreachable)?;
-                let _ = stream.set_nodelay(true);
-                http2_handshake(stream).await?
-            }
-            Target::Unix { path } => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(unreachable)?;
-                http2_handshake(stream).await?
-            }
-        };
-        *slot = Some(sender.clone());
-        Ok(sender)
-    }
-
-    async fn forward(
-        &self,
-        path: String,
-        request: Request<Streaming<RawMessage>>,
-    ) -> Result<Response<Responses>, Status> {
-        let mut sender = self.sender().await?;
-        let (call_metadata, timeout, messages) = request.into_parts();
-        let authority = match &self.target {
-            Target::Tcp { authority } => authority.as_str(),
-            Target::Unix { .. } => "localhost",
-        };
-        let frames = messages.map(|message| match message {
-            Ok(RawMessage(bytes)) => Ok(Frame::data(encode_message(&bytes, Encoding::Identity))),
-            // The caller's request stream failed: nothing sensible to send; the
-            // call ends from the sinew side.
-            Err(_) => Ok(Frame::data(Bytes::new())),
-        });
-        let body = StreamBody::new(frames).boxed_unsync();
-        let mut http_request = http::Request::post(format!("http://{authority}{path}"))
-            .body(body)
-            .map_err(|e| Status::internal(format!("cannot build the gRPC request: {e}")))?;
-        let headers = http_request.headers_mut();
-        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-        headers.insert("te", HeaderValue::from_static("trailers"));
-        headers.insert(
-            "grpc-accept-encoding",
-            HeaderValue::from_static(Encoding::ACCEPTED),
-        );
-        headers.insert(
-            "user-agent",
-            HeaderValue::from_static(concat!("sinew/", env!("CARGO_PKG_VERSION"))),
-        );
-        if let Some(timeout) = timeout {
-            if let Ok(value) = HeaderValue::from_str(&format_timeout(timeout)) {
-                headers.insert("grpc-timeout", value);
-            }
-        }
-        metadata::to_headers(&call_metadata, headers);
-
-        sender
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("the gRPC connection is gone: {e}")))?;
-        let response = sender
-            .send_request(http_request)
-            .await
-            .map_err(|e| Status::unavailable(format!("the gRPC call failed: {e}")))?;
-        let (parts, body) = response.into_parts();
-        // Trailers-only: the call failed (or ended) before any message.
-        if let Some(status) = status_from(&parts.headers) {
-            if status.code() != Code::Ok {
-                return Err(status);
-            }
-        }
-        if parts.status != StatusCode::OK {
-            return Err(Status::new(
-                http_status_code(parts.status),
-                format!("the server answered HTTP {} instead of gRPC", parts.status),
-            ));
-        }
-        let encoding_header = parts
-            .headers
-            .get("grpc-encoding")
-            .and_then(|v| v.to_str().ok());
-        let encoding = Encoding::from_header(encoding_header).ok_or_else(|| {
-            Status::internal(format!(
-                "the server used an unsupported grpc-encoding {encoding_header:?}"
-            ))
-        })?;
-        let response_metadata = metadata::from_headers(&parts.headers).unwrap_or_default();
-        Ok(Response::from_parts(
-            response_metadata,
-            responses(body, encoding),
-        ))
-    }
-}
-
-/// The response messages, then the status from the trailers as the last item.
-fn responses(body: Incoming, encoding: Encoding) -> Responses {
-    let decoder = MessageDecoder::new(encoding, usize::MAX >> 1);
-    let stream = futures_util::stream::unfold(Some((body, decoder)), |state| async move {
-        let (mut body, mut decoder) = state?;
-        loop {
-            match decoder.next_message() {
-                Ok(Some(message)) => return Some((Ok(RawMessage(message)), Some((body, decoder)))),
-                Ok(None) => {}
-                Err(status) => return Some((Err(status), None)),
-            }
-            match body.frame().await {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => decoder.push(&data),
-                    Err(frame) => {
-                        let status = frame
-                            .trailers_ref()
-                            .and_then(status_from)
-                            .unwrap_or_else(|| Status::internal("trailers without grpc-status"));
-                        return Some((Err(status), None));
-                    }
-                },
-                Some(Err(error)) => {
-                    return Some((
-                        Err(Status::unavailable(format!(
-                            "the gRPC response broke off: {error}"
-                        ))),
-                        None,
-                    ))
-                }
-                None => {
-                    return Some((
-                        Err(Status::internal("the gRPC response ended without a status")),
-                        None,
-                    ))
-                }
-            }
-        }
-    });
-    Box::pin(stream)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +674,31 @@ mod tests {
                 metadata::parse_timeout(&text).unwrap() >= duration,
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(matches!(
+            Target::parse("grpc://127.0.0.1:50051"),
+            Ok(Target::Tcp { .. })
+        ));
+        assert!(matches!(
+            Target::parse("http://localhost:80/"),
+            Ok(Target::Tcp { .. })
+        ));
+        assert!(matches!(
+            Target::parse("grpc+unix:///tmp/x.sock"),
+            Ok(Target::Unix { .. })
+        ));
+        for bad in [
+            "grpc://nohost",
+            "grpc://",
+            "grpc+unix://",
+            "tcp://1.2.3.4:5",
+        ] {
+            let status = Target::parse(bad).unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{bad}");
         }
     }
 }

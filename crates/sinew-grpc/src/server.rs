@@ -12,8 +12,8 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sinew_rpc::server::external::RequestMessages;
 use sinew_rpc::server::{
-    Accepted, ExternalCall, ExternalRequest, LocalConnector, Protocol, ResponseEvent, ResponseHead,
-    Sniff,
+    Accepted, ExternalCall, ExternalRequest, LocalConnector, Peer, Protocol, ResponseEvent,
+    ResponseHead, Sniff,
 };
 use sinew_rpc::Status;
 use std::convert::Infallible;
@@ -126,9 +126,10 @@ async fn serve_http2(
     // Calls run directly on the server's services, under the same per-connection
     // limit of concurrent calls as a sinew connection.
     let max_concurrent_streams = local.max_concurrent_streams();
+    let peer = connection.peer().clone();
     let service = hyper::service::service_fn(move |request| {
-        let (local, config) = (local.clone(), config.clone());
-        async move { Ok::<_, Infallible>(handle(request, local, config).await) }
+        let (local, config, peer) = (local.clone(), config.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(handle(request, local, config, peer).await) }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(max_concurrent_streams)
@@ -210,6 +211,7 @@ async fn handle(
     request: HttpRequest<Incoming>,
     local: LocalConnector,
     config: Arc<Config>,
+    peer: Arc<Peer>,
 ) -> HttpResponse<Body> {
     if request.method() != Method::POST {
         return http_error(
@@ -267,6 +269,7 @@ async fn handle(
         timeout,
         messages: request_messages(request.into_body(), encoding, config.max_message_size),
         headroom: PREFIX_LEN,
+        peer: Some(peer),
     });
     match call.head().await {
         ResponseHead::TrailersOnly(status) => trailers_only(&status),

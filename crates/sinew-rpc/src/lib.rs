@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod client;
 mod codec;
 pub mod codegen;
@@ -28,7 +29,8 @@ pub mod server;
 mod status;
 mod streaming;
 
-pub use client::{Channel, ChannelBuilder};
+pub use call::{CallRequest, CallResponse, CallService};
+pub use client::{Channel, ChannelBuilder, Client};
 pub use codec::{Decoder, RawMessage};
 pub use request::{IntoRequest, IntoStreamingRequest, Request, Response};
 pub use server::{Server, ServerBuilder, ServerHandle, Service, ShutdownReport};

@@ -1,18 +1,25 @@
 //! [`Request`] and [`Response`]: a message plus the metadata around it.
 
+use crate::call::Extensions;
+use crate::server::Peer;
 use futures_core::Stream;
 use sinew_wire::MetadataMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A request: a message (or a stream of them) with metadata and an optional timeout.
+/// A request: a message (or a stream of them) with metadata, an optional
+/// timeout and per-call extensions.
 ///
 /// On the client, set the timeout with [`Request::set_timeout`]; it becomes the
 /// call's deadline on both sides. On the server, [`Request::timeout`] is the time
-/// the caller allowed, as received.
+/// the caller allowed, as received, [`Request::peer`] who called, and the
+/// extensions hold what server layers added.
 #[derive(Debug)]
 pub struct Request<T> {
     metadata: MetadataMap,
     timeout: Option<Duration>,
+    extensions: Extensions,
+    peer: Option<Arc<Peer>>,
     message: T,
 }
 
@@ -22,14 +29,24 @@ impl<T> Request<T> {
         Request {
             metadata: MetadataMap::new(),
             timeout: None,
+            extensions: Extensions::new(),
+            peer: None,
             message,
         }
     }
 
-    pub(crate) fn from_parts(metadata: MetadataMap, timeout: Option<Duration>, message: T) -> Self {
+    /// A request from its parts (see [`Request::into_parts`]).
+    pub fn from_parts(
+        metadata: MetadataMap,
+        timeout: Option<Duration>,
+        extensions: Extensions,
+        message: T,
+    ) -> Self {
         Request {
             metadata,
             timeout,
+            extensions,
+            peer: None,
             message,
         }
     }
@@ -69,18 +86,41 @@ impl<T> Request<T> {
         self.timeout = Some(timeout);
     }
 
+    /// Per-call extensions: on the server, what server layers added; on the
+    /// client, passed to the client's layers.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Per-call extensions, mutable.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// Who called, on the server: the peer's address and process as the
+    /// transport knows them (`None` on the client, and for in-process callers).
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_deref()
+    }
+
+    pub(crate) fn set_peer(&mut self, peer: Option<Arc<Peer>>) {
+        self.peer = peer;
+    }
+
     /// Same request with another message.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Request<U> {
         Request {
             metadata: self.metadata,
             timeout: self.timeout,
+            extensions: self.extensions,
+            peer: self.peer,
             message: f(self.message),
         }
     }
 
-    /// The metadata, the timeout and the message, taken apart.
-    pub fn into_parts(self) -> (MetadataMap, Option<Duration>, T) {
-        (self.metadata, self.timeout, self.message)
+    /// The metadata, the timeout, the extensions and the message, taken apart.
+    pub fn into_parts(self) -> (MetadataMap, Option<Duration>, Extensions, T) {
+        (self.metadata, self.timeout, self.extensions, self.message)
     }
 }
 

@@ -13,14 +13,25 @@ use std::fmt;
 /// A client-side status also says whether the server's application provably
 /// never saw the call ([`Status::is_not_processed`]), which is what makes a
 /// retry safe for a call that is not idempotent.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Status {
     code: Code,
+    not_processed: bool,
+    /// Everything else, boxed: a status is 16 bytes, so results and the items
+    /// of a call's inbox stay small, and the bare `OK` that ends every
+    /// successful call allocates nothing.
+    rest: Option<Box<Rest>>,
+}
+
+#[derive(Clone, Default)]
+struct Rest {
     message: String,
     details: Bytes,
     metadata: MetadataMap,
-    not_processed: bool,
 }
+
+static EMPTY_DETAILS: Bytes = Bytes::new();
+static EMPTY_METADATA: MetadataMap = MetadataMap::new();
 
 macro_rules! constructors {
     ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
@@ -36,21 +47,21 @@ macro_rules! constructors {
 impl Status {
     /// A status with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status {
-            code,
-            message: message.into(),
-            details: Bytes::new(),
-            metadata: MetadataMap::new(),
-            not_processed: false,
+        let message = message.into();
+        if message.is_empty() {
+            // The bare status that ends every successful call: nothing to box.
+            return Status {
+                code,
+                not_processed: false,
+                rest: None,
+            };
         }
+        Status::from_parts(code, message, Bytes::new(), MetadataMap::new())
     }
 
     /// A status with details, for example an encoded `google.rpc.Status`.
     pub fn with_details(code: Code, message: impl Into<String>, details: Bytes) -> Status {
-        Status {
-            details,
-            ..Status::new(code, message)
-        }
+        Status::from_parts(code, message.into(), details, MetadataMap::new())
     }
 
     constructors! {
@@ -95,22 +106,26 @@ impl Status {
 
     /// The message for humans.
     pub fn message(&self) -> &str {
-        &self.message
+        self.rest.as_ref().map_or("", |rest| &rest.message)
     }
 
     /// The opaque details (empty when none).
     pub fn details(&self) -> &Bytes {
-        &self.details
+        self.rest
+            .as_ref()
+            .map_or(&EMPTY_DETAILS, |rest| &rest.details)
     }
 
     /// Trailing metadata that came with the status.
     pub fn metadata(&self) -> &MetadataMap {
-        &self.metadata
+        self.rest
+            .as_ref()
+            .map_or(&EMPTY_METADATA, |rest| &rest.metadata)
     }
 
     /// Mutable trailing metadata, to send along with the status.
     pub fn metadata_mut(&mut self) -> &mut MetadataMap {
-        &mut self.metadata
+        &mut self.rest.get_or_insert_with(Box::default).metadata
     }
 
     /// Whether the server's application provably never saw the call, so that
@@ -143,31 +158,48 @@ impl Status {
         details: Bytes,
         metadata: MetadataMap,
     ) -> Status {
+        let bare = message.is_empty() && details.is_empty() && metadata.is_empty();
         Status {
             code,
-            message,
-            details,
-            metadata,
             not_processed: false,
+            rest: (!bare).then(|| {
+                Box::new(Rest {
+                    message,
+                    details,
+                    metadata,
+                })
+            }),
         }
     }
 
     pub(crate) fn into_metadata(self) -> MetadataMap {
-        self.metadata
+        self.rest.map(|rest| rest.metadata).unwrap_or_default()
     }
 }
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Status) -> bool {
+        self.code == other.code
+            && self.not_processed == other.not_processed
+            && self.message() == other.message()
+            && self.details() == other.details()
+            && self.metadata() == other.metadata()
+    }
+}
+
+impl Eq for Status {}
 
 impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Status");
         debug
             .field("code", &self.code)
-            .field("message", &self.message);
-        if !self.details.is_empty() {
-            debug.field("details", &self.details);
+            .field("message", &self.message());
+        if !self.details().is_empty() {
+            debug.field("details", self.details());
         }
-        if !self.metadata.is_empty() {
-            debug.field("metadata", &self.metadata);
+        if !self.metadata().is_empty() {
+            debug.field("metadata", self.metadata());
         }
         if self.not_processed {
             debug.field("not_processed", &true);
@@ -178,15 +210,44 @@ impl fmt::Debug for Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.message.is_empty() {
+        if self.message().is_empty() {
             write!(f, "{}", self.code)
         } else {
-            write!(f, "{}: {}", self.code, self.message)
+            write!(f, "{}: {}", self.code, self.message())
         }
     }
 }
 
 impl std::error::Error for Status {}
+
+impl Status {
+    /// The status for an error a tower service or layer returned: a `Status`
+    /// is itself; a timeout layer's `Elapsed` is `DEADLINE_EXCEEDED`; a load
+    /// shedder's `Overloaded` is `UNAVAILABLE` (not processed: the call was
+    /// refused before it went anywhere); a `Status` found in the error's
+    /// source chain is that status; anything else is `UNKNOWN` with the
+    /// error's text.
+    pub fn from_error(error: crate::call::BoxError) -> Status {
+        let error = match error.downcast::<Status>() {
+            Ok(status) => return *status,
+            Err(error) => error,
+        };
+        if error.is::<tower::timeout::error::Elapsed>() {
+            return Status::deadline_exceeded(format!("{error} (a timeout layer)"));
+        }
+        if error.is::<tower::load_shed::error::Overloaded>() {
+            return Status::unavailable(format!("{error}: the call was shed")).mark_not_processed();
+        }
+        let mut source = error.source();
+        while let Some(cause) = source {
+            if let Some(status) = cause.downcast_ref::<Status>() {
+                return status.clone();
+            }
+            source = cause.source();
+        }
+        Status::unknown(error.to_string())
+    }
+}
 
 impl From<std::io::Error> for Status {
     fn from(error: std::io::Error) -> Status {

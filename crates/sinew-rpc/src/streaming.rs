@@ -1,6 +1,6 @@
 //! [`Streaming`]: a stream of messages arriving on a call.
 
-use crate::client::call::ClientStream;
+use crate::call::ResponseBody;
 use crate::codec::Decoder;
 use crate::connection::Inbound;
 use crate::server::call::CallIo;
@@ -8,11 +8,10 @@ use crate::status::Status;
 use futures_core::Stream;
 use sinew_wire::MetadataMap;
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::time::{Instant, Sleep};
 
 /// Messages arriving on a call: the responses of a server-streaming or
 /// bidirectional call (client side), or the requests of a client-streaming or
@@ -27,45 +26,35 @@ pub struct Streaming<T> {
     first: Option<T>,
     source: Source,
     decoder: Decoder<T>,
-    /// Client side: the call's deadline, enforced here too for streamed responses.
-    deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
     trailers: Option<MetadataMap>,
     _message: PhantomData<fn() -> T>,
 }
 
+// Both sides are as common; boxing the larger would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Source {
-    /// Client side: owns the stream, resets it if dropped early.
-    Client(ClientStream),
-    /// Client side after the deadline passed: the stream was released (reset).
-    Released,
+    /// Client side: the response body (it enforces the call's deadline, and
+    /// dropping it cancels the call).
+    Client(ResponseBody),
     /// Server side: the call task owns the stream.
     Server(CallIo),
 }
 
 impl<T> Streaming<T> {
-    pub(crate) fn client(
-        stream: ClientStream,
-        deadline: Option<Instant>,
-        decoder: Decoder<T>,
-    ) -> Streaming<T> {
-        Streaming {
-            first: None,
-            source: Source::Client(stream),
-            decoder,
-            deadline: deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
-            done: false,
-            trailers: None,
-            _message: PhantomData,
-        }
+    pub(crate) fn client(body: ResponseBody, decoder: Decoder<T>) -> Streaming<T> {
+        Streaming::new(Source::Client(body), decoder)
     }
 
     pub(crate) fn server(stream: CallIo, decoder: Decoder<T>) -> Streaming<T> {
+        Streaming::new(Source::Server(stream), decoder)
+    }
+
+    fn new(source: Source, decoder: Decoder<T>) -> Streaming<T> {
         Streaming {
             first: None,
-            source: Source::Server(stream),
+            source,
             decoder,
-            deadline: None,
             done: false,
             trailers: None,
             _message: PhantomData,
@@ -93,65 +82,46 @@ impl<T> Streaming<T> {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        loop {
-            if self.done {
-                return Poll::Ready(None);
-            }
-            if let Some(deadline) = &mut self.deadline {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    self.done = true;
-                    // Dropping the stream sends RESET CANCELLED to the server.
-                    self.source = Source::Released;
-                    return Poll::Ready(Some(Err(Status::deadline_exceeded(
-                        "deadline exceeded while receiving the response stream",
-                    ))));
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match &mut self.source {
+            Source::Client(body) => match std::task::ready!(body.poll_message(cx)) {
+                Ok(Some(bytes)) => Ok(Some(bytes)),
+                Ok(None) => {
+                    self.trailers = body.take_trailers();
+                    Ok(None)
                 }
-            }
-            let (polled, is_client) = match &self.source {
-                Source::Client(owner) => (owner.stream.poll_recv(cx), true),
-                Source::Server(io) => (io.poll_recv(cx), false),
-                Source::Released => return Poll::Ready(None),
-            };
-            let item = match polled {
-                Poll::Ready(item) => item,
-                Poll::Pending => return Poll::Pending,
-            };
-            match item {
-                Inbound::Message(bytes) => {
-                    return Poll::Ready(Some(self.decoder.decode(bytes).map_err(|error| {
-                        self.done = true;
-                        if is_client {
-                            Status::internal(format!("response is not a valid message: {error}"))
-                        } else {
-                            Status::invalid_argument(format!(
-                                "request is not a valid message: {error}"
-                            ))
-                        }
-                    })));
+                Err(status) => Err(status),
+            },
+            Source::Server(io) => loop {
+                match std::task::ready!(io.poll_recv(cx)) {
+                    Inbound::Message(bytes) => break Ok(Some(bytes)),
+                    Inbound::Headers(_) => continue,
+                    Inbound::End => break Ok(None),
+                    Inbound::Trailers(status) | Inbound::Reset(status) => break Err(status),
                 }
-                // Response headers after the first message carry nothing new.
-                Inbound::Headers(_) => continue,
-                Inbound::End => {
+            },
+        };
+        match item {
+            Ok(Some(bytes)) => {
+                let is_client = matches!(self.source, Source::Client(_));
+                Poll::Ready(Some(self.decoder.decode(bytes).map_err(|error| {
                     self.done = true;
                     if is_client {
-                        return Poll::Ready(Some(Err(Status::internal(
-                            "stream ended without a status",
-                        ))));
+                        Status::internal(format!("response is not a valid message: {error}"))
+                    } else {
+                        Status::invalid_argument(format!("request is not a valid message: {error}"))
                     }
-                    return Poll::Ready(None);
-                }
-                Inbound::Trailers(status) => {
-                    self.done = true;
-                    if status.code() == sinew_wire::Code::Ok {
-                        self.trailers = Some(status.into_metadata());
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Err(status)));
-                }
-                Inbound::Reset(status) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(status)));
-                }
+                })))
+            }
+            Ok(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Err(status) => {
+                self.done = true;
+                Poll::Ready(Some(Err(status)))
             }
         }
     }

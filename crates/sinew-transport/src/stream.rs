@@ -120,6 +120,23 @@ impl Stream {
         }
     }
 
+    /// The peer's address, where the transport has one: `tcp://ip:port`, or a
+    /// Unix socket's path when the client bound one (they rarely do); `None`
+    /// over shared memory.
+    pub fn peer_address(&self) -> Option<Address> {
+        match self {
+            Stream::Tcp(stream) => stream
+                .peer_addr()
+                .ok()
+                .map(|addr| Address::tcp(addr.ip().to_string(), addr.port())),
+            Stream::Unix(stream) => stream
+                .peer_addr()
+                .ok()
+                .and_then(|addr| addr.as_pathname().map(Address::unix)),
+            Stream::Shm(_) => None,
+        }
+    }
+
     /// Splits into halves that can be used from two tasks without a lock.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {

@@ -35,7 +35,9 @@ pub use sinew_rpc as rpc;
 pub use sinew_transport as transport;
 pub use sinew_wire as wire;
 
-pub use sinew_rpc::{Channel, Code, MetadataMap, Request, Response, Server, Status, Streaming};
+pub use sinew_rpc::{
+    Channel, Client, Code, MetadataMap, Request, Response, Server, Status, Streaming,
+};
 
 /// The names most programs need: `use sinew::prelude::*;`.
 pub mod prelude {

@@ -59,7 +59,8 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     }
     let message = schema::parse_message(&method.input(), args.json.as_deref().unwrap_or("{}"))?;
     args.options.request(message.clone())?; // validate metadata and deadline once
-    let path = Arc::new(path);
+    let path: Arc<str> = path.into();
+    let client = sinew::Client::new(channel);
     let decoder = schema::decoder(method.output());
     let concurrency = args.concurrency.max(1);
 
@@ -78,7 +79,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
 
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (channel, path, decoder) = (channel.clone(), path.clone(), decoder.clone());
+        let (client, path, decoder) = (client.clone(), path.clone(), decoder.clone());
         let (message, options) = (message.clone(), args.options.clone());
         let (done, remaining) = (done.clone(), remaining.clone());
         workers.push(tokio::spawn(async move {
@@ -100,7 +101,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
                     break;
                 };
                 let call_started = Instant::now();
-                match channel.unary_with(&path, request, &decoder).await {
+                match client.unary_with(path.clone(), request, &decoder).await {
                     Ok(_) => {
                         if let Some(latency) = &mut tally.latency {
                             latency.saturating_record(call_started.elapsed().as_micros() as u64);

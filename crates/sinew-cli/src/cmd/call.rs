@@ -36,21 +36,22 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     } = schema::resolve_method(&args.address, &args.method, args.proto.as_deref()).await?;
     let output = method.output();
     let decoder = schema::decoder(output.clone());
+    let client = sinew::Client::new(channel);
     match (method.is_client_streaming(), method.is_server_streaming()) {
         (false, server_streaming) => {
             let message =
                 schema::parse_message(&method.input(), args.json.as_deref().unwrap_or("{}"))?;
             let request = args.options.request(message)?;
             if server_streaming {
-                let mut responses = channel
-                    .server_streaming_with(&path, request, decoder)
+                let mut responses = client
+                    .server_streaming_with(path, request, decoder)
                     .await?
                     .into_inner();
                 while let Some(response) = responses.message().await? {
                     println!("{}", schema::to_json(&response, false));
                 }
             } else {
-                let response = channel.unary_with(&path, request, &decoder).await?;
+                let response = client.unary_with(path, request, &decoder).await?;
                 println!("{}", schema::to_json(response.get_ref(), true));
             }
         }
@@ -65,16 +66,16 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             let request = args.options.request(requests)?;
             let call = async {
                 if server_streaming {
-                    let mut responses = channel
-                        .bidirectional_with(&path, request, decoder)
+                    let mut responses = client
+                        .bidirectional_with(path, request, decoder)
                         .await?
                         .into_inner();
                     while let Some(response) = responses.message().await? {
                         println!("{}", schema::to_json(&response, false));
                     }
                 } else {
-                    let response = channel
-                        .client_streaming_with(&path, request, &decoder)
+                    let response = client
+                        .client_streaming_with(path, request, &decoder)
                         .await?;
                     println!("{}", schema::to_json(response.get_ref(), true));
                 }

@@ -3,7 +3,7 @@
 use super::ChannelConfig;
 use crate::connection::writer::Outbound;
 use crate::connection::{
-    reserve_for_read, writer, Inbound, KillOnExit, Locked, Role, Shared, PENDING_WRITE_PAUSE,
+    reserve_for_read, wait_for_writer, writer, Inbound, KillOnExit, Locked, Role, Shared,
 };
 use crate::status::Status;
 use bytes::BytesMut;
@@ -136,13 +136,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R, mut
                 return;
             }
         }
-        while shared.pending_len() > PENDING_WRITE_PAUSE {
-            let flushed = shared.flushed.notified();
-            if shared.pending_len() <= PENDING_WRITE_PAUSE || shared.lock().dead.is_some() {
-                break;
-            }
-            flushed.await;
-        }
+        wait_for_writer(&shared).await;
         reserve_for_read(&mut buf);
         match reader.read_buf(&mut buf).await {
             Ok(0) => {

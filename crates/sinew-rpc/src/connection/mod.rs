@@ -31,14 +31,15 @@ pub(crate) mod writer;
 
 pub(crate) use inbox::Inbox;
 
+use crate::call::Payload;
 use crate::status::Status;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 use sinew_transport::{SlabBuf, SlabPool};
 use sinew_wire::{encode, Code, Frame, MetadataMap, Reason, Settings, WireError};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
 /// Senders of DATA wait while more than this is queued for the socket: it keeps
@@ -74,6 +75,63 @@ pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
         let mut fresh = BytesMut::with_capacity(buf.len() + wanted.max(READ_CHUNK));
         fresh.extend_from_slice(buf);
         *buf = fresh;
+    }
+}
+
+/// A message a connection can encode straight into its pending write buffer or
+/// into shared-memory slabs: any prost message (the server's typed responses),
+/// or a [`Payload`] (the client's type-erased requests).
+pub(crate) trait Encode {
+    /// Length of the encoding.
+    fn wire_len(&self) -> usize;
+    /// Appends the encoding to the pending buffer.
+    fn write_to(&self, buf: &mut BytesMut);
+    /// Writes the encoding into slabs sized with `wire_len`.
+    fn write_to_slab(&self, buf: &mut SlabBuf);
+}
+
+impl<M: prost::Message> Encode for M {
+    fn wire_len(&self) -> usize {
+        self.encoded_len()
+    }
+
+    fn write_to(&self, buf: &mut BytesMut) {
+        // Not `encode`, which measures the message again to check the room
+        // left: a BytesMut grows on demand.
+        self.encode_raw(buf);
+    }
+
+    fn write_to_slab(&self, buf: &mut SlabBuf) {
+        // The slabs hold `wire_len` bytes (measured by the caller).
+        self.encode_raw(buf);
+    }
+}
+
+impl Encode for Payload {
+    fn wire_len(&self) -> usize {
+        self.encoded_len()
+    }
+
+    fn write_to(&self, buf: &mut BytesMut) {
+        self.encode(buf);
+    }
+
+    fn write_to_slab(&self, buf: &mut SlabBuf) {
+        self.encode_to_slab(buf);
+    }
+}
+
+/// The reader's back-pressure, on both sides: while more than
+/// [`PENDING_WRITE_PAUSE`] waits for the socket (a peer that does not read its
+/// answers), waits for the writer to make progress before reading more, so
+/// that what is queued for the peer stays bounded.
+pub(crate) async fn wait_for_writer(shared: &Shared) {
+    while shared.pending_len() > PENDING_WRITE_PAUSE {
+        let flushed = shared.flushed.notified();
+        if shared.pending_len() <= PENDING_WRITE_PAUSE || shared.lock().dead.is_some() {
+            break;
+        }
+        flushed.await;
     }
 }
 
@@ -114,8 +172,11 @@ pub(crate) struct StreamState {
     pub(crate) local_closed: bool,
     /// A RESET was sent or received, or the connection died.
     pub(crate) reset: bool,
-    /// Server side: stops the call's handler task (client reset, shutdown).
-    pub(crate) abort: Option<tokio::task::AbortHandle>,
+    /// Server side: the call's task, woken when the call is cancelled from
+    /// outside (client reset, connection lost, drain deadline).
+    pub(crate) cancel_waker: Option<Waker>,
+    /// Server side: why the call was cancelled from outside, once it was.
+    pub(crate) cancelled: Option<Status>,
     /// Client side: the value of [`State::batches_taken`] when this stream's
     /// HEADERS were queued. While it is still current, no byte of the call
     /// has been handed to the socket.
@@ -134,7 +195,8 @@ impl StreamState {
             remote_closed: false,
             local_closed: false,
             reset: false,
-            abort: None,
+            cancel_waker: None,
+            cancelled: None,
             queued_in_batch: 0,
         }
     }
@@ -171,8 +233,17 @@ impl StreamState {
         }
         self.reset = true;
         self.remote_closed = true;
+        self.cancel(status.clone(), wake);
         self.deliver(Inbound::Reset(status), wake);
         if let Some(waker) = self.send_waker.take() {
+            wake.push(waker);
+        }
+    }
+
+    /// Server side: tells the call's task that the call is over from outside.
+    pub(crate) fn cancel(&mut self, status: Status, wake: &mut Wakers) {
+        self.cancelled.get_or_insert(status);
+        if let Some(waker) = self.cancel_waker.take() {
             wake.push(waker);
         }
     }
@@ -239,6 +310,9 @@ pub(crate) struct Shared {
     /// False once the connection must not carry new calls (dead, or GOAWAY
     /// received); read without the lock by the client's connection pool.
     pub(crate) accepting: AtomicBool,
+    /// [`State::open_streams`], readable without the lock (readiness and load
+    /// of the client's pool).
+    open_streams: AtomicU32,
     /// What we announced: the limits we enforce on what we receive.
     pub(crate) local: Settings,
     /// What the peer announced: the limits we must respect when sending.
@@ -327,6 +401,7 @@ impl Shared {
             flushed: Notify::new(),
             stream_closed: Notify::new(),
             accepting: AtomicBool::new(true),
+            open_streams: AtomicU32::new(0),
             local,
             peer,
             slabs,
@@ -354,6 +429,26 @@ impl Shared {
     pub(crate) fn pending_len(&self) -> usize {
         self.lock().queued_len()
     }
+
+    /// Streams open on the connection (calls in flight).
+    pub(crate) fn streams_open(&self) -> usize {
+        self.open_streams.load(Ordering::Relaxed) as usize
+    }
+
+    /// Ready while the peer's stream limit leaves room for another stream;
+    /// otherwise wakes the task when a stream closes.
+    pub(crate) fn poll_stream_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.peer.max_concurrent_streams;
+        if self.open_streams.load(Ordering::Relaxed) < limit {
+            return Poll::Ready(());
+        }
+        let mut state = self.lock();
+        if state.open_streams < limit {
+            return Poll::Ready(());
+        }
+        state.capacity_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
 }
 
 impl State {
@@ -369,7 +464,7 @@ impl State {
     /// goes into the pending buffer: the writer sends the slabs in their place,
     /// and the message is never copied again on this side. Without free slabs
     /// (or any other transport), it is encoded into the pending buffer.
-    pub(crate) fn encode_data<M: prost::Message>(
+    pub(crate) fn encode_data<M: Encode + ?Sized>(
         &mut self,
         slabs: Option<&SlabPool>,
         id: u32,
@@ -379,8 +474,7 @@ impl State {
     ) {
         if let Some(pool) = slabs.filter(|pool| len >= pool.threshold()) {
             if let Some(mut buf) = pool.alloc(len) {
-                // Infallible: the slabs hold at least `len` bytes.
-                let _ = message.encode(&mut buf);
+                message.write_to_slab(&mut buf);
                 // A message whose encoded_len lies would break the framing:
                 // such a message takes the ordinary path, which measures.
                 if buf.len() == len {
@@ -399,8 +493,7 @@ impl State {
         let buf = &mut self.pending;
         buf.reserve(sinew_wire::FRAME_HEADER_LEN + len);
         let start = encode::begin(buf, sinew_wire::FrameKind::Data, flags, id);
-        // Infallible: a BytesMut grows on demand.
-        let _ = message.encode(buf);
+        message.write_to(buf);
         encode::finish(buf, start);
     }
 }
@@ -614,11 +707,24 @@ impl Locked<'_> {
         }
     }
 
-    /// Removes a stream from the table, waking anyone waiting for a free slot.
+    /// Adds a stream to the table: the one place streams enter it.
+    pub(crate) fn insert_stream(&mut self, id: u32, stream: StreamState) {
+        self.streams.insert(id, stream);
+        self.open_streams += 1;
+        self.shared
+            .open_streams
+            .store(self.open_streams, Ordering::Relaxed);
+    }
+
+    /// Removes a stream from the table, waking anyone waiting for a free slot:
+    /// the one place streams leave it.
     pub(crate) fn remove_stream(&mut self, id: u32) -> Option<StreamState> {
         let removed = self.streams.remove(&id);
         if removed.is_some() {
             self.open_streams -= 1;
+            self.shared
+                .open_streams
+                .store(self.open_streams, Ordering::Relaxed);
             let waiters = std::mem::take(&mut self.capacity_waiters);
             self.wake.extend(waiters);
             // Only a draining server waits for streams to close; notifying

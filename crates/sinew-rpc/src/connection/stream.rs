@@ -1,7 +1,7 @@
 //! Operations on one stream of a connection: receive with flow-control credit,
 //! send under flow control, close.
 
-use super::{Inbound, Shared, State, PENDING_WRITE_HIGH};
+use super::{Encode, Inbound, Shared, State, PENDING_WRITE_HIGH};
 use crate::status::Status;
 use sinew_wire::{encode, MetadataMap};
 use std::future::poll_fn;
@@ -19,14 +19,14 @@ pub(crate) struct StreamRef {
 
 /// What to queue in one go, in this order: response headers, one message, then
 /// either END_STREAM on that message (or HALF_CLOSE without one) or TRAILERS.
-pub(crate) struct Outgoing<'a, M> {
+pub(crate) struct Outgoing<'a, M: ?Sized> {
     pub(crate) headers: Option<&'a MetadataMap>,
     pub(crate) message: Option<&'a M>,
     pub(crate) end_stream: bool,
     pub(crate) trailers: Option<&'a Status>,
 }
 
-impl<M> Default for Outgoing<'_, M> {
+impl<M: ?Sized> Default for Outgoing<'_, M> {
     fn default() -> Self {
         Outgoing {
             headers: None,
@@ -61,12 +61,55 @@ impl StreamRef {
         }
     }
 
+    /// Server side: ends the call with `status` at once (TRAILERS), unless it
+    /// already ended.
+    pub(crate) fn end(&self, status: &Status) {
+        let mut state = self.shared.lock();
+        if let Some(stream) = state.streams.get_mut(&self.id) {
+            if !stream.local_closed && !stream.reset {
+                stream.local_closed = true;
+                state.encode_trailers(self.id, status);
+            }
+        }
+    }
+
+    /// Server side: ready with the reason once the call was cancelled from
+    /// outside (client reset, connection lost, drain deadline); otherwise
+    /// wakes the task when it is.
+    pub(crate) fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status> {
+        let mut state = self.shared.lock();
+        let Some(stream) = state.streams.get_mut(&self.id) else {
+            return Poll::Ready(Status::cancelled("the call has ended"));
+        };
+        if let Some(status) = &stream.cancelled {
+            return Poll::Ready(status.clone());
+        }
+        if !stream
+            .cancel_waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            stream.cancel_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Queues `send` once flow control allows (only a message needs credit).
-    pub(crate) async fn send<M: prost::Message>(
+    pub(crate) async fn send<M: Encode + ?Sized>(
         &self,
         send: Outgoing<'_, M>,
     ) -> Result<(), Status> {
-        let message_len = send.message.map(|m| m.encoded_len());
+        let message_len = self.check_sizes(&send)?;
+        poll_fn(|cx| self.poll_send(cx, &send, message_len)).await
+    }
+
+    /// Checks that what `send` holds fits the peer's frame limit; returns the
+    /// message's encoded length.
+    pub(crate) fn check_sizes<M: Encode + ?Sized>(
+        &self,
+        send: &Outgoing<'_, M>,
+    ) -> Result<Option<usize>, Status> {
+        let message_len = send.message.map(|m| m.wire_len());
         let max = self.shared.peer.max_frame_size as usize;
         if let Some(len) = message_len {
             if len > max {
@@ -87,10 +130,12 @@ impl StreamRef {
                 )));
             }
         }
-        poll_fn(|cx| self.poll_send(cx, &send, message_len)).await
+        Ok(message_len)
     }
 
-    fn poll_send<M: prost::Message>(
+    /// Queues `send` (checked by [`StreamRef::check_sizes`], which gave
+    /// `message_len`) once flow control allows.
+    pub(crate) fn poll_send<M: Encode + ?Sized>(
         &self,
         cx: &mut Context<'_>,
         send: &Outgoing<'_, M>,

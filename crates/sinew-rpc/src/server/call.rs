@@ -3,11 +3,16 @@
 //! Generated code calls [`unary`], [`server_streaming`], [`client_streaming`] or
 //! [`bidirectional`] with the [`ServerCall`] and the user's handler; each reads the
 //! request(s), runs the handler, and sends the response(s) and the final status.
-//! Every path ends the call with a status: a handler error becomes the trailers'
-//! status, a malformed request `INVALID_ARGUMENT`.
+//! Every path ends the call with a status, and resolves to it: a handler error
+//! becomes the trailers' status, a malformed request `INVALID_ARGUMENT`.
+//!
+//! [`ServerCall`] is also what server layers see of a call before it reaches
+//! its handler: path, metadata (mutable), deadline, the peer, and per-call
+//! extensions that the handler receives in its [`Request`].
 
 use super::external::ExternalIo;
-use super::Service;
+use super::Peer;
+use crate::call::Extensions;
 use crate::codec::Decoder;
 use crate::connection::stream::{Outgoing, StreamRef};
 use crate::connection::Inbound;
@@ -15,10 +20,9 @@ use crate::request::{Request, Response};
 use crate::status::Status;
 use crate::streaming::Streaming;
 use futures_core::Stream;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use sinew_wire::{Code, MetadataMap};
 use std::future::{poll_fn, Future};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,45 +55,56 @@ impl CallIo {
             CallIo::External(io) => io.send(send).await,
         }
     }
-}
 
-/// Runs a service's handler for one call under the call's deadline, catching
-/// panics. Returns the status to end the call with when the handler could not
-/// (it panicked, or the deadline passed first); the caller sends it unless the
-/// call already has one.
-pub(crate) async fn run_handler(
-    service: &Arc<dyn Service>,
-    method: usize,
-    call: ServerCall,
-    deadline: Option<Instant>,
-) -> Option<Status> {
-    let handler = AssertUnwindSafe(service.call(method, call)).catch_unwind();
-    let outcome = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, handler).await,
-        None => Ok(handler.await),
-    };
-    match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(_panic)) => Some(Status::internal("handler panicked")),
-        Err(_elapsed) => Some(Status::deadline_exceeded(
-            "deadline exceeded while the server was handling the call",
-        )),
+    /// Ends the call with `status` at once, unless it already has one.
+    pub(crate) fn end(&self, status: &Status) {
+        match self {
+            CallIo::Sinew(stream) => stream.end(status),
+            CallIo::External(io) => io.finish(status.clone()),
+        }
+    }
+
+    /// Ready with the reason once the call is over from the outside: the
+    /// client cancelled it (or went away), or the server's drain deadline
+    /// ended it. Otherwise the task is woken when that happens.
+    pub(crate) fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status> {
+        match self {
+            CallIo::Sinew(stream) => stream.poll_cancelled(cx),
+            CallIo::External(io) => io.poll_cancelled(cx),
+        }
     }
 }
 
-/// A call accepted by the server, handed to a [`Service`] (by a
-/// sinew connection, or by a protocol extension through [`super::external`]).
-#[derive(Debug)]
+/// A call accepted by the server: what server layers see of it, then what its
+/// [`Service`](super::Service) runs (whether it came on a sinew connection or
+/// through a protocol extension, [`super::external`]).
 pub struct ServerCall {
     pub(crate) io: CallIo,
     /// `/package.Service/Method`, as the client sent it.
     pub(crate) path: bytes::Bytes,
     pub(crate) metadata: MetadataMap,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) extensions: Extensions,
+    pub(crate) peer: Option<Arc<Peer>>,
+    /// The service and method that run the call, or the status it is
+    /// refused with.
+    pub(crate) route: Result<(Arc<dyn super::Service>, usize), Status>,
     /// The single request message, when it arrived whole (with the end of the
     /// request stream) in the same read as the call's HEADERS: the reader hands
     /// it over directly, so the handler need not take the lock to receive it.
     pub(crate) prefetched: Option<bytes::Bytes>,
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall")
+            .field("path", &self.path())
+            .field("metadata", &self.metadata)
+            .field("timeout", &self.timeout)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 fn ok_status() -> Status {
@@ -102,9 +117,43 @@ impl ServerCall {
         &self.metadata
     }
 
+    /// Request metadata, mutable (a layer adding or removing entries before the
+    /// handler sees them).
+    pub fn metadata_mut(&mut self) -> &mut MetadataMap {
+        &mut self.metadata
+    }
+
     /// The path the client called, `/package.Service/Method`.
     pub fn path(&self) -> &str {
         std::str::from_utf8(&self.path).unwrap_or("")
+    }
+
+    /// The time the caller allowed, as received.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// When the server stops the call (`DEADLINE_EXCEEDED`), if the caller set
+    /// a timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Per-call extensions, handed to the handler in its request.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Per-call extensions, mutable (a layer passing what it learnt, an
+    /// authenticated user say, to the handler).
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// Who called: the peer's address and process, as the transport knows
+    /// them (`None` for an in-process caller).
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_deref()
     }
 
     /// Reads the single request message of a unary or server-streaming call.
@@ -139,22 +188,34 @@ impl ServerCall {
     }
 
     fn request<T>(&mut self, message: T) -> Request<T> {
-        Request::from_parts(std::mem::take(&mut self.metadata), self.timeout, message)
+        let mut request = Request::from_parts(
+            std::mem::take(&mut self.metadata),
+            self.timeout,
+            std::mem::take(&mut self.extensions),
+            message,
+        );
+        request.set_peer(self.peer.take());
+        request
     }
 
-    /// Ends the call with `status` and no message.
-    pub async fn finish(self, status: Status) {
-        let _ = self
+    /// Ends the call with `status` and no message; resolves to the status the
+    /// call ended with (`status`, or why it could not be sent).
+    pub async fn finish(self, status: Status) -> Status {
+        let sent = self
             .io
             .send::<()>(Outgoing {
                 trailers: Some(&status),
                 ..Outgoing::default()
             })
             .await;
+        match sent {
+            Ok(()) => status,
+            Err(failure) => failure,
+        }
     }
 
     /// Sends the one response of a unary or client-streaming call, then OK.
-    async fn respond<Resp: prost::Message>(self, result: Result<Response<Resp>, Status>) {
+    async fn respond<Resp: prost::Message>(self, result: Result<Response<Resp>, Status>) -> Status {
         let response = match result {
             Ok(response) => response,
             Err(status) => return self.finish(status).await,
@@ -170,15 +231,16 @@ impl ServerCall {
                 trailers: Some(&ok),
             })
             .await;
-        if let Err(status) = sent {
+        match sent {
+            Ok(()) => ok,
             // Too large for the client, typically; anything else means the
             // stream is gone and this is a no-op.
-            self.finish(status).await;
+            Err(status) => self.finish(status).await,
         }
     }
 
     /// Sends response headers now, then every message of `responses`, then the status.
-    async fn respond_stream<Resp, S>(self, result: Result<Response<S>, Status>)
+    async fn respond_stream<Resp, S>(self, result: Result<Response<S>, Status>) -> Status
     where
         Resp: prost::Message,
         S: Stream<Item = Result<Resp, Status>> + Send + 'static,
@@ -188,16 +250,15 @@ impl ServerCall {
             Err(status) => return self.finish(status).await,
         };
         let (metadata, responses) = response.into_parts();
-        if self
+        if let Err(status) = self
             .io
             .send::<Resp>(Outgoing {
                 headers: Some(&metadata),
                 ..Outgoing::default()
             })
             .await
-            .is_err()
         {
-            return;
+            return status; // the stream is gone (cancelled, connection lost)
         }
         let mut responses = std::pin::pin!(responses);
         while let Some(item) = responses.next().await {
@@ -214,19 +275,19 @@ impl ServerCall {
                         if status.code() == Code::ResourceExhausted {
                             return self.finish(status).await;
                         }
-                        return; // the stream is gone (cancelled, connection lost)
+                        return status; // the stream is gone (cancelled, connection lost)
                     }
                 }
                 // An OK status at the end carries trailing metadata (see `raw`).
                 Err(status) => return self.finish(status).await,
             }
         }
-        self.finish(ok_status()).await;
+        self.finish(ok_status()).await
     }
 }
 
 /// Drives a unary handler: one request in, one response out.
-pub async fn unary<Req, Resp, F, Fut>(mut call: ServerCall, handler: F)
+pub async fn unary<Req, Resp, F, Fut>(mut call: ServerCall, handler: F) -> Status
 where
     Req: prost::Message + Default,
     Resp: prost::Message,
@@ -239,11 +300,11 @@ where
     };
     let request = call.request(message);
     let result = handler(request).await;
-    call.respond(result).await;
+    call.respond(result).await
 }
 
 /// Drives a server-streaming handler: one request in, a stream of responses out.
-pub async fn server_streaming<Req, Resp, S, F, Fut>(mut call: ServerCall, handler: F)
+pub async fn server_streaming<Req, Resp, S, F, Fut>(mut call: ServerCall, handler: F) -> Status
 where
     Req: prost::Message + Default,
     Resp: prost::Message,
@@ -257,11 +318,11 @@ where
     };
     let request = call.request(message);
     let result = handler(request).await;
-    call.respond_stream(result).await;
+    call.respond_stream(result).await
 }
 
 /// Drives a client-streaming handler: a stream of requests in, one response out.
-pub async fn client_streaming<Req, Resp, F, Fut>(mut call: ServerCall, handler: F)
+pub async fn client_streaming<Req, Resp, F, Fut>(mut call: ServerCall, handler: F) -> Status
 where
     Req: prost::Message + Default,
     Resp: prost::Message,
@@ -271,11 +332,11 @@ where
     let requests = Streaming::server(call.io.clone(), Decoder::prost());
     let request = call.request(requests);
     let result = handler(request).await;
-    call.respond(result).await;
+    call.respond(result).await
 }
 
 /// Drives a bidirectional handler: streams both ways.
-pub async fn bidirectional<Req, Resp, S, F, Fut>(mut call: ServerCall, handler: F)
+pub async fn bidirectional<Req, Resp, S, F, Fut>(mut call: ServerCall, handler: F) -> Status
 where
     Req: prost::Message + Default,
     Resp: prost::Message,
@@ -286,7 +347,7 @@ where
     let requests = Streaming::server(call.io.clone(), Decoder::prost());
     let request = call.request(requests);
     let result = handler(request).await;
-    call.respond_stream(result).await;
+    call.respond_stream(result).await
 }
 
 /// Drives a call whose messages stay encoded, for services that forward calls
@@ -294,7 +355,7 @@ where
 /// path and the request stream as bytes, and returns response messages as bytes.
 /// The response stream may end with `Err(status)`; a final status with code OK
 /// ends the call successfully with that status's trailing metadata.
-pub async fn raw<S, F, Fut>(mut call: ServerCall, handler: F)
+pub async fn raw<S, F, Fut>(mut call: ServerCall, handler: F) -> Status
 where
     S: Stream<Item = Result<crate::RawMessage, Status>> + Send + 'static,
     F: FnOnce(String, Request<Streaming<crate::RawMessage>>) -> Fut,
@@ -307,11 +368,11 @@ where
     }
     let request = call.request(requests);
     let result = handler(path, request).await;
-    call.respond_stream(result).await;
+    call.respond_stream(result).await
 }
 
 /// Ends a call to a method the service does not implement.
-pub async fn unimplemented(call: ServerCall) {
+pub async fn unimplemented(call: ServerCall) -> Status {
     call.finish(Status::unimplemented("method not implemented"))
-        .await;
+        .await
 }

@@ -59,6 +59,9 @@ pub struct ExternalRequest {
     /// Bytes left free at the front of each response message's buffer, for the
     /// protocol's framing prefix (5 for gRPC).
     pub headroom: usize,
+    /// Who called ([`Accepted::peer`](super::Accepted::peer)); `None` if the
+    /// protocol does not know.
+    pub peer: Option<Arc<super::Peer>>,
 }
 
 impl fmt::Debug for ExternalRequest {
@@ -99,6 +102,8 @@ pub(crate) struct ExternalIo {
     requests: Mutex<Requests>,
     outbox: Mutex<Outbox>,
     headroom: usize,
+    /// Resolves when a graceful shutdown's drain deadline passes.
+    drain: Mutex<BoxFuture<'static, ()>>,
 }
 
 struct Requests {
@@ -114,6 +119,8 @@ struct Outbox {
     closed: bool,
     /// The protocol side is gone (the client left): sends fail.
     abandoned: bool,
+    /// The call's task, waiting to learn that the protocol side is gone.
+    canceller: Option<Waker>,
     /// The protocol side, waiting for an event.
     consumer: Option<Waker>,
     /// The handler, waiting for room.
@@ -174,8 +181,8 @@ impl ExternalIo {
         let mut message = send.message.map(|message| {
             let mut buf = BytesMut::with_capacity(self.headroom + message.encoded_len());
             buf.resize(self.headroom, 0);
-            // Infallible: a BytesMut grows on demand.
-            let _ = message.encode(&mut buf);
+            // A BytesMut grows on demand.
+            message.encode_raw(&mut buf);
             buf
         });
         poll_fn(|cx| {
@@ -217,6 +224,29 @@ impl ExternalIo {
         .await
     }
 
+    /// Ready once the protocol side is gone (the client cancelled the call or
+    /// went away), or the drain deadline of a graceful shutdown passed (the
+    /// call is then ended with `UNAVAILABLE`); otherwise wakes the task when
+    /// one of them happens.
+    pub(crate) fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status> {
+        {
+            let mut outbox = self.outbox();
+            if outbox.abandoned {
+                return Poll::Ready(Status::cancelled("the client cancelled the call"));
+            }
+            outbox.canceller = Some(cx.waker().clone());
+        }
+        let mut drain = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        if drain.as_mut().poll(cx).is_ready() {
+            let status = Status::unavailable(
+                "server shutting down: the drain deadline passed before the call finished",
+            );
+            self.finish(status.clone());
+            return Poll::Ready(status);
+        }
+        Poll::Pending
+    }
+
     /// Ends the call with `status` unless it already has one.
     pub(crate) fn finish(&self, status: Status) {
         let mut outbox = self.outbox();
@@ -234,6 +264,8 @@ impl ExternalIo {
 pub struct ExternalCall {
     /// The call, until it completes or moves to a task of its own.
     driver: Option<BoxFuture<'static, ()>>,
+    /// The call's own task, once it moved to one (it ends by itself, also
+    /// when cancelled).
     task: Option<JoinHandle<()>>,
     io: Arc<ExternalIo>,
     head_taken: bool,
@@ -250,6 +282,7 @@ impl fmt::Debug for ExternalCall {
 impl ExternalCall {
     pub(crate) fn new(
         request: ExternalRequest,
+        drain: BoxFuture<'static, ()>,
         start: impl FnOnce(&Arc<ExternalIo>, ExternalRequestParts) -> Option<BoxFuture<'static, ()>>,
     ) -> ExternalCall {
         let ExternalRequest {
@@ -258,6 +291,7 @@ impl ExternalCall {
             timeout,
             messages,
             headroom,
+            peer,
         } = request;
         let io = Arc::new(ExternalIo {
             requests: Mutex::new(Requests {
@@ -266,6 +300,7 @@ impl ExternalCall {
             }),
             outbox: Mutex::new(Outbox::default()),
             headroom,
+            drain: Mutex::new(drain),
         });
         let driver = start(
             &io,
@@ -273,6 +308,7 @@ impl ExternalCall {
                 path,
                 metadata,
                 timeout,
+                peer,
             },
         );
         ExternalCall {
@@ -357,18 +393,22 @@ impl ExternalCall {
 }
 
 impl Drop for ExternalCall {
+    /// Cancels the call if it is still running, as a RESET does on a sinew
+    /// connection: the call sees it (its layers see `CANCELLED`) and stops its
+    /// handler. A call still running in the caller's task moves to a task of
+    /// its own to do so.
     fn drop(&mut self) {
         let mut outbox = self.io.outbox();
         outbox.abandoned = true;
-        let finished = outbox.closed && outbox.events.is_empty();
-        if let Some(producer) = outbox.producer.take() {
-            producer.wake();
-        }
+        let closed = outbox.closed;
+        let wakers = [outbox.producer.take(), outbox.canceller.take()];
         drop(outbox);
-        // Cancelled before its end: stop the handler, as a RESET does.
-        if let Some(task) = self.task.take() {
-            if !finished {
-                task.abort();
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+        if let Some(driver) = self.driver.take() {
+            if !closed {
+                tokio::spawn(driver);
             }
         }
     }
@@ -380,4 +420,5 @@ pub(crate) struct ExternalRequestParts {
     pub(crate) path: String,
     pub(crate) metadata: MetadataMap,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) peer: Option<Arc<super::Peer>>,
 }

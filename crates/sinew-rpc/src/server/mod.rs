@@ -22,27 +22,37 @@
 
 pub mod call;
 mod connection;
+pub mod dispatch;
 pub mod external;
 pub mod health;
+mod interceptor;
+mod peer;
 mod protocol;
 pub mod reflection;
 mod service;
 
 pub use call::ServerCall;
+pub use dispatch::Dispatch;
 pub use external::{ExternalCall, ExternalRequest, ResponseEvent, ResponseHead};
 pub use health::HealthReporter;
+pub use interceptor::{Interceptor, InterceptorLayer};
+pub use peer::Peer;
 pub use protocol::{Accepted, LocalConnector, Protocol, Sniff};
 pub use service::{MethodDescriptor, MethodKind, Service, ServiceDescriptor};
 
+use crate::call::BoxError;
 use crate::status::Status;
 use rustc_hash::{FxHashMap, FxHashSet};
 use sinew_transport::{Address, AddressError, Listener, TransportOptions};
 use sinew_wire::Settings;
+use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tower::util::BoxCloneSyncService;
+use tower::{Service as _, ServiceExt};
 
 /// Limits and timeouts of a server.
 #[derive(Clone, Debug)]
@@ -53,17 +63,34 @@ pub(crate) struct ServerConfig {
     pub(crate) transport: TransportOptions,
 }
 
-/// Maps `/service/method` paths to a service and a method index.
+/// What a server layer wraps: the rest of the stack, down to [`Dispatch`],
+/// erased. Its response is the call's final status, its error the status of
+/// a call the stack failed itself (a layer refused it, say); either way the
+/// call ends with that status.
+pub type ServerStack = BoxCloneSyncService<ServerCall, Status, Status>;
+
+/// Adds one layer on top of a stack.
+type AddLayer = Arc<dyn Fn(ServerStack) -> ServerStack + Send + Sync>;
+
+/// Maps `/service/method` paths to a service and a method index, and runs
+/// calls through the server's layers.
 pub(crate) struct Router {
     pub(crate) services: Vec<Arc<dyn Service>>,
     routes: FxHashMap<&'static str, (usize, usize)>,
     names: FxHashSet<&'static str>,
     /// Index in `services` of the service that takes every unknown path.
     fallback: Option<usize>,
+    /// The layers around [`Dispatch`]; `None` without layers, when calls go to
+    /// [`dispatch::run`] directly.
+    stack: Option<ServerStack>,
 }
 
 impl Router {
-    fn new(mut services: Vec<Arc<dyn Service>>, fallback: Option<Arc<dyn Service>>) -> Router {
+    fn new(
+        mut services: Vec<Arc<dyn Service>>,
+        fallback: Option<Arc<dyn Service>>,
+        layers: &[AddLayer],
+    ) -> Router {
         let fallback = fallback.map(|service| {
             services.push(service);
             services.len() - 1
@@ -77,11 +104,65 @@ impl Router {
                 routes.insert(method.path, (service_index, method_index));
             }
         }
+        // The first layer added is the outermost, as in tower's ServiceBuilder.
+        let stack = (!layers.is_empty()).then(|| {
+            layers
+                .iter()
+                .rev()
+                .fold(ServerStack::new(Dispatch), |stack, add| add(stack))
+        });
         Router {
             services,
             routes,
             names,
             fallback,
+            stack,
+        }
+    }
+
+    /// Whether calls go through layers (and so must be dispatched even when
+    /// they are refused, for the layers to see them).
+    pub(crate) fn has_layers(&self) -> bool {
+        self.stack.is_some()
+    }
+
+    /// The service and method for a path, or the status to refuse the call
+    /// with; a call already past its deadline is refused too.
+    pub(crate) fn route(
+        &self,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(Arc<dyn Service>, usize), Status> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(Status::deadline_exceeded(
+                "deadline already expired when the call arrived",
+            ));
+        }
+        let (service, method) = self.resolve(path)?;
+        Ok((self.services[service].clone(), method))
+    }
+
+    /// Runs a call through the layers (if any) and its handler; resolves to
+    /// the status the call ended with, which has been sent.
+    pub(crate) fn serve(&self, call: ServerCall) -> Serving {
+        let Some(stack) = &self.stack else {
+            return Serving::Direct {
+                running: dispatch::run(call),
+            };
+        };
+        let mut service = stack.clone();
+        Serving::Layered {
+            future: Box::pin(async move {
+                let io = call.io.clone();
+                let status = match poll_fn(|cx| service.poll_ready(cx)).await {
+                    Ok(()) => service.call(call).await,
+                    Err(status) => Err(status),
+                }
+                .unwrap_or_else(|status| status);
+                // A layer that failed the call (or refused it) left it to us to end.
+                io.end(&status);
+                status
+            }),
         }
     }
 
@@ -108,10 +189,35 @@ impl Router {
     }
 }
 
-/// Builds a [`Server`]: services, limits, then [`ServerBuilder::bind`].
+pin_project_lite::pin_project! {
+    /// One call served by [`Router::serve`]: straight to its handler, or
+    /// through the layers.
+    #[project = ServingProjection]
+    pub(crate) enum Serving {
+        Direct { #[pin] running: dispatch::Running },
+        Layered { future: futures_util::future::BoxFuture<'static, Status> },
+    }
+}
+
+impl std::future::Future for Serving {
+    type Output = Status;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Status> {
+        match self.project() {
+            ServingProjection::Direct { running } => running.poll(cx),
+            ServingProjection::Layered { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Builds a [`Server`]: services, layers, limits, then [`ServerBuilder::bind`].
 pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
     fallback: Option<Arc<dyn Service>>,
+    layers: Vec<AddLayer>,
     protocols: Vec<Arc<dyn Protocol>>,
     config: ServerConfig,
     reflection: bool,
@@ -123,6 +229,7 @@ impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("services", &self.services.len())
+            .field("layers", &self.layers.len())
             .field("config", &self.config)
             .finish()
     }
@@ -149,6 +256,44 @@ impl ServerBuilder {
         self
     }
 
+    /// Wraps every call in a tower layer: the call as a [`ServerCall`] on the
+    /// way in (path, mutable metadata, deadline, peer, per-call extensions;
+    /// the layer may refuse it with an error status before any handler runs),
+    /// and its final status on the way out, whatever ended it (the handler, a
+    /// panic as `INTERNAL`, the deadline, a client's cancellation, the drain
+    /// deadline of a shutdown). Every call goes through the layers, whatever
+    /// protocol carried it (sinew's, gRPC) and whatever it is for (the
+    /// services added, health, reflection, local-endpoint discovery, unknown
+    /// methods).
+    ///
+    /// The first layer added is the outermost, as in tower's `ServiceBuilder`.
+    /// A layer's errors become the call's status ([`Status::from_error`]), so
+    /// tower's own layers (concurrency limits, load shedding, timeouts) work
+    /// as they are. See `examples/middleware.rs`.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<ServerStack> + Send + Sync + 'static,
+        L::Service: tower::Service<ServerCall, Response = Status> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
+        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
+    {
+        self.layers.push(Arc::new(move |inner| {
+            ServerStack::new(layer.layer(inner).map_err(crate::call::into_status))
+        }));
+        self
+    }
+
+    /// Runs `check` on every call before anything else sees it: `Ok(())` lets
+    /// the call go on (with whatever `check` changed in its metadata or
+    /// extensions), `Err(status)` refuses it with that status. The common
+    /// case of [`ServerBuilder::layer`], for authentication for instance.
+    pub fn interceptor<F>(self, check: F) -> Self
+    where
+        F: Fn(&mut ServerCall) -> Result<(), Status> + Clone + Send + Sync + 'static,
+    {
+        self.layer(InterceptorLayer::new(check))
+    }
+
     /// A server with no listener, reachable only in-process through the returned
     /// connector (for instance behind a [`Channel`](crate::Channel) built with
     /// [`Channel::builder_with_connector`](crate::Channel::builder_with_connector)).
@@ -157,7 +302,7 @@ impl ServerBuilder {
         let services = self.assemble_services(&[]);
         let (shutdown, receiver) = watch::channel(false);
         LocalConnector::new_owning(
-            Arc::new(Router::new(services, self.fallback)),
+            Arc::new(Router::new(services, self.fallback, &self.layers)),
             Arc::new(self.config),
             receiver,
             shutdown,
@@ -317,7 +462,7 @@ impl ServerBuilder {
         Ok(Server {
             listeners,
             local_addresses,
-            router: Arc::new(Router::new(services, self.fallback)),
+            router: Arc::new(Router::new(services, self.fallback, &self.layers)),
             config: Arc::new(self.config),
             shutdown,
             connection_shutdown: watch::channel(false).0,
@@ -402,6 +547,7 @@ impl Server {
         ServerBuilder {
             services: Vec::new(),
             fallback: None,
+            layers: Vec::new(),
             protocols: Vec::new(),
             reflection: true,
             health: Some(HealthReporter::default()),

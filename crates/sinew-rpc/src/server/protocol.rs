@@ -17,13 +17,13 @@
 //! implementation (generated code, call drivers, deadlines, cancellation,
 //! panics, the drain deadline).
 
-use super::call::{run_handler, CallIo, ServerCall};
+use super::call::{CallIo, ServerCall};
 use super::connection::{self, DrainCounts};
 use super::external::{ExternalCall, ExternalRequest};
-use super::{Router, ServerConfig};
-use crate::status::Status;
+use super::{Peer, Router, ServerConfig};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use sinew_transport::Stream;
 use std::io;
 use std::pin::Pin;
@@ -70,12 +70,19 @@ pub trait Protocol: Send + Sync + 'static {
 pub struct Accepted {
     prefix: BytesMut,
     stream: Stream,
+    peer: Arc<Peer>,
 }
 
 impl Accepted {
     /// The bytes that were read to pick the protocol (they are read again too).
     pub fn first_bytes(&self) -> &[u8] {
         &self.prefix
+    }
+
+    /// Who connected, for the calls of this connection
+    /// ([`ExternalRequest::peer`]).
+    pub fn peer(&self) -> &Arc<Peer> {
+        &self.peer
     }
 }
 
@@ -191,44 +198,28 @@ impl LocalConnector {
     /// end at once with their status; calls still running when the drain
     /// deadline of a graceful shutdown passes end with `UNAVAILABLE`.
     pub fn dispatch(&self, request: ExternalRequest) -> ExternalCall {
-        ExternalCall::new(request, |external, parts| {
-            let (service, method) = match self.router.resolve(&parts.path) {
-                Ok(route) => route,
-                Err(status) => {
-                    external.finish(status);
+        let drain = drain_deadline(self.shutdown.clone(), self.config.drain_timeout);
+        ExternalCall::new(request, Box::pin(drain), |external, parts| {
+            let route = self.router.route(&parts.path, parts.timeout);
+            if let Err(status) = &route {
+                // Without layers, nobody needs to see the refusal.
+                if !self.router.has_layers() {
+                    external.finish(status.clone());
                     return None;
                 }
-            };
-            if parts.timeout == Some(Duration::ZERO) {
-                external.finish(Status::deadline_exceeded(
-                    "deadline already expired when the call arrived",
-                ));
-                return None;
             }
-            let external = external.clone();
-            let service = self.router.services[service].clone();
-            let deadline = parts.timeout.map(|timeout| Instant::now() + timeout);
             let call = ServerCall {
                 io: CallIo::External(external.clone()),
                 path: Bytes::from(parts.path),
                 metadata: parts.metadata,
                 timeout: parts.timeout,
+                deadline: parts.timeout.map(|timeout| Instant::now() + timeout),
+                extensions: crate::call::Extensions::new(),
+                peer: parts.peer,
+                route,
                 prefetched: None,
             };
-            let drain = drain_deadline(self.shutdown.clone(), self.config.drain_timeout);
-            Some(Box::pin(async move {
-                let ending = tokio::select! {
-                    biased;
-                    ending = run_handler(&service, method, call, deadline) => ending,
-                    () = drain => Some(Status::unavailable(
-                        "server shutting down: the drain deadline passed before the call finished",
-                    )),
-                };
-                // Every call ends with a status, whatever happened to its handler.
-                external.finish(ending.unwrap_or_else(|| {
-                    Status::internal("the handler ended without sending a status")
-                }));
-            }))
+            Some(Box::pin(self.router.serve(call).map(drop)))
         })
     }
 
@@ -243,6 +234,7 @@ impl LocalConnector {
             BytesMut::new(),
             self.router.clone(),
             self.config.clone(),
+            None,
             self.shutdown.clone(),
         ));
         client
@@ -271,6 +263,7 @@ pub(crate) async fn route(
     shutdown: watch::Receiver<bool>,
 ) -> DrainCounts {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let peer = Arc::new(Peer::new(stream.peer_address(), stream.peer_pid()));
     if !protocols.is_empty() {
         let config = local.config.clone();
         let sniffing = async {
@@ -304,11 +297,21 @@ pub(crate) async fn route(
             let accepted = Accepted {
                 prefix: buf,
                 stream,
+                peer,
             };
             protocol.serve(accepted, local, shutdown).await;
             return DrainCounts::default();
         }
     }
     let (reader, writer) = stream.into_split();
-    connection::serve(reader, writer, buf, local.router, local.config, shutdown).await
+    connection::serve(
+        reader,
+        writer,
+        buf,
+        local.router,
+        local.config,
+        Some(peer),
+        shutdown,
+    )
+    .await
 }

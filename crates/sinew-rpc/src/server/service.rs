@@ -1,6 +1,7 @@
 //! The [`Service`] trait that generated servers implement, and its descriptors.
 
 use super::call::ServerCall;
+use crate::status::Status;
 use futures_util::future::BoxFuture;
 
 /// The four shapes of a method, as in gRPC.
@@ -51,7 +52,8 @@ pub trait Service: Send + Sync + 'static {
     fn descriptor(&self) -> &'static ServiceDescriptor;
 
     /// Runs method number `method` (an index into the descriptor's methods) for one
-    /// call. The future must end the call (the helpers in [`super::call`] do); if
-    /// it ends without a status the server ends the call with `INTERNAL`.
-    fn call(&self, method: usize, call: ServerCall) -> BoxFuture<'static, ()>;
+    /// call. The future must end the call (the helpers in [`super::call`] do) and
+    /// resolves to the status it ended with; if it ends without sending one the
+    /// server ends the call with `INTERNAL`.
+    fn call(&self, method: usize, call: ServerCall) -> BoxFuture<'static, Status>;
 }

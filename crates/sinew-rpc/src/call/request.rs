@@ -1,0 +1,291 @@
+//! [`CallRequest`]: a call on its way out, whatever its shape and whatever
+//! carries it.
+
+use super::Payload;
+use crate::status::Status;
+use futures_core::Stream;
+use sinew_wire::MetadataMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Per-call values that layers and transports pass along (an attempt number,
+/// a tracing context, the peer's identity on the server side); typed by
+/// `TypeId`, as in `http`.
+pub type Extensions = http::Extensions;
+
+/// The method a call is for: `/package.Service/Method`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MethodPath {
+    repr: PathRepr,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum PathRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl MethodPath {
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        match &self.repr {
+            PathRepr::Static(path) => path,
+            PathRepr::Shared(path) => path,
+        }
+    }
+}
+
+impl From<&'static str> for MethodPath {
+    fn from(path: &'static str) -> MethodPath {
+        MethodPath {
+            repr: PathRepr::Static(path),
+        }
+    }
+}
+
+impl From<String> for MethodPath {
+    fn from(path: String) -> MethodPath {
+        MethodPath {
+            repr: PathRepr::Shared(path.into()),
+        }
+    }
+}
+
+impl From<Arc<str>> for MethodPath {
+    fn from(path: Arc<str>) -> MethodPath {
+        MethodPath {
+            repr: PathRepr::Shared(path),
+        }
+    }
+}
+
+impl fmt::Debug for MethodPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for MethodPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The request messages of a stream: an `Err` ends the stream and cancels the
+/// call with that status (the server sees a cancelled call, never a stream cut
+/// short as if it were complete).
+pub type PayloadStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+
+/// What a call sends: exactly one message (unary and server-streaming calls),
+/// or a stream of them (client-streaming and bidirectional calls).
+pub struct RequestBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Single(Payload),
+    Stream(PayloadStream),
+}
+
+impl RequestBody {
+    /// A body of exactly one message.
+    pub fn single(payload: Payload) -> RequestBody {
+        RequestBody {
+            kind: BodyKind::Single(payload),
+        }
+    }
+
+    /// A body of the messages a stream yields, sent as it yields them.
+    pub fn stream<S>(messages: S) -> RequestBody
+    where
+        S: Stream<Item = Result<Payload, Status>> + Send + 'static,
+    {
+        RequestBody {
+            kind: BodyKind::Stream(Box::pin(messages)),
+        }
+    }
+
+    /// The one message of a single-message body.
+    pub fn as_single(&self) -> Option<&Payload> {
+        match &self.kind {
+            BodyKind::Single(payload) => Some(payload),
+            BodyKind::Stream(_) => None,
+        }
+    }
+
+    /// Whether the body is a stream of messages.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.kind, BodyKind::Stream(_))
+    }
+
+    /// A second body with the same message, for a single-message body (cheap:
+    /// the payload is shared); `None` for a stream, which can be sent once.
+    pub fn try_clone(&self) -> Option<RequestBody> {
+        self.as_single().cloned().map(RequestBody::single)
+    }
+
+    /// The body as a stream of messages, whatever its kind.
+    pub fn into_stream(self) -> PayloadStream {
+        match self.kind {
+            BodyKind::Single(payload) => {
+                Box::pin(futures_util::stream::once(std::future::ready(Ok(payload))))
+            }
+            BodyKind::Stream(stream) => stream,
+        }
+    }
+
+    /// The body taken apart: one message, or the stream.
+    pub(crate) fn into_single_or_stream(self) -> Result<Payload, PayloadStream> {
+        match self.kind {
+            BodyKind::Single(payload) => Ok(payload),
+            BodyKind::Stream(stream) => Err(stream),
+        }
+    }
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BodyKind::Single(payload) => f.debug_tuple("Single").field(payload).finish(),
+            BodyKind::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// A call on its way out, as client layers and transports see it: the method,
+/// request metadata, the deadline, per-call extensions and the body.
+///
+/// Typed clients build it (encoding the message into a [`Payload`]) and hand
+/// it to their service, a [`Channel`](crate::Channel) or any stack of tower
+/// layers around one; whatever carries the call reads it from here.
+pub struct CallRequest {
+    path: MethodPath,
+    metadata: MetadataMap,
+    deadline: Option<Instant>,
+    extensions: Extensions,
+    body: RequestBody,
+}
+
+impl CallRequest {
+    /// A call to `path` (`/package.Service/Method`) with no metadata, no
+    /// deadline and no extensions.
+    pub fn new(path: impl Into<MethodPath>, body: RequestBody) -> CallRequest {
+        CallRequest {
+            path: path.into(),
+            metadata: MetadataMap::new(),
+            deadline: None,
+            extensions: Extensions::new(),
+            body,
+        }
+    }
+
+    /// The method, `/package.Service/Method`.
+    pub fn path(&self) -> &MethodPath {
+        &self.path
+    }
+
+    /// Request metadata.
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.metadata
+    }
+
+    /// Request metadata, mutable (a layer adding a header).
+    pub fn metadata_mut(&mut self) -> &mut MetadataMap {
+        &mut self.metadata
+    }
+
+    /// When the caller stops waiting, if it set a limit. The transport sends
+    /// the time left to the server, which enforces it too.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sets (or clears) the deadline.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Sets the deadline `timeout` from now, or keeps an earlier one.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    /// Per-call extensions.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Per-call extensions, mutable.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// The body.
+    pub fn body(&self) -> &RequestBody {
+        &self.body
+    }
+
+    /// Takes the request apart.
+    pub fn into_parts(self) -> CallRequestParts {
+        CallRequestParts {
+            path: self.path,
+            metadata: self.metadata,
+            deadline: self.deadline,
+            extensions: self.extensions,
+            body: self.body,
+        }
+    }
+
+    /// Puts a request together from its parts.
+    pub fn from_parts(parts: CallRequestParts) -> CallRequest {
+        CallRequest {
+            path: parts.path,
+            metadata: parts.metadata,
+            deadline: parts.deadline,
+            extensions: parts.extensions,
+            body: parts.body,
+        }
+    }
+
+    /// A copy to send again (a retry, a hedge): the payload is shared, not
+    /// re-encoded. `None` for a streaming body, which can be sent once.
+    pub fn try_clone(&self) -> Option<CallRequest> {
+        Some(CallRequest {
+            path: self.path.clone(),
+            metadata: self.metadata.clone(),
+            deadline: self.deadline,
+            extensions: self.extensions.clone(),
+            body: self.body.try_clone()?,
+        })
+    }
+}
+
+impl fmt::Debug for CallRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallRequest")
+            .field("path", &self.path)
+            .field("metadata", &self.metadata)
+            .field("deadline", &self.deadline)
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`CallRequest`] taken apart ([`CallRequest::into_parts`]).
+#[derive(Debug)]
+pub struct CallRequestParts {
+    /// The method.
+    pub path: MethodPath,
+    /// Request metadata.
+    pub metadata: MetadataMap,
+    /// The deadline.
+    pub deadline: Option<Instant>,
+    /// Per-call extensions.
+    pub extensions: Extensions,
+    /// The body.
+    pub body: RequestBody,
+}

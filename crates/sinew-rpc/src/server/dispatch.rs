@@ -1,0 +1,141 @@
+//! [`Dispatch`]: the bottom of every server stack, where a call meets its
+//! handler.
+//!
+//! Every call a server accepts, whatever protocol carried it (sinew's own, gRPC
+//! through an extension) and whatever service it is for (the application's,
+//! health, reflection, local-endpoint discovery), ends up here as a
+//! [`ServerCall`]: layers added with
+//! [`ServerBuilder::layer`](super::ServerBuilder::layer) wrap this service, and
+//! without layers the connection runs the call the same way, without the
+//! service around it (and without a box for its future).
+//!
+//! A dispatched call drives its handler to the call's end and resolves to the
+//! status the call ended with, however it ended: the handler's own status (OK or not),
+//! `INTERNAL` if it panicked, `DEADLINE_EXCEEDED` past the deadline, the
+//! client's `CANCELLED` if it reset the call or `UNAVAILABLE` if its connection
+//! went away, and `UNAVAILABLE` when a graceful shutdown's drain deadline ends
+//! it. When the handler could not send that status itself, `run` sends it.
+
+use super::call::{CallIo, ServerCall};
+use crate::status::Status;
+use futures_util::future::{BoxFuture, CatchUnwind};
+use futures_util::FutureExt;
+use pin_project_lite::pin_project;
+use sinew_wire::Code;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::Sleep;
+
+/// The service at the bottom of every server stack: runs a [`ServerCall`] on
+/// the method its path names and resolves to the call's final status (see the
+/// module docs). Never fails: a call that cannot run (an unknown method, a
+/// deadline gone before it arrived) ends with its status, which is returned.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dispatch;
+
+impl tower::Service<ServerCall> for Dispatch {
+    type Response = Status;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Status, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        Box::pin(run(call).map(Ok))
+    }
+}
+
+pin_project! {
+    /// One call, from its handler's start to the call's end: see `run`.
+    ///
+    /// Written out rather than an `async fn` to stay small: the server spawns
+    /// one per call.
+    pub(crate) struct Running {
+        io: CallIo,
+        state: State,
+        #[pin]
+        expiry: Expiry,
+    }
+}
+
+enum State {
+    /// The handler runs (its future is boxed by the generated code).
+    Handling(CatchUnwind<AssertUnwindSafe<BoxFuture<'static, Status>>>),
+    /// The call was refused before any handler: it ends with this status.
+    Refused(Status),
+    Done,
+}
+
+pin_project! {
+    #[project = ExpiryProjection]
+    enum Expiry {
+        Never,
+        At { #[pin] sleep: Sleep },
+    }
+}
+
+/// Runs one call to its end; resolves to the status it ended with (see the
+/// module docs).
+pub(crate) fn run(mut call: ServerCall) -> Running {
+    let io = call.io.clone();
+    let expiry = match call.deadline {
+        Some(deadline) => Expiry::At {
+            sleep: tokio::time::sleep_until(deadline),
+        },
+        None => Expiry::Never,
+    };
+    // (A bare status allocates nothing; the call is dispatched once.)
+    let route = std::mem::replace(&mut call.route, Err(Status::new(Code::Internal, "")));
+    let state = match route {
+        Ok((service, method)) => {
+            State::Handling(AssertUnwindSafe(service.call(method, call)).catch_unwind())
+        }
+        Err(status) => State::Refused(status),
+    };
+    Running { io, state, expiry }
+}
+
+impl Future for Running {
+    type Output = Status;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Status> {
+        let this = self.project();
+        let status = match std::mem::replace(this.state, State::Done) {
+            State::Refused(status) => {
+                this.io.end(&status);
+                return Poll::Ready(status);
+            }
+            State::Done => panic!("a call polled after its end"),
+            State::Handling(mut handler) => match Pin::new(&mut handler).poll(cx) {
+                // The handler ended the call itself.
+                Poll::Ready(Ok(status)) => return Poll::Ready(status),
+                Poll::Ready(Err(_panic)) => Status::internal("handler panicked"),
+                Poll::Pending => {
+                    let expired = match this.expiry.project() {
+                        ExpiryProjection::At { sleep } => sleep.poll(cx).is_ready(),
+                        ExpiryProjection::Never => false,
+                    };
+                    if !expired {
+                        if let Poll::Ready(status) = this.io.poll_cancelled(cx) {
+                            // Cancelled from outside: the other side knows.
+                            return Poll::Ready(status);
+                        }
+                        *this.state = State::Handling(handler);
+                        return Poll::Pending;
+                    }
+                    Status::deadline_exceeded(
+                        "deadline exceeded while the server was handling the call",
+                    )
+                }
+            },
+        };
+        // The handler could not end the call (it panicked, or the deadline
+        // passed first): end it here. (The handler is dropped by now.)
+        this.io.end(&status);
+        Poll::Ready(status)
+    }
+}
