@@ -2,73 +2,20 @@
 //! application provably never saw the call, unset when it may have. Retry
 //! layers rely on it to resend calls that are not idempotent.
 //!
-//! A hand-written server (sinew's frames over a real TCP socket) makes the
-//! server side's choices deterministic: which call it refuses, and how.
+//! A raw server (sinew's frames written by hand over a real TCP socket) makes
+//! the server side's choices deterministic: which call it refuses, and how.
+
+#[path = "common/raw.rs"]
+mod raw;
 
 use bytes::BytesMut;
+use raw::RawServer;
 use sinew::{Channel, Code, Request};
 use sinew_tests::testing::{testing_client::TestingClient, SleepRequest};
-use sinew_wire::{encode, Frame, FrameDecoder, MetadataMap, Preface, Reason, Settings};
+use sinew_wire::{encode, MetadataMap, Reason};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// The server end of one sinew connection, driven by hand.
-struct HandServer {
-    socket: TcpStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
-}
-
-impl HandServer {
-    /// Accepts one connection and exchanges prefaces.
-    async fn accept(listener: &TcpListener) -> HandServer {
-        let (socket, _) = listener.accept().await.unwrap();
-        let mut server = HandServer {
-            socket,
-            buf: BytesMut::new(),
-            decoder: FrameDecoder::new(Settings::default().max_frame_size),
-        };
-        loop {
-            if Preface::decode(&mut server.buf).unwrap().is_some() {
-                break;
-            }
-            server.fill().await;
-        }
-        server
-            .send(|out| Preface::new(Settings::default()).encode(out))
-            .await;
-        server
-    }
-
-    async fn fill(&mut self) {
-        let read =
-            tokio::time::timeout(Duration::from_secs(10), self.socket.read_buf(&mut self.buf))
-                .await
-                .expect("the client sent something")
-                .unwrap();
-        assert!(read > 0, "the client closed the connection");
-    }
-
-    async fn send(&mut self, build: impl FnOnce(&mut BytesMut)) {
-        let mut out = BytesMut::new();
-        build(&mut out);
-        self.socket.write_all(&out).await.unwrap();
-    }
-
-    /// Reads frames until HEADERS have opened `count` calls; returns their ids.
-    async fn opened_calls(&mut self, count: usize) -> Vec<u32> {
-        let mut ids = Vec::new();
-        while ids.len() < count {
-            match self.decoder.decode(&mut self.buf).unwrap() {
-                Some(Frame::Headers(headers)) => ids.push(headers.stream_id),
-                Some(_) => {}
-                None => self.fill().await,
-            }
-        }
-        ids
-    }
-}
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 
 fn sleep_call() -> Request<SleepRequest> {
     let mut request = Request::new(SleepRequest { millis: 0 });
@@ -84,7 +31,7 @@ async fn two_calls_one_refused(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {
-        let mut server = HandServer::accept(&listener).await;
+        let mut server = RawServer::accept(&listener).await;
         let ids = server.opened_calls(2).await;
         server.send(|out| refuse(ids[0], ids[1], out)).await;
         // Keep the connection open until the client is done with it.

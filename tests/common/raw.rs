@@ -1,5 +1,7 @@
 //! A raw protocol client: writes hand-made bytes at a real server and reads the
-//! frames it answers with, to test what the typed client would never send.
+//! frames it answers with, to test what the typed client would never send; and
+//! its mirror, a raw server that a real client talks to, to make the server's
+//! side of a test deterministic (which call it refuses, a peer that falls silent).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -152,6 +154,74 @@ impl RawClient {
                 _ => continue,
             }
         }
+    }
+}
+
+/// The server end of one sinew connection, driven by hand.
+pub struct RawServer {
+    pub socket: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl RawServer {
+    /// Accepts one connection and exchanges prefaces.
+    pub async fn accept(listener: &tokio::net::TcpListener) -> RawServer {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut server = RawServer {
+            socket,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(Settings::default().max_frame_size),
+        };
+        loop {
+            if Preface::decode(&mut server.buf).unwrap().is_some() {
+                break;
+            }
+            assert!(
+                server.fill().await.is_some(),
+                "the client closed before its preface"
+            );
+        }
+        server
+            .send(|out| Preface::new(Settings::default()).encode(out))
+            .await;
+        server
+    }
+
+    async fn fill(&mut self) -> Option<usize> {
+        let read = tokio::time::timeout(READ_LIMIT, self.socket.read_buf(&mut self.buf))
+            .await
+            .expect("the client sent something in time")
+            .ok()?;
+        (read > 0).then_some(read)
+    }
+
+    pub async fn send(&mut self, build: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        build(&mut out);
+        self.socket.write_all(&out).await.unwrap();
+    }
+
+    /// The next frame from the client, or `None` once it closed.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads frames until HEADERS have opened `count` calls; returns their ids.
+    pub async fn opened_calls(&mut self, count: usize) -> Vec<u32> {
+        let mut ids = Vec::new();
+        while ids.len() < count {
+            match self.next_frame().await.expect("the client is still there") {
+                Frame::Headers(headers) => ids.push(headers.stream_id),
+                _ => {}
+            }
+        }
+        ids
     }
 }
 

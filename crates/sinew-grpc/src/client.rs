@@ -108,8 +108,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             connect_timeout: Duration::from_secs(5),
-            keepalive_interval: Some(Duration::from_secs(10)),
-            keepalive_timeout: Duration::from_secs(5),
+            keepalive_interval: sinew_rpc::Keepalive::CLIENT.interval,
+            keepalive_timeout: sinew_rpc::Keepalive::CLIENT.timeout,
             max_message_size: 4 * 1024 * 1024,
             policy: ReconnectPolicy::default(),
         }
@@ -518,6 +518,12 @@ fn at_deadline(status: Status, deadline: Option<Instant>) -> Status {
 /// The status for an error from hyper's `send_request`: a stream the server
 /// refused (`REFUSED_STREAM`) was never processed.
 fn send_error_status(error: hyper::Error) -> Status {
+    if error.is_timeout() {
+        // The one timeout hyper runs for us: the keepalive ping's.
+        return Status::unavailable(format!(
+            "the gRPC server did not answer a keepalive ping (frozen or unreachable): {error}"
+        ));
+    }
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         if let Some(h2) = cause.downcast_ref::<h2::Error>() {

@@ -9,17 +9,18 @@ use http::{
 };
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_rpc::server::external::RequestMessages;
 use sinew_rpc::server::{
     Accepted, ExternalCall, ExternalRequest, LocalConnector, Peer, Protocol, ResponseEvent,
     ResponseHead, Sniff,
 };
-use sinew_rpc::Status;
+use sinew_rpc::{Keepalive, Status};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The body of every response: built from a stream, not `Sync`.
@@ -44,9 +45,10 @@ pub struct GrpcProtocol {
     config: Arc<Config>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Config {
     max_message_size: usize,
+    keepalive: Keepalive,
 }
 
 impl Default for GrpcProtocol {
@@ -54,6 +56,7 @@ impl Default for GrpcProtocol {
         GrpcProtocol {
             config: Arc::new(Config {
                 max_message_size: 4 * 1024 * 1024,
+                keepalive: Keepalive::SERVER,
             }),
         }
     }
@@ -63,9 +66,16 @@ impl GrpcProtocol {
     /// Largest request message accepted, after decompression (default 4 MiB);
     /// larger ones end the call with `RESOURCE_EXHAUSTED`.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config = Arc::new(Config {
-            max_message_size: bytes,
-        });
+        Arc::make_mut(&mut self.config).max_message_size = bytes;
+        self
+    }
+
+    /// HTTP/2 keepalive: PING after `interval` without a frame from the client
+    /// (`None` turns it off), close the connection if the answer takes longer
+    /// than `timeout` (default [`Keepalive::SERVER`]: 30 s, 10 s), as sinew's
+    /// own connections do.
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.config).keepalive = Keepalive { interval, timeout };
         self
     }
 }
@@ -127,12 +137,16 @@ async fn serve_http2(
     // limit of concurrent calls as a sinew connection.
     let max_concurrent_streams = local.max_concurrent_streams();
     let peer = connection.peer().clone();
+    let keepalive = config.keepalive;
     let service = hyper::service::service_fn(move |request| {
         let (local, config, peer) = (local.clone(), config.clone(), peer.clone());
         async move { Ok::<_, Infallible>(handle(request, local, config, peer).await) }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(max_concurrent_streams)
+        .timer(TokioTimer::new())
+        .keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout)
         .serve_connection(TokioIo::new(connection), service);
     tokio::pin!(connection);
     // (The borrow `wait_for` returns is dropped at once: it must not live across

@@ -32,6 +32,7 @@ mod streaming;
 pub use call::{CallRequest, CallResponse, CallService};
 pub use client::{Channel, ChannelBuilder, Client};
 pub use codec::{Decoder, RawMessage};
+pub use connection::Keepalive;
 pub use request::{IntoRequest, IntoStreamingRequest, Request, Response};
 pub use server::{Server, ServerBuilder, ServerHandle, Service, ShutdownReport};
 pub use sinew_transport::Address;

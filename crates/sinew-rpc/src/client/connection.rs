@@ -3,15 +3,15 @@
 use super::ChannelConfig;
 use crate::connection::writer::Outbound;
 use crate::connection::{
-    reserve_for_read, wait_for_writer, writer, Inbound, KillOnExit, Locked, Role, Shared,
+    keepalive, reserve_for_read, wait_for_writer, writer, Inbound, KillOnExit, Locked, Role,
+    RoleFrame, Shared,
 };
 use crate::status::Status;
 use bytes::BytesMut;
 use sinew_transport::Address;
-use sinew_wire::{Code, Frame, FrameDecoder, Preface, Reason, Settings, WireError};
+use sinew_wire::{Code, Frame, FrameDecoder, Preface, Reason, WireError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Connects, exchanges prefaces, and starts the connection's reader and writer
@@ -31,7 +31,7 @@ pub(crate) async fn connect_to_process(
     expected_pid: Option<u32>,
     config: &ChannelConfig,
 ) -> Result<Arc<Shared>, Status> {
-    let (settings, connect_timeout) = (config.settings, config.connect_timeout);
+    let connect_timeout = config.connect_timeout;
     let stream = sinew_transport::connect_with(address, Some(connect_timeout), &config.transport)
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -44,14 +44,7 @@ pub(crate) async fn connect_to_process(
         }
     }
     let (reader, writer) = stream.into_split();
-    handshake(
-        reader,
-        writer,
-        settings,
-        connect_timeout,
-        &address.to_string(),
-    )
-    .await
+    handshake(reader, writer, config, &address.to_string()).await
 }
 
 /// Exchanges prefaces over any byte stream and starts the reader and writer tasks.
@@ -59,8 +52,7 @@ pub(crate) async fn connect_to_process(
 pub(crate) async fn handshake<R, W>(
     mut reader: R,
     mut writer_half: W,
-    settings: Settings,
-    connect_timeout: Duration,
+    config: &ChannelConfig,
     peer: &str,
 ) -> Result<Arc<Shared>, Status>
 where
@@ -68,6 +60,7 @@ where
     W: Outbound,
 {
     let address = peer;
+    let (settings, connect_timeout) = (config.settings, config.connect_timeout);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let handshake = async {
         let mut out = BytesMut::new();
@@ -120,6 +113,7 @@ where
     );
     tokio::spawn(writer::run(shared.clone(), writer_half));
     tokio::spawn(read_loop(shared.clone(), reader, buf));
+    keepalive::start(&shared, config.keepalive);
     Ok(shared)
 }
 
@@ -139,7 +133,8 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R, mut
         wait_for_writer(&shared).await;
         reserve_for_read(&mut buf);
         match reader.read_buf(&mut buf).await {
-            Ok(0) => {
+            Ok(n) if n > 0 => shared.received.store(true, Ordering::Relaxed),
+            Ok(_) => {
                 let mut state = shared.lock();
                 let status = match &state.goaway_received {
                     Some(_) => Status::unavailable("server closed the connection after GOAWAY"),
@@ -148,7 +143,6 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R, mut
                 state.kill(status);
                 return;
             }
-            Ok(_) => {}
             Err(error) => {
                 shared
                     .lock()
@@ -169,7 +163,7 @@ fn process_frames(
             continue;
         };
         match frame {
-            Frame::Headers(headers) => {
+            RoleFrame::Headers(headers) => {
                 let mut wake = std::mem::take(&mut state.wake);
                 let known = headers.stream_id <= state.highest_stream_id;
                 if let Some(stream) = state.streams.get_mut(&headers.stream_id) {
@@ -187,7 +181,7 @@ fn process_frames(
                 }
                 state.wake = wake;
             }
-            Frame::Trailers(trailers) => {
+            RoleFrame::Trailers(trailers) => {
                 let mut wake = std::mem::take(&mut state.wake);
                 let known = trailers.stream_id <= state.highest_stream_id;
                 if let Some(stream) = state.streams.get_mut(&trailers.stream_id) {
@@ -217,7 +211,7 @@ fn process_frames(
                 }
                 state.wake = wake;
             }
-            Frame::GoAway(goaway) => {
+            RoleFrame::GoAway(goaway) => {
                 state.shared_accepting_off();
                 state.goaway_received = Some(goaway.last_stream_id);
                 if goaway.reason != Reason::NoError {
@@ -243,28 +237,9 @@ fn process_frames(
                 }
                 state.wake = wake;
             }
-            other => {
-                return Err(WireError::protocol(format!(
-                    "{} frame is not valid from a server",
-                    kind_name(&other)
-                )))
-            }
         }
     }
     Ok(())
-}
-
-fn kind_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Data(_) => "DATA",
-        Frame::Headers(_) => "HEADERS",
-        Frame::Trailers(_) => "TRAILERS",
-        Frame::HalfClose(_) => "HALF_CLOSE",
-        Frame::Reset(_) => "RESET",
-        Frame::Ping(_) => "PING",
-        Frame::GoAway(_) => "GOAWAY",
-        Frame::WindowUpdate(_) => "WINDOW_UPDATE",
-    }
 }
 
 impl Locked<'_> {

@@ -60,6 +60,7 @@ pub(crate) struct ChannelConfig {
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) prefer_local: bool,
     pub(crate) wait_for_ready: bool,
+    pub(crate) keepalive: crate::Keepalive,
     pub(crate) transport: sinew_transport::TransportOptions,
 }
 
@@ -141,6 +142,7 @@ impl ChannelBuilder {
                 default_timeout: None,
                 prefer_local: false,
                 wait_for_ready: false,
+                keepalive: crate::Keepalive::CLIENT,
                 transport: sinew_transport::TransportOptions::default(),
             },
         }
@@ -189,23 +191,7 @@ impl ChannelBuilder {
         self
     }
 
-    /// Largest response message accepted, in bytes (default 4 MiB).
-    pub fn max_frame_size(mut self, bytes: u32) -> Self {
-        self.config.settings.set_max_frame_size(bytes);
-        self
-    }
-
-    /// Flow-control window per call for responses, in bytes (default 1 MiB).
-    pub fn initial_stream_window(mut self, bytes: u32) -> Self {
-        self.config.settings.set_initial_stream_window(bytes);
-        self
-    }
-
-    /// Flow-control window per connection for responses, in bytes (default 8 MiB).
-    pub fn initial_connection_window(mut self, bytes: u32) -> Self {
-        self.config.settings.set_initial_connection_window(bytes);
-        self
-    }
+    crate::connection::options::connection_options!("responses");
 
     /// Whether to move to the server's shared-memory or Unix-socket endpoint
     /// when a `tcp://` address turns out to lead to a server on this host

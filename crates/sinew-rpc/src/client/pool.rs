@@ -177,9 +177,7 @@ impl Endpoint {
                 return match connector.connect().await {
                     Ok(stream) => {
                         let (reader, writer) = tokio::io::split(stream);
-                        let timeout = config.connect_timeout;
-                        connection::handshake(reader, writer, config.settings, timeout, "connector")
-                            .await
+                        connection::handshake(reader, writer, config, "connector").await
                     }
                     Err(error) => Err(Status::unavailable(format!("connector failed: {error}"))),
                 };

@@ -26,10 +26,13 @@
 //! [`PENDING_WRITE_PAUSE`] for everything else.
 
 mod inbox;
+pub(crate) mod keepalive;
+pub(crate) mod options;
 pub(crate) mod stream;
 pub(crate) mod writer;
 
 pub(crate) use inbox::Inbox;
+pub use keepalive::Keepalive;
 
 use crate::call::Payload;
 use crate::status::Status;
@@ -249,6 +252,15 @@ impl StreamState {
     }
 }
 
+/// A frame whose meaning depends on the side that receives it, handed back by
+/// [`Locked::handle_common`] to the client's or the server's reader.
+#[derive(Debug)]
+pub(crate) enum RoleFrame {
+    Headers(sinew_wire::Headers),
+    Trailers(sinew_wire::Trailers),
+    GoAway(sinew_wire::GoAway),
+}
+
 /// Which end of the connection this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -313,6 +325,8 @@ pub(crate) struct Shared {
     /// [`State::open_streams`], readable without the lock (readiness and load
     /// of the client's pool).
     open_streams: AtomicU32,
+    /// Set by the reader whenever bytes arrive; keepalive reads and clears it.
+    pub(crate) received: AtomicBool,
     /// What we announced: the limits we enforce on what we receive.
     pub(crate) local: Settings,
     /// What the peer announced: the limits we must respect when sending.
@@ -402,6 +416,7 @@ impl Shared {
             stream_closed: Notify::new(),
             accepting: AtomicBool::new(true),
             open_streams: AtomicU32::new(0),
+            received: AtomicBool::new(false),
             local,
             peer,
             slabs,
@@ -569,7 +584,7 @@ impl Locked<'_> {
 
     /// Handles the frames both roles treat alike. Returns the frame back when it
     /// is role-specific (HEADERS, TRAILERS, GOAWAY), `Ok(None)` when handled.
-    pub(crate) fn handle_common(&mut self, frame: Frame) -> Result<Option<Frame>, WireError> {
+    pub(crate) fn handle_common(&mut self, frame: Frame) -> Result<Option<RoleFrame>, WireError> {
         match frame {
             Frame::Data(data) => {
                 let len = data.payload.len();
@@ -703,7 +718,9 @@ impl Locked<'_> {
                 }
                 Ok(None)
             }
-            other => Ok(Some(other)),
+            Frame::Headers(headers) => Ok(Some(RoleFrame::Headers(headers))),
+            Frame::Trailers(trailers) => Ok(Some(RoleFrame::Trailers(trailers))),
+            Frame::GoAway(goaway) => Ok(Some(RoleFrame::GoAway(goaway))),
         }
     }
 

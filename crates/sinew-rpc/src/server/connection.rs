@@ -17,12 +17,12 @@ use super::{MethodKind, Peer, Router, ServerConfig, Serving};
 use crate::connection::stream::StreamRef;
 use crate::connection::writer::Outbound;
 use crate::connection::{
-    reserve_for_read, wait_for_writer, writer, Inbound, KillOnExit, Locked, Role, Shared,
-    StreamState,
+    keepalive, reserve_for_read, wait_for_writer, writer, Inbound, KillOnExit, Locked, Role,
+    RoleFrame, Shared, StreamState,
 };
 use crate::status::Status;
 use bytes::BytesMut;
-use sinew_wire::{encode, Frame, FrameDecoder, Preface, Reason, WireError};
+use sinew_wire::{encode, FrameDecoder, Preface, Reason, WireError};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -72,6 +72,7 @@ where
     );
     Preface::new(config.settings).encode(&mut shared.lock().pending);
     let writer_task = tokio::spawn(writer::run(shared.clone(), writer_half));
+    keepalive::start(&shared, config.keepalive);
     let _kill_on_exit = KillOnExit(shared.clone());
     let counts = Reader {
         shared: shared.clone(),
@@ -207,7 +208,7 @@ impl Reader {
                         }
                         break Ended::Closed;
                     }
-                    Ok(_) => {}
+                    Ok(_) => self.shared.received.store(true, std::sync::atomic::Ordering::Relaxed),
                     Err(error) => {
                         self.shared.lock().kill(Status::unavailable(format!("connection lost: {error}")));
                         break Ended::Closed;
@@ -266,10 +267,10 @@ impl Reader {
     fn handle_server_frame(
         &mut self,
         state: &mut Locked<'_>,
-        frame: Frame,
+        frame: RoleFrame,
     ) -> Result<(), WireError> {
         match frame {
-            Frame::Headers(headers) => {
+            RoleFrame::Headers(headers) => {
                 let id = headers.stream_id;
                 if id <= state.highest_stream_id {
                     return Err(WireError::new(
@@ -326,11 +327,11 @@ impl Reader {
                 });
                 Ok(())
             }
-            Frame::Trailers(trailers) => Err(WireError::new(
+            RoleFrame::Trailers(trailers) => Err(WireError::new(
                 Reason::ProtocolError,
                 format!("TRAILERS on stream {} sent by a client", trailers.stream_id),
             )),
-            Frame::GoAway(goaway) => {
+            RoleFrame::GoAway(goaway) => {
                 if goaway.reason != Reason::NoError {
                     tracing::debug!(reason = %goaway.reason, message = %goaway.message, "client reported a connection error");
                     state.kill(Status::unavailable(format!(
@@ -340,7 +341,6 @@ impl Reader {
                 }
                 Ok(())
             }
-            other => Err(WireError::protocol(format!("unexpected frame {other:?}"))),
         }
     }
 

@@ -60,6 +60,7 @@ pub(crate) struct ServerConfig {
     pub(crate) settings: Settings,
     pub(crate) handshake_timeout: Duration,
     pub(crate) drain_timeout: Duration,
+    pub(crate) keepalive: crate::Keepalive,
     pub(crate) transport: TransportOptions,
 }
 
@@ -401,24 +402,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Largest frame (so largest request message) accepted, in bytes (default 4 MiB,
-    /// at least 16 KiB). A larger frame is a connection error.
-    pub fn max_frame_size(mut self, bytes: u32) -> Self {
-        self.config.settings.set_max_frame_size(bytes);
-        self
-    }
-
-    /// Flow-control window per call, in bytes (default 1 MiB).
-    pub fn initial_stream_window(mut self, bytes: u32) -> Self {
-        self.config.settings.set_initial_stream_window(bytes);
-        self
-    }
-
-    /// Flow-control window per connection, in bytes (default 8 MiB).
-    pub fn initial_connection_window(mut self, bytes: u32) -> Self {
-        self.config.settings.set_initial_connection_window(bytes);
-        self
-    }
+    crate::connection::options::connection_options!("requests");
 
     /// Time a new connection has to send its preface (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
@@ -556,6 +540,7 @@ impl Server {
                 settings: Settings::default(),
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: Duration::from_secs(30),
+                keepalive: crate::Keepalive::SERVER,
                 transport: TransportOptions::default(),
             },
         }

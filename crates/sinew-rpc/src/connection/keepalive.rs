@@ -1,0 +1,107 @@
+//! Keepalive: finds a peer that stopped answering (a frozen process, a
+//! partitioned network) on either end of a connection.
+//!
+//! TCP alone notices neither: a stopped process's kernel still acknowledges
+//! bytes, and a silent network path only times out after many minutes. So each
+//! side watches what it receives: after [`Keepalive::interval`] without a
+//! single frame from the peer it sends a PING, which any live peer answers at
+//! once; if nothing at all arrives within [`Keepalive::timeout`] after that,
+//! the connection is closed and its calls fail with `UNAVAILABLE`. A busy
+//! connection never pings: its frames prove the peer alive.
+
+use super::Shared;
+use crate::client::reconnect::human_duration;
+use crate::status::Status;
+use sinew_wire::encode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// When a connection checks that its peer is still there: see the module docs
+/// of `connection::keepalive` and the builders' `keepalive` methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// PING after this long without a frame from the peer; `None` turns
+    /// keepalive off.
+    pub interval: Option<Duration>,
+    /// Close the connection if nothing arrives this long after the PING.
+    pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// A client's default: PING after 10 s of silence, give up 5 s later, so
+    /// that a frozen server is found within 15 s.
+    pub const CLIENT: Keepalive = Keepalive {
+        interval: Some(Duration::from_secs(10)),
+        timeout: Duration::from_secs(5),
+    };
+
+    /// A server's default: PING after 30 s of silence, give up 10 s later
+    /// (clients check more often; a server mostly frees what a vanished
+    /// client held).
+    pub const SERVER: Keepalive = Keepalive {
+        interval: Some(Duration::from_secs(30)),
+        timeout: Duration::from_secs(10),
+    };
+
+    /// No keepalive.
+    pub const OFF: Keepalive = Keepalive {
+        interval: None,
+        timeout: Duration::from_secs(10),
+    };
+}
+
+/// Starts the keepalive of a connection, in a task of its own that ends with
+/// the connection (it holds only a weak reference to it).
+pub(crate) fn start(shared: &Arc<Shared>, keepalive: Keepalive) {
+    let Some(interval) = keepalive.interval else {
+        return;
+    };
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(watch(shared, interval, keepalive.timeout));
+}
+
+async fn watch(shared: Weak<Shared>, interval: Duration, timeout: Duration) {
+    let mut pings = 0u64;
+    loop {
+        tokio::time::sleep(interval).await;
+        if !still_silent(&shared) {
+            match shared.upgrade() {
+                Some(shared) if shared.lock().dead.is_none() => continue,
+                _ => return,
+            }
+        }
+        // Silent for a whole interval: ask.
+        {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut state = shared.lock();
+            if state.dead.is_some() {
+                return;
+            }
+            pings += 1;
+            encode::ping(&mut state.pending, false, pings.to_be_bytes());
+        }
+        tokio::time::sleep(timeout).await;
+        if still_silent(&shared) {
+            if let Some(shared) = shared.upgrade() {
+                tracing::debug!("keepalive: the peer did not answer a ping");
+                shared.lock().kill(Status::unavailable(format!(
+                    "the peer did not answer a keepalive ping within {} (frozen or unreachable); connection closed",
+                    human_duration(timeout)
+                )));
+            }
+            return;
+        }
+    }
+}
+
+/// Whether nothing arrived since the last look (and resets the mark).
+fn still_silent(shared: &Weak<Shared>) -> bool {
+    match shared.upgrade() {
+        Some(shared) => !shared.received.swap(false, Ordering::Relaxed),
+        // Gone: nothing to watch (the caller returns).
+        None => false,
+    }
+}
