@@ -6,7 +6,8 @@
 # On a fresh machine it installs what the tests need (grpcio from PyPI in a
 # virtualenv under target/, golang-go and golang-google-grpc-dev from Debian,
 # cargo-fuzz from crates.io), runs format and lint
-# checks, every unit, integration and doc test, the interop tests against real
+# checks, every unit, integration and doc test, every example, the README's
+# from-scratch crate, the interop tests against real
 # gRPC peers, the loom model of the shared-memory ring (and Miri, where the
 # nightly toolchain has it), and a bounded fuzzing run. Everything the
 # tests start (servers on 127.0.0.1 with free ports, Unix sockets in a temporary
@@ -32,6 +33,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 section "tests"
 cargo test --workspace --locked
+
+section "every example runs"
+scripts/examples.sh
+
+section "README's from-scratch crate builds, runs and prints what the README says"
+scripts/getting-started.sh
 
 section "interop: Python grpcio <-> sinew"
 scripts/interop-python.sh

@@ -216,9 +216,10 @@ impl RawServer {
     pub async fn opened_calls(&mut self, count: usize) -> Vec<u32> {
         let mut ids = Vec::new();
         while ids.len() < count {
-            match self.next_frame().await.expect("the client is still there") {
-                Frame::Headers(headers) => ids.push(headers.stream_id),
-                _ => {}
+            if let Frame::Headers(headers) =
+                self.next_frame().await.expect("the client is still there")
+            {
+                ids.push(headers.stream_id);
             }
         }
         ids

@@ -87,7 +87,7 @@ impl ServiceGenerator {
         let full_name = full_service_name(service);
         let _ = writeln!(buf, "/// Server side of `{full_name}`: implement [`{module}::{trait_name}`] and serve [`{module}::{server_name}`].");
         let _ = writeln!(buf, "pub mod {module} {{");
-        let _ = writeln!(buf, "#![allow(unused_imports, clippy::all)]");
+        let _ = writeln!(buf, "#![allow(unused_imports, dead_code, clippy::all)]");
         let _ = writeln!(buf, "use {rt}::codegen::*;");
         doc_comments(&service.comments, 0, buf);
         let _ = writeln!(buf, "pub trait {trait_name}: Send + Sync + 'static {{");
@@ -209,7 +209,7 @@ impl ServiceGenerator {
             "/// Client side of `{full_name}`: [`{module}::{client_name}`]."
         );
         let _ = writeln!(buf, "pub mod {module} {{");
-        let _ = writeln!(buf, "#![allow(unused_imports, clippy::all)]");
+        let _ = writeln!(buf, "#![allow(unused_imports, dead_code, clippy::all)]");
         let _ = writeln!(buf, "use {rt}::codegen::*;");
         doc_comments(&service.comments, 0, buf);
         let _ = writeln!(buf, "///");

@@ -81,7 +81,7 @@ fn descriptor_file_stem(protos: &[impl AsRef<Path>]) -> String {
 /// A [`Builder`] with default settings.
 pub fn configure() -> Builder {
     Builder {
-        runtime_path: "::sinew::rpc".to_owned(),
+        runtime_path: "::sinew".to_owned(),
         out_dir: None,
         build_server: true,
         build_client: true,
@@ -98,9 +98,10 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// Rust path of the sinew RPC runtime the generated code refers to (default
-    /// `::sinew::rpc`, the facade crate; use `::sinew_rpc` to depend on the RPC
-    /// crate alone).
+    /// Rust path of the sinew runtime the generated code refers to (default
+    /// `::sinew`, the facade crate; use `::sinew_rpc` to depend on the RPC
+    /// crate alone). Messages refer to the runtime's re-exports of `prost` and
+    /// `prost-types` too, so the application needs neither as a dependency.
     pub fn runtime_path(mut self, path: impl Into<String>) -> Self {
         self.runtime_path = path.into();
         self
@@ -159,13 +160,15 @@ impl Builder {
         std::fs::write(&descriptor_path, descriptor_set.encode_to_vec())?;
 
         let generator = generator::ServiceGenerator {
-            runtime: self.runtime_path,
+            runtime: self.runtime_path.clone(),
             descriptor_path,
             server: self.build_server,
             client: self.build_client,
         };
         let mut config = prost_build::Config::new();
         config.out_dir(&out_dir);
+        config.prost_path(format!("{}::codegen::prost", self.runtime_path));
+        config.prost_types_path(format!("{}::codegen::prost_types", self.runtime_path));
         config.service_generator(Box::new(generator));
         config.compile_fds(descriptor_set)
     }

@@ -12,7 +12,6 @@ use sinew::transport::Address;
 use sinew::Channel;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 /// Parses an address (a malformed one is a usage error).
 pub(crate) fn parse_address(text: &str) -> Result<Address, CliError> {
@@ -21,33 +20,18 @@ pub(crate) fn parse_address(text: &str) -> Result<Address, CliError> {
 }
 
 /// Connects, so that an unreachable server is reported before anything else.
-/// `grpc://`, `http://` and `grpc+unix://` addresses reach any gRPC server
-/// through the gRPC bridge; `tcp://`, `unix://` and `shm://` speak sinew's protocol.
+/// Every scheme of `sinew::connect`: `tcp://`, `unix://` and `shm://` speak
+/// sinew's protocol, `grpc://`, `http://` and `grpc+unix://` reach any gRPC
+/// server. A malformed address or an unknown scheme is a usage error.
 pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
-    if ["grpc://", "http://", "grpc+unix://"]
-        .iter()
-        .any(|scheme| address.starts_with(scheme))
-    {
-        return sinew_grpc::connect(address)
-            .await
-            .map_err(|status| match status.code() {
-                sinew::Code::InvalidArgument => CliError::usage(status.message().to_owned()),
-                _ => CliError::new(
-                    ExitCode::Unreachable,
-                    format!("cannot reach {address}: {}", status.message()),
-                ),
-            });
-    }
-    let address = parse_address(address)?;
-    Channel::builder(address.clone())
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+    sinew::connect(address)
         .await
-        .map_err(|status| {
-            CliError::new(
+        .map_err(|status| match status.code() {
+            sinew::Code::InvalidArgument => CliError::usage(status.message().to_owned()),
+            _ => CliError::new(
                 ExitCode::Unreachable,
                 format!("cannot reach {address}: {}", status.message()),
-            )
+            ),
         })
 }
 

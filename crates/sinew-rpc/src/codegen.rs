@@ -11,6 +11,7 @@ pub use crate::streaming::Streaming;
 pub use futures_core::Stream;
 pub use futures_util::future::BoxFuture;
 pub use prost;
+pub use prost_types;
 pub use std::future::Future;
 pub use std::sync::Arc;
 

@@ -39,3 +39,8 @@ pub use sinew_transport::Address;
 pub use sinew_wire::{Code, MetadataMap};
 pub use status::Status;
 pub use streaming::Streaming;
+
+/// A boxed stream of messages, or of the failure that ends it: the easy type
+/// for a streaming method's response stream.
+pub type BoxStream<T> =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<T, Status>> + Send>>;

@@ -1,33 +1,127 @@
-//! sinew: one coherent, fast toolkit for the parts of a distributed system to talk.
+//! sinew: one coherent, fast toolkit for the parts of a distributed system to
+//! talk.
 //!
-//! This facade re-exports the layers, so that applications depend on one crate:
+//! A service is defined once in a `.proto` file and served over sinew's own
+//! multiplexed protocol on TCP (`tcp://`), Unix sockets (`unix://`) and shared
+//! memory between processes on one host (`shm://`), and over gRPC on the same
+//! ports; clients reach it, or any gRPC server (`grpc://`), through one
+//! [`connect`]. Calls, on both sides, are tower services, so that timeouts,
+//! limits, authentication and the like are layers.
 //!
-//! | module | crate | what it is |
-//! |--------|-------|------------|
-//! | [`rpc`] | `sinew-rpc` | [`Channel`] (client), [`Server`], [`Status`], streaming, deadlines |
-//! | [`transport`] | `sinew-transport` | addresses (`tcp://`, `unix://`), listeners, connectors |
-//! | [`wire`] | `sinew-wire` | the wire protocol's frames and codec (see `docs/protocol.md`) |
+//! # A service from scratch
 //!
-//! Services are defined in `.proto` files and compiled in `build.rs` with
-//! `sinew-build`, which generates a server trait and a typed client that refer to
-//! `::sinew::rpc`. A minimal server and client:
+//! `Cargo.toml`:
 //!
-//! ```ignore
-//! use sinew::prelude::*;
-//! use echo::echo_server::{Echo, EchoServer};
+//! ```toml
+//! [dependencies]
+//! sinew = "0.1"
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
 //!
-//! let server = Server::builder()
-//!     .add_service(EchoServer::new(MyEcho))
-//!     .bind(["tcp://127.0.0.1:7000"])
-//!     .await?;
-//! tokio::spawn(server.serve());
-//!
-//! let client = echo::echo_client::EchoClient::new(Channel::connect("tcp://127.0.0.1:7000").await?);
-//! let reply = client.unary_echo(EchoRequest { message: "hi".into() }).await?;
+//! [build-dependencies]
+//! sinew-build = "0.1"
 //! ```
 //!
-//! Features will add optional backends (etcd discovery, NATS messaging, ...); the
-//! default build has everything needed for the tour in the README.
+//! `build.rs` compiles the `.proto` (pure Rust, no `protoc` needed):
+//!
+//! ```no_run
+//! fn main() -> std::io::Result<()> {
+//!     sinew_build::compile_protos("proto/echo.proto")
+//! }
+//! ```
+//!
+//! and the program serves it and calls it (here gRPC's echo service,
+//! `crates/sinew-examples/proto/echo.proto` in the repository; no `prost`
+//! dependency of your own is needed):
+//!
+//! ```no_run
+//! use sinew::{BoxStream, Request, Response, Server, Status, Streaming};
+//! # mod echo { pub use sinew_examples::echo::*; }
+//! // In your crate: mod echo { sinew::include_proto!("grpc.examples.echo"); }
+//! use echo::{echo_client::EchoClient, echo_server, EchoRequest, EchoResponse};
+//!
+//! struct MyEcho;
+//!
+//! impl echo_server::Echo for MyEcho {
+//!     async fn unary_echo(
+//!         &self,
+//!         request: Request<EchoRequest>,
+//!     ) -> Result<Response<EchoResponse>, Status> {
+//!         let message = request.into_inner().message;
+//!         Ok(Response::new(EchoResponse { message }))
+//!     }
+//!
+//!     type ServerStreamingEchoStream = BoxStream<EchoResponse>;
+//!     async fn server_streaming_echo(
+//!         &self,
+//!         request: Request<EchoRequest>,
+//!     ) -> Result<Response<Self::ServerStreamingEchoStream>, Status> {
+//!         let message = request.into_inner().message;
+//!         let replies = (1..=3).map(move |n| Ok(EchoResponse { message: format!("{message} {n}") }));
+//!         Ok(Response::new(sinew::stream::iter(replies)))
+//!     }
+//!
+//!     async fn client_streaming_echo(
+//!         &self,
+//!         _request: Request<Streaming<EchoRequest>>,
+//!     ) -> Result<Response<EchoResponse>, Status> {
+//!         Err(Status::unimplemented("not in this example"))
+//!     }
+//!
+//!     type BidirectionalStreamingEchoStream = BoxStream<EchoResponse>;
+//!     async fn bidirectional_streaming_echo(
+//!         &self,
+//!         _request: Request<Streaming<EchoRequest>>,
+//!     ) -> Result<Response<Self::BidirectionalStreamingEchoStream>, Status> {
+//!         Err(Status::unimplemented("not in this example"))
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let server = Server::builder()
+//!         .add_service(echo_server::EchoServer::new(MyEcho))
+//!         .add_protocol(sinew::grpc::GrpcProtocol::default()) // gRPC clients too
+//!         .bind(["tcp://127.0.0.1:7000", "unix:///tmp/echo.sock"])
+//!         .await?;
+//!     tokio::spawn(server.serve());
+//!
+//!     let client = EchoClient::connect("tcp://127.0.0.1:7000").await?;
+//!     let mut request = Request::new(EchoRequest { message: "hi".into() });
+//!     request.set_timeout(std::time::Duration::from_secs(1)); // enforced on both sides
+//!     println!("{}", client.unary_echo(request).await?.into_inner().message);
+//!
+//!     let mut replies = client
+//!         .server_streaming_echo(EchoRequest { message: "tick".into() })
+//!         .await?
+//!         .into_inner();
+//!     while let Some(reply) = replies.message().await? {
+//!         println!("{}", reply.message);
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Where things are
+//!
+//! | item | what it is |
+//! |------|------------|
+//! | [`connect`] | a [`Channel`] to any address: `tcp://`, `unix://`, `shm://` (sinew's protocol), `grpc://`, `grpc+unix://`, `http://` (gRPC) |
+//! | [`Channel`], [`ChannelBuilder`](rpc::ChannelBuilder) | the client's handle on an endpoint: connection pool, reconnects, keepalive, readiness; a `tower::Service` |
+//! | [`Client`] | typed calls over any call service; generated clients wrap one |
+//! | [`Server`], [`ServerBuilder`](rpc::ServerBuilder) | services on listeners, layers ([`ServerBuilder::layer`](rpc::ServerBuilder::layer), [`interceptor`](rpc::ServerBuilder::interceptor)), limits, graceful shutdown |
+//! | [`Status`], [`Code`] | every failure, in gRPC's code space |
+//! | [`Request`], [`Response`], [`Streaming`], [`MetadataMap`] | the call-level types |
+//! | [`rpc::call`] | the type-erased call that client layers see |
+//! | [`rpc::server::ServerCall`] | the call that server layers see |
+//! | [`transport`] | addresses, listeners, shared-memory options ([`transport::ShmOptions`]) |
+//! | [`wire`] | sinew's frames and codec (`docs/protocol.md`) |
+//! | [`grpc`] (feature `grpc`, default) | the gRPC bridge and client |
+//!
+//! # Features
+//!
+//! * `grpc` (default): gRPC over HTTP/2 ([`grpc`]), on hyper: the bridge that
+//!   serves sinew services to gRPC clients on the same port, and the client
+//!   behind `grpc://` addresses. Without it, sinew's own protocol only.
 
 #![forbid(unsafe_code)]
 
@@ -35,14 +129,141 @@ pub use sinew_rpc as rpc;
 pub use sinew_transport as transport;
 pub use sinew_wire as wire;
 
+#[cfg(feature = "grpc")]
+pub use sinew_grpc as grpc;
+
+/// The protobuf runtime generated code uses: applications need no `prost`
+/// dependency of their own (at a matching version) to use generated types.
+pub use prost;
+/// Protobuf's well-known types (`google.protobuf.Timestamp`, ...), as generated
+/// code refers to them.
+pub use prost_types;
+
 pub use sinew_rpc::{
-    Channel, Client, Code, MetadataMap, Request, Response, Server, Status, Streaming,
+    Address, Channel, Client, Code, Keepalive, MetadataMap, Request, Response, Server, Status,
+    Streaming,
 };
+
+pub use sinew_rpc::BoxStream;
+
+/// Response streams from ordinary values, for streaming methods.
+pub mod stream {
+    use super::BoxStream;
+
+    /// A response stream of the messages (or failures) `items` yields.
+    pub fn iter<T, I>(items: I) -> BoxStream<T>
+    where
+        I: IntoIterator<Item = Result<T, super::Status>>,
+        I::IntoIter: Send + 'static,
+    {
+        Box::pin(futures_util::stream::iter(items))
+    }
+}
+
+/// The schemes [`connect`] understands, for error messages and `--help` texts.
+pub const SCHEMES: &[&str] = if cfg!(feature = "grpc") {
+    &["tcp", "unix", "shm", "grpc", "grpc+unix", "http"]
+} else {
+    &["tcp", "unix", "shm"]
+};
+
+/// Connects to an address given as text and returns a [`Channel`] to it:
+///
+/// * `tcp://HOST:PORT`, `unix:///PATH`, `shm:///PATH`: sinew's own protocol
+///   ([`Channel::connect`]; use [`Channel::builder`] for settings);
+/// * `grpc://HOST:PORT`, `http://HOST:PORT`, `grpc+unix:///PATH`: any gRPC
+///   server (feature `grpc`; [`grpc::client::GrpcChannel::builder`] for
+///   settings).
+///
+/// The connection is made here, so an unreachable server is `UNAVAILABLE`
+/// now; a malformed address, or an unknown scheme, is `INVALID_ARGUMENT`, and
+/// the message lists every scheme this build understands.
+pub async fn connect(address: &str) -> Result<Channel, Status> {
+    let scheme = address.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("tcp" | "unix" | "shm") => Channel::connect(address).await,
+        #[cfg(feature = "grpc")]
+        Some("grpc" | "grpc+unix" | "http") => sinew_grpc::connect(address).await,
+        #[cfg(not(feature = "grpc"))]
+        Some("grpc" | "grpc+unix" | "http") => Err(Status::invalid_argument(format!(
+            "{address:?}: gRPC addresses need sinew's `grpc` feature; this build speaks {}",
+            scheme_list()
+        ))),
+        Some(other) => Err(Status::invalid_argument(format!(
+            "{address:?}: unknown scheme {other:?}; sinew speaks {}",
+            scheme_list()
+        ))),
+        None => Err(Status::invalid_argument(format!(
+            "{address:?} has no scheme: write it as a URL ({}), for example tcp://127.0.0.1:7000",
+            scheme_list()
+        ))),
+    }
+}
+
+fn scheme_list() -> String {
+    SCHEMES
+        .iter()
+        .map(|scheme| format!("{scheme}://"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Includes the code `sinew-build` generated for a protobuf package:
+/// `sinew::include_proto!("grpc.examples.echo")` in a module of its own.
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
+
+/// What code generated by `sinew-build` uses (the default runtime path
+/// `::sinew`). Not for hand-written code.
+#[doc(hidden)]
+pub mod codegen {
+    pub use sinew_rpc::codegen::*;
+
+    /// What a generated client's `connect` calls: every scheme of [`connect`](crate::connect).
+    pub use crate::connect;
+}
 
 /// The names most programs need: `use sinew::prelude::*;`.
 pub mod prelude {
+    pub use crate::BoxStream;
     pub use sinew_rpc::{
-        Address, Channel, Code, IntoRequest, IntoStreamingRequest, MetadataMap, Request, Response,
-        Server, Status, Streaming,
+        Address, Channel, Client, Code, IntoRequest, IntoStreamingRequest, MetadataMap, Request,
+        Response, Server, Status, Streaming,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_scheme_lists_every_supported_one() {
+        let status = connect("carrier-pigeon://coop:1").await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        for scheme in SCHEMES {
+            assert!(
+                status.message().contains(&format!("{scheme}://")),
+                "{status}"
+            );
+        }
+        let status = connect("127.0.0.1:7000").await.unwrap_err();
+        assert!(status.message().contains("no scheme"), "{status}");
+    }
+
+    #[tokio::test]
+    async fn each_scheme_family_reaches_its_client() {
+        // Nothing listens on port 1: the error comes from the right client.
+        let sinew = connect("tcp://127.0.0.1:1").await.unwrap_err();
+        assert_eq!(sinew.code(), Code::Unavailable, "{sinew}");
+        #[cfg(feature = "grpc")]
+        {
+            let grpc = connect("grpc://127.0.0.1:1").await.unwrap_err();
+            assert_eq!(grpc.code(), Code::Unavailable, "{grpc}");
+            assert!(grpc.message().contains("gRPC"), "{grpc}");
+        }
+    }
 }

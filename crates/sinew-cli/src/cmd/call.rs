@@ -13,7 +13,8 @@ sinew call tcp://127.0.0.1:7000 grpc.examples.echo.Echo/UnaryEcho '{\"message\":
 sinew call tcp://127.0.0.1:7000 grpc.examples.echo.Echo/ServerStreamingEcho '{\"message\":\"tick\"}' -H x-repeat=3\n  \
 printf '{\"message\":\"a\"}\\n{\"message\":\"b\"}\\n' | sinew call unix:///tmp/sinew.sock grpc.examples.echo.Echo/ClientStreamingEcho")]
 pub(crate) struct Args {
-    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH.
+    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH (sinew), or
+    /// grpc://HOST:PORT, grpc+unix:///PATH (any gRPC server).
     address: String,
     /// Method to call: package.Service/Method.
     method: String,

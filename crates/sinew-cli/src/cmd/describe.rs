@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH.
+    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH (sinew), or
+    /// grpc://HOST:PORT, grpc+unix:///PATH (any gRPC server).
     address: String,
     /// What to describe: package.Service, package.Service/Method or package.Message.
     /// Every service when omitted.

@@ -5,7 +5,8 @@ use crate::schema;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH.
+    /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH (sinew), or
+    /// grpc://HOST:PORT, grpc+unix:///PATH (any gRPC server).
     address: String,
 }
 
