@@ -344,7 +344,7 @@ fn poll_open(
     let single = first.is_some();
     encode::headers(&mut state.pending, id, false, timeout, path, metadata);
     if let (true, Some(message), Some(len)) = (with_first, first, first_len) {
-        state.encode_data(shared.slabs.as_ref(), id, true, message, len);
+        state.encode_data(id, true, message, len);
         stream.send_window -= len as i64;
         state.send_window -= len as i64;
         stream.local_closed = true;

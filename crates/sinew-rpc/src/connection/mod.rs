@@ -275,11 +275,9 @@ pub(crate) enum Role {
 pub(crate) struct State {
     /// Frames encoded and not yet handed to the socket.
     pub(crate) pending: BytesMut,
-    /// Messages encoded into shared-memory slabs, each with the offset in
-    /// `pending` where it goes (right after its DATA header).
-    pub(crate) slab_frames: Vec<(usize, SlabBuf)>,
-    /// Bytes in `slab_frames`.
-    pub(crate) slab_bytes: usize,
+    /// Messages encoded out of line (shared-memory slabs), sent in their
+    /// place in `pending`.
+    pub(crate) out_of_line: writer::OutOfLine,
     pub(crate) streams: FxHashMap<u32, StreamState>,
     /// Connection-level send credit (may dip below zero by one frame).
     pub(crate) send_window: i64,
@@ -331,9 +329,6 @@ pub(crate) struct Shared {
     pub(crate) local: Settings,
     /// What the peer announced: the limits we must respect when sending.
     pub(crate) peer: Settings,
-    /// Shared-memory slabs to encode large messages into, when the transport
-    /// has them (see [`State::encode_data`]).
-    pub(crate) slabs: Option<SlabPool>,
     pub(crate) role: Role,
 }
 
@@ -395,8 +390,7 @@ impl Shared {
         Arc::new(Shared {
             state: Mutex::new(State {
                 pending: BytesMut::with_capacity(64 * 1024),
-                slab_frames: Vec::new(),
-                slab_bytes: 0,
+                out_of_line: writer::OutOfLine::new(slabs),
                 streams: FxHashMap::default(),
                 send_window: peer.initial_connection_window as i64,
                 recv_window: local.initial_connection_window as i64,
@@ -419,7 +413,6 @@ impl Shared {
             received: AtomicBool::new(false),
             local,
             peer,
-            slabs,
             role,
         })
     }
@@ -467,38 +460,26 @@ impl Shared {
 }
 
 impl State {
-    /// Bytes waiting for the writer, in the pending buffer and in slabs.
+    /// Bytes waiting for the writer, in the pending buffer and out of line.
     pub(crate) fn queued_len(&self) -> usize {
-        self.pending.len() + self.slab_bytes
+        self.pending.len() + self.out_of_line.queued_len()
     }
 
-    /// Queues one DATA frame carrying `message` (`len` bytes encoded).
-    ///
-    /// Over shared memory with slabs, a message of at least the pool's
-    /// threshold is encoded straight into free slabs and only its frame header
-    /// goes into the pending buffer: the writer sends the slabs in their place,
-    /// and the message is never copied again on this side. Without free slabs
-    /// (or any other transport), it is encoded into the pending buffer.
+    /// Queues one DATA frame carrying `message` (`len` bytes encoded): out of
+    /// line when the transport takes it so (see [`writer::OutOfLine`]),
+    /// otherwise encoded straight into the pending buffer.
     pub(crate) fn encode_data<M: Encode + ?Sized>(
         &mut self,
-        slabs: Option<&SlabPool>,
         id: u32,
         end_stream: bool,
         message: &M,
         len: usize,
     ) {
-        if let Some(pool) = slabs.filter(|pool| len >= pool.threshold()) {
-            if let Some(mut buf) = pool.alloc(len) {
-                message.write_to_slab(&mut buf);
-                // A message whose encoded_len lies would break the framing:
-                // such a message takes the ordinary path, which measures.
-                if buf.len() == len {
-                    encode::data_header(&mut self.pending, id, end_stream, len);
-                    self.slab_bytes += len;
-                    self.slab_frames.push((self.pending.len(), buf));
-                    return;
-                }
-            }
+        if self
+            .out_of_line
+            .encode(&mut self.pending, id, end_stream, message, len)
+        {
+            return;
         }
         let flags = if end_stream {
             sinew_wire::flags::END_STREAM

@@ -178,8 +178,7 @@ impl StreamRef {
             encode::headers(&mut state.pending, id, false, None, "", headers);
         }
         if let (Some(message), Some(len)) = (send.message, message_len) {
-            let slabs = self.shared.slabs.as_ref();
-            state.encode_data(slabs, id, send.end_stream, message, len);
+            state.encode_data(id, send.end_stream, message, len);
         } else if send.end_stream {
             encode::half_close(&mut state.pending, id);
         }

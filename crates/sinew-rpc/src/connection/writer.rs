@@ -1,8 +1,9 @@
 //! The writer task: moves queued frames to the socket in as few syscalls as possible.
 
-use super::{Shared, PENDING_WRITE_HIGH};
+use super::{Encode, Shared, PENDING_WRITE_HIGH};
 use bytes::BytesMut;
 use sinew_transport::{SlabBuf, SlabPool};
+use sinew_wire::encode;
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -37,6 +38,75 @@ impl Outbound for sinew_transport::WriteHalf {
 /// In-process connections (`tokio::io::split` of a duplex pipe).
 impl<T: AsyncRead + AsyncWrite + Send + 'static> Outbound for tokio::io::WriteHalf<T> {}
 
+/// Messages encoded outside the pending buffer, into buffers the transport
+/// sends in their place: shared-memory slabs, today the only kind. The rest of
+/// the connection only asks whether a message goes out of line
+/// ([`OutOfLine::encode`]) and how many bytes wait here.
+///
+/// Over shared memory with slabs, a message of at least the pool's threshold
+/// is encoded straight into free slabs and only its frame header goes into the
+/// pending buffer: the writer sends the slabs at that place in the stream, and
+/// the message is never copied again on this side. Without free slabs (or on
+/// any other transport), messages go into the pending buffer.
+#[derive(Debug, Default)]
+pub(crate) struct OutOfLine {
+    pool: Option<SlabPool>,
+    /// Each filled slab, with the offset in the pending buffer where it goes
+    /// (right after its DATA header).
+    frames: Vec<(usize, SlabBuf)>,
+    /// Bytes in `frames`.
+    bytes: usize,
+}
+
+impl OutOfLine {
+    pub(crate) fn new(pool: Option<SlabPool>) -> OutOfLine {
+        OutOfLine {
+            pool,
+            ..OutOfLine::default()
+        }
+    }
+
+    /// Bytes waiting here for the writer.
+    pub(crate) fn queued_len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues one DATA frame carrying `message` (`len` bytes encoded) with
+    /// the message out of line, if the transport takes it that way: its header
+    /// goes into `pending`. False if the message must go into `pending` itself.
+    pub(crate) fn encode<M: Encode + ?Sized>(
+        &mut self,
+        pending: &mut BytesMut,
+        id: u32,
+        end_stream: bool,
+        message: &M,
+        len: usize,
+    ) -> bool {
+        let Some(pool) = self.pool.as_ref().filter(|pool| len >= pool.threshold()) else {
+            return false;
+        };
+        let Some(mut buf) = pool.alloc(len) else {
+            return false;
+        };
+        message.write_to_slab(&mut buf);
+        // A message whose encoded_len lies would break the framing: such a
+        // message takes the ordinary path, which measures.
+        if buf.len() != len {
+            return false;
+        }
+        encode::data_header(pending, id, end_stream, len);
+        self.bytes += len;
+        self.frames.push((pending.len(), buf));
+        true
+    }
+
+    /// Takes what waits here (into `frames`, which must be empty).
+    fn take(&mut self, frames: &mut Vec<(usize, SlabBuf)>) {
+        std::mem::swap(&mut self.frames, frames);
+        self.bytes = 0;
+    }
+}
+
 /// A batch buffer that grew past this is replaced after use, so one huge message
 /// does not pin megabytes per connection forever.
 const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
@@ -62,9 +132,8 @@ pub(crate) async fn run<W: Outbound>(shared: Arc<Shared>, mut io: W) {
             } else {
                 let wake_senders = state.queued_len() >= PENDING_WRITE_HIGH;
                 std::mem::swap(&mut state.pending, &mut batch);
-                std::mem::swap(&mut state.slab_frames, &mut slab_frames);
+                state.out_of_line.take(&mut slab_frames);
                 state.batches_taken += 1;
-                state.slab_bytes = 0;
                 if wake_senders {
                     let waiters = std::mem::take(&mut state.capacity_waiters);
                     state.wake.extend(waiters);
