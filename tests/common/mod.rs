@@ -59,6 +59,16 @@ impl TestServer {
     pub async fn start_with(
         configure: impl FnOnce(sinew::rpc::ServerBuilder) -> sinew::rpc::ServerBuilder,
     ) -> TestServer {
+        TestServer::start_on_tcp_port(0, configure).await
+    }
+
+    /// Like [`TestServer::start_with`], but its TCP listener on `127.0.0.1:port`
+    /// (a port a test reserved, to bring a server up where a channel already
+    /// points; 0 for any free port).
+    pub async fn start_on_tcp_port(
+        port: u16,
+        configure: impl FnOnce(sinew::rpc::ServerBuilder) -> sinew::rpc::ServerBuilder,
+    ) -> TestServer {
         let dir = TempDir::new("server");
         let service = TestingService::default();
         let counters = service.counters.clone();
@@ -70,7 +80,7 @@ impl TestServer {
         let shm_socket = dir.0.join("shm.sock");
         let server = configure(builder)
             .bind([
-                "tcp://127.0.0.1:0".to_owned(),
+                format!("tcp://127.0.0.1:{port}"),
                 format!("unix://{}", socket.display()),
                 format!("shm://{}", shm_socket.display()),
             ])
@@ -147,4 +157,10 @@ pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut()
         assert!(start.elapsed() < limit, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn unused_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
 }

@@ -46,9 +46,10 @@ pub(crate) struct ClientStream {
 
 impl ClientStream {
     /// Ends the client's part in the stream: stops the pump, removes the
-    /// stream from the table, and resets it with `reason` if the call had not
-    /// ended, so that the server stops working on it.
-    fn release(&mut self, reason: &str) {
+    /// stream from the table, and resets it with `code` and `reason` if the
+    /// call had not ended, so that the server stops working on it (and knows
+    /// why: `CANCELLED`, or `DEADLINE_EXCEEDED` when the deadline passed).
+    fn release(&mut self, code: Code, reason: &str) {
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }
@@ -61,7 +62,7 @@ impl ClientStream {
             return;
         };
         if !stream.remote_closed && !stream.reset && state.dead.is_none() {
-            state.encode_reset(self.stream.id, Code::Cancelled, reason);
+            state.encode_reset(self.stream.id, code, reason);
         }
         let unread = stream.unread_bytes();
         if unread > 0 && state.dead.is_none() {
@@ -75,7 +76,7 @@ impl ClientStream {
 
 impl Drop for ClientStream {
     fn drop(&mut self) {
-        self.release("call cancelled by the client");
+        self.release(Code::Cancelled, "call cancelled by the client");
     }
 }
 
@@ -260,8 +261,8 @@ impl Future for SinewCall {
                 Step::Done => panic!("SinewCall polled after completion"),
             }
         }
-        // Pending: past the deadline, the call ends here (dropping the stream
-        // sends RESET CANCELLED).
+        // Pending: past the deadline, the call ends here (the server is told
+        // with RESET DEADLINE_EXCEEDED).
         if let TimerProjection::On { sleep } = this.timer.as_mut().project() {
             if sleep.poll(cx).is_ready() {
                 let status = match std::mem::replace(this.step, Step::Done) {
@@ -270,7 +271,13 @@ impl Future for SinewCall {
                         "deadline exceeded while waiting to send the call",
                     )
                     .mark_not_processed(),
-                    _ => Status::deadline_exceeded("deadline exceeded before the server answered"),
+                    Step::Sending { mut stream, .. } | Step::Waiting { mut stream } => {
+                        stream.release(Code::DeadlineExceeded, "the client's deadline passed");
+                        Status::deadline_exceeded("deadline exceeded before the server answered")
+                    }
+                    Step::Done => {
+                        Status::deadline_exceeded("deadline exceeded before the server answered")
+                    }
                 };
                 return Poll::Ready(Err(status));
             }
@@ -558,7 +565,8 @@ impl SinewBody {
         ready!(timer.as_mut().poll(cx));
         // Past the deadline: the call ends here, and the server is told.
         self.deadline = None;
-        self.stream.release("deadline exceeded");
+        self.stream
+            .release(Code::DeadlineExceeded, "the client's deadline passed");
         Poll::Ready(())
     }
 }

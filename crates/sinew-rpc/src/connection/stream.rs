@@ -61,14 +61,20 @@ impl StreamRef {
         }
     }
 
-    /// Server side: ends the call with `status` at once (TRAILERS), unless it
-    /// already ended.
+    /// Server side: ends the call with `status` at once, unless it already
+    /// ended: TRAILERS, or, for a status marked not processed (a layer shed
+    /// the call before any handler ran), a RESET with the `REFUSED` flag, so
+    /// that the client knows it may send the call again.
     pub(crate) fn end(&self, status: &Status) {
         let mut state = self.shared.lock();
         if let Some(stream) = state.streams.get_mut(&self.id) {
             if !stream.local_closed && !stream.reset {
                 stream.local_closed = true;
-                state.encode_trailers(self.id, status);
+                if status.is_not_processed() {
+                    state.encode_refusal(self.id, status.message());
+                } else {
+                    state.encode_trailers(self.id, status);
+                }
             }
         }
     }

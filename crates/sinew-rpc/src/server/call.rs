@@ -139,6 +139,13 @@ impl ServerCall {
         self.deadline
     }
 
+    /// Sets when the server stops the call: a layer enforcing a server-side
+    /// limit shortens it (the handler's [`Request::timeout`] stays what the
+    /// caller sent).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
     /// Per-call extensions, handed to the handler in its request.
     pub fn extensions(&self) -> &Extensions {
         &self.extensions

@@ -26,7 +26,22 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::time::Sleep;
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// The status of a call cancelled from outside: `DEADLINE_EXCEEDED` when the
+/// cancellation came as the deadline passed, the cancellation's own otherwise.
+fn deadline_or(status: Status, deadline: Option<Instant>) -> Status {
+    match deadline {
+        Some(deadline)
+            if status.code() == Code::Cancelled
+                && deadline.saturating_duration_since(Instant::now()) <= DEADLINE_SLACK =>
+        {
+            Status::deadline_exceeded("the caller's deadline passed")
+        }
+        _ => status,
+    }
+}
 
 /// The service at the bottom of every server stack: runs a [`ServerCall`] on
 /// the method its path names and resolves to the call's final status (see the
@@ -57,10 +72,16 @@ pin_project! {
     pub(crate) struct Running {
         io: CallIo,
         state: State,
+        deadline: Option<Instant>,
         #[pin]
         expiry: Expiry,
     }
 }
+
+/// A cancellation this close to the call's deadline is the deadline's doing:
+/// the client's clock ran out a moment before ours, and a gRPC client's reset
+/// carries no reason (sinew's says `DEADLINE_EXCEEDED` itself).
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 
 enum State {
     /// The handler runs (its future is boxed by the generated code).
@@ -82,6 +103,7 @@ pin_project! {
 /// module docs).
 pub(crate) fn run(mut call: ServerCall) -> Running {
     let io = call.io.clone();
+    let call_deadline = call.deadline;
     let expiry = match call.deadline {
         Some(deadline) => Expiry::At {
             sleep: tokio::time::sleep_until(deadline),
@@ -96,7 +118,12 @@ pub(crate) fn run(mut call: ServerCall) -> Running {
         }
         Err(status) => State::Refused(status),
     };
-    Running { io, state, expiry }
+    Running {
+        io,
+        state,
+        deadline: call_deadline,
+        expiry,
+    }
 }
 
 impl Future for Running {
@@ -122,7 +149,7 @@ impl Future for Running {
                     if !expired {
                         if let Poll::Ready(status) = this.io.poll_cancelled(cx) {
                             // Cancelled from outside: the other side knows.
-                            return Poll::Ready(status);
+                            return Poll::Ready(deadline_or(status, *this.deadline));
                         }
                         *this.state = State::Handling(handler);
                         return Poll::Pending;
