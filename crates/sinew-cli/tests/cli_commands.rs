@@ -197,6 +197,15 @@ fn full_round_trip_serve_list_describe_call_stream_bench() {
         "2",
     ]));
     assert!(timed.contains("0 failed"), "{timed}");
+    // Durations are rounded for a reader: `312ms`, not `0.312...s`.
+    let ran_for = timed
+        .lines()
+        .find_map(|line| line.strip_prefix("  Duration:   "))
+        .unwrap_or_else(|| panic!("no Duration line: {timed}"));
+    assert!(
+        ran_for.ends_with("ms") && ran_for.len() <= "999ms".len(),
+        "{ran_for:?}"
+    );
 
     // The same server through its gRPC bridge, as any gRPC server would be called.
     let grpc = serve.tcp.replace("tcp://", "grpc://");
@@ -329,6 +338,16 @@ fn every_bad_input_is_one_line_and_a_distinct_exit_code() {
         3,
         "cannot reach",
     );
+    // shm:// at a socket that is a plain Unix-socket listener: said so, with the
+    // address that works.
+    let socket = serve.socket.display().to_string();
+    let wrong_transport = run(&["call", &format!("shm://{socket}"), method, "{}"]);
+    fails(&wrong_transport, 3, "is not a shared-memory endpoint");
+    fails(
+        &wrong_transport,
+        3,
+        &format!("it answered like a sinew unix:// listener; use unix://{socket}"),
+    );
     // Argument errors are clap's: exit 2 too, with usage on stderr.
     assert_eq!(run(&["call"]).status.code(), Some(2));
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
@@ -354,4 +373,74 @@ fn the_demo_runs_a_cluster_and_reports() {
         "{report}"
     );
     assert!(report.contains(", 0 failed"), "{report}");
+}
+
+#[test]
+fn a_duration_without_a_unit_is_refused_and_the_units_are_documented() {
+    let method = "grpc.examples.echo.Echo/UnaryEcho";
+    for args in [
+        vec!["call", "tcp://127.0.0.1:1", method, "--deadline", "5"],
+        vec!["bench", "tcp://127.0.0.1:1", method, "--duration", "10"],
+        vec!["serve", "--drain-timeout", "30"],
+    ] {
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let value = args.last().unwrap();
+        assert!(
+            stderr.contains(&format!(
+                "{value} has no unit: add one, as in {value}s, {value}ms, {value}us or {value}m"
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    let help = stdout(&run(&["call", "--help"]));
+    assert!(
+        help.contains("a number and a unit, us, ms, s or m"),
+        "{help}"
+    );
+}
+
+#[test]
+fn serve_says_how_long_the_drain_may_take_when_it_begins() {
+    let socket = std::env::temp_dir().join(format!(
+        "sinew-cli-test-drain-{}-{}.sock",
+        std::process::id(),
+        common::rand_suffix()
+    ));
+    let mut child = sinew()
+        .args(["serve", "--drain-timeout", "1500ms", "--listen"])
+        .arg(format!("unix://{}", socket.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sinew serve");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    // Signals are handled once the server is up, which it says last.
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("press Ctrl-C") {
+            break;
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let output = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&socket);
+    assert!(output.status.success(), "{:?}", output.status);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "shutting down gracefully: calls in flight have up to 1.5s to finish (--drain-timeout)\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        rest.iter()
+            .any(|line| line.starts_with("shut down gracefully: ")),
+        "{rest:?}"
+    );
 }

@@ -17,6 +17,12 @@
 //! After that the control socket carries nothing: it stays open for the life of
 //! the connection, and its hang-up tells each side the other is gone, however it
 //! went (an orderly close, a crash, SIGKILL).
+//!
+//! A client pointed at a socket that is not a shared-memory control socket (a
+//! sinew `unix://` listener, most likely: same kind of path) gets an answer
+//! that is neither 0 nor 1 (a sinew listener's is its preface), or more than
+//! the one byte 0, or a hang-up; it says the socket is not a shared-memory
+//! endpoint rather than fail on bytes it did not expect.
 
 use crate::region::{Layout, Region};
 use crate::stream::{Parts, ShmStream};
@@ -39,6 +45,13 @@ const MAGIC: &[u8; 8] = b"SINEWSHM";
 const VERSION: u32 = 2;
 const HELLO_LEN: usize = 32;
 const DESCRIPTORS: usize = 5;
+/// The server's answers to a hello.
+const ACCEPTED: u8 = 0;
+const REFUSED: u8 = 1;
+/// The first bytes a sinew connection sends, in both directions (sinew-wire's
+/// `preface::MAGIC`, which this crate does not depend on): what a sinew
+/// `unix://` listener answers a hello with, before it hangs up.
+const SINEW_PREFACE_MAGIC: [u8; 8] = [0x89, b'S', b'I', b'N', b'E', b'W', b'\r', b'\n'];
 
 /// Settings of a shared-memory connection.
 #[derive(Clone, Debug)]
@@ -90,6 +103,90 @@ impl Default for ShmOptions {
 
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// The error for a control socket at `path` that does not speak this handshake.
+fn not_shared_memory(path: &Path, answered: &str) -> io::Error {
+    invalid(format!(
+        "{} is not a shared-memory endpoint ({answered})",
+        path.display()
+    ))
+}
+
+/// `error`, or if it is the peer hanging up, an error that says what that
+/// means during the handshake. A shared-memory server answers even a hello it
+/// refuses; it hangs up unanswered only on a peer of a user it does not accept.
+fn hung_up(path: &Path, error: io::Error) -> io::Error {
+    match error.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe => io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "{} hung up without answering the shared-memory hello: it is not a \
+                 shared-memory endpoint, or not one that accepts this process's user",
+                path.display()
+            ),
+        ),
+        _ => error,
+    }
+}
+
+/// Reads the server's answer to our hello: `Ok` if it accepted, else why not.
+async fn read_answer(control: &mut UnixStream, path: &Path) -> io::Result<()> {
+    let first = match control.read_u8().await {
+        Ok(byte) => byte,
+        Err(error) => return Err(hung_up(path, error)),
+    };
+    match first {
+        ACCEPTED => {
+            // A shared-memory server sends nothing after its answer. Bytes
+            // already there come from a peer whose own greeting starts with a
+            // zero byte, as an HTTP/2 (gRPC) server's SETTINGS frame does; a
+            // greeting is written at once, so it has arrived whole.
+            match control.try_read(&mut [0u8; 1]) {
+                Ok(n) if n > 0 => Err(not_shared_memory(
+                    path,
+                    "it answered with more than a shared-memory server's one-byte answer",
+                )),
+                _ => Ok(()),
+            }
+        }
+        REFUSED => {
+            let len = control.read_u16_le().await?;
+            let mut reason = vec![0u8; usize::from(len)];
+            control.read_exact(&mut reason).await?;
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "the server refused the shared-memory connection: {}",
+                    String::from_utf8_lossy(&reason)
+                ),
+            ))
+        }
+        _ => {
+            let mut rest = [0u8; SINEW_PREFACE_MAGIC.len() - 1];
+            let sinew = first == SINEW_PREFACE_MAGIC[0]
+                && control.read_exact(&mut rest).await.is_ok()
+                && rest == SINEW_PREFACE_MAGIC[1..];
+            Err(if sinew {
+                not_shared_memory(
+                    path,
+                    &format!(
+                        "it answered like a sinew unix:// listener; use unix://{}",
+                        path.display()
+                    ),
+                )
+            } else {
+                not_shared_memory(
+                    path,
+                    &format!(
+                        "it answered 0x{first:02x}, where a shared-memory server answers 0 or 1"
+                    ),
+                )
+            })
+        }
+    }
 }
 
 /// Refuses a peer whose effective user is neither ours nor allowed; returns
@@ -155,22 +252,10 @@ pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream>
         client_space.as_fd(),
     ];
     let exchange = async {
-        send_with_descriptors(&mut control, &hello, &descriptors).await?;
-        match control.read_u8().await? {
-            0 => Ok(()),
-            _ => {
-                let len = control.read_u16_le().await?;
-                let mut reason = vec![0u8; usize::from(len)];
-                control.read_exact(&mut reason).await?;
-                Err(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    format!(
-                        "the server refused the shared-memory connection: {}",
-                        String::from_utf8_lossy(&reason)
-                    ),
-                ))
-            }
-        }
+        send_with_descriptors(&mut control, &hello, &descriptors)
+            .await
+            .map_err(|error| hung_up(path, error))?;
+        read_answer(&mut control, path).await
     };
     tokio::time::timeout(options.handshake_timeout, exchange)
         .await
@@ -319,14 +404,14 @@ async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result
         Err(error) => {
             let reason = error.to_string();
             let reason = &reason.as_bytes()[..reason.len().min(1024)];
-            let mut answer = vec![1u8];
+            let mut answer = vec![REFUSED];
             answer.extend_from_slice(&(reason.len() as u16).to_le_bytes());
             answer.extend_from_slice(reason);
             let _ = tokio::time::timeout(Duration::from_secs(1), control.write_all(&answer)).await;
             return Err(error);
         }
     };
-    control.write_all(&[0]).await?;
+    control.write_all(&[ACCEPTED]).await?;
     ShmStream::new(Parts {
         region,
         outbound_ring: 1,

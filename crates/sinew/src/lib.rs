@@ -186,15 +186,15 @@ pub async fn connect(address: &str) -> Result<Channel, Status> {
         Some("grpc" | "grpc+unix" | "http") => sinew_grpc::connect(address).await,
         #[cfg(not(feature = "grpc"))]
         Some("grpc" | "grpc+unix" | "http") => Err(Status::invalid_argument(format!(
-            "{address:?}: gRPC addresses need sinew's `grpc` feature; this build speaks {}",
+            "invalid address {address:?}: gRPC addresses need sinew's `grpc` feature; this build speaks {}",
             scheme_list()
         ))),
         Some(other) => Err(Status::invalid_argument(format!(
-            "{address:?}: unknown scheme {other:?}; sinew speaks {}",
+            "invalid address {address:?}: unknown scheme {other:?}; sinew speaks {}",
             scheme_list()
         ))),
         None => Err(Status::invalid_argument(format!(
-            "{address:?} has no scheme: write it as a URL ({}), for example tcp://127.0.0.1:7000",
+            "invalid address {address:?}: no scheme; write it as a URL ({}), for example tcp://127.0.0.1:7000",
             scheme_list()
         ))),
     }

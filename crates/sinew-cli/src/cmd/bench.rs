@@ -3,6 +3,7 @@
 use super::CallOptions;
 use crate::error::{CliError, ExitCode};
 use crate::schema;
+use crate::time::format_duration;
 use hdrhistogram::Histogram;
 use sinew::Code;
 use std::collections::BTreeMap;
@@ -191,25 +192,33 @@ fn report(
     let mut out = String::new();
     let _ = writeln!(out, "Summary: {method}, {concurrency} in flight");
     let _ = writeln!(out, "  Calls:      {total} ({ok} ok, {failed} failed)");
-    let _ = writeln!(out, "  Duration:   {:.2} s", elapsed.as_secs_f64());
+    let _ = writeln!(out, "  Duration:   {}", format_duration(elapsed));
     let _ = writeln!(
         out,
         "  Throughput: {:.0} calls/s",
         total as f64 / elapsed.as_secs_f64().max(1e-9)
     );
     if ok > 0 {
+        // The histogram records microseconds.
+        let human = |us: u64| format_duration(Duration::from_micros(us));
         let ms = |us: u64| us as f64 / 1000.0;
-        let _ = writeln!(out, "Latency (ms):");
+        let _ = writeln!(out, "Latency:");
         let _ = writeln!(
             out,
-            "  min {:.3}  mean {:.3}  max {:.3}",
-            ms(latency.min()),
-            latency.mean() / 1000.0,
-            ms(latency.max())
+            "  min {}  mean {}  max {}",
+            human(latency.min()),
+            format_duration(Duration::try_from_secs_f64(latency.mean() / 1e6).unwrap_or_default()),
+            human(latency.max())
         );
         for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
-            let _ = writeln!(out, "  {label:<5} {:.3}", ms(latency.value_at_quantile(q)));
+            let _ = writeln!(
+                out,
+                "  {label:<5} {:>6}",
+                human(latency.value_at_quantile(q))
+            );
         }
+        // Bucket bounds stay in one unit with three decimals: rounded like the
+        // figures above, neighbouring bounds would often print the same.
         let _ = writeln!(out, "Histogram (ms):");
         let (low, high) = (latency.min(), latency.max().max(latency.min() + 1));
         let step = (high - low).div_ceil(10).max(1);
@@ -232,4 +241,43 @@ fn report(
         let _ = writeln!(out, "  {code:<20} {count}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_prints_durations_rounded_and_keeps_its_parsed_lines() {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for us in [35, 80, 850, 1_234] {
+            latency.record(us).unwrap();
+        }
+        let errors = BTreeMap::from([("UNAVAILABLE", 1)]);
+        let text = report(
+            "grpc.examples.echo.Echo/UnaryEcho",
+            4,
+            Duration::from_nanos(1_234_567_891),
+            &latency,
+            4,
+            &errors,
+        );
+        assert!(
+            text.contains("  Calls:      5 (4 ok, 1 failed)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  Duration:   1.2s\n"), "{text}");
+        assert!(
+            text.contains("  min 35us  mean 550us  max 1.2ms\n"),
+            "{text}"
+        );
+        assert!(text.contains("  p50     80us\n"), "{text}");
+        assert!(text.contains("  p99    1.2ms\n"), "{text}");
+        assert!(text.contains("  OK                   4\n"), "{text}");
+        assert!(text.contains("  UNAVAILABLE          1\n"), "{text}");
+        assert!(
+            !text.contains("1.234567891"),
+            "no Debug-formatted durations: {text}"
+        );
+    }
 }

@@ -11,6 +11,7 @@
 //! Later layers (discovery, load balancing, the gateway) extend this file: add a server kind to `SERVERS` or a call kind to `Kind`.
 
 use crate::error::CliError;
+use crate::time::format_duration;
 use hdrhistogram::Histogram;
 use sinew::rpc::server::ServerHandle;
 use sinew::rpc::ShutdownReport;
@@ -159,9 +160,9 @@ async fn demo(args: &Args, dir: &std::path::Path) -> Result<(), CliError> {
         ..Shared::default()
     });
     println!(
-        "driving {} client tasks for {:.1} s: unary echo, key-value writes and reads, streaming echo; a watch on gamma",
+        "driving {} client tasks for {}: unary echo, key-value writes and reads, streaming echo; a watch on gamma",
         args.concurrency,
-        args.duration.as_secs_f64()
+        format_duration(args.duration)
     );
 
     // A watch on the Unix-socket server for the whole run.
@@ -204,7 +205,7 @@ async fn demo(args: &Args, dir: &std::path::Path) -> Result<(), CliError> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let leave_at = started + args.duration.mul_f64(0.4);
-    let mut leaving: Option<(f64, JoinHandle<ShutdownReport>)> = None;
+    let mut leaving: Option<(Duration, JoinHandle<ShutdownReport>)> = None;
     let mut stopped = vec![false; servers.len()];
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -216,11 +217,12 @@ async fn demo(args: &Args, dir: &std::path::Path) -> Result<(), CliError> {
                 &mut server.task,
                 tokio::spawn(async { ShutdownReport::default() }),
             );
-            leaving = Some((started.elapsed().as_secs_f64(), task));
+            let at = started.elapsed();
+            leaving = Some((at, task));
             progress.println(format!(
-                "server {} shutting down gracefully at {:.1} s",
+                "server {} shutting down gracefully at {}",
                 server.name,
-                started.elapsed().as_secs_f64()
+                format_duration(at)
             ));
         }
         let calls = shared.calls.load(Ordering::Relaxed);
@@ -376,7 +378,7 @@ fn report(
     args: &Args,
     shared: &Shared,
     elapsed: Duration,
-    leaving: Option<(f64, ShutdownReport)>,
+    leaving: Option<(Duration, ShutdownReport)>,
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -384,20 +386,21 @@ fn report(
     let _ = writeln!(out, "\nsinew demo report");
     let _ = writeln!(
         out,
-        "  {} servers ({}), {} client tasks, {:.1} s: {calls} calls ({:.0}/s), {} failed",
+        "  {} servers ({}), {} client tasks, {}: {calls} calls ({:.0}/s), {} failed",
         SERVERS.len(),
         server_kinds(),
         args.concurrency,
-        elapsed.as_secs_f64(),
+        format_duration(elapsed),
         calls as f64 / elapsed.as_secs_f64(),
         shared.errors.load(Ordering::Relaxed),
     );
     if let Some((at, report)) = leaving {
         let _ = writeln!(
             out,
-            "  server {} shut down gracefully at {at:.1} s: {} calls in flight drained, {} cancelled; \
+            "  server {} shut down gracefully at {}: {} calls in flight drained, {} cancelled; \
              {} calls failed over to another server",
             SERVERS[LEAVING].0,
+            format_duration(at),
             report.drained_calls,
             report.cancelled_calls,
             shared.failovers.load(Ordering::Relaxed),
@@ -467,4 +470,34 @@ fn server_kinds() -> String {
         .map(|(kind, count)| format!("{count} {kind}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_prints_durations_rounded_for_humans() {
+        let args = Args {
+            duration: Duration::from_secs(2),
+            concurrency: 8,
+        };
+        let shared = Shared::default();
+        shared.calls.store(4_000, Ordering::Relaxed);
+        let text = report(
+            &args,
+            &shared,
+            Duration::from_nanos(2_003_456_789),
+            Some((Duration::from_nanos(812_345_678), ShutdownReport::default())),
+        );
+        assert!(
+            text.contains("8 client tasks, 2s: 4000 calls (1997/s), 0 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server beta shut down gracefully at 812ms: 0 calls in flight drained"),
+            "{text}"
+        );
+        assert!(!text.contains("2.003456789"), "{text}");
+    }
 }

@@ -17,7 +17,8 @@ pub(crate) struct CallOptions {
     /// bytes of VALUE are sent as they are.
     #[arg(short = 'H', long = "metadata", value_name = "KEY=VALUE")]
     metadata: Vec<String>,
-    /// Time allowed for each call, e.g. 500ms, 2s; sent to the server, which
+    /// Time allowed for each call: a number and a unit, us, ms, s or m (250us,
+    /// 500ms, 1.5s, 2m; a bare number is refused). Sent to the server, which
     /// enforces it too.
     #[arg(long, value_name = "DURATION", value_parser = crate::time::parse_duration)]
     deadline: Option<std::time::Duration>,

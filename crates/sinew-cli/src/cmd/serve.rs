@@ -59,13 +59,17 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .bind(&addresses)
         .await
         .map_err(|error| CliError::failure(error.to_string()))?;
+    // Listening for the signals before saying Ctrl-C works: one that came
+    // earlier would end the process on the spot, with no drain.
+    let shutdown = shutdown_signal(args.drain_timeout)
+        .map_err(|error| CliError::failure(format!("cannot listen for Ctrl-C: {error}")))?;
     for address in server.local_addresses() {
         println!("listening on {address}");
     }
     println!("every address speaks sinew and gRPC (HTTP/2)");
     println!("press Ctrl-C to shut down gracefully");
     let _ = std::io::stdout().flush();
-    let report = server.serve_with_shutdown(shutdown_signal()).await;
+    let report = server.serve_with_shutdown(shutdown).await;
     println!(
         "shut down gracefully: {} calls drained, {} cancelled at the drain deadline, {} connections closed",
         report.drained_calls, report.cancelled_calls, report.connections
@@ -73,19 +77,43 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Completes at Ctrl-C (SIGINT) or SIGTERM, listened for from this call on,
+/// and says how long the drain may take.
+fn shutdown_signal(
+    drain_timeout: Duration,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
+        // The server counts calls in flight only as they finish (see the report
+        // printed at the end), so the limit is what can be said up front.
+        eprintln!("{}", draining_message(drain_timeout));
+    })
+}
+
+/// What `serve` says when the drain begins.
+fn draining_message(drain_timeout: Duration) -> String {
+    format!(
+        "shutting down gracefully: calls in flight have up to {} to finish (--drain-timeout)",
+        crate::time::format_duration(drain_timeout)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_message_says_how_long_calls_in_flight_may_take() {
+        assert_eq!(
+            draining_message(Duration::from_secs(30)),
+            "shutting down gracefully: calls in flight have up to 30s to finish (--drain-timeout)"
+        );
+        assert!(draining_message(Duration::from_millis(1500)).contains("up to 1.5s to finish"));
     }
-    eprintln!("shutting down: finishing the calls in flight...");
 }

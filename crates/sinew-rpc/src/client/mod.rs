@@ -307,13 +307,16 @@ impl Channel {
 impl Pool {
     /// The first connect of [`ChannelBuilder::connect`]: fails with the
     /// connect's own error rather than waiting for ready.
+    /// (The connect's own error, not the backoff's "next attempt in": for the
+    /// caller there is no next attempt.)
     fn poll_first_connection(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        match self.poll_connection(cx) {
-            Poll::Ready(result) => Poll::Ready(result.map(|_| ())),
-            Poll::Pending => match self.last_error() {
-                Some(status) => Poll::Ready(Err(status)),
-                None => Poll::Pending,
-            },
+        let outcome = self.poll_connection(cx);
+        if let Poll::Ready(Ok(_)) = outcome {
+            return Poll::Ready(Ok(()));
+        }
+        match self.last_error() {
+            Some(error) => Poll::Ready(Err(error.mark_not_processed())),
+            None => outcome.map(|result| result.map(drop)),
         }
     }
 }
