@@ -248,6 +248,12 @@ fn every_bad_input_is_one_line_and_a_distinct_exit_code() {
         2,
         "invalid address",
     );
+    // An unknown scheme: the message lists every scheme sinew speaks.
+    let unknown = run(&["call", "carrier-pigeon://coop:1", method]);
+    fails(&unknown, 2, "unknown scheme \"carrier-pigeon\"");
+    for scheme in ["tcp://", "unix://", "shm://", "grpc://", "grpc+unix://"] {
+        fails(&unknown, 2, scheme);
+    }
     fails(
         &run(&["call", "tcp://127.0.0.1:1", method]),
         3,

@@ -289,3 +289,49 @@ pub struct CallRequestParts {
     /// The body.
     pub body: RequestBody,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_single_message_request_clones_cheaply_and_a_stream_does_not() {
+        let mut request = CallRequest::new(
+            "/pkg.Service/Method",
+            RequestBody::single(Payload::from_bytes(Bytes::from_static(b"\x08\x01"))),
+        );
+        request.metadata_mut().insert("x-attempt", "1").unwrap();
+        request.set_timeout(Duration::from_secs(5));
+        request.extensions_mut().insert(7u32);
+        let copy = request.try_clone().expect("one message clones");
+        assert_eq!(copy.path().as_str(), "/pkg.Service/Method");
+        assert_eq!(copy.metadata().get("x-attempt"), Some("1"));
+        assert_eq!(copy.deadline(), request.deadline());
+        assert_eq!(copy.extensions().get::<u32>(), Some(&7));
+        // The payload is shared, not copied.
+        assert_eq!(
+            copy.body().as_single().unwrap().to_bytes().as_ptr(),
+            request.body().as_single().unwrap().to_bytes().as_ptr()
+        );
+
+        let streaming = CallRequest::new(
+            "/pkg.Service/Stream",
+            RequestBody::stream(futures_util::stream::empty()),
+        );
+        assert!(streaming.body().is_stream());
+        assert!(streaming.try_clone().is_none(), "a stream is sent once");
+    }
+
+    #[test]
+    fn set_timeout_keeps_an_earlier_deadline() {
+        let mut request = CallRequest::new(
+            "/pkg.Service/Method",
+            RequestBody::single(Payload::from_bytes(Bytes::new())),
+        );
+        request.set_timeout(Duration::from_millis(100));
+        let first = request.deadline().unwrap();
+        request.set_timeout(Duration::from_secs(60));
+        assert_eq!(request.deadline(), Some(first));
+    }
+}
