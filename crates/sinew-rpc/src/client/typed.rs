@@ -101,6 +101,15 @@ async fn single_response<Resp>(
     Ok(Response::from_parts(metadata, message))
 }
 
+/// The response of a streaming call: its headers, and its messages as they come.
+fn streaming_response<Resp>(
+    response: CallResponse,
+    decoder: Decoder<Resp>,
+) -> Response<Streaming<Resp>> {
+    let (headers, body, _) = response.into_parts();
+    Response::from_parts(headers, Streaming::client(body, decoder))
+}
+
 impl<T: CallService> Client<T> {
     /// One type-erased call: waits for the service to be ready (within the
     /// call's deadline), then calls it. Resolves when the response begins.
@@ -178,11 +187,7 @@ impl<T: CallService> Client<T> {
         let request = call_request(path.into(), request, |message| {
             RequestBody::single(Payload::new(message))
         });
-        let (headers, body, _) = self.call(request).await?.into_parts();
-        Ok(Response::from_parts(
-            headers,
-            Streaming::client(body, decoder),
-        ))
+        Ok(streaming_response(self.call(request).await?, decoder))
     }
 
     /// A client-streaming call: a stream of requests, one response. Requests
@@ -246,10 +251,6 @@ impl<T: CallService> Client<T> {
         S::Item: prost::Message + Send + Sync + 'static,
     {
         let request = call_request(path.into(), request, stream_body);
-        let (headers, body, _) = self.call(request).await?.into_parts();
-        Ok(Response::from_parts(
-            headers,
-            Streaming::client(body, decoder),
-        ))
+        Ok(streaming_response(self.call(request).await?, decoder))
     }
 }
