@@ -74,32 +74,39 @@ async fn a_fail_fast_channel_reports_a_dead_endpoint_as_unavailable_not_processe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_counts_the_calls_in_flight() {
-    let server = TestServer::start().await;
-    let channel = server.channel(&server.tcp).await;
-    assert_eq!(channel.load(), 0);
-    let testing = TestingClient::new(channel.clone());
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let testing = testing.clone();
-            tokio::spawn(async move { testing.sleep(sleep(2_000, None)).await })
+    let server =
+        TestServer::start_with(|b| b.add_protocol(sinew_grpc::GrpcProtocol::default())).await;
+    // Over sinew's protocol, and over gRPC (a channel over another service).
+    for channel in [
+        server.channel(&server.tcp).await,
+        server.grpc_channel().await,
+    ] {
+        assert_eq!(channel.load(), 0);
+        let finished = Counters::get(&server.counters.sleeps_finished);
+        let testing = TestingClient::new(channel.clone());
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let testing = testing.clone();
+                tokio::spawn(async move { testing.sleep(sleep(2_000, None)).await })
+            })
+            .collect();
+        eventually(Duration::from_secs(5), "three calls in flight", || {
+            channel.load() == 3
         })
-        .collect();
-    eventually(Duration::from_secs(5), "three calls in flight", || {
-        channel.load() == 3
-    })
-    .await;
-    assert_eq!(
-        Counters::get(&server.counters.sleeps_finished),
-        0,
-        "counted while in flight"
-    );
-    for call in calls {
-        call.await.unwrap().unwrap();
+        .await;
+        assert_eq!(
+            Counters::get(&server.counters.sleeps_finished),
+            finished,
+            "counted while in flight"
+        );
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        eventually(Duration::from_secs(5), "no call in flight", || {
+            channel.load() == 0
+        })
+        .await;
     }
-    eventually(Duration::from_secs(5), "no call in flight", || {
-        channel.load() == 0
-    })
-    .await;
     server.shutdown().await;
 }
 

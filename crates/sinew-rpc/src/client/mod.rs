@@ -33,17 +33,19 @@ mod typed;
 
 pub use typed::Client;
 
-use crate::call::{into_status, CallRequest, CallResponse};
+use crate::call::{into_status, CallRequest, CallResponse, ResponseBody};
 use crate::connection::Shared;
 use crate::status::Status;
 use call::SinewCall;
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use pin_project_lite::pin_project;
 use pool::{Pool, Target};
 use sinew_transport::Address;
 use sinew_wire::Settings;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -85,7 +87,28 @@ enum Kind {
         /// The connection `poll_ready` found with room for the next call.
         ready: Option<Arc<Shared>>,
     },
-    Service(BoxCloneSyncService<CallRequest, CallResponse, Status>),
+    Service {
+        service: BoxCloneSyncService<CallRequest, CallResponse, Status>,
+        /// Calls in flight through `service`, for `Load`.
+        in_flight: Arc<AtomicUsize>,
+    },
+}
+
+/// One call in flight through a channel over another service: counted from
+/// the call until its response body ends (or is dropped).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Clone for Channel {
@@ -96,7 +119,10 @@ impl Clone for Channel {
                     pool: pool.clone(),
                     ready: None,
                 },
-                Kind::Service(service) => Kind::Service(service.clone()),
+                Kind::Service { service, in_flight } => Kind::Service {
+                    service: service.clone(),
+                    in_flight: in_flight.clone(),
+                },
             },
         }
     }
@@ -109,7 +135,7 @@ impl std::fmt::Debug for Channel {
                 .debug_struct("Channel")
                 .field("target", &pool.endpoint.target)
                 .finish_non_exhaustive(),
-            Kind::Service(_) => f.debug_struct("Channel").finish_non_exhaustive(),
+            Kind::Service { .. } => f.debug_struct("Channel").finish_non_exhaustive(),
         }
     }
 }
@@ -271,7 +297,10 @@ impl Channel {
         S::Future: Send + 'static,
     {
         Channel {
-            kind: Kind::Service(BoxCloneSyncService::new(service.map_err(into_status))),
+            kind: Kind::Service {
+                service: BoxCloneSyncService::new(service.map_err(into_status)),
+                in_flight: Arc::default(),
+            },
         }
     }
 
@@ -281,7 +310,7 @@ impl Channel {
     pub fn local_address(&self) -> Option<Address> {
         match &self.kind {
             Kind::Sinew { pool, .. } => pool.endpoint.local_state().in_use.clone(),
-            Kind::Service(_) => None,
+            Kind::Service { .. } => None,
         }
     }
 
@@ -293,7 +322,7 @@ impl Channel {
                 Target::Address(address) => Some(address),
                 Target::Connector(_) => None,
             },
-            Kind::Service(_) => None,
+            Kind::Service { .. } => None,
         }
     }
 
@@ -344,7 +373,7 @@ impl tower::Service<CallRequest> for Channel {
                 *ready = Some(shared);
                 Poll::Ready(Ok(()))
             }
-            Kind::Service(service) => service.poll_ready(cx),
+            Kind::Service { service, .. } => service.poll_ready(cx),
         }
     }
 
@@ -367,11 +396,23 @@ impl tower::Service<CallRequest> for Channel {
                     kind: FutureKind::Sinew { call },
                 }
             }
-            Kind::Service(service) => ResponseFuture {
-                kind: FutureKind::Boxed {
-                    future: service.call(request),
-                },
-            },
+            Kind::Service { service, in_flight } => {
+                let call = InFlight::start(in_flight);
+                let response = service.call(request);
+                ResponseFuture {
+                    kind: FutureKind::Boxed {
+                        future: Box::pin(async move {
+                            let (headers, body, extensions) = response.await?.into_parts();
+                            // Still in flight until the body ends.
+                            let body = ResponseBody::new(body.map(move |frame| {
+                                let _call = &call;
+                                frame
+                            }));
+                            Ok(CallResponse::from_parts(headers, body, extensions))
+                        }),
+                    },
+                }
+            }
         }
     }
 }
@@ -379,12 +420,12 @@ impl tower::Service<CallRequest> for Channel {
 impl tower::load::Load for Channel {
     type Metric = usize;
 
-    /// Calls in flight on the channel's connections (0 for a channel over
-    /// another service, which keeps no count).
+    /// Calls in flight: on the channel's connections, or through the service
+    /// it wraps (from the call until its response ends).
     fn load(&self) -> usize {
         match &self.kind {
             Kind::Sinew { pool, .. } => pool.in_flight(),
-            Kind::Service(_) => 0,
+            Kind::Service { in_flight, .. } => in_flight.load(Ordering::Relaxed),
         }
     }
 }
