@@ -37,9 +37,9 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_rpc::call::{CallRequest, CallResponse, Payload, ResponseBody, ResponseFrame};
 use sinew_rpc::client::reconnect::{Connect, Reconnect, ReconnectPolicy};
+use sinew_rpc::client::InFlight;
 use sinew_rpc::{Channel, Code, Status};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -256,7 +256,7 @@ impl GrpcChannelBuilder {
                     },
                     policy,
                 ),
-                in_flight: AtomicUsize::new(0),
+                in_flight: InFlight::default(),
             }),
             ready: None,
         }
@@ -290,7 +290,7 @@ pub struct GrpcChannel {
 
 struct Shared {
     slot: Arc<Reconnect<Connector>>,
-    in_flight: AtomicUsize,
+    in_flight: InFlight,
 }
 
 impl std::fmt::Debug for GrpcChannel {
@@ -342,8 +342,7 @@ impl tower::Service<CallRequest> for GrpcChannel {
     fn call(&mut self, request: CallRequest) -> Self::Future {
         let ready = self.ready.take();
         let shared = self.shared.clone();
-        shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = InFlight(shared.clone());
+        let in_flight = shared.in_flight.start();
         Box::pin(async move {
             let deadline = request.deadline();
             let call = async {
@@ -352,7 +351,7 @@ impl tower::Service<CallRequest> for GrpcChannel {
                     // Called without readiness: get the connection here.
                     None => std::future::poll_fn(|cx| shared.slot.poll_connection(cx)).await?,
                 };
-                send(sender, &shared.slot.connector().settings, &shared, request).await
+                send(sender, &shared, request).await
             };
             let response = match deadline {
                 None => call.await,
@@ -363,13 +362,7 @@ impl tower::Service<CallRequest> for GrpcChannel {
                     )),
                 },
             }?;
-            // The call stays in flight until its body ends.
-            let (headers, body, extensions) = response.into_parts();
-            let body = ResponseBody::new(body.map(move |frame| {
-                let _in_flight = &in_flight;
-                frame
-            }));
-            Ok(CallResponse::from_parts(headers, body, extensions))
+            Ok(in_flight.until_end_of(response))
         })
     }
 }
@@ -379,16 +372,7 @@ impl tower::load::Load for GrpcChannel {
 
     /// Calls in flight.
     fn load(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// One call in flight, until dropped.
-struct InFlight(Arc<Shared>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shared.in_flight.count()
     }
 }
 
@@ -405,7 +389,6 @@ fn framed(payload: &Payload) -> Bytes {
 /// Sends one call and waits for its response to begin.
 async fn send(
     mut sender: SendRequest<RequestBody>,
-    settings: &Settings,
     shared: &Shared,
     request: CallRequest,
 ) -> Result<CallResponse, Status> {
@@ -495,6 +478,7 @@ async fn send(
         ))
     })?;
     let headers = metadata::from_headers(&parts.headers).unwrap_or_default();
+    let settings = &shared.slot.connector().settings;
     let decoder = MessageDecoder::new(encoding, settings.max_message_size);
     Ok(CallResponse::new(
         headers,

@@ -27,25 +27,25 @@
 
 pub(crate) mod call;
 mod connection;
+mod in_flight;
 mod pool;
 pub mod reconnect;
 mod typed;
 
+pub use in_flight::{InFlight, InFlightCall};
 pub use typed::Client;
 
-use crate::call::{into_status, CallRequest, CallResponse, ResponseBody};
+use crate::call::{into_status, CallRequest, CallResponse};
 use crate::connection::Shared;
 use crate::status::Status;
 use call::SinewCall;
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
 use pin_project_lite::pin_project;
 use pool::{Pool, Target};
 use sinew_transport::Address;
 use sinew_wire::Settings;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -90,25 +90,8 @@ enum Kind {
     Service {
         service: BoxCloneSyncService<CallRequest, CallResponse, Status>,
         /// Calls in flight through `service`, for `Load`.
-        in_flight: Arc<AtomicUsize>,
+        in_flight: InFlight,
     },
-}
-
-/// One call in flight through a channel over another service: counted from
-/// the call until its response body ends (or is dropped).
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn start(count: &Arc<AtomicUsize>) -> InFlight {
-        count.fetch_add(1, Ordering::Relaxed);
-        InFlight(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Clone for Channel {
@@ -299,7 +282,7 @@ impl Channel {
         Channel {
             kind: Kind::Service {
                 service: BoxCloneSyncService::new(service.map_err(into_status)),
-                in_flight: Arc::default(),
+                in_flight: InFlight::default(),
             },
         }
     }
@@ -397,19 +380,11 @@ impl tower::Service<CallRequest> for Channel {
                 }
             }
             Kind::Service { service, in_flight } => {
-                let call = InFlight::start(in_flight);
+                let call = in_flight.start();
                 let response = service.call(request);
                 ResponseFuture {
                     kind: FutureKind::Boxed {
-                        future: Box::pin(async move {
-                            let (headers, body, extensions) = response.await?.into_parts();
-                            // Still in flight until the body ends.
-                            let body = ResponseBody::new(body.map(move |frame| {
-                                let _call = &call;
-                                frame
-                            }));
-                            Ok(CallResponse::from_parts(headers, body, extensions))
-                        }),
+                        future: Box::pin(async move { Ok(call.until_end_of(response.await?)) }),
                     },
                 }
             }
@@ -425,7 +400,7 @@ impl tower::load::Load for Channel {
     fn load(&self) -> usize {
         match &self.kind {
             Kind::Sinew { pool, .. } => pool.in_flight(),
-            Kind::Service { in_flight, .. } => in_flight.load(Ordering::Relaxed),
+            Kind::Service { in_flight, .. } => in_flight.count(),
         }
     }
 }
