@@ -63,45 +63,32 @@ pub(crate) fn start(shared: &Arc<Shared>, keepalive: Keepalive) {
 
 async fn watch(shared: Weak<Shared>, interval: Duration, timeout: Duration) {
     let mut pings = 0u64;
+    // A ping is out, unanswered so far.
+    let mut asked = false;
     loop {
-        tokio::time::sleep(interval).await;
-        if !still_silent(&shared) {
-            match shared.upgrade() {
-                Some(shared) if shared.lock().dead.is_none() => continue,
-                _ => return,
-            }
-        }
-        // Silent for a whole interval: ask.
-        {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let mut state = shared.lock();
-            if state.dead.is_some() {
-                return;
-            }
-            pings += 1;
-            encode::ping(&mut state.pending, false, pings.to_be_bytes());
-        }
-        tokio::time::sleep(timeout).await;
-        if still_silent(&shared) {
-            if let Some(shared) = shared.upgrade() {
-                tracing::debug!("keepalive: the peer did not answer a ping");
-                shared.lock().kill(Status::unavailable(format!(
-                    "the peer did not answer a keepalive ping within {} (frozen or unreachable); connection closed",
-                    human_duration(timeout)
-                )));
-            }
+        tokio::time::sleep(if asked { timeout } else { interval }).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut state = shared.lock();
+        if state.dead.is_some() {
             return;
         }
-    }
-}
-
-/// Whether nothing arrived since the last look (and resets the mark).
-fn still_silent(shared: &Weak<Shared>) -> bool {
-    match shared.upgrade() {
-        Some(shared) => !shared.received.swap(false, Ordering::Relaxed),
-        // Gone: nothing to watch (the caller returns).
-        None => false,
+        if shared.received.swap(false, Ordering::Relaxed) {
+            // Something arrived: the peer is alive.
+            asked = false;
+        } else if asked {
+            tracing::debug!("keepalive: the peer did not answer a ping");
+            state.kill(Status::unavailable(format!(
+                "the peer did not answer a keepalive ping within {} (frozen or unreachable); connection closed",
+                human_duration(timeout)
+            )));
+            return;
+        } else {
+            // Silent for a whole interval: ask.
+            pings += 1;
+            encode::ping(&mut state.pending, false, pings.to_be_bytes());
+            asked = true;
+        }
     }
 }
