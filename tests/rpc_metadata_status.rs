@@ -134,6 +134,44 @@ fn invalid_metadata_is_refused_by_the_api_before_anything_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_larger_than_the_peer_accepts_is_resource_exhausted() {
+    let server = TestServer::start_with(|b| b.max_header_list_size(4096)).await;
+    let channel = sinew::Channel::builder(server.tcp.clone())
+        .max_header_list_size(2048)
+        .connect()
+        .await
+        .unwrap();
+    let client = EchoClient::new(channel);
+    let echo = |size: usize| {
+        let mut request = Request::new(EchoRequest {
+            message: "m".into(),
+        });
+        request
+            .metadata_mut()
+            .insert_bin("x-echo-blob-bin", vec![7u8; size])
+            .unwrap();
+        request
+    };
+    // Above the server's limit: refused before anything is sent, retryable.
+    let status = client.unary_echo(echo(5000)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.is_not_processed(), "{status}");
+    assert!(status.message().contains("4096"), "{status}");
+    // Within the server's but above the client's: the echoed response
+    // metadata cannot be sent; the server says so in the status.
+    let status = client.unary_echo(echo(3000)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("2048"), "{status}");
+    // The connection is fine, and metadata within both limits travels.
+    let reply = client.unary_echo(echo(1000)).await.unwrap();
+    assert_eq!(
+        reply.metadata().get_bin("x-echo-blob-bin").unwrap().len(),
+        1000
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_larger_than_the_peer_accepts_are_resource_exhausted() {
     let server = TestServer::start_with(|b| b.max_frame_size(64 * 1024)).await;
     let client = EchoClient::new(server.channel(&server.tcp).await);

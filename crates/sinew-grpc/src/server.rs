@@ -39,6 +39,10 @@ const HTTP1_METHODS: [&[u8]; 9] = [
     b"TRACE ",
 ];
 
+/// After the drain deadline, how long a connection may take to send the
+/// last statuses and its GOAWAY before it is closed under its peer.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves gRPC over HTTP/2 on a sinew server's listeners (see the crate docs).
 #[derive(Clone, Debug)]
 pub struct GrpcProtocol {
@@ -136,6 +140,8 @@ async fn serve_http2(
     // Calls run directly on the server's services, under the same per-connection
     // limit of concurrent calls as a sinew connection.
     let max_concurrent_streams = local.max_concurrent_streams();
+    let max_header_list_size = local.max_header_list_size();
+    let drain_timeout = local.drain_timeout();
     let peer = connection.peer().clone();
     let keepalive = config.keepalive;
     let service = hyper::service::service_fn(move |request| {
@@ -144,6 +150,7 @@ async fn serve_http2(
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(max_concurrent_streams)
+        .max_header_list_size(max_header_list_size)
         .timer(TokioTimer::new())
         .keep_alive_interval(keepalive.interval)
         .keep_alive_timeout(keepalive.timeout)
@@ -161,9 +168,17 @@ async fn serve_http2(
             }
         }
         _ = stopping => {
-            // GOAWAY, then let the calls in flight finish.
+            // GOAWAY, then let the calls in flight finish: they end by the
+            // drain deadline (the server's dispatch ends stragglers then), so
+            // a connection still open a moment later has only a peer that does
+            // not read or answer (an HTTP/2 preface and silence): close it.
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            if tokio::time::timeout(drain_timeout + SHUTDOWN_GRACE, connection)
+                .await
+                .is_err()
+            {
+                tracing::debug!("gRPC connection still open after the drain deadline; closed");
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The frame decoder: bytes in, [`Frame`]s out.
 
 use crate::error::{Reason, WireError};
-use crate::frame::{Frame, FrameHeader, FRAME_HEADER_LEN};
+use crate::frame::{Frame, FrameHeader, FrameKind, FRAME_HEADER_LEN};
+use crate::preface::Settings;
 use bytes::{Buf, BytesMut};
 
 /// Decodes frames from a read buffer, refusing any larger than `max_frame_size`.
@@ -14,12 +15,25 @@ use bytes::{Buf, BytesMut};
 #[derive(Clone, Copy, Debug)]
 pub struct FrameDecoder {
     max_frame_size: u32,
+    max_header_list_size: u32,
 }
 
 impl FrameDecoder {
     /// A decoder accepting payloads up to `max_frame_size` bytes.
     pub fn new(max_frame_size: u32) -> FrameDecoder {
-        FrameDecoder { max_frame_size }
+        FrameDecoder {
+            max_frame_size,
+            max_header_list_size: max_frame_size,
+        }
+    }
+
+    /// A decoder enforcing the limits this side announced: `max_frame_size`
+    /// for every frame and `max_header_list_size` for HEADERS and TRAILERS.
+    pub fn from_settings(settings: &Settings) -> FrameDecoder {
+        FrameDecoder {
+            max_frame_size: settings.max_frame_size,
+            max_header_list_size: settings.max_header_list_size,
+        }
     }
 
     /// The largest payload accepted.
@@ -39,6 +53,25 @@ impl FrameDecoder {
                 format!(
                     "frame payload of {length} bytes exceeds the maximum frame size of {} bytes",
                     self.max_frame_size
+                ),
+            ));
+        }
+        // Like the frame size, checked before the payload is buffered: parsing
+        // metadata costs time per entry, so its size is bounded up front.
+        if length > self.max_header_list_size
+            && src.len() > 4
+            && (src[4] == FrameKind::Headers as u8 || src[4] == FrameKind::Trailers as u8)
+        {
+            return Err(WireError::new(
+                Reason::FrameSizeError,
+                format!(
+                    "{} frame of {length} bytes exceeds the maximum header list size of {} bytes",
+                    if src[4] == FrameKind::Headers as u8 {
+                        "HEADERS"
+                    } else {
+                        "TRAILERS"
+                    },
+                    self.max_header_list_size
                 ),
             ));
         }

@@ -73,6 +73,19 @@ pub fn data_header(dst: &mut BytesMut, stream_id: u32, end_stream: bool, payload
     put_header(dst, FrameKind::Data, flags, stream_id, payload_len);
 }
 
+/// Payload length of a HEADERS frame (what the receiver's
+/// `max_header_list_size` bounds).
+pub fn headers_len(has_timeout: bool, path: &str, metadata: &MetadataMap) -> usize {
+    let timeout_len = if has_timeout { 8 } else { 0 };
+    timeout_len + 2 + path.len() + metadata.encoded_len()
+}
+
+/// Payload length of a TRAILERS frame (what the receiver's
+/// `max_header_list_size` bounds).
+pub fn trailers_len(message: &str, details: &[u8], metadata: &MetadataMap) -> usize {
+    4 + 4 + message.len() + 4 + details.len() + metadata.encoded_len()
+}
+
 /// HEADERS: a call's path, timeout and metadata (path empty in response headers).
 pub fn headers(
     dst: &mut BytesMut,
@@ -83,13 +96,10 @@ pub fn headers(
     metadata: &MetadataMap,
 ) {
     let mut frame_flags = if end_stream { flags::END_STREAM } else { 0 };
-    let timeout_len = if timeout.is_some() {
+    if timeout.is_some() {
         frame_flags |= flags::HAS_TIMEOUT;
-        8
-    } else {
-        0
-    };
-    let length = timeout_len + 2 + path.len() + metadata.encoded_len();
+    }
+    let length = headers_len(timeout.is_some(), path, metadata);
     header(dst, FrameKind::Headers, frame_flags, stream_id, length);
     if let Some(timeout) = timeout {
         dst.put_u64(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX));
@@ -108,7 +118,7 @@ pub fn trailers(
     details: &[u8],
     metadata: &MetadataMap,
 ) {
-    let length = 4 + 4 + message.len() + 4 + details.len() + metadata.encoded_len();
+    let length = trailers_len(message, details, metadata);
     header(dst, FrameKind::Trailers, 0, stream_id, length);
     dst.put_u32(code.as_u32());
     dst.put_u32(message.len() as u32);

@@ -4,8 +4,17 @@
 //! the same rule as gRPC, so metadata maps one to one onto HTTP/2 headers. A key
 //! ending in `-bin` holds arbitrary bytes; any other key holds printable ASCII
 //! (0x20..=0x7E). A key may appear several times; order is kept.
+//!
+//! Every operation costs O(1) per entry whatever the peer sent: a map with
+//! more than a few entries keeps an index of how many values each key has
+//! (with the standard library's randomly seeded hasher, so that a peer cannot
+//! choose keys that collide), and `insert` or `remove` of a key the map does
+//! not hold never scans it. How much metadata a peer may send at all is
+//! bounded by the receiver's `MAX_HEADER_LIST_SIZE` setting
+//! ([`Settings`](crate::Settings)).
 
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::fmt;
 
 /// Why a metadata key or value was refused.
@@ -20,19 +29,52 @@ pub enum InvalidMetadata {
 }
 
 /// Ordered multi-map of metadata keys to values.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct MetadataMap {
     entries: Vec<(String, Bytes)>,
+    /// Values per key, kept once the map has more than [`INDEX_AFTER`]
+    /// entries (below that a scan is cheaper than hashing). Boxed: one word
+    /// instead of six in every map, most of which never need it.
+    #[allow(clippy::box_collection)]
+    counts: Option<Box<HashMap<String, usize>>>,
 }
 
 /// Longest key, in bytes (its length is one byte on the wire).
 pub(crate) const MAX_KEY_LEN: usize = 255;
+
+/// Entries a map holds before it starts indexing its keys.
+const INDEX_AFTER: usize = 16;
 
 impl MetadataMap {
     /// An empty map. Does not allocate.
     pub const fn new() -> MetadataMap {
         MetadataMap {
             entries: Vec::new(),
+            counts: None,
+        }
+    }
+
+    /// Appends one entry, keeping the index.
+    fn push(&mut self, key: String, value: Bytes) {
+        match &mut self.counts {
+            Some(counts) => *counts.entry(key.clone()).or_insert(0) += 1,
+            None if self.entries.len() >= INDEX_AFTER => {
+                let mut counts = HashMap::with_capacity(self.entries.len() * 2);
+                for k in self.entries.iter().map(|(k, _)| k).chain([&key]) {
+                    *counts.entry(k.clone()).or_insert(0) += 1;
+                }
+                self.counts = Some(Box::new(counts));
+            }
+            None => {}
+        }
+        self.entries.push((key, value));
+    }
+
+    /// Whether `key` has a value, without a scan when the map is indexed.
+    pub fn contains_key(&self, key: &str) -> bool {
+        match &self.counts {
+            Some(counts) => counts.contains_key(key),
+            None => self.entries.iter().any(|(k, _)| k == key),
         }
     }
 
@@ -64,8 +106,7 @@ impl MetadataMap {
         Self::validate_key(key)?;
         Self::validate_value(key, value.as_bytes())?;
         self.remove(key);
-        self.entries
-            .push((key.to_owned(), Bytes::copy_from_slice(value.as_bytes())));
+        self.push(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()));
         Ok(())
     }
 
@@ -73,8 +114,7 @@ impl MetadataMap {
     pub fn append(&mut self, key: &str, value: &str) -> Result<(), InvalidMetadata> {
         Self::validate_key(key)?;
         Self::validate_value(key, value.as_bytes())?;
-        self.entries
-            .push((key.to_owned(), Bytes::copy_from_slice(value.as_bytes())));
+        self.push(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()));
         Ok(())
     }
 
@@ -89,13 +129,13 @@ impl MetadataMap {
             return Err(InvalidMetadata::Key(key.to_owned()));
         }
         self.remove(key);
-        self.entries.push((key.to_owned(), value.into()));
+        self.push(key.to_owned(), value.into());
         Ok(())
     }
 
     /// Adds an entry whose key and value were already validated (decoding, merging).
     pub(crate) fn push_unchecked(&mut self, key: String, value: Bytes) {
-        self.entries.push((key, value));
+        self.push(key, value);
     }
 
     /// The first value of `key` as text, if present and ASCII.
@@ -106,6 +146,9 @@ impl MetadataMap {
 
     /// The first value of `key` as bytes.
     pub fn get_bin(&self, key: &str) -> Option<&[u8]> {
+        if self.counts.as_ref().is_some_and(|c| !c.contains_key(key)) {
+            return None;
+        }
         self.entries
             .iter()
             .find(|(k, _)| k == key)
@@ -122,6 +165,11 @@ impl MetadataMap {
 
     /// Removes every value of `key`; returns how many were removed.
     pub fn remove(&mut self, key: &str) -> usize {
+        if let Some(counts) = &mut self.counts {
+            if counts.remove(key).is_none() {
+                return 0;
+            }
+        }
         let before = self.entries.len();
         self.entries.retain(|(k, _)| k != key);
         before - self.entries.len()
@@ -130,9 +178,12 @@ impl MetadataMap {
     /// Moves every entry of `other` to the end of this map.
     pub fn extend(&mut self, other: MetadataMap) {
         if self.entries.is_empty() {
-            self.entries = other.entries;
+            *self = other;
         } else {
-            self.entries.extend(other.entries);
+            self.entries.reserve(other.entries.len());
+            for (key, value) in other.entries {
+                self.push(key, value);
+            }
         }
     }
 
@@ -159,6 +210,14 @@ impl MetadataMap {
             .sum()
     }
 }
+
+impl PartialEq for MetadataMap {
+    fn eq(&self, other: &MetadataMap) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for MetadataMap {}
 
 impl fmt::Debug for MetadataMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,6 +256,49 @@ mod tests {
         );
         map.insert_bin("trace-bin", vec![0u8, 255]).unwrap();
         assert_eq!(map.get_bin("trace-bin"), Some(&[0u8, 255][..]));
+    }
+
+    #[test]
+    fn a_large_map_answers_like_a_small_one() {
+        let mut map = MetadataMap::new();
+        for i in 0..100 {
+            map.append(&format!("k{}", i % 40), &i.to_string()).unwrap();
+        }
+        assert!(map.counts.is_some(), "indexed past {INDEX_AFTER} entries");
+        assert_eq!(map.len(), 100);
+        assert_eq!(map.get("k3"), Some("3"));
+        assert_eq!(map.get_all("k3").count(), 3);
+        assert!(map.get("absent").is_none());
+        assert!(map.contains_key("k39") && !map.contains_key("k40"));
+        assert_eq!(map.remove("absent"), 0);
+        assert_eq!(map.remove("k3"), 3);
+        assert!(!map.contains_key("k3"));
+        map.insert("k4", "new").unwrap();
+        assert_eq!(map.get_all("k4").collect::<Vec<_>>(), vec![&b"new"[..]]);
+        assert_eq!(map.iter().last(), Some(("k4", &b"new"[..])));
+        let mut other = MetadataMap::new();
+        other.append("k3", "back").unwrap();
+        map.extend(other);
+        assert_eq!(map.get("k3"), Some("back"));
+        let mut small = MetadataMap::new();
+        small.append("k0", "0").unwrap();
+        assert_ne!(map, small);
+        assert_eq!(map.clone(), map);
+    }
+
+    #[test]
+    fn inserting_many_distinct_keys_takes_linear_time() {
+        // 128k distinct keys, each inserted (replace semantics) as an echo
+        // handler does: quadratic before the index, instant with it.
+        let mut map = MetadataMap::new();
+        for i in 0..128 * 1024 {
+            map.insert_bin(&format!("x-echo-{i}-bin"), Bytes::new())
+                .unwrap();
+        }
+        assert_eq!(map.len(), 128 * 1024);
+        for i in (0..128 * 1024).step_by(4096) {
+            assert!(map.contains_key(&format!("x-echo-{i}-bin")));
+        }
     }
 
     #[test]

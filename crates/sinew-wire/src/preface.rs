@@ -37,6 +37,7 @@ const SETTING_MAX_FRAME_SIZE: u16 = 1;
 const SETTING_INITIAL_STREAM_WINDOW: u16 = 2;
 const SETTING_INITIAL_CONNECTION_WINDOW: u16 = 3;
 const SETTING_MAX_CONCURRENT_STREAMS: u16 = 4;
+const SETTING_MAX_HEADER_LIST_SIZE: u16 = 5;
 
 /// The limits one side enforces on what it receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,11 +51,17 @@ pub struct Settings {
     pub initial_connection_window: u32,
     /// How many streams (calls) the peer may have open at once on this connection.
     pub max_concurrent_streams: u32,
+    /// Largest HEADERS or TRAILERS payload, in bytes, this side accepts (path,
+    /// timeout, status message and details, and metadata together; 1 KiB ..=
+    /// 2^31-1). The cap on what one call's metadata costs to receive and parse.
+    pub max_header_list_size: u32,
 }
 
 impl Settings {
     /// Smallest allowed `max_frame_size`.
     pub const MIN_FRAME_SIZE: u32 = 16 * 1024;
+    /// Smallest allowed `max_header_list_size`.
+    pub const MIN_HEADER_LIST_SIZE: u32 = 1024;
     /// Largest allowed value of any size or window.
     pub const MAX_VALUE: u32 = i32::MAX as u32;
 
@@ -77,6 +84,12 @@ impl Settings {
     pub fn set_max_concurrent_streams(&mut self, limit: u32) {
         self.max_concurrent_streams = limit.clamp(1, Settings::MAX_VALUE);
     }
+
+    /// Sets `max_header_list_size`, brought into its valid range (1 KiB ..= 2^31-1).
+    pub fn set_max_header_list_size(&mut self, bytes: u32) {
+        self.max_header_list_size =
+            bytes.clamp(Settings::MIN_HEADER_LIST_SIZE, Settings::MAX_VALUE);
+    }
 }
 
 impl Default for Settings {
@@ -86,6 +99,7 @@ impl Default for Settings {
             initial_stream_window: 1024 * 1024,
             initial_connection_window: 8 * 1024 * 1024,
             max_concurrent_streams: 1024,
+            max_header_list_size: 16 * 1024,
         }
     }
 }
@@ -130,6 +144,10 @@ impl Preface {
             (
                 SETTING_MAX_CONCURRENT_STREAMS,
                 self.settings.max_concurrent_streams,
+            ),
+            (
+                SETTING_MAX_HEADER_LIST_SIZE,
+                self.settings.max_header_list_size,
             ),
         ];
         dst.reserve(FIXED_LEN + settings.len() * SETTING_LEN);
@@ -202,6 +220,9 @@ impl Preface {
                     settings.initial_connection_window = in_range(1)?
                 }
                 SETTING_MAX_CONCURRENT_STREAMS => settings.max_concurrent_streams = in_range(1)?,
+                SETTING_MAX_HEADER_LIST_SIZE => {
+                    settings.max_header_list_size = in_range(Settings::MIN_HEADER_LIST_SIZE)?
+                }
                 _ => {} // unknown settings are ignored, for forward compatibility
             }
         }
@@ -220,6 +241,7 @@ mod tests {
             initial_stream_window: 12345,
             initial_connection_window: 99999,
             max_concurrent_streams: 7,
+            max_header_list_size: 4096,
         });
         let mut encoded = BytesMut::new();
         preface.encode(&mut encoded);

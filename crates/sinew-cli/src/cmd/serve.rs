@@ -74,6 +74,12 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         "shut down gracefully: {} calls drained, {} cancelled at the drain deadline, {} connections closed",
         report.drained_calls, report.cancelled_calls, report.connections
     );
+    if report.closed_at_deadline > 0 {
+        println!(
+            "{} of them were still open after the drain deadline (peers that neither read nor left) and were dropped",
+            report.closed_at_deadline
+        );
+    }
     Ok(())
 }
 

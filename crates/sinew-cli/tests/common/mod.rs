@@ -25,6 +25,11 @@ pub struct Serve {
 
 impl Serve {
     pub fn start() -> Serve {
+        Serve::start_with(&[])
+    }
+
+    /// `sinew serve` with extra flags (limits, timeouts).
+    pub fn start_with(flags: &[&str]) -> Serve {
         let base = std::env::temp_dir().join(format!(
             "sinew-cli-test-{}-{}",
             std::process::id(),
@@ -37,6 +42,7 @@ impl Serve {
             .arg(format!("unix://{}", socket.display()))
             .arg("--listen")
             .arg(format!("shm://{}", shm_socket.display()))
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,4 +119,38 @@ pub fn rand_suffix() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+/// What the kernel says process `pid` has used: CPU time (user + system) and
+/// resident memory now and at its peak. Tests bound attacks with these, not
+/// with wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub cpu: std::time::Duration,
+    pub rss: u64,
+    pub peak_rss: u64,
+}
+
+pub fn usage(pid: u32) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // /proc counts in USER_HZ, which Linux fixes at 100 on every architecture
+    // it reports to user space for.
+    let per_second = 100;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Usage {
+        cpu: std::time::Duration::from_millis(ticks * 1000 / per_second),
+        rss: kib("VmRSS:") * 1024,
+        peak_rss: kib("VmHWM:") * 1024,
+    }
 }

@@ -307,10 +307,13 @@ fn poll_open(
             .mark_not_processed()));
         }
     }
-    if metadata.encoded_len() + path.len() + 16 > max {
-        return Poll::Ready(Err(Status::resource_exhausted(
-            "request metadata is larger than the server's frame limit",
-        )
+    let headers_len = encode::headers_len(timeout.is_some(), path, metadata);
+    let header_limit = shared.peer.max_header_list_size as usize;
+    if headers_len > header_limit {
+        return Poll::Ready(Err(Status::resource_exhausted(format!(
+            "request metadata of {headers_len} bytes is larger than the server's \
+             header list limit of {header_limit} bytes"
+        ))
         .mark_not_processed()));
     }
     let mut state = shared.lock();

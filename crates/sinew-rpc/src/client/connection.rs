@@ -119,7 +119,7 @@ where
 
 async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R, mut buf: BytesMut) {
     let _kill_on_exit = KillOnExit(shared.clone());
-    let decoder = FrameDecoder::new(shared.local.max_frame_size);
+    let decoder = FrameDecoder::from_settings(&shared.local);
     loop {
         {
             let mut state = shared.lock();

@@ -734,16 +734,30 @@ impl Locked<'_> {
         removed
     }
 
-    /// Queues TRAILERS for a stream.
+    /// Queues TRAILERS for a stream. A status too large for the client's
+    /// header list limit is replaced by an `INTERNAL` one saying so (the
+    /// client would otherwise have to close the whole connection).
     pub(crate) fn encode_trailers(&mut self, id: u32, status: &Status) {
-        let code = status.code();
+        let (message, details, metadata) = (status.message(), status.details(), status.metadata());
+        let len = encode::trailers_len(message, details, metadata);
+        let limit = self.shared.peer.max_header_list_size as usize;
+        if len > limit {
+            let message = format!(
+                "the call's status ({} with {len} bytes of message, details and trailing \
+                 metadata) is larger than the client's header list limit of {limit} bytes",
+                status.code()
+            );
+            let empty = MetadataMap::new();
+            encode::trailers(&mut self.pending, id, Code::Internal, &message, &[], &empty);
+            return;
+        }
         encode::trailers(
             &mut self.pending,
             id,
-            code,
-            status.message(),
-            status.details(),
-            status.metadata(),
+            status.code(),
+            message,
+            details,
+            metadata,
         );
     }
 

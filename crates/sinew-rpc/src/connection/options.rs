@@ -29,6 +29,12 @@ macro_rules! connection_options {
             self
         }
 
+        #[doc = concat!("Largest header list among the ", $received, " accepted, in bytes (default 16 KiB, at least 1 KiB): a HEADERS or TRAILERS frame's path, status and metadata together. A larger one is a connection error; the peer learns the limit from the preface and refuses to send more, with `RESOURCE_EXHAUSTED`.")]
+        pub fn max_header_list_size(mut self, bytes: u32) -> Self {
+            self.config.settings.set_max_header_list_size(bytes);
+            self
+        }
+
         /// Keepalive: PING after `interval` without a frame from the peer
         /// (`None` turns it off), and close the connection, failing its calls
         /// with `UNAVAILABLE`, if nothing arrives within `timeout` after. So a

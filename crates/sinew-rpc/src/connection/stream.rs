@@ -124,15 +124,13 @@ impl StreamRef {
                 )));
             }
         }
-        for metadata in send
-            .headers
-            .into_iter()
-            .chain(send.trailers.map(Status::metadata))
-        {
-            let len = metadata.encoded_len() + 64;
-            if len > max {
+        if let Some(headers) = send.headers {
+            let len = encode::headers_len(false, "", headers);
+            let limit = self.shared.peer.max_header_list_size as usize;
+            if len > limit {
                 return Err(Status::resource_exhausted(format!(
-                    "metadata of {len} bytes is larger than the peer's frame limit of {max} bytes"
+                    "response metadata of {len} bytes is larger than the client's \
+                     header list limit of {limit} bytes"
                 )));
             }
         }
@@ -189,14 +187,7 @@ impl StreamRef {
             encode::half_close(&mut state.pending, id);
         }
         if let Some(status) = send.trailers {
-            encode::trailers(
-                &mut state.pending,
-                id,
-                status.code(),
-                status.message(),
-                status.details(),
-                status.metadata(),
-            );
+            locked.encode_trailers(id, status);
         }
         Poll::Ready(Ok(()))
     }

@@ -71,12 +71,12 @@ where
         writer_half.slab_pool(),
     );
     Preface::new(config.settings).encode(&mut shared.lock().pending);
-    let writer_task = tokio::spawn(writer::run(shared.clone(), writer_half));
+    let mut writer_task = AbortOnDrop(tokio::spawn(writer::run(shared.clone(), writer_half)));
     keepalive::start(&shared, config.keepalive);
     let _kill_on_exit = KillOnExit(shared.clone());
     let counts = Reader {
         shared: shared.clone(),
-        decoder: FrameDecoder::new(config.settings.max_frame_size),
+        decoder: FrameDecoder::from_settings(&config.settings),
         router,
         config,
         peer,
@@ -87,8 +87,21 @@ where
     .run(reader, buf, shutdown)
     .await;
     shared.lock().kill(Status::unavailable("connection closed"));
-    let _ = writer_task.await;
+    // The writer flushes what is queued (a GOAWAY, last statuses) and closes;
+    // a peer that does not read gets a moment, then the socket is dropped.
+    let _ = tokio::time::timeout(STRAGGLER_GRACE, &mut writer_task.0).await;
     counts
+}
+
+/// Aborts the writer task when the connection's task ends, however it ends
+/// (including the server dropping it at its shutdown deadline): a writer
+/// blocked on a peer that never reads must not outlive its connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads the client's preface, within the handshake timeout, so that a peer
@@ -190,12 +203,17 @@ impl Reader {
             if self.drain_deadline.is_some() && self.shared.lock().open_streams == 0 {
                 break Ended::Drained;
             }
-            // A peer that does not read its answers: stop reading from it until
-            // the writer has made progress, so what we queue for it stays bounded.
-            wait_for_writer(&self.shared).await;
             reserve_for_read(&mut buf);
+            // A peer that does not read its answers: stop reading from it until
+            // the writer has made progress, so what we queue for it stays
+            // bounded. (Inside the read branch, so that a shutdown and the
+            // drain deadline are still seen meanwhile.)
+            let read = async {
+                wait_for_writer(&self.shared).await;
+                reader.read_buf(&mut buf).await
+            };
             tokio::select! {
-                read = reader.read_buf(&mut buf) => match read {
+                read = read => match read {
                     Ok(0) => {
                         let mut state = self.shared.lock();
                         if !buf.is_empty() {

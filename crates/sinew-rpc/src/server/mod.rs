@@ -514,6 +514,10 @@ impl ServerHandle {
     }
 }
 
+/// How long after the drain deadline the server waits for its connections to
+/// flush their last frames and close before it drops them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// What a graceful shutdown did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -523,6 +527,10 @@ pub struct ShutdownReport {
     pub drained_calls: u64,
     /// Calls ended with `UNAVAILABLE` because the drain timeout passed.
     pub cancelled_calls: u64,
+    /// Connections still open a grace period after the drain deadline (their
+    /// peers neither read nor left), closed under them so that shutdown
+    /// always ends.
+    pub closed_at_deadline: u64,
 }
 
 impl Server {
@@ -672,10 +680,27 @@ impl Server {
         shutdown.send_replace(true);
         report.connections = connections.len() as u64;
         connection_shutdown.send_replace(true);
-        while let Some(joined) = connections.join_next().await {
-            if let Ok(counts) = joined {
-                report.drained_calls += counts.drained;
-                report.cancelled_calls += counts.cancelled;
+        // Every protocol ends its calls by the drain deadline and closes its
+        // connections right after; the server's own bound makes that certain
+        // whatever a protocol or a peer does.
+        let give_up = tokio::time::Instant::now() + config.drain_timeout + SHUTDOWN_GRACE;
+        loop {
+            match tokio::time::timeout_at(give_up, connections.join_next()).await {
+                Ok(Some(Ok(counts))) => {
+                    report.drained_calls += counts.drained;
+                    report.cancelled_calls += counts.cancelled;
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    report.closed_at_deadline = connections.len() as u64;
+                    tracing::debug!(
+                        connections = connections.len(),
+                        "connections still open after the drain deadline; closed"
+                    );
+                    connections.shutdown().await;
+                    break;
+                }
             }
         }
         report

@@ -193,6 +193,12 @@ impl LocalConnector {
         self.config.settings.max_concurrent_streams
     }
 
+    /// The largest header list a call may arrive with (the server's
+    /// `max_header_list_size`), for protocols with a limit of their own.
+    pub fn max_header_list_size(&self) -> u32 {
+        self.config.settings.max_header_list_size
+    }
+
     /// Runs a call a protocol extension decoded itself on this server's
     /// services: see [`super::external`]. Unknown paths and expired deadlines
     /// end at once with their status; calls still running when the drain
