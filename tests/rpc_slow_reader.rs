@@ -1,5 +1,5 @@
 //! A reader slower than its stream: many small messages wait in the stream's
-//! inbox (flow control counts bytes, and small messages fit many to a window).
+//! inbox (small messages fit many to a window: each costs its bytes plus 64).
 //! Taking them out must cost the same per message however many wait, and the
 //! connection must stay usable meanwhile.
 
@@ -9,14 +9,20 @@ use common::{eventually, TestServer};
 use sinew_tests::testing::{testing_client::TestingClient, Counters, FloodRequest, SleepRequest};
 use std::time::Duration;
 
-/// 200,000 messages of a few bytes each all fit in the default 1 MiB window.
+/// 200,000 messages of a few bytes each, which take about 14 MB of window.
 const MESSAGES: u64 = 200_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_thousand_buffered_messages_drain_in_linear_time() {
     let server = TestServer::start().await;
     for address in [server.tcp.clone(), server.shm.clone()] {
-        let client = TestingClient::new(server.channel(&address).await);
+        let channel = sinew::Channel::builder(address.clone())
+            .initial_stream_window(32 << 20)
+            .initial_connection_window(32 << 20)
+            .connect()
+            .await
+            .unwrap();
+        let client = TestingClient::new(channel);
         let before = Counters::get(&server.counters.flood_chunks_sent);
         let mut stream = client
             .flood(FloodRequest {

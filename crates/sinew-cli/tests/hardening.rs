@@ -162,3 +162,174 @@ async fn shutdown_ends_in_bounded_time_whatever_the_peers_do() {
     assert!(rest.contains("shut down gracefully"), "{rest}");
     drop(http2);
 }
+
+/// Reads until the server closes; returns its GOAWAY.
+async fn goaway_of(client: &mut RawClient) -> sinew_wire::GoAway {
+    let frames = client.read_until_closed().await;
+    let goaway = frames.iter().find_map(|f| match f {
+        Frame::GoAway(g) if g.reason != Reason::NoError => Some(g.clone()),
+        _ => None,
+    });
+    goaway.unwrap_or_else(|| {
+        let last: Vec<_> = frames.iter().rev().take(3).collect();
+        panic!(
+            "expected a GOAWAY with an error; {} frames, the last {last:?}",
+            frames.len()
+        )
+    })
+}
+
+/// Finding 2: zero-length DATA cost no flow-control credit, so one stream
+/// queued 1.17 GB of empty messages in 20 s, and a core stayed busy for two
+/// minutes after the client left. Now every DATA frame costs its payload
+/// plus 64 bytes of window: a peer that ignores its window is stopped with
+/// FLOW_CONTROL_ERROR after at most a window's worth of messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_messages_are_bounded_by_the_window() {
+    let serve = Serve::start();
+    let before = usage(serve.pid());
+    // Tiny windows for the server's answers: the bidirectional echo handler
+    // blocks on its first answer and stops taking messages.
+    let mut client = RawClient::handshake_with(
+        &address(&serve),
+        sinew_wire::Settings {
+            initial_stream_window: 1,
+            initial_connection_window: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let window = client.server_settings.unwrap().initial_stream_window as usize;
+    let path = "/grpc.examples.echo.Echo/BidirectionalStreamingEcho";
+    client
+        .send(|out| encode::headers(out, 1, false, None, path, &MetadataMap::new()))
+        .await;
+    // Ten windows' worth of empty messages, as fast as the socket takes them.
+    let frames = 10 * window / sinew_wire::DATA_FRAME_COST;
+    let mut batch = bytes::BytesMut::new();
+    for _ in 0..10_000 {
+        encode::data(&mut batch, 1, false, &[]);
+    }
+    let mut sent = 0;
+    while sent < frames {
+        if tokio::io::AsyncWriteExt::write_all(&mut client.stream, &batch)
+            .await
+            .is_err()
+        {
+            break; // the server closed the connection
+        }
+        sent += 10_000;
+    }
+    let goaway = goaway_of(&mut client).await;
+    assert_eq!(
+        goaway.reason,
+        Reason::FlowControlError,
+        "{}",
+        goaway.message
+    );
+    let after = usage(serve.pid());
+    eprintln!(
+        "sent up to {sent} empty DATA frames; server: {:?} CPU, peak RSS {} -> {} MiB",
+        after.cpu - before.cpu,
+        before.peak_rss >> 20,
+        after.peak_rss >> 20
+    );
+    assert!(after.peak_rss < before.peak_rss + (64 << 20));
+    assert!(after.cpu - before.cpu < Duration::from_secs(5));
+}
+
+/// Finding 2: 103 million HALF_CLOSE frames on one stream were all
+/// processed. A second HALF_CLOSE is a protocol error; frames for streams
+/// already gone and PINGs spend a budget (ENHANCE_YOUR_CALM past it); DATA
+/// after END_STREAM resets that stream only (docs/protocol.md, 2.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_frame_floods_end_the_connection() {
+    let serve = Serve::start();
+    let before = usage(serve.pid());
+    let client_streaming = "/grpc.examples.echo.Echo/ClientStreamingEcho";
+
+    // Repeated HALF_CLOSE.
+    let mut client = RawClient::handshake(&address(&serve)).await;
+    let mut batch = bytes::BytesMut::new();
+    encode::headers(
+        &mut batch,
+        1,
+        false,
+        None,
+        client_streaming,
+        &MetadataMap::new(),
+    );
+    for _ in 0..1_000_000 {
+        encode::half_close(&mut batch, 1);
+    }
+    // The server may close before reading it all.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut client.stream, &batch).await;
+    let goaway = goaway_of(&mut client).await;
+    assert_eq!(goaway.reason, Reason::ProtocolError);
+    assert!(
+        goaway.message.contains("already ended"),
+        "{}",
+        goaway.message
+    );
+
+    // HALF_CLOSE, RESET and WINDOW_UPDATE on a closed stream, and PINGs.
+    for flood in ["half-close", "reset", "window-update", "ping"] {
+        let mut client = RawClient::handshake(&address(&serve)).await;
+        client.call(1, UNARY_ECHO, None, Some(&[])).await;
+        assert!(matches!(client.end_of(1).await, Frame::Trailers(_)));
+        let mut batch = bytes::BytesMut::new();
+        for _ in 0..100_000 {
+            match flood {
+                "half-close" => encode::half_close(&mut batch, 1),
+                "reset" => encode::reset(&mut batch, 1, sinew::Code::Cancelled, "", false),
+                "window-update" => encode::window_update(&mut batch, 1, 1),
+                _ => encode::ping(&mut batch, false, [7; 8]),
+            }
+        }
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut client.stream, &batch).await;
+        let goaway = goaway_of(&mut client).await;
+        assert_eq!(
+            goaway.reason,
+            Reason::EnhanceYourCalm,
+            "{flood}: {}",
+            goaway.message
+        );
+    }
+
+    // DATA after END_STREAM: a RESET of that stream; the connection goes on.
+    // (A server stream held open by a one-byte window, so that the stray
+    // frame surely finds its stream.)
+    let mut client = RawClient::handshake_with(
+        &address(&serve),
+        sinew_wire::Settings {
+            initial_stream_window: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut repeat = MetadataMap::new();
+    repeat.insert("x-repeat", "1000").unwrap();
+    let server_streaming = "/grpc.examples.echo.Echo/ServerStreamingEcho";
+    client
+        .send(|out| {
+            encode::headers(out, 1, false, None, server_streaming, &repeat);
+            encode::data(out, 1, true, &[]);
+            encode::data(out, 1, false, &[]);
+        })
+        .await;
+    match client.end_of(1).await {
+        Frame::Reset(reset) => {
+            assert_eq!(reset.code, sinew::Code::Internal, "{}", reset.message)
+        }
+        other => panic!("{other:?}"),
+    }
+    client.call(3, UNARY_ECHO, None, Some(&[])).await;
+    match client.end_of(3).await {
+        Frame::Trailers(t) => assert_eq!(t.code, sinew::Code::Ok),
+        other => panic!("the connection should still serve calls: {other:?}"),
+    }
+
+    let spent = usage(serve.pid()).cpu - before.cpu;
+    eprintln!("server CPU for the floods: {spent:?}");
+    assert!(spent < Duration::from_secs(5));
+}

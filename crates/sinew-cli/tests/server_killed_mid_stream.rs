@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 async fn a_stream_from_a_killed_server_ends_with_unavailable_within_a_second() {
     let serve = Serve::start();
     let address: sinew::transport::Address = serve.tcp.parse().unwrap();
-    // A 256 KiB window still holds ~87,000 three-byte messages: plenty to show a
-    // quadratic drain (tens of seconds), little to read in a debug build.
+    // An 8 MiB window holds ~125,000 three-byte messages (each costs its
+    // bytes plus 64 in flow control): plenty to show a quadratic drain (tens
+    // of seconds), little to read in a debug build.
     let channel = Channel::builder(address)
-        .initial_stream_window(256 * 1024)
+        .initial_stream_window(8 * 1024 * 1024)
+        .initial_connection_window(16 * 1024 * 1024)
         .connect()
         .await
         .unwrap();

@@ -27,6 +27,17 @@ use std::time::Duration;
 /// Bytes in a frame header.
 pub const FRAME_HEADER_LEN: usize = 10;
 
+/// What a DATA frame costs in flow control on top of its payload: a receiver
+/// queues an item per message whatever its size, so windows bound the number
+/// of queued messages as well as their bytes (an empty message is not free).
+pub const DATA_FRAME_COST: usize = 64;
+
+/// Flow-control cost of a DATA frame whose payload is `payload_len` bytes
+/// (`docs/protocol.md`, section 4).
+pub const fn flow_cost(payload_len: usize) -> usize {
+    payload_len + DATA_FRAME_COST
+}
+
 /// Flag bits; which ones a kind honours is documented on its struct.
 /// Bits a kind does not define must be sent as zero and are ignored on receipt.
 pub mod flags {

@@ -43,8 +43,8 @@ pub use code::Code;
 pub use decode::FrameDecoder;
 pub use error::{Reason, WireError};
 pub use frame::{
-    flags, Data, Frame, FrameHeader, FrameKind, GoAway, HalfClose, Headers, Ping, Reset, Trailers,
-    WindowUpdate, FRAME_HEADER_LEN,
+    flags, flow_cost, Data, Frame, FrameHeader, FrameKind, GoAway, HalfClose, Headers, Ping, Reset,
+    Trailers, WindowUpdate, DATA_FRAME_COST, FRAME_HEADER_LEN,
 };
 pub use metadata::{InvalidMetadata, MetadataMap};
 pub use preface::{Preface, Settings, MAGIC, PROTOCOL_VERSION};

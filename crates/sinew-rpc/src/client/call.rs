@@ -24,7 +24,7 @@ use crate::status::Status;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use pin_project_lite::pin_project;
-use sinew_wire::{encode, Code, MetadataMap};
+use sinew_wire::{encode, flow_cost, Code, MetadataMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ impl ClientStream {
         if !stream.remote_closed && !stream.reset && state.dead.is_none() {
             state.encode_reset(self.stream.id, code, reason);
         }
-        let unread = stream.unread_bytes();
+        let unread = stream.unread_credit();
         if unread > 0 && state.dead.is_none() {
             state.credit(None, unread);
         }
@@ -355,8 +355,9 @@ fn poll_open(
     encode::headers(&mut state.pending, id, false, timeout, path, metadata);
     if let (true, Some(message), Some(len)) = (with_first, first, first_len) {
         state.encode_data(id, true, message, len);
-        stream.send_window -= len as i64;
-        state.send_window -= len as i64;
+        let cost = flow_cost(len) as i64;
+        stream.send_window -= cost;
+        state.send_window -= cost;
         stream.local_closed = true;
     }
     state.insert_stream(id, stream);
@@ -449,7 +450,7 @@ fn poll_head(
     let mut ended = false;
     while let Some(item) = entry.inbox.pop() {
         match &item {
-            Inbound::Message(bytes) => credit += bytes.len(),
+            Inbound::Message(bytes) => credit += flow_cost(bytes.len()),
             Inbound::Trailers(_) | Inbound::Reset(_) => ended = true,
             _ => {}
         }
@@ -541,7 +542,7 @@ impl SinewBody {
         };
         match entry.inbox.pop() {
             Some(Inbound::Message(bytes)) => {
-                state.credit(Some(id), bytes.len());
+                state.credit(Some(id), flow_cost(bytes.len()));
                 Poll::Ready(Inbound::Message(bytes))
             }
             Some(item @ (Inbound::Trailers(_) | Inbound::Reset(_))) => {

@@ -25,6 +25,7 @@
 //! the peer's windows for DATA and by the reader pausing while the buffer is above
 //! [`PENDING_WRITE_PAUSE`] for everything else.
 
+mod flood;
 mod inbox;
 pub(crate) mod keepalive;
 pub(crate) mod options;
@@ -39,7 +40,7 @@ use crate::status::Status;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 use sinew_transport::{SlabBuf, SlabPool};
-use sinew_wire::{encode, Code, Frame, MetadataMap, Reason, Settings, WireError};
+use sinew_wire::{encode, flow_cost, Code, Frame, MetadataMap, Reason, Settings, WireError};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -204,14 +205,14 @@ impl StreamState {
         }
     }
 
-    /// Bytes of the messages still in the inbox: connection credit the peer gets
-    /// back when the stream is dropped unread.
-    pub(crate) fn unread_bytes(&self) -> usize {
+    /// Flow-control cost of the messages still in the inbox: connection
+    /// credit the peer gets back when the stream is dropped unread.
+    pub(crate) fn unread_credit(&self) -> usize {
         self.inbox
             .as_slice()
             .iter()
             .map(|item| match item {
-                Inbound::Message(bytes) => bytes.len(),
+                Inbound::Message(bytes) => flow_cost(bytes.len()),
                 _ => 0,
             })
             .sum()
@@ -304,6 +305,10 @@ pub(crate) struct State {
     /// the last time have not reached the socket (see
     /// [`StreamState::queued_in_batch`]).
     pub(crate) batches_taken: u64,
+    /// Frames the peer sent that did no work for a call (PINGs, frames for
+    /// streams already gone): a budget, past which the peer is told to calm
+    /// down and the connection closes.
+    pub(crate) flood: flood::FloodGuard,
 }
 
 /// The connection's shared half: state, settings of both sides, and the signals
@@ -404,6 +409,7 @@ impl Shared {
                 goaway_sent: None,
                 close_when_idle: false,
                 batches_taken: 0,
+                flood: flood::FloodGuard::new(),
             }),
             writer_wake: Notify::new(),
             flushed: Notify::new(),
@@ -568,7 +574,7 @@ impl Locked<'_> {
     pub(crate) fn handle_common(&mut self, frame: Frame) -> Result<Option<RoleFrame>, WireError> {
         match frame {
             Frame::Data(data) => {
-                let len = data.payload.len();
+                let len = flow_cost(data.payload.len());
                 if self.recv_window <= 0 {
                     return Err(WireError::new(
                         Reason::FlowControlError,
@@ -578,17 +584,20 @@ impl Locked<'_> {
                 self.recv_window -= len as i64;
                 let highest = self.highest_stream_id;
                 let mut wake = std::mem::take(&mut self.wake);
+                let mut misplaced = false;
                 let outcome = match self.streams.get_mut(&data.stream_id) {
                     Some(stream) if stream.reset => Ok(false),
                     Some(stream) => {
                         if stream.remote_closed {
-                            Err(WireError::new(
-                                Reason::ProtocolError,
-                                format!(
-                                    "DATA on stream {} after the peer ended it",
-                                    data.stream_id
-                                ),
-                            ))
+                            // A stream error (the stream's own rule broken):
+                            // RESET INTERNAL, and the call ends with it.
+                            let status = Status::internal(format!(
+                                "the peer sent DATA on stream {} after ending it",
+                                data.stream_id
+                            ));
+                            stream.fail(status, &mut wake);
+                            misplaced = true;
+                            Ok(false)
                         } else if stream.recv_window <= 0 {
                             Err(WireError::new(
                                 Reason::FlowControlError,
@@ -614,6 +623,15 @@ impl Locked<'_> {
                     None => Ok(false),
                 };
                 self.wake = wake;
+                if misplaced {
+                    encode::reset(
+                        &mut self.pending,
+                        data.stream_id,
+                        Code::Internal,
+                        "DATA after the stream's END_STREAM",
+                        false,
+                    );
+                }
                 if !outcome? {
                     // Closed or reset stream: nobody will consume it, credit it now.
                     self.credit(None, len);
@@ -624,17 +642,23 @@ impl Locked<'_> {
                 let highest = self.highest_stream_id;
                 let mut wake = std::mem::take(&mut self.wake);
                 let result = match self.streams.get_mut(&half_close.stream_id) {
+                    Some(stream) if stream.reset => {
+                        self.flood.spend("HALF_CLOSE on a reset stream")
+                    }
                     Some(stream) if !stream.remote_closed => {
                         stream.remote_closed = true;
                         stream.deliver(Inbound::End, &mut wake);
                         Ok(None)
                     }
-                    Some(_) => Ok(None),
+                    Some(_) => Err(WireError::protocol(format!(
+                        "HALF_CLOSE on stream {} which the peer had already ended",
+                        half_close.stream_id
+                    ))),
                     None if half_close.stream_id > highest => Err(WireError::protocol(format!(
                         "HALF_CLOSE on stream {} which was never opened",
                         half_close.stream_id
                     ))),
-                    None => Ok(None),
+                    None => self.flood.spend("HALF_CLOSE on a closed stream"),
                 };
                 self.wake = wake;
                 result
@@ -642,7 +666,9 @@ impl Locked<'_> {
             Frame::Reset(reset) => {
                 let mut wake = std::mem::take(&mut self.wake);
                 let role = self.shared.role;
-                if let Some(stream) = self.streams.get_mut(&reset.stream_id) {
+                let highest = self.highest_stream_id;
+                let stream = self.streams.get_mut(&reset.stream_id);
+                if let Some(stream) = stream.filter(|stream| !stream.reset) {
                     let message = if reset.message.is_empty() {
                         "stream reset by peer".to_owned()
                     } else {
@@ -654,11 +680,21 @@ impl Locked<'_> {
                         status = status.mark_not_processed();
                     }
                     stream.fail(status, &mut wake);
+                    self.wake = wake;
+                    Ok(None)
+                } else if reset.stream_id > highest {
+                    self.wake = wake;
+                    Err(WireError::protocol(format!(
+                        "RESET on stream {} which was never opened",
+                        reset.stream_id
+                    )))
+                } else {
+                    self.wake = wake;
+                    self.flood.spend("RESET of a closed stream")
                 }
-                self.wake = wake;
-                Ok(None)
             }
             Frame::Ping(ping) => {
+                self.flood.spend::<RoleFrame>("PING")?;
                 if !ping.ack {
                     encode::ping(&mut self.pending, true, ping.payload);
                 }
@@ -696,6 +732,8 @@ impl Locked<'_> {
                         "WINDOW_UPDATE on stream {} which was never opened",
                         update.stream_id
                     )));
+                } else {
+                    return self.flood.spend("WINDOW_UPDATE on a closed stream");
                 }
                 Ok(None)
             }
@@ -708,6 +746,7 @@ impl Locked<'_> {
     /// Adds a stream to the table: the one place streams enter it.
     pub(crate) fn insert_stream(&mut self, id: u32, stream: StreamState) {
         self.streams.insert(id, stream);
+        self.flood.earn();
         self.open_streams += 1;
         self.shared
             .open_streams

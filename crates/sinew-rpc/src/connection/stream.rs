@@ -3,7 +3,7 @@
 
 use super::{Encode, Inbound, Shared, State, PENDING_WRITE_HIGH};
 use crate::status::Status;
-use sinew_wire::{encode, MetadataMap};
+use sinew_wire::{encode, flow_cost, MetadataMap};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -48,8 +48,7 @@ impl StreamRef {
         };
         match stream.pop_inbound() {
             Some(Inbound::Message(bytes)) => {
-                let len = bytes.len();
-                state.credit(Some(self.id), len);
+                state.credit(Some(self.id), flow_cost(bytes.len()));
                 Poll::Ready(Inbound::Message(bytes))
             }
             Some(item) => Poll::Ready(item),
@@ -171,8 +170,9 @@ impl StreamRef {
                 state.capacity_waiters.push(cx.waker().clone());
                 return Poll::Pending;
             }
-            stream.send_window -= len as i64;
-            state.send_window -= len as i64;
+            let cost = flow_cost(len) as i64;
+            stream.send_window -= cost;
+            state.send_window -= cost;
         }
         if send.end_stream || send.trailers.is_some() {
             stream.local_closed = true;

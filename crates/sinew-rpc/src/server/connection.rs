@@ -22,7 +22,7 @@ use crate::connection::{
 };
 use crate::status::Status;
 use bytes::BytesMut;
-use sinew_wire::{encode, FrameDecoder, Preface, Reason, WireError};
+use sinew_wire::{encode, flow_cost, FrameDecoder, Preface, Reason, WireError};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ where
     let mut writer_task = AbortOnDrop(tokio::spawn(writer::run(shared.clone(), writer_half)));
     keepalive::start(&shared, config.keepalive);
     let _kill_on_exit = KillOnExit(shared.clone());
-    let counts = Reader {
+    let mut connection = Reader {
         shared: shared.clone(),
         decoder: FrameDecoder::from_settings(&config.settings),
         router,
@@ -83,14 +83,45 @@ where
         new_calls: Vec::new(),
         drain_deadline: None,
         open_at_drain: 0,
-    }
-    .run(reader, buf, shutdown)
-    .await;
+        broke_a_rule: false,
+    };
+    let counts = connection.run(&mut reader, buf, shutdown).await;
     shared.lock().kill(Status::unavailable("connection closed"));
     // The writer flushes what is queued (a GOAWAY, last statuses) and closes;
     // a peer that does not read gets a moment, then the socket is dropped.
-    let _ = tokio::time::timeout(STRAGGLER_GRACE, &mut writer_task.0).await;
+    let flushed = tokio::time::timeout(STRAGGLER_GRACE, &mut writer_task.0)
+        .await
+        .is_ok();
+    if flushed && connection.broke_a_rule {
+        linger(&mut reader).await;
+    }
     counts
+}
+
+/// After a connection error, how long and how much the server keeps reading
+/// (and discarding) before it closes.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads and discards what the peer still sends, until it closes its side,
+/// for at most [`LINGER`] and [`LINGER_BYTES`]. Closing a socket with unread
+/// bytes in it makes the kernel send a TCP reset, which can destroy the
+/// GOAWAY we just sent before the peer reads it: a peer that broke a rule
+/// would never learn which (a "lingering close", as nginx and HTTP/2 servers
+/// do). Our writer has already shut down its side, so a peer that reads sees
+/// the GOAWAY, then the end, and closes too.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut discard = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match reader.read(&mut discard).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Aborts the writer task when the connection's task ends, however it ends
@@ -169,6 +200,8 @@ struct Reader {
     /// Set once a graceful shutdown began.
     drain_deadline: Option<Instant>,
     open_at_drain: u64,
+    /// The peer broke a rule: a GOAWAY saying which was sent.
+    broke_a_rule: bool,
 }
 
 /// Why the read loop stopped.
@@ -184,7 +217,7 @@ enum Ended {
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(
         &mut self,
-        mut reader: R,
+        reader: &mut R,
         mut buf: BytesMut,
         mut shutdown: watch::Receiver<bool>,
     ) -> DrainCounts {
@@ -260,6 +293,7 @@ impl Reader {
                     }
                     Err(error) => {
                         state.connection_error(&error);
+                        self.broke_a_rule = true;
                         break false;
                     }
                 };
@@ -270,6 +304,7 @@ impl Reader {
                 };
                 if let Err(error) = handled {
                     state.connection_error(&error);
+                    self.broke_a_rule = true;
                     break false;
                 }
             }
@@ -465,9 +500,9 @@ fn prefetch_single_requests(state: &mut Locked<'_>, new_calls: &mut [ServerCall]
             continue;
         };
         stream.inbox.clear();
-        let len = bytes.len();
+        let cost = flow_cost(bytes.len());
         call.prefetched = Some(bytes);
-        state.credit(Some(id), len);
+        state.credit(Some(id), cost);
     }
 }
 
@@ -525,7 +560,7 @@ impl Drop for CallGuard {
                 );
             }
             // Messages the handler never read still hold connection credit.
-            let unread = stream.unread_bytes();
+            let unread = stream.unread_credit();
             if unread > 0 {
                 state.credit(None, unread);
             }
