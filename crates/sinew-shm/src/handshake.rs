@@ -85,6 +85,13 @@ pub struct ShmOptions {
     pub handshake_timeout: Duration,
     /// User ids accepted as peers besides our own effective user id.
     pub allowed_uids: Vec<u32>,
+    /// Largest region the accepting side maps for one connection, in bytes
+    /// (default 64 MiB; the default client's region is about 8 MiB). A hello
+    /// announcing more is refused with a reason saying so. The region's
+    /// memory is the client's (it must have reserved every page), but the
+    /// server's mapping of it still counts against the server's address space
+    /// and, as pages are touched, its resident memory.
+    pub max_region_size: u64,
 }
 
 impl Default for ShmOptions {
@@ -97,6 +104,7 @@ impl Default for ShmOptions {
             spin: Duration::from_micros(50),
             handshake_timeout: Duration::from_secs(5),
             allowed_uids: Vec::new(),
+            max_region_size: 64 * 1024 * 1024,
         }
     }
 }
@@ -349,6 +357,7 @@ async fn receive_hello(control: &UnixStream) -> io::Result<([u8; HELLO_LEN], Vec
 fn validate_hello(
     hello: &[u8; HELLO_LEN],
     descriptors: Vec<OwnedFd>,
+    options: &ShmOptions,
 ) -> io::Result<(Region, [OwnedFd; 4])> {
     if &hello[..8] != MAGIC {
         return Err(invalid("not a sinew shared-memory hello"));
@@ -376,6 +385,13 @@ fn validate_hello(
             "region length {len} does not match the layout {layout:?}"
         )));
     }
+    if len > options.max_region_size {
+        return Err(invalid(format!(
+            "a region of {len} bytes is larger than this server accepts ({} bytes, \
+             ShmOptions::max_region_size): use a smaller ring or fewer slabs",
+            options.max_region_size
+        )));
+    }
     let count = descriptors.len();
     let Ok([memfd, server_data, server_space, client_data, client_space]) =
         <[OwnedFd; DESCRIPTORS]>::try_from(descriptors)
@@ -398,7 +414,8 @@ async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result
     let received = tokio::time::timeout(options.handshake_timeout, receive_hello(&control))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello within the timeout"))?;
-    let checked = received.and_then(|(hello, descriptors)| validate_hello(&hello, descriptors));
+    let checked =
+        received.and_then(|(hello, descriptors)| validate_hello(&hello, descriptors, options));
     let (region, [server_data, server_space, client_data, client_space]) = match checked {
         Ok(checked) => checked,
         Err(error) => {
@@ -492,5 +509,99 @@ impl ShmListener {
 impl Drop for ShmListener {
     fn drop(&mut self) {
         self.acceptor.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::{MemfdFlags, SealFlags};
+
+    /// This process's resident memory, in bytes.
+    fn rss() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    /// Sends a hello for `layout` with a sealed memfd of the right size that
+    /// was never allocated (sparse); returns the server's answer.
+    async fn hello_with_sparse_region(path: &Path, layout: Layout) -> io::Result<()> {
+        let mut control = UnixStream::connect(path).await?;
+        let len = layout.len();
+        let memfd = rustix::fs::memfd_create(
+            "sinew-shm-sparse",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        rustix::fs::ftruncate(&memfd, len)?;
+        rustix::fs::fcntl_add_seals(&memfd, SealFlags::SHRINK | SealFlags::GROW)?;
+        let eventfds = [eventfd()?, eventfd()?, eventfd()?, eventfd()?];
+        let mut hello = [0u8; HELLO_LEN];
+        hello[..8].copy_from_slice(MAGIC);
+        hello[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        hello[12..14].copy_from_slice(&(layout.slab_count as u16).to_le_bytes());
+        hello[14] = layout.slab_size.checked_ilog2().unwrap_or(0) as u8;
+        hello[16..24].copy_from_slice(&layout.capacity.to_le_bytes());
+        hello[24..32].copy_from_slice(&len.to_le_bytes());
+        let descriptors = [
+            memfd.as_fd(),
+            eventfds[0].as_fd(),
+            eventfds[1].as_fd(),
+            eventfds[2].as_fd(),
+            eventfds[3].as_fd(),
+        ];
+        send_with_descriptors(&mut control, &hello, &descriptors).await?;
+        read_answer(&mut control, path).await
+    }
+
+    /// Finding 6 of the hardening issue: the server mapped (and populated) a
+    /// same-user client's memfd of whatever size it announced, though the
+    /// file was sparse: 4 hellos of 32 bytes made it allocate 12.3 GB. Now a
+    /// region above `max_region_size` is refused, and so is one whose pages
+    /// the client did not reserve; neither is ever touched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_or_unreserved_regions_are_refused_untouched() {
+        let dir = std::env::temp_dir().join(format!("sinew-shm-sparse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let huge = Layout {
+            capacity: 1 << 30,
+            slab_size: 16 << 20,
+            slab_count: 32,
+        };
+        assert!(huge.len() > 3 << 30);
+        let before = rss();
+        for (max_region_size, expected) in [
+            (
+                ShmOptions::default().max_region_size,
+                "larger than this server accepts",
+            ),
+            (4 << 30, "must be allocated in full"),
+        ] {
+            let path = dir.join(format!("{max_region_size}.sock"));
+            let options = ShmOptions {
+                max_region_size,
+                ..ShmOptions::default()
+            };
+            let listener =
+                ShmListener::new(UnixListener::bind(&path).unwrap(), path.clone(), options);
+            for _ in 0..4 {
+                let error = hello_with_sparse_region(&path, huge).await.unwrap_err();
+                assert!(error.to_string().contains(expected), "{error}");
+            }
+            // An honest client still gets in.
+            let mut client = connect(&path, &ShmOptions::default()).await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            client.write_all(b"ok").await.unwrap();
+            let mut buf = [0u8; 2];
+            server.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ok");
+        }
+        let grown = rss().saturating_sub(before);
+        assert!(grown < 64 << 20, "resident memory grew by {grown} bytes");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

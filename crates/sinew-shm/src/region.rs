@@ -9,8 +9,13 @@
 //! not the one announced: an unsealed file could be truncated under it by the
 //! peer, and touching a truncated page raises SIGBUS.
 //!
-//! Both sides map it with `MAP_POPULATE`, so the pages are in the page tables
-//! before the first message. A memfd has no name in any file system: nothing is
+//! The connecting side maps it with `MAP_POPULATE`, so the pages are in its
+//! page tables before the first message. The accepting side checks that every
+//! page is already reserved (the file's allocated blocks cover its size: a
+//! sparse file would make the server's first touches allocate memory the
+//! client announced but never paid for) and maps it without populating:
+//! populating a large region is work the server would do on a runtime thread
+//! for a peer it does not trust yet. A memfd has no name in any file system: nothing is
 //! left in `/dev/shm` or on disk; the memory goes when the last mapping and
 //! descriptor are gone, whichever way the processes exit.
 //!
@@ -133,7 +138,7 @@ impl Region {
             )
         })?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        let region = Region::map(&fd, layout)?;
+        let region = Region::map(&fd, layout, MapFlags::SHARED | MapFlags::POPULATE)?;
         Ok((region, fd))
     }
 
@@ -159,10 +164,17 @@ impl Region {
                 stat.st_size
             )));
         }
-        Region::map(fd, layout)
+        let reserved = stat.st_blocks as u64 * 512;
+        if reserved < expected {
+            return Err(invalid(format!(
+                "the peer's memory has {reserved} of its {expected} bytes reserved: \
+                 a region must be allocated in full (fallocate) before it is shared"
+            )));
+        }
+        Region::map(fd, layout, MapFlags::SHARED)
     }
 
-    fn map(fd: &impl AsFd, layout: Layout) -> io::Result<Region> {
+    fn map(fd: &impl AsFd, layout: Layout, flags: MapFlags) -> io::Result<Region> {
         let len = layout.len() as usize;
         // SAFETY: a fresh shared mapping of a file we hold; no existing memory is
         // replaced (the address is the kernel's choice). The file cannot shrink
@@ -172,7 +184,7 @@ impl Region {
                 std::ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::POPULATE,
+                flags,
                 fd,
                 0,
             )?
