@@ -11,6 +11,7 @@
 mod cmd;
 mod error;
 mod schema;
+mod size;
 mod time;
 
 use clap::{Parser, Subcommand};

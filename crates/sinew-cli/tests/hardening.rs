@@ -333,3 +333,111 @@ async fn control_frame_floods_end_the_connection() {
     eprintln!("server CPU for the floods: {spent:?}");
     assert!(spent < Duration::from_secs(5));
 }
+
+/// Open descriptors of process `pid`.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Finding 4: 5,000 connections that sent a preface and nothing else were
+/// held forever, and with a 1,024-descriptor limit new clients were then
+/// refused. Now the server holds at most `--max-connections`: each new
+/// connection closes the oldest idle one (a GOAWAY NO_ERROR, then the close),
+/// so a real client always gets in; and `--max-connections-per-ip` applies
+/// the same rule per address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_keep_clients_out() {
+    use sinew_examples::echo::{echo_client::EchoClient, EchoRequest};
+    let serve = Serve::start_with(&["--max-connections", "50"]);
+    let baseline = descriptors(serve.pid());
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(RawClient::handshake(&address(&serve)).await);
+    }
+    // Every one but the newest 50 was told to go, and went.
+    let mut closed = 0;
+    for client in &mut silent[..250] {
+        let frames = client.read_until_closed().await;
+        assert!(
+            frames
+                .iter()
+                .any(|f| matches!(f, Frame::GoAway(g) if g.reason == Reason::NoError)),
+            "{frames:?}"
+        );
+        closed += 1;
+    }
+    assert_eq!(closed, 250);
+    let held = descriptors(serve.pid()) - baseline;
+    assert!(held <= 52, "the server holds {held} more descriptors");
+    // A real client gets in (closing one more idle one) and is served.
+    let channel = sinew::Channel::connect(&serve.tcp).await.unwrap();
+    let reply = EchoClient::new(channel)
+        .unary_echo(EchoRequest {
+            message: "in".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().message, "in");
+    drop(silent);
+
+    // Per address, with a server whose connections are all busy: refused
+    // with a reason.
+    let serve = Serve::start_with(&["--max-connections-per-ip", "3"]);
+    let mut busy = Vec::new();
+    for id in 0..3 {
+        let mut client = RawClient::handshake(&address(&serve)).await;
+        // A call in flight: a client stream that was opened and not ended.
+        client
+            .send(|out| {
+                encode::headers(
+                    out,
+                    1,
+                    false,
+                    None,
+                    "/grpc.examples.echo.Echo/ClientStreamingEcho",
+                    &MetadataMap::new(),
+                )
+            })
+            .await;
+        busy.push((id, client));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = RawClient::connect(&address(&serve)).await;
+    refused.read_preface().await;
+    let frames = refused.read_until_closed().await;
+    let goaway = frames
+        .iter()
+        .find_map(|f| match f {
+            Frame::GoAway(g) => Some(g),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{frames:?}"));
+    assert_eq!(goaway.reason, Reason::EnhanceYourCalm);
+    assert!(goaway.message.contains("limit 3"), "{}", goaway.message);
+}
+
+/// Finding 4: a silent connection was closed after 20 s with a 10 s handshake
+/// timeout (protocol sniffing waited 10 s, then the native handshake another
+/// 10 s). Now both share one budget from the accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_has_one_budget() {
+    let serve = Serve::start_with(&["--handshake-timeout", "3s"]);
+    let mut silent = RawClient::connect(&address(&serve)).await;
+    let started = std::time::Instant::now();
+    silent.read_preface().await;
+    let frames = silent.read_until_closed().await;
+    let elapsed = started.elapsed();
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::GoAway(g) if g.reason == Reason::BadPreface)),
+        "{frames:?}"
+    );
+    // Two budgets would be 6 s; the margin is for a loaded machine.
+    assert!(
+        elapsed < Duration::from_millis(5500),
+        "closed {elapsed:?} after connecting with a 3 s handshake timeout"
+    );
+}

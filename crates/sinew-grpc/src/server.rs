@@ -12,8 +12,8 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_rpc::server::external::RequestMessages;
 use sinew_rpc::server::{
-    Accepted, ExternalCall, ExternalRequest, LocalConnector, Peer, Protocol, ResponseEvent,
-    ResponseHead, Sniff,
+    Accepted, ActiveCall, ExternalCall, ExternalRequest, LocalConnector, Peer, Protocol,
+    ResponseEvent, ResponseHead, Sniff,
 };
 use sinew_rpc::{Keepalive, Status};
 use std::convert::Infallible;
@@ -143,10 +143,14 @@ async fn serve_http2(
     let max_header_list_size = local.max_header_list_size();
     let drain_timeout = local.drain_timeout();
     let peer = connection.peer().clone();
+    let activity = connection.activity().clone();
     let keepalive = config.keepalive;
     let service = hyper::service::service_fn(move |request| {
         let (local, config, peer) = (local.clone(), config.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(handle(request, local, config, peer).await) }
+        // Counted until its response body is gone: the server closes only
+        // idle connections to make room for new ones.
+        let active = activity.call();
+        async move { Ok::<_, Infallible>(handle(request, local, config, peer, active).await) }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(max_concurrent_streams)
@@ -241,6 +245,7 @@ async fn handle(
     local: LocalConnector,
     config: Arc<Config>,
     peer: Arc<Peer>,
+    active: ActiveCall,
 ) -> HttpResponse<Body> {
     if request.method() != Method::POST {
         return http_error(
@@ -303,7 +308,11 @@ async fn handle(
     match call.head().await {
         ResponseHead::TrailersOnly(status) => trailers_only(&status),
         ResponseHead::Headers(response_metadata) => {
-            let body = ResponseBody { call, encoding };
+            let body = ResponseBody {
+                call,
+                encoding,
+                _active: active,
+            };
             let mut http_response = HttpResponse::new(body.boxed_unsync());
             grpc_headers(http_response.headers_mut(), encoding);
             metadata::to_headers(&response_metadata, http_response.headers_mut());
@@ -357,6 +366,8 @@ fn request_messages(
 struct ResponseBody {
     call: ExternalCall,
     encoding: Encoding,
+    /// The call counts as in flight on its connection while this lives.
+    _active: ActiveCall,
 }
 
 impl http_body::Body for ResponseBody {

@@ -137,6 +137,14 @@ impl Stream {
         }
     }
 
+    /// The peer's IP address, over TCP.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Stream::Tcp(stream) => stream.peer_addr().ok().map(|addr| addr.ip()),
+            Stream::Unix(_) | Stream::Shm(_) => None,
+        }
+    }
+
     /// Splits into halves that can be used from two tasks without a lock.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {

@@ -34,6 +34,57 @@ pub(crate) struct Args {
     /// UNAVAILABLE.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::time::parse_duration)]
     drain_timeout: Duration,
+    #[command(flatten)]
+    limits: Limits,
+}
+
+/// What one peer may cost the server (docs/security.md says how to size them).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Limits")]
+pub(crate) struct Limits {
+    /// Connections held at once; at the limit a new one closes the oldest idle
+    /// one, or is refused when all are busy [default: 10000, at most 3/4 of the
+    /// file descriptor limit].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Connections one IP address may hold at once [default: no limit].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Time a new connection has to pick its protocol and finish its handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::time::parse_duration)]
+    handshake_timeout: Duration,
+    /// Calls one connection may have open at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_concurrent_streams: u32,
+    /// Largest request message (one frame), e.g. 4MiB.
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = crate::size::parse_size_u32)]
+    max_message_size: u32,
+    /// Largest header list (path and metadata) of a call, e.g. 16KiB.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = crate::size::parse_size_u32)]
+    max_header_list_size: u32,
+}
+
+impl Limits {
+    /// Applies these limits to a server and to its gRPC bridge.
+    fn apply(
+        &self,
+        builder: sinew::rpc::ServerBuilder,
+        grpc: sinew_grpc::GrpcProtocol,
+    ) -> (sinew::rpc::ServerBuilder, sinew_grpc::GrpcProtocol) {
+        let mut builder = builder
+            .handshake_timeout(self.handshake_timeout)
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_frame_size(self.max_message_size)
+            .max_header_list_size(self.max_header_list_size);
+        if let Some(limit) = self.max_connections {
+            builder = builder.max_connections(limit);
+        }
+        if let Some(limit) = self.max_connections_per_ip {
+            builder = builder.max_connections_per_ip(limit);
+        }
+        let grpc = grpc.max_message_size(self.max_message_size as usize);
+        (builder, grpc)
+    }
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
@@ -46,9 +97,11 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     }
     // sinew's protocol and gRPC (HTTP/2) on every listener: any gRPC client or
     // tool can call these services too.
-    let mut builder = Server::builder()
-        .drain_timeout(args.drain_timeout)
-        .add_protocol(sinew_grpc::GrpcProtocol::default());
+    let (builder, grpc) = args.limits.apply(
+        Server::builder().drain_timeout(args.drain_timeout),
+        sinew_grpc::GrpcProtocol::default(),
+    );
+    let mut builder = builder.add_protocol(grpc);
     if matches!(args.example, Example::Echo | Example::All) {
         builder = builder.add_service(EchoServer::new(EchoService));
     }

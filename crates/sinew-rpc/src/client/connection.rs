@@ -110,6 +110,7 @@ where
         settings,
         preface.settings,
         writer_half.slab_pool(),
+        Default::default(),
     );
     tokio::spawn(writer::run(shared.clone(), writer_half));
     tokio::spawn(read_loop(shared.clone(), reader, buf));

@@ -36,12 +36,13 @@ pub(crate) use inbox::Inbox;
 pub use keepalive::Keepalive;
 
 use crate::call::Payload;
+use crate::server::Activity;
 use crate::status::Status;
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 use sinew_transport::{SlabBuf, SlabPool};
 use sinew_wire::{encode, flow_cost, Code, Frame, MetadataMap, Reason, Settings, WireError};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
@@ -326,8 +327,9 @@ pub(crate) struct Shared {
     /// received); read without the lock by the client's connection pool.
     pub(crate) accepting: AtomicBool,
     /// [`State::open_streams`], readable without the lock (readiness and load
-    /// of the client's pool).
-    open_streams: AtomicU32,
+    /// of the client's pool; the server's connection table tells idle
+    /// connections by it).
+    open_streams: Arc<Activity>,
     /// Set by the reader whenever bytes arrive; keepalive reads and clears it.
     pub(crate) received: AtomicBool,
     /// What we announced: the limits we enforce on what we receive.
@@ -391,6 +393,7 @@ impl Shared {
         local: Settings,
         peer: Settings,
         slabs: Option<SlabPool>,
+        activity: Arc<Activity>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State {
@@ -415,7 +418,7 @@ impl Shared {
             flushed: Notify::new(),
             stream_closed: Notify::new(),
             accepting: AtomicBool::new(true),
-            open_streams: AtomicU32::new(0),
+            open_streams: activity,
             received: AtomicBool::new(false),
             local,
             peer,
@@ -446,14 +449,14 @@ impl Shared {
 
     /// Streams open on the connection (calls in flight).
     pub(crate) fn streams_open(&self) -> usize {
-        self.open_streams.load(Ordering::Relaxed) as usize
+        self.open_streams.calls() as usize
     }
 
     /// Ready while the peer's stream limit leaves room for another stream;
     /// otherwise wakes the task when a stream closes.
     pub(crate) fn poll_stream_room(&self, cx: &mut Context<'_>) -> Poll<()> {
         let limit = self.peer.max_concurrent_streams;
-        if self.open_streams.load(Ordering::Relaxed) < limit {
+        if self.open_streams.calls() < limit {
             return Poll::Ready(());
         }
         let mut state = self.lock();
@@ -748,9 +751,7 @@ impl Locked<'_> {
         self.streams.insert(id, stream);
         self.flood.earn();
         self.open_streams += 1;
-        self.shared
-            .open_streams
-            .store(self.open_streams, Ordering::Relaxed);
+        self.shared.open_streams.set(self.open_streams);
     }
 
     /// Removes a stream from the table, waking anyone waiting for a free slot:
@@ -759,9 +760,7 @@ impl Locked<'_> {
         let removed = self.streams.remove(&id);
         if removed.is_some() {
             self.open_streams -= 1;
-            self.shared
-                .open_streams
-                .store(self.open_streams, Ordering::Relaxed);
+            self.shared.open_streams.set(self.open_streams);
             let waiters = std::mem::take(&mut self.capacity_waiters);
             self.wake.extend(waiters);
             // Only a draining server waits for streams to close; notifying

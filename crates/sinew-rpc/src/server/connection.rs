@@ -12,6 +12,7 @@
 //!   still running are ended with `UNAVAILABLE` (their tasks see it as a
 //!   cancellation, so their layers see the status too).
 
+use super::admission::Activity;
 use super::call::{CallIo, ServerCall};
 use super::{MethodKind, Peer, Router, ServerConfig, Serving};
 use crate::connection::stream::StreamRef;
@@ -43,6 +44,20 @@ pub(crate) struct DrainCounts {
 /// layers to see the status) before the connection closes under them.
 const STRAGGLER_GRACE: Duration = Duration::from_secs(1);
 
+/// What a connection gets from the server that accepted it.
+pub(crate) struct Setup {
+    pub(crate) router: Arc<Router>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) peer: Option<Arc<Peer>>,
+    /// Turns true when the connection must drain and close.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// When the client's preface must have arrived by (the handshake's
+    /// budget started when the connection was accepted).
+    pub(crate) handshake_deadline: Instant,
+    /// Where the connection's open streams are counted.
+    pub(crate) activity: Arc<Activity>,
+}
+
 /// Serves one connection until the peer leaves, a connection error, or shutdown.
 ///
 /// `buf` holds bytes already read from the connection (the ones the listener
@@ -51,16 +66,21 @@ pub(crate) async fn serve<R, W>(
     mut reader: R,
     writer_half: W,
     mut buf: BytesMut,
-    router: Arc<Router>,
-    config: Arc<ServerConfig>,
-    peer: Option<Arc<Peer>>,
-    shutdown: watch::Receiver<bool>,
+    setup: Setup,
 ) -> DrainCounts
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: Outbound,
 {
-    let preface = match handshake(&mut reader, &mut buf, &config).await {
+    let Setup {
+        router,
+        config,
+        peer,
+        shutdown,
+        handshake_deadline,
+        activity,
+    } = setup;
+    let preface = match handshake(&mut reader, &mut buf, handshake_deadline).await {
         Ok(preface) => preface,
         Err(error) => return refuse(writer_half, &config, &error).await,
     };
@@ -69,6 +89,7 @@ where
         config.settings,
         preface.settings,
         writer_half.slab_pool(),
+        activity,
     );
     Preface::new(config.settings).encode(&mut shared.lock().pending);
     let mut writer_task = AbortOnDrop(tokio::spawn(writer::run(shared.clone(), writer_half)));
@@ -140,7 +161,7 @@ impl Drop for AbortOnDrop {
 async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
-    config: &ServerConfig,
+    deadline: Instant,
 ) -> Result<Preface, WireError> {
     let read_preface = async {
         loop {
@@ -159,7 +180,7 @@ async fn handshake<R: AsyncRead + Unpin>(
             }
         }
     };
-    tokio::time::timeout(config.handshake_timeout, read_preface)
+    tokio::time::timeout_at(deadline, read_preface)
         .await
         .unwrap_or_else(|_| {
             Err(WireError::new(
@@ -170,7 +191,7 @@ async fn handshake<R: AsyncRead + Unpin>(
 }
 
 /// Answers a failed handshake with our preface and a GOAWAY saying why, then closes.
-async fn refuse<W: AsyncWrite + Unpin>(
+pub(crate) async fn refuse<W: AsyncWrite + Unpin>(
     mut writer: W,
     config: &ServerConfig,
     error: &WireError,

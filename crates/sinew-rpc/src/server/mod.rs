@@ -20,6 +20,7 @@
 //! Each accepted connection runs in its own task (`connection.rs`), each call in
 //! its own task too, so calls on one connection run concurrently.
 
+mod admission;
 pub mod call;
 mod connection;
 pub mod dispatch;
@@ -31,6 +32,7 @@ mod protocol;
 pub mod reflection;
 mod service;
 
+pub use admission::{ActiveCall, Activity};
 pub use call::ServerCall;
 pub use dispatch::Dispatch;
 pub use external::{ExternalCall, ExternalRequest, ResponseEvent, ResponseHead};
@@ -62,6 +64,7 @@ pub(crate) struct ServerConfig {
     pub(crate) drain_timeout: Duration,
     pub(crate) keepalive: crate::Keepalive,
     pub(crate) transport: TransportOptions,
+    pub(crate) connection_limits: admission::Limits,
 }
 
 /// What a server layer wraps: the rest of the stack, down to [`Dispatch`],
@@ -404,7 +407,26 @@ impl ServerBuilder {
 
     crate::connection::options::connection_options!("requests");
 
-    /// Time a new connection has to send its preface (default 10 s).
+    /// Connections the server holds at once, whatever their protocol (default
+    /// 10,000, and at most three quarters of the process's file descriptor
+    /// limit). At the limit, a new connection closes the oldest idle one (no
+    /// call in flight) with a graceful GOAWAY; when every connection has calls
+    /// in flight, the new one is refused with a GOAWAY `ENHANCE_YOUR_CALM`.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.config.connection_limits.max_connections = limit.max(1);
+        self
+    }
+
+    /// Connections one peer IP address may hold at once (default: no limit
+    /// beyond [`max_connections`](Self::max_connections)); at the limit, the
+    /// same rule applies among that address's connections.
+    pub fn max_connections_per_ip(mut self, limit: usize) -> Self {
+        self.config.connection_limits.max_connections_per_ip = limit.max(1);
+        self
+    }
+
+    /// Time a new connection has to say which protocol it speaks and finish
+    /// its handshake, all together (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
         self
@@ -514,6 +536,16 @@ impl ServerHandle {
     }
 }
 
+/// 10,000 connections, or three quarters of the file descriptor limit if that
+/// is lower: the rest stay for the listeners, shared-memory descriptors and
+/// whatever else the process opens.
+fn default_max_connections() -> usize {
+    let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    (descriptors / 4 * 3).clamp(1, 10_000) as usize
+}
+
 /// How long after the drain deadline the server waits for its connections to
 /// flush their last frames and close before it drops them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -550,6 +582,10 @@ impl Server {
                 drain_timeout: Duration::from_secs(30),
                 keepalive: crate::Keepalive::SERVER,
                 transport: TransportOptions::default(),
+                connection_limits: admission::Limits {
+                    max_connections: default_max_connections(),
+                    max_connections_per_ip: usize::MAX,
+                },
             },
         }
     }
@@ -647,18 +683,24 @@ impl Server {
         );
         let mut connections = JoinSet::new();
         let mut report = ShutdownReport::default();
+        let admission = admission::Admission::new(config.connection_limits);
         if !*shutdown_rx.borrow_and_update() {
             loop {
                 tokio::select! {
                     accepted = accepted_rx.recv() => match accepted {
-                        Some(stream) => {
-                            connections.spawn(protocol::route(
-                                stream,
-                                protocols.clone(),
-                                local.clone(),
-                                connection_shutdown.subscribe(),
-                            ));
-                        }
+                        Some(stream) => match admission.admit(stream.peer_ip()) {
+                            Ok(ticket) => {
+                                connections.spawn(protocol::route(
+                                    stream,
+                                    protocols.clone(),
+                                    local.clone(),
+                                    ticket,
+                                ));
+                            }
+                            Err(refused) => {
+                                tokio::spawn(protocol::refuse(stream, config.clone(), refused));
+                            }
+                        },
                         None => break,
                     },
                     Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -679,6 +721,7 @@ impl Server {
         while acceptors.join_next().await.is_some() {}
         shutdown.send_replace(true);
         report.connections = connections.len() as u64;
+        admission.close_all();
         connection_shutdown.send_replace(true);
         // Every protocol ends its calls by the drain deadline and closes its
         // connections right after; the server's own bound makes that certain

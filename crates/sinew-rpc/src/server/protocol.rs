@@ -17,6 +17,7 @@
 //! implementation (generated code, call drivers, deadlines, cancellation,
 //! panics, the drain deadline).
 
+use super::admission::{Activity, Refused, Ticket};
 use super::call::{CallIo, ServerCall};
 use super::connection::{self, DrainCounts};
 use super::external::{ExternalCall, ExternalRequest};
@@ -71,6 +72,7 @@ pub struct Accepted {
     prefix: BytesMut,
     stream: Stream,
     peer: Arc<Peer>,
+    activity: Arc<Activity>,
 }
 
 impl Accepted {
@@ -83,6 +85,14 @@ impl Accepted {
     /// ([`ExternalRequest::peer`]).
     pub fn peer(&self) -> &Arc<Peer> {
         &self.peer
+    }
+
+    /// The connection's count of calls in flight, which the protocol keeps
+    /// (hold an [`Activity::call`] guard for each call, until its response
+    /// has been sent): the server reads it to tell idle connections, which
+    /// are the ones it closes to make room at its connection limit.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 }
 
@@ -238,10 +248,14 @@ impl LocalConnector {
             reader,
             writer,
             BytesMut::new(),
-            self.router.clone(),
-            self.config.clone(),
-            None,
-            self.shutdown.clone(),
+            connection::Setup {
+                router: self.router.clone(),
+                config: self.config.clone(),
+                peer: None,
+                shutdown: self.shutdown.clone(),
+                handshake_deadline: Instant::now() + self.config.handshake_timeout,
+                activity: Arc::default(),
+            },
         ));
         client
     }
@@ -261,17 +275,21 @@ async fn drain_deadline(mut shutdown: watch::Receiver<bool>, drain_timeout: Dura
     tokio::time::sleep(drain_timeout).await;
 }
 
-/// Picks who serves an accepted connection, and serves it.
+/// Picks who serves an accepted connection, and serves it. `ticket` is its
+/// place among the server's connections: its close signal is the
+/// connection's shutdown, and it is given back when the connection ends.
 pub(crate) async fn route(
     mut stream: Stream,
     protocols: Arc<Vec<Arc<dyn Protocol>>>,
     local: LocalConnector,
-    shutdown: watch::Receiver<bool>,
+    ticket: Ticket,
 ) -> DrainCounts {
+    // One budget for the whole handshake, however many protocols look.
+    let handshake_deadline = Instant::now() + local.config.handshake_timeout;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let peer = Arc::new(Peer::new(stream.peer_address(), stream.peer_pid()));
+    let shutdown = ticket.close.clone();
     if !protocols.is_empty() {
-        let config = local.config.clone();
         let sniffing = async {
             loop {
                 if buf.first() == Some(&sinew_wire::MAGIC[0]) {
@@ -292,9 +310,18 @@ pub(crate) async fn route(
                 }
             }
         };
+        // Told to close before it said anything: nothing to drain.
+        let mut closing = shutdown.clone();
+        let closed = async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        };
+        let sniffed = tokio::select! {
+            sniffed = tokio::time::timeout_at(handshake_deadline, sniffing) => sniffed,
+            _ = closed => return DrainCounts::default(),
+        };
         // A silent peer falls through to the native handler, whose handshake
-        // timeout refuses it.
-        if let Ok(Some(index)) = tokio::time::timeout(config.handshake_timeout, sniffing).await {
+        // (out of time by now) refuses it.
+        if let Ok(Some(index)) = sniffed {
             let protocol = protocols[index].clone();
             tracing::debug!(
                 protocol = protocol.name(),
@@ -304,20 +331,30 @@ pub(crate) async fn route(
                 prefix: buf,
                 stream,
                 peer,
+                activity: ticket.activity.clone(),
             };
             protocol.serve(accepted, local, shutdown).await;
             return DrainCounts::default();
         }
     }
     let (reader, writer) = stream.into_split();
-    connection::serve(
-        reader,
-        writer,
-        buf,
-        local.router,
-        local.config,
-        Some(peer),
+    let setup = connection::Setup {
+        router: local.router,
+        config: local.config,
+        peer: Some(peer),
         shutdown,
-    )
-    .await
+        handshake_deadline,
+        activity: ticket.activity.clone(),
+    };
+    connection::serve(reader, writer, buf, setup).await
+}
+
+/// Turns away a connection the server has no room for: sinew's preface and a
+/// GOAWAY `ENHANCE_YOUR_CALM` saying why (a sinew client reports it; any
+/// other client sees a protocol it does not speak), then closes.
+pub(crate) async fn refuse(stream: Stream, config: Arc<ServerConfig>, refused: Refused) {
+    tracing::debug!(reason = %refused.0, "connection refused");
+    let (_reader, writer) = stream.into_split();
+    let error = sinew_wire::WireError::new(sinew_wire::Reason::EnhanceYourCalm, refused.0);
+    connection::refuse(writer, &config, &error).await;
 }
