@@ -441,3 +441,243 @@ async fn the_handshake_has_one_budget() {
         "closed {elapsed:?} after connecting with a 3 s handshake timeout"
     );
 }
+
+/// Finding 3, native protocol: a client that announces one-byte windows and
+/// keeps calling made the server hold every response it could not send
+/// (4.4 GB in 20 s from one connection). Now the responses waiting on a
+/// connection count against its memory budget (64 MiB): past it, calls whose
+/// answer would wait too end with RESOURCE_EXHAUSTED, new calls are refused
+/// unprocessed, and the client gets no more credit for requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_a_client_never_takes_are_bounded() {
+    use sinew_examples::kv::{key_value_client::KeyValueClient, GetRequest, PutRequest};
+    let serve = Serve::start();
+    let channel = sinew::Channel::connect(&serve.tcp).await.unwrap();
+    KeyValueClient::new(channel.clone())
+        .put(PutRequest {
+            key: "big".into(),
+            value: vec![7u8; 1 << 20],
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let before = usage(serve.pid());
+
+    let mut client = RawClient::handshake_with(
+        &address(&serve),
+        sinew_wire::Settings {
+            initial_stream_window: 1,
+            initial_connection_window: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let get = prost::Message::encode_to_vec(&GetRequest { key: "big".into() });
+    let calls = 1000u32;
+    client
+        .send(|out| {
+            for i in 0..calls {
+                let id = 2 * i + 1;
+                encode::headers(
+                    out,
+                    id,
+                    false,
+                    None,
+                    "/sinew.examples.kv.KeyValue/Get",
+                    &MetadataMap::new(),
+                );
+                encode::data(out, id, true, &get);
+            }
+        })
+        .await;
+    // Every call but those whose answer waits within the budget ends: with
+    // RESOURCE_EXHAUSTED, or refused unprocessed.
+    // (The first answer fits the one-byte window, and is sent whole.)
+    let (mut exhausted, mut refused, mut answered, mut other) = (0, 0, 0, 0);
+    while exhausted + refused + answered + other < calls - 80 {
+        match client.next_frame().await.expect("connection open") {
+            Frame::Trailers(t) if t.code == sinew::Code::ResourceExhausted => exhausted += 1,
+            Frame::Trailers(t) if t.code == sinew::Code::Ok => answered += 1,
+            Frame::Reset(r) if r.refused => refused += 1,
+            Frame::Trailers(_) | Frame::Reset(_) => other += 1,
+            _ => {}
+        }
+    }
+    let after = usage(serve.pid());
+    eprintln!(
+        "{exhausted} RESOURCE_EXHAUSTED, {refused} refused, {answered} answered, {other} other; server peak RSS {} -> {} MiB",
+        before.peak_rss >> 20,
+        after.peak_rss >> 20
+    );
+    assert!(exhausted > 0, "the budget ended calls");
+    assert_eq!(other, 0);
+    assert!(
+        after.peak_rss < before.peak_rss + (400 << 20),
+        "1000 answers of 1 MiB would be 1 GB; the budget is 64 MiB"
+    );
+    // The server, and other connections, go on.
+    let got = KeyValueClient::new(channel)
+        .get(GetRequest { key: "big".into() })
+        .await
+        .unwrap();
+    assert_eq!(got.into_inner().value.len(), 1 << 20);
+}
+
+/// Finding 3, gRPC bridge: the message decoder buffered a partial message of
+/// up to 4 MiB on every stream while hyper kept returning credit (2
+/// connections x 1,000 streams -> 8 GB). Now the request bytes a connection's
+/// calls buffer count against its memory budget (64 MiB): past it, calls end
+/// with RESOURCE_EXHAUSTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_grpc_messages_are_bounded() {
+    let serve = Serve::start();
+    let tcp = serve.tcp.trim_start_matches("tcp://").to_owned();
+    let before = usage(serve.pid());
+    let mut held = Vec::new();
+    let mut exhausted = 0;
+    for _ in 0..2 {
+        let socket = tokio::net::TcpStream::connect(&tcp).await.unwrap();
+        let (mut h2, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .handshake::<_, bytes::Bytes>(socket)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut responses = Vec::new();
+        for _ in 0..150 {
+            h2 = h2.ready().await.unwrap();
+            let request =
+                http::Request::post("http://sinew/grpc.examples.echo.Echo/ClientStreamingEcho")
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+            let (response, mut body) = h2.send_request(request, false).unwrap();
+            // A message that announces 4 MiB, and its first MiB.
+            let mut partial = vec![0u8; 5 + (1 << 20)];
+            partial[1..5].copy_from_slice(&(4u32 << 20).to_be_bytes());
+            body.reserve_capacity(partial.len());
+            body.send_data(partial.into(), false).unwrap();
+            responses.push(response);
+            held.push(body);
+        }
+        // Calls past the budget end at once; the others wait for the rest
+        // of their message.
+        let mut pending: futures_util::stream::FuturesUnordered<_> =
+            responses.into_iter().collect();
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(response) = futures_util::StreamExt::next(&mut pending).await {
+                let response = response.unwrap();
+                let status = response
+                    .headers()
+                    .get("grpc-status")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                assert_eq!(status.as_deref(), Some("8"), "{response:?}");
+                exhausted += 1;
+            }
+        })
+        .await;
+    }
+    let after = usage(serve.pid());
+    eprintln!(
+        "{exhausted} of 300 calls RESOURCE_EXHAUSTED; server peak RSS {} -> {} MiB",
+        before.peak_rss >> 20,
+        after.peak_rss >> 20
+    );
+    assert!(exhausted >= 100, "{exhausted}");
+    assert!(after.peak_rss < before.peak_rss + (400 << 20));
+    drop(held);
+}
+
+/// Finding 3: a 4 MiB frame trickled a byte a second pinned 4.26 MB per
+/// connection with no read timeout (300 connections: 1.28 GB). Now the read
+/// buffer grows with what arrives (at most four times it, at least 256 KiB),
+/// not with what a frame announces, and a frame that takes longer than the
+/// frame timeout closes its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_frames_are_bounded_and_timed_out() {
+    use tokio::io::AsyncWriteExt;
+    let serve = Serve::start_with(&["--frame-timeout", "2s"]);
+    let before = usage(serve.pid());
+    let mut clients = Vec::new();
+    for _ in 0..60 {
+        let mut client = RawClient::handshake(&address(&serve)).await;
+        let mut start = bytes::BytesMut::new();
+        encode::headers(
+            &mut start,
+            1,
+            false,
+            None,
+            "/grpc.examples.echo.Echo/ClientStreamingEcho",
+            &MetadataMap::new(),
+        );
+        // A DATA frame header announcing 4 MiB, and its first byte.
+        start.extend_from_slice(&raw::raw_frame(0, 0, 1, &[])[..]);
+        let at = start.len() - 10;
+        start[at..at + 4].copy_from_slice(&(4u32 << 20).to_be_bytes());
+        start.extend_from_slice(&[1]);
+        client.stream.write_all(&start).await.unwrap();
+        clients.push(client);
+    }
+    // A byte every 100 ms on each: not enough to finish in 2 s.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for client in &mut clients {
+            let _ = client.stream.write_all(&[1]).await;
+        }
+    }
+    let during = usage(serve.pid());
+    for client in &mut clients {
+        let goaway = goaway_of(client).await;
+        assert_eq!(goaway.reason, Reason::EnhanceYourCalm);
+        assert!(
+            goaway.message.contains("frame timeout"),
+            "{}",
+            goaway.message
+        );
+    }
+    eprintln!(
+        "60 trickled 4 MiB frames: server peak RSS {} -> {} MiB",
+        before.peak_rss >> 20,
+        during.peak_rss >> 20
+    );
+    // 60 x 4 MiB reserved up front would be 240 MiB.
+    assert!(during.peak_rss < before.peak_rss + (64 << 20));
+}
+
+/// Finding 3: streams opened with HEADERS and never continued were kept
+/// forever (3.5 KB each, 1,024 per connection). Now a unary or
+/// server-streaming call whose request does not arrive within the request
+/// timeout ends with DEADLINE_EXCEEDED, and its stream is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_whose_request_never_comes_are_ended() {
+    let serve = Serve::start_with(&["--request-timeout", "1s"]);
+    let mut client = RawClient::handshake(&address(&serve)).await;
+    let calls = 1024u32;
+    client
+        .send(|out| {
+            for i in 0..calls {
+                encode::headers(out, 2 * i + 1, false, None, UNARY_ECHO, &MetadataMap::new());
+            }
+        })
+        .await;
+    let mut ended = 0;
+    while ended < calls {
+        match client.next_frame().await.expect("connection open") {
+            Frame::Trailers(t) => {
+                assert_eq!(t.code, sinew::Code::DeadlineExceeded, "{}", t.message);
+                assert!(t.message.contains("request timeout"), "{}", t.message);
+                ended += 1;
+            }
+            Frame::Reset(r) => panic!("{r:?}"),
+            _ => {}
+        }
+    }
+    // The streams are free again: a full set of new calls is served.
+    let id = 2 * calls + 1;
+    client.call(id, UNARY_ECHO, None, Some(&[])).await;
+    match client.end_of(id).await {
+        Frame::Trailers(t) => assert_eq!(t.code, sinew::Code::Ok),
+        other => panic!("{other:?}"),
+    }
+}

@@ -58,6 +58,11 @@ impl MessageDecoder {
         }
     }
 
+    /// Bytes held: the partial message (and any whole ones not taken yet).
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Adds body bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);

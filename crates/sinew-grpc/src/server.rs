@@ -18,6 +18,7 @@ use sinew_rpc::server::{
 use sinew_rpc::{Keepalive, Status};
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -142,15 +143,18 @@ async fn serve_http2(
     let max_concurrent_streams = local.max_concurrent_streams();
     let max_header_list_size = local.max_header_list_size();
     let drain_timeout = local.drain_timeout();
-    let peer = connection.peer().clone();
-    let activity = connection.activity().clone();
     let keepalive = config.keepalive;
+    let context = Arc::new(Connection {
+        peer: connection.peer().clone(),
+        activity: connection.activity().clone(),
+        buffered: Arc::new(AtomicUsize::new(0)),
+        memory_budget: local.connection_memory(),
+        local,
+        config,
+    });
     let service = hyper::service::service_fn(move |request| {
-        let (local, config, peer) = (local.clone(), config.clone(), peer.clone());
-        // Counted until its response body is gone: the server closes only
-        // idle connections to make room for new ones.
-        let active = activity.call();
-        async move { Ok::<_, Infallible>(handle(request, local, config, peer, active).await) }
+        let context = context.clone();
+        async move { Ok::<_, Infallible>(handle(request, context).await) }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(max_concurrent_streams)
@@ -240,13 +244,23 @@ fn trailers_only(status: &Status) -> HttpResponse<Body> {
     response
 }
 
-async fn handle(
-    request: HttpRequest<Incoming>,
+/// What the calls of one HTTP/2 connection share.
+struct Connection {
     local: LocalConnector,
     config: Arc<Config>,
     peer: Arc<Peer>,
-    active: ActiveCall,
-) -> HttpResponse<Body> {
+    /// Calls in flight, for the server's connection table.
+    activity: Arc<sinew_rpc::server::Activity>,
+    /// Request bytes the calls buffer (see [`Buffered`]).
+    buffered: Arc<AtomicUsize>,
+    memory_budget: usize,
+}
+
+async fn handle(request: HttpRequest<Incoming>, connection: Arc<Connection>) -> HttpResponse<Body> {
+    // Counted until its response body is gone: the server closes only idle
+    // connections to make room for new ones.
+    let active = connection.activity.call();
+    let config = &connection.config;
     if request.method() != Method::POST {
         return http_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -297,13 +311,19 @@ async fn handle(
 
     // The service runs right here, reading the request body as it goes, until
     // the response begins: a unary call is complete by then.
-    let mut call = local.dispatch(ExternalRequest {
+    let buffered = Buffered {
+        connection: connection.buffered.clone(),
+        budget: connection.memory_budget,
+        mine: 0,
+    };
+    let body = request.into_body();
+    let mut call = connection.local.dispatch(ExternalRequest {
         path,
         metadata: call_metadata,
         timeout,
-        messages: request_messages(request.into_body(), encoding, config.max_message_size),
+        messages: request_messages(body, encoding, config.max_message_size, buffered),
         headroom: PREFIX_LEN,
-        peer: Some(peer),
+        peer: Some(connection.peer.clone()),
     });
     match call.head().await {
         ResponseHead::TrailersOnly(status) => trailers_only(&status),
@@ -321,6 +341,52 @@ async fn handle(
     }
 }
 
+/// The request bytes a connection's calls buffer (partial messages, whole
+/// ones not taken yet), against the server's `connection_memory`: hyper
+/// returns HTTP/2 flow-control credit as it hands out body bytes, so without
+/// this a client could make the bridge buffer a partial message of up to the
+/// message limit on every stream (2 connections x 1,000 streams of 4 MiB
+/// partial messages: 8 GB).
+struct Buffered {
+    connection: Arc<AtomicUsize>,
+    budget: usize,
+    /// This call's share of `connection`.
+    mine: usize,
+}
+
+impl Buffered {
+    /// Whether `more` bytes fit in the connection's budget.
+    fn admit(&self, more: usize) -> Result<(), Status> {
+        let total = self.connection.load(Ordering::Relaxed);
+        if total > 0 && total + more > self.budget {
+            return Err(Status::resource_exhausted(format!(
+                "the connection's calls buffer {total} bytes of request messages not \
+                 taken yet, and {more} more would pass its memory budget of {} bytes",
+                self.budget
+            )));
+        }
+        Ok(())
+    }
+
+    /// This call now buffers `bytes`.
+    fn set(&mut self, bytes: usize) {
+        if bytes >= self.mine {
+            self.connection
+                .fetch_add(bytes - self.mine, Ordering::Relaxed);
+        } else {
+            self.connection
+                .fetch_sub(self.mine - bytes, Ordering::Relaxed);
+        }
+        self.mine = bytes;
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        self.connection.fetch_sub(self.mine, Ordering::Relaxed);
+    }
+}
+
 /// Splits the request body into messages. Bad framing, an oversize message or a
 /// body that breaks off ends the stream with a status, which ends the call with
 /// that status: a call is never taken for complete because its request broke.
@@ -328,20 +394,28 @@ fn request_messages(
     body: Incoming,
     encoding: Encoding,
     max_message_size: usize,
+    buffered: Buffered,
 ) -> RequestMessages {
     let decoder = MessageDecoder::new(encoding, max_message_size);
-    let stream = futures_util::stream::unfold(Some((body, decoder)), |state| async move {
-        let (mut body, mut decoder) = state?;
+    let state = Some((body, decoder, buffered));
+    let stream = futures_util::stream::unfold(state, |state| async move {
+        let (mut body, mut decoder, mut buffered) = state?;
         loop {
-            match decoder.next_message() {
-                Ok(Some(message)) => return Some((Ok(message), Some((body, decoder)))),
+            let next = decoder.next_message();
+            buffered.set(decoder.buffered());
+            match next {
+                Ok(Some(message)) => return Some((Ok(message), Some((body, decoder, buffered)))),
                 Ok(None) => {}
                 Err(status) => return Some((Err(status), None)),
             }
             match body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        if let Err(status) = buffered.admit(data.len()) {
+                            return Some((Err(status), None));
+                        }
                         decoder.push(&data);
+                        buffered.set(decoder.buffered());
                     }
                 }
                 Some(Err(error)) => {

@@ -62,6 +62,16 @@ pub(crate) struct Limits {
     /// Largest header list (path and metadata) of a call, e.g. 16KiB.
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = crate::size::parse_size_u32)]
     max_header_list_size: u32,
+    /// Bytes of messages one connection may hold for a client that does not
+    /// take them (answers waiting for credit, buffered gRPC requests).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::size::parse_size)]
+    connection_memory: u64,
+    /// Time the request of a unary or server-streaming call may take to arrive.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::time::parse_duration)]
+    request_timeout: Duration,
+    /// Time a frame may take to arrive once its first bytes have.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::time::parse_duration)]
+    frame_timeout: Duration,
 }
 
 impl Limits {
@@ -75,7 +85,10 @@ impl Limits {
             .handshake_timeout(self.handshake_timeout)
             .max_concurrent_streams(self.max_concurrent_streams)
             .max_frame_size(self.max_message_size)
-            .max_header_list_size(self.max_header_list_size);
+            .max_header_list_size(self.max_header_list_size)
+            .connection_memory(usize::try_from(self.connection_memory).unwrap_or(usize::MAX))
+            .request_timeout(self.request_timeout)
+            .frame_timeout(self.frame_timeout);
         if let Some(limit) = self.max_connections {
             builder = builder.max_connections(limit);
         }

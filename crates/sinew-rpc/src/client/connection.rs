@@ -111,6 +111,7 @@ where
         preface.settings,
         writer_half.slab_pool(),
         Default::default(),
+        usize::MAX,
     );
     tokio::spawn(writer::run(shared.clone(), writer_half));
     tokio::spawn(read_loop(shared.clone(), reader, buf));

@@ -21,9 +21,12 @@
 //! hundred nanoseconds of bookkeeping and encoding, never I/O.
 //!
 //! Memory is bounded whatever the peer does: inbound messages are bounded by the
-//! receive windows (section 4 of `docs/protocol.md`), the pending write buffer by
-//! the peer's windows for DATA and by the reader pausing while the buffer is above
-//! [`PENDING_WRITE_PAUSE`] for everything else.
+//! receive windows (section 4 of `docs/protocol.md`; every DATA frame costs
+//! window, so their number is bounded too), the pending write buffer by the
+//! peer's windows for DATA and by the reader pausing while the buffer is above
+//! [`PENDING_WRITE_PAUSE`] for everything else. A server also bounds the
+//! messages its calls hold while they wait to be sent (a peer that grants
+//! no credit, or does not read): see [`Shared::memory_budget`].
 
 mod flood;
 mod inbox;
@@ -62,14 +65,20 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Decoded messages are `Bytes` slices of the read buffer, so once one is handed
 /// out the buffer's allocation is shared and growing it means a new allocation
 /// plus a copy of the partial frame at its end. Growing in large chunks (at least
-/// 256 KiB, and always enough for the whole frame that has started) makes that
+/// 256 KiB, and enough for the rest of the frame that has started) makes that
 /// happen once per many frames instead of on nearly every read of large messages.
+///
+/// A frame's announced length is the peer's word, not its bytes: room for the
+/// rest of a frame is given only up to four times what has arrived (at least
+/// 256 KiB), so a peer that announces a 4 MiB frame and trickles it makes the
+/// buffer grow with what it actually sends, not with what it announced.
 pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
     let mut wanted = READ_CHUNK / 8;
     if buf.len() >= 4 {
         let frame = sinew_wire::FRAME_HEADER_LEN
             + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        wanted = wanted.max(frame.saturating_sub(buf.len()));
+        let earned = (4 * buf.len()).max(READ_CHUNK);
+        wanted = wanted.max(frame.saturating_sub(buf.len()).min(earned));
     }
     // Reuse the allocation if every message split from it is gone (moving the
     // partial frame to its front); otherwise start a fresh buffer with the
@@ -186,6 +195,9 @@ pub(crate) struct StreamState {
     /// HEADERS were queued. While it is still current, no byte of the call
     /// has been handed to the socket.
     pub(crate) queued_in_batch: u64,
+    /// Bytes of the message this stream's call is waiting to send (counted
+    /// in [`State::held`]).
+    pub(crate) waiting: usize,
 }
 
 impl StreamState {
@@ -203,6 +215,7 @@ impl StreamState {
             cancel_waker: None,
             cancelled: None,
             queued_in_batch: 0,
+            waiting: 0,
         }
     }
 
@@ -306,6 +319,10 @@ pub(crate) struct State {
     /// the last time have not reached the socket (see
     /// [`StreamState::queued_in_batch`]).
     pub(crate) batches_taken: u64,
+    /// Bytes of the messages calls are waiting to send (for credit from the
+    /// peer, or for room in the write buffer): what the peer makes this side
+    /// hold by not reading. See [`Shared::memory_budget`].
+    pub(crate) held: usize,
     /// Frames the peer sent that did no work for a call (PINGs, frames for
     /// streams already gone): a budget, past which the peer is told to calm
     /// down and the connection closes.
@@ -337,6 +354,14 @@ pub(crate) struct Shared {
     /// What the peer announced: the limits we must respect when sending.
     pub(crate) peer: Settings,
     pub(crate) role: Role,
+    /// Server side: how many bytes of messages its calls may hold waiting to
+    /// be sent ([`State::held`]). Above it the connection stops returning
+    /// credit for requests and refuses new calls (back-pressure), and a call
+    /// whose message would have to wait as well ends with
+    /// `RESOURCE_EXHAUSTED` instead (so the bound holds even for calls that
+    /// were already running). `usize::MAX` on the client: what its calls
+    /// hold is the application's own memory.
+    pub(crate) memory_budget: usize,
 }
 
 /// Kills the connection when dropped: however the task driving a connection ends
@@ -394,6 +419,7 @@ impl Shared {
         peer: Settings,
         slabs: Option<SlabPool>,
         activity: Arc<Activity>,
+        memory_budget: usize,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State {
@@ -412,6 +438,7 @@ impl Shared {
                 goaway_sent: None,
                 close_when_idle: false,
                 batches_taken: 0,
+                held: 0,
                 flood: flood::FloodGuard::new(),
             }),
             writer_wake: Notify::new(),
@@ -423,6 +450,7 @@ impl Shared {
             local,
             peer,
             role,
+            memory_budget,
         })
     }
 
@@ -550,7 +578,6 @@ impl Locked<'_> {
     pub(crate) fn credit(&mut self, stream_id: Option<u32>, len: usize) {
         let len = len as u32;
         let stream_threshold = (self.shared.local.initial_stream_window / 2).max(1);
-        let connection_threshold = (self.shared.local.initial_connection_window / 2).max(1);
         let state: &mut State = self;
         if let Some(id) = stream_id {
             if let Some(stream) = state.streams.get_mut(&id) {
@@ -564,12 +591,36 @@ impl Locked<'_> {
             }
         }
         state.recv_unacked += len;
-        if state.recv_unacked >= connection_threshold {
+        self.return_connection_credit();
+    }
+
+    /// Returns the connection credit consumed so far once it is worth an
+    /// update, unless calls hold more than the memory budget: then the peer
+    /// gets it back only when they have sent what they hold.
+    fn return_connection_credit(&mut self) {
+        let threshold = (self.shared.local.initial_connection_window / 2).max(1);
+        let budget = self.shared.memory_budget;
+        let state: &mut State = self;
+        if state.recv_unacked >= threshold && state.held <= budget {
             let increment = state.recv_unacked;
             state.recv_unacked = 0;
             state.recv_window += increment as i64;
             encode::window_update(&mut state.pending, 0, increment);
         }
+    }
+
+    /// A stream's call no longer waits to send what it held.
+    pub(crate) fn release_held(&mut self, waiting: usize) {
+        if waiting > 0 {
+            self.held -= waiting;
+            self.return_connection_credit();
+        }
+    }
+
+    /// Whether calls hold more than the memory budget (a server then refuses
+    /// new calls).
+    pub(crate) fn over_memory_budget(&self) -> bool {
+        self.held > self.shared.memory_budget
     }
 
     /// Handles the frames both roles treat alike. Returns the frame back when it
@@ -758,7 +809,8 @@ impl Locked<'_> {
     /// the one place streams leave it.
     pub(crate) fn remove_stream(&mut self, id: u32) -> Option<StreamState> {
         let removed = self.streams.remove(&id);
-        if removed.is_some() {
+        if let Some(stream) = &removed {
+            self.release_held(stream.waiting);
             self.open_streams -= 1;
             self.shared.open_streams.set(self.open_streams);
             let waiters = std::mem::take(&mut self.capacity_waiters);

@@ -161,15 +161,33 @@ impl StreamRef {
                 "cannot send on a stream this side already closed",
             )));
         }
+        let mut waited = 0;
         if let Some(len) = message_len {
-            if stream.send_window <= 0 {
-                stream.send_waker = Some(cx.waker().clone());
+            let stream_blocked = stream.send_window <= 0;
+            if stream_blocked || state.send_window <= 0 || queued >= PENDING_WRITE_HIGH {
+                // The message waits, and counts against the memory budget
+                // meanwhile: unless that is already spent by others.
+                if stream.waiting == 0 {
+                    let budget = self.shared.memory_budget;
+                    if state.held > 0 && state.held.saturating_add(len) > budget {
+                        return Poll::Ready(Err(Status::resource_exhausted(format!(
+                            "the peer is not taking what this connection sends: {} bytes \
+                             already wait, and the connection holds at most {budget} \
+                             (memory budget); this message of {len} bytes cannot wait too",
+                            state.held
+                        ))));
+                    }
+                    stream.waiting = len;
+                    state.held += len;
+                }
+                if stream_blocked {
+                    stream.send_waker = Some(cx.waker().clone());
+                } else {
+                    state.capacity_waiters.push(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
-            if state.send_window <= 0 || queued >= PENDING_WRITE_HIGH {
-                state.capacity_waiters.push(cx.waker().clone());
-                return Poll::Pending;
-            }
+            waited = std::mem::take(&mut stream.waiting);
             let cost = flow_cost(len) as i64;
             stream.send_window -= cost;
             state.send_window -= cost;
@@ -189,6 +207,7 @@ impl StreamRef {
         if let Some(status) = send.trailers {
             locked.encode_trailers(id, status);
         }
+        locked.release_held(waited);
         Poll::Ready(Ok(()))
     }
 }

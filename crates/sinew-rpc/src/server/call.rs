@@ -94,6 +94,9 @@ pub struct ServerCall {
     /// request stream) in the same read as the call's HEADERS: the reader hands
     /// it over directly, so the handler need not take the lock to receive it.
     pub(crate) prefetched: Option<bytes::Bytes>,
+    /// How long a single request may take to arrive (the server's
+    /// `request_timeout`).
+    pub(crate) request_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -170,25 +173,35 @@ impl ServerCall {
                 Status::invalid_argument(format!("request is not a valid message: {error}"))
             });
         }
-        let mut message = None;
-        loop {
-            match poll_fn(|cx| self.io.poll_recv(cx)).await {
-                Inbound::Message(bytes) => {
-                    if message.is_some() {
-                        return Err(Status::invalid_argument(
-                            "expected exactly one request message, got more",
-                        ));
+        let io = &self.io;
+        let receive = async {
+            let mut message = None;
+            loop {
+                match poll_fn(|cx| io.poll_recv(cx)).await {
+                    Inbound::Message(bytes) => {
+                        if message.is_some() {
+                            return Err(Status::invalid_argument(
+                                "expected exactly one request message, got more",
+                            ));
+                        }
+                        message = Some(bytes);
                     }
-                    message = Some(bytes);
+                    Inbound::End => break,
+                    Inbound::Reset(status) | Inbound::Trailers(status) => return Err(status),
+                    Inbound::Headers(_) => {}
                 }
-                Inbound::End => break,
-                Inbound::Reset(status) | Inbound::Trailers(status) => return Err(status),
-                Inbound::Headers(_) => {}
             }
-        }
-        let bytes = message.ok_or_else(|| {
-            Status::invalid_argument("expected exactly one request message, got none")
-        })?;
+            message.ok_or_else(|| {
+                Status::invalid_argument("expected exactly one request message, got none")
+            })
+        };
+        let limit = self.request_timeout;
+        let bytes = tokio::time::timeout(limit, receive).await.map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "the request did not arrive within {limit:?} of the call's headers \
+                 (the server's request timeout)"
+            ))
+        })??;
         Req::decode(bytes).map_err(|error| {
             Status::invalid_argument(format!("request is not a valid message: {error}"))
         })

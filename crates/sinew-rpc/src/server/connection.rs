@@ -90,6 +90,7 @@ where
         preface.settings,
         writer_half.slab_pool(),
         activity,
+        config.connection_memory,
     );
     Preface::new(config.settings).encode(&mut shared.lock().pending);
     let mut writer_task = AbortOnDrop(tokio::spawn(writer::run(shared.clone(), writer_half)));
@@ -105,6 +106,7 @@ where
         drain_deadline: None,
         open_at_drain: 0,
         broke_a_rule: false,
+        frames: 0,
     };
     let counts = connection.run(&mut reader, buf, shutdown).await;
     shared.lock().kill(Status::unavailable("connection closed"));
@@ -223,6 +225,8 @@ struct Reader {
     open_at_drain: u64,
     /// The peer broke a rule: a GOAWAY saying which was sent.
     broke_a_rule: bool,
+    /// Frames decoded so far (the frame timeout watches for progress).
+    frames: u64,
 }
 
 /// Why the read loop stopped.
@@ -243,10 +247,19 @@ impl Reader {
         mut shutdown: watch::Receiver<bool>,
     ) -> DrainCounts {
         let mut shutdown_seen = *shutdown.borrow();
+        // When the frame now partly in `buf` began to arrive, and how many
+        // frames had been decoded then.
+        let mut partial: Option<(Instant, u64)> = None;
         let ended = loop {
             if !self.read_frames(&mut buf) {
                 break Ended::Closed;
             }
+            partial = match partial {
+                _ if buf.is_empty() => None,
+                Some((since, frames)) if frames == self.frames => Some((since, frames)),
+                _ => Some((Instant::now(), self.frames)),
+            };
+            let frame_deadline = partial.map(|(since, _)| since + self.config.frame_timeout);
             if shutdown_seen && self.drain_deadline.is_none() {
                 self.start_drain();
             }
@@ -293,6 +306,14 @@ impl Reader {
                     shutdown_seen = true;
                 }
                 _ = sleep_until_option(self.drain_deadline) => break Ended::DeadlinePassed,
+                _ = sleep_until_option(frame_deadline) => {
+                    let timeout = self.config.frame_timeout;
+                    self.shared.lock().connection_error(&WireError::new(
+                        Reason::EnhanceYourCalm,
+                        format!("a frame took longer than {timeout:?} to arrive (the server's frame timeout); {} bytes of it came", buf.len()),
+                    ));
+                    break Ended::Closed;
+                }
             }
         };
         self.finish(ended).await
@@ -307,7 +328,10 @@ impl Reader {
             let mut state = shared.lock();
             loop {
                 let frame = match self.decoder.decode(buf) {
-                    Ok(Some(frame)) => frame,
+                    Ok(Some(frame)) => {
+                        self.frames += 1;
+                        frame
+                    }
                     Ok(None) => {
                         prefetch_single_requests(&mut state, &mut self.new_calls);
                         break state.dead.is_none();
@@ -360,6 +384,15 @@ impl Reader {
                     state.encode_refusal(id, "server is shutting down; call not processed");
                     return Ok(());
                 }
+                if state.over_memory_budget() {
+                    let message = format!(
+                        "the connection's memory budget ({} bytes) is spent on responses \
+                         the client has not taken yet; call not processed",
+                        self.shared.memory_budget
+                    );
+                    state.encode_refusal(id, &message);
+                    return Ok(());
+                }
                 let limit = self.shared.local.max_concurrent_streams;
                 if state.open_streams >= limit {
                     let message =
@@ -398,6 +431,7 @@ impl Reader {
                     peer: self.peer.clone(),
                     route,
                     prefetched: None,
+                    request_timeout: self.config.request_timeout,
                 });
                 Ok(())
             }

@@ -65,6 +65,12 @@ pub(crate) struct ServerConfig {
     pub(crate) keepalive: crate::Keepalive,
     pub(crate) transport: TransportOptions,
     pub(crate) connection_limits: admission::Limits,
+    /// See [`ServerBuilder::connection_memory`].
+    pub(crate) connection_memory: usize,
+    /// See [`ServerBuilder::request_timeout`].
+    pub(crate) request_timeout: Duration,
+    /// See [`ServerBuilder::frame_timeout`].
+    pub(crate) frame_timeout: Duration,
 }
 
 /// What a server layer wraps: the rest of the stack, down to [`Dispatch`],
@@ -425,6 +431,37 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes of response messages the calls of one connection may hold while
+    /// they wait for the client to take them (default 64 MiB): a client that
+    /// grants no flow-control credit, or does not read its socket, makes the
+    /// server hold what its calls answer. Past the budget the connection
+    /// stops returning credit for requests and refuses new calls (`UNAVAILABLE`,
+    /// not processed), and a call whose message would have to wait too ends
+    /// with `RESOURCE_EXHAUSTED`. The gRPC bridge bounds the request bytes it
+    /// buffers per connection by the same figure.
+    pub fn connection_memory(mut self, bytes: usize) -> Self {
+        self.config.connection_memory = bytes.max(1);
+        self
+    }
+
+    /// Time the request of a unary or server-streaming call may take to
+    /// arrive, counted from the call's headers (default 60 s): a client that
+    /// opens calls and never sends their request cannot keep them open. A
+    /// call over it ends with `DEADLINE_EXCEEDED`. Streaming requests are the
+    /// application's to time (their gaps can be long on purpose).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Time a frame may take to arrive once its first bytes have (default
+    /// 30 s): a peer that trickles a large frame a byte at a time is closed
+    /// with a GOAWAY instead of pinning its buffer forever.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.config.frame_timeout = timeout;
+        self
+    }
+
     /// Time a new connection has to say which protocol it speaks and finish
     /// its handshake, all together (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
@@ -586,6 +623,9 @@ impl Server {
                     max_connections: default_max_connections(),
                     max_connections_per_ip: usize::MAX,
                 },
+                connection_memory: 64 * 1024 * 1024,
+                request_timeout: Duration::from_secs(60),
+                frame_timeout: Duration::from_secs(30),
             },
         }
     }

@@ -203,6 +203,12 @@ impl LocalConnector {
         self.config.settings.max_concurrent_streams
     }
 
+    /// The bytes of messages one connection's calls may hold (the server's
+    /// `connection_memory`), for protocols that buffer requests themselves.
+    pub fn connection_memory(&self) -> usize {
+        self.config.connection_memory
+    }
+
     /// The largest header list a call may arrive with (the server's
     /// `max_header_list_size`), for protocols with a limit of their own.
     pub fn max_header_list_size(&self) -> u32 {
@@ -234,6 +240,7 @@ impl LocalConnector {
                 peer: parts.peer,
                 route,
                 prefetched: None,
+                request_timeout: self.config.request_timeout,
             };
             Some(Box::pin(self.router.serve(call).map(drop)))
         })
