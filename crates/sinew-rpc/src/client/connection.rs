@@ -4,7 +4,7 @@ use super::ChannelConfig;
 use crate::connection::writer::Outbound;
 use crate::connection::{
     keepalive, reserve_for_read, wait_for_writer, writer, Inbound, KillOnExit, Locked, Role,
-    RoleFrame, Shared,
+    RoleFrame, ServerLimits, Shared,
 };
 use crate::status::Status;
 use bytes::BytesMut;
@@ -111,7 +111,7 @@ where
         preface.settings,
         writer_half.slab_pool(),
         Default::default(),
-        usize::MAX,
+        ServerLimits::CLIENT,
     );
     tokio::spawn(writer::run(shared.clone(), writer_half));
     tokio::spawn(read_loop(shared.clone(), reader, buf));

@@ -26,7 +26,7 @@
 //! peer's windows for DATA and by the reader pausing while the buffer is above
 //! [`PENDING_WRITE_PAUSE`] for everything else. A server also bounds the
 //! messages its calls hold while they wait to be sent (a peer that grants
-//! no credit, or does not read): see [`Shared::memory_budget`].
+//! no credit, or does not read): see [`ServerLimits::memory_budget`].
 
 mod flood;
 mod inbox;
@@ -321,7 +321,7 @@ pub(crate) struct State {
     pub(crate) batches_taken: u64,
     /// Bytes of the messages calls are waiting to send (for credit from the
     /// peer, or for room in the write buffer): what the peer makes this side
-    /// hold by not reading. See [`Shared::memory_budget`].
+    /// hold by not reading. See [`ServerLimits::memory_budget`].
     pub(crate) held: usize,
     /// Frames the peer sent that did no work for a call (PINGs, frames for
     /// streams already gone): a budget, past which the peer is told to calm
@@ -354,14 +354,32 @@ pub(crate) struct Shared {
     /// What the peer announced: the limits we must respect when sending.
     pub(crate) peer: Settings,
     pub(crate) role: Role,
-    /// Server side: how many bytes of messages its calls may hold waiting to
-    /// be sent ([`State::held`]). Above it the connection stops returning
-    /// credit for requests and refuses new calls (back-pressure), and a call
-    /// whose message would have to wait as well ends with
-    /// `RESOURCE_EXHAUSTED` instead (so the bound holds even for calls that
-    /// were already running). `usize::MAX` on the client: what its calls
-    /// hold is the application's own memory.
+    /// What a server bounds on this connection ([`ServerLimits::CLIENT`]
+    /// on a client).
+    pub(crate) limits: ServerLimits,
+}
+
+/// What a server bounds on each of its connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerLimits {
+    /// How many bytes of messages its calls may hold waiting to be sent
+    /// ([`State::held`]). Above it the connection stops returning credit for
+    /// requests and refuses new calls (back-pressure), and a call whose
+    /// message would have to wait as well ends with `RESOURCE_EXHAUSTED`
+    /// instead (so the bound holds even for calls that were already
+    /// running).
     pub(crate) memory_budget: usize,
+    /// How long the single request of a unary or server-streaming call may
+    /// take to arrive.
+    pub(crate) request_timeout: std::time::Duration,
+}
+
+impl ServerLimits {
+    /// No bound: what a client's calls hold is the application's own memory.
+    pub(crate) const CLIENT: ServerLimits = ServerLimits {
+        memory_budget: usize::MAX,
+        request_timeout: std::time::Duration::MAX,
+    };
 }
 
 /// Kills the connection when dropped: however the task driving a connection ends
@@ -419,7 +437,7 @@ impl Shared {
         peer: Settings,
         slabs: Option<SlabPool>,
         activity: Arc<Activity>,
-        memory_budget: usize,
+        limits: ServerLimits,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State {
@@ -450,7 +468,7 @@ impl Shared {
             local,
             peer,
             role,
-            memory_budget,
+            limits,
         })
     }
 
@@ -599,7 +617,7 @@ impl Locked<'_> {
     /// gets it back only when they have sent what they hold.
     fn return_connection_credit(&mut self) {
         let threshold = (self.shared.local.initial_connection_window / 2).max(1);
-        let budget = self.shared.memory_budget;
+        let budget = self.shared.limits.memory_budget;
         let state: &mut State = self;
         if state.recv_unacked >= threshold && state.held <= budget {
             let increment = state.recv_unacked;
@@ -620,7 +638,7 @@ impl Locked<'_> {
     /// Whether calls hold more than the memory budget (a server then refuses
     /// new calls).
     pub(crate) fn over_memory_budget(&self) -> bool {
-        self.held > self.shared.memory_budget
+        self.held > self.shared.limits.memory_budget
     }
 
     /// Handles the frames both roles treat alike. Returns the frame back when it

@@ -168,7 +168,7 @@ impl StreamRef {
                 // The message waits, and counts against the memory budget
                 // meanwhile: unless that is already spent by others.
                 if stream.waiting == 0 {
-                    let budget = self.shared.memory_budget;
+                    let budget = self.shared.limits.memory_budget;
                     if state.held > 0 && state.held.saturating_add(len) > budget {
                         return Poll::Ready(Err(Status::resource_exhausted(format!(
                             "the peer is not taking what this connection sends: {} bytes \

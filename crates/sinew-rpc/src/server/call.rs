@@ -37,6 +37,15 @@ pub(crate) enum CallIo {
 }
 
 impl CallIo {
+    /// How long a single request may take to arrive (the server's
+    /// `request_timeout`).
+    fn request_timeout(&self) -> Duration {
+        match self {
+            CallIo::Sinew(stream) => stream.shared.limits.request_timeout,
+            CallIo::External(io) => io.request_timeout,
+        }
+    }
+
     /// The next request item.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Inbound> {
         match self {
@@ -94,9 +103,6 @@ pub struct ServerCall {
     /// request stream) in the same read as the call's HEADERS: the reader hands
     /// it over directly, so the handler need not take the lock to receive it.
     pub(crate) prefetched: Option<bytes::Bytes>,
-    /// How long a single request may take to arrive (the server's
-    /// `request_timeout`).
-    pub(crate) request_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -195,7 +201,7 @@ impl ServerCall {
                 Status::invalid_argument("expected exactly one request message, got none")
             })
         };
-        let limit = self.request_timeout;
+        let limit = self.io.request_timeout();
         let bytes = tokio::time::timeout(limit, receive).await.map_err(|_| {
             Status::deadline_exceeded(format!(
                 "the request did not arrive within {limit:?} of the call's headers \

@@ -19,7 +19,7 @@ use crate::connection::stream::StreamRef;
 use crate::connection::writer::Outbound;
 use crate::connection::{
     keepalive, reserve_for_read, wait_for_writer, writer, Inbound, KillOnExit, Locked, Role,
-    RoleFrame, Shared, StreamState,
+    RoleFrame, ServerLimits, Shared, StreamState,
 };
 use crate::status::Status;
 use bytes::BytesMut;
@@ -90,7 +90,10 @@ where
         preface.settings,
         writer_half.slab_pool(),
         activity,
-        config.connection_memory,
+        ServerLimits {
+            memory_budget: config.connection_memory,
+            request_timeout: config.request_timeout,
+        },
     );
     Preface::new(config.settings).encode(&mut shared.lock().pending);
     let mut writer_task = AbortOnDrop(tokio::spawn(writer::run(shared.clone(), writer_half)));
@@ -247,19 +250,18 @@ impl Reader {
         mut shutdown: watch::Receiver<bool>,
     ) -> DrainCounts {
         let mut shutdown_seen = *shutdown.borrow();
-        // When the frame now partly in `buf` began to arrive, and how many
-        // frames had been decoded then.
+        // The frame timeout, checked by a clock that ticks a few times per
+        // timeout (one timer for the connection, not one per read): the
+        // number of frames decoded when a tick last saw a partial frame.
+        let frame_timeout = self.config.frame_timeout;
+        let period = (frame_timeout / 4).max(Duration::from_millis(50));
+        let mut frame_clock = tokio::time::interval_at(Instant::now() + period, period);
+        frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut partial: Option<(Instant, u64)> = None;
         let ended = loop {
             if !self.read_frames(&mut buf) {
                 break Ended::Closed;
             }
-            partial = match partial {
-                _ if buf.is_empty() => None,
-                Some((since, frames)) if frames == self.frames => Some((since, frames)),
-                _ => Some((Instant::now(), self.frames)),
-            };
-            let frame_deadline = partial.map(|(since, _)| since + self.config.frame_timeout);
             if shutdown_seen && self.drain_deadline.is_none() {
                 self.start_drain();
             }
@@ -306,13 +308,21 @@ impl Reader {
                     shutdown_seen = true;
                 }
                 _ = sleep_until_option(self.drain_deadline) => break Ended::DeadlinePassed,
-                _ = sleep_until_option(frame_deadline) => {
-                    let timeout = self.config.frame_timeout;
-                    self.shared.lock().connection_error(&WireError::new(
-                        Reason::EnhanceYourCalm,
-                        format!("a frame took longer than {timeout:?} to arrive (the server's frame timeout); {} bytes of it came", buf.len()),
-                    ));
-                    break Ended::Closed;
+                now = frame_clock.tick() => {
+                    // A frame is late when one was partly in the buffer at a
+                    // tick, with no frame decoded since, for the timeout.
+                    partial = match partial {
+                        _ if buf.is_empty() => None,
+                        Some((since, frames)) if frames == self.frames => Some((since, frames)),
+                        _ => Some((now, self.frames)),
+                    };
+                    if partial.is_some_and(|(since, _)| now >= since + frame_timeout) {
+                        self.shared.lock().connection_error(&WireError::new(
+                            Reason::EnhanceYourCalm,
+                            format!("a frame took longer than {frame_timeout:?} to arrive (the server's frame timeout); {} bytes of it came", buf.len()),
+                        ));
+                        break Ended::Closed;
+                    }
                 }
             }
         };
@@ -388,7 +398,7 @@ impl Reader {
                     let message = format!(
                         "the connection's memory budget ({} bytes) is spent on responses \
                          the client has not taken yet; call not processed",
-                        self.shared.memory_budget
+                        self.shared.limits.memory_budget
                     );
                     state.encode_refusal(id, &message);
                     return Ok(());
@@ -431,7 +441,6 @@ impl Reader {
                     peer: self.peer.clone(),
                     route,
                     prefetched: None,
-                    request_timeout: self.config.request_timeout,
                 });
                 Ok(())
             }

@@ -104,6 +104,8 @@ pub(crate) struct ExternalIo {
     headroom: usize,
     /// Resolves when a graceful shutdown's drain deadline passes.
     drain: Mutex<BoxFuture<'static, ()>>,
+    /// The server's request timeout.
+    pub(crate) request_timeout: Duration,
 }
 
 struct Requests {
@@ -283,6 +285,7 @@ impl ExternalCall {
     pub(crate) fn new(
         request: ExternalRequest,
         drain: BoxFuture<'static, ()>,
+        request_timeout: Duration,
         start: impl FnOnce(&Arc<ExternalIo>, ExternalRequestParts) -> Option<BoxFuture<'static, ()>>,
     ) -> ExternalCall {
         let ExternalRequest {
@@ -301,6 +304,7 @@ impl ExternalCall {
             outbox: Mutex::new(Outbox::default()),
             headroom,
             drain: Mutex::new(drain),
+            request_timeout,
         });
         let driver = start(
             &io,

@@ -221,29 +221,34 @@ impl LocalConnector {
     /// deadline of a graceful shutdown passes end with `UNAVAILABLE`.
     pub fn dispatch(&self, request: ExternalRequest) -> ExternalCall {
         let drain = drain_deadline(self.shutdown.clone(), self.config.drain_timeout);
-        ExternalCall::new(request, Box::pin(drain), |external, parts| {
-            let route = self.router.route(&parts.path, parts.timeout);
-            if let Err(status) = &route {
-                // Without layers, nobody needs to see the refusal.
-                if !self.router.has_layers() {
-                    external.finish(status.clone());
-                    return None;
+        let request_timeout = self.config.request_timeout;
+        ExternalCall::new(
+            request,
+            Box::pin(drain),
+            request_timeout,
+            |external, parts| {
+                let route = self.router.route(&parts.path, parts.timeout);
+                if let Err(status) = &route {
+                    // Without layers, nobody needs to see the refusal.
+                    if !self.router.has_layers() {
+                        external.finish(status.clone());
+                        return None;
+                    }
                 }
-            }
-            let call = ServerCall {
-                io: CallIo::External(external.clone()),
-                path: Bytes::from(parts.path),
-                metadata: parts.metadata,
-                timeout: parts.timeout,
-                deadline: parts.timeout.map(|timeout| Instant::now() + timeout),
-                extensions: crate::call::Extensions::new(),
-                peer: parts.peer,
-                route,
-                prefetched: None,
-                request_timeout: self.config.request_timeout,
-            };
-            Some(Box::pin(self.router.serve(call).map(drop)))
-        })
+                let call = ServerCall {
+                    io: CallIo::External(external.clone()),
+                    path: Bytes::from(parts.path),
+                    metadata: parts.metadata,
+                    timeout: parts.timeout,
+                    deadline: parts.timeout.map(|timeout| Instant::now() + timeout),
+                    extensions: crate::call::Extensions::new(),
+                    peer: parts.peer,
+                    route,
+                    prefetched: None,
+                };
+                Some(Box::pin(self.router.serve(call).map(drop)))
+            },
+        )
     }
 
     /// A new in-process connection: the client end of a pipe whose other end this
