@@ -3,6 +3,7 @@
 //! for the server process, never wall-clock time. Each test names the finding
 //! of the hardening issue it reproduces; `docs/security.md` lists the limits.
 
+mod attacks;
 mod common;
 #[path = "../../../tests/common/raw.rs"]
 mod raw;
@@ -18,14 +19,6 @@ fn address(serve: &Serve) -> sinew::transport::Address {
     serve.tcp.parse().unwrap()
 }
 
-/// A HEADERS frame for `path` carrying `metadata`, built by hand so that it
-/// can break the limits a real client respects.
-fn headers_frame(stream_id: u32, path: &str, metadata: &MetadataMap) -> bytes::BytesMut {
-    let mut out = bytes::BytesMut::new();
-    encode::headers(&mut out, stream_id, false, None, path, metadata);
-    out
-}
-
 /// Finding 1: 128k distinct metadata keys in one 2.7 MB HEADERS frame cost
 /// the server 35 s of CPU (a linear scan per key, and the echo example echoes
 /// every `x-echo-*-bin` key). Now the frame is refused from its header alone
@@ -37,24 +30,13 @@ async fn metadata_floods_cost_bounded_cpu() {
     let before = usage(serve.pid());
 
     // Four connections, each with a 2.7 MB HEADERS frame of 128k keys.
-    let mut huge = MetadataMap::new();
-    for i in 0..128 * 1024 {
-        huge.append(&format!("x-echo-{i}-bin"), "").unwrap();
-    }
-    let attack = headers_frame(1, UNARY_ECHO, &huge);
-    assert!(attack.len() > 2_500_000);
+    let client = RawClient::handshake(&address(&serve)).await;
+    let limit = client.server_settings.unwrap().max_header_list_size;
+    assert_eq!(limit, 16 * 1024, "the default is announced in the preface");
     for _ in 0..4 {
-        let mut client = RawClient::handshake(&address(&serve)).await;
-        let limit = client.server_settings.unwrap().max_header_list_size;
-        assert_eq!(limit, 16 * 1024, "the default is announced in the preface");
-        // The server may close before reading it all.
-        let _ = tokio::io::AsyncWriteExt::write_all(&mut client.stream, &attack).await;
-        let frames = client.read_until_closed().await;
-        let goaway = frames.iter().find_map(|f| match f {
-            Frame::GoAway(g) => Some(g),
-            _ => None,
-        });
-        let goaway = goaway.unwrap_or_else(|| panic!("expected a GOAWAY, got {frames:?}"));
+        let goaway = attacks::metadata_flood(&address(&serve))
+            .await
+            .expect("a GOAWAY");
         assert_eq!(goaway.reason, Reason::FrameSizeError);
         assert!(
             goaway.message.contains("header list size of 16384"),
@@ -189,38 +171,11 @@ async fn empty_messages_are_bounded_by_the_window() {
     let serve = Serve::start();
     let before = usage(serve.pid());
     // Tiny windows for the server's answers: the bidirectional echo handler
-    // blocks on its first answer and stops taking messages.
-    let mut client = RawClient::handshake_with(
-        &address(&serve),
-        sinew_wire::Settings {
-            initial_stream_window: 1,
-            initial_connection_window: 1,
-            ..Default::default()
-        },
-    )
-    .await;
-    let window = client.server_settings.unwrap().initial_stream_window as usize;
-    let path = "/grpc.examples.echo.Echo/BidirectionalStreamingEcho";
-    client
-        .send(|out| encode::headers(out, 1, false, None, path, &MetadataMap::new()))
-        .await;
-    // Ten windows' worth of empty messages, as fast as the socket takes them.
-    let frames = 10 * window / sinew_wire::DATA_FRAME_COST;
-    let mut batch = bytes::BytesMut::new();
-    for _ in 0..10_000 {
-        encode::data(&mut batch, 1, false, &[]);
-    }
-    let mut sent = 0;
-    while sent < frames {
-        if tokio::io::AsyncWriteExt::write_all(&mut client.stream, &batch)
-            .await
-            .is_err()
-        {
-            break; // the server closed the connection
-        }
-        sent += 10_000;
-    }
-    let goaway = goaway_of(&mut client).await;
+    // blocks on its first answer and stops taking messages; ten windows'
+    // worth of empty messages follow.
+    let goaway = attacks::empty_data_flood(&address(&serve))
+        .await
+        .expect("a GOAWAY");
     assert_eq!(
         goaway.reason,
         Reason::FlowControlError,
@@ -229,7 +184,7 @@ async fn empty_messages_are_bounded_by_the_window() {
     );
     let after = usage(serve.pid());
     eprintln!(
-        "sent up to {sent} empty DATA frames; server: {:?} CPU, peak RSS {} -> {} MiB",
+        "ten windows of empty DATA frames; server: {:?} CPU, peak RSS {} -> {} MiB",
         after.cpu - before.cpu,
         before.peak_rss >> 20,
         after.peak_rss >> 20
@@ -246,25 +201,11 @@ async fn empty_messages_are_bounded_by_the_window() {
 async fn control_frame_floods_end_the_connection() {
     let serve = Serve::start();
     let before = usage(serve.pid());
-    let client_streaming = "/grpc.examples.echo.Echo/ClientStreamingEcho";
 
     // Repeated HALF_CLOSE.
-    let mut client = RawClient::handshake(&address(&serve)).await;
-    let mut batch = bytes::BytesMut::new();
-    encode::headers(
-        &mut batch,
-        1,
-        false,
-        None,
-        client_streaming,
-        &MetadataMap::new(),
-    );
-    for _ in 0..1_000_000 {
-        encode::half_close(&mut batch, 1);
-    }
-    // The server may close before reading it all.
-    let _ = tokio::io::AsyncWriteExt::write_all(&mut client.stream, &batch).await;
-    let goaway = goaway_of(&mut client).await;
+    let goaway = attacks::repeated_half_close(&address(&serve))
+        .await
+        .expect("a GOAWAY");
     assert_eq!(goaway.reason, Reason::ProtocolError);
     assert!(
         goaway.message.contains("already ended"),
@@ -463,33 +404,8 @@ async fn responses_a_client_never_takes_are_bounded() {
         .unwrap();
     let before = usage(serve.pid());
 
-    let mut client = RawClient::handshake_with(
-        &address(&serve),
-        sinew_wire::Settings {
-            initial_stream_window: 1,
-            initial_connection_window: 1,
-            ..Default::default()
-        },
-    )
-    .await;
-    let get = prost::Message::encode_to_vec(&GetRequest { key: "big".into() });
     let calls = 1000u32;
-    client
-        .send(|out| {
-            for i in 0..calls {
-                let id = 2 * i + 1;
-                encode::headers(
-                    out,
-                    id,
-                    false,
-                    None,
-                    "/sinew.examples.kv.KeyValue/Get",
-                    &MetadataMap::new(),
-                );
-                encode::data(out, id, true, &get);
-            }
-        })
-        .await;
+    let mut client = attacks::unread_answers_open(&address(&serve), calls).await;
     // Every call but those whose answer waits within the budget ends: with
     // RESOURCE_EXHAUSTED, or refused unprocessed.
     // (The first answer fits the one-byte window, and is sent whole.)
@@ -531,53 +447,14 @@ async fn responses_a_client_never_takes_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_grpc_messages_are_bounded() {
     let serve = Serve::start();
-    let tcp = serve.tcp.trim_start_matches("tcp://").to_owned();
     let before = usage(serve.pid());
-    let mut held = Vec::new();
-    let mut exhausted = 0;
-    for _ in 0..2 {
-        let socket = tokio::net::TcpStream::connect(&tcp).await.unwrap();
-        let (mut h2, connection) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .handshake::<_, bytes::Bytes>(socket)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let mut responses = Vec::new();
-        for _ in 0..150 {
-            h2 = h2.ready().await.unwrap();
-            let request =
-                http::Request::post("http://sinew/grpc.examples.echo.Echo/ClientStreamingEcho")
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .body(())
-                    .unwrap();
-            let (response, mut body) = h2.send_request(request, false).unwrap();
-            // A message that announces 4 MiB, and its first MiB.
-            let mut partial = vec![0u8; 5 + (1 << 20)];
-            partial[1..5].copy_from_slice(&(4u32 << 20).to_be_bytes());
-            body.reserve_capacity(partial.len());
-            body.send_data(partial.into(), false).unwrap();
-            responses.push(response);
-            held.push(body);
-        }
-        // Calls past the budget end at once; the others wait for the rest
-        // of their message.
-        let mut pending: futures_util::stream::FuturesUnordered<_> =
-            responses.into_iter().collect();
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            while let Some(response) = futures_util::StreamExt::next(&mut pending).await {
-                let response = response.unwrap();
-                let status = response
-                    .headers()
-                    .get("grpc-status")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                assert_eq!(status.as_deref(), Some("8"), "{response:?}");
-                exhausted += 1;
-            }
-        })
-        .await;
-    }
+    // Two connections at once, 150 streams each.
+    let target = address(&serve);
+    let (first, second) = tokio::join!(
+        attacks::partial_grpc_messages_counted(&target, 150),
+        attacks::partial_grpc_messages_counted(&target, 150),
+    );
+    let exhausted = first + second;
     let after = usage(serve.pid());
     eprintln!(
         "{exhausted} of 300 calls RESOURCE_EXHAUSTED; server peak RSS {} -> {} MiB",
@@ -586,7 +463,6 @@ async fn partial_grpc_messages_are_bounded() {
     );
     assert!(exhausted >= 100, "{exhausted}");
     assert!(after.peak_rss < before.peak_rss + (400 << 20));
-    drop(held);
 }
 
 /// Finding 3: a 4 MiB frame trickled a byte a second pinned 4.26 MB per
@@ -680,4 +556,101 @@ async fn calls_whose_request_never_comes_are_ended() {
         Frame::Trailers(t) => assert_eq!(t.code, sinew::Code::Ok),
         other => panic!("{other:?}"),
     }
+}
+
+/// Finding 7: `sinew bench` kept calling in a tight loop after the server
+/// shut down (12.5 million UNAVAILABLE in 17 s). Now a worker whose call
+/// fails with UNAVAILABLE waits before the next (10 ms doubling to 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_backs_off_from_a_server_that_went_away() {
+    let serve = Serve::start();
+    let bench = common::sinew()
+        .args([
+            "bench",
+            &serve.tcp,
+            "grpc.examples.echo.Echo/UnaryEcho",
+            r#"{"message":"b"}"#,
+            "--duration",
+            "3s",
+            "-c",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    drop(serve); // killed
+    let output = tokio::task::spawn_blocking(move || bench.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let unavailable: u64 = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("UNAVAILABLE"))
+        .map(|count| count.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no UNAVAILABLE line in {text}"));
+    eprintln!("{unavailable} UNAVAILABLE calls in the 2.3 s after the kill");
+    // 4 workers backing off from 10 ms to 1 s: a few dozen at most.
+    assert!(unavailable < 200, "{text}");
+}
+
+/// Finding 7: the kv example held 2 GB for a stalled watcher (its broadcast
+/// ring kept the last 1,024 values, up to 1 MiB each). Now each watcher has
+/// its own queue, bounded in events and in bytes (16 MiB); one that falls
+/// further behind is dropped (DATA_LOSS when it reads again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watcher_holds_bounded_memory() {
+    use sinew_examples::kv::{key_value_client::KeyValueClient, PutRequest, WatchRequest};
+    let serve = Serve::start();
+    // A watcher that takes one message and never reads again.
+    let mut watcher = RawClient::handshake_with(
+        &address(&serve),
+        sinew_wire::Settings {
+            initial_stream_window: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let watch = prost::Message::encode_to_vec(&WatchRequest {
+        prefix: String::new(),
+        send_initial: false,
+    });
+    watcher
+        .send(|out| {
+            encode::headers(
+                out,
+                1,
+                false,
+                None,
+                "/sinew.examples.kv.KeyValue/Watch",
+                &MetadataMap::new(),
+            );
+            encode::data(out, 1, true, &watch);
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = usage(serve.pid());
+    let client = KeyValueClient::new(sinew::Channel::connect(&serve.tcp).await.unwrap());
+    for i in 0..400 {
+        client
+            .put(PutRequest {
+                key: format!("k{}", i % 4),
+                value: vec![i as u8; 1 << 20],
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+    }
+    let after = usage(serve.pid());
+    eprintln!(
+        "400 puts of 1 MiB with a stalled watcher: server RSS {} -> {} MiB (peak {} MiB)",
+        before.rss >> 20,
+        after.rss >> 20,
+        after.peak_rss >> 20
+    );
+    // The store keeps 4 values; the watcher at most 16 MiB; a few MiB in flight.
+    assert!(after.rss < before.rss + (96 << 20));
+    drop(watcher);
 }

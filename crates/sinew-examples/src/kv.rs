@@ -5,12 +5,14 @@
 include!(concat!(env!("OUT_DIR"), "/sinew.examples.kv.rs"));
 
 use futures_core::Stream;
+use futures_util::StreamExt;
 use key_value_server::KeyValue;
 use sinew::{Request, Response, Status};
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -18,6 +20,9 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_VALUE_LEN: usize = 1024 * 1024;
 /// Events a watcher may fall behind before it is ended with `DATA_LOSS`.
 pub const WATCH_BUFFER: usize = 1024;
+/// Bytes of values a watcher may fall behind before it is ended with
+/// `DATA_LOSS`: a watcher that stops reading holds at most this much.
+pub const WATCH_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Events of a watch.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
@@ -26,23 +31,66 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + S
 struct Data {
     entries: BTreeMap<String, (bytes::Bytes, u64)>,
     version: u64,
+    watchers: Vec<Watcher>,
+}
+
+/// One change, shared by every watcher it is queued for (the value is the
+/// store's own bytes, not a copy).
+#[derive(Debug)]
+struct Change {
+    kind: watch_event::Kind,
+    key: String,
+    value: bytes::Bytes,
+    version: u64,
+}
+
+/// The store's end of one watch: a bounded queue, in events and in bytes.
+#[derive(Debug)]
+struct Watcher {
+    prefix: String,
+    queue: mpsc::Sender<Arc<Change>>,
+    /// Bytes of values in the queue (the watch takes them off as it sends).
+    queued_bytes: Arc<AtomicUsize>,
+    /// Set when the watcher fell too far behind and was dropped.
+    lagged: Arc<AtomicBool>,
+}
+
+impl Data {
+    /// A new version with `change`, queued for every watcher of its key.
+    /// Called under the lock, so that watchers see changes in version order.
+    /// A watcher too far behind (its queue full, in events or bytes) is
+    /// dropped and told so: the store never holds more for a watcher that
+    /// does not read.
+    fn publish(&mut self, change: Change) {
+        let change = Arc::new(change);
+        self.watchers.retain(|watcher| {
+            if !change.key.starts_with(&watcher.prefix) {
+                return !watcher.queue.is_closed();
+            }
+            let size = change.value.len();
+            if watcher.queued_bytes.load(Ordering::Relaxed) + size > WATCH_BUFFER_BYTES {
+                watcher.lagged.store(true, Ordering::Relaxed);
+                return false;
+            }
+            match watcher.queue.try_send(change.clone()) {
+                Ok(()) => {
+                    watcher.queued_bytes.fetch_add(size, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    watcher.lagged.store(true, Ordering::Relaxed);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
 }
 
 /// An in-memory implementation of the `KeyValue` service. Clones share the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyValueStore {
     data: Arc<Mutex<Data>>,
-    events: broadcast::Sender<WatchEvent>,
-}
-
-impl Default for KeyValueStore {
-    fn default() -> Self {
-        let (events, _) = broadcast::channel(WATCH_BUFFER);
-        KeyValueStore {
-            data: Arc::default(),
-            events,
-        }
-    }
 }
 
 fn check_key(key: &str) -> Result<(), Status> {
@@ -108,11 +156,10 @@ impl KeyValue for KeyValueStore {
         let version = data.version;
         let value = bytes::Bytes::from(value);
         data.entries.insert(key.clone(), (value.clone(), version));
-        // Sent under the lock so that watchers see changes in version order.
-        let _ = self.events.send(WatchEvent {
-            kind: watch_event::Kind::Put as i32,
+        data.publish(Change {
+            kind: watch_event::Kind::Put,
             key,
-            value: value.to_vec(),
+            value,
             version,
         });
         Ok(Response::new(PutResponse { version }))
@@ -130,10 +177,10 @@ impl KeyValue for KeyValueStore {
         }
         data.version += 1;
         let version = data.version;
-        let _ = self.events.send(WatchEvent {
-            kind: watch_event::Kind::Delete as i32,
+        data.publish(Change {
+            kind: watch_event::Kind::Delete,
             key,
-            value: Vec::new(),
+            value: bytes::Bytes::new(),
             version,
         });
         Ok(Response::new(DeleteResponse { version }))
@@ -147,83 +194,61 @@ impl KeyValue for KeyValueStore {
             prefix,
             send_initial,
         } = request.into_inner();
-        // Subscribe and snapshot under the same lock: no change is missed or doubled.
-        let (initial, mut events) = {
-            let data = self.lock();
-            let initial: Vec<WatchEvent> = if send_initial {
+        // Subscribe and snapshot under the same lock: no change is missed or
+        // doubled. The snapshot shares the stored values' bytes.
+        let (queue, receiver) = mpsc::channel(WATCH_BUFFER);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let lagged = Arc::new(AtomicBool::new(false));
+        let initial: Vec<Change> = {
+            let mut data = self.lock();
+            data.watchers.push(Watcher {
+                prefix: prefix.clone(),
+                queue,
+                queued_bytes: queued_bytes.clone(),
+                lagged: lagged.clone(),
+            });
+            if send_initial {
                 data.entries
                     .range(prefix.clone()..)
                     .take_while(|(key, _)| key.starts_with(&prefix))
-                    .map(|(key, (value, version))| WatchEvent {
-                        kind: watch_event::Kind::Put as i32,
+                    .map(|(key, (value, version))| Change {
+                        kind: watch_event::Kind::Put,
                         key: key.clone(),
-                        value: value.to_vec(),
+                        value: value.clone(),
                         version: *version,
                     })
                     .collect()
             } else {
                 Vec::new()
-            };
-            (initial, self.events.subscribe())
-        };
-        let changes = async_stream_from(move |sender| async move {
-            for event in initial {
-                if sender.send(Ok(event)).await.is_err() {
-                    return;
-                }
             }
-            loop {
-                let item = match events.recv().await {
-                    Ok(event) if event.key.starts_with(&prefix) => Ok(event),
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => Err(Status::data_loss(
-                        format!("watcher fell {missed} events behind; watch again"),
-                    )),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                let failed = item.is_err();
-                if sender.send(item).await.is_err() || failed {
-                    return;
+        };
+        let event = |change: &Change| WatchEvent {
+            kind: change.kind as i32,
+            key: change.key.clone(),
+            value: change.value.to_vec(),
+            version: change.version,
+        };
+        let initial = futures_util::stream::iter(initial).map(move |change| Ok(event(&change)));
+        let state = Some((receiver, queued_bytes, lagged));
+        let changes = futures_util::stream::unfold(state, move |state| async move {
+            let (mut receiver, queued_bytes, lagged) = state?;
+            match receiver.recv().await {
+                Some(change) => {
+                    queued_bytes.fetch_sub(change.value.len(), Ordering::Relaxed);
+                    Some((Ok(event(&change)), Some((receiver, queued_bytes, lagged))))
                 }
+                // Dropped by the store: only for falling behind.
+                None if lagged.load(Ordering::Relaxed) => Some((
+                    Err(Status::data_loss(format!(
+                        "watcher fell more than {WATCH_BUFFER} events or \
+                         {WATCH_BUFFER_BYTES} bytes behind; watch again"
+                    ))),
+                    None,
+                )),
+                None => None,
             }
         });
+        let changes: WatchStream = Box::pin(initial.chain(changes));
         Ok(Response::new(changes))
-    }
-}
-
-/// A stream fed by a producer task through a small channel; the task stops when
-/// the stream (and so the call) is dropped.
-fn async_stream_from<F, Fut>(producer: F) -> WatchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<WatchEvent, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::mpsc::channel(16);
-    let task = tokio::spawn(producer(sender));
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
-    Box::pin(AbortOnDrop {
-        stream,
-        task: task.abort_handle(),
-    })
-}
-
-struct AbortOnDrop<S> {
-    stream: S,
-    task: tokio::task::AbortHandle,
-}
-
-impl<S: Stream + Unpin> Stream for AbortOnDrop<S> {
-    type Item = S::Item;
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        Pin::new(&mut self.stream).poll_next(cx)
-    }
-}
-
-impl<S> Drop for AbortOnDrop<S> {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
