@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Fuzzes sinew-wire's preface and frame decoders for a bounded time.
+# Fuzzes, each for a bounded time: sinew-wire's preface and frame decoders,
+# a whole server connection (a real in-process server fed arbitrary bytes),
+# and the gRPC bridge's message framing.
 #
-#   scripts/fuzz.sh [SECONDS]     (default 60)
+#   scripts/fuzz.sh [SECONDS]     (per target; default 60)
 #
 # Installs cargo-fuzz if missing. cargo-fuzz needs nightly-only compiler flags;
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain (the only one on our machines)
@@ -13,11 +15,24 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz..."
   cargo install cargo-fuzz --locked --quiet
 fi
+export RUSTC_BOOTSTRAP=1
+
+# A real preface followed by a unary call: a seed for both byte-stream targets.
+seed='\x02\x89SINEW\r\n\x00\x01\x00\x00\x00\x00\x00\x2b\x01\x00\x00\x00\x00\x01\x00\x22/grpc.examples.echo.Echo/UnaryEcho\x00\x00\x00\x00\x04\x00\x01\x00\x00\x00\x01\x0a\x02hi'
+
 cd "$root/crates/sinew-wire"
 mkdir -p fuzz/corpus/frame_decoder
-# Seed the corpus with a real preface followed by a unary call.
-printf '\x02\x89SINEW\r\n\x00\x01\x00\x00\x00\x00\x00\x2b\x01\x00\x00\x00\x00\x01\x00\x22/grpc.examples.echo.Echo/UnaryEcho\x00\x00\x00\x00\x04\x00\x01\x00\x00\x00\x01\x0a\x02hi' \
-  > fuzz/corpus/frame_decoder/seed-unary-call
-export RUSTC_BOOTSTRAP=1
+printf "$seed" > fuzz/corpus/frame_decoder/seed-unary-call
 cargo fuzz run frame_decoder -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
-echo "fuzzing: ${seconds}s without a crash"
+echo "frame_decoder: ${seconds}s without a crash"
+
+cd "$root"
+mkdir -p fuzz/corpus/server_connection fuzz/corpus/grpc_framing
+# The same call without the preface byte and the preface (the target sends
+# a valid preface itself), and a gRPC body with one message.
+printf "$seed" | tail -c +14 > fuzz/corpus/server_connection/seed-unary-call
+printf '\x00\x00\x00\x00\x00\x04\x0a\x02hi' > fuzz/corpus/grpc_framing/seed-one-message
+cargo fuzz run server_connection -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
+echo "server_connection: ${seconds}s without a crash"
+cargo fuzz run grpc_framing -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
+echo "grpc_framing: ${seconds}s without a crash"

@@ -9,7 +9,9 @@
 # checks, every unit, integration and doc test, every example, the README's
 # from-scratch crate, the interop tests against real
 # gRPC peers, the loom model of the shared-memory ring (and Miri, where the
-# nightly toolchain has it), and a bounded fuzzing run. Everything the
+# nightly toolchain has it), and bounded fuzzing runs. The tests include the
+# hardening suite and a one-minute soak (crates/sinew-cli/tests/hardening.rs,
+# soak.rs): attacks on a real server, with their bounds. Everything the
 # tests start (servers on 127.0.0.1 with free ports, Unix sockets in a temporary
 # directory) is started and stopped by the tests themselves.
 set -euo pipefail
@@ -52,7 +54,7 @@ scripts/loom.sh
 section "the shared-memory ring's and slabs' unsafe code under Miri"
 scripts/miri.sh
 
-section "fuzz the frame decoder (bounded)"
-scripts/fuzz.sh "${SINEW_FUZZ_SECONDS:-30}"
+section "fuzz: the frame decoder, a whole server connection, the gRPC framing (bounded)"
+scripts/fuzz.sh "${SINEW_FUZZ_SECONDS:-20}"
 
 section "done"
