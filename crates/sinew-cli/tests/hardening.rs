@@ -654,3 +654,48 @@ async fn a_stalled_watcher_holds_bounded_memory() {
     assert!(after.rss < before.rss + (96 << 20));
     drop(watcher);
 }
+
+/// Finding 3: connections without calls were kept forever. Now a connection
+/// with no call for the idle timeout is closed gracefully (GOAWAY NO_ERROR),
+/// over both protocols; keepalive PINGs do not keep it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let serve = Serve::start_with(&["--idle-timeout", "1s", "--frame-timeout", "1s"]);
+    let mut native = RawClient::handshake(&address(&serve)).await;
+    // One call, then only PINGs.
+    native.call(1, attacks::UNARY_ECHO, None, Some(&[])).await;
+    assert!(matches!(native.end_of(1).await, Frame::Trailers(_)));
+    let mut ping = bytes::BytesMut::new();
+    encode::ping(&mut ping, false, [1; 8]);
+    // PINGs for most of the idle timeout (not past it: a PING landing on a
+    // closed socket could reset the connection before its GOAWAY is read).
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tokio::io::AsyncWriteExt::write_all(&mut native.stream, &ping)
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let frames = native.read_until_closed().await;
+    let goaway = frames
+        .iter()
+        .find_map(|f| match f {
+            Frame::GoAway(g) => Some(g),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{frames:?}"));
+    assert_eq!(goaway.reason, Reason::NoError);
+    assert!(goaway.message.contains("idle"), "{}", goaway.message);
+
+    // HTTP/2: the connection ends by itself.
+    let socket = tokio::net::TcpStream::connect(serve.tcp.trim_start_matches("tcp://"))
+        .await
+        .unwrap();
+    let (_h2, connection) = h2::client::handshake(socket).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the idle HTTP/2 connection was closed")
+        .ok();
+}

@@ -143,6 +143,7 @@ async fn serve_http2(
     let max_concurrent_streams = local.max_concurrent_streams();
     let max_header_list_size = local.max_header_list_size();
     let drain_timeout = local.drain_timeout();
+    let idle = idle_for(connection.activity().clone(), local.idle_timeout());
     let keepalive = config.keepalive;
     let context = Arc::new(Connection {
         peer: connection.peer().clone(),
@@ -175,6 +176,11 @@ async fn serve_http2(
                 tracing::debug!(%error, "gRPC connection ended with an error");
             }
         }
+        _ = idle => {
+            tracing::debug!("gRPC connection idle for the idle timeout; closing it");
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(drain_timeout + SHUTDOWN_GRACE, connection).await;
+        }
         _ = stopping => {
             // GOAWAY, then let the calls in flight finish: they end by the
             // drain deadline (the server's dispatch ends stragglers then), so
@@ -187,6 +193,25 @@ async fn serve_http2(
             {
                 tracing::debug!("gRPC connection still open after the drain deadline; closed");
             }
+        }
+    }
+}
+
+/// Resolves once the connection has had no call in flight for `timeout`
+/// (never, without one). Checked a few times per timeout.
+async fn idle_for(activity: Arc<sinew_rpc::server::Activity>, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    let period = (timeout / 4).max(Duration::from_millis(50));
+    let mut clock = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut since = None;
+    loop {
+        let now = clock.tick().await;
+        if activity.calls() > 0 {
+            since = None;
+        } else if now >= *since.get_or_insert(now) + timeout {
+            return;
         }
     }
 }

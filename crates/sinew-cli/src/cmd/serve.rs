@@ -72,6 +72,9 @@ pub(crate) struct Limits {
     /// Time a frame may take to arrive once its first bytes have.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::time::parse_duration)]
     frame_timeout: Duration,
+    /// Time a connection may stay without a call before it is closed (0s: never).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::time::parse_duration)]
+    idle_timeout: Duration,
 }
 
 impl Limits {
@@ -88,7 +91,8 @@ impl Limits {
             .max_header_list_size(self.max_header_list_size)
             .connection_memory(usize::try_from(self.connection_memory).unwrap_or(usize::MAX))
             .request_timeout(self.request_timeout)
-            .frame_timeout(self.frame_timeout);
+            .frame_timeout(self.frame_timeout)
+            .idle_timeout((!self.idle_timeout.is_zero()).then_some(self.idle_timeout));
         if let Some(limit) = self.max_connections {
             builder = builder.max_connections(limit);
         }

@@ -258,12 +258,18 @@ impl Reader {
         let mut frame_clock = tokio::time::interval_at(Instant::now() + period, period);
         frame_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut partial: Option<(Instant, u64)> = None;
+        // Since when no call has been open (nor opened: the highest id then).
+        let mut idle: Option<(Instant, u32)> = None;
+        let mut close_idle = false;
         let ended = loop {
             if !self.read_frames(&mut buf) {
                 break Ended::Closed;
             }
             if shutdown_seen && self.drain_deadline.is_none() {
-                self.start_drain();
+                self.start_drain("server shutting down");
+            }
+            if close_idle && self.drain_deadline.is_none() {
+                self.start_drain("idle connection closed (the server's idle timeout)");
             }
             // While draining, wake when a call leaves the table; stop when none is left.
             let stream_closed = self.shared.stream_closed.notified();
@@ -322,6 +328,21 @@ impl Reader {
                             format!("a frame took longer than {frame_timeout:?} to arrive (the server's frame timeout); {} bytes of it came", buf.len()),
                         ));
                         break Ended::Closed;
+                    }
+                    // A connection without calls for the idle timeout is
+                    // closed gracefully (a client opens a new one when it
+                    // needs one); keepalive PINGs do not count as calls.
+                    let (open, highest) = {
+                        let state = self.shared.lock();
+                        (state.open_streams, state.highest_stream_id)
+                    };
+                    idle = match idle {
+                        Some((since, seen)) if open == 0 && seen == highest => Some((since, seen)),
+                        _ if open == 0 => Some((now, highest)),
+                        _ => None,
+                    };
+                    if let (Some(limit), Some((since, _))) = (self.config.idle_timeout, idle) {
+                        close_idle |= now >= since + limit;
                     }
                 }
             }
@@ -462,18 +483,13 @@ impl Reader {
     }
 
     /// Begins a graceful shutdown: GOAWAY, and the drain deadline.
-    fn start_drain(&mut self) {
+    fn start_drain(&mut self, why: &str) {
         self.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
         let mut state = self.shared.lock();
         let last = state.highest_stream_id;
         state.goaway_sent = Some(last);
         self.open_at_drain = u64::from(state.open_streams);
-        encode::goaway(
-            &mut state.pending,
-            last,
-            Reason::NoError,
-            "server shutting down",
-        );
+        encode::goaway(&mut state.pending, last, Reason::NoError, why);
     }
 
     /// Ends every call still running at the drain deadline with `UNAVAILABLE`;

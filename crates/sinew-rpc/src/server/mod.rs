@@ -71,6 +71,8 @@ pub(crate) struct ServerConfig {
     pub(crate) request_timeout: Duration,
     /// See [`ServerBuilder::frame_timeout`].
     pub(crate) frame_timeout: Duration,
+    /// See [`ServerBuilder::idle_timeout`].
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// What a server layer wraps: the rest of the stack, down to [`Dispatch`],
@@ -462,6 +464,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Time a connection may stay without a call before the server closes it
+    /// gracefully (GOAWAY `NO_ERROR`; a client opens a new connection when it
+    /// next calls). Default 10 minutes; `None` keeps idle connections open.
+    /// Keepalive PINGs do not count as calls. Checked a few times per frame
+    /// timeout, so a connection goes within about a quarter of it after.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
     /// Time a new connection has to say which protocol it speaks and finish
     /// its handshake, all together (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
@@ -626,6 +638,7 @@ impl Server {
                 connection_memory: 64 * 1024 * 1024,
                 request_timeout: Duration::from_secs(60),
                 frame_timeout: Duration::from_secs(30),
+                idle_timeout: Some(Duration::from_secs(600)),
             },
         }
     }

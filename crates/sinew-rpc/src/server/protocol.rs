@@ -209,6 +209,12 @@ impl LocalConnector {
         self.config.connection_memory
     }
 
+    /// How long a connection may stay without a call before it is closed
+    /// gracefully (the server's `idle_timeout`).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.config.idle_timeout
+    }
+
     /// The largest header list a call may arrive with (the server's
     /// `max_header_list_size`), for protocols with a limit of their own.
     pub fn max_header_list_size(&self) -> u32 {
