@@ -34,10 +34,8 @@ async fn metadata_floods_cost_bounded_cpu() {
     let limit = client.server_settings.unwrap().max_header_list_size;
     assert_eq!(limit, 16 * 1024, "the default is announced in the preface");
     for _ in 0..4 {
-        let goaway = attacks::metadata_flood(&address(&serve))
-            .await
-            .expect("a GOAWAY");
-        assert_eq!(goaway.reason, Reason::FrameSizeError);
+        let flood = attacks::metadata_flood(&address(&serve)).await;
+        let goaway = attacks::expect_goaway(flood, Reason::FrameSizeError);
         assert!(
             goaway.message.contains("header list size of 16384"),
             "{}",
@@ -145,22 +143,6 @@ async fn shutdown_ends_in_bounded_time_whatever_the_peers_do() {
     drop(http2);
 }
 
-/// Reads until the server closes; returns its GOAWAY.
-async fn goaway_of(client: &mut RawClient) -> sinew_wire::GoAway {
-    let frames = client.read_until_closed().await;
-    let goaway = frames.iter().find_map(|f| match f {
-        Frame::GoAway(g) if g.reason != Reason::NoError => Some(g.clone()),
-        _ => None,
-    });
-    goaway.unwrap_or_else(|| {
-        let last: Vec<_> = frames.iter().rev().take(3).collect();
-        panic!(
-            "expected a GOAWAY with an error; {} frames, the last {last:?}",
-            frames.len()
-        )
-    })
-}
-
 /// Finding 2: zero-length DATA cost no flow-control credit, so one stream
 /// queued 1.17 GB of empty messages in 20 s, and a core stayed busy for two
 /// minutes after the client left. Now every DATA frame costs its payload
@@ -173,15 +155,8 @@ async fn empty_messages_are_bounded_by_the_window() {
     // Tiny windows for the server's answers: the bidirectional echo handler
     // blocks on its first answer and stops taking messages; ten windows'
     // worth of empty messages follow.
-    let goaway = attacks::empty_data_flood(&address(&serve))
-        .await
-        .expect("a GOAWAY");
-    assert_eq!(
-        goaway.reason,
-        Reason::FlowControlError,
-        "{}",
-        goaway.message
-    );
+    let flood = attacks::empty_data_flood(&address(&serve)).await;
+    attacks::expect_goaway(flood, Reason::FlowControlError);
     let after = usage(serve.pid());
     eprintln!(
         "ten windows of empty DATA frames; server: {:?} CPU, peak RSS {} -> {} MiB",
@@ -203,10 +178,8 @@ async fn control_frame_floods_end_the_connection() {
     let before = usage(serve.pid());
 
     // Repeated HALF_CLOSE.
-    let goaway = attacks::repeated_half_close(&address(&serve))
-        .await
-        .expect("a GOAWAY");
-    assert_eq!(goaway.reason, Reason::ProtocolError);
+    let flood = attacks::repeated_half_close(&address(&serve)).await;
+    let goaway = attacks::expect_goaway(flood, Reason::ProtocolError);
     assert!(
         goaway.message.contains("already ended"),
         "{}",
@@ -228,10 +201,9 @@ async fn control_frame_floods_end_the_connection() {
             }
         }
         let _ = tokio::io::AsyncWriteExt::write_all(&mut client.stream, &batch).await;
-        let goaway = goaway_of(&mut client).await;
-        assert_eq!(
-            goaway.reason,
-            Reason::EnhanceYourCalm,
+        let goaway = attacks::closed_with(&mut client, Reason::EnhanceYourCalm).await;
+        assert!(
+            goaway.message.contains("do no work"),
             "{flood}: {}",
             goaway.message
         );
@@ -300,13 +272,7 @@ async fn silent_connections_cannot_keep_clients_out() {
     // Every one but the newest 50 was told to go, and went.
     let mut closed = 0;
     for client in &mut silent[..250] {
-        let frames = client.read_until_closed().await;
-        assert!(
-            frames
-                .iter()
-                .any(|f| matches!(f, Frame::GoAway(g) if g.reason == Reason::NoError)),
-            "{frames:?}"
-        );
+        attacks::closed_with(client, Reason::NoError).await;
         closed += 1;
     }
     assert_eq!(closed, 250);
@@ -347,15 +313,7 @@ async fn silent_connections_cannot_keep_clients_out() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut refused = RawClient::connect(&address(&serve)).await;
     refused.read_preface().await;
-    let frames = refused.read_until_closed().await;
-    let goaway = frames
-        .iter()
-        .find_map(|f| match f {
-            Frame::GoAway(g) => Some(g),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{frames:?}"));
-    assert_eq!(goaway.reason, Reason::EnhanceYourCalm);
+    let goaway = attacks::closed_with(&mut refused, Reason::EnhanceYourCalm).await;
     assert!(goaway.message.contains("limit 3"), "{}", goaway.message);
 }
 
@@ -368,14 +326,8 @@ async fn the_handshake_has_one_budget() {
     let mut silent = RawClient::connect(&address(&serve)).await;
     let started = std::time::Instant::now();
     silent.read_preface().await;
-    let frames = silent.read_until_closed().await;
+    attacks::closed_with(&mut silent, Reason::BadPreface).await;
     let elapsed = started.elapsed();
-    assert!(
-        frames
-            .iter()
-            .any(|f| matches!(f, Frame::GoAway(g) if g.reason == Reason::BadPreface)),
-        "{frames:?}"
-    );
     // Two budgets would be 6 s; the margin is for a loaded machine.
     assert!(
         elapsed < Duration::from_millis(5500),
@@ -391,17 +343,10 @@ async fn the_handshake_has_one_budget() {
 /// unprocessed, and the client gets no more credit for requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_a_client_never_takes_are_bounded() {
-    use sinew_examples::kv::{key_value_client::KeyValueClient, GetRequest, PutRequest};
+    use sinew_examples::kv::{key_value_client::KeyValueClient, GetRequest};
     let serve = Serve::start();
     let channel = sinew::Channel::connect(&serve.tcp).await.unwrap();
-    KeyValueClient::new(channel.clone())
-        .put(PutRequest {
-            key: "big".into(),
-            value: vec![7u8; 1 << 20],
-            expected_version: None,
-        })
-        .await
-        .unwrap();
+    attacks::put_big_value(channel.clone()).await;
     let before = usage(serve.pid());
 
     let calls = 1000u32;
@@ -504,8 +449,7 @@ async fn trickled_frames_are_bounded_and_timed_out() {
     }
     let during = usage(serve.pid());
     for client in &mut clients {
-        let goaway = goaway_of(client).await;
-        assert_eq!(goaway.reason, Reason::EnhanceYourCalm);
+        let goaway = attacks::closed_with(client, Reason::EnhanceYourCalm).await;
         assert!(
             goaway.message.contains("frame timeout"),
             "{}",
@@ -678,15 +622,7 @@ async fn idle_connections_are_closed() {
             break;
         }
     }
-    let frames = native.read_until_closed().await;
-    let goaway = frames
-        .iter()
-        .find_map(|f| match f {
-            Frame::GoAway(g) => Some(g),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{frames:?}"));
-    assert_eq!(goaway.reason, Reason::NoError);
+    let goaway = attacks::closed_with(&mut native, Reason::NoError).await;
     assert!(goaway.message.contains("idle"), "{}", goaway.message);
 
     // HTTP/2: the connection ends by itself.

@@ -11,7 +11,6 @@ mod raw;
 
 use common::{usage, Serve};
 use sinew_examples::echo::{echo_client::EchoClient, EchoRequest};
-use sinew_examples::kv::{key_value_client::KeyValueClient, PutRequest};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,14 +28,7 @@ async fn normal_calls_succeed_while_attacks_rotate() {
     let serve = Serve::start_with(&["--request-timeout", "2s", "--frame-timeout", "2s"]);
     let address: sinew::transport::Address = serve.tcp.parse().unwrap();
     let channel = sinew::Channel::connect(&serve.tcp).await.unwrap();
-    KeyValueClient::new(channel.clone())
-        .put(PutRequest {
-            key: "big".into(),
-            value: vec![7u8; 1 << 20],
-            expected_version: None,
-        })
-        .await
-        .unwrap();
+    attacks::put_big_value(channel.clone()).await;
     let grpc = sinew_grpc::connect(&serve.tcp.replace("tcp://", "grpc://"))
         .await
         .unwrap();

@@ -245,13 +245,7 @@ pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream>
     let (server_data, server_space) = (eventfd()?, eventfd()?);
     let (client_data, client_space) = (eventfd()?, eventfd()?);
 
-    let mut hello = [0u8; HELLO_LEN];
-    hello[..8].copy_from_slice(MAGIC);
-    hello[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    hello[12..14].copy_from_slice(&(layout.slab_count as u16).to_le_bytes());
-    hello[14] = layout.slab_size.checked_ilog2().unwrap_or(0) as u8;
-    hello[16..24].copy_from_slice(&layout.capacity.to_le_bytes());
-    hello[24..32].copy_from_slice(&layout.len().to_le_bytes());
+    let hello = hello_for(layout);
     let descriptors = [
         memfd.as_fd(),
         server_data.as_fd(),
@@ -286,6 +280,18 @@ pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream>
         slab_threshold: options.slab_threshold,
         peer_pid,
     })
+}
+
+/// The hello announcing `layout` (see the module docs).
+fn hello_for(layout: Layout) -> [u8; HELLO_LEN] {
+    let mut hello = [0u8; HELLO_LEN];
+    hello[..8].copy_from_slice(MAGIC);
+    hello[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    hello[12..14].copy_from_slice(&(layout.slab_count as u16).to_le_bytes());
+    hello[14] = layout.slab_size.checked_ilog2().unwrap_or(0) as u8;
+    hello[16..24].copy_from_slice(&layout.capacity.to_le_bytes());
+    hello[24..32].copy_from_slice(&layout.len().to_le_bytes());
+    hello
 }
 
 async fn send_with_descriptors(
@@ -540,13 +546,7 @@ mod tests {
         rustix::fs::ftruncate(&memfd, len)?;
         rustix::fs::fcntl_add_seals(&memfd, SealFlags::SHRINK | SealFlags::GROW)?;
         let eventfds = [eventfd()?, eventfd()?, eventfd()?, eventfd()?];
-        let mut hello = [0u8; HELLO_LEN];
-        hello[..8].copy_from_slice(MAGIC);
-        hello[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        hello[12..14].copy_from_slice(&(layout.slab_count as u16).to_le_bytes());
-        hello[14] = layout.slab_size.checked_ilog2().unwrap_or(0) as u8;
-        hello[16..24].copy_from_slice(&layout.capacity.to_le_bytes());
-        hello[24..32].copy_from_slice(&len.to_le_bytes());
+        let hello = hello_for(layout);
         let descriptors = [
             memfd.as_fd(),
             eventfds[0].as_fd(),

@@ -51,9 +51,15 @@ pub async fn goaway_within(client: &mut RawClient, limit: Duration) -> Option<si
         .await
         .unwrap_or_default();
     frames.into_iter().find_map(|f| match f {
-        Frame::GoAway(g) if g.reason != Reason::NoError => Some(g),
+        Frame::GoAway(g) => Some(g),
         _ => None,
     })
+}
+
+/// Reads until the server closes (10 s at most), and checks that it said
+/// why with a GOAWAY of `reason`.
+pub async fn closed_with(client: &mut RawClient, reason: Reason) -> sinew_wire::GoAway {
+    expect_goaway(goaway_within(client, Duration::from_secs(10)).await, reason)
 }
 
 /// Writes `bytes`, ignoring a server that closes before taking them all.
@@ -123,6 +129,27 @@ pub async fn repeated_half_close(address: &Address) -> Option<sinew_wire::GoAway
     }
     write_ignoring_close(&mut client, &batch).await;
     goaway_within(&mut client, Duration::from_secs(5)).await
+}
+
+/// Stores a 1 MiB value under the key "big" (what `unread_answers_open`
+/// asks for), through `channel`.
+pub async fn put_big_value(channel: sinew::Channel) {
+    use sinew_examples::kv::{key_value_client::KeyValueClient, PutRequest};
+    KeyValueClient::new(channel)
+        .put(PutRequest {
+            key: "big".into(),
+            value: vec![7u8; 1 << 20],
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// The GOAWAY an attack got, checked for its reason.
+pub fn expect_goaway(goaway: Option<sinew_wire::GoAway>, reason: Reason) -> sinew_wire::GoAway {
+    let goaway = goaway.expect("the server sent a GOAWAY");
+    assert_eq!(goaway.reason, reason, "{}", goaway.message);
+    goaway
 }
 
 /// `calls` Gets of the key "big" with one-byte windows, answers never read
