@@ -696,12 +696,10 @@ impl Locked<'_> {
                 };
                 self.wake = wake;
                 if misplaced {
-                    encode::reset(
-                        &mut self.pending,
+                    self.encode_reset(
                         data.stream_id,
                         Code::Internal,
                         "DATA after the stream's END_STREAM",
-                        false,
                     );
                 }
                 if !outcome? {
