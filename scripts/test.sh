@@ -20,6 +20,10 @@ cd "$root"
 
 section() { printf '\n== %s\n' "$*"; }
 
+# One clean build, not an edit loop: incremental caches would only add
+# gigabytes to the disk CI runs on.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 section "toolchain"
 cargo --version
 rustc --version
