@@ -7,17 +7,20 @@ import json
 import sys
 
 report = json.load(open(sys.argv[1]))
-print(f"Run of {report['date_utc']} on {report['cores']} cores; "
-      f"warm-up {report['plan']['warmup_ms']} ms, measured {report['plan']['duration_ms']} ms per cell; "
-      f"server runtime {report['plan']['server_threads']} thread(s), client runtime "
-      f"{report['plan']['client_threads']} thread(s), the same for every system.\n")
+plan = report["plan"]
+print(f"Run of {report['date_utc']} on {report['cores']} cores; {plan['runs']} runs of every cell, "
+      f"each in a fresh process, the cells of each round in random order (seed {plan['seed']}); "
+      f"warm-up {plan['warmup_ms']} ms, measured {plan['duration_ms']} ms per run; "
+      f"server runtime {plan['server_threads']} thread(s), client runtime "
+      f"{plan['client_threads']} thread(s), the same for every system. Figures are medians "
+      f"over the runs, ratios are ratios of medians.\n")
 print("| ratio | value | target |")
 print("|-------|-------|--------|")
 targets = {
     "qps_vs_tonic": ">= 2.5", "qps_vs_tarpc": ">= 1.5", "qps_vs_volo": ">= 1.2",
     "p99_vs_tonic": "<= 1", "p99_vs_tarpc": "<= 1", "p99_vs_volo": "<= 1",
-    "p50_vs_raw_pingpong": "<= 1.3", "qps_vs_raw_pipelined": ">= 0.6", "uds_p50_vs_tcp_p50": "< 1",
-    "grpc_path_vs_tonic": ">= 0.9",
+    "p50_vs_raw_pingpong": "<= 1.3", "qps_vs_raw_pipelined": ">= 0.6", "qps_spread_tcp": "<= 1.5",
+    "uds_p50_vs_tcp_p50": "< 1", "grpc_path_vs_tonic": ">= 0.9",
     "shm_vs_uds_p50_1k": "<= 0.6", "shm_vs_uds_p50_64k": "<= 0.35", "shm_vs_uds_qps_1m": ">= 4",
 }
 for key, value in report["ratios"].items():
@@ -29,8 +32,13 @@ if idle:
     print("Idle CPU of a connected, quiet pair (% of one core; target ~0%): " +
           ", ".join(f"{system} {value:.2f}%" for system, value in idle.items()) + ".")
     print()
-print("| system | payload | c | QPS | p50 µs | p99 µs | p999 µs | CPU µs/call |")
-print("|--------|--------:|--:|----:|-------:|-------:|--------:|------------:|")
+print("| system | payload | c | QPS median [min-max] | QPS IQR | p50 µs | p99 µs | p999 µs | CPU µs/call |")
+print("|--------|--------:|--:|---------------------:|--------:|-------:|-------:|--------:|------------:|")
 for r in report["results"]:
-    print(f"| {r['system']} | {r['payload_bytes']} | {r['concurrency']} | {r['qps']:.0f} | "
-          f"{r['p50_us']:.1f} | {r['p99_us']:.1f} | {r['p999_us']:.1f} | {r['cpu_us_per_call']:.1f} |")
+    head = f"| {r['system']} | {r['payload_bytes']} | {r['concurrency']} |"
+    if r["failed"]:
+        print(f"{head} failed: {'; '.join(r['failures']) or 'failed calls'} | | | | | |")
+        continue
+    m, q = r["median"], r["spread"]["qps"]
+    print(f"{head} {m['qps']:.0f} [{q['min']:.0f}-{q['max']:.0f}] | {q['iqr']:.0f} | "
+          f"{m['p50_us']:.1f} | {m['p99_us']:.1f} | {m['p999_us']:.1f} | {m['cpu_us_per_call']:.1f} |")

@@ -201,47 +201,37 @@ impl Plan {
         payloads.dedup();
         payloads
     }
-}
 
-/// Runs every cell of the plan, one system at a time.
-pub(crate) fn run(plan: &Plan) -> anyhow::Result<Vec<(Cell, Stats)>> {
-    let runtimes = Runtimes::new(plan)?;
-    let mut results = Vec::new();
-    for &system in &plan.systems {
-        for payload in plan.payloads_for(system) {
-            for &concurrency in &plan.concurrency {
-                let cell = Cell {
-                    system,
-                    payload,
-                    concurrency,
-                };
-                eprint!(
-                    "{:<16} {:>6} B  c={:<4} ... ",
-                    system.name(),
-                    payload,
-                    concurrency
-                );
-                let stats = crate::systems::run_cell(&runtimes, plan, cell)?;
-                eprintln!(
-                    "{:>10.0} qps  p50 {:>8.1} us  p99 {:>8.1} us{}",
-                    stats.qps(),
-                    stats.percentile_us(0.5),
-                    stats.percentile_us(0.99),
-                    if stats.errors > 0 {
-                        format!("  ({} errors)", stats.errors)
-                    } else {
-                        String::new()
-                    }
-                );
-                anyhow::ensure!(
-                    stats.calls > 0,
-                    "{} made no successful call ({} errors)",
-                    system.name(),
-                    stats.errors
-                );
-                results.push((cell, stats));
+    /// Every cell of the matrix, one system at a time (the order `--in-process`
+    /// runs them in; the isolated runs shuffle it).
+    pub(crate) fn cells(&self) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for &system in &self.systems {
+            for payload in self.payloads_for(system) {
+                for &concurrency in &self.concurrency {
+                    cells.push(Cell {
+                        system,
+                        payload,
+                        concurrency,
+                    });
+                }
             }
         }
+        cells
     }
-    Ok(results)
+}
+
+/// Runs every cell of the plan once, in this process and in order, and hands
+/// each cell's figures to `done` as it finishes. A cell that fails to start is
+/// an error; calls that fail are counted in its figures.
+pub(crate) fn run_in_process(
+    plan: &Plan,
+    mut done: impl FnMut(Cell, Stats) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let runtimes = Runtimes::new(plan)?;
+    for cell in plan.cells() {
+        let stats = crate::systems::run_cell(&runtimes, plan, cell)?;
+        done(cell, stats)?;
+    }
+    Ok(())
 }

@@ -1,17 +1,22 @@
 //! `sinew-bench`: sinew against tonic, tarpc, Volo and raw sockets, side by side,
-//! in one process run on one machine.
+//! on one machine.
 //!
 //! Every system serves the same unary echo (a string of the payload size in, the
 //! same string out) on a server runtime and is driven by a closed-loop load
 //! generator on a client runtime; both runtimes have the same thread counts for
 //! every system. Each cell of the matrix (system x payload x concurrency) gets a
 //! warm-up, then a fixed measured duration: QPS, latency percentiles from an HDR
-//! histogram, and process CPU time per call (client + server, both in this process).
+//! histogram, and process CPU time per call (client + server, both in the cell's
+//! process). Every cell runs several times, each time in a fresh process, the
+//! cells of each round in random order ([`isolate`]); the report gives medians
+//! with their spread, and ratios of medians ([`report`]).
 //!
 //! See `docs/benchmarks.md` for how to run it and how to read it.
 
+mod isolate;
 mod load;
 mod report;
+mod sample;
 mod systems;
 
 use clap::Parser;
@@ -23,13 +28,26 @@ use systems::System;
 #[derive(Parser, Debug)]
 #[command(
     name = "sinew-bench",
-    about = "sinew against tonic, tarpc, Volo and raw sockets, in one run",
+    about = "sinew against tonic, tarpc, Volo and raw sockets, side by side, every cell repeated in fresh processes",
     after_help = "Examples:\n  sinew-bench --quick --json out.json\n  sinew-bench --systems sinew-tcp,tonic --payloads 1024 --concurrency 64"
 )]
 struct Options {
-    /// Reduced matrix (1 KiB at c=1 and c=64, every system, shorter phases), under 2 minutes.
+    /// Reduced matrix (1 KiB at c=1 and c=64 for every system, 64 KiB and 1 MiB
+    /// for the sinew transports), shorter phases, 3 runs: under 5 minutes.
     #[arg(long)]
     quick: bool,
+    /// Runs of every cell, each in a fresh process (default 5; 3 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Seed of the random order of the cells in each round (default: from the
+    /// clock; the report records it).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run every cell of the plan once, in this process and in order, and print
+    /// one line of JSON per cell on stdout (what each child of a normal run
+    /// does; for profiling one process).
+    #[arg(long)]
+    in_process: bool,
     /// Write every figure and the ratios to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -65,9 +83,9 @@ struct Options {
 fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let (default_warmup, default_duration) = if options.quick {
-        (500, 2_000)
+        (300, 1_500)
     } else {
-        (1_000, 3_000)
+        (500, 2_500)
     };
     let local_payloads = options.local_payloads.unwrap_or_else(|| {
         if options.payloads.is_some() {
@@ -100,14 +118,35 @@ fn main() -> anyhow::Result<()> {
         server_threads: options.server_threads.max(1),
         client_threads: options.client_threads.max(1),
     };
-    let results = load::run(&plan)?;
+    if options.in_process {
+        return load::run_in_process(&plan, |cell, stats| {
+            println!(
+                "{}",
+                serde_json::to_string(&sample::Sample::new(cell, &stats))?
+            );
+            Ok(())
+        });
+    }
+    let runs = options
+        .runs
+        .unwrap_or(if options.quick { 3 } else { 5 })
+        .max(1);
+    let seed = options.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let outcomes = isolate::run(&plan, runs, seed)?;
     let idle_cpu = idle_cpu(&plan)?;
-    let summary = report::Summary::new(&plan, results, idle_cpu);
+    let summary = report::Summary::new(&plan, runs, seed, outcomes, idle_cpu);
     println!("{}", summary.table());
     println!("{}", summary.ratios_text());
     if let Some(path) = options.json {
         std::fs::write(&path, serde_json::to_string_pretty(&summary.json())?)?;
         println!("wrote {}", path.display());
+    }
+    if summary.any_failed() {
+        anyhow::bail!("some cells failed (see the status column)");
     }
     Ok(())
 }

@@ -1,12 +1,19 @@
-//! The table printed on stdout, the ratios the targets are stated in, and the JSON.
+//! The table printed on stdout, the ratios the targets are stated in, and the
+//! JSON. Every figure is the median of a cell's runs, shown with its spread;
+//! every ratio is one of medians; a failed cell has no figures.
 
-use crate::load::{Cell, Plan, Stats};
+use crate::isolate::Outcome;
+use crate::load::Plan;
+use crate::sample::{Figure, Spread};
 use crate::systems::System;
 use serde_json::{json, Map, Value};
 
 pub(crate) struct Summary {
     plan: Plan,
-    results: Vec<(Cell, Stats)>,
+    /// Runs per cell, and the seed of the run order.
+    runs: usize,
+    seed: u64,
+    outcomes: Vec<Outcome>,
     /// CPU of a connected but quiet pair, % of one core, per sinew transport.
     idle_cpu: Vec<(System, f64)>,
 }
@@ -22,31 +29,45 @@ struct Ratio {
 impl Summary {
     pub(crate) fn new(
         plan: &Plan,
-        results: Vec<(Cell, Stats)>,
+        runs: usize,
+        seed: u64,
+        outcomes: Vec<Outcome>,
         idle_cpu: Vec<(System, f64)>,
     ) -> Summary {
         Summary {
             plan: plan.clone(),
-            results,
+            runs,
+            seed,
+            outcomes,
             idle_cpu,
         }
     }
 
-    fn find(&self, system: System, payload: usize, concurrency: usize) -> Option<&Stats> {
-        self.results
-            .iter()
-            .find(|(cell, _)| {
-                cell.system == system && cell.payload == payload && cell.concurrency == concurrency
-            })
-            .map(|(_, stats)| stats)
+    pub(crate) fn any_failed(&self) -> bool {
+        self.outcomes.iter().any(Outcome::failed)
     }
 
-    fn ratio(
+    /// The runs of a cell that did not fail; `None` for a failed or missing cell.
+    fn find(&self, system: System, payload: usize, concurrency: usize) -> Option<&Outcome> {
+        self.outcomes.iter().find(|o| {
+            o.cell.system == system
+                && o.cell.payload == payload
+                && o.cell.concurrency == concurrency
+                && !o.failed()
+        })
+    }
+
+    fn median(
         &self,
-        a: (System, usize),
-        b: (System, usize),
-        figure: fn(&Stats) -> f64,
+        (system, concurrency): (System, usize),
+        payload: usize,
+        figure: Figure,
     ) -> Option<f64> {
+        let outcome = self.find(system, payload, concurrency)?;
+        Spread::of(figure, &outcome.samples).map(|s| s.median)
+    }
+
+    fn ratio(&self, a: (System, usize), b: (System, usize), figure: Figure) -> Option<f64> {
         self.ratio_at(1024, a, b, figure)
     }
 
@@ -55,18 +76,24 @@ impl Summary {
         payload: usize,
         a: (System, usize),
         b: (System, usize),
-        figure: fn(&Stats) -> f64,
+        figure: Figure,
     ) -> Option<f64> {
-        let x = figure(self.find(a.0, payload, a.1)?);
-        let y = figure(self.find(b.0, payload, b.1)?);
+        let x = self.median(a, payload, figure)?;
+        let y = self.median(b, payload, figure)?;
         (y > 0.0).then(|| x / y)
+    }
+
+    /// Max over min of a cell's QPS across its runs: how much a user's
+    /// throughput varies from one run to the next.
+    fn qps_spread(&self, system: System, payload: usize, concurrency: usize) -> Option<f64> {
+        let outcome = self.find(system, payload, concurrency)?;
+        let spread = Spread::of(Figure::Qps, &outcome.samples)?;
+        (spread.min > 0.0).then(|| spread.max / spread.min)
     }
 
     fn ratios(&self) -> Vec<Ratio> {
         use System::*;
-        let qps = |s: &Stats| s.qps();
-        let p50 = |s: &Stats| s.percentile_us(0.5);
-        let p99 = |s: &Stats| s.percentile_us(0.99);
+        let (qps, p50, p99) = (Figure::Qps, Figure::P50, Figure::P99);
         vec![
             Ratio {
                 key: "qps_vs_tonic",
@@ -117,6 +144,12 @@ impl Summary {
                 value: self.ratio((SinewTcp, 64), (RawPipelined, 64), qps),
             },
             Ratio {
+                key: "qps_spread_tcp",
+                what: "sinew-tcp max / min QPS over the runs, 1 KiB c=64",
+                target: "<= 1.5",
+                value: self.qps_spread(SinewTcp, 1024, 64),
+            },
+            Ratio {
                 key: "uds_p50_vs_tcp_p50",
                 what: "sinew-unix / sinew-tcp p50, 1 KiB c=1",
                 target: "< 1",
@@ -152,23 +185,33 @@ impl Summary {
     pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "\n{:<14} {:>7} {:>5} {:>11} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
-            "system", "payload", "c", "qps", "p50 us", "p99 us", "p999 us", "cpu us/call", "errors"
+            "\n{} run(s) per cell, each in a fresh process, rounds in random order (seed {}); medians [min-max]\n",
+            self.runs, self.seed
         ));
-        out.push_str(&"-".repeat(90));
+        out.push_str(&format!(
+            "{:<14} {:>7} {:>5} {:>25} {:>9} {:>9} {:>9} {:>11}  {}\n",
+            "system", "payload", "c", "qps", "p50 us", "p99 us", "p999 us", "cpu us/call", "status"
+        ));
+        out.push_str(&"-".repeat(104));
         out.push('\n');
-        for (cell, stats) in &self.results {
+        for outcome in &self.outcomes {
+            let cell = outcome.cell;
+            let median =
+                |figure| Spread::of(figure, &outcome.samples).map_or(f64::NAN, |s| s.median);
+            let qps = Spread::of(Figure::Qps, &outcome.samples).map_or("-".to_owned(), |s| {
+                format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max)
+            });
             out.push_str(&format!(
-                "{:<14} {:>7} {:>5} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>7}\n",
+                "{:<14} {:>7} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
                 cell.system.name(),
                 cell.payload,
                 cell.concurrency,
-                stats.qps(),
-                stats.percentile_us(0.5),
-                stats.percentile_us(0.99),
-                stats.percentile_us(0.999),
-                stats.cpu_us_per_call(),
-                stats.errors
+                qps,
+                median(Figure::P50),
+                median(Figure::P99),
+                median(Figure::P999),
+                median(Figure::CpuPerCall),
+                status(outcome)
             ));
         }
         out
@@ -179,7 +222,9 @@ impl Summary {
         for ratio in self.ratios() {
             let value = ratio
                 .value
-                .map_or("n/a (cell not run)".to_owned(), |v| format!("{v:.2}"));
+                .map_or("n/a (cell not run, or failed)".to_owned(), |v| {
+                    format!("{v:.2}")
+                });
             out.push_str(&format!(
                 "  {:<22} {:>8}  [{}]  {}\n",
                 ratio.key, value, ratio.target, ratio.what
@@ -195,28 +240,7 @@ impl Summary {
     }
 
     pub(crate) fn json(&self) -> Value {
-        let results: Vec<Value> = self
-            .results
-            .iter()
-            .map(|(cell, stats)| {
-                json!({
-                    "system": cell.system.name(),
-                    "payload_bytes": cell.payload,
-                    "concurrency": cell.concurrency,
-                    "calls": stats.calls,
-                    "errors": stats.errors,
-                    "seconds": stats.elapsed.as_secs_f64(),
-                    "qps": stats.qps(),
-                    "p50_us": stats.percentile_us(0.5),
-                    "p90_us": stats.percentile_us(0.9),
-                    "p99_us": stats.percentile_us(0.99),
-                    "p999_us": stats.percentile_us(0.999),
-                    "max_us": stats.latency.max() as f64 / 1000.0,
-                    "mean_us": stats.latency.mean() / 1000.0,
-                    "cpu_us_per_call": stats.cpu_us_per_call(),
-                })
-            })
-            .collect();
+        let results: Vec<Value> = self.outcomes.iter().map(outcome_json).collect();
         let mut ratios = Map::new();
         for ratio in self.ratios() {
             ratios.insert(
@@ -228,6 +252,9 @@ impl Summary {
             "date_utc": utc_now(),
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "plan": {
+                "runs": self.runs,
+                "seed": self.seed,
+                "isolation": "each run of each cell in a fresh process; cells of a round in random order",
                 "warmup_ms": self.plan.warmup.as_millis() as u64,
                 "duration_ms": self.plan.duration.as_millis() as u64,
                 "server_threads": self.plan.server_threads,
@@ -245,6 +272,48 @@ impl Summary {
                 .collect::<Map<String, Value>>(),
         })
     }
+}
+
+/// A cell's status in the table: `ok`, or why it failed.
+fn status(outcome: &Outcome) -> String {
+    if !outcome.failures.is_empty() {
+        return format!("FAILED ({} run(s) did not finish)", outcome.failures.len());
+    }
+    let failed_calls: u64 = outcome.samples.iter().map(|s| s.errors).sum();
+    if outcome.failed() {
+        return format!("FAILED ({failed_calls} failed call(s))");
+    }
+    "ok".to_owned()
+}
+
+/// A cell in the JSON: every run, and for a cell that did not fail, the median
+/// and spread of every figure.
+fn outcome_json(outcome: &Outcome) -> Value {
+    let cell = outcome.cell;
+    let mut value = json!({
+        "system": cell.system.name(),
+        "payload_bytes": cell.payload,
+        "concurrency": cell.concurrency,
+        "failed": outcome.failed(),
+        "failures": outcome.failures,
+        "runs": outcome.samples,
+    });
+    if !outcome.failed() {
+        let mut median = Map::new();
+        let mut spread = Map::new();
+        for figure in Figure::ALL {
+            if let Some(s) = Spread::of(figure, &outcome.samples) {
+                median.insert(figure.key().to_owned(), Value::from(s.median));
+                spread.insert(
+                    figure.key().to_owned(),
+                    json!({ "min": s.min, "max": s.max, "q1": s.q1, "q3": s.q3, "iqr": s.iqr() }),
+                );
+            }
+        }
+        value["median"] = Value::Object(median);
+        value["spread"] = Value::Object(spread);
+    }
+    value
 }
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.

@@ -1,5 +1,5 @@
-//! The harness runs end to end (every system, tiny phases) and writes the JSON
-//! keys the targets are stated in. Keeps the harness from rotting in CI without
+//! The harness runs end to end (every system, tiny phases, two runs of every
+//! cell in fresh processes) and writes the JSON keys the targets are stated in. Keeps the harness from rotting in CI without
 //! running the real matrix; asserts no timing.
 
 use std::process::Command;
@@ -21,6 +21,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
             "50",
             "--duration-ms",
             "150",
+            "--runs",
+            "2",
             "--json",
         ])
         .arg(&json)
@@ -40,6 +42,7 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "qps_vs_volo",
         "p50_vs_raw_pingpong",
         "qps_vs_raw_pipelined",
+        "qps_spread_tcp",
         "uds_p50_vs_tcp_p50",
         "grpc_path_vs_tonic",
         "shm_vs_uds_p50_1k",
@@ -65,9 +68,19 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         6 * 2 + 3 * 3 * 2,
         "9 systems x 2 concurrency levels, the 3 sinew transports at 3 payloads"
     );
+    assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     for result in results {
-        assert!(result["calls"].as_u64().unwrap() > 0, "{result}");
-        assert_eq!(result["errors"].as_u64(), Some(0), "{result}");
+        assert_eq!(result["failed"].as_bool(), Some(false), "{result}");
+        let runs = result["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{result}");
+        for run in runs {
+            assert!(run["calls"].as_u64().unwrap() > 0, "{result}");
+            assert_eq!(run["errors"].as_u64(), Some(0), "{result}");
+        }
+        let qps = &result["spread"]["qps"];
+        let (min, max) = (qps["min"].as_f64().unwrap(), qps["max"].as_f64().unwrap());
+        let median = result["median"]["qps"].as_f64().unwrap();
+        assert!(min <= median && median <= max, "{result}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

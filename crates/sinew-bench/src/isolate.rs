@@ -1,0 +1,225 @@
+//! Repetition and isolation: every cell of the plan runs `runs` times, each
+//! time in a fresh process (this binary re-executed with `--in-process` and
+//! that one cell), and every round runs the cells in a new random order.
+//!
+//! A fresh process per cell keeps one system's allocator history, leftover
+//! connections and thread states out of the next system's figures; the random
+//! order spreads each system's runs over the whole session, so a noisy minute
+//! on a shared machine lands on different systems in different rounds rather
+//! than on one. A child that exits non-zero, prints no figures or runs past its
+//! time limit is a failed run, and a cell with any failed run or any failed
+//! call is marked failed (see [`Outcome::failed`]), never averaged.
+
+use crate::load::{Cell, Plan};
+use crate::sample::Sample;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every run of one cell.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub(crate) cell: Cell,
+    /// The figures of the runs that finished, in the order they ran.
+    pub(crate) samples: Vec<Sample>,
+    /// Why runs did not finish: a child's exit status and the end of its stderr.
+    pub(crate) failures: Vec<String>,
+}
+
+impl Outcome {
+    /// A cell is failed if any run of it did not finish or any call failed.
+    pub(crate) fn failed(&self) -> bool {
+        !self.failures.is_empty() || self.samples.iter().any(|s| !s.is_clean())
+    }
+}
+
+/// How long a child may take beyond its phases before it is killed: process
+/// start, server set-up, the load generator's own 5 s watchdog, and tear-down.
+const CHILD_SLACK: Duration = Duration::from_secs(30);
+
+/// Runs every cell of `plan` `runs` times, each in its own process, rounds in
+/// random orders drawn from `seed`.
+pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Outcome>> {
+    let mut outcomes: Vec<Outcome> = plan
+        .cells()
+        .into_iter()
+        .map(|cell| Outcome {
+            cell,
+            samples: Vec::new(),
+            failures: Vec::new(),
+        })
+        .collect();
+    let exe = std::env::current_exe()?;
+    let scratch = tempdir()?;
+    let mut random = SplitMix64(seed);
+    for round in 1..=runs {
+        let mut order: Vec<usize> = (0..outcomes.len()).collect();
+        random.shuffle(&mut order);
+        for index in order {
+            let outcome = &mut outcomes[index];
+            let cell = outcome.cell;
+            eprint!(
+                "run {round}/{runs}  {:<14} {:>7} B  c={:<4} ... ",
+                cell.system.name(),
+                cell.payload,
+                cell.concurrency
+            );
+            match run_child(&exe, &scratch, plan, cell) {
+                Ok(sample) => {
+                    eprintln!(
+                        "{:>10.0} qps  p50 {:>8.1} us  p99 {:>8.1} us{}",
+                        sample.qps,
+                        sample.p50_us,
+                        sample.p99_us,
+                        if sample.errors > 0 {
+                            format!("  ({} failed calls)", sample.errors)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    outcome.samples.push(sample);
+                }
+                Err(failure) => {
+                    eprintln!("FAILED: {failure}");
+                    outcome.failures.push(format!("run {round}: {failure}"));
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(outcomes)
+}
+
+/// Runs `cell` once in a child process and reads its figures.
+fn run_child(exe: &Path, scratch: &Path, plan: &Plan, cell: Cell) -> Result<Sample, String> {
+    let stdout_path = scratch.join("stdout");
+    let stderr_path = scratch.join("stderr");
+    let file = |path: &Path| std::fs::File::create(path).map_err(|e| e.to_string());
+    let mut child = Command::new(exe)
+        .arg("--in-process")
+        .args(["--systems", cell.system.name()])
+        .args(["--payloads", &cell.payload.to_string()])
+        .args(["--concurrency", &cell.concurrency.to_string()])
+        .args(["--warmup-ms", &plan.warmup.as_millis().to_string()])
+        .args(["--duration-ms", &plan.duration.as_millis().to_string()])
+        .args(["--server-threads", &plan.server_threads.to_string()])
+        .args(["--client-threads", &plan.client_threads.to_string()])
+        .stdin(Stdio::null())
+        .stdout(file(&stdout_path)?)
+        .stderr(file(&stderr_path)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let limit = plan.warmup + plan.duration + CHILD_SLACK;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("still running after {limit:?}; killed"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    if !status.success() {
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!("{status}: {}", tail.join(" | ")));
+    }
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Sample>(line).ok())
+        .find(|sample| sample.is_of(cell))
+        .ok_or_else(|| "the child printed no figures for its cell".to_owned())
+}
+
+/// A fresh directory for the children's output.
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sinew-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A small seeded generator (SplitMix64) for the run order: reproducible from
+/// the seed the report records, and no dependency for a shuffle.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Fisher-Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systems::System;
+
+    fn outcome(errors: &[u64], failures: usize) -> Outcome {
+        let cell = Cell {
+            system: System::SinewTcp,
+            payload: 1024,
+            concurrency: 64,
+        };
+        let sample = |errors| Sample {
+            system: "sinew-tcp".into(),
+            payload_bytes: 1024,
+            concurrency: 64,
+            calls: 100,
+            errors,
+            seconds: 1.0,
+            qps: 100.0,
+            p50_us: 1.0,
+            p90_us: 1.0,
+            p99_us: 1.0,
+            p999_us: 1.0,
+            max_us: 1.0,
+            mean_us: 1.0,
+            cpu_us_per_call: 1.0,
+        };
+        Outcome {
+            cell,
+            samples: errors.iter().map(|&e| sample(e)).collect(),
+            failures: (0..failures).map(|i| format!("run {i}: killed")).collect(),
+        }
+    }
+
+    #[test]
+    fn one_failed_call_or_one_unfinished_run_fails_the_cell() {
+        assert!(!outcome(&[0, 0, 0], 0).failed());
+        assert!(outcome(&[0, 1, 0], 0).failed());
+        assert!(outcome(&[0, 0], 1).failed());
+        assert!(outcome(&[], 3).failed());
+    }
+
+    #[test]
+    fn shuffles_are_permutations_reproducible_from_the_seed() {
+        let shuffled = |seed| {
+            let mut items: Vec<u32> = (0..50).collect();
+            SplitMix64(seed).shuffle(&mut items);
+            items
+        };
+        let a = shuffled(7);
+        assert_eq!(a, shuffled(7));
+        assert_ne!(a, shuffled(8));
+        assert_ne!(a, (0..50).collect::<Vec<_>>());
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+}
