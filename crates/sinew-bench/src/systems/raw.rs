@@ -74,7 +74,7 @@ impl Caller for PingPongCaller {
         stream.write_all(&self.0.frame).await?;
         let mut buf = self.0.buf.lock().await;
         stream.read_exact(&mut buf[..]).await?;
-        anyhow::ensure!(buf[..4] == self.0.frame[..4], "bad echo");
+        anyhow::ensure!(buf[..] == self.0.frame[..], "wrong echo");
         Ok(())
     }
 }
@@ -152,6 +152,7 @@ impl Caller for PooledCaller {
 pub(crate) fn run_pipelined(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let (address, server) = start_server(runtimes)?;
     let frame = frame(cell.payload);
+    let expected = frame.clone();
     let concurrency = cell.concurrency;
     let (warmup, duration) = (plan.warmup, plan.duration);
     let stats = runtimes.client.block_on(async move {
@@ -224,6 +225,17 @@ pub(crate) fn run_pipelined(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> any
                     break;
                 }
             };
+            // Every echoed byte is checked, as every other system's client
+            // checks its whole echo: the stream is the frame, repeated.
+            let mut checked = 0;
+            while checked < n {
+                let at = (pending + checked) % frame_len;
+                let take = (n - checked).min(frame_len - at);
+                if buf[checked..checked + take] != expected[at..at + take] {
+                    errors += 1;
+                }
+                checked += take;
+            }
             pending += n;
             let whole = pending / frame_len;
             pending %= frame_len;

@@ -49,7 +49,7 @@ impl Caller for TarpcCaller {
             .client
             .unary_echo(context::current(), self.payload.clone())
             .await?;
-        anyhow::ensure!(reply.len() == self.payload.len(), "short echo");
+        anyhow::ensure!(reply == self.payload, "wrong echo");
         Ok(())
     }
 }

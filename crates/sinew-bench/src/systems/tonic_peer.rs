@@ -70,10 +70,7 @@ impl Caller for TonicCaller {
                 message: self.payload.clone(),
             })
             .await?;
-        anyhow::ensure!(
-            reply.get_ref().message.len() == self.payload.len(),
-            "short echo"
-        );
+        anyhow::ensure!(reply.get_ref().message == self.payload, "wrong echo");
         Ok(())
     }
 }

@@ -49,7 +49,7 @@ impl Caller for VoloCaller {
                 message: self.payload.clone(),
             })
             .await?;
-        anyhow::ensure!(reply.message.len() == self.payload.len(), "short echo");
+        anyhow::ensure!(reply.message == self.payload, "wrong echo");
         Ok(())
     }
 }
