@@ -20,7 +20,8 @@ targets = {
     "qps_vs_tonic": ">= 2.5", "qps_vs_tarpc": ">= 1.5", "qps_vs_volo": ">= 1.2",
     "p99_vs_tonic": "<= 1", "p99_vs_tarpc": "<= 1", "p99_vs_volo": "<= 1",
     "p50_vs_raw_pingpong": "<= 1.3", "qps_vs_raw_pipelined": ">= 0.6", "qps_spread_tcp": "<= 1.5",
-    "uds_p50_vs_tcp_p50": "< 1", "grpc_path_vs_tonic": ">= 0.9",
+    "uds_p50_vs_tcp_p50": "< 1", "grpc_path_vs_tonic": ">= 0.9", "grpc_path_vs_grpc_go": ">= 1.2",
+    "qps_vs_go_netrpc": ">= 3", "qps_vs_go_netrpc_c1": ">= 1.3",
     "shm_vs_uds_p50_1k": "<= 0.6", "shm_vs_uds_p50_64k": "<= 0.35", "shm_vs_uds_qps_1m": ">= 4",
 }
 for key, value in report["ratios"].items():

@@ -1,5 +1,6 @@
 //! The closed-loop load generator and the runtimes it drives systems on.
 
+use crate::sample::Sample;
 use crate::systems::System;
 use hdrhistogram::Histogram;
 use std::future::Future;
@@ -117,10 +118,22 @@ pub(crate) fn closed_loop<C: Caller>(
     cell: Cell,
     caller: C,
 ) -> Stats {
+    closed_loop_measuring(runtimes, plan, cell, caller, process_cpu)
+}
+
+/// [`closed_loop`], with the CPU time of the measured phase read from `cpu`
+/// (for a server in another process: this process's CPU plus that one's).
+pub(crate) fn closed_loop_measuring<C: Caller>(
+    runtimes: &Runtimes,
+    plan: &Plan,
+    cell: Cell,
+    caller: C,
+    cpu: impl Fn() -> Duration + Send + 'static,
+) -> Stats {
     let (concurrency, warmup, duration) = (cell.concurrency, plan.warmup, plan.duration);
     runtimes.client.block_on(async move {
         phase(caller.clone(), concurrency, warmup).await;
-        let cpu_before = process_cpu();
+        let cpu_before = cpu();
         let started = Instant::now();
         let (latency, calls, errors) = phase(caller, concurrency, duration).await;
         let elapsed = started.elapsed();
@@ -129,7 +142,7 @@ pub(crate) fn closed_loop<C: Caller>(
             errors,
             elapsed,
             latency,
-            cpu: process_cpu().saturating_sub(cpu_before),
+            cpu: cpu().saturating_sub(cpu_before),
         }
     })
 }
@@ -226,12 +239,11 @@ impl Plan {
 /// an error; calls that fail are counted in its figures.
 pub(crate) fn run_in_process(
     plan: &Plan,
-    mut done: impl FnMut(Cell, Stats) -> anyhow::Result<()>,
+    mut done: impl FnMut(Sample) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let runtimes = Runtimes::new(plan)?;
     for cell in plan.cells() {
-        let stats = crate::systems::run_cell(&runtimes, plan, cell)?;
-        done(cell, stats)?;
+        done(crate::systems::run_cell(&runtimes, plan, cell)?)?;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! `sinew-bench`: sinew against tonic, tarpc, Volo and raw sockets, side by side,
-//! on one machine.
+//! `sinew-bench`: sinew against tonic, tarpc, Volo, grpc-go, Go's net/rpc and
+//! raw sockets, side by side, on one machine.
 //!
 //! Every system serves the same unary echo (a string of the payload size in, the
 //! same string out) on a server runtime and is driven by a closed-loop load
@@ -28,7 +28,7 @@ use systems::System;
 #[derive(Parser, Debug)]
 #[command(
     name = "sinew-bench",
-    about = "sinew against tonic, tarpc, Volo and raw sockets, side by side, every cell repeated in fresh processes",
+    about = "sinew against tonic, tarpc, Volo, grpc-go, Go net/rpc and raw sockets, side by side, every cell repeated in fresh processes",
     after_help = "Examples:\n  sinew-bench --quick --json out.json\n  sinew-bench --systems sinew-tcp,tonic --payloads 1024 --concurrency 64"
 )]
 struct Options {
@@ -118,12 +118,10 @@ fn main() -> anyhow::Result<()> {
         server_threads: options.server_threads.max(1),
         client_threads: options.client_threads.max(1),
     };
+    systems::prepare_go_peers(&plan, !options.in_process)?;
     if options.in_process {
-        return load::run_in_process(&plan, |cell, stats| {
-            println!(
-                "{}",
-                serde_json::to_string(&sample::Sample::new(cell, &stats))?
-            );
+        return load::run_in_process(&plan, |sample| {
+            println!("{}", serde_json::to_string(&sample)?);
             Ok(())
         });
     }

@@ -162,6 +162,24 @@ impl Summary {
                 value: self.ratio((SinewGrpc, 64), (Tonic, 64), qps),
             },
             Ratio {
+                key: "grpc_path_vs_grpc_go",
+                what: "sinew-grpc / grpc-go QPS, 1 KiB c=64 (tonic's client for both)",
+                target: ">= 1.2",
+                value: self.ratio((SinewGrpc, 64), (GrpcGo, 64), qps),
+            },
+            Ratio {
+                key: "qps_vs_go_netrpc",
+                what: "sinew-tcp / Go net/rpc QPS, 1 KiB c=64 (each its own client)",
+                target: ">= 3",
+                value: self.ratio((SinewTcp, 64), (GoNetRpc, 64), qps),
+            },
+            Ratio {
+                key: "qps_vs_go_netrpc_c1",
+                what: "sinew-tcp / Go net/rpc QPS, 1 KiB c=1 (each its own client)",
+                target: ">= 1.3",
+                value: self.ratio((SinewTcp, 1), (GoNetRpc, 1), qps),
+            },
+            Ratio {
                 key: "shm_vs_uds_p50_1k",
                 what: "sinew-shm / sinew-unix p50, 1 KiB c=1",
                 target: "<= 0.6",

@@ -45,6 +45,9 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "qps_spread_tcp",
         "uds_p50_vs_tcp_p50",
         "grpc_path_vs_tonic",
+        "grpc_path_vs_grpc_go",
+        "qps_vs_go_netrpc",
+        "qps_vs_go_netrpc_c1",
         "shm_vs_uds_p50_1k",
         "shm_vs_uds_p50_64k",
         "shm_vs_uds_qps_1m",
@@ -65,8 +68,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        6 * 2 + 3 * 3 * 2,
-        "9 systems x 2 concurrency levels, the 3 sinew transports at 3 payloads"
+        8 * 2 + 3 * 3 * 2,
+        "11 systems x 2 concurrency levels, the 3 sinew transports at 3 payloads"
     );
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     for result in results {

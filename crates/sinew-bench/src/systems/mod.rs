@@ -1,7 +1,9 @@
-//! The systems under test. Each module starts its server on the server runtime,
-//! builds a [`Caller`](crate::load::Caller) that makes one verified echo call, runs
-//! the closed loop, and stops its server.
+//! The systems under test. Each module starts its server on the server runtime
+//! (the Go peers: in a process of its own), builds a
+//! [`Caller`](crate::load::Caller) that makes one verified echo call, runs the
+//! closed loop, and stops its server.
 
+mod go_peers;
 mod raw;
 mod sinew_grpc_peer;
 mod sinew_peer;
@@ -9,7 +11,9 @@ mod tarpc_peer;
 mod tonic_peer;
 mod volo_peer;
 
-use crate::load::{Cell, Plan, Runtimes, Stats};
+use crate::load::{Cell, Plan, Runtimes};
+use crate::sample::Sample;
+pub(crate) use go_peers::prepare as prepare_go_peers;
 pub(crate) use sinew_peer::{idle_cpu_percent, Transport};
 
 /// A system in the comparison.
@@ -30,6 +34,13 @@ pub(crate) enum System {
     Tarpc,
     /// Volo Thrift with its default TTHeader framing, TCP.
     Volo,
+    /// grpc-go's server (Go, its own process), driven by tonic's client as the
+    /// `tonic` and `sinew-grpc` rows are.
+    #[value(name = "grpc-go")]
+    GrpcGo,
+    /// Go's standard net/rpc with gob: its server and its client (Go).
+    #[value(name = "go-netrpc")]
+    GoNetRpc,
     /// 4-byte length prefix, no encoding, one connection per in-flight call.
     #[value(name = "raw-pingpong")]
     RawPingPong,
@@ -38,7 +49,7 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 9] = [
+    pub(crate) const ALL: [System; 11] = [
         System::SinewTcp,
         System::SinewUnix,
         System::SinewShm,
@@ -46,6 +57,8 @@ impl System {
         System::Tonic,
         System::Tarpc,
         System::Volo,
+        System::GrpcGo,
+        System::GoNetRpc,
         System::RawPingPong,
         System::RawPipelined,
     ];
@@ -68,6 +81,8 @@ impl System {
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
             System::Volo => "volo",
+            System::GrpcGo => "grpc-go",
+            System::GoNetRpc => "go-netrpc",
             System::RawPingPong => "raw-pingpong",
             System::RawPipelined => "raw-pipelined",
         }
@@ -80,8 +95,9 @@ pub(crate) fn payload(size: usize) -> String {
     "x".repeat(size)
 }
 
-pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
-    match cell.system {
+/// Runs one cell once and returns its figures.
+pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Sample> {
+    let stats = match cell.system {
         System::SinewTcp => sinew_peer::run(runtimes, plan, cell, Transport::Tcp),
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
         System::SinewShm => sinew_peer::run(runtimes, plan, cell, Transport::Shm),
@@ -89,7 +105,10 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::Tonic => tonic_peer::run(runtimes, plan, cell),
         System::Tarpc => tarpc_peer::run(runtimes, plan, cell),
         System::Volo => volo_peer::run(runtimes, plan, cell),
+        System::GrpcGo => go_peers::run_grpc_go(runtimes, plan, cell),
+        System::GoNetRpc => return go_peers::run_netrpc(plan, cell),
         System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),
         System::RawPipelined => raw::run_pipelined(runtimes, plan, cell),
-    }
+    }?;
+    Ok(Sample::new(cell, &stats))
 }

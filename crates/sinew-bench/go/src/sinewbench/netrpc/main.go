@@ -1,0 +1,227 @@
+// Command netrpc: the go-netrpc row of sinew-bench. Go's standard net/rpc with
+// its gob codec, server and client as a Go user writes them: one rpc.Client
+// (one TCP connection, calls multiplexed on it) shared by every in-flight call.
+//
+//	netrpc serve -port-file PATH
+//	netrpc load -address HOST:PORT -payload N -concurrency C -warmup-ms W -duration-ms D -server-pid PID
+//
+// serve listens on a free port on 127.0.0.1, writes the port to PATH and serves
+// until killed. load runs the harness's closed loop: C goroutines each making
+// one call at a time, a warm-up, then a measured phase; every echo is compared
+// byte for byte. It prints one line of JSON with the fields of sinew-bench's
+// samples; CPU per call is this process's CPU plus the server's (from
+// /proc/PID/stat) during the measured phase. GOMAXPROCS is set by the harness
+// to its thread counts.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io/ioutil"
+	"net"
+	"net/rpc"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// EchoRequest and EchoResponse are the messages, as gob encodes them.
+type EchoRequest struct{ Message string }
+type EchoResponse struct{ Message string }
+
+// Echo is the service.
+type Echo struct{}
+
+// UnaryEcho returns the request's message.
+func (Echo) UnaryEcho(in *EchoRequest, out *EchoResponse) error {
+	out.Message = in.Message
+	return nil
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: netrpc serve|load ...")
+	}
+	switch os.Args[1] {
+	case "serve":
+		serve(os.Args[2:])
+	case "load":
+		load(os.Args[2:])
+	default:
+		fail("unknown mode " + os.Args[1])
+	}
+}
+
+func fail(message interface{}) {
+	fmt.Fprintln(os.Stderr, message)
+	os.Exit(1)
+}
+
+func serve(args []string) {
+	flags := flag.NewFlagSet("serve", flag.ExitOnError)
+	portFile := flags.String("port-file", "", "where to write the port")
+	flags.Parse(args)
+	server := rpc.NewServer()
+	if err := server.RegisterName("Echo", Echo{}); err != nil {
+		fail(err)
+	}
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	port := listener.Addr().(*net.TCPAddr).Port
+	if err := ioutil.WriteFile(*portFile+".tmp", []byte(fmt.Sprint(port)), 0o644); err != nil {
+		fail(err)
+	}
+	os.Rename(*portFile+".tmp", *portFile)
+	server.Accept(listener)
+}
+
+// sample has the JSON fields of sinew-bench's Sample.
+type sample struct {
+	System       string  `json:"system"`
+	PayloadBytes int     `json:"payload_bytes"`
+	Concurrency  int     `json:"concurrency"`
+	Calls        uint64  `json:"calls"`
+	Errors       uint64  `json:"errors"`
+	Seconds      float64 `json:"seconds"`
+	QPS          float64 `json:"qps"`
+	P50          float64 `json:"p50_us"`
+	P90          float64 `json:"p90_us"`
+	P99          float64 `json:"p99_us"`
+	P999         float64 `json:"p999_us"`
+	Max          float64 `json:"max_us"`
+	Mean         float64 `json:"mean_us"`
+	CPUPerCall   float64 `json:"cpu_us_per_call"`
+}
+
+// loopResult is what one closed loop measured.
+type loopResult struct {
+	latencies []int64
+	errors    uint64
+}
+
+// callLimit is how long after a phase's deadline a call may still run before
+// its loop counts as stuck (the harness's own watchdog).
+const callLimit = 5 * time.Second
+
+func phase(client *rpc.Client, payload string, concurrency int, duration time.Duration) ([]int64, uint64) {
+	deadline := time.Now().Add(duration)
+	results := make(chan loopResult, concurrency)
+	for i := 0; i < concurrency; i++ {
+		go func() {
+			var r loopResult
+			for {
+				started := time.Now()
+				if !started.Before(deadline) {
+					break
+				}
+				var out EchoResponse
+				err := client.Call("Echo.UnaryEcho", &EchoRequest{Message: payload}, &out)
+				if err != nil || out.Message != payload {
+					r.errors++
+					continue
+				}
+				r.latencies = append(r.latencies, int64(time.Since(started)))
+			}
+			results <- r
+		}()
+	}
+	var latencies []int64
+	var errors uint64
+	watchdog := time.After(time.Until(deadline) + callLimit)
+	for done := 0; done < concurrency; done++ {
+		select {
+		case r := <-results:
+			latencies = append(latencies, r.latencies...)
+			errors += r.errors
+		case <-watchdog:
+			return latencies, errors + uint64(concurrency-done)
+		}
+	}
+	return latencies, errors
+}
+
+// processCPU is the CPU time (user + system) of this process.
+func processCPU() time.Duration {
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		return 0
+	}
+	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
+}
+
+// serverCPU is the CPU time of process pid, from /proc (clock ticks of 10 ms).
+func serverCPU(pid int) time.Duration {
+	data, err := ioutil.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func quantileUs(sorted []int64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	index := int(q*float64(len(sorted)) + 0.5)
+	if index >= len(sorted) {
+		index = len(sorted) - 1
+	}
+	return float64(sorted[index]) / 1e3
+}
+
+func load(args []string) {
+	flags := flag.NewFlagSet("load", flag.ExitOnError)
+	address := flags.String("address", "", "the server")
+	size := flags.Int("payload", 1024, "payload bytes")
+	concurrency := flags.Int("concurrency", 1, "calls in flight")
+	warmupMs := flags.Int("warmup-ms", 500, "warm-up")
+	durationMs := flags.Int("duration-ms", 2500, "measured phase")
+	serverPid := flags.Int("server-pid", 0, "the server's pid, for its CPU time")
+	flags.Parse(args)
+	client, err := rpc.Dial("tcp", *address)
+	if err != nil {
+		fail(err)
+	}
+	payload := strings.Repeat("x", *size)
+	phase(client, payload, *concurrency, time.Duration(*warmupMs)*time.Millisecond)
+	cpuBefore := processCPU() + serverCPU(*serverPid)
+	started := time.Now()
+	latencies, errors := phase(client, payload, *concurrency, time.Duration(*durationMs)*time.Millisecond)
+	elapsed := time.Since(started)
+	cpu := processCPU() + serverCPU(*serverPid) - cpuBefore
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	calls := uint64(len(latencies))
+	var total int64
+	for _, l := range latencies {
+		total += l
+	}
+	out := sample{
+		System: "go-netrpc", PayloadBytes: *size, Concurrency: *concurrency,
+		Calls: calls, Errors: errors, Seconds: elapsed.Seconds(),
+		QPS:  float64(calls) / elapsed.Seconds(),
+		P50:  quantileUs(latencies, 0.5),
+		P90:  quantileUs(latencies, 0.9),
+		P99:  quantileUs(latencies, 0.99),
+		P999: quantileUs(latencies, 0.999),
+	}
+	if calls > 0 {
+		out.Max = float64(latencies[len(latencies)-1]) / 1e3
+		out.Mean = float64(total) / float64(calls) / 1e3
+		out.CPUPerCall = float64(cpu.Microseconds()) / float64(calls)
+	}
+	line, _ := json.Marshal(out)
+	fmt.Println(string(line))
+}
