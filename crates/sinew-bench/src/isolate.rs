@@ -58,12 +58,7 @@ pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Out
         for index in order {
             let outcome = &mut outcomes[index];
             let cell = outcome.cell;
-            eprint!(
-                "run {round}/{runs}  {:<14} {:>7} B  c={:<4} ... ",
-                cell.system.name(),
-                cell.payload,
-                cell.concurrency
-            );
+            eprint!("run {round}/{runs}  {} ... ", cell.label());
             match run_child(&exe, &scratch, plan, cell) {
                 Ok(sample) => {
                     eprintln!(
@@ -100,6 +95,8 @@ fn run_child(exe: &Path, scratch: &Path, plan: &Plan, cell: Cell) -> Result<Samp
         .args(["--systems", cell.system.name()])
         .args(["--payloads", &cell.payload.to_string()])
         .args(["--concurrency", &cell.concurrency.to_string()])
+        .args(["--connections", &cell.connections.to_string()])
+        .args(["--shapes", "none"])
         .args(["--warmup-ms", &plan.warmup.as_millis().to_string()])
         .args(["--duration-ms", &plan.duration.as_millis().to_string()])
         .args(["--server-threads", &plan.server_threads.to_string()])
@@ -138,7 +135,7 @@ fn run_child(exe: &Path, scratch: &Path, plan: &Plan, cell: Cell) -> Result<Samp
 
 /// A fresh directory for the children's output.
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("sinew-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("sinew-bench-runs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -175,11 +172,13 @@ mod tests {
             system: System::SinewTcp,
             payload: 1024,
             concurrency: 64,
+            connections: 1,
         };
         let sample = |errors| Sample {
             system: "sinew-tcp".into(),
             payload_bytes: 1024,
             concurrency: 64,
+            connections: 1,
             calls: 100,
             errors,
             seconds: 1.0,

@@ -16,6 +16,10 @@ pub(crate) struct Plan {
     /// comparison: shm vs Unix socket vs TCP).
     pub(crate) local_payloads: Vec<usize>,
     pub(crate) concurrency: Vec<usize>,
+    /// Client connections the matrix's calls are spread over (usually 1).
+    pub(crate) connections: usize,
+    /// Many-client shapes, at 1 KiB: (connections, calls in flight on each).
+    pub(crate) shapes: Vec<(usize, usize)>,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
     pub(crate) server_threads: usize,
@@ -23,11 +27,32 @@ pub(crate) struct Plan {
 }
 
 /// One cell of the matrix.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cell {
     pub(crate) system: System,
     pub(crate) payload: usize,
+    /// Calls in flight, in all.
     pub(crate) concurrency: usize,
+    /// Client connections (clients) the calls are spread over; 1 but for the
+    /// many-client shapes. Systems whose client pools connections itself
+    /// (Volo; raw ping-pong, one connection per call) get one client each.
+    pub(crate) connections: usize,
+}
+
+/// The payload of the many-client shapes.
+pub(crate) const SHAPE_PAYLOAD: usize = 1024;
+
+impl Cell {
+    /// The cell as the progress lines and the table name it.
+    pub(crate) fn label(&self) -> String {
+        format!(
+            "{:<14} {:>7} B  c={:<4} k={:<4}",
+            self.system.name(),
+            self.payload,
+            self.concurrency,
+            self.connections
+        )
+    }
 }
 
 /// The figures of one cell.
@@ -86,11 +111,48 @@ pub(crate) trait Caller: Clone + Send + Sync + 'static {
     fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Spreads the closed loop's loops over one caller per connection: each clone
+/// (one per loop) takes the next caller in turn, so `c` loops over `k`
+/// connections put `c / k` calls in flight on each.
+pub(crate) struct OverConnections<C> {
+    callers: std::sync::Arc<Vec<C>>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    mine: usize,
+}
+
+impl<C> OverConnections<C> {
+    pub(crate) fn new(callers: Vec<C>) -> OverConnections<C> {
+        assert!(!callers.is_empty(), "at least one connection");
+        OverConnections {
+            callers: std::sync::Arc::new(callers),
+            next: std::sync::Arc::default(),
+            mine: 0,
+        }
+    }
+}
+
+impl<C> Clone for OverConnections<C> {
+    fn clone(&self) -> Self {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OverConnections {
+            callers: self.callers.clone(),
+            next: self.next.clone(),
+            mine: turn % self.callers.len(),
+        }
+    }
+}
+
+impl<C: Caller> Caller for OverConnections<C> {
+    fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.callers[self.mine].call()
+    }
+}
+
 /// How long after a phase's deadline a call may still be running before its loop
 /// counts as stuck: keeps every phase bounded in time even if a system hangs.
 const CALL_LIMIT: Duration = Duration::from_secs(5);
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 ns to 60 s, 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
@@ -226,8 +288,17 @@ impl Plan {
                         system,
                         payload,
                         concurrency,
+                        connections: self.connections,
                     });
                 }
+            }
+            for &(connections, each) in &self.shapes {
+                cells.push(Cell {
+                    system,
+                    payload: SHAPE_PAYLOAD,
+                    concurrency: connections * each,
+                    connections,
+                });
             }
         }
         cells

@@ -66,6 +66,15 @@ struct Options {
     /// In-flight calls (comma-separated); default 1,64,256.
     #[arg(long, value_delimiter = ',')]
     concurrency: Option<Vec<usize>>,
+    /// Client connections the calls of every cell are spread over (each
+    /// system's own client per connection); default 1.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Many-client shapes at 1 KiB, as CONNECTIONSxCALLS (calls in flight on
+    /// each connection), comma-separated, or `none`; default 256x1,16x16
+    /// (--quick: 256x1; none when --payloads is given).
+    #[arg(long, value_delimiter = ',')]
+    shapes: Option<Vec<String>>,
     /// Warm-up per cell, in milliseconds.
     #[arg(long)]
     warmup_ms: Option<u64>,
@@ -96,7 +105,26 @@ fn main() -> anyhow::Result<()> {
             vec![64, 1024, 4096, 65536, 1 << 20]
         }
     });
+    let shapes = match &options.shapes {
+        Some(shapes) => parse_shapes(shapes)?,
+        None if options.payloads.is_some() => Vec::new(),
+        None if options.quick => vec![(256, 1)],
+        None => vec![(256, 1), (16, 16)],
+    };
+    let connections = options.connections.max(1);
+    let concurrency = options.concurrency.unwrap_or_else(|| {
+        if options.quick {
+            vec![1, 64]
+        } else {
+            vec![1, 64, 256]
+        }
+    });
+    if let Some(c) = concurrency.iter().find(|&&c| c % connections != 0) {
+        anyhow::bail!("--concurrency {c} is not a multiple of --connections {connections}");
+    }
     let plan = load::Plan {
+        connections,
+        shapes,
         systems: options.systems.unwrap_or_else(|| System::ALL.to_vec()),
         local_payloads,
         payloads: options.payloads.unwrap_or_else(|| {
@@ -106,13 +134,7 @@ fn main() -> anyhow::Result<()> {
                 vec![64, 1024, 65536]
             }
         }),
-        concurrency: options.concurrency.unwrap_or_else(|| {
-            if options.quick {
-                vec![1, 64]
-            } else {
-                vec![1, 64, 256]
-            }
-        }),
+        concurrency,
         warmup: Duration::from_millis(options.warmup_ms.unwrap_or(default_warmup)),
         duration: Duration::from_millis(options.duration_ms.unwrap_or(default_duration)),
         server_threads: options.server_threads.max(1),
@@ -147,6 +169,25 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("some cells failed (see the status column)");
     }
     Ok(())
+}
+
+/// Parses `--shapes`: `KxN` items (K connections, N calls in flight on each) or `none`.
+fn parse_shapes(items: &[String]) -> anyhow::Result<Vec<(usize, usize)>> {
+    let mut shapes = Vec::new();
+    for item in items {
+        if item == "none" {
+            continue;
+        }
+        let parsed = item
+            .split_once('x')
+            .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+            .filter(|&(k, n)| k > 0 && n > 0);
+        match parsed {
+            Some(shape) => shapes.push(shape),
+            None => anyhow::bail!("--shapes: `{item}` is not CONNECTIONSxCALLS, e.g. 256x1"),
+        }
+    }
+    Ok(shapes)
 }
 
 /// Idle CPU of a connected, quiet sinew pair over Unix sockets and shared

@@ -3,7 +3,7 @@
 //! every ratio is one of medians; a failed cell has no figures.
 
 use crate::isolate::Outcome;
-use crate::load::Plan;
+use crate::load::{Cell, Plan, SHAPE_PAYLOAD};
 use crate::sample::{Figure, Spread};
 use crate::systems::System;
 use serde_json::{json, Map, Value};
@@ -48,13 +48,13 @@ impl Summary {
     }
 
     /// The runs of a cell that did not fail; `None` for a failed or missing cell.
-    fn find(&self, system: System, payload: usize, concurrency: usize) -> Option<&Outcome> {
-        self.outcomes.iter().find(|o| {
-            o.cell.system == system
-                && o.cell.payload == payload
-                && o.cell.concurrency == concurrency
-                && !o.failed()
-        })
+    fn find(&self, cell: Cell) -> Option<&Outcome> {
+        self.outcomes.iter().find(|o| o.cell == cell && !o.failed())
+    }
+
+    /// The median of `figure` in a cell.
+    fn median_of(&self, cell: Cell, figure: Figure) -> Option<f64> {
+        Spread::of(figure, &self.find(cell)?.samples).map(|s| s.median)
     }
 
     fn median(
@@ -63,8 +63,15 @@ impl Summary {
         payload: usize,
         figure: Figure,
     ) -> Option<f64> {
-        let outcome = self.find(system, payload, concurrency)?;
-        Spread::of(figure, &outcome.samples).map(|s| s.median)
+        self.median_of(
+            Cell {
+                system,
+                payload,
+                concurrency,
+                connections: 1,
+            },
+            figure,
+        )
     }
 
     fn ratio(&self, a: (System, usize), b: (System, usize), figure: Figure) -> Option<f64> {
@@ -86,9 +93,36 @@ impl Summary {
     /// Max over min of a cell's QPS across its runs: how much a user's
     /// throughput varies from one run to the next.
     fn qps_spread(&self, system: System, payload: usize, concurrency: usize) -> Option<f64> {
-        let outcome = self.find(system, payload, concurrency)?;
+        let outcome = self.find(Cell {
+            system,
+            payload,
+            concurrency,
+            connections: 1,
+        })?;
         let spread = Spread::of(Figure::Qps, &outcome.samples)?;
         (spread.min > 0.0).then(|| spread.max / spread.min)
+    }
+
+    /// sinew-tcp's QPS over the best framework peer's (tonic, tarpc, Volo,
+    /// grpc-go, Go net/rpc; whichever ran) in a many-client shape.
+    fn vs_best_peer(&self, connections: usize, each: usize) -> Option<f64> {
+        let qps = |system| {
+            self.median_of(
+                Cell {
+                    system,
+                    payload: SHAPE_PAYLOAD,
+                    concurrency: connections * each,
+                    connections,
+                },
+                Figure::Qps,
+            )
+        };
+        let ours = qps(System::SinewTcp)?;
+        let best = System::FRAMEWORK_PEERS
+            .into_iter()
+            .filter_map(qps)
+            .reduce(f64::max)?;
+        (best > 0.0).then(|| ours / best)
     }
 
     fn ratios(&self) -> Vec<Ratio> {
@@ -162,6 +196,18 @@ impl Summary {
                 value: self.ratio((SinewGrpc, 64), (Tonic, 64), qps),
             },
             Ratio {
+                key: "qps_vs_best_peer_256x1",
+                what: "sinew-tcp / best peer QPS, 1 KiB, 256 connections x 1 call",
+                target: ">= 1.2",
+                value: self.vs_best_peer(256, 1),
+            },
+            Ratio {
+                key: "qps_vs_best_peer_16x16",
+                what: "sinew-tcp / best peer QPS, 1 KiB, 16 connections x 16 calls",
+                target: ">= 1.2",
+                value: self.vs_best_peer(16, 16),
+            },
+            Ratio {
                 key: "grpc_path_vs_grpc_go",
                 what: "sinew-grpc / grpc-go QPS, 1 KiB c=64 (tonic's client for both)",
                 target: ">= 1.2",
@@ -207,10 +253,19 @@ impl Summary {
             self.runs, self.seed
         ));
         out.push_str(&format!(
-            "{:<14} {:>7} {:>5} {:>25} {:>9} {:>9} {:>9} {:>11}  {}\n",
-            "system", "payload", "c", "qps", "p50 us", "p99 us", "p999 us", "cpu us/call", "status"
+            "{:<14} {:>7} {:>5} {:>5} {:>25} {:>9} {:>9} {:>9} {:>11}  {}\n",
+            "system",
+            "payload",
+            "c",
+            "k",
+            "qps",
+            "p50 us",
+            "p99 us",
+            "p999 us",
+            "cpu us/call",
+            "status"
         ));
-        out.push_str(&"-".repeat(104));
+        out.push_str(&"-".repeat(110));
         out.push('\n');
         for outcome in &self.outcomes {
             let cell = outcome.cell;
@@ -220,10 +275,11 @@ impl Summary {
                 format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max)
             });
             out.push_str(&format!(
-                "{:<14} {:>7} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
+                "{:<14} {:>7} {:>5} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
                 cell.system.name(),
                 cell.payload,
                 cell.concurrency,
+                cell.connections,
                 qps,
                 median(Figure::P50),
                 median(Figure::P99),
@@ -280,6 +336,8 @@ impl Summary {
                 "payloads": self.plan.payloads,
                 "local_payloads": self.plan.local_payloads,
                 "concurrency": self.plan.concurrency,
+                "connections": self.plan.connections,
+                "shapes": self.plan.shapes,
             },
             "results": results,
             "ratios": ratios,
@@ -312,6 +370,7 @@ fn outcome_json(outcome: &Outcome) -> Value {
         "system": cell.system.name(),
         "payload_bytes": cell.payload,
         "concurrency": cell.concurrency,
+        "connections": cell.connections,
         "failed": outcome.failed(),
         "failures": outcome.failures,
         "runs": outcome.samples,

@@ -12,6 +12,7 @@ pub(crate) struct Sample {
     pub(crate) system: String,
     pub(crate) payload_bytes: usize,
     pub(crate) concurrency: usize,
+    pub(crate) connections: usize,
     pub(crate) calls: u64,
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
@@ -31,6 +32,7 @@ impl Sample {
             system: cell.system.name().to_owned(),
             payload_bytes: cell.payload,
             concurrency: cell.concurrency,
+            connections: cell.connections,
             calls: stats.calls,
             errors: stats.errors,
             seconds: stats.elapsed.as_secs_f64(),
@@ -50,6 +52,7 @@ impl Sample {
         self.system == cell.system.name()
             && self.payload_bytes == cell.payload
             && self.concurrency == cell.concurrency
+            && self.connections == cell.connections
     }
 
     /// A run counts only if every call in it succeeded.
@@ -163,6 +166,7 @@ mod tests {
             system: "sinew-tcp".into(),
             payload_bytes: 1024,
             concurrency: 64,
+            connections: 1,
             calls: 1,
             errors: 0,
             seconds: 1.0,

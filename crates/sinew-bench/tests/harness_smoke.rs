@@ -23,6 +23,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
             "150",
             "--runs",
             "2",
+            "--shapes",
+            "256x1,16x16",
             "--json",
         ])
         .arg(&json)
@@ -43,6 +45,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "p50_vs_raw_pingpong",
         "qps_vs_raw_pipelined",
         "qps_spread_tcp",
+        "qps_vs_best_peer_256x1",
+        "qps_vs_best_peer_16x16",
         "uds_p50_vs_tcp_p50",
         "grpc_path_vs_tonic",
         "grpc_path_vs_grpc_go",
@@ -68,8 +72,9 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        8 * 2 + 3 * 3 * 2,
-        "11 systems x 2 concurrency levels, the 3 sinew transports at 3 payloads"
+        8 * 2 + 3 * 3 * 2 + 11 * 2,
+        "11 systems x 2 concurrency levels, the 3 sinew transports at 3 payloads, \
+         every system in 2 many-client shapes"
     );
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     for result in results {

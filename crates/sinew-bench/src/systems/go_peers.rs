@@ -157,7 +157,7 @@ fn cpu_of(pid: u32) -> Duration {
 /// grpc-go's server, driven by tonic's client.
 pub(crate) fn run_grpc_go(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let server = GoServer::start(&binary("grpcserver"), &[], plan)?;
-    let caller = super::tonic_peer::caller(runtimes, server.address(), cell.payload)?;
+    let caller = super::tonic_peer::caller(runtimes, server.address(), cell)?;
     let pid = server.pid();
     let stats = closed_loop_measuring(runtimes, plan, cell, caller, move || {
         process_cpu() + cpu_of(pid)
@@ -174,6 +174,7 @@ pub(crate) fn run_netrpc(plan: &Plan, cell: Cell) -> anyhow::Result<Sample> {
         .args(["-address", &server.address().to_string()])
         .args(["-payload", &cell.payload.to_string()])
         .args(["-concurrency", &cell.concurrency.to_string()])
+        .args(["-connections", &cell.connections.to_string()])
         .args(["-warmup-ms", &plan.warmup.as_millis().to_string()])
         .args(["-duration-ms", &plan.duration.as_millis().to_string()])
         .args(["-server-pid", &server.pid().to_string()])

@@ -63,6 +63,15 @@ impl System {
         System::RawPipelined,
     ];
 
+    /// The frameworks sinew is compared with (not the raw baselines).
+    pub(crate) const FRAMEWORK_PEERS: [System; 5] = [
+        System::Tonic,
+        System::Tarpc,
+        System::Volo,
+        System::GrpcGo,
+        System::GoNetRpc,
+    ];
+
     /// sinew over one of its local-capable transports: these also run the
     /// plan's local payloads (the shared-memory comparison).
     pub(crate) fn is_sinew_transport(self) -> bool {

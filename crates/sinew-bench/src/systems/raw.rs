@@ -2,11 +2,12 @@
 //!
 //! * ping-pong: one connection per in-flight call, write a frame, read the echo.
 //!   The floor for latency: a socket round trip and nothing else.
-//! * pipelined: every in-flight call on one connection; the server echoes bytes as
-//!   they come, the client keeps `c` frames outstanding. The ceiling for
-//!   throughput on one connection.
+//! * pipelined: every in-flight call on one connection (on each of the cell's
+//!   connections, for the many-client shapes); the server echoes bytes as they
+//!   come, the client keeps `c` frames outstanding. The ceiling for throughput
+//!   on one connection.
 
-use crate::load::{closed_loop, process_cpu, Caller, Cell, Plan, Runtimes, Stats};
+use crate::load::{closed_loop, new_histogram, process_cpu, Caller, Cell, Plan, Runtimes, Stats};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -151,112 +152,38 @@ impl Caller for PooledCaller {
 
 pub(crate) fn run_pipelined(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let (address, server) = start_server(runtimes)?;
-    let frame = frame(cell.payload);
-    let expected = frame.clone();
-    let concurrency = cell.concurrency;
-    let (warmup, duration) = (plan.warmup, plan.duration);
+    let frame = Arc::new(frame(cell.payload));
+    let (connections, warmup, duration) = (cell.connections, plan.warmup, plan.duration);
+    let each = cell.concurrency / connections;
     let stats = runtimes.client.block_on(async move {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        let (mut reader, mut writer) = stream.into_split();
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let sent_at: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
         let start = Instant::now();
         let measure_from = start + warmup;
         let stop_at = measure_from + duration;
-
-        let writer_task = {
-            let permits = permits.clone();
-            let sent_at = sent_at.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(frame.len() * concurrency);
-                loop {
-                    let Ok(first) = permits.acquire().await else {
-                        return;
-                    };
-                    first.forget();
-                    let mut n = 1;
-                    while let Ok(more) = permits.try_acquire() {
-                        more.forget();
-                        n += 1;
-                    }
-                    if Instant::now() >= stop_at {
-                        return;
-                    }
-                    batch.clear();
-                    {
-                        let mut queue = sent_at.lock().unwrap_or_else(|e| e.into_inner());
-                        let now = Instant::now();
-                        for _ in 0..n {
-                            batch.extend_from_slice(&frame);
-                            queue.push_back(now);
-                        }
-                    }
-                    if writer.write_all(&batch).await.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
-
-        let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            let frame = frame.clone();
+            tasks.spawn(pipelined_connection(
+                address,
+                frame,
+                each,
+                measure_from,
+                stop_at,
+            ));
+        }
+        tokio::time::sleep_until(measure_from.into()).await;
+        let (cpu_start, measured_start) = (process_cpu(), Instant::now());
+        let mut latency = new_histogram();
         let (mut calls, mut errors) = (0u64, 0u64);
-        let frame_len = 4 + cell.payload;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut pending = 0usize; // bytes of a partial frame already read
-        let mut cpu_before = None;
-        loop {
-            let now = Instant::now();
-            if now >= stop_at {
-                break;
-            }
-            if cpu_before.is_none() && now >= measure_from {
-                cpu_before = Some((process_cpu(), now));
-            }
-            let read = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await;
-            let n = match read {
-                Ok(Ok(n)) if n > 0 => n,
-                // Past the deadline the writer stops and drops its half, and the
-                // server's echo of that end can reach a read in progress: the
-                // normal end of the phase, not an error.
-                _ if Instant::now() >= stop_at => break,
-                _ => {
-                    errors += 1;
-                    break;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok((histogram, c, e))) => {
+                    let _ = latency.add(&histogram);
+                    calls += c;
+                    errors += e;
                 }
-            };
-            // Every echoed byte is checked, as every other system's client
-            // checks its whole echo: the stream is the frame, repeated.
-            let mut checked = 0;
-            while checked < n {
-                let at = (pending + checked) % frame_len;
-                let take = (n - checked).min(frame_len - at);
-                if buf[checked..checked + take] != expected[at..at + take] {
-                    errors += 1;
-                }
-                checked += take;
-            }
-            pending += n;
-            let whole = pending / frame_len;
-            pending %= frame_len;
-            if whole > 0 {
-                let now = Instant::now();
-                let mut queue = sent_at.lock().unwrap_or_else(|e| e.into_inner());
-                for _ in 0..whole {
-                    if let Some(sent) = queue.pop_front() {
-                        if sent >= measure_from {
-                            calls += 1;
-                            latency.saturating_record((now - sent).as_nanos() as u64);
-                        }
-                    }
-                }
-                drop(queue);
-                permits.add_permits(whole);
+                Ok(Err(_)) | Err(_) => errors += 1,
             }
         }
-        permits.close();
-        writer_task.abort();
-        let (cpu_start, measured_start) = cpu_before.unwrap_or((process_cpu(), Instant::now()));
         Ok::<_, anyhow::Error>(Stats {
             calls,
             errors,
@@ -267,4 +194,109 @@ pub(crate) fn run_pipelined(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> any
     })?;
     server.abort();
     Ok(stats)
+}
+
+/// One pipelined connection: keeps `concurrency` frames outstanding until
+/// `stop_at`, recording the calls answered from `measure_from` on.
+async fn pipelined_connection(
+    address: std::net::SocketAddr,
+    frame: Arc<Vec<u8>>,
+    concurrency: usize,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64, u64)> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let sent_at: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+
+    let writer_task = {
+        let permits = permits.clone();
+        let sent_at = sent_at.clone();
+        let frame = frame.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(frame.len() * concurrency);
+            loop {
+                let Ok(first) = permits.acquire().await else {
+                    return;
+                };
+                first.forget();
+                let mut n = 1;
+                while let Ok(more) = permits.try_acquire() {
+                    more.forget();
+                    n += 1;
+                }
+                if Instant::now() >= stop_at {
+                    return;
+                }
+                batch.clear();
+                {
+                    let mut queue = sent_at.lock().unwrap_or_else(|e| e.into_inner());
+                    let now = Instant::now();
+                    for _ in 0..n {
+                        batch.extend_from_slice(&frame);
+                        queue.push_back(now);
+                    }
+                }
+                if writer.write_all(&batch).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut latency = new_histogram();
+    let (mut calls, mut errors) = (0u64, 0u64);
+    let frame_len = frame.len();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pending = 0usize; // bytes of a partial frame already read
+    loop {
+        if Instant::now() >= stop_at {
+            break;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await;
+        let n = match read {
+            Ok(Ok(n)) if n > 0 => n,
+            // Past the deadline the writer stops and drops its half, and the
+            // server's echo of that end can reach a read in progress: the
+            // normal end of the phase, not an error.
+            _ if Instant::now() >= stop_at => break,
+            _ => {
+                errors += 1;
+                break;
+            }
+        };
+        // Every echoed byte is checked, as every other system's client
+        // checks its whole echo: the stream is the frame, repeated.
+        let mut checked = 0;
+        while checked < n {
+            let at = (pending + checked) % frame_len;
+            let take = (n - checked).min(frame_len - at);
+            if buf[checked..checked + take] != frame[at..at + take] {
+                errors += 1;
+            }
+            checked += take;
+        }
+        pending += n;
+        let whole = pending / frame_len;
+        pending %= frame_len;
+        if whole > 0 {
+            let now = Instant::now();
+            let mut queue = sent_at.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..whole {
+                if let Some(sent) = queue.pop_front() {
+                    if sent >= measure_from {
+                        calls += 1;
+                        latency.saturating_record((now - sent).as_nanos() as u64);
+                    }
+                }
+            }
+            drop(queue);
+            permits.add_permits(whole);
+        }
+    }
+    permits.close();
+    writer_task.abort();
+    Ok((latency, calls, errors))
 }

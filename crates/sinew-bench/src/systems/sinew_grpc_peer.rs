@@ -20,7 +20,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
     let handle = server.handle();
     let serving = runtimes.server.spawn(server.serve());
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let caller = super::tonic_peer::caller(runtimes, address, cell.payload)?;
+    let caller = super::tonic_peer::caller(runtimes, address, cell)?;
     let stats = closed_loop(runtimes, plan, cell, caller);
     handle.shutdown();
     runtimes.server.block_on(serving)?;

@@ -2,7 +2,7 @@
 //! shared memory. The caller checks every byte of every echo, so the payload is
 //! written and read on both sides.
 
-use crate::load::{closed_loop, process_cpu, Caller, Cell, Plan, Runtimes, Stats};
+use crate::load::{closed_loop, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use sinew::rpc::ServerHandle;
 use sinew::Server;
 use sinew_examples::echo::{
@@ -48,15 +48,16 @@ impl Caller for SinewCaller {
     }
 }
 
-/// A running echo server and a client connected to it.
+/// A running echo server and clients connected to it, each with its own
+/// `Channel` (one connection).
 struct Pair {
-    client: EchoClient,
+    clients: Vec<EchoClient>,
     handle: ServerHandle,
     serving: tokio::task::JoinHandle<sinew::rpc::ShutdownReport>,
     dir: PathBuf,
 }
 
-fn start(runtimes: &Runtimes, transport: Transport) -> anyhow::Result<Pair> {
+fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyhow::Result<Pair> {
     let dir = std::env::temp_dir().join(format!("sinew-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let address = match transport {
@@ -73,12 +74,16 @@ fn start(runtimes: &Runtimes, transport: Transport) -> anyhow::Result<Pair> {
     let bound = server.local_addresses()[0].clone();
     let handle = server.handle();
     let serving = runtimes.server.spawn(server.serve());
-    let client = runtimes.client.block_on(async {
-        let channel = sinew::Channel::builder(bound).connect().await?;
-        Ok::<_, sinew::Status>(EchoClient::new(channel))
+    let clients = runtimes.client.block_on(async {
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let channel = sinew::Channel::builder(bound.clone()).connect().await?;
+            clients.push(EchoClient::new(channel));
+        }
+        Ok::<_, sinew::Status>(clients)
     })?;
     Ok(Pair {
-        client,
+        clients,
         handle,
         serving,
         dir,
@@ -87,7 +92,7 @@ fn start(runtimes: &Runtimes, transport: Transport) -> anyhow::Result<Pair> {
 
 impl Pair {
     fn stop(self, runtimes: &Runtimes) -> anyhow::Result<()> {
-        drop(self.client);
+        drop(self.clients);
         self.handle.shutdown();
         runtimes.server.block_on(self.serving)?;
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -101,12 +106,17 @@ pub(crate) fn run(
     cell: Cell,
     transport: Transport,
 ) -> anyhow::Result<Stats> {
-    let pair = start(runtimes, transport)?;
-    let caller = SinewCaller {
-        client: pair.client.clone(),
-        payload: super::payload(cell.payload),
-    };
-    let stats = closed_loop(runtimes, plan, cell, caller);
+    let pair = start(runtimes, transport, cell.connections)?;
+    let payload = super::payload(cell.payload);
+    let callers = pair
+        .clients
+        .iter()
+        .map(|client| SinewCaller {
+            client: client.clone(),
+            payload: payload.clone(),
+        })
+        .collect();
+    let stats = closed_loop(runtimes, plan, cell, OverConnections::new(callers));
     pair.stop(runtimes)?;
     Ok(stats)
 }
@@ -118,9 +128,9 @@ pub(crate) fn idle_cpu_percent(
     transport: Transport,
     quiet: Duration,
 ) -> anyhow::Result<f64> {
-    let pair = start(runtimes, transport)?;
+    let pair = start(runtimes, transport, 1)?;
     let caller = SinewCaller {
-        client: pair.client.clone(),
+        client: pair.clients[0].clone(),
         payload: super::payload(1024),
     };
     runtimes.client.block_on(caller.call())?;

@@ -4,7 +4,7 @@
 //! concurrently (`execute(...).for_each(spawn)`), a length-delimited framed TCP
 //! stream with `TCP_NODELAY`, a client `spawn`ed once and cloned per caller.
 
-use crate::load::{closed_loop, Caller, Cell, Plan, Runtimes, Stats};
+use crate::load::{closed_loop, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use futures_util::{Future, StreamExt};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
@@ -73,17 +73,21 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
             );
         }
     });
-    let client = runtimes.client.block_on(async {
-        let stream = tokio::net::TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        let transport = tarpc::serde_transport::new(framed(stream), Bincode::default());
-        Ok::<_, anyhow::Error>(EchoClient::new(client::Config::default(), transport).spawn())
+    let payload = super::payload(cell.payload);
+    let callers = runtimes.client.block_on(async {
+        let mut callers = Vec::with_capacity(cell.connections);
+        for _ in 0..cell.connections {
+            let stream = tokio::net::TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            let transport = tarpc::serde_transport::new(framed(stream), Bincode::default());
+            callers.push(TarpcCaller {
+                client: EchoClient::new(client::Config::default(), transport).spawn(),
+                payload: payload.clone(),
+            });
+        }
+        Ok::<_, anyhow::Error>(callers)
     })?;
-    let caller = TarpcCaller {
-        client,
-        payload: super::payload(cell.payload),
-    };
-    let stats = closed_loop(runtimes, plan, cell, caller);
+    let stats = closed_loop(runtimes, plan, cell, OverConnections::new(callers));
     serving.abort();
     Ok(stats)
 }

@@ -3,7 +3,7 @@
 //! Fast configuration as documented: one HTTP/2 connection multiplexing every call
 //! (a cloned `Channel`), `TCP_NODELAY` on both sides.
 
-use crate::load::{closed_loop, Caller, Cell, Plan, Runtimes, Stats};
+use crate::load::{closed_loop, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
 
@@ -75,23 +75,29 @@ impl Caller for TonicCaller {
     }
 }
 
-/// tonic's client, as configured for the `tonic` row, for a gRPC server at `address`.
+/// tonic's client, as configured for the `tonic` row, for a gRPC server at
+/// `address`: the cell's connections, each a `Channel` of its own.
 pub(crate) fn caller(
     runtimes: &Runtimes,
     address: std::net::SocketAddr,
-    payload: usize,
-) -> anyhow::Result<TonicCaller> {
-    let client = runtimes.client.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        Ok::<_, anyhow::Error>(EchoClient::new(channel).max_decoding_message_size(8 << 20))
+    cell: Cell,
+) -> anyhow::Result<OverConnections<TonicCaller>> {
+    let payload = super::payload(cell.payload);
+    let callers = runtimes.client.block_on(async {
+        let mut callers = Vec::with_capacity(cell.connections);
+        for _ in 0..cell.connections {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            callers.push(TonicCaller {
+                client: EchoClient::new(channel).max_decoding_message_size(8 << 20),
+                payload: payload.clone(),
+            });
+        }
+        Ok::<_, anyhow::Error>(callers)
     })?;
-    Ok(TonicCaller {
-        client,
-        payload: super::payload(payload),
-    })
+    Ok(OverConnections::new(callers))
 }
 
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
@@ -116,7 +122,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
             })
             .await
     });
-    let caller = caller(runtimes, address, cell.payload)?;
+    let caller = caller(runtimes, address, cell)?;
     let stats = closed_loop(runtimes, plan, cell, caller);
     let _ = stop.send(());
     runtimes.server.block_on(serving)??;

@@ -3,11 +3,12 @@
 // (one TCP connection, calls multiplexed on it) shared by every in-flight call.
 //
 //	netrpc serve -port-file PATH
-//	netrpc load -address HOST:PORT -payload N -concurrency C -warmup-ms W -duration-ms D -server-pid PID
+//	netrpc load -address HOST:PORT -payload N -concurrency C -connections K -warmup-ms W -duration-ms D -server-pid PID
 //
 // serve listens on a free port on 127.0.0.1, writes the port to PATH and serves
 // until killed. load runs the harness's closed loop: C goroutines each making
-// one call at a time, a warm-up, then a measured phase; every echo is compared
+// one call at a time over K clients (goroutine i uses client i mod K), a
+// warm-up, then a measured phase; every echo is compared
 // byte for byte. It prints one line of JSON with the fields of sinew-bench's
 // samples; CPU per call is this process's CPU plus the server's (from
 // /proc/PID/stat) during the measured phase. GOMAXPROCS is set by the harness
@@ -86,6 +87,7 @@ type sample struct {
 	System       string  `json:"system"`
 	PayloadBytes int     `json:"payload_bytes"`
 	Concurrency  int     `json:"concurrency"`
+	Connections  int     `json:"connections"`
 	Calls        uint64  `json:"calls"`
 	Errors       uint64  `json:"errors"`
 	Seconds      float64 `json:"seconds"`
@@ -109,10 +111,11 @@ type loopResult struct {
 // its loop counts as stuck (the harness's own watchdog).
 const callLimit = 5 * time.Second
 
-func phase(client *rpc.Client, payload string, concurrency int, duration time.Duration) ([]int64, uint64) {
+func phase(clients []*rpc.Client, payload string, concurrency int, duration time.Duration) ([]int64, uint64) {
 	deadline := time.Now().Add(duration)
 	results := make(chan loopResult, concurrency)
 	for i := 0; i < concurrency; i++ {
+		client := clients[i%len(clients)]
 		go func() {
 			var r loopResult
 			for {
@@ -187,19 +190,27 @@ func load(args []string) {
 	address := flags.String("address", "", "the server")
 	size := flags.Int("payload", 1024, "payload bytes")
 	concurrency := flags.Int("concurrency", 1, "calls in flight")
+	connections := flags.Int("connections", 1, "clients (connections) the calls are spread over")
 	warmupMs := flags.Int("warmup-ms", 500, "warm-up")
 	durationMs := flags.Int("duration-ms", 2500, "measured phase")
 	serverPid := flags.Int("server-pid", 0, "the server's pid, for its CPU time")
 	flags.Parse(args)
-	client, err := rpc.Dial("tcp", *address)
-	if err != nil {
-		fail(err)
+	if *connections < 1 {
+		fail("-connections must be at least 1")
+	}
+	clients := make([]*rpc.Client, *connections)
+	for i := range clients {
+		client, err := rpc.Dial("tcp", *address)
+		if err != nil {
+			fail(err)
+		}
+		clients[i] = client
 	}
 	payload := strings.Repeat("x", *size)
-	phase(client, payload, *concurrency, time.Duration(*warmupMs)*time.Millisecond)
+	phase(clients, payload, *concurrency, time.Duration(*warmupMs)*time.Millisecond)
 	cpuBefore := processCPU() + serverCPU(*serverPid)
 	started := time.Now()
-	latencies, errors := phase(client, payload, *concurrency, time.Duration(*durationMs)*time.Millisecond)
+	latencies, errors := phase(clients, payload, *concurrency, time.Duration(*durationMs)*time.Millisecond)
 	elapsed := time.Since(started)
 	cpu := processCPU() + serverCPU(*serverPid) - cpuBefore
 	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
@@ -209,7 +220,7 @@ func load(args []string) {
 		total += l
 	}
 	out := sample{
-		System: "go-netrpc", PayloadBytes: *size, Concurrency: *concurrency,
+		System: "go-netrpc", PayloadBytes: *size, Concurrency: *concurrency, Connections: *connections,
 		Calls: calls, Errors: errors, Seconds: elapsed.Seconds(),
 		QPS:  float64(calls) / elapsed.Seconds(),
 		P50:  quantileUs(latencies, 0.5),
