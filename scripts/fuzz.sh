@@ -34,7 +34,10 @@ mkdir -p fuzz/corpus/server_connection fuzz/corpus/grpc_framing
 # a valid preface itself), and a gRPC body with one message.
 printf "$seed" | tail -c +14 > fuzz/corpus/server_connection/seed-unary-call
 printf '\x00\x00\x00\x00\x00\x04\x0a\x02hi' > fuzz/corpus/grpc_framing/seed-one-message
-cargo fuzz run server_connection -- -detect_leaks=0 -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
+# -detect_leaks=0 stops libFuzzer's per-input leak check; ASAN_OPTIONS stops
+# LeakSanitizer's check at exit, which reports the tasks still alive then.
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+  cargo fuzz run server_connection -- -detect_leaks=0 -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
 echo "server_connection: ${seconds}s without a crash"
 cargo fuzz run grpc_framing -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
 echo "grpc_framing: ${seconds}s without a crash"
