@@ -29,12 +29,7 @@ cargo --version
 rustc --version
 
 section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers)"
-if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/google.golang.org/grpc/health ]; then
-  echo "installing golang-go and golang-google-grpc-dev from Debian..."
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq golang-go golang-google-grpc-dev >/dev/null
-fi
+scripts/install-go.sh
 go version
 
 section "format"
