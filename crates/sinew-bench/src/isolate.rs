@@ -67,7 +67,11 @@ pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Out
                         sample.p50_us,
                         sample.p99_us,
                         if sample.errors > 0 {
-                            format!("  ({} failed calls)", sample.errors)
+                            format!(
+                                "  ({} failed calls; the first: {})",
+                                sample.errors,
+                                sample.first_error.as_deref().unwrap_or("no reason given")
+                            )
                         } else {
                             String::new()
                         }
@@ -190,6 +194,7 @@ mod tests {
             max_us: 1.0,
             mean_us: 1.0,
             cpu_us_per_call: 1.0,
+            first_error: None,
         };
         Outcome {
             cell,

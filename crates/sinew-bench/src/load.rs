@@ -60,10 +60,69 @@ impl Cell {
 pub(crate) struct Stats {
     pub(crate) calls: u64,
     pub(crate) errors: u64,
+    /// Why the first failed call failed: a failed cell says why.
+    pub(crate) first_error: Option<String>,
     pub(crate) elapsed: Duration,
     pub(crate) latency: Histogram<u64>,
     /// Process CPU time (user + system) during the measured phase.
     pub(crate) cpu: Duration,
+}
+
+/// What call loops counted: the latency of every answered call, the calls
+/// answered and failed, and the first failure's reason. Each loop (or
+/// connection) keeps its own, merged at the end of the phase.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    latency: Histogram<u64>,
+    calls: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Tally {
+        Tally {
+            latency: new_histogram(),
+            calls: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// A call answered (and checked) after `latency`.
+    pub(crate) fn answered(&mut self, latency: Duration) {
+        self.calls += 1;
+        self.latency.saturating_record(latency.as_nanos() as u64);
+    }
+
+    /// A call (or a loop, or a connection) failed.
+    pub(crate) fn failed(&mut self, why: impl std::fmt::Display) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(why.to_string());
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Tally) {
+        let _ = self.latency.add(&other.latency);
+        self.calls += other.calls;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    /// The cell's figures, for a measured phase of `elapsed` that cost `cpu`.
+    pub(crate) fn into_stats(self, elapsed: Duration, cpu: Duration) -> Stats {
+        Stats {
+            calls: self.calls,
+            errors: self.errors,
+            first_error: self.first_error,
+            elapsed,
+            latency: self.latency,
+            cpu,
+        }
+    }
 }
 
 impl Stats {
@@ -197,48 +256,33 @@ pub(crate) fn closed_loop_measuring<C: Caller>(
         phase(caller.clone(), concurrency, warmup).await;
         let cpu_before = cpu();
         let started = Instant::now();
-        let (latency, calls, errors) = phase(caller, concurrency, duration).await;
+        let tally = phase(caller, concurrency, duration).await;
         let elapsed = started.elapsed();
-        Stats {
-            calls,
-            errors,
-            elapsed,
-            latency,
-            cpu: cpu().saturating_sub(cpu_before),
-        }
+        tally.into_stats(elapsed, cpu().saturating_sub(cpu_before))
     })
 }
 
-async fn phase<C: Caller>(
-    caller: C,
-    concurrency: usize,
-    duration: Duration,
-) -> (Histogram<u64>, u64, u64) {
+async fn phase<C: Caller>(caller: C, concurrency: usize, duration: Duration) -> Tally {
     let deadline = Instant::now() + duration;
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let caller = caller.clone();
         loops.spawn(async move {
-            let mut latency = new_histogram();
-            let (mut calls, mut errors) = (0u64, 0u64);
+            let mut tally = Tally::new();
             loop {
                 let started = Instant::now();
                 if started >= deadline {
                     break;
                 }
                 match caller.call().await {
-                    Ok(()) => {
-                        calls += 1;
-                        latency.saturating_record(started.elapsed().as_nanos() as u64);
-                    }
-                    Err(_) => errors += 1,
+                    Ok(()) => tally.answered(started.elapsed()),
+                    Err(error) => tally.failed(format_args!("{error:#}")),
                 }
             }
-            (latency, calls, errors)
+            tally
         });
     }
-    let mut latency = new_histogram();
-    let (mut calls, mut errors) = (0, 0);
+    let mut tally = Tally::new();
     // A watchdog for the whole phase rather than a timer per call (which would
     // cost every system a timer registration per call): a loop still running
     // CALL_LIMIT after the deadline is stuck, and counts as one error.
@@ -247,22 +291,20 @@ async fn phase<C: Caller>(
     loop {
         tokio::select! {
             joined = loops.join_next() => match joined {
-                Some(Ok((histogram, c, e))) => {
-                    let _ = latency.add(&histogram);
-                    calls += c;
-                    errors += e;
-                }
-                Some(Err(_)) => errors += 1,
+                Some(Ok(loop_tally)) => tally.merge(loop_tally),
+                Some(Err(error)) => tally.failed(format_args!("call loop ended: {error}")),
                 None => break,
             },
             _ = &mut watchdog => {
-                errors += loops.len() as u64;
+                for _ in 0..loops.len() {
+                    tally.failed(format_args!("a call still running {CALL_LIMIT:?} after the phase"));
+                }
                 loops.abort_all();
                 break;
             }
         }
     }
-    (latency, calls, errors)
+    tally
 }
 
 impl Plan {

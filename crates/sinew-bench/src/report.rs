@@ -357,7 +357,14 @@ fn status(outcome: &Outcome) -> String {
     }
     let failed_calls: u64 = outcome.samples.iter().map(|s| s.errors).sum();
     if outcome.failed() {
-        return format!("FAILED ({failed_calls} failed call(s))");
+        let first = outcome
+            .samples
+            .iter()
+            .find_map(|s| s.first_error.as_deref());
+        return match first {
+            Some(why) => format!("FAILED ({failed_calls} failed call(s); the first: {why})"),
+            None => format!("FAILED ({failed_calls} failed call(s))"),
+        };
     }
     "ok".to_owned()
 }

@@ -24,6 +24,9 @@ pub(crate) struct Sample {
     pub(crate) max_us: f64,
     pub(crate) mean_us: f64,
     pub(crate) cpu_us_per_call: f64,
+    /// Why the first failed call failed (absent when none did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) first_error: Option<String>,
 }
 
 impl Sample {
@@ -44,6 +47,7 @@ impl Sample {
             max_us: stats.latency.max() as f64 / 1_000.0,
             mean_us: stats.latency.mean() / 1_000.0,
             cpu_us_per_call: stats.cpu_us_per_call(),
+            first_error: stats.first_error.clone(),
         }
     }
 
@@ -178,6 +182,7 @@ mod tests {
             max_us: 0.0,
             mean_us: 0.0,
             cpu_us_per_call: 0.0,
+            first_error: None,
         }
     }
 

@@ -7,7 +7,7 @@
 //!   come, the client keeps `c` frames outstanding. The ceiling for throughput
 //!   on one connection.
 
-use crate::load::{closed_loop, new_histogram, process_cpu, Caller, Cell, Plan, Runtimes, Stats};
+use crate::load::{closed_loop, process_cpu, Caller, Cell, Plan, Runtimes, Stats, Tally};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -172,25 +172,18 @@ pub(crate) fn run_pipelined(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> any
         }
         tokio::time::sleep_until(measure_from.into()).await;
         let (cpu_start, measured_start) = (process_cpu(), Instant::now());
-        let mut latency = new_histogram();
-        let (mut calls, mut errors) = (0u64, 0u64);
+        let mut tally = Tally::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(Ok((histogram, c, e))) => {
-                    let _ = latency.add(&histogram);
-                    calls += c;
-                    errors += e;
-                }
-                Ok(Err(_)) | Err(_) => errors += 1,
+                Ok(Ok(connection)) => tally.merge(connection),
+                Ok(Err(error)) => tally.failed(format_args!("{error:#}")),
+                Err(error) => tally.failed(format_args!("connection task ended: {error}")),
             }
         }
-        Ok::<_, anyhow::Error>(Stats {
-            calls,
-            errors,
-            elapsed: Instant::now().saturating_duration_since(measured_start),
-            latency,
-            cpu: process_cpu().saturating_sub(cpu_start),
-        })
+        Ok::<_, anyhow::Error>(tally.into_stats(
+            Instant::now().saturating_duration_since(measured_start),
+            process_cpu().saturating_sub(cpu_start),
+        ))
     })?;
     server.abort();
     Ok(stats)
@@ -204,7 +197,7 @@ async fn pipelined_connection(
     concurrency: usize,
     measure_from: Instant,
     stop_at: Instant,
-) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64, u64)> {
+) -> anyhow::Result<Tally> {
     let stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
@@ -246,8 +239,7 @@ async fn pipelined_connection(
         })
     };
 
-    let mut latency = new_histogram();
-    let (mut calls, mut errors) = (0u64, 0u64);
+    let mut tally = Tally::new();
     let frame_len = frame.len();
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending = 0usize; // bytes of a partial frame already read
@@ -262,8 +254,16 @@ async fn pipelined_connection(
             // server's echo of that end can reach a read in progress: the
             // normal end of the phase, not an error.
             _ if Instant::now() >= stop_at => break,
-            _ => {
-                errors += 1;
+            Ok(Ok(_)) => {
+                tally.failed("the server closed the connection");
+                break;
+            }
+            Ok(Err(error)) => {
+                tally.failed(format_args!("read: {error}"));
+                break;
+            }
+            Err(_) => {
+                tally.failed("no echo for 5 s");
                 break;
             }
         };
@@ -274,7 +274,7 @@ async fn pipelined_connection(
             let at = (pending + checked) % frame_len;
             let take = (n - checked).min(frame_len - at);
             if buf[checked..checked + take] != frame[at..at + take] {
-                errors += 1;
+                tally.failed("the echo differs from what was sent");
             }
             checked += take;
         }
@@ -287,8 +287,7 @@ async fn pipelined_connection(
             for _ in 0..whole {
                 if let Some(sent) = queue.pop_front() {
                     if sent >= measure_from {
-                        calls += 1;
-                        latency.saturating_record((now - sent).as_nanos() as u64);
+                        tally.answered(now - sent);
                     }
                 }
             }
@@ -298,5 +297,5 @@ async fn pipelined_connection(
     }
     permits.close();
     writer_task.abort();
-    Ok((latency, calls, errors))
+    Ok(tally)
 }

@@ -99,19 +99,21 @@ type sample struct {
 	Max          float64 `json:"max_us"`
 	Mean         float64 `json:"mean_us"`
 	CPUPerCall   float64 `json:"cpu_us_per_call"`
+	FirstError   string  `json:"first_error,omitempty"`
 }
 
 // loopResult is what one closed loop measured.
 type loopResult struct {
-	latencies []int64
-	errors    uint64
+	latencies  []int64
+	errors     uint64
+	firstError string
 }
 
 // callLimit is how long after a phase's deadline a call may still run before
 // its loop counts as stuck (the harness's own watchdog).
 const callLimit = 5 * time.Second
 
-func phase(clients []*rpc.Client, payload string, concurrency int, duration time.Duration) ([]int64, uint64) {
+func phase(clients []*rpc.Client, payload string, concurrency int, duration time.Duration) ([]int64, uint64, string) {
 	deadline := time.Now().Add(duration)
 	results := make(chan loopResult, concurrency)
 	for i := 0; i < concurrency; i++ {
@@ -125,8 +127,14 @@ func phase(clients []*rpc.Client, payload string, concurrency int, duration time
 				}
 				var out EchoResponse
 				err := client.Call("Echo.UnaryEcho", &EchoRequest{Message: payload}, &out)
-				if err != nil || out.Message != payload {
+				if err == nil && out.Message != payload {
+					err = fmt.Errorf("the echo differs from what was sent")
+				}
+				if err != nil {
 					r.errors++
+					if r.firstError == "" {
+						r.firstError = err.Error()
+					}
 					continue
 				}
 				r.latencies = append(r.latencies, int64(time.Since(started)))
@@ -136,17 +144,21 @@ func phase(clients []*rpc.Client, payload string, concurrency int, duration time
 	}
 	var latencies []int64
 	var errors uint64
+	var firstError string
 	watchdog := time.After(time.Until(deadline) + callLimit)
 	for done := 0; done < concurrency; done++ {
 		select {
 		case r := <-results:
 			latencies = append(latencies, r.latencies...)
 			errors += r.errors
+			if firstError == "" {
+				firstError = r.firstError
+			}
 		case <-watchdog:
-			return latencies, errors + uint64(concurrency-done)
+			return latencies, errors + uint64(concurrency-done), "a call still running 5s after the phase"
 		}
 	}
-	return latencies, errors
+	return latencies, errors, firstError
 }
 
 // processCPU is the CPU time (user + system) of this process.
@@ -210,7 +222,7 @@ func load(args []string) {
 	phase(clients, payload, *concurrency, time.Duration(*warmupMs)*time.Millisecond)
 	cpuBefore := processCPU() + serverCPU(*serverPid)
 	started := time.Now()
-	latencies, errors := phase(clients, payload, *concurrency, time.Duration(*durationMs)*time.Millisecond)
+	latencies, errors, firstError := phase(clients, payload, *concurrency, time.Duration(*durationMs)*time.Millisecond)
 	elapsed := time.Since(started)
 	cpu := processCPU() + serverCPU(*serverPid) - cpuBefore
 	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
@@ -221,7 +233,7 @@ func load(args []string) {
 	}
 	out := sample{
 		System: "go-netrpc", PayloadBytes: *size, Concurrency: *concurrency, Connections: *connections,
-		Calls: calls, Errors: errors, Seconds: elapsed.Seconds(),
+		Calls: calls, Errors: errors, FirstError: firstError, Seconds: elapsed.Seconds(),
 		QPS:  float64(calls) / elapsed.Seconds(),
 		P50:  quantileUs(latencies, 0.5),
 		P90:  quantileUs(latencies, 0.9),
