@@ -363,11 +363,11 @@ pub(crate) struct Shared {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServerLimits {
     /// How many bytes of messages its calls may hold waiting to be sent
-    /// ([`State::held`]). Above it the connection stops returning credit for
-    /// requests and refuses new calls (back-pressure), and a call whose
-    /// message would have to wait as well ends with `RESOURCE_EXHAUSTED`
-    /// instead (so the bound holds even for calls that were already
-    /// running).
+    /// ([`State::held`]). Near it the connection stops returning credit for
+    /// requests (back-pressure, see `Locked::return_connection_credit`);
+    /// above it it refuses new calls, and a call whose message would have
+    /// to wait as well ends with `RESOURCE_EXHAUSTED` instead (so the bound
+    /// holds even for calls that were already running).
     pub(crate) memory_budget: usize,
     /// How long the single request of a unary or server-streaming call may
     /// take to arrive.
@@ -613,13 +613,21 @@ impl Locked<'_> {
     }
 
     /// Returns the connection credit consumed so far once it is worth an
-    /// update, unless calls hold more than the memory budget: then the peer
-    /// gets it back only when they have sent what they hold.
+    /// update, unless what calls hold plus room for two receive windows
+    /// would pass the memory budget: then the peer gets it back only when
+    /// nothing waits. The room is for the answers still to come to the
+    /// requests already granted (a window of them) and to those taken but
+    /// not answered yet (the call returning this credit is one): for calls
+    /// that answer about what they are asked, a client that sends faster
+    /// than it takes answers is slowed down at its requests, never failed at
+    /// its answers.
     fn return_connection_credit(&mut self) {
-        let threshold = (self.shared.local.initial_connection_window / 2).max(1);
+        let window = self.shared.local.initial_connection_window;
+        let threshold = (window / 2).max(1);
         let budget = self.shared.limits.memory_budget;
         let state: &mut State = self;
-        if state.recv_unacked >= threshold && state.held <= budget {
+        let room = state.held == 0 || state.held.saturating_add(2 * window as usize) <= budget;
+        if state.recv_unacked >= threshold && room {
             let increment = state.recv_unacked;
             state.recv_unacked = 0;
             state.recv_window += increment as i64;

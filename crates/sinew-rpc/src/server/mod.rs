@@ -436,11 +436,14 @@ impl ServerBuilder {
     /// Bytes of response messages the calls of one connection may hold while
     /// they wait for the client to take them (default 64 MiB): a client that
     /// grants no flow-control credit, or does not read its socket, makes the
-    /// server hold what its calls answer. Past the budget the connection
-    /// stops returning credit for requests and refuses new calls (`UNAVAILABLE`,
-    /// not processed), and a call whose message would have to wait too ends
-    /// with `RESOURCE_EXHAUSTED`. The gRPC bridge bounds the request bytes it
-    /// buffers per connection by the same figure.
+    /// server hold what its calls answer. Within two receive windows of the
+    /// budget the connection stops returning credit for requests, so a client
+    /// that asks faster than it takes its answers is slowed down at its
+    /// requests. Past the budget it refuses new calls (`UNAVAILABLE`, not
+    /// processed), and a call whose message would have to wait too ends with
+    /// `RESOURCE_EXHAUSTED` (a client that takes nothing; or many calls
+    /// answering far more than they were asked, all at once). The gRPC bridge
+    /// bounds the request bytes it buffers per connection by the same figure.
     pub fn connection_memory(mut self, bytes: usize) -> Self {
         self.config.connection_memory = bytes.max(1);
         self
