@@ -5,12 +5,12 @@
 #      metadata, deadline, status, health);
 #   2. tests/interop/go/.../server (grpc-go's own health service and reflection)
 #      is called by the sinew CLI over grpc://.
-# Installs the Debian packages when missing (scripts/install-go.sh). Servers listen on 127.0.0.1 only and
+# Installs the Debian packages when missing (scripts/install-peers.sh). Servers listen on 127.0.0.1 only and
 # are stopped afterwards, whatever happens. Part of scripts/test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/install-go.sh
+scripts/install-peers.sh
 export GO111MODULE=off GOFLAGS= GOPATH="$root/tests/interop/go:/usr/share/gocode" GOCACHE="$root/target/interop/go-cache"
 mkdir -p target/interop
 go build -o target/interop/go-client sinewinterop/client

@@ -4,7 +4,8 @@
 #   scripts/test.sh
 #
 # On a fresh machine it installs what the tests need (grpcio from PyPI in a
-# virtualenv under target/, golang-go and golang-google-grpc-dev from Debian,
+# virtualenv under target/, golang-go, golang-google-grpc-dev and
+# nghttp2-client from Debian,
 # cargo-fuzz from crates.io), runs format and lint
 # checks, every unit, integration and doc test, every example, the README's
 # from-scratch crate, the interop tests against real
@@ -28,9 +29,10 @@ section "toolchain"
 cargo --version
 rustc --version
 
-section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers)"
-scripts/install-go.sh
+section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers, h2load)"
+scripts/install-peers.sh
 go version
+h2load --version | head -1
 
 section "format"
 cargo fmt --all -- --check

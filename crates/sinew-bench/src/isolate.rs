@@ -12,6 +12,7 @@
 
 use crate::load::{Cell, Plan};
 use crate::sample::Sample;
+use crate::scratch::Scratch;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Out
         })
         .collect();
     let exe = std::env::current_exe()?;
-    let scratch = tempdir()?;
+    let scratch = Scratch::new("runs")?;
     let mut random = SplitMix64(seed);
     for round in 1..=runs {
         let mut order: Vec<usize> = (0..outcomes.len()).collect();
@@ -85,12 +86,11 @@ pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Out
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(outcomes)
 }
 
 /// Runs `cell` once in a child process and reads its figures.
-fn run_child(exe: &Path, scratch: &Path, plan: &Plan, cell: Cell) -> Result<Sample, String> {
+fn run_child(exe: &Path, scratch: &Scratch, plan: &Plan, cell: Cell) -> Result<Sample, String> {
     let stdout_path = scratch.join("stdout");
     let stderr_path = scratch.join("stderr");
     let file = |path: &Path| std::fs::File::create(path).map_err(|e| e.to_string());
@@ -135,13 +135,6 @@ fn run_child(exe: &Path, scratch: &Path, plan: &Plan, cell: Cell) -> Result<Samp
         .filter_map(|line| serde_json::from_str::<Sample>(line).ok())
         .find(|sample| sample.is_of(cell))
         .ok_or_else(|| "the child printed no figures for its cell".to_owned())
-}
-
-/// A fresh directory for the children's output.
-fn tempdir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("sinew-bench-runs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// A small seeded generator (SplitMix64) for the run order: reproducible from

@@ -42,11 +42,16 @@ pub(crate) struct Cell {
 /// The payload of the many-client shapes.
 pub(crate) const SHAPE_PAYLOAD: usize = 1024;
 
+/// The shapes the `h2load-*` rows run, at [`SHAPE_PAYLOAD`]: (connections,
+/// streams in flight on each): one connection with 64 streams, and 64
+/// connections with one.
+pub(crate) const H2LOAD_SHAPES: [(usize, usize); 2] = [(1, 64), (64, 1)];
+
 impl Cell {
     /// The cell as the progress lines and the table name it.
     pub(crate) fn label(&self) -> String {
         format!(
-            "{:<14} {:>7} B  c={:<4} k={:<4}",
+            "{:<17} {:>7} B  c={:<4} k={:<4}",
             self.system.name(),
             self.payload,
             self.concurrency,
@@ -93,6 +98,11 @@ impl Tally {
     pub(crate) fn answered(&mut self, latency: Duration) {
         self.calls += 1;
         self.latency.saturating_record(latency.as_nanos() as u64);
+    }
+
+    /// Calls answered so far.
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls
     }
 
     /// A call (or a loop, or a connection) failed.
@@ -324,6 +334,17 @@ impl Plan {
     pub(crate) fn cells(&self) -> Vec<Cell> {
         let mut cells = Vec::new();
         for &system in &self.systems {
+            if system.is_h2load() {
+                for (connections, each) in H2LOAD_SHAPES {
+                    cells.push(Cell {
+                        system,
+                        payload: SHAPE_PAYLOAD,
+                        concurrency: connections * each,
+                        connections,
+                    });
+                }
+                continue;
+            }
             for payload in self.payloads_for(system) {
                 for &concurrency in &self.concurrency {
                     cells.push(Cell {

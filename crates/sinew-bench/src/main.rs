@@ -17,6 +17,7 @@ mod isolate;
 mod load;
 mod report;
 mod sample;
+mod scratch;
 mod systems;
 
 use clap::Parser;

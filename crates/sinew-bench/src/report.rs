@@ -125,6 +125,28 @@ impl Summary {
         (best > 0.0).then(|| ours / best)
     }
 
+    /// One h2load row's QPS over another's, in an h2load shape.
+    fn h2load_ratio(
+        &self,
+        a: System,
+        b: System,
+        (connections, each): (usize, usize),
+    ) -> Option<f64> {
+        let qps = |system| {
+            self.median_of(
+                Cell {
+                    system,
+                    payload: SHAPE_PAYLOAD,
+                    concurrency: connections * each,
+                    connections,
+                },
+                Figure::Qps,
+            )
+        };
+        let (x, y) = (qps(a)?, qps(b)?);
+        (y > 0.0).then(|| x / y)
+    }
+
     fn ratios(&self) -> Vec<Ratio> {
         use System::*;
         let (qps, p50, p99) = (Figure::Qps, Figure::P50, Figure::P99);
@@ -214,6 +236,30 @@ impl Summary {
                 value: self.ratio((SinewGrpc, 64), (GrpcGo, 64), qps),
             },
             Ratio {
+                key: "h2load_grpc_path_vs_grpc_go_1x64",
+                what: "sinew-grpc / grpc-go QPS, h2load, 1 KiB, 1 connection x 64 streams",
+                target: ">= 1.2",
+                value: self.h2load_ratio(H2loadSinewGrpc, H2loadGrpcGo, (1, 64)),
+            },
+            Ratio {
+                key: "h2load_grpc_path_vs_grpc_go_64x1",
+                what: "sinew-grpc / grpc-go QPS, h2load, 1 KiB, 64 connections x 1 stream",
+                target: ">= 1.2",
+                value: self.h2load_ratio(H2loadSinewGrpc, H2loadGrpcGo, (64, 1)),
+            },
+            Ratio {
+                key: "h2load_grpc_path_vs_tonic_1x64",
+                what: "sinew-grpc / tonic QPS, h2load, 1 KiB, 1 connection x 64 streams",
+                target: ">= 1",
+                value: self.h2load_ratio(H2loadSinewGrpc, H2loadTonic, (1, 64)),
+            },
+            Ratio {
+                key: "h2load_grpc_path_vs_tonic_64x1",
+                what: "sinew-grpc / tonic QPS, h2load, 1 KiB, 64 connections x 1 stream",
+                target: ">= 1",
+                value: self.h2load_ratio(H2loadSinewGrpc, H2loadTonic, (64, 1)),
+            },
+            Ratio {
                 key: "qps_vs_go_netrpc",
                 what: "sinew-tcp / Go net/rpc QPS, 1 KiB c=64 (each its own client)",
                 target: ">= 3",
@@ -253,7 +299,7 @@ impl Summary {
             self.runs, self.seed
         ));
         out.push_str(&format!(
-            "{:<14} {:>7} {:>5} {:>5} {:>25} {:>9} {:>9} {:>9} {:>11}  {}\n",
+            "{:<17} {:>7} {:>5} {:>5} {:>25} {:>9} {:>9} {:>9} {:>11}  {}\n",
             "system",
             "payload",
             "c",
@@ -265,7 +311,7 @@ impl Summary {
             "cpu us/call",
             "status"
         ));
-        out.push_str(&"-".repeat(110));
+        out.push_str(&"-".repeat(113));
         out.push('\n');
         for outcome in &self.outcomes {
             let cell = outcome.cell;
@@ -275,7 +321,7 @@ impl Summary {
                 format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max)
             });
             out.push_str(&format!(
-                "{:<14} {:>7} {:>5} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
+                "{:<17} {:>7} {:>5} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
                 cell.system.name(),
                 cell.payload,
                 cell.concurrency,

@@ -50,6 +50,10 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "uds_p50_vs_tcp_p50",
         "grpc_path_vs_tonic",
         "grpc_path_vs_grpc_go",
+        "h2load_grpc_path_vs_grpc_go_1x64",
+        "h2load_grpc_path_vs_grpc_go_64x1",
+        "h2load_grpc_path_vs_tonic_1x64",
+        "h2load_grpc_path_vs_tonic_64x1",
         "qps_vs_go_netrpc",
         "qps_vs_go_netrpc_c1",
         "shm_vs_uds_p50_1k",
@@ -72,9 +76,9 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        8 * 2 + 3 * 3 * 2 + 11 * 2,
-        "11 systems x 2 concurrency levels, the 3 sinew transports at 3 payloads, \
-         every system in 2 many-client shapes"
+        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2,
+        "11 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
+         payloads, those 11 in 2 many-client shapes, the 3 h2load rows in 2 shapes"
     );
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     for result in results {

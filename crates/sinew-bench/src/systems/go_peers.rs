@@ -16,7 +16,8 @@
 
 use crate::load::{closed_loop_measuring, process_cpu, Cell, Plan, Runtimes, Stats};
 use crate::sample::Sample;
-use crate::systems::System;
+use crate::scratch::Scratch;
+use crate::systems::{GrpcServer, System};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,8 +83,8 @@ struct GoServer {
 
 impl GoServer {
     fn start(binary: &Path, args: &[&str], plan: &Plan) -> anyhow::Result<GoServer> {
-        let scratch = Scratch::new()?;
-        let port_file = scratch.0.join("port");
+        let scratch = Scratch::new("go")?;
+        let port_file = scratch.join("port");
         let mut child = Command::new(binary)
             .args(args)
             .arg("-port-file")
@@ -165,6 +166,20 @@ pub(crate) fn run_grpc_go(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyho
     Ok(stats)
 }
 
+/// grpc-go's server alone (for h2load), its CPU read from `/proc`.
+pub(crate) fn start_grpc_go(plan: &Plan) -> anyhow::Result<GrpcServer<'static>> {
+    let server = GoServer::start(&binary("grpcserver"), &[], plan)?;
+    let (address, pid) = (server.address(), server.pid());
+    Ok(GrpcServer {
+        address,
+        cpu: Box::new(move || cpu_of(pid)),
+        stop: Box::new(move || {
+            drop(server);
+            Ok(())
+        }),
+    })
+}
+
 /// Go's net/rpc: its server, and its client running the closed loop.
 pub(crate) fn run_netrpc(plan: &Plan, cell: Cell) -> anyhow::Result<Sample> {
     let netrpc = binary("netrpc");
@@ -194,23 +209,4 @@ pub(crate) fn run_netrpc(plan: &Plan, cell: Cell) -> anyhow::Result<Sample> {
         "the net/rpc client measured another cell"
     );
     Ok(sample)
-}
-
-/// A temporary directory for a server's port file, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Scratch> {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sinew-bench-go-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

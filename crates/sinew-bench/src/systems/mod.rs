@@ -1,9 +1,11 @@
 //! The systems under test. Each module starts its server on the server runtime
 //! (the Go peers: in a process of its own), builds a
 //! [`Caller`](crate::load::Caller) that makes one verified echo call, runs the
-//! closed loop, and stops its server.
+//! closed loop, and stops its server. The `h2load-*` rows drive the gRPC
+//! servers with nghttp2's h2load instead (see [`h2load`]).
 
 mod go_peers;
+mod h2load;
 mod raw;
 mod sinew_grpc_peer;
 mod sinew_peer;
@@ -46,10 +48,19 @@ pub(crate) enum System {
     RawPingPong,
     /// 4-byte length prefix, all calls pipelined on one connection.
     RawPipelined,
+    /// sinew's gRPC path (as `sinew-grpc`), driven by h2load.
+    #[value(name = "h2load-sinew-grpc")]
+    H2loadSinewGrpc,
+    /// tonic's server (as `tonic`), driven by h2load.
+    #[value(name = "h2load-tonic")]
+    H2loadTonic,
+    /// grpc-go's server (as `grpc-go`), driven by h2load.
+    #[value(name = "h2load-grpc-go")]
+    H2loadGrpcGo,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 11] = [
+    pub(crate) const ALL: [System; 14] = [
         System::SinewTcp,
         System::SinewUnix,
         System::SinewShm,
@@ -61,6 +72,9 @@ impl System {
         System::GoNetRpc,
         System::RawPingPong,
         System::RawPipelined,
+        System::H2loadSinewGrpc,
+        System::H2loadTonic,
+        System::H2loadGrpcGo,
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
@@ -81,6 +95,15 @@ impl System {
         )
     }
 
+    /// Driven by h2load: these run only the h2load shapes
+    /// ([`crate::load::H2LOAD_SHAPES`]), not the matrix.
+    pub(crate) fn is_h2load(self) -> bool {
+        matches!(
+            self,
+            System::H2loadSinewGrpc | System::H2loadTonic | System::H2loadGrpcGo
+        )
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::SinewTcp => "sinew-tcp",
@@ -94,6 +117,9 @@ impl System {
             System::GoNetRpc => "go-netrpc",
             System::RawPingPong => "raw-pingpong",
             System::RawPipelined => "raw-pipelined",
+            System::H2loadSinewGrpc => "h2load-sinew-grpc",
+            System::H2loadTonic => "h2load-tonic",
+            System::H2loadGrpcGo => "h2load-grpc-go",
         }
     }
 }
@@ -118,6 +144,42 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::GoNetRpc => return go_peers::run_netrpc(plan, cell),
         System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),
         System::RawPipelined => raw::run_pipelined(runtimes, plan, cell),
+        System::H2loadSinewGrpc => h2load::run(plan, cell, sinew_grpc_peer::start(runtimes)?),
+        System::H2loadTonic => h2load::run(plan, cell, tonic_peer::start(runtimes)?),
+        System::H2loadGrpcGo => h2load::run(plan, cell, go_peers::start_grpc_go(plan)?),
     }?;
     Ok(Sample::new(cell, &stats))
+}
+
+/// A gRPC echo server the harness started (in this process or its own), for
+/// whichever client drives it.
+pub(crate) struct GrpcServer<'a> {
+    pub(crate) address: std::net::SocketAddr,
+    /// The server's CPU time so far (user + system).
+    cpu: Box<dyn Fn() -> std::time::Duration + 'a>,
+    stop: Box<dyn FnOnce() -> anyhow::Result<()> + 'a>,
+}
+
+impl<'a> GrpcServer<'a> {
+    /// A server on the server runtime: its CPU is this process's (the client
+    /// runtime is idle while another process drives the server).
+    fn in_process(
+        address: std::net::SocketAddr,
+        stop: impl FnOnce() -> anyhow::Result<()> + 'a,
+    ) -> GrpcServer<'a> {
+        GrpcServer {
+            address,
+            cpu: Box::new(crate::load::process_cpu),
+            stop: Box::new(stop),
+        }
+    }
+
+    pub(crate) fn cpu(&self) -> std::time::Duration {
+        (self.cpu)()
+    }
+
+    /// Stops the server and waits until it has.
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
+        (self.stop)()
+    }
 }

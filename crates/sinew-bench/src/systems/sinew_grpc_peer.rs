@@ -2,11 +2,22 @@
 //! with the gRPC bridge, called by tonic's client exactly as the `tonic` row
 //! calls tonic's server: the two rows differ only in the server.
 
+use super::GrpcServer;
 use crate::load::{closed_loop, Cell, Plan, Runtimes, Stats};
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let server = start(runtimes)?;
+    let caller = super::tonic_peer::caller(runtimes, server.address, cell)?;
+    let stats = closed_loop(runtimes, plan, cell, caller);
+    server.stop()?;
+    Ok(stats)
+}
+
+/// The sinew server with the gRPC bridge, on the server runtime (for this
+/// row, and for h2load).
+pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<GrpcServer<'_>> {
     let server = runtimes.server.block_on(async {
         Server::builder()
             .add_service(EchoServer::new(EchoService))
@@ -20,9 +31,9 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
     let handle = server.handle();
     let serving = runtimes.server.spawn(server.serve());
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let caller = super::tonic_peer::caller(runtimes, address, cell)?;
-    let stats = closed_loop(runtimes, plan, cell, caller);
-    handle.shutdown();
-    runtimes.server.block_on(serving)?;
-    Ok(stats)
+    Ok(GrpcServer::in_process(address, move || {
+        handle.shutdown();
+        runtimes.server.block_on(serving)?;
+        Ok(())
+    }))
 }

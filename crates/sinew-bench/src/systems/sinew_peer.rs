@@ -3,12 +3,12 @@
 //! written and read on both sides.
 
 use crate::load::{closed_loop, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
+use crate::scratch::Scratch;
 use sinew::rpc::ServerHandle;
 use sinew::Server;
 use sinew_examples::echo::{
     echo_client::EchoClient, echo_server::EchoServer, EchoRequest, EchoService,
 };
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Which transport a sinew row runs over.
@@ -54,12 +54,11 @@ struct Pair {
     clients: Vec<EchoClient>,
     handle: ServerHandle,
     serving: tokio::task::JoinHandle<sinew::rpc::ShutdownReport>,
-    dir: PathBuf,
+    _dir: Scratch,
 }
 
 fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyhow::Result<Pair> {
-    let dir = std::env::temp_dir().join(format!("sinew-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = Scratch::new("sockets")?;
     let address = match transport {
         Transport::Tcp => "tcp://127.0.0.1:0".to_owned(),
         Transport::Unix => format!("unix://{}", dir.join("echo.sock").display()),
@@ -86,7 +85,7 @@ fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyho
         clients,
         handle,
         serving,
-        dir,
+        _dir: dir,
     })
 }
 
@@ -95,7 +94,6 @@ impl Pair {
         drop(self.clients);
         self.handle.shutdown();
         runtimes.server.block_on(self.serving)?;
-        let _ = std::fs::remove_dir_all(&self.dir);
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! Fast configuration as documented: one HTTP/2 connection multiplexing every call
 //! (a cloned `Channel`), `TCP_NODELAY` on both sides.
 
+use super::GrpcServer;
 use crate::load::{closed_loop, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
@@ -101,6 +102,15 @@ pub(crate) fn caller(
 }
 
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let server = start(runtimes)?;
+    let caller = caller(runtimes, server.address, cell)?;
+    let stats = closed_loop(runtimes, plan, cell, caller);
+    server.stop()?;
+    Ok(stats)
+}
+
+/// tonic's echo server on the server runtime (for this row, and for h2load).
+pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<GrpcServer<'_>> {
     let listener = runtimes
         .server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -122,9 +132,9 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
             })
             .await
     });
-    let caller = caller(runtimes, address, cell)?;
-    let stats = closed_loop(runtimes, plan, cell, caller);
-    let _ = stop.send(());
-    runtimes.server.block_on(serving)??;
-    Ok(stats)
+    Ok(GrpcServer::in_process(address, move || {
+        let _ = stop.send(());
+        runtimes.server.block_on(serving)??;
+        Ok(())
+    }))
 }
