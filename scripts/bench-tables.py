@@ -16,15 +16,7 @@ print(f"Run of {report['date_utc']} on {report['cores']} cores; {plan['runs']} r
       f"over the runs, ratios are ratios of medians.\n")
 print("| ratio | value | target |")
 print("|-------|-------|--------|")
-targets = {
-    "qps_vs_tonic": ">= 2.5", "qps_vs_tarpc": ">= 1.5", "qps_vs_volo": ">= 1.2",
-    "p99_vs_tonic": "<= 1", "p99_vs_tarpc": "<= 1", "p99_vs_volo": "<= 1",
-    "p50_vs_raw_pingpong": "<= 1.3", "qps_vs_raw_pipelined": ">= 0.6", "qps_spread_tcp": "<= 1.5",
-    "qps_vs_best_peer_256x1": ">= 1.2", "qps_vs_best_peer_16x16": ">= 1.2",
-    "uds_p50_vs_tcp_p50": "< 1", "grpc_path_vs_tonic": ">= 0.9", "grpc_path_vs_grpc_go": ">= 1.2",
-    "qps_vs_go_netrpc": ">= 3", "qps_vs_go_netrpc_c1": ">= 1.3",
-    "shm_vs_uds_p50_1k": "<= 0.6", "shm_vs_uds_p50_64k": "<= 0.35", "shm_vs_uds_qps_1m": ">= 4",
-}
+targets = report.get("ratio_targets", {})
 for key, value in report["ratios"].items():
     shown = "n/a" if value is None else f"{value:.2f}"
     print(f"| `{key}` | {shown} | {targets.get(key, '')} |")
@@ -34,10 +26,11 @@ if idle:
     print("Idle CPU of a connected, quiet pair (% of one core; target ~0%): " +
           ", ".join(f"{system} {value:.2f}%" for system, value in idle.items()) + ".")
     print()
-print("| system | payload | c | k | QPS median [min-max] | QPS IQR | p50 µs | p99 µs | p999 µs | CPU µs/call |")
+print("| system | payload | c / rate | k | QPS median [min-max] | QPS IQR | p50 µs | p99 µs | p999 µs | CPU µs/call |")
 print("|--------|--------:|--:|--:|---------------------:|--------:|-------:|-------:|--------:|------------:|")
 for r in report["results"]:
-    head = f"| {r['system']} | {r['payload_bytes']} | {r['concurrency']} | {r.get('connections', 1)} |"
+    load = f"{r['rate']}/s open" if r.get("rate") else r["concurrency"]
+    head = f"| {r['system']} | {r['payload_bytes']} | {load} | {r.get('connections', 1)} |"
     if r["failed"]:
         failed_calls = sum(run["errors"] for run in r["runs"])
         why = "; ".join(r["failures"]) or f"{failed_calls} failed calls over {len(r['runs'])} runs"

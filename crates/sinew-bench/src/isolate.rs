@@ -10,9 +10,11 @@
 //! time limit is a failed run, and a cell with any failed run or any failed
 //! call is marked failed (see [`Outcome::failed`]), never averaged.
 
-use crate::load::{Cell, Plan};
+use crate::load::{Cell, Plan, SHAPE_PAYLOAD};
 use crate::sample::Sample;
+use crate::sample::{Figure, Spread};
 use crate::scratch::Scratch;
+use crate::systems::System;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,54 +41,105 @@ impl Outcome {
 const CHILD_SLACK: Duration = Duration::from_secs(30);
 
 /// Runs every cell of `plan` `runs` times, each in its own process, rounds in
-/// random orders drawn from `seed`.
+/// random orders drawn from `seed`. Then, if the plan asks for them, the
+/// open-loop cells the same way, at rates drawn from tonic's figure just
+/// measured ([`open_loop_rate`]).
 pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Outcome>> {
-    let mut outcomes: Vec<Outcome> = plan
-        .cells()
-        .into_iter()
-        .map(|cell| Outcome {
-            cell,
-            samples: Vec::new(),
-            failures: Vec::new(),
-        })
-        .collect();
     let exe = std::env::current_exe()?;
     let scratch = Scratch::new("runs")?;
     let mut random = SplitMix64(seed);
-    for round in 1..=runs {
-        let mut order: Vec<usize> = (0..outcomes.len()).collect();
-        random.shuffle(&mut order);
-        for index in order {
-            let outcome = &mut outcomes[index];
-            let cell = outcome.cell;
-            eprint!("run {round}/{runs}  {} ... ", cell.label());
-            match run_child(&exe, &scratch, plan, cell) {
-                Ok(sample) => {
-                    eprintln!(
-                        "{:>10.0} qps  p50 {:>8.1} us  p99 {:>8.1} us{}",
-                        sample.qps,
-                        sample.p50_us,
-                        sample.p99_us,
-                        if sample.errors > 0 {
-                            format!(
-                                "  ({} failed calls; the first: {})",
-                                sample.errors,
-                                sample.first_error.as_deref().unwrap_or("no reason given")
-                            )
-                        } else {
-                            String::new()
-                        }
-                    );
-                    outcome.samples.push(sample);
+    let mut outcomes = Outcome::new_for(plan.cells());
+    let mut rounds = |outcomes: &mut [Outcome]| {
+        for round in 1..=runs {
+            let mut order: Vec<usize> = (0..outcomes.len()).collect();
+            random.shuffle(&mut order);
+            for index in order {
+                run_once(&exe, &scratch, plan, &mut outcomes[index], (round, runs));
+            }
+        }
+    };
+    rounds(&mut outcomes);
+    if !plan.open_loop.is_empty() {
+        let mut open = Vec::new();
+        for &fraction in &plan.open_loop {
+            match open_loop_rate(&outcomes, fraction) {
+                Some(rate) => {
+                    open.extend(Outcome::new_for(plan.open_cells(rate, &[SHAPE_PAYLOAD])))
                 }
-                Err(failure) => {
-                    eprintln!("FAILED: {failure}");
-                    outcome.failures.push(format!("run {round}: {failure}"));
+                None => {
+                    eprintln!(
+                        "open-loop cells skipped: their rates are fractions of tonic's QPS at \
+                         1 KiB c=64, and that cell did not run or failed"
+                    );
+                    break;
                 }
             }
         }
+        rounds(&mut open);
+        outcomes.extend(open);
     }
     Ok(outcomes)
+}
+
+/// The open-loop rate at `fraction` of tonic's median QPS at 1 KiB c=64 on one
+/// connection (the slowest framework peer in that cell, and the one the
+/// open-loop target compares with); `None` if that cell did not run or failed.
+pub(crate) fn open_loop_rate(outcomes: &[Outcome], fraction: f64) -> Option<u32> {
+    let tonic = Cell::closed(System::Tonic, SHAPE_PAYLOAD, 64, 1);
+    let outcome = outcomes.iter().find(|o| o.cell == tonic && !o.failed())?;
+    let base = Spread::of(Figure::Qps, &outcome.samples)?.median;
+    let rate = (base * fraction).round();
+    (rate >= 1.0).then_some(rate as u32)
+}
+
+impl Outcome {
+    fn new_for(cells: Vec<Cell>) -> Vec<Outcome> {
+        cells
+            .into_iter()
+            .map(|cell| Outcome {
+                cell,
+                samples: Vec::new(),
+                failures: Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// One run of `outcome`'s cell in a child, its progress line, and its sample
+/// or failure added to the outcome.
+fn run_once(
+    exe: &Path,
+    scratch: &Scratch,
+    plan: &Plan,
+    outcome: &mut Outcome,
+    (round, runs): (usize, usize),
+) {
+    let cell = outcome.cell;
+    eprint!("run {round}/{runs}  {} ... ", cell.label());
+    match run_child(exe, scratch, plan, cell) {
+        Ok(sample) => {
+            eprintln!(
+                "{:>10.0} qps  p50 {:>8.1} us  p99 {:>8.1} us{}",
+                sample.qps,
+                sample.p50_us,
+                sample.p99_us,
+                if sample.errors > 0 {
+                    format!(
+                        "  ({} failed calls; the first: {})",
+                        sample.errors,
+                        sample.first_error.as_deref().unwrap_or("no reason given")
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            outcome.samples.push(sample);
+        }
+        Err(failure) => {
+            eprintln!("FAILED: {failure}");
+            outcome.failures.push(format!("run {round}: {failure}"));
+        }
+    }
 }
 
 /// Runs `cell` once in a child process and reads its figures.
@@ -101,6 +154,7 @@ fn run_child(exe: &Path, scratch: &Scratch, plan: &Plan, cell: Cell) -> Result<S
         .args(["--concurrency", &cell.concurrency.to_string()])
         .args(["--connections", &cell.connections.to_string()])
         .args(["--shapes", "none"])
+        .args(["--rate", &cell.rate.to_string()])
         .args(["--warmup-ms", &plan.warmup.as_millis().to_string()])
         .args(["--duration-ms", &plan.duration.as_millis().to_string()])
         .args(["--server-threads", &plan.server_threads.to_string()])
@@ -162,20 +216,15 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::systems::System;
 
     fn outcome(errors: &[u64], failures: usize) -> Outcome {
-        let cell = Cell {
-            system: System::SinewTcp,
-            payload: 1024,
-            concurrency: 64,
-            connections: 1,
-        };
+        let cell = Cell::closed(System::SinewTcp, 1024, 64, 1);
         let sample = |errors| Sample {
             system: "sinew-tcp".into(),
             payload_bytes: 1024,
             concurrency: 64,
             connections: 1,
+            rate: 0,
             calls: 100,
             errors,
             seconds: 1.0,

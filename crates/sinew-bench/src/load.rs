@@ -20,6 +20,12 @@ pub(crate) struct Plan {
     pub(crate) connections: usize,
     /// Many-client shapes, at 1 KiB: (connections, calls in flight on each).
     pub(crate) shapes: Vec<(usize, usize)>,
+    /// Open-loop rates, as fractions of tonic's closed-loop QPS at 1 KiB
+    /// c=64 (measured first in the same run; see [`crate::isolate::run`]).
+    pub(crate) open_loop: Vec<f64>,
+    /// Set in a child that runs open-loop cells: their rate. Its cells are
+    /// then the open-loop cells of its systems and payloads only.
+    pub(crate) open_rate: Option<u32>,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
     pub(crate) server_threads: usize,
@@ -37,6 +43,10 @@ pub(crate) struct Cell {
     /// many-client shapes. Systems whose client pools connections itself
     /// (Volo; raw ping-pong, one connection per call) get one client each.
     pub(crate) connections: usize,
+    /// Open loop: calls started per second at fixed intended times, each
+    /// timed from its intended start ([`open_loop`]); 0 for a closed loop
+    /// (`concurrency` calls in flight). Open-loop cells have `concurrency` 0.
+    pub(crate) rate: u32,
 }
 
 /// The payload of the many-client shapes.
@@ -47,9 +57,55 @@ pub(crate) const SHAPE_PAYLOAD: usize = 1024;
 /// connections with one.
 pub(crate) const H2LOAD_SHAPES: [(usize, usize); 2] = [(1, 64), (64, 1)];
 
+/// The systems that run the open-loop cells: those driven by a Rust client
+/// this harness can pace (not the Go client, h2load or the raw baselines).
+pub(crate) const OPEN_LOOP_SYSTEMS: [System; 6] = [
+    System::SinewTcp,
+    System::SinewGrpc,
+    System::Tonic,
+    System::Tarpc,
+    System::Volo,
+    System::GrpcGo,
+];
+
 impl Cell {
+    /// A closed-loop cell: `concurrency` calls in flight over `connections`.
+    pub(crate) fn closed(
+        system: System,
+        payload: usize,
+        concurrency: usize,
+        connections: usize,
+    ) -> Cell {
+        Cell {
+            system,
+            payload,
+            concurrency,
+            connections,
+            rate: 0,
+        }
+    }
+
+    /// An open-loop cell: `rate` calls started per second, on one connection.
+    pub(crate) fn open(system: System, payload: usize, rate: u32) -> Cell {
+        Cell {
+            system,
+            payload,
+            concurrency: 0,
+            connections: 1,
+            rate,
+        }
+    }
+
     /// The cell as the progress lines and the table name it.
     pub(crate) fn label(&self) -> String {
+        if self.rate > 0 {
+            return format!(
+                "{:<17} {:>7} B  open loop at {}/s",
+                self.system.name(),
+                self.payload,
+                self.rate
+            );
+        }
         format!(
             "{:<17} {:>7} B  c={:<4} k={:<4}",
             self.system.name(),
@@ -241,26 +297,122 @@ pub(crate) fn process_cpu() -> Duration {
     }
 }
 
-/// Runs the cell's `concurrency` loops of calls on the client runtime: the
-/// plan's warm-up, then its measured phase.
-pub(crate) fn closed_loop<C: Caller>(
+/// Drives the cell's load through `caller` on the client runtime: the plan's
+/// warm-up, then its measured phase. A closed loop (the cell's `concurrency`
+/// loops, each making its next call when the last one is answered), or an
+/// open loop for a cell with a rate ([`open_loop`]).
+pub(crate) fn drive<C: Caller>(runtimes: &Runtimes, plan: &Plan, cell: Cell, caller: C) -> Stats {
+    drive_measuring(runtimes, plan, cell, caller, process_cpu)
+}
+
+/// Most calls an open loop lets be outstanding: past it the system does not
+/// keep up with the rate, and every call it cannot start fails (the cell then
+/// fails, rather than reporting latencies of a queue that grows without end).
+const OPEN_LOOP_OUTSTANDING: usize = 10_000;
+
+/// The open loop (wrk2's method): calls start at fixed intended times,
+/// `cell.rate` per second, whether or not earlier calls were answered, and
+/// each is timed from its intended start, so a stall shows in the latencies of
+/// every call it delayed (no coordinated omission).
+///
+/// A pacing thread of its own sleeps to each intended time (to tens of
+/// microseconds; the runtime's timer has a millisecond's grain, which would
+/// add up to a millisecond to every call) and spawns the calls that are due
+/// onto the client runtime.
+fn open_loop<C: Caller>(
     runtimes: &Runtimes,
     plan: &Plan,
     cell: Cell,
     caller: C,
+    cpu: impl Fn() -> Duration,
 ) -> Stats {
-    closed_loop_measuring(runtimes, plan, cell, caller, process_cpu)
+    let handle = runtimes.client.handle().clone();
+    open_phase(&handle, &caller, cell.rate, plan.warmup);
+    let cpu_before = cpu();
+    let tally = open_phase(&handle, &caller, cell.rate, plan.duration);
+    // QPS over the measured phase: the rate, when the system keeps up.
+    tally.into_stats(plan.duration, cpu().saturating_sub(cpu_before))
 }
 
-/// [`closed_loop`], with the CPU time of the measured phase read from `cpu`
+fn open_phase<C: Caller>(
+    handle: &tokio::runtime::Handle,
+    caller: &C,
+    rate: u32,
+    duration: Duration,
+) -> Tally {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let tally = Arc::new(Mutex::new(Tally::new()));
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let start = Instant::now();
+    let end = start + duration;
+    let mut next = start;
+    let mut refused = 0u64;
+    while next < end {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+            continue;
+        }
+        // Every call whose intended time has come.
+        while next <= now && next < end {
+            let intended = next;
+            next += interval;
+            if outstanding.load(Ordering::Relaxed) >= OPEN_LOOP_OUTSTANDING {
+                refused += 1;
+                continue;
+            }
+            outstanding.fetch_add(1, Ordering::Relaxed);
+            let (caller, tally, outstanding) = (caller.clone(), tally.clone(), outstanding.clone());
+            handle.spawn(async move {
+                let result = caller.call().await;
+                let latency = intended.elapsed();
+                {
+                    let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+                    match result {
+                        Ok(()) => tally.answered(latency),
+                        Err(error) => tally.failed(format_args!("{error:#}")),
+                    }
+                }
+                outstanding.fetch_sub(1, Ordering::Release);
+            });
+        }
+    }
+    // The calls still out get until CALL_LIMIT past the phase.
+    while outstanding.load(Ordering::Acquire) > 0 && Instant::now() < end + CALL_LIMIT {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let still_out = outstanding.load(Ordering::Acquire);
+    let mut tally = std::mem::replace(
+        &mut *tally.lock().unwrap_or_else(|e| e.into_inner()),
+        Tally::new(),
+    );
+    for _ in 0..refused {
+        tally.failed(format_args!(
+            "{OPEN_LOOP_OUTSTANDING} calls outstanding: the system does not keep up with {rate}/s"
+        ));
+    }
+    for _ in 0..still_out {
+        tally.failed(format_args!(
+            "a call still running {CALL_LIMIT:?} after the phase"
+        ));
+    }
+    tally
+}
+
+/// [`drive`], with the CPU time of the measured phase read from `cpu`
 /// (for a server in another process: this process's CPU plus that one's).
-pub(crate) fn closed_loop_measuring<C: Caller>(
+pub(crate) fn drive_measuring<C: Caller>(
     runtimes: &Runtimes,
     plan: &Plan,
     cell: Cell,
     caller: C,
     cpu: impl Fn() -> Duration + Send + 'static,
 ) -> Stats {
+    if cell.rate > 0 {
+        return open_loop(runtimes, plan, cell, caller, cpu);
+    }
     let (concurrency, warmup, duration) = (cell.concurrency, plan.warmup, plan.duration);
     runtimes.client.block_on(async move {
         phase(caller.clone(), concurrency, warmup).await;
@@ -332,36 +484,47 @@ impl Plan {
     /// Every cell of the matrix, one system at a time (the order `--in-process`
     /// runs them in; the isolated runs shuffle it).
     pub(crate) fn cells(&self) -> Vec<Cell> {
+        if let Some(rate) = self.open_rate {
+            return self.open_cells(rate, &self.payloads);
+        }
         let mut cells = Vec::new();
         for &system in &self.systems {
             if system.is_h2load() {
                 for (connections, each) in H2LOAD_SHAPES {
-                    cells.push(Cell {
+                    cells.push(Cell::closed(
                         system,
-                        payload: SHAPE_PAYLOAD,
-                        concurrency: connections * each,
+                        SHAPE_PAYLOAD,
+                        connections * each,
                         connections,
-                    });
+                    ));
                 }
                 continue;
             }
             for payload in self.payloads_for(system) {
                 for &concurrency in &self.concurrency {
-                    cells.push(Cell {
-                        system,
-                        payload,
-                        concurrency,
-                        connections: self.connections,
-                    });
+                    cells.push(Cell::closed(system, payload, concurrency, self.connections));
                 }
             }
             for &(connections, each) in &self.shapes {
-                cells.push(Cell {
+                cells.push(Cell::closed(
                     system,
-                    payload: SHAPE_PAYLOAD,
-                    concurrency: connections * each,
+                    SHAPE_PAYLOAD,
+                    connections * each,
                     connections,
-                });
+                ));
+            }
+        }
+        cells
+    }
+
+    /// The open-loop cells at `rate` of the plan's systems that run them.
+    pub(crate) fn open_cells(&self, rate: u32, payloads: &[usize]) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for &system in &self.systems {
+            if OPEN_LOOP_SYSTEMS.contains(&system) {
+                for &payload in payloads {
+                    cells.push(Cell::open(system, payload, rate));
+                }
             }
         }
         cells
@@ -380,4 +543,52 @@ pub(crate) fn run_in_process(
         done(crate::systems::run_cell(&runtimes, plan, cell)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers at once, or fails every other call.
+    #[derive(Clone)]
+    struct Echo {
+        fail_every_other: bool,
+        made: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl Caller for Echo {
+        async fn call(&self) -> anyhow::Result<()> {
+            let n = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            anyhow::ensure!(!self.fail_every_other || n % 2 == 0, "call {n} failed");
+            Ok(())
+        }
+    }
+
+    /// The open loop starts exactly one call per intended time, whatever the
+    /// timer's grain or the calls' speed, and counts every outcome.
+    #[test]
+    fn the_open_loop_starts_one_call_per_intended_time() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        for fail_every_other in [false, true] {
+            let caller = Echo {
+                fail_every_other,
+                made: Default::default(),
+            };
+            // 2,000/s for 100 ms: intended times 0, 0.5 ms, ..., 99.5 ms.
+            let tally = open_phase(
+                runtime.handle(),
+                &caller,
+                2_000,
+                Duration::from_millis(100),
+            );
+            assert_eq!(tally.calls + tally.errors, 200);
+            assert_eq!(tally.errors, if fail_every_other { 100 } else { 0 });
+            assert_eq!(tally.first_error.is_some(), fail_every_other);
+            assert_eq!(tally.latency.len(), tally.calls);
+        }
+    }
 }

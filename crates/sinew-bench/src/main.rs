@@ -76,6 +76,16 @@ struct Options {
     /// (--quick: 256x1; none when --payloads is given).
     #[arg(long, value_delimiter = ',')]
     shapes: Option<Vec<String>>,
+    /// Open-loop rates, as fractions of tonic's QPS at 1 KiB c=64 measured
+    /// earlier in the same run (comma-separated), or `none`; default 0.5,0.8
+    /// (--quick: 0.8). The open-loop cells (sinew-tcp, sinew-grpc, tonic,
+    /// tarpc, Volo, grpc-go at 1 KiB) run after the closed-loop ones.
+    #[arg(long, value_delimiter = ',')]
+    open_loop: Option<Vec<String>>,
+    /// Open loop at this many calls per second (what the children of a run
+    /// are given for the open-loop cells); 0: closed loop.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
     /// Warm-up per cell, in milliseconds.
     #[arg(long)]
     warmup_ms: Option<u64>,
@@ -123,9 +133,16 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = concurrency.iter().find(|&&c| c % connections != 0) {
         anyhow::bail!("--concurrency {c} is not a multiple of --connections {connections}");
     }
+    let open_loop = match &options.open_loop {
+        Some(items) => parse_fractions(items)?,
+        None if options.quick => vec![0.8],
+        None => vec![0.5, 0.8],
+    };
     let plan = load::Plan {
         connections,
         shapes,
+        open_loop,
+        open_rate: (options.rate > 0).then_some(options.rate),
         systems: options.systems.unwrap_or_else(|| System::ALL.to_vec()),
         local_payloads,
         payloads: options.payloads.unwrap_or_else(|| {
@@ -189,6 +206,21 @@ fn parse_shapes(items: &[String]) -> anyhow::Result<Vec<(usize, usize)>> {
         }
     }
     Ok(shapes)
+}
+
+/// Parses `--open-loop`: fractions in (0, 2], or `none`.
+fn parse_fractions(items: &[String]) -> anyhow::Result<Vec<f64>> {
+    let mut fractions = Vec::new();
+    for item in items {
+        if item == "none" {
+            continue;
+        }
+        match item.parse::<f64>() {
+            Ok(f) if f > 0.0 && f <= 2.0 => fractions.push(f),
+            _ => anyhow::bail!("--open-loop: `{item}` is not a fraction of tonic's QPS, e.g. 0.8"),
+        }
+    }
+    Ok(fractions)
 }
 
 /// Idle CPU of a connected, quiet sinew pair over Unix sockets and shared

@@ -63,15 +63,7 @@ impl Summary {
         payload: usize,
         figure: Figure,
     ) -> Option<f64> {
-        self.median_of(
-            Cell {
-                system,
-                payload,
-                concurrency,
-                connections: 1,
-            },
-            figure,
-        )
+        self.median_of(Cell::closed(system, payload, concurrency, 1), figure)
     }
 
     fn ratio(&self, a: (System, usize), b: (System, usize), figure: Figure) -> Option<f64> {
@@ -93,12 +85,7 @@ impl Summary {
     /// Max over min of a cell's QPS across its runs: how much a user's
     /// throughput varies from one run to the next.
     fn qps_spread(&self, system: System, payload: usize, concurrency: usize) -> Option<f64> {
-        let outcome = self.find(Cell {
-            system,
-            payload,
-            concurrency,
-            connections: 1,
-        })?;
+        let outcome = self.find(Cell::closed(system, payload, concurrency, 1))?;
         let spread = Spread::of(Figure::Qps, &outcome.samples)?;
         (spread.min > 0.0).then(|| spread.max / spread.min)
     }
@@ -108,12 +95,7 @@ impl Summary {
     fn vs_best_peer(&self, connections: usize, each: usize) -> Option<f64> {
         let qps = |system| {
             self.median_of(
-                Cell {
-                    system,
-                    payload: SHAPE_PAYLOAD,
-                    concurrency: connections * each,
-                    connections,
-                },
+                Cell::closed(system, SHAPE_PAYLOAD, connections * each, connections),
                 Figure::Qps,
             )
         };
@@ -134,17 +116,21 @@ impl Summary {
     ) -> Option<f64> {
         let qps = |system| {
             self.median_of(
-                Cell {
-                    system,
-                    payload: SHAPE_PAYLOAD,
-                    concurrency: connections * each,
-                    connections,
-                },
+                Cell::closed(system, SHAPE_PAYLOAD, connections * each, connections),
                 Figure::Qps,
             )
         };
         let (x, y) = (qps(a)?, qps(b)?);
         (y > 0.0).then(|| x / y)
+    }
+
+    /// sinew-tcp's p99 over tonic's in the open loop at `fraction` of tonic's
+    /// closed-loop QPS (both at the same rate).
+    fn open_loop_p99(&self, fraction: f64) -> Option<f64> {
+        let rate = crate::isolate::open_loop_rate(&self.outcomes, fraction)?;
+        let p99 = |system| self.median_of(Cell::open(system, SHAPE_PAYLOAD, rate), Figure::P99);
+        let (ours, tonic) = (p99(System::SinewTcp)?, p99(System::Tonic)?);
+        (tonic > 0.0).then(|| ours / tonic)
     }
 
     fn ratios(&self) -> Vec<Ratio> {
@@ -260,6 +246,18 @@ impl Summary {
                 value: self.h2load_ratio(H2loadSinewGrpc, H2loadTonic, (64, 1)),
             },
             Ratio {
+                key: "open_p99_vs_tonic_80",
+                what: "sinew-tcp / tonic p99, open loop at 80% of tonic's max QPS, 1 KiB",
+                target: "<= 0.5",
+                value: self.open_loop_p99(0.8),
+            },
+            Ratio {
+                key: "open_p99_vs_tonic_50",
+                what: "sinew-tcp / tonic p99, open loop at 50% of tonic's max QPS, 1 KiB",
+                target: "<= 0.5",
+                value: self.open_loop_p99(0.5),
+            },
+            Ratio {
                 key: "qps_vs_go_netrpc",
                 what: "sinew-tcp / Go net/rpc QPS, 1 KiB c=64 (each its own client)",
                 target: ">= 3",
@@ -299,10 +297,10 @@ impl Summary {
             self.runs, self.seed
         ));
         out.push_str(&format!(
-            "{:<17} {:>7} {:>5} {:>5} {:>25} {:>9} {:>9} {:>9} {:>11}  {}\n",
+            "{:<17} {:>7} {:>8} {:>5} {:>25} {:>9} {:>9} {:>9} {:>11}  {}\n",
             "system",
             "payload",
-            "c",
+            "c / rate",
             "k",
             "qps",
             "p50 us",
@@ -311,7 +309,7 @@ impl Summary {
             "cpu us/call",
             "status"
         ));
-        out.push_str(&"-".repeat(113));
+        out.push_str(&"-".repeat(116));
         out.push('\n');
         for outcome in &self.outcomes {
             let cell = outcome.cell;
@@ -320,11 +318,17 @@ impl Summary {
             let qps = Spread::of(Figure::Qps, &outcome.samples).map_or("-".to_owned(), |s| {
                 format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max)
             });
+            // Calls in flight (closed loop), or calls per second (open loop).
+            let load = if cell.rate > 0 {
+                format!("{}/s", cell.rate)
+            } else {
+                cell.concurrency.to_string()
+            };
             out.push_str(&format!(
-                "{:<17} {:>7} {:>5} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
+                "{:<17} {:>7} {:>8} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
                 cell.system.name(),
                 cell.payload,
-                cell.concurrency,
+                load,
                 cell.connections,
                 qps,
                 median(Figure::P50),
@@ -361,12 +365,12 @@ impl Summary {
 
     pub(crate) fn json(&self) -> Value {
         let results: Vec<Value> = self.outcomes.iter().map(outcome_json).collect();
-        let mut ratios = Map::new();
+        let (mut ratios, mut targets, mut meanings) = (Map::new(), Map::new(), Map::new());
         for ratio in self.ratios() {
-            ratios.insert(
-                ratio.key.to_owned(),
-                ratio.value.map_or(Value::Null, Value::from),
-            );
+            let key = ratio.key.to_owned();
+            ratios.insert(key.clone(), ratio.value.map_or(Value::Null, Value::from));
+            targets.insert(key.clone(), Value::from(ratio.target));
+            meanings.insert(key, Value::from(ratio.what));
         }
         json!({
             "date_utc": utc_now(),
@@ -384,9 +388,12 @@ impl Summary {
                 "concurrency": self.plan.concurrency,
                 "connections": self.plan.connections,
                 "shapes": self.plan.shapes,
+                "open_loop": self.plan.open_loop,
             },
             "results": results,
             "ratios": ratios,
+            "ratio_targets": targets,
+            "ratio_meanings": meanings,
             "idle_cpu_percent": self
                 .idle_cpu
                 .iter()
@@ -424,6 +431,7 @@ fn outcome_json(outcome: &Outcome) -> Value {
         "payload_bytes": cell.payload,
         "concurrency": cell.concurrency,
         "connections": cell.connections,
+        "rate": cell.rate,
         "failed": outcome.failed(),
         "failures": outcome.failures,
         "runs": outcome.samples,

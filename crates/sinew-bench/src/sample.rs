@@ -13,6 +13,9 @@ pub(crate) struct Sample {
     pub(crate) payload_bytes: usize,
     pub(crate) concurrency: usize,
     pub(crate) connections: usize,
+    /// Open-loop rate (calls per second); 0 for a closed loop.
+    #[serde(default)]
+    pub(crate) rate: u32,
     pub(crate) calls: u64,
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
@@ -36,6 +39,7 @@ impl Sample {
             payload_bytes: cell.payload,
             concurrency: cell.concurrency,
             connections: cell.connections,
+            rate: cell.rate,
             calls: stats.calls,
             errors: stats.errors,
             seconds: stats.elapsed.as_secs_f64(),
@@ -57,6 +61,7 @@ impl Sample {
             && self.payload_bytes == cell.payload
             && self.concurrency == cell.concurrency
             && self.connections == cell.connections
+            && self.rate == cell.rate
     }
 
     /// A run counts only if every call in it succeeded.
@@ -171,6 +176,7 @@ mod tests {
             payload_bytes: 1024,
             concurrency: 64,
             connections: 1,
+            rate: 0,
             calls: 1,
             errors: 0,
             seconds: 1.0,

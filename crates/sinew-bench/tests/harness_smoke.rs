@@ -25,6 +25,10 @@ fn every_system_runs_and_the_json_has_every_ratio() {
             "2",
             "--shapes",
             "256x1,16x16",
+            // Far below tonic's max, so that no system of a debug build
+            // falls behind the rate (a failed cell, by design).
+            "--open-loop",
+            "0.3",
             "--json",
         ])
         .arg(&json)
@@ -76,11 +80,23 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2,
+        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2 + 6,
         "11 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
-         payloads, those 11 in 2 many-client shapes, the 3 h2load rows in 2 shapes"
+         payloads, those 11 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
+         6 systems in the open loop"
     );
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
+    let open: Vec<_> = results
+        .iter()
+        .filter(|r| r["rate"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(open.len(), 6, "the open-loop cells");
+    for key in report["ratios"].as_object().unwrap().keys() {
+        assert!(
+            report["ratio_targets"][key].is_string(),
+            "ratio {key} has a target"
+        );
+    }
     for result in results {
         assert_eq!(result["failed"].as_bool(), Some(false), "{result}");
         let runs = result["runs"].as_array().unwrap();

@@ -14,7 +14,7 @@
 //! Go client to its client threads), and its CPU time, read from `/proc`, is
 //! added to the cell's CPU per call.
 
-use crate::load::{closed_loop_measuring, process_cpu, Cell, Plan, Runtimes, Stats};
+use crate::load::{drive_measuring, process_cpu, Cell, Plan, Runtimes, Stats};
 use crate::sample::Sample;
 use crate::scratch::Scratch;
 use crate::systems::{GrpcServer, System};
@@ -160,7 +160,7 @@ pub(crate) fn run_grpc_go(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyho
     let server = GoServer::start(&binary("grpcserver"), &[], plan)?;
     let caller = super::tonic_peer::caller(runtimes, server.address(), cell)?;
     let pid = server.pid();
-    let stats = closed_loop_measuring(runtimes, plan, cell, caller, move || {
+    let stats = drive_measuring(runtimes, plan, cell, caller, move || {
         process_cpu() + cpu_of(pid)
     });
     Ok(stats)

@@ -7,7 +7,7 @@
 //!   come, the client keeps `c` frames outstanding. The ceiling for throughput
 //!   on one connection.
 
-use crate::load::{closed_loop, process_cpu, Caller, Cell, Plan, Runtimes, Stats, Tally};
+use crate::load::{drive, process_cpu, Caller, Cell, Plan, Runtimes, Stats, Tally};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,7 +101,7 @@ pub(crate) fn run_ping_pong(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> any
         pool,
         mine: Arc::new(Mutex::new(None)),
     };
-    let stats = closed_loop(runtimes, plan, cell, caller);
+    let stats = drive(runtimes, plan, cell, caller);
     server.abort();
     Ok(stats)
 }

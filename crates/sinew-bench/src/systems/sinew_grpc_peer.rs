@@ -3,14 +3,14 @@
 //! calls tonic's server: the two rows differ only in the server.
 
 use super::GrpcServer;
-use crate::load::{closed_loop, Cell, Plan, Runtimes, Stats};
+use crate::load::{drive, Cell, Plan, Runtimes, Stats};
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let server = start(runtimes)?;
     let caller = super::tonic_peer::caller(runtimes, server.address, cell)?;
-    let stats = closed_loop(runtimes, plan, cell, caller);
+    let stats = drive(runtimes, plan, cell, caller);
     server.stop()?;
     Ok(stats)
 }

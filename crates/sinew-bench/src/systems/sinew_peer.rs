@@ -2,7 +2,7 @@
 //! shared memory. The caller checks every byte of every echo, so the payload is
 //! written and read on both sides.
 
-use crate::load::{closed_loop, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
+use crate::load::{drive, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use crate::scratch::Scratch;
 use sinew::rpc::ServerHandle;
 use sinew::Server;
@@ -114,7 +114,7 @@ pub(crate) fn run(
             payload: payload.clone(),
         })
         .collect();
-    let stats = closed_loop(runtimes, plan, cell, OverConnections::new(callers));
+    let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
     pair.stop(runtimes)?;
     Ok(stats)
 }

@@ -4,7 +4,7 @@
 //! concurrently (`execute(...).for_each(spawn)`), a length-delimited framed TCP
 //! stream with `TCP_NODELAY`, a client `spawn`ed once and cloned per caller.
 
-use crate::load::{closed_loop, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
+use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use futures_util::{Future, StreamExt};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
@@ -87,7 +87,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
         }
         Ok::<_, anyhow::Error>(callers)
     })?;
-    let stats = closed_loop(runtimes, plan, cell, OverConnections::new(callers));
+    let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
     serving.abort();
     Ok(stats)
 }

@@ -4,7 +4,7 @@
 //! (a cloned `Channel`), `TCP_NODELAY` on both sides.
 
 use super::GrpcServer;
-use crate::load::{closed_loop, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
+use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
 
@@ -104,7 +104,7 @@ pub(crate) fn caller(
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let server = start(runtimes)?;
     let caller = caller(runtimes, server.address, cell)?;
-    let stats = closed_loop(runtimes, plan, cell, caller);
+    let stats = drive(runtimes, plan, cell, caller);
     server.stop()?;
     Ok(stats)
 }
