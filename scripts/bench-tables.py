@@ -37,5 +37,11 @@ for r in report["results"]:
         print(f"{head} **failed**: {why} | | | | | |")
         continue
     m, q = r["median"], r["spread"]["qps"]
+    if r["concurrency"] == 0 and not r.get("rate"):
+        rss = r["spread"]["rss_per_connection"]
+        print(f"| {r['system']} | {r['payload_bytes']} | idle | {r['connections']} | "
+              f"server RSS per connection {m['rss_per_connection'] / 1024:.1f} KiB "
+              f"[{rss['min'] / 1024:.1f}-{rss['max'] / 1024:.1f}] | | | | | |")
+        continue
     print(f"{head} {m['qps']:.0f} [{q['min']:.0f}-{q['max']:.0f}] | {q['iqr']:.0f} | "
           f"{m['p50_us']:.1f} | {m['p99_us']:.1f} | {m['p999_us']:.1f} | {m['cpu_us_per_call']:.1f} |")

@@ -149,12 +149,7 @@ fn run_child(exe: &Path, scratch: &Scratch, plan: &Plan, cell: Cell) -> Result<S
     let file = |path: &Path| std::fs::File::create(path).map_err(|e| e.to_string());
     let mut child = Command::new(exe)
         .arg("--in-process")
-        .args(["--systems", cell.system.name()])
-        .args(["--payloads", &cell.payload.to_string()])
-        .args(["--concurrency", &cell.concurrency.to_string()])
-        .args(["--connections", &cell.connections.to_string()])
-        .args(["--shapes", "none"])
-        .args(["--rate", &cell.rate.to_string()])
+        .args(["--cell", &cell.to_arg()])
         .args(["--warmup-ms", &plan.warmup.as_millis().to_string()])
         .args(["--duration-ms", &plan.duration.as_millis().to_string()])
         .args(["--server-threads", &plan.server_threads.to_string()])
@@ -236,6 +231,7 @@ mod tests {
             max_us: 1.0,
             mean_us: 1.0,
             cpu_us_per_call: 1.0,
+            rss_per_connection: 0.0,
             first_error: None,
         };
         Outcome {

@@ -23,9 +23,11 @@ pub(crate) struct Plan {
     /// Open-loop rates, as fractions of tonic's closed-loop QPS at 1 KiB
     /// c=64 (measured first in the same run; see [`crate::isolate::run`]).
     pub(crate) open_loop: Vec<f64>,
-    /// Set in a child that runs open-loop cells: their rate. Its cells are
-    /// then the open-loop cells of its systems and payloads only.
-    pub(crate) open_rate: Option<u32>,
+    /// Idle-connection cells: this many connections per system, each after
+    /// one call (0: none).
+    pub(crate) idle_connections: usize,
+    /// Set in a child: the one cell it runs (`--cell`).
+    pub(crate) only: Option<Cell>,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
     pub(crate) server_threads: usize,
@@ -68,7 +70,61 @@ pub(crate) const OPEN_LOOP_SYSTEMS: [System; 6] = [
     System::GrpcGo,
 ];
 
+/// The systems that run the idle-connection cells: those whose client this
+/// harness can run in a process of its own (not Go's net/rpc client, whose
+/// server the Go client drives; not the raw baselines).
+pub(crate) const IDLE_SYSTEMS: [System; 6] = OPEN_LOOP_SYSTEMS;
+
 impl Cell {
+    /// An idle-connection cell: `connections` connections that each made one
+    /// call of [`SHAPE_PAYLOAD`], then stay open and quiet (the server's
+    /// memory per connection; see `systems::idle`).
+    pub(crate) fn idle(system: System, connections: usize) -> Cell {
+        Cell {
+            system,
+            payload: SHAPE_PAYLOAD,
+            concurrency: 0,
+            connections,
+            rate: 0,
+        }
+    }
+
+    /// Whether this is an idle-connection cell.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.concurrency == 0 && self.rate == 0
+    }
+
+    /// The cell as one command-line argument (`--cell`):
+    /// `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`.
+    pub(crate) fn to_arg(self) -> String {
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.system.name(),
+            self.payload,
+            self.concurrency,
+            self.connections,
+            self.rate
+        )
+    }
+
+    /// Reads what [`Cell::to_arg`] wrote.
+    pub(crate) fn from_arg(arg: &str) -> anyhow::Result<Cell> {
+        use clap::ValueEnum;
+        let parts: Vec<&str> = arg.split(':').collect();
+        let [system, payload, concurrency, connections, rate] = parts[..] else {
+            anyhow::bail!("--cell `{arg}` is not SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE");
+        };
+        let system = System::from_str(system, false)
+            .map_err(|_| anyhow::anyhow!("--cell: no system `{system}`"))?;
+        Ok(Cell {
+            system,
+            payload: payload.parse()?,
+            concurrency: concurrency.parse()?,
+            connections: connections.parse::<usize>()?.max(1),
+            rate: rate.parse()?,
+        })
+    }
+
     /// A closed-loop cell: `concurrency` calls in flight over `connections`.
     pub(crate) fn closed(
         system: System,
@@ -98,6 +154,13 @@ impl Cell {
 
     /// The cell as the progress lines and the table name it.
     pub(crate) fn label(&self) -> String {
+        if self.is_idle() {
+            return format!(
+                "{:<17} {} idle connections",
+                self.system.name(),
+                self.connections
+            );
+        }
         if self.rate > 0 {
             return format!(
                 "{:<17} {:>7} B  open loop at {}/s",
@@ -484,8 +547,8 @@ impl Plan {
     /// Every cell of the matrix, one system at a time (the order `--in-process`
     /// runs them in; the isolated runs shuffle it).
     pub(crate) fn cells(&self) -> Vec<Cell> {
-        if let Some(rate) = self.open_rate {
-            return self.open_cells(rate, &self.payloads);
+        if let Some(cell) = self.only {
+            return vec![cell];
         }
         let mut cells = Vec::new();
         for &system in &self.systems {
@@ -512,6 +575,9 @@ impl Plan {
                     connections * each,
                     connections,
                 ));
+            }
+            if self.idle_connections > 0 && IDLE_SYSTEMS.contains(&system) {
+                cells.push(Cell::idle(system, self.idle_connections));
             }
         }
         cells
@@ -579,12 +645,7 @@ mod tests {
                 made: Default::default(),
             };
             // 2,000/s for 100 ms: intended times 0, 0.5 ms, ..., 99.5 ms.
-            let tally = open_phase(
-                runtime.handle(),
-                &caller,
-                2_000,
-                Duration::from_millis(100),
-            );
+            let tally = open_phase(runtime.handle(), &caller, 2_000, Duration::from_millis(100));
             assert_eq!(tally.calls + tally.errors, 200);
             assert_eq!(tally.errors, if fail_every_other { 100 } else { 0 });
             assert_eq!(tally.first_error.is_some(), fail_every_other);

@@ -82,10 +82,19 @@ struct Options {
     /// tarpc, Volo, grpc-go at 1 KiB) run after the closed-loop ones.
     #[arg(long, value_delimiter = ',')]
     open_loop: Option<Vec<String>>,
-    /// Open loop at this many calls per second (what the children of a run
-    /// are given for the open-loop cells); 0: closed loop.
-    #[arg(long, default_value_t = 0)]
-    rate: u32,
+    /// Idle-connection cells: this many connections to each server (from a
+    /// client in a process of its own), each after one call; the server's
+    /// memory per connection. 0 for none; default 10000 (--quick: 2000).
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// Run only this cell, `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`
+    /// (what each child of a normal run is given, with --in-process).
+    #[arg(long)]
+    cell: Option<String>,
+    /// Hold idle connections to ADDRESS: the client half of an
+    /// idle-connection cell (the cell's own child starts it).
+    #[arg(long, hide = true)]
+    hold_idle: Option<std::net::SocketAddr>,
     /// Warm-up per cell, in milliseconds.
     #[arg(long)]
     warmup_ms: Option<u64>,
@@ -142,7 +151,16 @@ fn main() -> anyhow::Result<()> {
         connections,
         shapes,
         open_loop,
-        open_rate: (options.rate > 0).then_some(options.rate),
+        idle_connections: options.idle_connections.unwrap_or(if options.quick {
+            2_000
+        } else {
+            10_000
+        }),
+        only: options
+            .cell
+            .as_deref()
+            .map(load::Cell::from_arg)
+            .transpose()?,
         systems: options.systems.unwrap_or_else(|| System::ALL.to_vec()),
         local_payloads,
         payloads: options.payloads.unwrap_or_else(|| {
@@ -158,6 +176,12 @@ fn main() -> anyhow::Result<()> {
         server_threads: options.server_threads.max(1),
         client_threads: options.client_threads.max(1),
     };
+    if let Some(address) = options.hold_idle {
+        let Some(cell) = plan.only else {
+            anyhow::bail!("--hold-idle needs the --cell it holds connections for");
+        };
+        return systems::hold_idle(&plan, cell, address);
+    }
     systems::prepare_go_peers(&plan, !options.in_process)?;
     if options.in_process {
         return load::run_in_process(&plan, |sample| {

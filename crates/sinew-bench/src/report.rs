@@ -133,6 +133,15 @@ impl Summary {
         (tonic > 0.0).then(|| ours / tonic)
     }
 
+    /// The median server RSS per idle connection of `system`, in bytes.
+    fn idle_rss(&self, system: System) -> Option<f64> {
+        let outcome = self
+            .outcomes
+            .iter()
+            .find(|o| o.cell.system == system && o.cell.is_idle() && !o.failed())?;
+        Spread::of(Figure::RssPerConnection, &outcome.samples).map(|s| s.median)
+    }
+
     fn ratios(&self) -> Vec<Ratio> {
         use System::*;
         let (qps, p50, p99) = (Figure::Qps, Figure::P50, Figure::P99);
@@ -258,6 +267,21 @@ impl Summary {
                 value: self.open_loop_p99(0.5),
             },
             Ratio {
+                key: "idle_rss_vs_grpc_go",
+                what: "sinew-tcp / grpc-go server RSS per idle connection (each after one call)",
+                target: "<= 1",
+                value: self
+                    .idle_rss(SinewTcp)
+                    .zip(self.idle_rss(GrpcGo))
+                    .and_then(|(ours, go)| (go > 0.0).then(|| ours / go)),
+            },
+            Ratio {
+                key: "idle_rss_kib",
+                what: "sinew-tcp server RSS per idle connection, KiB (a figure, not a ratio)",
+                target: "<= 32",
+                value: self.idle_rss(SinewTcp).map(|bytes| bytes / 1024.0),
+            },
+            Ratio {
                 key: "qps_vs_go_netrpc",
                 what: "sinew-tcp / Go net/rpc QPS, 1 KiB c=64 (each its own client)",
                 target: ">= 3",
@@ -318,6 +342,21 @@ impl Summary {
             let qps = Spread::of(Figure::Qps, &outcome.samples).map_or("-".to_owned(), |s| {
                 format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max)
             });
+            if cell.is_idle() {
+                let rss = Spread::of(Figure::RssPerConnection, &outcome.samples)
+                    .map_or("-".to_owned(), |s| {
+                        format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max)
+                    });
+                out.push_str(&format!(
+                    "{:<17} {:>7} {:>8} {:>5}   idle: server RSS per connection {rss} bytes  {}\n",
+                    cell.system.name(),
+                    cell.payload,
+                    "idle",
+                    cell.connections,
+                    status(outcome)
+                ));
+                continue;
+            }
             // Calls in flight (closed loop), or calls per second (open loop).
             let load = if cell.rate > 0 {
                 format!("{}/s", cell.rate)

@@ -27,6 +27,10 @@ pub(crate) struct Sample {
     pub(crate) max_us: f64,
     pub(crate) mean_us: f64,
     pub(crate) cpu_us_per_call: f64,
+    /// Idle-connection cells: the server's resident memory per connection,
+    /// in bytes (0 in other cells).
+    #[serde(default)]
+    pub(crate) rss_per_connection: f64,
     /// Why the first failed call failed (absent when none did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) first_error: Option<String>,
@@ -51,6 +55,7 @@ impl Sample {
             max_us: stats.latency.max() as f64 / 1_000.0,
             mean_us: stats.latency.mean() / 1_000.0,
             cpu_us_per_call: stats.cpu_us_per_call(),
+            rss_per_connection: 0.0,
             first_error: stats.first_error.clone(),
         }
     }
@@ -81,10 +86,11 @@ pub(crate) enum Figure {
     Max,
     Mean,
     CpuPerCall,
+    RssPerConnection,
 }
 
 impl Figure {
-    pub(crate) const ALL: [Figure; 8] = [
+    pub(crate) const ALL: [Figure; 9] = [
         Figure::Qps,
         Figure::P50,
         Figure::P90,
@@ -93,6 +99,7 @@ impl Figure {
         Figure::Max,
         Figure::Mean,
         Figure::CpuPerCall,
+        Figure::RssPerConnection,
     ];
 
     /// The figure's key in the JSON, the same as the [`Sample`] field's.
@@ -106,6 +113,7 @@ impl Figure {
             Figure::Max => "max_us",
             Figure::Mean => "mean_us",
             Figure::CpuPerCall => "cpu_us_per_call",
+            Figure::RssPerConnection => "rss_per_connection",
         }
     }
 
@@ -119,6 +127,7 @@ impl Figure {
             Figure::Max => sample.max_us,
             Figure::Mean => sample.mean_us,
             Figure::CpuPerCall => sample.cpu_us_per_call,
+            Figure::RssPerConnection => sample.rss_per_connection,
         }
     }
 }
@@ -188,6 +197,7 @@ mod tests {
             max_us: 0.0,
             mean_us: 0.0,
             cpu_us_per_call: 0.0,
+            rss_per_connection: 0.0,
             first_error: None,
         }
     }

@@ -29,6 +29,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
             // falls behind the rate (a failed cell, by design).
             "--open-loop",
             "0.3",
+            "--idle-connections",
+            "200",
             "--json",
         ])
         .arg(&json)
@@ -54,6 +56,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "uds_p50_vs_tcp_p50",
         "grpc_path_vs_tonic",
         "grpc_path_vs_grpc_go",
+        "idle_rss_vs_grpc_go",
+        "idle_rss_kib",
         "h2load_grpc_path_vs_grpc_go_1x64",
         "h2load_grpc_path_vs_grpc_go_64x1",
         "h2load_grpc_path_vs_tonic_1x64",
@@ -80,10 +84,10 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2 + 6,
+        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2 + 6 + 6,
         "11 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
          payloads, those 11 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
-         6 systems in the open loop"
+         6 systems in the open loop, 6 with idle connections"
     );
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     let open: Vec<_> = results

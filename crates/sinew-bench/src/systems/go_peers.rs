@@ -17,7 +17,7 @@
 use crate::load::{drive_measuring, process_cpu, Cell, Plan, Runtimes, Stats};
 use crate::sample::Sample;
 use crate::scratch::Scratch;
-use crate::systems::{GrpcServer, System};
+use crate::systems::{RunningServer, System};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -167,11 +167,12 @@ pub(crate) fn run_grpc_go(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyho
 }
 
 /// grpc-go's server alone (for h2load), its CPU read from `/proc`.
-pub(crate) fn start_grpc_go(plan: &Plan) -> anyhow::Result<GrpcServer<'static>> {
+pub(crate) fn start_grpc_go(plan: &Plan) -> anyhow::Result<RunningServer<'static>> {
     let server = GoServer::start(&binary("grpcserver"), &[], plan)?;
     let (address, pid) = (server.address(), server.pid());
-    Ok(GrpcServer {
+    Ok(RunningServer {
         address,
+        pid,
         cpu: Box::new(move || cpu_of(pid)),
         stop: Box::new(move || {
             drop(server);

@@ -12,7 +12,7 @@
 //! request (a server answering errors sends none). The CPU figure is the
 //! server's alone.
 
-use super::GrpcServer;
+use super::RunningServer;
 use crate::load::{Cell, Plan, Stats, Tally};
 use crate::scratch::Scratch;
 use anyhow::Context;
@@ -20,13 +20,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Runs `cell` against `server` with h2load, then stops the server.
-pub(crate) fn run(plan: &Plan, cell: Cell, server: GrpcServer<'_>) -> anyhow::Result<Stats> {
+pub(crate) fn run(plan: &Plan, cell: Cell, server: RunningServer<'_>) -> anyhow::Result<Stats> {
     let result = drive(plan, cell, &server);
     server.stop()?;
     result
 }
 
-fn drive(plan: &Plan, cell: Cell, server: &GrpcServer<'_>) -> anyhow::Result<Stats> {
+fn drive(plan: &Plan, cell: Cell, server: &RunningServer<'_>) -> anyhow::Result<Stats> {
     let scratch = Scratch::new("h2load")?;
     let body = grpc_frame(&super::payload(cell.payload));
     let body_path = scratch.join("request");

@@ -6,6 +6,7 @@
 
 mod go_peers;
 mod h2load;
+mod idle;
 mod raw;
 mod sinew_grpc_peer;
 mod sinew_peer;
@@ -16,6 +17,7 @@ mod volo_peer;
 use crate::load::{Cell, Plan, Runtimes};
 use crate::sample::Sample;
 pub(crate) use go_peers::prepare as prepare_go_peers;
+pub(crate) use idle::hold as hold_idle;
 pub(crate) use sinew_peer::{idle_cpu_percent, Transport};
 
 /// A system in the comparison.
@@ -132,6 +134,9 @@ pub(crate) fn payload(size: usize) -> String {
 
 /// Runs one cell once and returns its figures.
 pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Sample> {
+    if cell.is_idle() {
+        return idle::run(runtimes, plan, cell);
+    }
     let stats = match cell.system {
         System::SinewTcp => sinew_peer::run(runtimes, plan, cell, Transport::Tcp),
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
@@ -151,24 +156,27 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
     Ok(Sample::new(cell, &stats))
 }
 
-/// A gRPC echo server the harness started (in this process or its own), for
+/// An echo server the harness started (in this process or its own), for
 /// whichever client drives it.
-pub(crate) struct GrpcServer<'a> {
+pub(crate) struct RunningServer<'a> {
     pub(crate) address: std::net::SocketAddr,
+    /// The server's process.
+    pub(crate) pid: u32,
     /// The server's CPU time so far (user + system).
     cpu: Box<dyn Fn() -> std::time::Duration + 'a>,
     stop: Box<dyn FnOnce() -> anyhow::Result<()> + 'a>,
 }
 
-impl<'a> GrpcServer<'a> {
+impl<'a> RunningServer<'a> {
     /// A server on the server runtime: its CPU is this process's (the client
     /// runtime is idle while another process drives the server).
     fn in_process(
         address: std::net::SocketAddr,
         stop: impl FnOnce() -> anyhow::Result<()> + 'a,
-    ) -> GrpcServer<'a> {
-        GrpcServer {
+    ) -> RunningServer<'a> {
+        RunningServer {
             address,
+            pid: std::process::id(),
             cpu: Box::new(crate::load::process_cpu),
             stop: Box::new(stop),
         }

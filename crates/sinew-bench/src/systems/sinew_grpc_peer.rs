@@ -2,7 +2,7 @@
 //! with the gRPC bridge, called by tonic's client exactly as the `tonic` row
 //! calls tonic's server: the two rows differ only in the server.
 
-use super::GrpcServer;
+use super::RunningServer;
 use crate::load::{drive, Cell, Plan, Runtimes, Stats};
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
@@ -17,7 +17,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
 
 /// The sinew server with the gRPC bridge, on the server runtime (for this
 /// row, and for h2load).
-pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<GrpcServer<'_>> {
+pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
     let server = runtimes.server.block_on(async {
         Server::builder()
             .add_service(EchoServer::new(EchoService))
@@ -31,7 +31,7 @@ pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<GrpcServer<'_>> {
     let handle = server.handle();
     let serving = runtimes.server.spawn(server.serve());
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    Ok(GrpcServer::in_process(address, move || {
+    Ok(RunningServer::in_process(address, move || {
         handle.shutdown();
         runtimes.server.block_on(serving)?;
         Ok(())

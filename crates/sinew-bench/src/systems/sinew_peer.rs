@@ -2,6 +2,7 @@
 //! shared memory. The caller checks every byte of every echo, so the payload is
 //! written and read on both sides.
 
+use super::RunningServer;
 use crate::load::{drive, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use crate::scratch::Scratch;
 use sinew::rpc::ServerHandle;
@@ -117,6 +118,51 @@ pub(crate) fn run(
     let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
     pair.stop(runtimes)?;
     Ok(stats)
+}
+
+/// sinew's echo server alone, over TCP, on the server runtime (for the
+/// idle-connection cells, whose clients are in another process).
+pub(crate) fn start_tcp(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
+    let server = runtimes.server.block_on(async {
+        Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .bind(["tcp://127.0.0.1:0"])
+            .await
+    })?;
+    let sinew::transport::Address::Tcp { port, .. } = server.local_addresses()[0].clone() else {
+        anyhow::bail!("the sinew server did not bind TCP");
+    };
+    let handle = server.handle();
+    let serving = runtimes.server.spawn(server.serve());
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Ok(RunningServer::in_process(address, move || {
+        handle.shutdown();
+        runtimes.server.block_on(serving)?;
+        Ok(())
+    }))
+}
+
+/// sinew's client for the server at `address` over TCP: `connections`
+/// channels, each of one connection.
+pub(crate) fn tcp_callers(
+    runtimes: &Runtimes,
+    address: std::net::SocketAddr,
+    connections: usize,
+    payload: usize,
+) -> anyhow::Result<OverConnections<impl Caller>> {
+    let payload = super::payload(payload);
+    let callers = runtimes.client.block_on(async {
+        let mut callers = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let channel = sinew::Channel::connect(&format!("tcp://{address}")).await?;
+            callers.push(SinewCaller {
+                client: EchoClient::new(channel),
+                payload: payload.clone(),
+            });
+        }
+        Ok::<_, sinew::Status>(callers)
+    })?;
+    Ok(OverConnections::new(callers))
 }
 
 /// CPU used by a connected pair that makes no call, as a percentage of one

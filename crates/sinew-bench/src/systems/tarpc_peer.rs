@@ -4,6 +4,7 @@
 //! concurrently (`execute(...).for_each(spawn)`), a length-delimited framed TCP
 //! stream with `TCP_NODELAY`, a client `spawn`ed once and cloned per caller.
 
+use super::RunningServer;
 use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use futures_util::{Future, StreamExt};
 use tarpc::server::{BaseChannel, Channel};
@@ -55,6 +56,15 @@ impl Caller for TarpcCaller {
 }
 
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let server = start(runtimes)?;
+    let callers = callers(runtimes, server.address, cell)?;
+    let stats = drive(runtimes, plan, cell, callers);
+    server.stop()?;
+    Ok(stats)
+}
+
+/// tarpc's echo server on the server runtime.
+pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
     let listener = runtimes
         .server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -73,6 +83,19 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
             );
         }
     });
+    Ok(RunningServer::in_process(address, move || {
+        serving.abort();
+        Ok(())
+    }))
+}
+
+/// tarpc's client for the server at `address`: the cell's connections,
+/// each a client of its own.
+pub(crate) fn callers(
+    runtimes: &Runtimes,
+    address: std::net::SocketAddr,
+    cell: Cell,
+) -> anyhow::Result<OverConnections<impl Caller>> {
     let payload = super::payload(cell.payload);
     let callers = runtimes.client.block_on(async {
         let mut callers = Vec::with_capacity(cell.connections);
@@ -87,7 +110,5 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
         }
         Ok::<_, anyhow::Error>(callers)
     })?;
-    let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
-    serving.abort();
-    Ok(stats)
+    Ok(OverConnections::new(callers))
 }

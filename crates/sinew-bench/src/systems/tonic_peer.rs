@@ -3,7 +3,7 @@
 //! Fast configuration as documented: one HTTP/2 connection multiplexing every call
 //! (a cloned `Channel`), `TCP_NODELAY` on both sides.
 
-use super::GrpcServer;
+use super::RunningServer;
 use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
@@ -110,7 +110,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
 }
 
 /// tonic's echo server on the server runtime (for this row, and for h2load).
-pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<GrpcServer<'_>> {
+pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
     let listener = runtimes
         .server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -132,7 +132,7 @@ pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<GrpcServer<'_>> {
             })
             .await
     });
-    Ok(GrpcServer::in_process(address, move || {
+    Ok(RunningServer::in_process(address, move || {
         let _ = stop.send(());
         runtimes.server.block_on(serving)??;
         Ok(())
