@@ -29,7 +29,8 @@ if idle:
 print("| system | payload | c / rate | k | QPS median [min-max] | QPS IQR | p50 µs | p99 µs | p999 µs | CPU µs/call |")
 print("|--------|--------:|--:|--:|---------------------:|--------:|-------:|-------:|--------:|------------:|")
 for r in report["results"]:
-    load = f"{r['rate']}/s open" if r.get("rate") else r["concurrency"]
+    load = (f"{r['rate']}/s open" if r.get("rate")
+            else f"{r['concurrency']} streams" if r.get("streaming") else r["concurrency"])
     head = f"| {r['system']} | {r['payload_bytes']} | {load} | {r.get('connections', 1)} |"
     if r["failed"]:
         failed_calls = sum(run["errors"] for run in r["runs"])
@@ -37,7 +38,7 @@ for r in report["results"]:
         print(f"{head} **failed**: {why} | | | | | |")
         continue
     m, q = r["median"], r["spread"]["qps"]
-    if r["concurrency"] == 0 and not r.get("rate"):
+    if r["concurrency"] == 0 and not r.get("rate") and not r.get("streaming"):
         rss = r["spread"]["rss_per_connection"]
         print(f"| {r['system']} | {r['payload_bytes']} | idle | {r['connections']} | "
               f"server RSS per connection {m['rss_per_connection'] / 1024:.1f} KiB "

@@ -220,6 +220,7 @@ mod tests {
             concurrency: 64,
             connections: 1,
             rate: 0,
+            streaming: false,
             calls: 100,
             errors,
             seconds: 1.0,

@@ -26,6 +26,8 @@ pub(crate) struct Plan {
     /// Idle-connection cells: this many connections per system, each after
     /// one call (0: none).
     pub(crate) idle_connections: usize,
+    /// Server-streaming cells: streams per cell (one connection each).
+    pub(crate) streams: Vec<usize>,
     /// Set in a child: the one cell it runs (`--cell`).
     pub(crate) only: Option<Cell>,
     pub(crate) warmup: Duration,
@@ -49,6 +51,9 @@ pub(crate) struct Cell {
     /// timed from its intended start ([`open_loop`]); 0 for a closed loop
     /// (`concurrency` calls in flight). Open-loop cells have `concurrency` 0.
     pub(crate) rate: u32,
+    /// Server streaming: `concurrency` streams of echoed messages on one
+    /// connection, read as fast as they come ([`drive_streams`]).
+    pub(crate) streaming: bool,
 }
 
 /// The payload of the many-client shapes.
@@ -70,6 +75,17 @@ pub(crate) const OPEN_LOOP_SYSTEMS: [System; 6] = [
     System::GrpcGo,
 ];
 
+/// The systems that run the server-streaming cells: those with server
+/// streaming (not tarpc or Volo Thrift, not Go's net/rpc).
+pub(crate) const STREAM_SYSTEMS: [System; 6] = [
+    System::SinewTcp,
+    System::SinewUnix,
+    System::SinewShm,
+    System::SinewGrpc,
+    System::Tonic,
+    System::GrpcGo,
+];
+
 /// The systems that run the idle-connection cells: those whose client this
 /// harness can run in a process of its own (not Go's net/rpc client, whose
 /// server the Go client drives; not the raw baselines).
@@ -86,6 +102,20 @@ impl Cell {
             concurrency: 0,
             connections,
             rate: 0,
+            streaming: false,
+        }
+    }
+
+    /// A server-streaming cell: `streams` streams of `payload`-byte messages
+    /// on one connection.
+    pub(crate) fn stream(system: System, payload: usize, streams: usize) -> Cell {
+        Cell {
+            system,
+            payload,
+            concurrency: streams,
+            connections: 1,
+            rate: 0,
+            streaming: true,
         }
     }
 
@@ -95,24 +125,32 @@ impl Cell {
     }
 
     /// The cell as one command-line argument (`--cell`):
-    /// `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`.
+    /// `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`, and `:stream` for a
+    /// streaming cell.
     pub(crate) fn to_arg(self) -> String {
         format!(
-            "{}:{}:{}:{}:{}",
+            "{}:{}:{}:{}:{}{}",
             self.system.name(),
             self.payload,
             self.concurrency,
             self.connections,
-            self.rate
+            self.rate,
+            if self.streaming { ":stream" } else { "" }
         )
     }
 
     /// Reads what [`Cell::to_arg`] wrote.
     pub(crate) fn from_arg(arg: &str) -> anyhow::Result<Cell> {
         use clap::ValueEnum;
-        let parts: Vec<&str> = arg.split(':').collect();
+        let mut parts: Vec<&str> = arg.split(':').collect();
+        let streaming = parts.last() == Some(&"stream");
+        if streaming {
+            parts.pop();
+        }
         let [system, payload, concurrency, connections, rate] = parts[..] else {
-            anyhow::bail!("--cell `{arg}` is not SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE");
+            anyhow::bail!(
+                "--cell `{arg}` is not SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE[:stream]"
+            );
         };
         let system = System::from_str(system, false)
             .map_err(|_| anyhow::anyhow!("--cell: no system `{system}`"))?;
@@ -122,6 +160,7 @@ impl Cell {
             concurrency: concurrency.parse()?,
             connections: connections.parse::<usize>()?.max(1),
             rate: rate.parse()?,
+            streaming,
         })
     }
 
@@ -138,6 +177,7 @@ impl Cell {
             concurrency,
             connections,
             rate: 0,
+            streaming: false,
         }
     }
 
@@ -149,11 +189,20 @@ impl Cell {
             concurrency: 0,
             connections: 1,
             rate,
+            streaming: false,
         }
     }
 
     /// The cell as the progress lines and the table name it.
     pub(crate) fn label(&self) -> String {
+        if self.streaming {
+            return format!(
+                "{:<17} {:>7} B  {} server stream(s)",
+                self.system.name(),
+                self.payload,
+                self.concurrency
+            );
+        }
         if self.is_idle() {
             return format!(
                 "{:<17} {} idle connections",
@@ -299,6 +348,101 @@ pub(crate) trait Caller: Clone + Send + Sync + 'static {
     fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Something that opens a server stream of echoed messages (the cell's
+/// payload, `repeat` times) and checks each message as it is read.
+pub(crate) trait Streamer: Clone + Send + Sync + 'static {
+    fn open(
+        &self,
+        repeat: u32,
+    ) -> impl Future<
+        Output = anyhow::Result<futures_util::stream::BoxStream<'static, anyhow::Result<()>>>,
+    > + Send;
+}
+
+/// Messages asked for per stream (sinew-examples' echo allows at most a
+/// million); a stream that ends before the phase does is replaced.
+const STREAM_REPEAT: u32 = 1_000_000;
+
+/// Drives a server-streaming cell: `cell.concurrency` streams read as fast
+/// as messages come, for the plan's warm-up and then its measured phase. The
+/// QPS figure is messages per second; the latencies are the gaps between
+/// consecutive messages of a stream.
+pub(crate) fn drive_streams<S: Streamer>(
+    runtimes: &Runtimes,
+    plan: &Plan,
+    cell: Cell,
+    streamer: S,
+    cpu: impl Fn() -> Duration + Send + 'static,
+) -> Stats {
+    let streams = cell.concurrency;
+    runtimes.client.block_on(async move {
+        stream_phase(streamer.clone(), streams, plan.warmup).await;
+        let cpu_before = cpu();
+        let started = Instant::now();
+        let tally = stream_phase(streamer, streams, plan.duration).await;
+        let elapsed = started.elapsed().min(plan.duration);
+        tally.into_stats(elapsed, cpu().saturating_sub(cpu_before))
+    })
+}
+
+async fn stream_phase<S: Streamer>(streamer: S, streams: usize, duration: Duration) -> Tally {
+    use futures_util::StreamExt;
+    let deadline = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        let streamer = streamer.clone();
+        tasks.spawn(async move {
+            let mut tally = Tally::new();
+            'streams: while Instant::now() < deadline {
+                let mut stream = match streamer.open(STREAM_REPEAT).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tally.failed(format_args!("opening a stream: {error:#}"));
+                        break;
+                    }
+                };
+                let mut last = Instant::now();
+                while let Some(item) = stream.next().await {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // Dropping the stream cancels it.
+                        break 'streams;
+                    }
+                    match item {
+                        Ok(()) => tally.answered(now - last),
+                        Err(error) => {
+                            tally.failed(format_args!("{error:#}"));
+                            break 'streams;
+                        }
+                    }
+                    last = now;
+                }
+            }
+            tally
+        });
+    }
+    let mut tally = Tally::new();
+    let watchdog = tokio::time::sleep_until((deadline + CALL_LIMIT).into());
+    tokio::pin!(watchdog);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(Ok(stream_tally)) => tally.merge(stream_tally),
+                Some(Err(error)) => tally.failed(format_args!("stream task ended: {error}")),
+                None => break,
+            },
+            _ = &mut watchdog => {
+                for _ in 0..tasks.len() {
+                    tally.failed(format_args!("a stream still open {CALL_LIMIT:?} after the phase"));
+                }
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    tally
+}
+
 /// Spreads the closed loop's loops over one caller per connection: each clone
 /// (one per loop) takes the next caller in turn, so `c` loops over `k`
 /// connections put `c / k` calls in flight on each.
@@ -316,6 +460,13 @@ impl<C> OverConnections<C> {
             next: std::sync::Arc::default(),
             mine: 0,
         }
+    }
+}
+
+impl<C> OverConnections<C> {
+    /// The callers, one per connection.
+    pub(crate) fn callers(&self) -> &[C] {
+        &self.callers
     }
 }
 
@@ -578,6 +729,11 @@ impl Plan {
             }
             if self.idle_connections > 0 && IDLE_SYSTEMS.contains(&system) {
                 cells.push(Cell::idle(system, self.idle_connections));
+            }
+            if STREAM_SYSTEMS.contains(&system) {
+                for &streams in &self.streams {
+                    cells.push(Cell::stream(system, SHAPE_PAYLOAD, streams));
+                }
             }
         }
         cells

@@ -87,6 +87,11 @@ struct Options {
     /// memory per connection. 0 for none; default 10000 (--quick: 2000).
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// Server-streaming cells (sinew over TCP, Unix socket and shared memory,
+    /// sinew's gRPC path, tonic, grpc-go; 1 KiB messages): streams per cell,
+    /// on one connection, comma-separated, or `none`; default 1,64 (--quick: 64).
+    #[arg(long, value_delimiter = ',')]
+    streams: Option<Vec<String>>,
     /// Run only this cell, `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`
     /// (what each child of a normal run is given, with --in-process).
     #[arg(long)]
@@ -147,7 +152,22 @@ fn main() -> anyhow::Result<()> {
         None if options.quick => vec![0.8],
         None => vec![0.5, 0.8],
     };
+    let streams = match &options.streams {
+        Some(items) => items
+            .iter()
+            .filter(|item| item.as_str() != "none")
+            .map(|item| {
+                item.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| anyhow::anyhow!("--streams: `{item}` is not a stream count"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None if options.quick => vec![64],
+        None => vec![1, 64],
+    };
     let plan = load::Plan {
+        streams,
         connections,
         shapes,
         open_loop,

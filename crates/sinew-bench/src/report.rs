@@ -142,6 +142,15 @@ impl Summary {
         Spread::of(Figure::RssPerConnection, &outcome.samples).map(|s| s.median)
     }
 
+    /// Messages per second of `a` over `b`, server streaming, `streams`
+    /// streams of 1 KiB messages.
+    fn stream_ratio(&self, a: System, b: System, streams: usize) -> Option<f64> {
+        let rate =
+            |system| self.median_of(Cell::stream(system, SHAPE_PAYLOAD, streams), Figure::Qps);
+        let (x, y) = (rate(a)?, rate(b)?);
+        (y > 0.0).then(|| x / y)
+    }
+
     fn ratios(&self) -> Vec<Ratio> {
         use System::*;
         let (qps, p50, p99) = (Figure::Qps, Figure::P50, Figure::P99);
@@ -282,6 +291,31 @@ impl Summary {
                 value: self.idle_rss(SinewTcp).map(|bytes| bytes / 1024.0),
             },
             Ratio {
+                key: "stream_vs_tonic_64",
+                what: "sinew-tcp / tonic messages per second, 64 server streams of 1 KiB",
+                target: ">= 1",
+                value: self.stream_ratio(SinewTcp, Tonic, 64),
+            },
+            Ratio {
+                key: "stream_vs_tonic_1",
+                what: "sinew-tcp / tonic messages per second, 1 server stream of 1 KiB",
+                target: ">= 1",
+                value: self.stream_ratio(SinewTcp, Tonic, 1),
+            },
+            Ratio {
+                key: "grpc_path_stream_vs_tonic_64",
+                what: "sinew-grpc / tonic messages per second, 64 server streams (tonic's client)",
+                target: ">= 1",
+                value: self.stream_ratio(SinewGrpc, Tonic, 64),
+            },
+            Ratio {
+                key: "grpc_path_stream_vs_grpc_go_64",
+                what:
+                    "sinew-grpc / grpc-go messages per second, 64 server streams (tonic's client)",
+                target: ">= 1.2",
+                value: self.stream_ratio(SinewGrpc, GrpcGo, 64),
+            },
+            Ratio {
                 key: "qps_vs_go_netrpc",
                 what: "sinew-tcp / Go net/rpc QPS, 1 KiB c=64 (each its own client)",
                 target: ">= 3",
@@ -360,6 +394,8 @@ impl Summary {
             // Calls in flight (closed loop), or calls per second (open loop).
             let load = if cell.rate > 0 {
                 format!("{}/s", cell.rate)
+            } else if cell.streaming {
+                format!("{} str", cell.concurrency)
             } else {
                 cell.concurrency.to_string()
             };
@@ -471,6 +507,7 @@ fn outcome_json(outcome: &Outcome) -> Value {
         "concurrency": cell.concurrency,
         "connections": cell.connections,
         "rate": cell.rate,
+        "streaming": cell.streaming,
         "failed": outcome.failed(),
         "failures": outcome.failures,
         "runs": outcome.samples,

@@ -16,6 +16,9 @@ pub(crate) struct Sample {
     /// Open-loop rate (calls per second); 0 for a closed loop.
     #[serde(default)]
     pub(crate) rate: u32,
+    /// A server-streaming cell: QPS is messages per second.
+    #[serde(default)]
+    pub(crate) streaming: bool,
     pub(crate) calls: u64,
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
@@ -44,6 +47,7 @@ impl Sample {
             concurrency: cell.concurrency,
             connections: cell.connections,
             rate: cell.rate,
+            streaming: cell.streaming,
             calls: stats.calls,
             errors: stats.errors,
             seconds: stats.elapsed.as_secs_f64(),
@@ -67,6 +71,7 @@ impl Sample {
             && self.concurrency == cell.concurrency
             && self.connections == cell.connections
             && self.rate == cell.rate
+            && self.streaming == cell.streaming
     }
 
     /// A run counts only if every call in it succeeded.
@@ -186,6 +191,7 @@ mod tests {
             concurrency: 64,
             connections: 1,
             rate: 0,
+            streaming: false,
             calls: 1,
             errors: 0,
             seconds: 1.0,

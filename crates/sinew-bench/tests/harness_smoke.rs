@@ -31,6 +31,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
             "0.3",
             "--idle-connections",
             "200",
+            "--streams",
+            "1,64",
             "--json",
         ])
         .arg(&json)
@@ -58,6 +60,10 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "grpc_path_vs_grpc_go",
         "idle_rss_vs_grpc_go",
         "idle_rss_kib",
+        "stream_vs_tonic_64",
+        "stream_vs_tonic_1",
+        "grpc_path_stream_vs_tonic_64",
+        "grpc_path_stream_vs_grpc_go_64",
         "h2load_grpc_path_vs_grpc_go_1x64",
         "h2load_grpc_path_vs_grpc_go_64x1",
         "h2load_grpc_path_vs_tonic_1x64",
@@ -84,10 +90,10 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2 + 6 + 6,
+        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2 + 6 + 6 + 6 * 2,
         "11 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
          payloads, those 11 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
-         6 systems in the open loop, 6 with idle connections"
+         6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 streams"
     );
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     let open: Vec<_> = results

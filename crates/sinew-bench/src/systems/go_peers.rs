@@ -136,7 +136,7 @@ impl Drop for GoServer {
 }
 
 /// CPU time (user + system) of process `pid`, from `/proc/PID/stat`.
-fn cpu_of(pid: u32) -> Duration {
+pub(crate) fn cpu_of(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };

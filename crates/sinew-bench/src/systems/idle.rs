@@ -91,6 +91,7 @@ fn measure(plan: &Plan, cell: Cell, server: &RunningServer<'_>) -> anyhow::Resul
         concurrency: cell.concurrency,
         connections: cell.connections,
         rate: 0,
+        streaming: false,
         calls: cell.connections as u64,
         errors: 0,
         seconds: connected.as_secs_f64(),

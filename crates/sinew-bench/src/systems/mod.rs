@@ -137,6 +137,9 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
     if cell.is_idle() {
         return idle::run(runtimes, plan, cell);
     }
+    if cell.streaming {
+        return Ok(Sample::new(cell, &run_streams(runtimes, plan, cell)?));
+    }
     let stats = match cell.system {
         System::SinewTcp => sinew_peer::run(runtimes, plan, cell, Transport::Tcp),
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
@@ -154,6 +157,33 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::H2loadGrpcGo => h2load::run(plan, cell, go_peers::start_grpc_go(plan)?),
     }?;
     Ok(Sample::new(cell, &stats))
+}
+
+/// Runs a server-streaming cell.
+fn run_streams(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<crate::load::Stats> {
+    let server = match cell.system {
+        System::SinewTcp => return sinew_peer::run_streams(runtimes, plan, cell, Transport::Tcp),
+        System::SinewUnix => return sinew_peer::run_streams(runtimes, plan, cell, Transport::Unix),
+        System::SinewShm => return sinew_peer::run_streams(runtimes, plan, cell, Transport::Shm),
+        System::SinewGrpc => sinew_grpc_peer::start(runtimes)?,
+        System::Tonic => tonic_peer::start(runtimes)?,
+        System::GrpcGo => go_peers::start_grpc_go(plan)?,
+        other => anyhow::bail!("{} has no server-streaming cell", other.name()),
+    };
+    // tonic's client for the three gRPC servers, as in their unary rows.
+    let streamer = tonic_peer::streamer(runtimes, server.address, cell.payload)?;
+    let pid = server.pid;
+    let cpu = move || {
+        let server = if pid == std::process::id() {
+            std::time::Duration::ZERO
+        } else {
+            go_peers::cpu_of(pid)
+        };
+        crate::load::process_cpu() + server
+    };
+    let stats = crate::load::drive_streams(runtimes, plan, cell, streamer, cpu);
+    server.stop()?;
+    Ok(stats)
 }
 
 /// An echo server the harness started (in this process or its own), for

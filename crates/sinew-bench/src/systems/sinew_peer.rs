@@ -3,8 +3,12 @@
 //! written and read on both sides.
 
 use super::RunningServer;
-use crate::load::{drive, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
+use crate::load::{
+    drive, drive_streams, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats,
+    Streamer,
+};
 use crate::scratch::Scratch;
+use futures_util::stream::{BoxStream, StreamExt};
 use sinew::rpc::ServerHandle;
 use sinew::Server;
 use sinew_examples::echo::{
@@ -116,6 +120,55 @@ pub(crate) fn run(
         })
         .collect();
     let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
+    pair.stop(runtimes)?;
+    Ok(stats)
+}
+
+/// sinew's client opening server streams of the echo.
+#[derive(Clone)]
+struct SinewStreamer {
+    client: EchoClient,
+    payload: String,
+}
+
+impl Streamer for SinewStreamer {
+    async fn open(&self, repeat: u32) -> anyhow::Result<BoxStream<'static, anyhow::Result<()>>> {
+        let mut request = sinew::Request::new(EchoRequest {
+            message: self.payload.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-repeat", &repeat.to_string())?;
+        let stream = self
+            .client
+            .server_streaming_echo(request)
+            .await?
+            .into_inner();
+        let payload = self.payload.clone();
+        Ok(stream
+            .map(move |item| {
+                let message = item?.message;
+                anyhow::ensure!(message == payload, "wrong echo");
+                Ok(())
+            })
+            .boxed())
+    }
+}
+
+/// A server-streaming cell over `transport`: one connection, the cell's
+/// streams.
+pub(crate) fn run_streams(
+    runtimes: &Runtimes,
+    plan: &Plan,
+    cell: Cell,
+    transport: Transport,
+) -> anyhow::Result<Stats> {
+    let pair = start(runtimes, transport, 1)?;
+    let streamer = SinewStreamer {
+        client: pair.clients[0].clone(),
+        payload: super::payload(cell.payload),
+    };
+    let stats = drive_streams(runtimes, plan, cell, streamer, process_cpu);
     pair.stop(runtimes)?;
     Ok(stats)
 }

@@ -4,7 +4,8 @@
 //! (a cloned `Channel`), `TCP_NODELAY` on both sides.
 
 use super::RunningServer;
-use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
+use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats, Streamer};
+use futures_util::stream::{BoxStream, StreamExt};
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
 
@@ -34,11 +35,28 @@ impl Echo for TonicEcho {
     }
 
     type ServerStreamingEchoStream = ResponseStream;
+    /// The message back `x-repeat` times (metadata; 10 by default), as
+    /// sinew-examples' echo service does.
     async fn server_streaming_echo(
         &self,
-        _: Request<EchoRequest>,
+        request: Request<EchoRequest>,
     ) -> Result<Response<ResponseStream>, Status> {
-        Err(Status::unimplemented("not benchmarked"))
+        let repeat = match request.metadata().get("x-repeat") {
+            None => 10,
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.parse::<usize>().ok())
+                .filter(|&n| n <= 1_000_000)
+                .ok_or_else(|| Status::invalid_argument("x-repeat must be 0 to 1000000"))?,
+        };
+        let message = request.into_inner().message;
+        let stream = futures_util::stream::iter(0..repeat).map(move |_| {
+            Ok(EchoResponse {
+                message: message.clone(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream) as ResponseStream))
     }
 
     async fn client_streaming_echo(
@@ -74,6 +92,47 @@ impl Caller for TonicCaller {
         anyhow::ensure!(reply.get_ref().message == self.payload, "wrong echo");
         Ok(())
     }
+}
+
+/// tonic's client opening server streams of the echo.
+#[derive(Clone)]
+pub(crate) struct TonicStreamer {
+    client: EchoClient<tonic::transport::Channel>,
+    payload: String,
+}
+
+impl Streamer for TonicStreamer {
+    async fn open(&self, repeat: u32) -> anyhow::Result<BoxStream<'static, anyhow::Result<()>>> {
+        let mut client = self.client.clone();
+        let mut request = Request::new(EchoRequest {
+            message: self.payload.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-repeat", repeat.to_string().parse()?);
+        let stream = client.server_streaming_echo(request).await?.into_inner();
+        let payload = self.payload.clone();
+        Ok(stream
+            .map(move |item| {
+                let message = item?.message;
+                anyhow::ensure!(message == payload, "wrong echo");
+                Ok(())
+            })
+            .boxed())
+    }
+}
+
+/// tonic's client, on one connection, streaming from the gRPC server at
+/// `address`.
+pub(crate) fn streamer(
+    runtimes: &Runtimes,
+    address: std::net::SocketAddr,
+    payload: usize,
+) -> anyhow::Result<TonicStreamer> {
+    let cell = Cell::closed(crate::systems::System::Tonic, payload, 1, 1);
+    let callers = caller(runtimes, address, cell)?;
+    let TonicCaller { client, payload } = callers.callers()[0].clone();
+    Ok(TonicStreamer { client, payload })
 }
 
 /// tonic's client, as configured for the `tonic` row, for a gRPC server at

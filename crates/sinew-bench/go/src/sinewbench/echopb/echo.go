@@ -3,7 +3,8 @@
 // protoc-gen-go 1.3 generates: structs with protobuf field tags, encoded and
 // decoded by github.com/golang/protobuf's table-driven runtime, as grpc-go's
 // default codec does for generated code. Written out by hand because Debian's
-// packages carry no protoc; only the unary method is benchmarked.
+// packages carry no protoc; the unary and server-streaming methods are
+// benchmarked.
 package echopb
 
 import (
@@ -36,9 +37,18 @@ func init() {
 	proto.RegisterType((*EchoResponse)(nil), "grpc.examples.echo.EchoResponse")
 }
 
-// EchoServer is the unary part of the Echo service.
+// EchoServer is the unary and server-streaming part of the Echo service.
 type EchoServer interface {
 	UnaryEcho(context.Context, *EchoRequest) (*EchoResponse, error)
+	ServerStreamingEcho(*EchoRequest, grpc.ServerStream) error
+}
+
+func serverStreamingEchoHandler(srv interface{}, stream grpc.ServerStream) error {
+	in := new(EchoRequest)
+	if err := stream.RecvMsg(in); err != nil {
+		return err
+	}
+	return srv.(EchoServer).ServerStreamingEcho(in, stream)
 }
 
 func unaryEchoHandler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -63,7 +73,9 @@ var ServiceDesc = grpc.ServiceDesc{
 	Methods: []grpc.MethodDesc{
 		{MethodName: "UnaryEcho", Handler: unaryEchoHandler},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{StreamName: "ServerStreamingEcho", Handler: serverStreamingEchoHandler, ServerStreams: true},
+	},
 	Metadata: "echo.proto",
 }
 

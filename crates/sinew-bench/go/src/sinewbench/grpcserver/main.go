@@ -1,6 +1,6 @@
-// Command grpcserver: the grpc-go row of sinew-bench. The unary echo of
-// grpc.examples.echo on grpc-go's server with its defaults, as a grpc-go user
-// runs it.
+// Command grpcserver: the grpc-go row of sinew-bench. The unary and
+// server-streaming echo of grpc.examples.echo on grpc-go's server with its
+// defaults, as a grpc-go user runs it.
 //
 //	grpcserver -port-file PATH
 //
@@ -15,8 +15,12 @@ import (
 	"io/ioutil"
 	"net"
 	"os"
+	"strconv"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"sinewbench/echopb"
 )
 
@@ -24,6 +28,28 @@ type echo struct{}
 
 func (echo) UnaryEcho(_ context.Context, in *echopb.EchoRequest) (*echopb.EchoResponse, error) {
 	return &echopb.EchoResponse{Message: in.Message}, nil
+}
+
+// ServerStreamingEcho sends the message back x-repeat times (metadata; 10 by
+// default), as sinew-examples' echo service does.
+func (echo) ServerStreamingEcho(in *echopb.EchoRequest, stream grpc.ServerStream) error {
+	repeat := 10
+	if md, ok := metadata.FromIncomingContext(stream.Context()); ok {
+		if values := md.Get("x-repeat"); len(values) > 0 {
+			n, err := strconv.Atoi(values[0])
+			if err != nil || n < 0 || n > 1000000 {
+				return status.Errorf(codes.InvalidArgument, "x-repeat must be a number from 0 to 1000000, got %q", values[0])
+			}
+			repeat = n
+		}
+	}
+	out := &echopb.EchoResponse{Message: in.Message}
+	for i := 0; i < repeat; i++ {
+		if err := stream.SendMsg(out); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func main() {
