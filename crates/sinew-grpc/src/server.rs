@@ -2,7 +2,7 @@
 
 use crate::framing::{frame_in_place, Encoding, MessageDecoder, PREFIX_LEN};
 use crate::metadata;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http::{
     HeaderMap, HeaderValue, Method, Request as HttpRequest, Response as HttpResponse, StatusCode,
@@ -469,6 +469,36 @@ struct ResponseBody {
     _active: ActiveCall,
 }
 
+/// Messages already queued after a stream's message go in the same DATA
+/// frame, up to this many bytes: one frame, and one trip through h2 and the
+/// connection's write, for many small messages (as tonic's encoder does), at
+/// the cost of copying them.
+const COALESCE_BYTES: usize = 32 * 1024;
+
+impl ResponseBody {
+    /// `first` (a framed message), followed by the framed messages queued
+    /// behind it, up to [`COALESCE_BYTES`]; `first` alone, uncopied, if
+    /// none is.
+    fn coalesce(&mut self, first: Bytes) -> Bytes {
+        if first.len() >= COALESCE_BYTES {
+            return first;
+        }
+        let Some(second) = self.call.try_next_message() else {
+            return first;
+        };
+        let mut frame = BytesMut::with_capacity(COALESCE_BYTES.max(first.len() + second.len()));
+        frame.extend_from_slice(&first);
+        frame.extend_from_slice(&frame_in_place(second, self.encoding));
+        while frame.len() < COALESCE_BYTES {
+            let Some(next) = self.call.try_next_message() else {
+                break;
+            };
+            frame.extend_from_slice(&frame_in_place(next, self.encoding));
+        }
+        frame.freeze()
+    }
+}
+
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -481,7 +511,8 @@ impl http_body::Body for ResponseBody {
             let frame = match std::task::ready!(self.call.poll_event(cx)) {
                 None => return Poll::Ready(None),
                 Some(ResponseEvent::Message(message)) => {
-                    Frame::data(frame_in_place(message, self.encoding))
+                    let first = frame_in_place(message, self.encoding);
+                    Frame::data(self.coalesce(first))
                 }
                 Some(ResponseEvent::Trailers(status)) => {
                     let mut trailers = HeaderMap::new();

@@ -171,6 +171,35 @@ async fn a_grpc_client_makes_every_kind_of_call_on_the_sinew_port() {
     assert_eq!(report.cancelled_calls, 0);
 }
 
+/// Streamed messages queued together leave in one DATA frame (up to 32 KiB),
+/// larger ones alone: a client reads every message whole either way, small
+/// ones by the hundred thousand and ones larger than a frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_messages_arrive_whole_however_they_share_frames() {
+    let server = start(GrpcProtocol::default()).await;
+    let mut client = EchoClient::new(tonic_channel(server.port).await);
+    for (size, repeat) in [(100, 100_000), (20_000, 200), (40_000, 50)] {
+        let message = "m".repeat(size);
+        let mut request = tonic::Request::new(echo(&message));
+        request
+            .metadata_mut()
+            .insert("x-repeat", repeat.to_string().parse().unwrap());
+        let mut stream = client
+            .server_streaming_echo(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut count = 0;
+        while let Some(item) = stream.message().await.unwrap() {
+            assert!(item.message == message, "message {count} of {size} bytes");
+            count += 1;
+        }
+        assert_eq!(count, repeat, "messages of {size} bytes");
+    }
+    server.handle.shutdown();
+    server.task.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_deadlines_health_and_reflection_reach_the_grpc_client() {
     let server = start(GrpcProtocol::default()).await;

@@ -389,6 +389,25 @@ impl ExternalCall {
         }
     }
 
+    /// The next event if it is a message already queued, without waiting:
+    /// for a protocol that sends several queued messages in one write (one
+    /// HTTP/2 DATA frame for many small messages of a stream). `None` when
+    /// nothing is queued or the next event is not a message.
+    pub fn try_next_message(&mut self) -> Option<BytesMut> {
+        let mut outbox = self.io.outbox();
+        if !matches!(outbox.events.front(), Some(ResponseEvent::Message(_))) {
+            return None;
+        }
+        let Some(ResponseEvent::Message(message)) = outbox.events.pop_front() else {
+            return None;
+        };
+        outbox.queued_bytes -= message.len();
+        if let Some(producer) = outbox.producer.take() {
+            producer.wake();
+        }
+        Some(message)
+    }
+
     /// Whether every event has been taken (the trailers included).
     pub fn is_finished(&self) -> bool {
         let outbox = self.io.outbox();
