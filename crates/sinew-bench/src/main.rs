@@ -34,7 +34,9 @@ use systems::System;
 )]
 struct Options {
     /// Reduced matrix (1 KiB at c=1 and c=64 for every system, 64 KiB and 1 MiB
-    /// for the sinew transports), shorter phases, 3 runs: under 5 minutes.
+    /// for the sinew transports; h2load 1x64, the open loop at 80%, 1,000 idle
+    /// connections, 64 streams; no many-client shapes), shorter phases, 3
+    /// runs: under 5 minutes.
     #[arg(long)]
     quick: bool,
     /// Runs of every cell, each in a fresh process (default 5; 3 with --quick).
@@ -73,7 +75,7 @@ struct Options {
     connections: usize,
     /// Many-client shapes at 1 KiB, as CONNECTIONSxCALLS (calls in flight on
     /// each connection), comma-separated, or `none`; default 256x1,16x16
-    /// (--quick: 256x1; none when --payloads is given).
+    /// (--quick and when --payloads is given: none).
     #[arg(long, value_delimiter = ',')]
     shapes: Option<Vec<String>>,
     /// Open-loop rates, as fractions of tonic's QPS at 1 KiB c=64 measured
@@ -84,7 +86,7 @@ struct Options {
     open_loop: Option<Vec<String>>,
     /// Idle-connection cells: this many connections to each server (from a
     /// client in a process of its own), each after one call; the server's
-    /// memory per connection. 0 for none; default 10000 (--quick: 2000).
+    /// memory per connection. 0 for none; default 10000 (--quick: 1000).
     #[arg(long)]
     idle_connections: Option<usize>,
     /// Server-streaming cells (sinew over TCP, Unix socket and shared memory,
@@ -117,7 +119,7 @@ struct Options {
 fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let (default_warmup, default_duration) = if options.quick {
-        (300, 1_500)
+        (200, 1_000)
     } else {
         (500, 2_500)
     };
@@ -133,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     let shapes = match &options.shapes {
         Some(shapes) => parse_shapes(shapes)?,
         None if options.payloads.is_some() => Vec::new(),
-        None if options.quick => vec![(256, 1)],
+        None if options.quick => Vec::new(),
         None => vec![(256, 1), (16, 16)],
     };
     let connections = options.connections.max(1);
@@ -168,6 +170,11 @@ fn main() -> anyhow::Result<()> {
     };
     let plan = load::Plan {
         streams,
+        h2load_shapes: if options.quick {
+            load::H2LOAD_SHAPES[..1].to_vec()
+        } else {
+            load::H2LOAD_SHAPES.to_vec()
+        },
         connections,
         shapes,
         open_loop,

@@ -98,7 +98,7 @@ impl System {
     }
 
     /// Driven by h2load: these run only the h2load shapes
-    /// ([`crate::load::H2LOAD_SHAPES`]), not the matrix.
+    /// (`Plan::h2load_shapes`), not the matrix.
     pub(crate) fn is_h2load(self) -> bool {
         matches!(
             self,
