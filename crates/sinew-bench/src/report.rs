@@ -174,6 +174,18 @@ impl Summary {
                 value: self.ratio((SinewTcp, 64), (Volo, 64), qps),
             },
             Ratio {
+                key: "qps_vs_tonic_tuned",
+                what: "sinew-tcp / tonic-tuned (sinew's windows and frame size) QPS, 1 KiB c=64",
+                target: ">= 2.5",
+                value: self.ratio((SinewTcp, 64), (TonicTuned, 64), qps),
+            },
+            Ratio {
+                key: "qps_vs_volo_mux",
+                what: "sinew-tcp / volo-mux (one multiplexed connection) QPS, 1 KiB c=64",
+                target: ">= 1.2",
+                value: self.ratio((SinewTcp, 64), (VoloMux, 64), qps),
+            },
+            Ratio {
                 key: "p99_vs_tonic",
                 what: "sinew-tcp / tonic p99, 1 KiB c=64",
                 target: "<= 1",

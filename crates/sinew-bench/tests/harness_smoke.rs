@@ -50,6 +50,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "qps_vs_tonic",
         "qps_vs_tarpc",
         "qps_vs_volo",
+        "qps_vs_tonic_tuned",
+        "qps_vs_volo_mux",
         "p50_vs_raw_pingpong",
         "qps_vs_raw_pipelined",
         "qps_spread_tcp",
@@ -90,9 +92,9 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        8 * 2 + 3 * 3 * 2 + 11 * 2 + 3 * 2 + 6 + 6 + 6 * 2,
-        "11 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
-         payloads, those 11 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
+        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2,
+        "13 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
+         payloads, those 13 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
          6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 streams"
     );
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));

@@ -36,8 +36,15 @@ pub(crate) enum System {
     Tonic,
     /// tarpc with its serde + bincode transport, TCP.
     Tarpc,
+    /// tonic with sinew's HTTP/2 settings (1 MiB stream and 8 MiB
+    /// connection windows, 4 MiB frames) on both sides, TCP.
+    #[value(name = "tonic-tuned")]
+    TonicTuned,
     /// Volo Thrift with its default TTHeader framing, TCP.
     Volo,
+    /// Volo Thrift with multiplexing on (every call on one connection), TCP.
+    #[value(name = "volo-mux")]
+    VoloMux,
     /// grpc-go's server (Go, its own process), driven by tonic's client as the
     /// `tonic` and `sinew-grpc` rows are.
     #[value(name = "grpc-go")]
@@ -62,14 +69,16 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 14] = [
+    pub(crate) const ALL: [System; 16] = [
         System::SinewTcp,
         System::SinewUnix,
         System::SinewShm,
         System::SinewGrpc,
         System::Tonic,
+        System::TonicTuned,
         System::Tarpc,
         System::Volo,
+        System::VoloMux,
         System::GrpcGo,
         System::GoNetRpc,
         System::RawPingPong,
@@ -80,10 +89,12 @@ impl System {
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
-    pub(crate) const FRAMEWORK_PEERS: [System; 5] = [
+    pub(crate) const FRAMEWORK_PEERS: [System; 7] = [
         System::Tonic,
+        System::TonicTuned,
         System::Tarpc,
         System::Volo,
+        System::VoloMux,
         System::GrpcGo,
         System::GoNetRpc,
     ];
@@ -114,7 +125,9 @@ impl System {
             System::SinewGrpc => "sinew-grpc",
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
+            System::TonicTuned => "tonic-tuned",
             System::Volo => "volo",
+            System::VoloMux => "volo-mux",
             System::GrpcGo => "grpc-go",
             System::GoNetRpc => "go-netrpc",
             System::RawPingPong => "raw-pingpong",
@@ -145,9 +158,11 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
         System::SinewShm => sinew_peer::run(runtimes, plan, cell, Transport::Shm),
         System::SinewGrpc => sinew_grpc_peer::run(runtimes, plan, cell),
-        System::Tonic => tonic_peer::run(runtimes, plan, cell),
+        System::Tonic => tonic_peer::run(runtimes, plan, cell, tonic_peer::Tuning::Default),
+        System::TonicTuned => tonic_peer::run(runtimes, plan, cell, tonic_peer::Tuning::Sinew),
         System::Tarpc => tarpc_peer::run(runtimes, plan, cell),
-        System::Volo => volo_peer::run(runtimes, plan, cell),
+        System::Volo => volo_peer::run(runtimes, plan, cell, false),
+        System::VoloMux => volo_peer::run(runtimes, plan, cell, true),
         System::GrpcGo => go_peers::run_grpc_go(runtimes, plan, cell),
         System::GoNetRpc => return go_peers::run_netrpc(plan, cell),
         System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),

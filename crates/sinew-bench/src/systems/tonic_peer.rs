@@ -1,7 +1,9 @@
 //! tonic: gRPC over HTTP/2, generated from the same echo.proto, over TCP.
 //!
 //! Fast configuration as documented: one HTTP/2 connection multiplexing every call
-//! (a cloned `Channel`), `TCP_NODELAY` on both sides.
+//! (a cloned `Channel`), `TCP_NODELAY` on both sides. The `tonic` row runs
+//! hyper's default HTTP/2 settings; `tonic-tuned` ([`Tuning::Sinew`]) matches
+//! sinew's: 1 MiB stream and 8 MiB connection windows, 4 MiB frames.
 
 use super::RunningServer;
 use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats, Streamer};
@@ -135,6 +137,21 @@ pub(crate) fn streamer(
     Ok(TonicStreamer { client, payload })
 }
 
+/// HTTP/2 settings of a tonic row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tuning {
+    /// hyper's defaults, as a tonic user gets them.
+    Default,
+    /// sinew's flow-control windows and frame size.
+    Sinew,
+}
+
+impl Tuning {
+    const STREAM_WINDOW: u32 = 1 << 20;
+    const CONNECTION_WINDOW: u32 = 8 << 20;
+    const FRAME_SIZE: u32 = 4 << 20;
+}
+
 /// tonic's client, as configured for the `tonic` row, for a gRPC server at
 /// `address`: the cell's connections, each a `Channel` of its own.
 pub(crate) fn caller(
@@ -142,14 +159,30 @@ pub(crate) fn caller(
     address: std::net::SocketAddr,
     cell: Cell,
 ) -> anyhow::Result<OverConnections<TonicCaller>> {
+    caller_tuned(runtimes, address, cell, Tuning::Default)
+}
+
+/// tonic's client with `tuning`.
+pub(crate) fn caller_tuned(
+    runtimes: &Runtimes,
+    address: std::net::SocketAddr,
+    cell: Cell,
+    tuning: Tuning,
+) -> anyhow::Result<OverConnections<TonicCaller>> {
     let payload = super::payload(cell.payload);
     let callers = runtimes.client.block_on(async {
         let mut callers = Vec::with_capacity(cell.connections);
         for _ in 0..cell.connections {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
+            let mut endpoint =
+                tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+                    .tcp_nodelay(true);
+            if tuning == Tuning::Sinew {
+                endpoint = endpoint
+                    .initial_stream_window_size(Tuning::STREAM_WINDOW)
+                    .initial_connection_window_size(Tuning::CONNECTION_WINDOW)
+                    .max_frame_size(Tuning::FRAME_SIZE);
+            }
+            let channel = endpoint.connect().await?;
             callers.push(TonicCaller {
                 client: EchoClient::new(channel).max_decoding_message_size(8 << 20),
                 payload: payload.clone(),
@@ -160,9 +193,14 @@ pub(crate) fn caller(
     Ok(OverConnections::new(callers))
 }
 
-pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
-    let server = start(runtimes)?;
-    let caller = caller(runtimes, server.address, cell)?;
+pub(crate) fn run(
+    runtimes: &Runtimes,
+    plan: &Plan,
+    cell: Cell,
+    tuning: Tuning,
+) -> anyhow::Result<Stats> {
+    let server = start_tuned(runtimes, tuning)?;
+    let caller = caller_tuned(runtimes, server.address, cell, tuning)?;
     let stats = drive(runtimes, plan, cell, caller);
     server.stop()?;
     Ok(stats)
@@ -170,6 +208,14 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
 
 /// tonic's echo server on the server runtime (for this row, and for h2load).
 pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
+    start_tuned(runtimes, Tuning::Default)
+}
+
+/// tonic's echo server with `tuning`.
+pub(crate) fn start_tuned(
+    runtimes: &Runtimes,
+    tuning: Tuning,
+) -> anyhow::Result<RunningServer<'_>> {
     let listener = runtimes
         .server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -183,8 +229,14 @@ pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
             });
             Some((accepted, listener))
         });
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        if tuning == Tuning::Sinew {
+            builder = builder
+                .initial_stream_window_size(Tuning::STREAM_WINDOW)
+                .initial_connection_window_size(Tuning::CONNECTION_WINDOW)
+                .max_frame_size(Tuning::FRAME_SIZE);
+        }
+        builder
             .add_service(EchoServer::new(TonicEcho).max_decoding_message_size(8 << 20))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;

@@ -2,6 +2,8 @@
 //!
 //! Fast configuration as documented: the generated client (Volo's connection pool,
 //! one connection per in-flight call) shared by every caller, the default codec.
+//! The `volo-mux` row turns on Volo's multiplexing (its `multiplex` feature, on
+//! both sides): every call on one connection, as sinew, tonic and tarpc do.
 
 use super::RunningServer;
 use crate::load::{drive, Caller, Cell, Plan, Runtimes, Stats};
@@ -55,9 +57,14 @@ impl Caller for VoloCaller {
     }
 }
 
-pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
-    let server = start(runtimes)?;
-    let caller = caller(runtimes, server.address, cell.payload);
+pub(crate) fn run(
+    runtimes: &Runtimes,
+    plan: &Plan,
+    cell: Cell,
+    multiplex: bool,
+) -> anyhow::Result<Stats> {
+    let server = start_with(runtimes, multiplex)?;
+    let caller = caller_with(runtimes, server.address, cell.payload, multiplex);
     let stats = drive(runtimes, plan, cell, caller);
     server.stop()?;
     Ok(stats)
@@ -65,6 +72,11 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
 
 /// Volo's echo server on the server runtime.
 pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
+    start_with(runtimes, false)
+}
+
+/// Volo's echo server, multiplexing calls on a connection if `multiplex`.
+fn start_with(runtimes: &Runtimes, multiplex: bool) -> anyhow::Result<RunningServer<'_>> {
     let listener = runtimes
         .server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -72,7 +84,10 @@ pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
     let incoming = volo::net::incoming::DefaultIncoming::from(listener);
     // Volo's server runs until a process signal; the task is aborted instead.
     let serving = runtimes.server.spawn(async move {
-        let _ = EchoServer::new(VoloEcho).run(incoming).await;
+        let _ = EchoServer::new(VoloEcho)
+            .multiplex(multiplex)
+            .run(incoming)
+            .await;
     });
     Ok(RunningServer::in_process(address, move || {
         serving.abort();
@@ -87,9 +102,21 @@ pub(crate) fn caller(
     address: std::net::SocketAddr,
     payload: usize,
 ) -> VoloCaller {
+    caller_with(runtimes, address, payload, false)
+}
+
+/// Volo's generated client, multiplexing calls on one connection if
+/// `multiplex`.
+fn caller_with(
+    runtimes: &Runtimes,
+    address: std::net::SocketAddr,
+    payload: usize,
+    multiplex: bool,
+) -> VoloCaller {
     let client = runtimes.client.block_on(async {
         EchoClientBuilder::new("sinew-bench.echo")
             .address(address)
+            .multiplex(multiplex)
             .build()
     });
     VoloCaller {
