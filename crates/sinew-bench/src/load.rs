@@ -1,4 +1,6 @@
-//! The closed-loop load generator and the runtimes it drives systems on.
+//! The load generators (closed loop, open loop at a fixed rate, server
+//! streams), what they count ([`Tally`]), the plan of cells, and the runtimes
+//! they drive systems on.
 
 use crate::sample::Sample;
 use crate::systems::System;

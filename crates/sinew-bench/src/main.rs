@@ -7,9 +7,12 @@
 //! every system. Each cell of the matrix (system x payload x concurrency) gets a
 //! warm-up, then a fixed measured duration: QPS, latency percentiles from an HDR
 //! histogram, and process CPU time per call (client + server, both in the cell's
-//! process). Every cell runs several times, each time in a fresh process, the
-//! cells of each round in random order ([`isolate`]); the report gives medians
-//! with their spread, and ratios of medians ([`report`]).
+//! process). Beside the matrix: many-client shapes, open-loop cells at fixed
+//! rates ([`load`]), h2load driving the gRPC servers, server memory per idle
+//! connection and server-streaming throughput ([`systems`]). Every cell runs
+//! several times, each time in a fresh process, the cells of each round in
+//! random order ([`isolate`]); the report gives medians with their spread, and
+//! ratios of medians ([`report`]).
 //!
 //! See `docs/benchmarks.md` for how to run it and how to read it.
 
