@@ -363,6 +363,21 @@ pub(crate) trait Streamer: Clone + Send + Sync + 'static {
     > + Send;
 }
 
+/// A server stream of echoes as a [`Streamer`] returns it: each message
+/// compared with `payload`.
+pub(crate) fn checked_echoes(
+    messages: impl futures_util::Stream<Item = anyhow::Result<String>> + Send + 'static,
+    payload: String,
+) -> futures_util::stream::BoxStream<'static, anyhow::Result<()>> {
+    use futures_util::StreamExt;
+    messages
+        .map(move |message| {
+            anyhow::ensure!(message? == payload, "wrong echo");
+            Ok(())
+        })
+        .boxed()
+}
+
 /// Messages asked for per stream (sinew-examples' echo allows at most a
 /// million); a stream that ends before the phase does is replaced.
 const STREAM_REPEAT: u32 = 1_000_000;
@@ -425,19 +440,31 @@ async fn stream_phase<S: Streamer>(streamer: S, streams: usize, duration: Durati
             tally
         });
     }
+    join_phase(tasks, deadline, "a stream").await
+}
+
+/// Merges what the tasks of a phase counted as they end. A watchdog for the
+/// whole phase rather than a timer per call (which would cost every system a
+/// timer registration per call): a task (`what`) still running CALL_LIMIT
+/// after the deadline is stuck, and counts as one failure.
+async fn join_phase(
+    mut tasks: tokio::task::JoinSet<Tally>,
+    deadline: Instant,
+    what: &str,
+) -> Tally {
     let mut tally = Tally::new();
     let watchdog = tokio::time::sleep_until((deadline + CALL_LIMIT).into());
     tokio::pin!(watchdog);
     loop {
         tokio::select! {
             joined = tasks.join_next() => match joined {
-                Some(Ok(stream_tally)) => tally.merge(stream_tally),
-                Some(Err(error)) => tally.failed(format_args!("stream task ended: {error}")),
+                Some(Ok(task_tally)) => tally.merge(task_tally),
+                Some(Err(error)) => tally.failed(format_args!("{what} ended: {error}")),
                 None => break,
             },
             _ = &mut watchdog => {
                 for _ in 0..tasks.len() {
-                    tally.failed(format_args!("a stream still open {CALL_LIMIT:?} after the phase"));
+                    tally.failed(format_args!("{what} still running {CALL_LIMIT:?} after the phase"));
                 }
                 tasks.abort_all();
                 break;
@@ -667,29 +694,7 @@ async fn phase<C: Caller>(caller: C, concurrency: usize, duration: Duration) -> 
             tally
         });
     }
-    let mut tally = Tally::new();
-    // A watchdog for the whole phase rather than a timer per call (which would
-    // cost every system a timer registration per call): a loop still running
-    // CALL_LIMIT after the deadline is stuck, and counts as one error.
-    let watchdog = tokio::time::sleep_until((deadline + CALL_LIMIT).into());
-    tokio::pin!(watchdog);
-    loop {
-        tokio::select! {
-            joined = loops.join_next() => match joined {
-                Some(Ok(loop_tally)) => tally.merge(loop_tally),
-                Some(Err(error)) => tally.failed(format_args!("call loop ended: {error}")),
-                None => break,
-            },
-            _ = &mut watchdog => {
-                for _ in 0..loops.len() {
-                    tally.failed(format_args!("a call still running {CALL_LIMIT:?} after the phase"));
-                }
-                loops.abort_all();
-                break;
-            }
-        }
-    }
-    tally
+    join_phase(loops, deadline, "a call loop").await
 }
 
 impl Plan {

@@ -18,22 +18,8 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
 /// The sinew server with the gRPC bridge, on the server runtime (for this
 /// row, and for h2load).
 pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
-    let server = runtimes.server.block_on(async {
-        Server::builder()
-            .add_service(EchoServer::new(EchoService))
-            .add_protocol(sinew_grpc::GrpcProtocol::default().max_message_size(8 << 20))
-            .bind(["tcp://127.0.0.1:0"])
-            .await
-    })?;
-    let sinew::transport::Address::Tcp { port, .. } = server.local_addresses()[0].clone() else {
-        anyhow::bail!("the sinew server did not bind TCP");
-    };
-    let handle = server.handle();
-    let serving = runtimes.server.spawn(server.serve());
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    Ok(RunningServer::in_process(address, move || {
-        handle.shutdown();
-        runtimes.server.block_on(serving)?;
-        Ok(())
-    }))
+    let builder = Server::builder()
+        .add_service(EchoServer::new(EchoService))
+        .add_protocol(sinew_grpc::GrpcProtocol::default().max_message_size(8 << 20));
+    super::sinew_peer::serve_tcp(runtimes, builder)
 }

@@ -3,6 +3,7 @@
 //! written and read on both sides.
 
 use super::RunningServer;
+use crate::load::checked_echoes;
 use crate::load::{
     drive, drive_streams, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats,
     Streamer,
@@ -144,14 +145,8 @@ impl Streamer for SinewStreamer {
             .server_streaming_echo(request)
             .await?
             .into_inner();
-        let payload = self.payload.clone();
-        Ok(stream
-            .map(move |item| {
-                let message = item?.message;
-                anyhow::ensure!(message == payload, "wrong echo");
-                Ok(())
-            })
-            .boxed())
+        let messages = stream.map(|item| Ok(item?.message));
+        Ok(checked_echoes(messages, self.payload.clone()))
     }
 }
 
@@ -176,12 +171,21 @@ pub(crate) fn run_streams(
 /// sinew's echo server alone, over TCP, on the server runtime (for the
 /// idle-connection cells, whose clients are in another process).
 pub(crate) fn start_tcp(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
-    let server = runtimes.server.block_on(async {
-        Server::builder()
-            .add_service(EchoServer::new(EchoService))
-            .bind(["tcp://127.0.0.1:0"])
-            .await
-    })?;
+    serve_tcp(
+        runtimes,
+        Server::builder().add_service(EchoServer::new(EchoService)),
+    )
+}
+
+/// Binds `builder`'s server to a free port on 127.0.0.1 and serves it on the
+/// server runtime until stopped.
+pub(crate) fn serve_tcp(
+    runtimes: &Runtimes,
+    builder: sinew::rpc::ServerBuilder,
+) -> anyhow::Result<RunningServer<'_>> {
+    let server = runtimes
+        .server
+        .block_on(builder.bind(["tcp://127.0.0.1:0"]))?;
     let sinew::transport::Address::Tcp { port, .. } = server.local_addresses()[0].clone() else {
         anyhow::bail!("the sinew server did not bind TCP");
     };

@@ -6,6 +6,7 @@
 //! sinew's: 1 MiB stream and 8 MiB connection windows, 4 MiB frames.
 
 use super::RunningServer;
+use crate::load::checked_echoes;
 use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats, Streamer};
 use futures_util::stream::{BoxStream, StreamExt};
 use std::pin::Pin;
@@ -113,14 +114,8 @@ impl Streamer for TonicStreamer {
             .metadata_mut()
             .insert("x-repeat", repeat.to_string().parse()?);
         let stream = client.server_streaming_echo(request).await?.into_inner();
-        let payload = self.payload.clone();
-        Ok(stream
-            .map(move |item| {
-                let message = item?.message;
-                anyhow::ensure!(message == payload, "wrong echo");
-                Ok(())
-            })
-            .boxed())
+        let messages = stream.map(|item| Ok(item?.message));
+        Ok(checked_echoes(messages, self.payload.clone()))
     }
 }
 
