@@ -129,6 +129,21 @@ struct Outbox {
     producer: Option<Waker>,
 }
 
+impl Outbox {
+    /// Takes the next event; a message taken makes room, so a handler
+    /// waiting for room is woken.
+    fn pop(&mut self) -> Option<ResponseEvent> {
+        let event = self.events.pop_front()?;
+        if let ResponseEvent::Message(message) = &event {
+            self.queued_bytes -= message.len();
+            if let Some(producer) = self.producer.take() {
+                producer.wake();
+            }
+        }
+        Some(event)
+    }
+}
+
 impl fmt::Debug for ExternalIo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExternalIo").finish_non_exhaustive()
@@ -371,16 +386,8 @@ impl ExternalCall {
             self.task = Some(tokio::spawn(driver));
         }
         let mut outbox = self.io.outbox();
-        match outbox.events.pop_front() {
-            Some(event) => {
-                if let ResponseEvent::Message(message) = &event {
-                    outbox.queued_bytes -= message.len();
-                    if let Some(producer) = outbox.producer.take() {
-                        producer.wake();
-                    }
-                }
-                Poll::Ready(Some(event))
-            }
+        match outbox.pop() {
+            Some(event) => Poll::Ready(Some(event)),
             None if outbox.closed => Poll::Ready(None),
             None => {
                 outbox.consumer = Some(cx.waker().clone());
@@ -398,14 +405,10 @@ impl ExternalCall {
         if !matches!(outbox.events.front(), Some(ResponseEvent::Message(_))) {
             return None;
         }
-        let Some(ResponseEvent::Message(message)) = outbox.events.pop_front() else {
-            return None;
-        };
-        outbox.queued_bytes -= message.len();
-        if let Some(producer) = outbox.producer.take() {
-            producer.wake();
+        match outbox.pop() {
+            Some(ResponseEvent::Message(message)) => Some(message),
+            _ => None,
         }
-        Some(message)
     }
 
     /// Whether every event has been taken (the trailers included).
