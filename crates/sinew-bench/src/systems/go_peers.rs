@@ -136,7 +136,7 @@ impl Drop for GoServer {
 }
 
 /// CPU time (user + system) of process `pid`, from `/proc/PID/stat`.
-pub(crate) fn cpu_of(pid: u32) -> Duration {
+fn cpu_of(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };
@@ -159,11 +159,15 @@ pub(crate) fn cpu_of(pid: u32) -> Duration {
 pub(crate) fn run_grpc_go(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let server = GoServer::start(&binary("grpcserver"), &[], plan)?;
     let caller = super::tonic_peer::caller(runtimes, server.address(), cell)?;
-    let pid = server.pid();
-    let stats = drive_measuring(runtimes, plan, cell, caller, move || {
-        process_cpu() + cpu_of(pid)
-    });
+    let stats = drive_measuring(runtimes, plan, cell, caller, with_server_cpu(server.pid()));
     Ok(stats)
+}
+
+/// The CPU of this process (the client, and the server if it runs here) plus
+/// the server's when process `pid` is another one.
+pub(crate) fn with_server_cpu(pid: u32) -> impl Fn() -> Duration + Send + 'static {
+    let other = pid != std::process::id();
+    move || process_cpu() + if other { cpu_of(pid) } else { Duration::ZERO }
 }
 
 /// grpc-go's server alone (for h2load), its CPU read from `/proc`.

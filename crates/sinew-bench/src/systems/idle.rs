@@ -10,7 +10,7 @@
 //! their own process so their memory is not counted; an in-process server's
 //! RSS includes the idle client runtime, the same for every system.
 
-use super::{go_peers, sinew_grpc_peer, sinew_peer, tarpc_peer, tonic_peer, volo_peer};
+use super::{sinew_peer, tarpc_peer, tonic_peer, volo_peer};
 use super::{RunningServer, System};
 use crate::load::{Caller, Cell, OverConnections, Plan, Runtimes};
 use crate::sample::Sample;
@@ -28,15 +28,7 @@ const HOLD_LIMIT: Duration = Duration::from_secs(60);
 /// process.
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Sample> {
     raise_open_files_limit();
-    let server = match cell.system {
-        System::SinewTcp => sinew_peer::start_tcp(runtimes)?,
-        System::SinewGrpc => sinew_grpc_peer::start(runtimes)?,
-        System::Tonic => tonic_peer::start(runtimes)?,
-        System::Tarpc => tarpc_peer::start(runtimes)?,
-        System::Volo => volo_peer::start(runtimes)?,
-        System::GrpcGo => go_peers::start_grpc_go(plan)?,
-        other => anyhow::bail!("{} has no idle-connection cell", other.name()),
-    };
+    let server = super::start_server(runtimes, plan, cell.system)?;
     let result = measure(plan, cell, &server);
     server.stop()?;
     result

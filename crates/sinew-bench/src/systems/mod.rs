@@ -167,9 +167,9 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::GoNetRpc => return go_peers::run_netrpc(plan, cell),
         System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),
         System::RawPipelined => raw::run_pipelined(runtimes, plan, cell),
-        System::H2loadSinewGrpc => h2load::run(plan, cell, sinew_grpc_peer::start(runtimes)?),
-        System::H2loadTonic => h2load::run(plan, cell, tonic_peer::start(runtimes)?),
-        System::H2loadGrpcGo => h2load::run(plan, cell, go_peers::start_grpc_go(plan)?),
+        System::H2loadSinewGrpc | System::H2loadTonic | System::H2loadGrpcGo => {
+            h2load::run(plan, cell, start_server(runtimes, plan, cell.system)?)
+        }
     }?;
     Ok(Sample::new(cell, &stats))
 }
@@ -180,25 +180,36 @@ fn run_streams(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<c
         System::SinewTcp => return sinew_peer::run_streams(runtimes, plan, cell, Transport::Tcp),
         System::SinewUnix => return sinew_peer::run_streams(runtimes, plan, cell, Transport::Unix),
         System::SinewShm => return sinew_peer::run_streams(runtimes, plan, cell, Transport::Shm),
-        System::SinewGrpc => sinew_grpc_peer::start(runtimes)?,
-        System::Tonic => tonic_peer::start(runtimes)?,
-        System::GrpcGo => go_peers::start_grpc_go(plan)?,
+        System::SinewGrpc | System::Tonic | System::GrpcGo => {
+            start_server(runtimes, plan, cell.system)?
+        }
         other => anyhow::bail!("{} has no server-streaming cell", other.name()),
     };
     // tonic's client for the three gRPC servers, as in their unary rows.
     let streamer = tonic_peer::streamer(runtimes, server.address, cell.payload)?;
-    let pid = server.pid;
-    let cpu = move || {
-        let server = if pid == std::process::id() {
-            std::time::Duration::ZERO
-        } else {
-            go_peers::cpu_of(pid)
-        };
-        crate::load::process_cpu() + server
-    };
+    let cpu = go_peers::with_server_cpu(server.pid);
     let stats = crate::load::drive_streams(runtimes, plan, cell, streamer, cpu);
     server.stop()?;
     Ok(stats)
+}
+
+/// The echo server of `system` alone, for a client other than its row's
+/// own loop (h2load, the streaming and idle-connection cells). The h2load rows
+/// start the server they drive.
+pub(crate) fn start_server<'a>(
+    runtimes: &'a Runtimes,
+    plan: &Plan,
+    system: System,
+) -> anyhow::Result<RunningServer<'a>> {
+    match system {
+        System::SinewTcp => sinew_peer::start_tcp(runtimes),
+        System::SinewGrpc | System::H2loadSinewGrpc => sinew_grpc_peer::start(runtimes),
+        System::Tonic | System::H2loadTonic => tonic_peer::start(runtimes),
+        System::Tarpc => tarpc_peer::start(runtimes),
+        System::Volo => volo_peer::start(runtimes),
+        System::GrpcGo | System::H2loadGrpcGo => go_peers::start_grpc_go(plan),
+        other => anyhow::bail!("{} has no server of its own to start", other.name()),
+    }
 }
 
 /// An echo server the harness started (in this process or its own), for
