@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod coalesce;
 pub mod framing;
 pub mod metadata;
 pub mod server;

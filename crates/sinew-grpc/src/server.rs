@@ -1,5 +1,6 @@
 //! The gRPC server side: HTTP/2 requests in, calls on the sinew server out.
 
+use crate::coalesce::{coalesce, FlushAfter};
 use crate::framing::{frame_in_place, Encoding, MessageDecoder, PREFIX_LEN};
 use crate::metadata;
 use bytes::{Bytes, BytesMut};
@@ -157,28 +158,31 @@ async fn serve_http2(
         let context = context.clone();
         async move { Ok::<_, Infallible>(handle(request, context).await) }
     });
+    // hyper writes into a buffer that goes to the socket once per turn of
+    // this task (see `coalesce`).
+    let (io, flusher) = coalesce(connection);
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(max_concurrent_streams)
         .max_header_list_size(max_header_list_size)
         .timer(TokioTimer::new())
         .keep_alive_interval(keepalive.interval)
         .keep_alive_timeout(keepalive.timeout)
-        .serve_connection(TokioIo::new(connection), service);
-    tokio::pin!(connection);
+        .serve_connection(TokioIo::new(io), service);
+    let mut connection = FlushAfter::new(connection, flusher);
     // (The borrow `wait_for` returns is dropped at once: it must not live across
     // the awaits below.)
     let stopping = async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
     };
     tokio::select! {
-        result = connection.as_mut() => {
+        result = &mut connection => {
             if let Err(error) = result {
                 tracing::debug!(%error, "gRPC connection ended with an error");
             }
         }
         _ = idle => {
             tracing::debug!("gRPC connection idle for the idle timeout; closing it");
-            connection.as_mut().graceful_shutdown();
+            connection.connection().graceful_shutdown();
             let _ = tokio::time::timeout(drain_timeout + SHUTDOWN_GRACE, connection).await;
         }
         _ = stopping => {
@@ -186,7 +190,7 @@ async fn serve_http2(
             // drain deadline (the server's dispatch ends stragglers then), so
             // a connection still open a moment later has only a peer that does
             // not read or answer (an HTTP/2 preface and silence): close it.
-            connection.as_mut().graceful_shutdown();
+            connection.connection().graceful_shutdown();
             if tokio::time::timeout(drain_timeout + SHUTDOWN_GRACE, connection)
                 .await
                 .is_err()
