@@ -120,6 +120,12 @@ struct Options {
 }
 
 fn main() -> anyhow::Result<()> {
+    // tarpc turns on tracing's `log` feature, which in a process without a
+    // subscriber sends every span h2, hyper and sinew create (enabled or not)
+    // through `log`: a cost of sharing this binary with tarpc that no user of
+    // those crates pays (1-3% of the gRPC servers' CPU). A subscriber that
+    // wants nothing turns that path off for every system alike.
+    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
     let options = Options::parse();
     let (default_warmup, default_duration) = if options.quick {
         (200, 1_000)
