@@ -215,25 +215,12 @@ mod tests {
     fn outcome(errors: &[u64], failures: usize) -> Outcome {
         let cell = Cell::closed(System::SinewTcp, 1024, 64, 1);
         let sample = |errors| Sample {
-            system: "sinew-tcp".into(),
-            payload_bytes: 1024,
-            concurrency: 64,
-            connections: 1,
-            rate: 0,
-            streaming: false,
             calls: 100,
             errors,
             seconds: 1.0,
             qps: 100.0,
             p50_us: 1.0,
-            p90_us: 1.0,
-            p99_us: 1.0,
-            p999_us: 1.0,
-            max_us: 1.0,
-            mean_us: 1.0,
-            cpu_us_per_call: 1.0,
-            rss_per_connection: 0.0,
-            first_error: None,
+            ..Sample::empty(cell)
         };
         Outcome {
             cell,

@@ -32,6 +32,9 @@ pub(crate) struct Plan {
     pub(crate) h2load_shapes: Vec<(usize, usize)>,
     /// Server-streaming cells: streams per cell (one connection each).
     pub(crate) streams: Vec<usize>,
+    /// Payload sizes of the `bytes` cells ([`BYTES_SYSTEMS`] at
+    /// [`BYTES_CONCURRENCY`] on one connection).
+    pub(crate) bytes_payloads: Vec<usize>,
     /// Set in a child: the one cell it runs (`--cell`).
     pub(crate) only: Option<Cell>,
     pub(crate) warmup: Duration,
@@ -58,6 +61,10 @@ pub(crate) struct Cell {
     /// Server streaming: `concurrency` streams of echoed messages on one
     /// connection, read as fast as they come ([`drive_streams`]).
     pub(crate) streaming: bool,
+    /// The payload travels as bytes (protobuf `bytes`, Thrift `binary`, Go
+    /// `[]byte`) instead of a string: no UTF-8 check, and no copy where the
+    /// framework can share the received buffer. Closed-loop cells only.
+    pub(crate) bytes: bool,
 }
 
 /// The payload of the many-client shapes.
@@ -90,6 +97,26 @@ pub(crate) const STREAM_SYSTEMS: [System; 6] = [
     System::GrpcGo,
 ];
 
+/// The systems that run the `bytes` cells: those with a bytes echo (not the
+/// raw baselines, which have no encoding, nor h2load, whose request is the
+/// same protobuf bytes whichever field type the server decodes them as).
+pub(crate) const BYTES_SYSTEMS: [System; 11] = [
+    System::SinewTcp,
+    System::SinewUnix,
+    System::SinewShm,
+    System::SinewGrpc,
+    System::Tonic,
+    System::TonicTuned,
+    System::Tarpc,
+    System::Volo,
+    System::VoloMux,
+    System::GrpcGo,
+    System::GoNetRpc,
+];
+
+/// Calls in flight in the `bytes` cells.
+pub(crate) const BYTES_CONCURRENCY: usize = 64;
+
 /// The systems that run the idle-connection cells: those whose client this
 /// harness can run in a process of its own (not Go's net/rpc client, whose
 /// server the Go client drives; not the raw baselines).
@@ -107,6 +134,7 @@ impl Cell {
             connections,
             rate: 0,
             streaming: false,
+            bytes: false,
         }
     }
 
@@ -120,6 +148,7 @@ impl Cell {
             connections: 1,
             rate: 0,
             streaming: true,
+            bytes: false,
         }
     }
 
@@ -128,18 +157,28 @@ impl Cell {
         self.concurrency == 0 && self.rate == 0
     }
 
+    /// A closed-loop cell of the `bytes` payload: `concurrency` calls in
+    /// flight on one connection.
+    pub(crate) fn bytes(system: System, payload: usize, concurrency: usize) -> Cell {
+        Cell {
+            bytes: true,
+            ..Cell::closed(system, payload, concurrency, 1)
+        }
+    }
+
     /// The cell as one command-line argument (`--cell`):
-    /// `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`, and `:stream` for a
-    /// streaming cell.
+    /// `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`, then `:stream` for a
+    /// streaming cell, `:bytes` for the bytes payload.
     pub(crate) fn to_arg(self) -> String {
         format!(
-            "{}:{}:{}:{}:{}{}",
+            "{}:{}:{}:{}:{}{}{}",
             self.system.name(),
             self.payload,
             self.concurrency,
             self.connections,
             self.rate,
-            if self.streaming { ":stream" } else { "" }
+            if self.streaming { ":stream" } else { "" },
+            if self.bytes { ":bytes" } else { "" }
         )
     }
 
@@ -147,13 +186,17 @@ impl Cell {
     pub(crate) fn from_arg(arg: &str) -> anyhow::Result<Cell> {
         use clap::ValueEnum;
         let mut parts: Vec<&str> = arg.split(':').collect();
+        let bytes = parts.last() == Some(&"bytes");
+        if bytes {
+            parts.pop();
+        }
         let streaming = parts.last() == Some(&"stream");
         if streaming {
             parts.pop();
         }
         let [system, payload, concurrency, connections, rate] = parts[..] else {
             anyhow::bail!(
-                "--cell `{arg}` is not SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE[:stream]"
+                "--cell `{arg}` is not SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE[:stream][:bytes]"
             );
         };
         let system = System::from_str(system, false)
@@ -165,6 +208,7 @@ impl Cell {
             connections: connections.parse::<usize>()?.max(1),
             rate: rate.parse()?,
             streaming,
+            bytes,
         })
     }
 
@@ -182,6 +226,7 @@ impl Cell {
             connections,
             rate: 0,
             streaming: false,
+            bytes: false,
         }
     }
 
@@ -194,6 +239,7 @@ impl Cell {
             connections: 1,
             rate,
             streaming: false,
+            bytes: false,
         }
     }
 
@@ -223,11 +269,12 @@ impl Cell {
             );
         }
         format!(
-            "{:<17} {:>7} B  c={:<4} k={:<4}",
+            "{:<17} {:>7} B  c={:<4} k={:<4}{}",
             self.system.name(),
             self.payload,
             self.concurrency,
-            self.connections
+            self.connections,
+            if self.bytes { " bytes" } else { "" }
         )
     }
 }
@@ -747,6 +794,11 @@ impl Plan {
             if STREAM_SYSTEMS.contains(&system) {
                 for &streams in &self.streams {
                     cells.push(Cell::stream(system, SHAPE_PAYLOAD, streams));
+                }
+            }
+            if BYTES_SYSTEMS.contains(&system) {
+                for &payload in &self.bytes_payloads {
+                    cells.push(Cell::bytes(system, payload, BYTES_CONCURRENCY));
                 }
             }
         }

@@ -9,7 +9,9 @@
 //! histogram, and process CPU time per call (client + server, both in the cell's
 //! process). Beside the matrix: many-client shapes, open-loop cells at fixed
 //! rates ([`load`]), h2load driving the gRPC servers, server memory per idle
-//! connection and server-streaming throughput ([`systems`]). Every cell runs
+//! connection, server-streaming throughput, and the `bytes` payload (a bytes
+//! field instead of a string, so that every system can skip UTF-8 checks and
+//! copies) ([`systems`]). Every cell runs
 //! several times, each time in a fresh process, the cells of each round in
 //! random order ([`isolate`]); the report gives medians with their spread, and
 //! ratios of medians ([`report`]).
@@ -37,9 +39,9 @@ use systems::System;
 )]
 struct Options {
     /// Reduced matrix (1 KiB at c=1 and c=64 for every system, 64 KiB and 1 MiB
-    /// for the sinew transports; h2load 1x64, the open loop at 80%, 1,000 idle
-    /// connections, 64 streams; no many-client shapes), shorter phases, 3
-    /// runs: under 5 minutes.
+    /// for the sinew transports; h2load 1x64, the open loop at 80%, 2,000 idle
+    /// connections, 64 streams, the bytes payload at 64 KiB; no many-client
+    /// shapes), shorter phases, 3 runs: under 5 minutes.
     #[arg(long)]
     quick: bool,
     /// Runs of every cell, each in a fresh process (default 5; 3 with --quick).
@@ -97,8 +99,16 @@ struct Options {
     /// on one connection, comma-separated, or `none`; default 1,64 (--quick: 64).
     #[arg(long, value_delimiter = ',')]
     streams: Option<Vec<String>>,
-    /// Run only this cell, `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`
-    /// (what each child of a normal run is given, with --in-process).
+    /// Cells of the `bytes` payload (a bytes field instead of a string: no
+    /// UTF-8 check, zero-copy where the framework can), at c=64 on one
+    /// connection, for every system with a bytes echo (not raw, not h2load):
+    /// payload sizes, comma-separated, or `none`; default 1024,65536
+    /// (--quick: 65536; none when --payloads is given).
+    #[arg(long, value_delimiter = ',')]
+    bytes_payloads: Option<Vec<String>>,
+    /// Run only this cell, `SYSTEM:PAYLOAD:CONCURRENCY:CONNECTIONS:RATE`,
+    /// then `:stream` or `:bytes` for those cells (what each child of a
+    /// normal run is given, with --in-process).
     #[arg(long)]
     cell: Option<String>,
     /// Hold idle connections to ADDRESS: the client half of an
@@ -164,21 +174,19 @@ fn main() -> anyhow::Result<()> {
         None => vec![0.5, 0.8],
     };
     let streams = match &options.streams {
-        Some(items) => items
-            .iter()
-            .filter(|item| item.as_str() != "none")
-            .map(|item| {
-                item.parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| anyhow::anyhow!("--streams: `{item}` is not a stream count"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?,
+        Some(items) => parse_counts(items, "--streams")?,
         None if options.quick => vec![64],
         None => vec![1, 64],
     };
+    let bytes_payloads = match &options.bytes_payloads {
+        Some(items) => parse_counts(items, "--bytes-payloads")?,
+        None if options.payloads.is_some() => Vec::new(),
+        None if options.quick => vec![65536],
+        None => vec![1024, 65536],
+    };
     let plan = load::Plan {
         streams,
+        bytes_payloads,
         h2load_shapes: if options.quick {
             load::H2LOAD_SHAPES[..1].to_vec()
         } else {
@@ -266,6 +274,20 @@ fn parse_shapes(items: &[String]) -> anyhow::Result<Vec<(usize, usize)>> {
         }
     }
     Ok(shapes)
+}
+
+/// Parses a list of positive counts (`--streams`, `--bytes-payloads`), or `none`.
+fn parse_counts(items: &[String], flag: &str) -> anyhow::Result<Vec<usize>> {
+    items
+        .iter()
+        .filter(|item| item.as_str() != "none")
+        .map(|item| {
+            item.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| anyhow::anyhow!("{flag}: `{item}` is not a positive number"))
+        })
+        .collect()
 }
 
 /// Parses `--open-loop`: fractions in (0, 2], or `none`.

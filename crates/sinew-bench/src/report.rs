@@ -3,7 +3,7 @@
 //! every ratio is one of medians; a failed cell has no figures.
 
 use crate::isolate::Outcome;
-use crate::load::{Cell, Plan, SHAPE_PAYLOAD};
+use crate::load::{Cell, Plan, BYTES_CONCURRENCY, SHAPE_PAYLOAD};
 use crate::sample::{Figure, Spread};
 use crate::systems::System;
 use serde_json::{json, Map, Value};
@@ -99,6 +99,19 @@ impl Summary {
                 Figure::Qps,
             )
         };
+        let ours = qps(System::SinewTcp)?;
+        let best = System::FRAMEWORK_PEERS
+            .into_iter()
+            .filter_map(qps)
+            .reduce(f64::max)?;
+        (best > 0.0).then(|| ours / best)
+    }
+
+    /// sinew-tcp's QPS over the best framework peer's in the `bytes` cells
+    /// of `payload` bytes.
+    fn bytes_vs_best_peer(&self, payload: usize) -> Option<f64> {
+        let qps =
+            |system| self.median_of(Cell::bytes(system, payload, BYTES_CONCURRENCY), Figure::Qps);
         let ours = qps(System::SinewTcp)?;
         let best = System::FRAMEWORK_PEERS
             .into_iter()
@@ -328,6 +341,18 @@ impl Summary {
                 value: self.stream_ratio(SinewGrpc, GrpcGo, 64),
             },
             Ratio {
+                key: "bytes_qps_vs_best_peer_1k",
+                what: "sinew-tcp / best peer QPS, bytes payload, 1 KiB c=64",
+                target: ">= 1",
+                value: self.bytes_vs_best_peer(1024),
+            },
+            Ratio {
+                key: "bytes_qps_vs_best_peer_64k",
+                what: "sinew-tcp / best peer QPS, bytes payload, 64 KiB c=64",
+                target: ">= 1",
+                value: self.bytes_vs_best_peer(65536),
+            },
+            Ratio {
                 key: "qps_vs_go_netrpc",
                 what: "sinew-tcp / Go net/rpc QPS, 1 KiB c=64 (each its own client)",
                 target: ">= 3",
@@ -411,9 +436,15 @@ impl Summary {
             } else {
                 cell.concurrency.to_string()
             };
+            // A `bytes` cell is named `SYSTEM bytes` (at most 17 characters).
+            let name = if cell.bytes {
+                format!("{} bytes", cell.system.name())
+            } else {
+                cell.system.name().to_owned()
+            };
             out.push_str(&format!(
                 "{:<17} {:>7} {:>8} {:>5} {:>25} {:>9.1} {:>9.1} {:>9.1} {:>11.1}  {}\n",
-                cell.system.name(),
+                name,
                 cell.payload,
                 load,
                 cell.connections,
@@ -476,6 +507,9 @@ impl Summary {
                 "connections": self.plan.connections,
                 "shapes": self.plan.shapes,
                 "open_loop": self.plan.open_loop,
+                "bytes_payloads": self.plan.bytes_payloads,
+                "streams": self.plan.streams,
+                "idle_connections": self.plan.idle_connections,
             },
             "results": results,
             "ratios": ratios,
@@ -520,6 +554,7 @@ fn outcome_json(outcome: &Outcome) -> Value {
         "connections": cell.connections,
         "rate": cell.rate,
         "streaming": cell.streaming,
+        "bytes": cell.bytes,
         "failed": outcome.failed(),
         "failures": outcome.failures,
         "runs": outcome.samples,

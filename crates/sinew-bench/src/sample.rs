@@ -19,6 +19,9 @@ pub(crate) struct Sample {
     /// A server-streaming cell: QPS is messages per second.
     #[serde(default)]
     pub(crate) streaming: bool,
+    /// A cell of the `bytes` payload.
+    #[serde(default)]
+    pub(crate) bytes: bool,
     pub(crate) calls: u64,
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
@@ -42,12 +45,6 @@ pub(crate) struct Sample {
 impl Sample {
     pub(crate) fn new(cell: Cell, stats: &Stats) -> Sample {
         Sample {
-            system: cell.system.name().to_owned(),
-            payload_bytes: cell.payload,
-            concurrency: cell.concurrency,
-            connections: cell.connections,
-            rate: cell.rate,
-            streaming: cell.streaming,
             calls: stats.calls,
             errors: stats.errors,
             seconds: stats.elapsed.as_secs_f64(),
@@ -59,8 +56,35 @@ impl Sample {
             max_us: stats.latency.max() as f64 / 1_000.0,
             mean_us: stats.latency.mean() / 1_000.0,
             cpu_us_per_call: stats.cpu_us_per_call(),
-            rss_per_connection: 0.0,
             first_error: stats.first_error.clone(),
+            ..Sample::empty(cell)
+        }
+    }
+
+    /// A sample of `cell` with every figure zero: the base of the samples
+    /// of cells that make no timed calls (idle connections).
+    pub(crate) fn empty(cell: Cell) -> Sample {
+        Sample {
+            system: cell.system.name().to_owned(),
+            payload_bytes: cell.payload,
+            concurrency: cell.concurrency,
+            connections: cell.connections,
+            rate: cell.rate,
+            streaming: cell.streaming,
+            bytes: cell.bytes,
+            calls: 0,
+            errors: 0,
+            seconds: 0.0,
+            qps: 0.0,
+            p50_us: 0.0,
+            p90_us: 0.0,
+            p99_us: 0.0,
+            p999_us: 0.0,
+            max_us: 0.0,
+            mean_us: 0.0,
+            cpu_us_per_call: 0.0,
+            rss_per_connection: 0.0,
+            first_error: None,
         }
     }
 
@@ -72,6 +96,7 @@ impl Sample {
             && self.connections == cell.connections
             && self.rate == cell.rate
             && self.streaming == cell.streaming
+            && self.bytes == cell.bytes
     }
 
     /// A run counts only if every call in it succeeded.
@@ -186,25 +211,11 @@ mod tests {
 
     fn sample(qps: f64) -> Sample {
         Sample {
-            system: "sinew-tcp".into(),
-            payload_bytes: 1024,
-            concurrency: 64,
-            connections: 1,
-            rate: 0,
-            streaming: false,
             calls: 1,
-            errors: 0,
             seconds: 1.0,
             qps,
             p50_us: qps / 10.0,
-            p90_us: 0.0,
-            p99_us: 0.0,
-            p999_us: 0.0,
-            max_us: 0.0,
-            mean_us: 0.0,
-            cpu_us_per_call: 0.0,
-            rss_per_connection: 0.0,
-            first_error: None,
+            ..Sample::empty(Cell::closed(crate::systems::System::SinewTcp, 1024, 64, 1))
         }
     }
 

@@ -33,6 +33,8 @@ fn every_system_runs_and_the_json_has_every_ratio() {
             "200",
             "--streams",
             "1,64",
+            "--bytes-payloads",
+            "1024",
             "--json",
         ])
         .arg(&json)
@@ -70,6 +72,7 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "h2load_grpc_path_vs_grpc_go_64x1",
         "h2load_grpc_path_vs_tonic_1x64",
         "h2load_grpc_path_vs_tonic_64x1",
+        "bytes_qps_vs_best_peer_1k",
         "qps_vs_go_netrpc",
         "qps_vs_go_netrpc_c1",
         "shm_vs_uds_p50_1k",
@@ -92,11 +95,17 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2,
+        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 11,
         "13 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
          payloads, those 13 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
-         6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 streams"
+         6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 \
+         streams, 11 with the bytes payload"
     );
+    let bytes = results
+        .iter()
+        .filter(|r| r["bytes"].as_bool() == Some(true))
+        .count();
+    assert_eq!(bytes, 11, "the bytes cells");
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     let open: Vec<_> = results
         .iter()

@@ -41,6 +41,34 @@ mod tests {
         assert_ne!(v1, alpha);
         assert_eq!(v1, "proto_grpc_reflection_v1_reflection_proto");
     }
+
+    #[test]
+    fn bytes_fields_become_bytes_only_where_asked() {
+        let dir = std::env::temp_dir().join(format!("sinew-build-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let proto = dir.join("blob.proto");
+        std::fs::write(
+            &proto,
+            "syntax = \"proto3\";\npackage t;\n\
+             message A { bytes data = 1; }\nmessage B { bytes data = 1; }\n",
+        )
+        .unwrap();
+        super::configure()
+            .out_dir(&dir)
+            .bytes([".t.A"])
+            .compile(&[&proto], &[&dir])
+            .unwrap();
+        let code = std::fs::read_to_string(dir.join("t.rs")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let a = &code[code.find("pub struct A").unwrap()..code.find("pub struct B").unwrap()];
+        let b = &code[code.find("pub struct B").unwrap()..];
+        assert!(a.contains("::sinew::codegen::prost::bytes::Bytes"), "{a}");
+        assert!(
+            b.contains("::prost::alloc::vec::Vec<u8>") || b.contains("Vec<u8>"),
+            "{b}"
+        );
+        assert!(!b.contains("bytes::Bytes"), "{b}");
+    }
 }
 
 use prost::Message;
@@ -85,6 +113,7 @@ pub fn configure() -> Builder {
         out_dir: None,
         build_server: true,
         build_client: true,
+        bytes: Vec::new(),
     }
 }
 
@@ -95,6 +124,7 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     build_server: bool,
     build_client: bool,
+    bytes: Vec<String>,
 }
 
 impl Builder {
@@ -122,6 +152,16 @@ impl Builder {
     /// Whether to generate clients (default true).
     pub fn build_client(mut self, enabled: bool) -> Self {
         self.build_client = enabled;
+        self
+    }
+
+    /// Protobuf `bytes` fields to generate as `bytes::Bytes` (prost's
+    /// re-export) instead of `Vec<u8>`, by path as `prost_build::Config::bytes`
+    /// matches them: `"."` for every field, `".my.pkg.Message"` for one
+    /// message's, `".my.pkg.Message.field"` for one. Decoding such a field
+    /// shares the received buffer instead of copying it out.
+    pub fn bytes(mut self, paths: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.bytes = paths.into_iter().map(Into::into).collect();
         self
     }
 
@@ -169,6 +209,7 @@ impl Builder {
         config.out_dir(&out_dir);
         config.prost_path(format!("{}::codegen::prost", self.runtime_path));
         config.prost_types_path(format!("{}::codegen::prost_types", self.runtime_path));
+        config.bytes(&self.bytes);
         config.service_generator(Box::new(generator));
         config.compile_fds(descriptor_set)
     }

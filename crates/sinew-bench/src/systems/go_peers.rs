@@ -193,6 +193,7 @@ pub(crate) fn run_netrpc(plan: &Plan, cell: Cell) -> anyhow::Result<Sample> {
         .arg("load")
         .args(["-address", &server.address().to_string()])
         .args(["-payload", &cell.payload.to_string()])
+        .args(cell.bytes.then_some("-bytes"))
         .args(["-concurrency", &cell.concurrency.to_string()])
         .args(["-connections", &cell.connections.to_string()])
         .args(["-warmup-ms", &plan.warmup.as_millis().to_string()])

@@ -78,25 +78,10 @@ fn measure(plan: &Plan, cell: Cell, server: &RunningServer<'_>) -> anyhow::Resul
     let after = outcome?;
     let per_connection = after.saturating_sub(before) as f64 / cell.connections as f64;
     Ok(Sample {
-        system: cell.system.name().to_owned(),
-        payload_bytes: cell.payload,
-        concurrency: cell.concurrency,
-        connections: cell.connections,
-        rate: 0,
-        streaming: false,
         calls: cell.connections as u64,
-        errors: 0,
         seconds: connected.as_secs_f64(),
-        qps: 0.0,
-        p50_us: 0.0,
-        p90_us: 0.0,
-        p99_us: 0.0,
-        p999_us: 0.0,
-        max_us: 0.0,
-        mean_us: 0.0,
-        cpu_us_per_call: 0.0,
         rss_per_connection: per_connection,
-        first_error: None,
+        ..Sample::empty(cell)
     })
 }
 
@@ -110,7 +95,7 @@ pub(crate) fn hold(plan: &Plan, cell: Cell, address: std::net::SocketAddr) -> an
     match cell.system {
         System::SinewTcp => hold_with(
             runtimes,
-            sinew_peer::tcp_callers(runtimes, address, cell.connections, cell.payload)?,
+            sinew_peer::tcp_callers(runtimes, address, cell)?,
             cell,
         ),
         System::SinewGrpc | System::Tonic | System::GrpcGo => {
@@ -124,7 +109,7 @@ pub(crate) fn hold(plan: &Plan, cell: Cell, address: std::net::SocketAddr) -> an
         System::Volo => {
             // Volo's client pools connections itself: a client per connection.
             let callers = (0..cell.connections)
-                .map(|_| volo_peer::caller(runtimes, address, cell.payload))
+                .map(|_| volo_peer::caller(runtimes, address, cell))
                 .collect();
             hold_with(runtimes, OverConnections::new(callers), cell)
         }

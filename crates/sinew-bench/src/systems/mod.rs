@@ -4,6 +4,7 @@
 //! closed loop, and stops its server. The `h2load-*` rows drive the gRPC
 //! servers with nghttp2's h2load instead (see [`h2load`]).
 
+mod blob;
 mod go_peers;
 mod h2load;
 mod idle;
@@ -143,6 +144,11 @@ impl System {
 /// string fields every system uses.
 pub(crate) fn payload(size: usize) -> String {
     "x".repeat(size)
+}
+
+/// The payload of the `bytes` cells: the same bytes as [`payload`].
+pub(crate) fn payload_bytes(size: usize) -> bytes::Bytes {
+    bytes::Bytes::from(payload(size))
 }
 
 /// Runs one cell once and returns its figures.

@@ -1,11 +1,9 @@
-//! sinew's gRPC path: the echo service of `sinew-examples` on a sinew server
+//! sinew's gRPC path: the echo services of the sinew rows on a sinew server
 //! with the gRPC bridge, called by tonic's client exactly as the `tonic` row
 //! calls tonic's server: the two rows differ only in the server.
 
 use super::RunningServer;
 use crate::load::{drive, Cell, Plan, Runtimes, Stats};
-use sinew::Server;
-use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 
 pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let server = start(runtimes)?;
@@ -18,8 +16,7 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
 /// The sinew server with the gRPC bridge, on the server runtime (for this
 /// row, and for h2load).
 pub(crate) fn start(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
-    let builder = Server::builder()
-        .add_service(EchoServer::new(EchoService))
+    let builder = super::sinew_peer::echo_server()
         .add_protocol(sinew_grpc::GrpcProtocol::default().max_message_size(8 << 20));
     super::sinew_peer::serve_tcp(runtimes, builder)
 }

@@ -2,13 +2,18 @@
 //! shared memory. The caller checks every byte of every echo, so the payload is
 //! written and read on both sides.
 
-use super::RunningServer;
+use super::blob::sinew_blob::{
+    blob_echo_client::BlobEchoClient, blob_echo_server::BlobEchoServer, Blob,
+};
+use super::blob::SinewBlobEcho;
+use super::{RunningServer, System};
 use crate::load::checked_echoes;
 use crate::load::{
     drive, drive_streams, process_cpu, Caller, Cell, OverConnections, Plan, Runtimes, Stats,
     Streamer,
 };
 use crate::scratch::Scratch;
+use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use sinew::rpc::ServerHandle;
 use sinew::Server;
@@ -27,37 +32,86 @@ pub(crate) enum Transport {
 
 impl Transport {
     pub(crate) fn name(self) -> &'static str {
+        self.system().name()
+    }
+
+    /// The row of sinew over this transport.
+    pub(crate) fn system(self) -> System {
         match self {
-            Transport::Tcp => "sinew-tcp",
-            Transport::Unix => "sinew-unix",
-            Transport::Shm => "sinew-shm",
+            Transport::Tcp => System::SinewTcp,
+            Transport::Unix => System::SinewUnix,
+            Transport::Shm => System::SinewShm,
         }
     }
 }
 
+/// sinew's client making the echo call of a cell: the string echo of
+/// sinew-examples, or the bytes echo of the `bytes` cells.
 #[derive(Clone)]
-struct SinewCaller {
-    client: EchoClient,
-    payload: String,
+enum SinewCaller {
+    Text {
+        client: EchoClient,
+        payload: String,
+    },
+    Bytes {
+        client: BlobEchoClient,
+        payload: Bytes,
+    },
+}
+
+impl SinewCaller {
+    /// The caller of `cell`'s echo on `channel`.
+    fn new(channel: sinew::Channel, cell: Cell) -> SinewCaller {
+        if cell.bytes {
+            SinewCaller::Bytes {
+                client: BlobEchoClient::new(channel),
+                payload: super::payload_bytes(cell.payload),
+            }
+        } else {
+            SinewCaller::Text {
+                client: EchoClient::new(channel),
+                payload: super::payload(cell.payload),
+            }
+        }
+    }
 }
 
 impl Caller for SinewCaller {
     async fn call(&self) -> anyhow::Result<()> {
-        let reply = self
-            .client
-            .unary_echo(EchoRequest {
-                message: self.payload.clone(),
-            })
-            .await?;
-        anyhow::ensure!(reply.get_ref().message == self.payload, "wrong echo");
+        match self {
+            SinewCaller::Text { client, payload } => {
+                let reply = client
+                    .unary_echo(EchoRequest {
+                        message: payload.clone(),
+                    })
+                    .await?;
+                anyhow::ensure!(reply.get_ref().message == *payload, "wrong echo");
+            }
+            SinewCaller::Bytes { client, payload } => {
+                let reply = client
+                    .unary_echo(Blob {
+                        data: payload.clone(),
+                    })
+                    .await?;
+                anyhow::ensure!(reply.get_ref().data == *payload, "wrong echo");
+            }
+        }
         Ok(())
     }
+}
+
+/// A sinew server with both echo services: sinew-examples' string echo and
+/// the blob echo of the `bytes` cells.
+pub(crate) fn echo_server() -> sinew::rpc::ServerBuilder {
+    Server::builder()
+        .add_service(EchoServer::new(EchoService))
+        .add_service(BlobEchoServer::new(SinewBlobEcho))
 }
 
 /// A running echo server and clients connected to it, each with its own
 /// `Channel` (one connection).
 struct Pair {
-    clients: Vec<EchoClient>,
+    channels: Vec<sinew::Channel>,
     handle: ServerHandle,
     serving: tokio::task::JoinHandle<sinew::rpc::ShutdownReport>,
     _dir: Scratch,
@@ -70,25 +124,21 @@ fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyho
         Transport::Unix => format!("unix://{}", dir.join("echo.sock").display()),
         Transport::Shm => format!("shm://{}", dir.join("echo-shm.sock").display()),
     };
-    let server = runtimes.server.block_on(async {
-        Server::builder()
-            .add_service(EchoServer::new(EchoService))
-            .bind([address])
-            .await
-    })?;
+    let server = runtimes
+        .server
+        .block_on(async { echo_server().bind([address]).await })?;
     let bound = server.local_addresses()[0].clone();
     let handle = server.handle();
     let serving = runtimes.server.spawn(server.serve());
-    let clients = runtimes.client.block_on(async {
-        let mut clients = Vec::with_capacity(connections);
+    let channels = runtimes.client.block_on(async {
+        let mut channels = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let channel = sinew::Channel::builder(bound.clone()).connect().await?;
-            clients.push(EchoClient::new(channel));
+            channels.push(sinew::Channel::builder(bound.clone()).connect().await?);
         }
-        Ok::<_, sinew::Status>(clients)
+        Ok::<_, sinew::Status>(channels)
     })?;
     Ok(Pair {
-        clients,
+        channels,
         handle,
         serving,
         _dir: dir,
@@ -97,7 +147,7 @@ fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyho
 
 impl Pair {
     fn stop(self, runtimes: &Runtimes) -> anyhow::Result<()> {
-        drop(self.clients);
+        drop(self.channels);
         self.handle.shutdown();
         runtimes.server.block_on(self.serving)?;
         Ok(())
@@ -111,14 +161,10 @@ pub(crate) fn run(
     transport: Transport,
 ) -> anyhow::Result<Stats> {
     let pair = start(runtimes, transport, cell.connections)?;
-    let payload = super::payload(cell.payload);
     let callers = pair
-        .clients
+        .channels
         .iter()
-        .map(|client| SinewCaller {
-            client: client.clone(),
-            payload: payload.clone(),
-        })
+        .map(|channel| SinewCaller::new(channel.clone(), cell))
         .collect();
     let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
     pair.stop(runtimes)?;
@@ -160,7 +206,7 @@ pub(crate) fn run_streams(
 ) -> anyhow::Result<Stats> {
     let pair = start(runtimes, transport, 1)?;
     let streamer = SinewStreamer {
-        client: pair.clients[0].clone(),
+        client: EchoClient::new(pair.channels[0].clone()),
         payload: super::payload(cell.payload),
     };
     let stats = drive_streams(runtimes, plan, cell, streamer, process_cpu);
@@ -171,10 +217,7 @@ pub(crate) fn run_streams(
 /// sinew's echo server alone, over TCP, on the server runtime (for the
 /// idle-connection cells, whose clients are in another process).
 pub(crate) fn start_tcp(runtimes: &Runtimes) -> anyhow::Result<RunningServer<'_>> {
-    serve_tcp(
-        runtimes,
-        Server::builder().add_service(EchoServer::new(EchoService)),
-    )
+    serve_tcp(runtimes, echo_server())
 }
 
 /// Binds `builder`'s server to a free port on 127.0.0.1 and serves it on the
@@ -199,23 +242,18 @@ pub(crate) fn serve_tcp(
     }))
 }
 
-/// sinew's client for the server at `address` over TCP: `connections`
-/// channels, each of one connection.
+/// sinew's client for `cell` to the server at `address` over TCP: the
+/// cell's connections, each a channel of its own.
 pub(crate) fn tcp_callers(
     runtimes: &Runtimes,
     address: std::net::SocketAddr,
-    connections: usize,
-    payload: usize,
+    cell: Cell,
 ) -> anyhow::Result<OverConnections<impl Caller>> {
-    let payload = super::payload(payload);
     let callers = runtimes.client.block_on(async {
-        let mut callers = Vec::with_capacity(connections);
-        for _ in 0..connections {
+        let mut callers = Vec::with_capacity(cell.connections);
+        for _ in 0..cell.connections {
             let channel = sinew::Channel::connect(&format!("tcp://{address}")).await?;
-            callers.push(SinewCaller {
-                client: EchoClient::new(channel),
-                payload: payload.clone(),
-            });
+            callers.push(SinewCaller::new(channel, cell));
         }
         Ok::<_, sinew::Status>(callers)
     })?;
@@ -230,10 +268,10 @@ pub(crate) fn idle_cpu_percent(
     quiet: Duration,
 ) -> anyhow::Result<f64> {
     let pair = start(runtimes, transport, 1)?;
-    let caller = SinewCaller {
-        client: pair.clients[0].clone(),
-        payload: super::payload(1024),
-    };
+    let caller = SinewCaller::new(
+        pair.channels[0].clone(),
+        Cell::closed(transport.system(), 1024, 1, 1),
+    );
     runtimes.client.block_on(caller.call())?;
     // Past any spinning and the pool's background connecting.
     std::thread::sleep(Duration::from_millis(200));

@@ -6,6 +6,7 @@
 
 use super::RunningServer;
 use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats};
+use bytes::Bytes;
 use futures_util::{Future, StreamExt};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
@@ -17,6 +18,8 @@ use tarpc::{client, context};
 trait Echo {
     /// Returns its argument.
     async fn unary_echo(message: String) -> String;
+    /// Returns its argument (the `bytes` cells).
+    async fn bytes_echo(data: Bytes) -> Bytes;
 }
 
 #[derive(Clone)]
@@ -25,6 +28,10 @@ struct EchoServer;
 impl Echo for EchoServer {
     async fn unary_echo(self, _: context::Context, message: String) -> String {
         message
+    }
+
+    async fn bytes_echo(self, _: context::Context, data: Bytes) -> Bytes {
+        data
     }
 }
 
@@ -38,19 +45,30 @@ async fn spawn(future: impl Future<Output = ()> + Send + 'static) {
     tokio::spawn(future);
 }
 
+/// tarpc's client making the echo call of a cell: the string echo, or the
+/// bytes echo of the `bytes` cells.
 #[derive(Clone)]
-struct TarpcCaller {
-    client: EchoClient,
-    payload: String,
+enum TarpcCaller {
+    Text { client: EchoClient, payload: String },
+    Bytes { client: EchoClient, payload: Bytes },
 }
 
 impl Caller for TarpcCaller {
     async fn call(&self) -> anyhow::Result<()> {
-        let reply = self
-            .client
-            .unary_echo(context::current(), self.payload.clone())
-            .await?;
-        anyhow::ensure!(reply == self.payload, "wrong echo");
+        match self {
+            TarpcCaller::Text { client, payload } => {
+                let reply = client
+                    .unary_echo(context::current(), payload.clone())
+                    .await?;
+                anyhow::ensure!(reply == *payload, "wrong echo");
+            }
+            TarpcCaller::Bytes { client, payload } => {
+                let reply = client
+                    .bytes_echo(context::current(), payload.clone())
+                    .await?;
+                anyhow::ensure!(reply == *payload, "wrong echo");
+            }
+        }
         Ok(())
     }
 }
@@ -96,16 +114,23 @@ pub(crate) fn callers(
     address: std::net::SocketAddr,
     cell: Cell,
 ) -> anyhow::Result<OverConnections<impl Caller>> {
-    let payload = super::payload(cell.payload);
     let callers = runtimes.client.block_on(async {
         let mut callers = Vec::with_capacity(cell.connections);
         for _ in 0..cell.connections {
             let stream = tokio::net::TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
             let transport = tarpc::serde_transport::new(framed(stream), Bincode::default());
-            callers.push(TarpcCaller {
-                client: EchoClient::new(client::Config::default(), transport).spawn(),
-                payload: payload.clone(),
+            let client = EchoClient::new(client::Config::default(), transport).spawn();
+            callers.push(if cell.bytes {
+                TarpcCaller::Bytes {
+                    client,
+                    payload: super::payload_bytes(cell.payload),
+                }
+            } else {
+                TarpcCaller::Text {
+                    client,
+                    payload: super::payload(cell.payload),
+                }
             });
         }
         Ok::<_, anyhow::Error>(callers)

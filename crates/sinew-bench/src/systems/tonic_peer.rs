@@ -5,11 +5,17 @@
 //! hyper's default HTTP/2 settings; `tonic-tuned` ([`Tuning::Sinew`]) matches
 //! sinew's: 1 MiB stream and 8 MiB connection windows, 4 MiB frames.
 
+use super::blob::tonic_blob::{
+    blob_echo_client::BlobEchoClient, blob_echo_server::BlobEchoServer, Blob,
+};
+use super::blob::TonicBlobEcho;
 use super::RunningServer;
 use crate::load::checked_echoes;
 use crate::load::{drive, Caller, Cell, OverConnections, Plan, Runtimes, Stats, Streamer};
+use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use std::pin::Pin;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 #[allow(clippy::all, missing_docs, unreachable_pub)]
@@ -78,21 +84,60 @@ impl Echo for TonicEcho {
     }
 }
 
+/// tonic's client making the echo call of a cell: the string echo, or the
+/// bytes echo of the `bytes` cells.
 #[derive(Clone)]
-pub(crate) struct TonicCaller {
-    client: EchoClient<tonic::transport::Channel>,
-    payload: String,
+pub(crate) enum TonicCaller {
+    Text {
+        client: EchoClient<Channel>,
+        payload: String,
+    },
+    Bytes {
+        client: BlobEchoClient<Channel>,
+        payload: Bytes,
+    },
+}
+
+impl TonicCaller {
+    /// The caller of `cell`'s echo on `channel`.
+    fn new(channel: Channel, cell: Cell) -> TonicCaller {
+        const LIMIT: usize = 8 << 20;
+        if cell.bytes {
+            TonicCaller::Bytes {
+                client: BlobEchoClient::new(channel).max_decoding_message_size(LIMIT),
+                payload: super::payload_bytes(cell.payload),
+            }
+        } else {
+            TonicCaller::Text {
+                client: EchoClient::new(channel).max_decoding_message_size(LIMIT),
+                payload: super::payload(cell.payload),
+            }
+        }
+    }
 }
 
 impl Caller for TonicCaller {
     async fn call(&self) -> anyhow::Result<()> {
-        let mut client = self.client.clone();
-        let reply = client
-            .unary_echo(EchoRequest {
-                message: self.payload.clone(),
-            })
-            .await?;
-        anyhow::ensure!(reply.get_ref().message == self.payload, "wrong echo");
+        match self {
+            TonicCaller::Text { client, payload } => {
+                let reply = client
+                    .clone()
+                    .unary_echo(EchoRequest {
+                        message: payload.clone(),
+                    })
+                    .await?;
+                anyhow::ensure!(reply.get_ref().message == *payload, "wrong echo");
+            }
+            TonicCaller::Bytes { client, payload } => {
+                let reply = client
+                    .clone()
+                    .unary_echo(Blob {
+                        data: payload.clone(),
+                    })
+                    .await?;
+                anyhow::ensure!(reply.get_ref().data == *payload, "wrong echo");
+            }
+        }
         Ok(())
     }
 }
@@ -100,7 +145,7 @@ impl Caller for TonicCaller {
 /// tonic's client opening server streams of the echo.
 #[derive(Clone)]
 pub(crate) struct TonicStreamer {
-    client: EchoClient<tonic::transport::Channel>,
+    client: EchoClient<Channel>,
     payload: String,
 }
 
@@ -128,7 +173,9 @@ pub(crate) fn streamer(
 ) -> anyhow::Result<TonicStreamer> {
     let cell = Cell::closed(crate::systems::System::Tonic, payload, 1, 1);
     let callers = caller(runtimes, address, cell)?;
-    let TonicCaller { client, payload } = callers.callers()[0].clone();
+    let TonicCaller::Text { client, payload } = callers.callers()[0].clone() else {
+        unreachable!("a string cell has a string caller");
+    };
     Ok(TonicStreamer { client, payload })
 }
 
@@ -164,7 +211,6 @@ pub(crate) fn caller_tuned(
     cell: Cell,
     tuning: Tuning,
 ) -> anyhow::Result<OverConnections<TonicCaller>> {
-    let payload = super::payload(cell.payload);
     let callers = runtimes.client.block_on(async {
         let mut callers = Vec::with_capacity(cell.connections);
         for _ in 0..cell.connections {
@@ -177,11 +223,7 @@ pub(crate) fn caller_tuned(
                     .initial_connection_window_size(Tuning::CONNECTION_WINDOW)
                     .max_frame_size(Tuning::FRAME_SIZE);
             }
-            let channel = endpoint.connect().await?;
-            callers.push(TonicCaller {
-                client: EchoClient::new(channel).max_decoding_message_size(8 << 20),
-                payload: payload.clone(),
-            });
+            callers.push(TonicCaller::new(endpoint.connect().await?, cell));
         }
         Ok::<_, anyhow::Error>(callers)
     })?;
@@ -233,6 +275,7 @@ pub(crate) fn start_tuned(
         }
         builder
             .add_service(EchoServer::new(TonicEcho).max_decoding_message_size(8 << 20))
+            .add_service(BlobEchoServer::new(TonicBlobEcho).max_decoding_message_size(8 << 20))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             })

@@ -22,7 +22,7 @@ mod generated {
 }
 
 use generated::volo_echo::echo::{
-    Echo, EchoClient, EchoClientBuilder, EchoRequest, EchoResponse, EchoServer,
+    Blob, Echo, EchoClient, EchoClientBuilder, EchoRequest, EchoResponse, EchoServer,
 };
 
 struct VoloEcho;
@@ -36,23 +36,46 @@ impl Echo for VoloEcho {
             message: request.message,
         })
     }
+
+    async fn blob_echo(&self, request: Blob) -> Result<Blob, volo_thrift::ServerError> {
+        Ok(request)
+    }
 }
 
+/// Volo's client making the echo call of a cell: the string echo, or the
+/// `binary` echo of the `bytes` cells.
 #[derive(Clone)]
-pub(crate) struct VoloCaller {
-    client: EchoClient,
-    payload: pilota::FastStr,
+pub(crate) enum VoloCaller {
+    Text {
+        client: EchoClient,
+        payload: pilota::FastStr,
+    },
+    Bytes {
+        client: EchoClient,
+        payload: bytes::Bytes,
+    },
 }
 
 impl Caller for VoloCaller {
     async fn call(&self) -> anyhow::Result<()> {
-        let reply = self
-            .client
-            .unary_echo(EchoRequest {
-                message: self.payload.clone(),
-            })
-            .await?;
-        anyhow::ensure!(reply.message == self.payload, "wrong echo");
+        match self {
+            VoloCaller::Text { client, payload } => {
+                let reply = client
+                    .unary_echo(EchoRequest {
+                        message: payload.clone(),
+                    })
+                    .await?;
+                anyhow::ensure!(reply.message == *payload, "wrong echo");
+            }
+            VoloCaller::Bytes { client, payload } => {
+                let reply = client
+                    .blob_echo(Blob {
+                        data: payload.clone(),
+                    })
+                    .await?;
+                anyhow::ensure!(reply.data == *payload, "wrong echo");
+            }
+        }
         Ok(())
     }
 }
@@ -64,7 +87,7 @@ pub(crate) fn run(
     multiplex: bool,
 ) -> anyhow::Result<Stats> {
     let server = start_with(runtimes, multiplex)?;
-    let caller = caller_with(runtimes, server.address, cell.payload, multiplex);
+    let caller = caller_with(runtimes, server.address, cell, multiplex);
     let stats = drive(runtimes, plan, cell, caller);
     server.stop()?;
     Ok(stats)
@@ -95,14 +118,10 @@ fn start_with(runtimes: &Runtimes, multiplex: bool) -> anyhow::Result<RunningSer
     }))
 }
 
-/// Volo's generated client (its own connection pool) for the server at
-/// `address`.
-pub(crate) fn caller(
-    runtimes: &Runtimes,
-    address: std::net::SocketAddr,
-    payload: usize,
-) -> VoloCaller {
-    caller_with(runtimes, address, payload, false)
+/// Volo's generated client (its own connection pool) for `cell` to the
+/// server at `address`.
+pub(crate) fn caller(runtimes: &Runtimes, address: std::net::SocketAddr, cell: Cell) -> VoloCaller {
+    caller_with(runtimes, address, cell, false)
 }
 
 /// Volo's generated client, multiplexing calls on one connection if
@@ -110,7 +129,7 @@ pub(crate) fn caller(
 fn caller_with(
     runtimes: &Runtimes,
     address: std::net::SocketAddr,
-    payload: usize,
+    cell: Cell,
     multiplex: bool,
 ) -> VoloCaller {
     let client = runtimes.client.block_on(async {
@@ -119,8 +138,15 @@ fn caller_with(
             .multiplex(multiplex)
             .build()
     });
-    VoloCaller {
-        client,
-        payload: pilota::FastStr::from(super::payload(payload)),
+    if cell.bytes {
+        VoloCaller::Bytes {
+            client,
+            payload: super::payload_bytes(cell.payload),
+        }
+    } else {
+        VoloCaller::Text {
+            client,
+            payload: pilota::FastStr::from(super::payload(cell.payload)),
+        }
     }
 }

@@ -83,3 +83,53 @@ var ServiceDesc = grpc.ServiceDesc{
 func RegisterEchoServer(s *grpc.Server, srv EchoServer) {
 	s.RegisterService(&ServiceDesc, srv)
 }
+
+// Blob is the request and response of sinew-bench's proto/blob.proto
+// (package sinew.bench), the echo of the harness's bytes cells.
+type Blob struct {
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+}
+
+func (m *Blob) Reset()         { *m = Blob{} }
+func (m *Blob) String() string { return proto.CompactTextString(m) }
+func (*Blob) ProtoMessage()    {}
+
+func init() {
+	proto.RegisterType((*Blob)(nil), "sinew.bench.Blob")
+}
+
+// BlobEchoServer is the BlobEcho service.
+type BlobEchoServer interface {
+	UnaryEcho(context.Context, *Blob) (*Blob, error)
+}
+
+func blobUnaryEchoHandler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Blob)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlobEchoServer).UnaryEcho(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: "/sinew.bench.BlobEcho/UnaryEcho"}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlobEchoServer).UnaryEcho(ctx, req.(*Blob))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// BlobEchoServiceDesc describes the BlobEcho service as protoc-gen-go-grpc would.
+var BlobEchoServiceDesc = grpc.ServiceDesc{
+	ServiceName: "sinew.bench.BlobEcho",
+	HandlerType: (*BlobEchoServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "UnaryEcho", Handler: blobUnaryEchoHandler},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "blob.proto",
+}
+
+// RegisterBlobEchoServer registers srv on s.
+func RegisterBlobEchoServer(s *grpc.Server, srv BlobEchoServer) {
+	s.RegisterService(&BlobEchoServiceDesc, srv)
+}

@@ -1,6 +1,7 @@
 // Command grpcserver: the grpc-go row of sinew-bench. The unary and
-// server-streaming echo of grpc.examples.echo on grpc-go's server with its
-// defaults, as a grpc-go user runs it.
+// server-streaming echo of grpc.examples.echo, and the bytes echo of
+// sinew.bench.BlobEcho, on grpc-go's server with its defaults, as a grpc-go
+// user runs it.
 //
 //	grpcserver -port-file PATH
 //
@@ -52,6 +53,12 @@ func (echo) ServerStreamingEcho(in *echopb.EchoRequest, stream grpc.ServerStream
 	return nil
 }
 
+type blobEcho struct{}
+
+func (blobEcho) UnaryEcho(_ context.Context, in *echopb.Blob) (*echopb.Blob, error) {
+	return &echopb.Blob{Data: in.Data}, nil
+}
+
 func main() {
 	portFile := flag.String("port-file", "", "where to write the port")
 	flag.Parse()
@@ -63,6 +70,7 @@ func main() {
 	// Messages up to the harness's largest payload (1 MiB) plus framing.
 	server := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
 	echopb.RegisterEchoServer(server, echo{})
+	echopb.RegisterBlobEchoServer(server, blobEcho{})
 	port := listener.Addr().(*net.TCPAddr).Port
 	if err := ioutil.WriteFile(*portFile+".tmp", []byte(fmt.Sprint(port)), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -3,19 +3,21 @@
 // (one TCP connection, calls multiplexed on it) shared by every in-flight call.
 //
 //	netrpc serve -port-file PATH
-//	netrpc load -address HOST:PORT -payload N -concurrency C -connections K -warmup-ms W -duration-ms D -server-pid PID
+//	netrpc load -address HOST:PORT -payload N [-bytes] -concurrency C -connections K -warmup-ms W -duration-ms D -server-pid PID
 //
 // serve listens on a free port on 127.0.0.1, writes the port to PATH and serves
 // until killed. load runs the harness's closed loop: C goroutines each making
 // one call at a time over K clients (goroutine i uses client i mod K), a
 // warm-up, then a measured phase; every echo is compared
-// byte for byte. It prints one line of JSON with the fields of sinew-bench's
+// byte for byte. With -bytes the payload is a []byte (Echo.BytesEcho)
+// instead of a string. It prints one line of JSON with the fields of sinew-bench's
 // samples; CPU per call is this process's CPU plus the server's (from
 // /proc/PID/stat) during the measured phase. GOMAXPROCS is set by the harness
 // to its thread counts.
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -34,12 +36,22 @@ import (
 type EchoRequest struct{ Message string }
 type EchoResponse struct{ Message string }
 
+// BlobRequest and BlobResponse are the messages of the bytes cells.
+type BlobRequest struct{ Data []byte }
+type BlobResponse struct{ Data []byte }
+
 // Echo is the service.
 type Echo struct{}
 
 // UnaryEcho returns the request's message.
 func (Echo) UnaryEcho(in *EchoRequest, out *EchoResponse) error {
 	out.Message = in.Message
+	return nil
+}
+
+// BytesEcho returns the request's data.
+func (Echo) BytesEcho(in *BlobRequest, out *BlobResponse) error {
+	out.Data = in.Data
 	return nil
 }
 
@@ -86,6 +98,7 @@ func serve(args []string) {
 type sample struct {
 	System       string  `json:"system"`
 	PayloadBytes int     `json:"payload_bytes"`
+	Bytes        bool    `json:"bytes"`
 	Concurrency  int     `json:"concurrency"`
 	Connections  int     `json:"connections"`
 	Calls        uint64  `json:"calls"`
@@ -113,7 +126,9 @@ type loopResult struct {
 // its loop counts as stuck (the harness's own watchdog).
 const callLimit = 5 * time.Second
 
-func phase(clients []*rpc.Client, payload string, concurrency int, duration time.Duration) ([]int64, uint64, string) {
+// phase runs call (one verified echo on the client given) in concurrency
+// goroutines until duration has passed.
+func phase(clients []*rpc.Client, call func(*rpc.Client) error, concurrency int, duration time.Duration) ([]int64, uint64, string) {
 	deadline := time.Now().Add(duration)
 	results := make(chan loopResult, concurrency)
 	for i := 0; i < concurrency; i++ {
@@ -125,12 +140,7 @@ func phase(clients []*rpc.Client, payload string, concurrency int, duration time
 				if !started.Before(deadline) {
 					break
 				}
-				var out EchoResponse
-				err := client.Call("Echo.UnaryEcho", &EchoRequest{Message: payload}, &out)
-				if err == nil && out.Message != payload {
-					err = fmt.Errorf("the echo differs from what was sent")
-				}
-				if err != nil {
+				if err := call(client); err != nil {
 					r.errors++
 					if r.firstError == "" {
 						r.firstError = err.Error()
@@ -201,6 +211,7 @@ func load(args []string) {
 	flags := flag.NewFlagSet("load", flag.ExitOnError)
 	address := flags.String("address", "", "the server")
 	size := flags.Int("payload", 1024, "payload bytes")
+	asBytes := flags.Bool("bytes", false, "send the payload as []byte (Echo.BytesEcho)")
 	concurrency := flags.Int("concurrency", 1, "calls in flight")
 	connections := flags.Int("connections", 1, "clients (connections) the calls are spread over")
 	warmupMs := flags.Int("warmup-ms", 500, "warm-up")
@@ -219,10 +230,33 @@ func load(args []string) {
 		clients[i] = client
 	}
 	payload := strings.Repeat("x", *size)
-	phase(clients, payload, *concurrency, time.Duration(*warmupMs)*time.Millisecond)
+	call := func(client *rpc.Client) error {
+		var out EchoResponse
+		if err := client.Call("Echo.UnaryEcho", &EchoRequest{Message: payload}, &out); err != nil {
+			return err
+		}
+		if out.Message != payload {
+			return fmt.Errorf("the echo differs from what was sent")
+		}
+		return nil
+	}
+	if *asBytes {
+		data := []byte(payload)
+		call = func(client *rpc.Client) error {
+			var out BlobResponse
+			if err := client.Call("Echo.BytesEcho", &BlobRequest{Data: data}, &out); err != nil {
+				return err
+			}
+			if !bytes.Equal(out.Data, data) {
+				return fmt.Errorf("the echo differs from what was sent")
+			}
+			return nil
+		}
+	}
+	phase(clients, call, *concurrency, time.Duration(*warmupMs)*time.Millisecond)
 	cpuBefore := processCPU() + serverCPU(*serverPid)
 	started := time.Now()
-	latencies, errors, firstError := phase(clients, payload, *concurrency, time.Duration(*durationMs)*time.Millisecond)
+	latencies, errors, firstError := phase(clients, call, *concurrency, time.Duration(*durationMs)*time.Millisecond)
 	elapsed := time.Since(started)
 	cpu := processCPU() + serverCPU(*serverPid) - cpuBefore
 	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
@@ -232,7 +266,7 @@ func load(args []string) {
 		total += l
 	}
 	out := sample{
-		System: "go-netrpc", PayloadBytes: *size, Concurrency: *concurrency, Connections: *connections,
+		System: "go-netrpc", PayloadBytes: *size, Bytes: *asBytes, Concurrency: *concurrency, Connections: *connections,
 		Calls: calls, Errors: errors, FirstError: firstError, Seconds: elapsed.Seconds(),
 		QPS:  float64(calls) / elapsed.Seconds(),
 		P50:  quantileUs(latencies, 0.5),
