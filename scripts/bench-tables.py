@@ -31,7 +31,8 @@ print("|--------|--------:|--:|--:|---------------------:|--------:|-------:|---
 for r in report["results"]:
     load = (f"{r['rate']}/s open" if r.get("rate")
             else f"{r['concurrency']} streams" if r.get("streaming") else r["concurrency"])
-    head = f"| {r['system']} | {r['payload_bytes']} | {load} | {r.get('connections', 1)} |"
+    name = f"{r['system']} bytes" if r.get("bytes") else r["system"]
+    head = f"| {name} | {r['payload_bytes']} | {load} | {r.get('connections', 1)} |"
     if r["failed"]:
         failed_calls = sum(run["errors"] for run in r["runs"])
         why = "; ".join(r["failures"]) or f"{failed_calls} failed calls over {len(r['runs'])} runs"

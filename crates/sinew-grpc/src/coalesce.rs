@@ -72,6 +72,10 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
         Poll::Ready(result)
     }
 
+    fn has_buffered(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.buffer.is_empty() {
             let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buffer))?;
@@ -180,6 +184,8 @@ pub(crate) struct Flusher<T> {
 pub(crate) struct FlushAfter<F, T> {
     connection: Pin<Box<F>>,
     flusher: Flusher<T>,
+    /// Whether the task has yielded once since it last wrote (see `poll`).
+    yielded: bool,
 }
 
 impl<F: Future, T: AsyncWrite + Unpin> FlushAfter<F, T> {
@@ -187,6 +193,7 @@ impl<F: Future, T: AsyncWrite + Unpin> FlushAfter<F, T> {
         FlushAfter {
             connection: Box::pin(connection),
             flusher,
+            yielded: false,
         }
     }
 
@@ -201,6 +208,18 @@ impl<F: Future, T: AsyncWrite + Unpin> Future for FlushAfter<F, T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let output = self.connection.as_mut().poll(cx);
+        // Each response is finished by a task of its own (hyper's, per
+        // request), which wakes this one: written at once, every response
+        // would still be a system call of its own. So before writing, yield
+        // once, to the back of the run queue: the other responses that are
+        // ready get finished meanwhile and go out in the same write. (With
+        // nothing else to run the task is polled again at once.)
+        if output.is_pending() && !self.yielded && lock(&self.flusher.shared).has_buffered() {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
         // If the socket is full, its readiness wakes this task to try again.
         // A failed write is kept and returned by the connection's next write
         // or flush (h2 flushes on every turn): poll it once more to end it.
@@ -238,6 +257,24 @@ mod tests {
         flushed.await;
         let n = far.read(&mut probe).await.unwrap();
         assert_eq!(&probe[..n], b"headers");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_yields_once_then_writes_everything_at_once() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let (mut io, flusher) = coalesce(near);
+        let mut connection = FlushAfter::new(std::future::pending::<()>(), flusher);
+        io.write_all(b"first").await.unwrap();
+        assert!((&mut connection).now_or_never().is_none());
+        // What another task finished meanwhile joins the same write.
+        io.write_all(b" second").await.unwrap();
+        assert!((&mut connection).now_or_never().is_none());
+        let mut got = [0u8; 32];
+        let n = far.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"first second");
+        // Nothing buffered: no yield, nothing written.
+        assert!((&mut connection).now_or_never().is_none());
+        assert!(lock(&io.shared).buffer.is_empty());
     }
 
     #[tokio::test]
@@ -281,9 +318,15 @@ mod tests {
         drop(far);
         let (mut io, flusher) = coalesce(near);
         io.write_all(b"data").await.unwrap();
-        // One turn of a connection that never ends: the drain fails.
-        let turn = FlushAfter::new(std::future::pending::<()>(), flusher).now_or_never();
-        assert!(turn.is_none());
+        // Two turns of a connection that never ends: the first yields before
+        // writing, the second writes, and fails.
+        let mut connection = FlushAfter::new(std::future::pending::<()>(), flusher);
+        assert!((&mut connection).now_or_never().is_none());
+        assert!(
+            io.flush().now_or_never().unwrap().is_ok(),
+            "failed before writing"
+        );
+        assert!((&mut connection).now_or_never().is_none());
         assert!(io.flush().await.is_err());
         assert!(io.write_all(b"more").await.is_err());
     }
