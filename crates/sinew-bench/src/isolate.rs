@@ -40,11 +40,97 @@ impl Outcome {
 /// start, server set-up, the load generator's own 5 s watchdog, and tear-down.
 const CHILD_SLACK: Duration = Duration::from_secs(30);
 
+/// The base of the open-loop rates: the highest rate at which tonic keeps up
+/// in the open loop, found by [`OpenLoopBase::search`].
+#[derive(Debug, Clone)]
+pub(crate) struct OpenLoopBase {
+    /// tonic's median closed-loop QPS at 1 KiB c=64 (where the search starts).
+    pub(crate) closed_qps: f64,
+    /// The p99 bound a sustained rate must keep: [`P99_SLACK`] times tonic's
+    /// median closed-loop p99 at 1 KiB c=64, in µs.
+    pub(crate) p99_bound_us: f64,
+    /// Every rate tried, in order, with tonic's QPS and p99 there (`None`:
+    /// the run failed).
+    pub(crate) probes: Vec<(u32, Option<(f64, f64)>)>,
+    /// The first rate tonic sustained (`None`: none of the probes).
+    pub(crate) sustained: Option<u32>,
+}
+
+/// A sustained open-loop rate keeps p99 within this many times tonic's p99
+/// with 64 calls in flight: a backlog that grows over the phase makes it far
+/// larger (seconds), a rate that is kept leaves it near it.
+const P99_SLACK: f64 = 4.0;
+/// Each probe that tonic does not sustain lowers the rate by this factor.
+const PROBE_STEP: f64 = 0.85;
+/// Probes at most (0.85^8: down to a quarter of the closed-loop QPS).
+const PROBES: usize = 8;
+
+impl OpenLoopBase {
+    /// Searches the highest rate at which tonic (the slowest framework peer
+    /// at 1 KiB c=64, and the one the open-loop target compares with) keeps
+    /// up in the open loop: from its closed-loop QPS down by [`PROBE_STEP`],
+    /// one run per rate, until a run has every call answered, answered at
+    /// 99% of the rate or more, and p99 within [`P99_SLACK`] times tonic's
+    /// closed-loop p99. The open loop costs a client more per call than the
+    /// closed loop (every call its own task, started at its time from an
+    /// idle runtime), so its sustained rate is below the closed-loop QPS;
+    /// fractions of the latter left tonic with no figure at all. `None` if
+    /// tonic's closed-loop cell did not run or failed.
+    fn search(exe: &Path, scratch: &Scratch, plan: &Plan, outcomes: &[Outcome]) -> Option<Self> {
+        let tonic = Cell::closed(System::Tonic, SHAPE_PAYLOAD, 64, 1);
+        let outcome = outcomes.iter().find(|o| o.cell == tonic && !o.failed())?;
+        let closed_qps = Spread::of(Figure::Qps, &outcome.samples)?.median;
+        let p99_bound_us = P99_SLACK * Spread::of(Figure::P99, &outcome.samples)?.median;
+        let mut base = OpenLoopBase {
+            closed_qps,
+            p99_bound_us,
+            probes: Vec::new(),
+            sustained: None,
+        };
+        let mut rate = closed_qps;
+        for _ in 0..PROBES {
+            let at = rate.round().max(1.0) as u32;
+            eprint!("open-loop base: tonic at {at}/s ... ");
+            let probe = run_child(
+                exe,
+                scratch,
+                plan,
+                Cell::open(System::Tonic, SHAPE_PAYLOAD, at),
+            )
+            .ok()
+            .filter(Sample::is_clean)
+            .map(|sample| (sample.qps, sample.p99_us));
+            base.probes.push((at, probe));
+            match probe {
+                Some((qps, p99)) if qps >= 0.99 * f64::from(at) && p99 <= p99_bound_us => {
+                    eprintln!("kept up (p99 {p99:.0} us)");
+                    base.sustained = Some(at);
+                    break;
+                }
+                Some((qps, p99)) => eprintln!("fell behind ({qps:.0}/s, p99 {p99:.0} us)"),
+                None => eprintln!("failed"),
+            }
+            rate *= PROBE_STEP;
+        }
+        Some(base)
+    }
+
+    /// The open-loop rate at `fraction` of the sustained rate.
+    pub(crate) fn rate(&self, fraction: f64) -> Option<u32> {
+        let rate = (f64::from(self.sustained?) * fraction).round();
+        (rate >= 1.0).then_some(rate as u32)
+    }
+}
+
 /// Runs every cell of `plan` `runs` times, each in its own process, rounds in
 /// random orders drawn from `seed`. Then, if the plan asks for them, the
-/// open-loop cells the same way, at rates drawn from tonic's figure just
-/// measured ([`open_loop_rate`]).
-pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Outcome>> {
+/// open-loop cells the same way, at fractions of the rate tonic sustains in
+/// the open loop ([`OpenLoopBase`]).
+pub(crate) fn run(
+    plan: &Plan,
+    runs: usize,
+    seed: u64,
+) -> anyhow::Result<(Vec<Outcome>, Option<OpenLoopBase>)> {
     let exe = std::env::current_exe()?;
     let scratch = Scratch::new("runs")?;
     let mut random = SplitMix64(seed);
@@ -59,37 +145,34 @@ pub(crate) fn run(plan: &Plan, runs: usize, seed: u64) -> anyhow::Result<Vec<Out
         }
     };
     rounds(&mut outcomes);
-    if !plan.open_loop.is_empty() {
-        let mut open = Vec::new();
-        for &fraction in &plan.open_loop {
-            match open_loop_rate(&outcomes, fraction) {
-                Some(rate) => {
-                    open.extend(Outcome::new_for(plan.open_cells(rate, &[SHAPE_PAYLOAD])))
-                }
-                None => {
-                    eprintln!(
-                        "open-loop cells skipped: their rates are fractions of tonic's QPS at \
-                         1 KiB c=64, and that cell did not run or failed"
-                    );
-                    break;
-                }
-            }
-        }
-        rounds(&mut open);
-        outcomes.extend(open);
+    if plan.open_loop.is_empty() {
+        return Ok((outcomes, None));
     }
-    Ok(outcomes)
-}
-
-/// The open-loop rate at `fraction` of tonic's median QPS at 1 KiB c=64 on one
-/// connection (the slowest framework peer in that cell, and the one the
-/// open-loop target compares with); `None` if that cell did not run or failed.
-pub(crate) fn open_loop_rate(outcomes: &[Outcome], fraction: f64) -> Option<u32> {
-    let tonic = Cell::closed(System::Tonic, SHAPE_PAYLOAD, 64, 1);
-    let outcome = outcomes.iter().find(|o| o.cell == tonic && !o.failed())?;
-    let base = Spread::of(Figure::Qps, &outcome.samples)?.median;
-    let rate = (base * fraction).round();
-    (rate >= 1.0).then_some(rate as u32)
+    let base = OpenLoopBase::search(&exe, &scratch, plan, &outcomes);
+    let rates: Vec<u32> = plan
+        .open_loop
+        .iter()
+        .filter_map(|&fraction| base.as_ref()?.rate(fraction))
+        .collect();
+    if rates.len() < plan.open_loop.len() {
+        eprintln!(
+            "open-loop cells skipped: their rates are fractions of the rate tonic sustains \
+             in the open loop, and {}",
+            if base.is_none() {
+                "tonic's 1 KiB c=64 cell did not run or failed"
+            } else {
+                "tonic kept up at none of the rates tried"
+            }
+        );
+        return Ok((outcomes, base));
+    }
+    let mut open = Vec::new();
+    for rate in rates {
+        open.extend(Outcome::new_for(plan.open_cells(rate, &[SHAPE_PAYLOAD])));
+    }
+    rounds(&mut open);
+    outcomes.extend(open);
+    Ok((outcomes, base))
 }
 
 impl Outcome {

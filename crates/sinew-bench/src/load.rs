@@ -22,8 +22,8 @@ pub(crate) struct Plan {
     pub(crate) connections: usize,
     /// Many-client shapes, at 1 KiB: (connections, calls in flight on each).
     pub(crate) shapes: Vec<(usize, usize)>,
-    /// Open-loop rates, as fractions of tonic's closed-loop QPS at 1 KiB
-    /// c=64 (measured first in the same run; see [`crate::isolate::run`]).
+    /// Open-loop rates, as fractions of the rate tonic sustains in the open
+    /// loop (searched in the same run; see [`crate::isolate::OpenLoopBase`]).
     pub(crate) open_loop: Vec<f64>,
     /// Idle-connection cells: this many connections per system, each after
     /// one call (0: none).

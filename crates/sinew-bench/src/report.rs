@@ -2,7 +2,7 @@
 //! JSON. Every figure is the median of a cell's runs, shown with its spread;
 //! every ratio is one of medians; a failed cell has no figures.
 
-use crate::isolate::Outcome;
+use crate::isolate::{OpenLoopBase, Outcome};
 use crate::load::{Cell, Plan, BYTES_CONCURRENCY, SHAPE_PAYLOAD};
 use crate::sample::{Figure, Spread};
 use crate::systems::System;
@@ -14,6 +14,8 @@ pub(crate) struct Summary {
     runs: usize,
     seed: u64,
     outcomes: Vec<Outcome>,
+    /// Where the open-loop rates came from.
+    open_loop_base: Option<OpenLoopBase>,
     /// CPU of a connected but quiet pair, % of one core, per sinew transport.
     idle_cpu: Vec<(System, f64)>,
 }
@@ -32,6 +34,7 @@ impl Summary {
         runs: usize,
         seed: u64,
         outcomes: Vec<Outcome>,
+        open_loop_base: Option<OpenLoopBase>,
         idle_cpu: Vec<(System, f64)>,
     ) -> Summary {
         Summary {
@@ -39,6 +42,7 @@ impl Summary {
             runs,
             seed,
             outcomes,
+            open_loop_base,
             idle_cpu,
         }
     }
@@ -137,10 +141,10 @@ impl Summary {
         (y > 0.0).then(|| x / y)
     }
 
-    /// sinew-tcp's p99 over tonic's in the open loop at `fraction` of tonic's
-    /// closed-loop QPS (both at the same rate).
+    /// sinew-tcp's p99 over tonic's in the open loop at `fraction` of the
+    /// rate tonic sustains there (both at the same rate).
     fn open_loop_p99(&self, fraction: f64) -> Option<f64> {
-        let rate = crate::isolate::open_loop_rate(&self.outcomes, fraction)?;
+        let rate = self.open_loop_base.as_ref()?.rate(fraction)?;
         let p99 = |system| self.median_of(Cell::open(system, SHAPE_PAYLOAD, rate), Figure::P99);
         let (ours, tonic) = (p99(System::SinewTcp)?, p99(System::Tonic)?);
         (tonic > 0.0).then(|| ours / tonic)
@@ -290,13 +294,13 @@ impl Summary {
             },
             Ratio {
                 key: "open_p99_vs_tonic_80",
-                what: "sinew-tcp / tonic p99, open loop at 80% of tonic's max QPS, 1 KiB",
+                what: "sinew-tcp / tonic p99, open loop at 80% of the rate tonic sustains, 1 KiB",
                 target: "<= 0.5",
                 value: self.open_loop_p99(0.8),
             },
             Ratio {
                 key: "open_p99_vs_tonic_50",
-                what: "sinew-tcp / tonic p99, open loop at 50% of tonic's max QPS, 1 KiB",
+                what: "sinew-tcp / tonic p99, open loop at 50% of the rate tonic sustains, 1 KiB",
                 target: "<= 0.5",
                 value: self.open_loop_p99(0.5),
             },
@@ -472,6 +476,24 @@ impl Summary {
                 ratio.key, value, ratio.target, ratio.what
             ));
         }
+        if let Some(base) = &self.open_loop_base {
+            let probes: Vec<String> = base
+                .probes
+                .iter()
+                .map(|(rate, probe)| match probe {
+                    Some((qps, p99)) => format!("{rate}/s: {qps:.0}/s p99 {p99:.0} us"),
+                    None => format!("{rate}/s: failed"),
+                })
+                .collect();
+            out.push_str(&format!(
+                "open-loop base: tonic sustained {} (closed-loop {:.0} QPS; p99 bound {:.0} us; {})\n",
+                base.sustained
+                    .map_or("no rate tried".to_owned(), |rate| format!("{rate}/s")),
+                base.closed_qps,
+                base.p99_bound_us,
+                probes.join(", ")
+            ));
+        }
         if !self.idle_cpu.is_empty() {
             out.push_str("idle CPU of a connected, quiet pair (target ~0%):\n");
             for (system, percent) in &self.idle_cpu {
@@ -511,6 +533,17 @@ impl Summary {
                 "streams": self.plan.streams,
                 "idle_connections": self.plan.idle_connections,
             },
+            "open_loop_base": self.open_loop_base.as_ref().map(|base| json!({
+                "tonic_closed_qps": base.closed_qps,
+                "p99_bound_us": base.p99_bound_us,
+                "sustained_rate": base.sustained,
+                "probes": base.probes.iter().map(|(rate, probe)| json!({
+                    "rate": rate,
+                    "qps": probe.map(|(qps, _)| qps),
+                    "p99_us": probe.map(|(_, p99)| p99),
+                    "failed": probe.is_none(),
+                })).collect::<Vec<_>>(),
+            })),
             "results": results,
             "ratios": ratios,
             "ratio_targets": targets,

@@ -112,6 +112,23 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         .filter(|r| r["rate"].as_u64() > Some(0))
         .collect();
     assert_eq!(open.len(), 6, "the open-loop cells");
+    let base = &report["open_loop_base"];
+    let sustained = base["sustained_rate"]
+        .as_u64()
+        .expect("tonic sustained a rate");
+    assert!(
+        base["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|probe| probe["rate"].as_u64() == Some(sustained)),
+        "{base}"
+    );
+    assert!(
+        open.iter()
+            .all(|r| r["rate"].as_u64() == Some((sustained as f64 * 0.3).round() as u64)),
+        "the open-loop cells run at 30% of the sustained rate"
+    );
     for key in report["ratios"].as_object().unwrap().keys() {
         assert!(
             report["ratio_targets"][key].is_string(),
