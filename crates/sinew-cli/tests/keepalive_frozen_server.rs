@@ -20,10 +20,37 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 struct Frozen(u32);
 
 impl Frozen {
+    /// Stops `pid` and waits until every thread of it is stopped: `kill`
+    /// returns before a thread running on another core has taken the signal,
+    /// and a call sent in that window is answered.
     fn stop(pid: u32) -> Frozen {
         kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
-        Frozen(pid)
+        let frozen = Frozen(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        frozen
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in its stat).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .is_some_and(|state| state == "T")
+        })
+    })
 }
 
 impl Drop for Frozen {
