@@ -97,25 +97,21 @@ impl Summary {
     /// sinew-tcp's QPS over the best framework peer's (tonic, tarpc, Volo,
     /// grpc-go, Go net/rpc; whichever ran) in a many-client shape.
     fn vs_best_peer(&self, connections: usize, each: usize) -> Option<f64> {
-        let qps = |system| {
-            self.median_of(
-                Cell::closed(system, SHAPE_PAYLOAD, connections * each, connections),
-                Figure::Qps,
-            )
-        };
-        let ours = qps(System::SinewTcp)?;
-        let best = System::FRAMEWORK_PEERS
-            .into_iter()
-            .filter_map(qps)
-            .reduce(f64::max)?;
-        (best > 0.0).then(|| ours / best)
+        self.sinew_vs_best_peer(|system| {
+            Cell::closed(system, SHAPE_PAYLOAD, connections * each, connections)
+        })
     }
 
     /// sinew-tcp's QPS over the best framework peer's in the `bytes` cells
     /// of `payload` bytes.
     fn bytes_vs_best_peer(&self, payload: usize) -> Option<f64> {
-        let qps =
-            |system| self.median_of(Cell::bytes(system, payload, BYTES_CONCURRENCY), Figure::Qps);
+        self.sinew_vs_best_peer(|system| Cell::bytes(system, payload, BYTES_CONCURRENCY))
+    }
+
+    /// sinew-tcp's median QPS over the best framework peer's, in the cell
+    /// `cell_of` gives for each system.
+    fn sinew_vs_best_peer(&self, cell_of: impl Fn(System) -> Cell) -> Option<f64> {
+        let qps = |system| self.median_of(cell_of(system), Figure::Qps);
         let ours = qps(System::SinewTcp)?;
         let best = System::FRAMEWORK_PEERS
             .into_iter()
