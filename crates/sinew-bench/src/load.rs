@@ -32,7 +32,7 @@ pub(crate) struct Plan {
     pub(crate) h2load_shapes: Vec<(usize, usize)>,
     /// Server-streaming cells: streams per cell (one connection each).
     pub(crate) streams: Vec<usize>,
-    /// Payload sizes of the `bytes` cells ([`BYTES_SYSTEMS`] at
+    /// Payload sizes of the `bytes` cells (the systems with [`System::has_bytes_echo`], at
     /// [`BYTES_CONCURRENCY`] on one connection).
     pub(crate) bytes_payloads: Vec<usize>,
     /// Set in a child: the one cell it runs (`--cell`).
@@ -95,23 +95,6 @@ pub(crate) const STREAM_SYSTEMS: [System; 6] = [
     System::SinewGrpc,
     System::Tonic,
     System::GrpcGo,
-];
-
-/// The systems that run the `bytes` cells: those with a bytes echo (not the
-/// raw baselines, which have no encoding, nor h2load, whose request is the
-/// same protobuf bytes whichever field type the server decodes them as).
-pub(crate) const BYTES_SYSTEMS: [System; 11] = [
-    System::SinewTcp,
-    System::SinewUnix,
-    System::SinewShm,
-    System::SinewGrpc,
-    System::Tonic,
-    System::TonicTuned,
-    System::Tarpc,
-    System::Volo,
-    System::VoloMux,
-    System::GrpcGo,
-    System::GoNetRpc,
 ];
 
 /// Calls in flight in the `bytes` cells.
@@ -796,7 +779,7 @@ impl Plan {
                     cells.push(Cell::stream(system, SHAPE_PAYLOAD, streams));
                 }
             }
-            if BYTES_SYSTEMS.contains(&system) {
+            if system.has_bytes_echo() {
                 for &payload in &self.bytes_payloads {
                     cells.push(Cell::bytes(system, payload, BYTES_CONCURRENCY));
                 }

@@ -118,6 +118,14 @@ impl System {
         )
     }
 
+    /// Whether the system runs the `bytes` cells: every one with an encoding
+    /// (not the raw baselines, which have none, nor the h2load rows, whose
+    /// request is the same protobuf bytes whichever field type the server
+    /// decodes them as).
+    pub(crate) fn has_bytes_echo(self) -> bool {
+        !self.is_h2load() && !matches!(self, System::RawPingPong | System::RawPipelined)
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::SinewTcp => "sinew-tcp",
