@@ -41,7 +41,8 @@ impl FrameDecoder {
         self.max_frame_size
     }
 
-    /// Decodes one frame from the front of `src`, if it is all there.
+    /// Decodes one frame from the front of `src`, if it is all there. Never
+    /// grows `src`.
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         if src.len() < 4 {
             return Ok(None);
@@ -77,7 +78,8 @@ impl FrameDecoder {
         }
         let total = FRAME_HEADER_LEN + length as usize;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Room for the rest is the reader's to make: it decides how much
+            // a peer has earned and which buffer the bytes go to.
             return Ok(None);
         }
         let mut header_bytes = [0u8; FRAME_HEADER_LEN];

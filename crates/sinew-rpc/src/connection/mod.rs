@@ -32,11 +32,13 @@ mod flood;
 mod inbox;
 pub(crate) mod keepalive;
 pub(crate) mod options;
+mod read_buf;
 pub(crate) mod stream;
 pub(crate) mod writer;
 
 pub(crate) use inbox::Inbox;
 pub use keepalive::Keepalive;
+pub(crate) use read_buf::reserve_for_read;
 
 use crate::call::Payload;
 use crate::server::Activity;
@@ -56,41 +58,6 @@ pub(crate) const PENDING_WRITE_HIGH: usize = 1024 * 1024;
 /// The reader stops reading while more than this is queued for the socket: a peer
 /// that never reads cannot make us queue unbounded answers (PING ACKs, resets).
 pub(crate) const PENDING_WRITE_PAUSE: usize = 4 * 1024 * 1024;
-
-/// Smallest free space a read is given; larger reads mean fewer syscalls.
-const READ_CHUNK: usize = 256 * 1024;
-
-/// Makes room in the read buffer before the next read.
-///
-/// Decoded messages are `Bytes` slices of the read buffer, so once one is handed
-/// out the buffer's allocation is shared and growing it means a new allocation
-/// plus a copy of the partial frame at its end. Growing in large chunks (at least
-/// 256 KiB, and enough for the rest of the frame that has started) makes that
-/// happen once per many frames instead of on nearly every read of large messages.
-///
-/// A frame's announced length is the peer's word, not its bytes: room for the
-/// rest of a frame is given only up to four times what has arrived (at least
-/// 256 KiB), so a peer that announces a 4 MiB frame and trickles it makes the
-/// buffer grow with what it actually sends, not with what it announced.
-pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
-    let mut wanted = READ_CHUNK / 8;
-    if buf.len() >= 4 {
-        let frame = sinew_wire::FRAME_HEADER_LEN
-            + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let earned = (4 * buf.len()).max(READ_CHUNK);
-        wanted = wanted.max(frame.saturating_sub(buf.len()).min(earned));
-    }
-    // Reuse the allocation if every message split from it is gone (moving the
-    // partial frame to its front); otherwise start a fresh buffer with the
-    // partial frame. Not `reserve`: on a buffer messages were split from, it may
-    // grow the whole allocation in place (a realloc), copying every byte already
-    // handed out too and faulting in fresh pages for them.
-    if buf.capacity() - buf.len() < wanted && !buf.try_reclaim(wanted) {
-        let mut fresh = BytesMut::with_capacity(buf.len() + wanted.max(READ_CHUNK));
-        fresh.extend_from_slice(buf);
-        *buf = fresh;
-    }
-}
 
 /// A message a connection can encode straight into its pending write buffer or
 /// into shared-memory slabs: any prost message (the server's typed responses),
