@@ -218,3 +218,79 @@ async fn readiness_waits_for_room_under_the_servers_stream_limit() {
         .expect("readiness without an error");
     server.shutdown().await;
 }
+
+/// `poll_connected`, for what watches an endpoint: connected or not.
+async fn connected_within(channel: &mut Channel, limit: Duration) -> bool {
+    tokio::time::timeout(limit, std::future::poll_fn(|cx| channel.poll_connected(cx)))
+        .await
+        .is_ok_and(|connected| connected.is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_waits_through_backoffs_and_hears_of_a_lost_connection() {
+    let port = unused_tcp_port();
+    // Fail fast for calls, yet poll_connected waits out the backoffs.
+    let mut channel = Channel::builder(tcp_address(port))
+        .reconnect_backoff(Duration::from_millis(100), Duration::from_millis(400))
+        .lazy();
+    assert!(!connected_within(&mut channel, Duration::from_millis(600)).await);
+    let error = channel
+        .last_connect_error()
+        .expect("the failed connect's error");
+    assert_eq!(error.code(), Code::Unavailable);
+    let status = ready_within(&mut channel, Duration::from_secs(5))
+        .await
+        .expect("fails fast")
+        .unwrap_err();
+    assert!(status.is_not_processed());
+
+    let server = TestServer::start_on_tcp_port(port, |builder| builder).await;
+    assert!(connected_within(&mut channel, Duration::from_secs(10)).await);
+    assert!(channel.last_connect_error().is_none());
+    let lost = tokio::spawn(channel.connection_lost());
+    sleep_a_little().await;
+    assert!(!lost.is_finished(), "the connection is fine");
+
+    // A graceful shutdown sends GOAWAY: the connection takes no new calls
+    // from then on, and the watcher hears of it before the server is gone.
+    server.handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), lost)
+        .await
+        .expect("heard of the GOAWAY")
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), server.task).await;
+    // The server is gone: no connection to be had.
+    assert!(!connected_within(&mut channel, Duration::from_millis(300)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_under_the_channel_is_heard_of() {
+    // The server on a runtime of its own, dropped at once below: its tasks
+    // and sockets go as they would with its process.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (address_sender, address) = tokio::sync::oneshot::channel();
+    runtime.spawn(async move {
+        let server = TestServer::start().await;
+        address_sender.send(server.tcp.clone()).unwrap();
+        std::future::pending::<()>().await;
+        drop(server);
+    });
+    let mut channel = Channel::builder(address.await.unwrap()).lazy();
+    assert!(connected_within(&mut channel, Duration::from_secs(10)).await);
+    let lost = tokio::spawn(channel.connection_lost());
+    sleep_a_little().await;
+    assert!(!lost.is_finished());
+    runtime.shutdown_background();
+    tokio::time::timeout(Duration::from_secs(10), lost)
+        .await
+        .expect("heard of the lost connection")
+        .unwrap();
+}
+
+async fn sleep_a_little() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

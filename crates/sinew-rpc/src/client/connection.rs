@@ -214,7 +214,7 @@ fn process_frames(
                 state.wake = wake;
             }
             RoleFrame::GoAway(goaway) => {
-                state.shared_accepting_off();
+                state.shared_ref().stop_accepting();
                 state.goaway_received = Some(goaway.last_stream_id);
                 if goaway.reason != Reason::NoError {
                     state.kill(Status::unavailable(format!(
@@ -242,10 +242,4 @@ fn process_frames(
         }
     }
     Ok(())
-}
-
-impl Locked<'_> {
-    fn shared_accepting_off(&self) {
-        self.shared_ref().accepting.store(false, Ordering::Release);
-    }
 }

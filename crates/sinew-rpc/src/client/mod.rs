@@ -309,6 +309,55 @@ impl Channel {
         }
     }
 
+    /// Ready once the channel has a connection with room for a call, which it
+    /// reserves as `poll_ready` does; pending through connects and reconnect
+    /// backoffs, whatever [`ChannelBuilder::wait_for_ready`] says (calls still
+    /// follow it). For what watches an endpoint (a balancer's worker) rather
+    /// than calls it. A channel over another service
+    /// ([`Channel::from_service`]) answers with that service's readiness.
+    pub fn poll_connected(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        match &mut self.kind {
+            Kind::Sinew { pool, ready } => {
+                if let Some(shared) = ready {
+                    if shared.accepting.load(std::sync::atomic::Ordering::Acquire) {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                *ready = Some(std::task::ready!(pool.poll_connection_waiting(cx)));
+                Poll::Ready(Ok(()))
+            }
+            Kind::Service { service, .. } => tower::Service::poll_ready(service, cx),
+        }
+    }
+
+    /// Resolves when the connection that the last successful `poll_ready` or
+    /// [`poll_connected`](Channel::poll_connected) reserved stops taking new
+    /// calls: it was lost, or the server sent GOAWAY (it is shutting down).
+    /// At once when no connection is reserved; never for a channel over
+    /// another service, which has no connection to watch.
+    pub fn connection_lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let watched = match &self.kind {
+            Kind::Sinew { ready, .. } => Some(ready.clone()),
+            Kind::Service { .. } => None,
+        };
+        async move {
+            match watched {
+                Some(Some(shared)) => shared.until_unusable().await,
+                Some(None) => {}
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Why the last connect failed, while the channel backs off from it
+    /// (`None` otherwise, and for a channel over another service).
+    pub fn last_connect_error(&self) -> Option<Status> {
+        match &self.kind {
+            Kind::Sinew { pool, .. } => pool.last_error(),
+            Kind::Service { .. } => None,
+        }
+    }
+
     /// Waits until the channel can take a call (see
     /// [`ChannelBuilder::wait_for_ready`]).
     async fn wait_ready(&mut self) -> Result<(), Status> {

@@ -120,12 +120,34 @@ impl Pool {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Arc<Shared>, Status>> {
+        self.poll_slots(cx, false)
+    }
+
+    /// A live connection with room for a stream; pending (never failing)
+    /// while every slot connects or backs off.
+    pub(crate) fn poll_connection_waiting(&self, cx: &mut Context<'_>) -> Poll<Arc<Shared>> {
+        match self.poll_slots(cx, true) {
+            Poll::Ready(Ok(shared)) => Poll::Ready(shared),
+            Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_slots(
+        &self,
+        cx: &mut Context<'_>,
+        wait_out_backoff: bool,
+    ) -> Poll<Result<Arc<Shared>, Status>> {
         let count = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
         let mut failure = None;
         let mut waiting = false;
         for offset in 0..count {
-            match self.slots[(start + offset) % count].poll_connection(cx) {
+            let slot = &self.slots[(start + offset) % count];
+            let outcome = match wait_out_backoff {
+                true => slot.poll_connection_waiting(cx).map(Ok),
+                false => slot.poll_connection(cx),
+            };
+            match outcome {
                 Poll::Ready(Ok(shared)) => {
                     if shared.poll_stream_room(cx).is_ready() {
                         return Poll::Ready(Ok(shared));

@@ -156,6 +156,25 @@ impl<K: Connect> Reconnect<K> {
         self: &Arc<Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<K::Connection, Status>> {
+        self.poll(cx, self.policy.wait_for_ready)
+    }
+
+    /// A usable connection; pending while one is being made and while the
+    /// slot backs off (it connects again when the backoff ends), whatever the
+    /// policy says: for a watcher that waits for the endpoint to come back.
+    pub fn poll_connection_waiting(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<K::Connection> {
+        match self.poll(cx, true) {
+            Poll::Ready(Ok(connection)) => Poll::Ready(connection),
+            // Waiting never fails: a backoff is waited out.
+            Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        wait_for_ready: bool,
+    ) -> Poll<Result<K::Connection, Status>> {
         let mut state = self.lock();
         if let Some(connection) = &state.connection {
             if self.connector.is_usable(connection) {
@@ -166,7 +185,7 @@ impl<K: Connect> Reconnect<K> {
         }
         if !state.driving {
             match state.backoff.failure(Instant::now()) {
-                Some(status) if !self.policy.wait_for_ready => return Poll::Ready(Err(status)),
+                Some(status) if !wait_for_ready => return Poll::Ready(Err(status)),
                 _ => {
                     state.driving = true;
                     tokio::spawn(drive(Arc::downgrade(self)));

@@ -309,7 +309,10 @@ pub(crate) struct Shared {
     pub(crate) stream_closed: Notify,
     /// False once the connection must not carry new calls (dead, or GOAWAY
     /// received); read without the lock by the client's connection pool.
+    /// Cleared only by [`Shared::stop_accepting`].
     pub(crate) accepting: AtomicBool,
+    /// Signalled when `accepting` turns false ([`Shared::until_unusable`]).
+    unusable: Notify,
     /// [`State::open_streams`], readable without the lock (readiness and load
     /// of the client's pool; the server's connection table tells idle
     /// connections by it).
@@ -430,6 +433,7 @@ impl Shared {
             flushed: Notify::new(),
             stream_closed: Notify::new(),
             accepting: AtomicBool::new(true),
+            unusable: Notify::new(),
             open_streams: activity,
             received: AtomicBool::new(false),
             local,
@@ -452,6 +456,27 @@ impl Shared {
             shared: self,
             was_empty,
             wake: Wakers::new(),
+        }
+    }
+
+    /// The connection takes no new calls from now on (it died, or the peer
+    /// sent GOAWAY); wakes [`Shared::until_unusable`].
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+        self.unusable.notify_waiters();
+    }
+
+    /// Resolves once the connection takes no new calls.
+    pub(crate) async fn until_unusable(&self) {
+        loop {
+            let unusable = self.unusable.notified();
+            tokio::pin!(unusable);
+            // Registered before the check, so a stop in between is not missed.
+            unusable.as_mut().enable();
+            if !self.accepting.load(Ordering::Acquire) {
+                return;
+            }
+            unusable.await;
         }
     }
 
@@ -532,7 +557,7 @@ impl Locked<'_> {
             return;
         }
         let mut wake = std::mem::take(&mut self.wake);
-        self.shared.accepting.store(false, Ordering::Release);
+        self.shared.stop_accepting();
         self.dead = Some(status.clone());
         self.close_after_flush = true;
         let current_batch = self.batches_taken;
