@@ -830,7 +830,10 @@ mod tests {
     impl Caller for Echo {
         async fn call(&self) -> anyhow::Result<()> {
             let n = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            anyhow::ensure!(!self.fail_every_other || n % 2 == 0, "call {n} failed");
+            anyhow::ensure!(
+                !self.fail_every_other || n.is_multiple_of(2),
+                "call {n} failed"
+            );
             Ok(())
         }
     }

@@ -114,7 +114,7 @@ async fn ten_thousand_calls_of_random_sizes_up_to_4_mib_come_back_intact() {
                 // magnitude is exercised, the total stays bounded.
                 let exponent = (random.next() % 2200) as f64 / 100.0;
                 let size = (2f64.powf(exponent) as u64).clamp(1, LARGEST) as usize;
-                let size = if random.next() % 1000 == 0 {
+                let size = if random.next().is_multiple_of(1000) {
                     LARGEST as usize
                 } else {
                     size

@@ -51,9 +51,9 @@ pub(crate) const MIN_CAPACITY: u64 = 4096;
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
 
 const _: () = assert!(std::mem::size_of::<RingControl>() <= RING1_CONTROL);
-const _: () = assert!(RING1_CONTROL % std::mem::align_of::<RingControl>() == 0);
+const _: () = assert!(RING1_CONTROL.is_multiple_of(std::mem::align_of::<RingControl>()));
 const _: () = assert!(std::mem::size_of::<SlabControl>() <= RING1_CONTROL);
-const _: () = assert!(SLAB_CONTROL % std::mem::align_of::<SlabControl>() == 0);
+const _: () = assert!(SLAB_CONTROL.is_multiple_of(std::mem::align_of::<SlabControl>()));
 const _: () = assert!(SLAB_CONTROL + 2 * RING1_CONTROL == CONTROL_AREA as usize);
 
 /// The sizes that fix a region's layout, agreed at the handshake.

@@ -279,7 +279,7 @@ impl Spin {
         self.rounds = self.rounds.wrapping_add(1);
         let since = match self.since {
             None => *self.since.insert(Instant::now()),
-            Some(_) if self.rounds % ROUNDS_PER_CLOCK_READ != 0 => {
+            Some(_) if !self.rounds.is_multiple_of(ROUNDS_PER_CLOCK_READ) => {
                 cx.waker().wake_by_ref();
                 return true;
             }

@@ -183,7 +183,7 @@ impl Preface {
                 format!("peer speaks sinew protocol version {version}; this side speaks version {PROTOCOL_VERSION}"),
             ));
         }
-        if settings_len % SETTING_LEN != 0 || settings_len / SETTING_LEN > MAX_SETTINGS {
+        if !settings_len.is_multiple_of(SETTING_LEN) || settings_len / SETTING_LEN > MAX_SETTINGS {
             return Err(WireError::new(
                 Reason::BadPreface,
                 format!("settings length {settings_len} is not a multiple of 6 bytes up to {MAX_SETTINGS} settings"),
