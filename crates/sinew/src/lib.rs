@@ -116,12 +116,16 @@
 //! | [`transport`] | addresses, listeners, shared-memory options ([`transport::ShmOptions`]) |
 //! | [`wire`] | sinew's frames and codec (`docs/protocol.md`) |
 //! | [`grpc`] (feature `grpc`, default) | the gRPC bridge and client |
+//! | [`cluster`] (feature `cluster`, default) | discovery (resolvers) and the balanced channel over a service's endpoints |
 //!
 //! # Features
 //!
 //! * `grpc` (default): gRPC over HTTP/2 ([`grpc`]), on hyper: the bridge that
 //!   serves sinew services to gRPC clients on the same port, and the client
 //!   behind `grpc://` addresses. Without it, sinew's own protocol only.
+//! * `cluster` (default): calling a service by name over many endpoints
+//!   ([`cluster`]): resolvers, [`cluster::Balanced`] with its policies,
+//!   endpoint health and fail-over.
 
 #![forbid(unsafe_code)]
 
@@ -131,6 +135,9 @@ pub use sinew_wire as wire;
 
 #[cfg(feature = "grpc")]
 pub use sinew_grpc as grpc;
+
+#[cfg(feature = "cluster")]
+pub use sinew_cluster as cluster;
 
 /// The protobuf runtime generated code uses: applications need no `prost`
 /// dependency of their own (at a matching version) to use generated types.

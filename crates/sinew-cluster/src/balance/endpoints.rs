@@ -1,0 +1,129 @@
+//! The balancer's endpoint set as callers see it: one [`EndpointState`] per
+//! endpoint (its channel, whether it can take calls, its load), published by
+//! the worker as an immutable [`Set`] that callers pick from without locks.
+
+use super::ewma::PeakEwma;
+use crate::endpoint::Endpoint;
+use arc_swap::ArcSwap;
+use sinew_rpc::{Channel, Status};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Whether an endpoint can take calls, as its worker task last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// A connection is being made (or none was asked for yet).
+    Connecting,
+    /// Connected, with room for calls: the only state a call is sent in.
+    Ready,
+    /// The last connect failed; waiting out a backoff before the next.
+    Failed,
+}
+
+impl Health {
+    fn from_u8(value: u8) -> Health {
+        match value {
+            1 => Health::Ready,
+            2 => Health::Failed,
+            _ => Health::Connecting,
+        }
+    }
+
+    /// The state's name, as `sinew` reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Connecting => "connecting",
+            Health::Ready => "ready",
+            Health::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One endpoint of the set, shared by the worker (which keeps its health)
+/// and the calls (which count themselves in and feed its latency estimate).
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub(crate) endpoint: ArcSwap<Endpoint>,
+    pub(crate) channel: Channel,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) rtt: PeakEwma,
+    health: AtomicU8,
+}
+
+impl EndpointState {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        channel: Channel,
+        initial_rtt: Duration,
+        decay: Duration,
+    ) -> EndpointState {
+        EndpointState {
+            endpoint: ArcSwap::from_pointee(endpoint),
+            channel,
+            in_flight: AtomicUsize::new(0),
+            rtt: PeakEwma::new(initial_rtt, decay, Instant::now()),
+            health: AtomicU8::new(Health::Connecting as u8),
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.health() == Health::Ready
+    }
+
+    /// Sets the health; whether it changed.
+    pub(crate) fn set_health(&self, health: Health) -> bool {
+        self.health.swap(health as u8, Ordering::AcqRel) != health as u8
+    }
+
+    /// Peak EWMA cost: the latency estimate times the calls that would be
+    /// waiting (in flight, plus this one).
+    pub(crate) fn cost(&self, now: Instant) -> f64 {
+        self.rtt.estimate(now) * (self.in_flight.load(Ordering::Relaxed) + 1) as f64
+    }
+
+    /// A report of the endpoint for people (`sinew members`) and tests.
+    pub(crate) fn report(&self, now: Instant) -> EndpointReport {
+        EndpointReport {
+            endpoint: (**self.endpoint.load()).clone(),
+            health: self.health(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            rtt_estimate: Duration::from_nanos(self.rtt.estimate(now) as u64),
+            last_error: self.channel.last_connect_error(),
+        }
+    }
+}
+
+/// The endpoints callers pick from: replaced whole by the worker.
+#[derive(Debug, Default)]
+pub(crate) struct Set {
+    pub(crate) endpoints: Vec<Arc<EndpointState>>,
+}
+
+/// One endpoint as a balanced channel sees it now
+/// ([`Balanced::endpoints`](super::Balanced::endpoints)).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EndpointReport {
+    /// The endpoint, as its resolver last reported it.
+    pub endpoint: Endpoint,
+    /// Whether it takes calls.
+    pub health: Health,
+    /// Calls sent to it whose response has not begun.
+    pub in_flight: usize,
+    /// Its peak-EWMA latency estimate.
+    pub rtt_estimate: Duration,
+    /// Why its last connect failed, while it backs off.
+    pub last_error: Option<Status>,
+}

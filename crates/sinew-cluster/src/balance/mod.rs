@@ -1,0 +1,358 @@
+//! [`Balanced`]: a channel to a service by name, spreading calls over its
+//! endpoints.
+//!
+//! ```text
+//!   resolver ──updates──▶ worker task ──publishes──▶ endpoint set ◀──picks── calls
+//!                          │   one watcher per endpoint: connects it,      (Balanced,
+//!                          │   marks it ready / lost / failed              any clone)
+//!                          ▼
+//!                   per-endpoint Channel (sinew's pool: reconnect, backoff)
+//! ```
+//!
+//! * The **worker** (`worker.rs`) is the balancer's own task, started by
+//!   [`BalancedBuilder::build`]: it applies the resolver's updates and runs a
+//!   watcher per endpoint that connects it and follows its connection. Discovery
+//!   and connects make progress with no call arriving, and readiness never
+//!   waits on a call to find out an endpoint died (the trap of tower's
+//!   balancer, tower#824). It stops when the last clone of the channel drops.
+//! * **Calls** pick from the published set without locks: the [`Policy`]
+//!   (power of two choices over peak-EWMA latency by default) among the
+//!   endpoints that are ready, so a connecting or backing-off endpoint is
+//!   never picked and a call never waits on one endpoint while another could
+//!   take it. A call that fails *not processed* (the connection was lost
+//!   before any of it was sent, or the server was shutting down and refused
+//!   it) is sent again at once to another ready endpoint.
+//! * **Readiness**: ready while an endpoint is; pending while endpoints are
+//!   connecting (or the first resolution has not come); `UNAVAILABLE` naming
+//!   each endpoint's last error when every one of them failed its last
+//!   connect (unless [`wait_for_ready`](BalancedBuilder::wait_for_ready)), or
+//!   the resolver's error while there is no endpoint at all.
+//!
+//! `Balanced` is a call service like [`Channel`]: typed clients take it, and
+//! tower layers stack around it.
+
+mod endpoints;
+mod ewma;
+mod future;
+mod policy;
+mod worker;
+
+pub use endpoints::{EndpointReport, Health};
+pub use future::ResponseFuture;
+pub use policy::Policy;
+
+use crate::endpoint::Endpoint;
+use crate::resolve::Resolve;
+use arc_swap::ArcSwap;
+use endpoints::{EndpointState, Set};
+use sinew_rpc::call::{CallRequest, CallResponse};
+use sinew_rpc::{Channel, Status};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// Makes the channel of a new endpoint.
+type MakeChannel = Arc<dyn Fn(&Endpoint) -> Channel + Send + Sync>;
+
+/// A call service over the endpoints of one service, found by a resolver:
+/// see the module docs. Clone it freely: clones share the endpoints, their
+/// connections and the worker.
+pub struct Balanced {
+    handle: Arc<Handle>,
+    /// The endpoint `poll_ready` picked for the next call.
+    picked: Option<Arc<EndpointState>>,
+}
+
+/// What the clones of a balanced channel share; dropping the last one stops
+/// the worker (and with it every endpoint's watcher).
+struct Handle {
+    shared: Arc<Shared>,
+    worker: tokio::task::AbortHandle,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.worker.abort();
+    }
+}
+
+/// The state calls and the worker share.
+pub(crate) struct Shared {
+    service: String,
+    /// Told when an endpoint fails to connect (it may look again).
+    resolver: Arc<dyn Resolve>,
+    policy: Policy,
+    wait_for_ready: bool,
+    /// More endpoints a not-processed call is sent to after the first.
+    failover: usize,
+    set: ArcSwap<Set>,
+    /// Round-robin position.
+    cursor: AtomicUsize,
+    /// The resolver's first answer came (an update or an error).
+    resolved: AtomicBool,
+    /// The resolver's last error, until its next update.
+    resolve_error: Mutex<Option<Status>>,
+    /// Callers waiting for an endpoint to become ready.
+    waiters: Mutex<Vec<Waker>>,
+}
+
+impl Shared {
+    /// Wakes every caller waiting in `poll_ready`: an endpoint's health or
+    /// the set changed.
+    pub(crate) fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
+    fn register(&self, waker: &Waker) {
+        let mut waiters = lock(&self.waiters);
+        if !waiters.iter().any(|waiting| waiting.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+    }
+
+    pub(crate) fn publish(&self, set: Set) {
+        self.set.store(Arc::new(set));
+        self.resolved.store(true, Ordering::Release);
+        *lock(&self.resolve_error) = None;
+        self.wake_waiters();
+    }
+
+    pub(crate) fn resolve_failed(&self, status: Status) {
+        tracing::debug!(service = %self.service, %status, "resolving failed");
+        *lock(&self.resolve_error) = Some(status);
+        self.resolved.store(true, Ordering::Release);
+        self.wake_waiters();
+    }
+
+    fn pick(&self, avoid: Option<&EndpointState>) -> Option<Arc<EndpointState>> {
+        let set = self.set.load();
+        self.policy
+            .pick(&set.endpoints, &self.cursor, avoid)
+            .cloned()
+    }
+
+    /// Why no call can be made now, when waiting would not help: `None` while
+    /// an endpoint may still become ready.
+    fn failure(&self) -> Option<Status> {
+        let set = self.set.load();
+        if set.endpoints.is_empty() {
+            if let Some(error) = lock(&self.resolve_error).as_ref() {
+                return Some(
+                    Status::unavailable(format!(
+                        "no endpoint of {}: {}",
+                        self.service,
+                        error.message()
+                    ))
+                    .mark_not_processed(),
+                );
+            }
+            if self.resolved.load(Ordering::Acquire) && !self.wait_for_ready {
+                return Some(
+                    Status::unavailable(format!("{} has no endpoints", self.service))
+                        .mark_not_processed(),
+                );
+            }
+            return None;
+        }
+        if self.wait_for_ready {
+            return None;
+        }
+        let mut errors = Vec::with_capacity(set.endpoints.len());
+        for state in set.endpoints.iter() {
+            if state.health() != Health::Failed {
+                return None;
+            }
+            let error = state
+                .channel
+                .last_connect_error()
+                .map(|status| status.message().to_owned())
+                .unwrap_or_else(|| "connect failed".to_owned());
+            errors.push(format!("{}: {error}", state.endpoint.load().address()));
+        }
+        Some(
+            Status::unavailable(format!(
+                "every endpoint of {} is unavailable: {}",
+                self.service,
+                errors.join("; ")
+            ))
+            .mark_not_processed(),
+        )
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Balanced {
+    /// A balanced channel to `service`, whose endpoints `resolver` finds.
+    pub fn builder(resolver: impl Resolve, service: impl Into<String>) -> BalancedBuilder {
+        BalancedBuilder {
+            resolver: Arc::new(resolver),
+            service: service.into(),
+            policy: Policy::default(),
+            wait_for_ready: false,
+            failover: 2,
+            make_channel: Arc::new(|endpoint: &Endpoint| {
+                Channel::builder(endpoint.address().clone()).lazy()
+            }),
+        }
+    }
+
+    /// The service this channel calls.
+    pub fn service(&self) -> &str {
+        &self.handle.shared.service
+    }
+
+    /// Every endpoint as the channel sees it now: health, calls in flight,
+    /// latency estimate, last connect error.
+    pub fn endpoints(&self) -> Vec<EndpointReport> {
+        let now = Instant::now();
+        let set = self.handle.shared.set.load();
+        set.endpoints
+            .iter()
+            .map(|state| state.report(now))
+            .collect()
+    }
+}
+
+impl Clone for Balanced {
+    fn clone(&self) -> Self {
+        Balanced {
+            handle: self.handle.clone(),
+            // A pick is for the next call of the handle that made it.
+            picked: None,
+        }
+    }
+}
+
+impl fmt::Debug for Balanced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balanced")
+            .field("service", &self.handle.shared.service)
+            .field("policy", &self.handle.shared.policy)
+            .field("endpoints", &self.handle.shared.set.load().endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<CallRequest> for Balanced {
+    type Response = CallResponse;
+    type Error = Status;
+    type Future = ResponseFuture;
+
+    /// Ready when an endpoint is (and picks it for the next call); see the
+    /// module docs for when it waits and when it fails.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        if self.picked.as_ref().is_some_and(|state| state.is_ready()) {
+            return Poll::Ready(Ok(()));
+        }
+        let shared = &self.handle.shared;
+        if let Some(state) = shared.pick(None) {
+            self.picked = Some(state);
+            return Poll::Ready(Ok(()));
+        }
+        // Registered before looking again, so that a change in between wakes us.
+        shared.register(cx.waker());
+        if let Some(state) = shared.pick(None) {
+            self.picked = Some(state);
+            return Poll::Ready(Ok(()));
+        }
+        match shared.failure() {
+            Some(status) => Poll::Ready(Err(status)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Sends the call to the endpoint `poll_ready` picked, or picks one now.
+    fn call(&mut self, request: CallRequest) -> ResponseFuture {
+        let shared = self.handle.shared.clone();
+        let picked = self.picked.take().or_else(|| shared.pick(None));
+        ResponseFuture::start(shared, picked, request)
+    }
+}
+
+/// Configures a [`Balanced`] channel.
+pub struct BalancedBuilder {
+    resolver: Arc<dyn Resolve>,
+    service: String,
+    policy: Policy,
+    wait_for_ready: bool,
+    failover: usize,
+    make_channel: MakeChannel,
+}
+
+impl fmt::Debug for BalancedBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancedBuilder")
+            .field("service", &self.service)
+            .field("policy", &self.policy)
+            .field("wait_for_ready", &self.wait_for_ready)
+            .field("failover", &self.failover)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BalancedBuilder {
+    /// How each call's endpoint is picked (default: [`Policy::peak_ewma`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// When every endpoint failed its last connect (or the service has none),
+    /// wait for one to come back instead of failing with `UNAVAILABLE`
+    /// (gRPC's wait-for-ready). Off by default.
+    pub fn wait_for_ready(mut self, enabled: bool) -> Self {
+        self.wait_for_ready = enabled;
+        self
+    }
+
+    /// How many other endpoints a call that failed *not processed* is sent to
+    /// before its failure is returned (default 2; 0 turns fail-over off).
+    pub fn failover(mut self, endpoints: usize) -> Self {
+        self.failover = endpoints;
+        self
+    }
+
+    /// How the channel of each endpoint is made (default: a sinew channel
+    /// with default settings, `Channel::builder(address).lazy()`). The
+    /// channel should be lazy: the balancer's worker connects it.
+    pub fn channel(mut self, make: impl Fn(&Endpoint) -> Channel + Send + Sync + 'static) -> Self {
+        self.make_channel = Arc::new(make);
+        self
+    }
+
+    /// The balanced channel. Starts its worker on the current Tokio runtime
+    /// (panics outside one, as `tokio::spawn` does).
+    pub fn build(self) -> Balanced {
+        let shared = Arc::new(Shared {
+            service: self.service,
+            resolver: self.resolver,
+            policy: self.policy,
+            wait_for_ready: self.wait_for_ready,
+            failover: self.failover,
+            set: ArcSwap::from_pointee(Set::default()),
+            cursor: AtomicUsize::new(0),
+            resolved: AtomicBool::new(false),
+            resolve_error: Mutex::new(None),
+            waiters: Mutex::new(Vec::new()),
+        });
+        let updates = shared.resolver.resolve(&shared.service);
+        let worker = tokio::spawn(worker::run(shared.clone(), updates, self.make_channel));
+        Balanced {
+            handle: Arc::new(Handle {
+                shared,
+                worker: worker.abort_handle(),
+            }),
+            picked: None,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The balancer's own task: applies the resolver's updates to the endpoint
+//! set, and runs one watcher per endpoint that connects it and keeps its
+//! health current (linkerd2-proxy's balancer worker is the model).
+//!
+//! A watcher connects its endpoint at once (not when a call comes), waits out
+//! reconnect backoffs, marks the endpoint `Ready` when a connection has room,
+//! `Failed` while the last connect failed, and `Connecting` again as soon as
+//! the connection is lost or the server sends GOAWAY, so no call is sent to
+//! an endpoint that is going away. Every change wakes the callers waiting for
+//! readiness.
+
+use super::endpoints::{EndpointState, Health, Set};
+use super::{MakeChannel, Shared};
+use crate::endpoint::Endpoint;
+use crate::resolve::{Update, Updates};
+use futures_util::StreamExt;
+use sinew_transport::Address;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// An endpoint's latency estimate before its first response, when no other
+/// endpoint has one to borrow.
+const INITIAL_RTT: Duration = Duration::from_millis(1);
+
+/// How long a watcher waits before asking a channel over another service
+/// (which cannot report its connection) for readiness again after it failed.
+const SERVICE_RETRY: Duration = Duration::from_secs(1);
+
+/// A watcher task, aborted when its endpoint leaves the set (or the worker
+/// stops).
+struct Watcher(JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs until aborted (when the last clone of the balanced channel drops).
+pub(super) async fn run(shared: Arc<Shared>, mut updates: Updates, make_channel: MakeChannel) {
+    let mut watchers: HashMap<Address, Watcher> = HashMap::new();
+    while let Some(item) = updates.next().await {
+        match item {
+            Ok(update) => apply(&shared, update, &mut watchers, &make_channel),
+            Err(status) => shared.resolve_failed(status),
+        }
+    }
+    tracing::debug!(service = %shared.service, "resolver ended; the endpoint set stays as it is");
+    // The watchers keep the endpoints' health current until the channel drops.
+    std::future::pending::<()>().await;
+}
+
+/// Applies one update: publishes the new set, starts watchers for new
+/// endpoints and stops those of endpoints that left.
+fn apply(
+    shared: &Arc<Shared>,
+    update: Update,
+    watchers: &mut HashMap<Address, Watcher>,
+    make_channel: &MakeChannel,
+) {
+    let current = shared.set.load_full();
+    let mut by_address: Vec<(Address, Arc<EndpointState>)> = current
+        .endpoints
+        .iter()
+        .map(|state| (state.endpoint.load().address().clone(), state.clone()))
+        .collect();
+    let (added, removed): (Vec<Endpoint>, Vec<Address>) = match update {
+        Update::Add(endpoints) => (endpoints, Vec::new()),
+        Update::Remove(addresses) => (Vec::new(), addresses),
+        Update::Reset(endpoints) => {
+            let removed = by_address
+                .iter()
+                .map(|(address, _)| address)
+                .filter(|address| !endpoints.iter().any(|e| e.address() == *address))
+                .cloned()
+                .collect();
+            (endpoints, removed)
+        }
+    };
+    by_address.retain(|(address, _)| !removed.contains(address));
+    for address in &removed {
+        watchers.remove(address);
+    }
+    // New endpoints start from the mean estimate of the others, so that they
+    // are neither shunned nor flooded before their first responses.
+    let now = Instant::now();
+    let initial_rtt = match by_address.len() {
+        0 => INITIAL_RTT,
+        count => Duration::from_nanos(
+            (by_address
+                .iter()
+                .map(|(_, state)| state.rtt.estimate(now))
+                .sum::<f64>()
+                / count as f64) as u64,
+        )
+        .max(Duration::from_micros(1)),
+    };
+    for endpoint in added {
+        if let Some((_, state)) = by_address
+            .iter()
+            .find(|(address, _)| address == endpoint.address())
+        {
+            // Known: only its weight, zone or metadata may have changed.
+            state.endpoint.store(Arc::new(endpoint));
+            continue;
+        }
+        let channel = make_channel(&endpoint);
+        let address = endpoint.address().clone();
+        let state = Arc::new(EndpointState::new(
+            endpoint,
+            channel,
+            initial_rtt,
+            shared.policy.decay(),
+        ));
+        let watcher = tokio::spawn(watch(shared.clone(), state.clone()));
+        watchers.insert(address.clone(), Watcher(watcher));
+        by_address.push((address, state));
+    }
+    if !removed.is_empty() {
+        tracing::debug!(service = %shared.service, ?removed, "endpoints left");
+    }
+    shared.publish(Set {
+        endpoints: by_address.into_iter().map(|(_, state)| state).collect(),
+    });
+}
+
+/// Connects one endpoint and follows its connection, for as long as it is
+/// in the set.
+async fn watch(shared: Arc<Shared>, state: Arc<EndpointState>) {
+    let mut channel = state.channel.clone();
+    loop {
+        let connected = std::future::poll_fn(|cx| {
+            let poll = channel.poll_connected(cx);
+            if poll.is_pending() {
+                // Woken when a connect ends, failed or not: tell which.
+                let health = match channel.last_connect_error() {
+                    Some(_) => Health::Failed,
+                    None => Health::Connecting,
+                };
+                if state.set_health(health) {
+                    shared.wake_waiters();
+                    if health == Health::Failed {
+                        shared.resolver.reresolve(&shared.service);
+                    }
+                }
+            }
+            poll
+        })
+        .await;
+        if let Err(status) = connected {
+            // Only a channel over another service fails here.
+            tracing::debug!(endpoint = %state.endpoint.load().address(), %status, "endpoint not ready");
+            if state.set_health(Health::Failed) {
+                shared.wake_waiters();
+            }
+            tokio::time::sleep(SERVICE_RETRY).await;
+            continue;
+        }
+        if state.set_health(Health::Ready) {
+            shared.wake_waiters();
+        }
+        channel.connection_lost().await;
+        tracing::debug!(endpoint = %state.endpoint.load().address(), "endpoint's connection lost or going away");
+        if state.set_health(Health::Connecting) {
+            shared.wake_waiters();
+        }
+    }
+}

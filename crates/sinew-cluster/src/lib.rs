@@ -1,0 +1,35 @@
+//! sinew's cluster layer: call a service by name, spread the calls over the
+//! endpoints that serve it, and keep calling when some of them die.
+//!
+//! * [`resolve`]: discovery. A [`Resolve`]r turns a service name into a
+//!   stream of [`Update`]s of its [`Endpoint`]s (add, remove, reset).
+//! * [`balance`]: [`Balanced`], a call service over those endpoints, driven
+//!   by its own task: it connects endpoints before calls need them, picks
+//!   each call's endpoint with a [`Policy`] (power of two choices over
+//!   peak-EWMA latency by default) among those that are ready, and sends a
+//!   call that failed *not processed* to another endpoint at once.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), sinew_rpc::Status> {
+//! use sinew_cluster::{resolve::Fixed, Balanced};
+//! let replicas = Fixed::parse(["tcp://10.0.0.1:7000", "tcp://10.0.0.2:7000"])?;
+//! let channel = Balanced::builder(replicas, "grpc.examples.echo.Echo").build();
+//! // Typed clients take it like a Channel:
+//! // let echo = EchoClient::new(channel);
+//! # let _ = channel; Ok(()) }
+//! ```
+//!
+//! What this crate is not: it does not retry calls that reached a server
+//! (that is a resilience policy, with budgets), and it does not serve
+//! anything; servers announce themselves through the registry a resolver
+//! reads.
+
+#![forbid(unsafe_code)]
+
+pub mod balance;
+mod endpoint;
+pub mod resolve;
+
+pub use balance::{Balanced, BalancedBuilder, Policy};
+pub use endpoint::Endpoint;
+pub use resolve::{Resolve, Update};
