@@ -313,6 +313,8 @@ pub(crate) struct Shared {
     pub(crate) accepting: AtomicBool,
     /// Signalled when `accepting` turns false ([`Shared::until_unusable`]).
     unusable: Notify,
+    /// Signalled when the connection is killed ([`Shared::until_dead`]).
+    died: Notify,
     /// [`State::open_streams`], readable without the lock (readiness and load
     /// of the client's pool; the server's connection table tells idle
     /// connections by it).
@@ -434,6 +436,7 @@ impl Shared {
             stream_closed: Notify::new(),
             accepting: AtomicBool::new(true),
             unusable: Notify::new(),
+            died: Notify::new(),
             open_streams: activity,
             received: AtomicBool::new(false),
             local,
@@ -477,6 +480,19 @@ impl Shared {
                 return;
             }
             unusable.await;
+        }
+    }
+
+    /// Resolves once the connection has been killed.
+    pub(crate) async fn until_dead(&self) {
+        loop {
+            let died = self.died.notified();
+            tokio::pin!(died);
+            died.as_mut().enable();
+            if self.lock().dead.is_some() {
+                return;
+            }
+            died.await;
         }
     }
 
@@ -558,6 +574,7 @@ impl Locked<'_> {
         }
         let mut wake = std::mem::take(&mut self.wake);
         self.shared.stop_accepting();
+        self.shared.died.notify_waiters();
         self.dead = Some(status.clone());
         self.close_after_flush = true;
         let current_batch = self.batches_taken;

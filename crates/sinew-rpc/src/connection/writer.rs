@@ -107,6 +107,10 @@ impl OutOfLine {
     }
 }
 
+/// After a failed write, how long the reader may take in what the peer sent
+/// before it closed, before the connection is failed.
+const READ_AFTER_WRITE_ERROR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A batch buffer that grew past this is replaced after use, so one huge message
 /// does not pin megabytes per connection forever.
 const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
@@ -152,6 +156,14 @@ pub(crate) async fn run<W: Outbound>(shared: Arc<Shared>, mut io: W) {
         }
         if let Err(error) = write_batch(&mut io, &batch, &mut slab_frames).await {
             tracing::debug!(%error, "connection write failed");
+            // A peer that closed may have said why first (a GOAWAY naming the
+            // last call it processed, so that the calls after it fail *not
+            // processed* and can go elsewhere) and answered calls: that waits
+            // in our receive buffer. The reader takes it in and sees the end
+            // of the stream right after; only then, or after a grace period,
+            // is the connection failed with the write's error.
+            shared.stop_accepting();
+            let _ = tokio::time::timeout(READ_AFTER_WRITE_ERROR, shared.until_dead()).await;
             shared.lock().kill(crate::Status::unavailable(format!(
                 "connection lost: {error}"
             )));
