@@ -7,6 +7,9 @@ use futures_util::StreamExt;
 use sinew::{Code, Request};
 use sinew_examples::echo::{echo_client::EchoClient, EchoRequest};
 use sinew_examples::kv::{key_value_client::KeyValueClient, GetRequest, PutRequest};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn request(message: &str) -> EchoRequest {
     EchoRequest {
@@ -203,24 +206,46 @@ async fn key_value_store_reports_errors_with_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_spreads_calls_over_its_pool_of_connections() {
-    let server = TestServer::start().await;
+    // The connections calls arrive on, told apart by the client's port.
+    let peers: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let seen = peers.clone();
+    let server = TestServer::start_with(move |builder| {
+        builder.interceptor(move |call| {
+            if let Some(address) = call.peer().and_then(|peer| peer.address()) {
+                seen.lock().unwrap().insert(address.to_string());
+            }
+            Ok(())
+        })
+    })
+    .await;
     let channel = sinew::Channel::builder(server.tcp.clone())
         .connections(3)
         .connect()
         .await
         .unwrap();
     let client = EchoClient::new(channel);
-    let calls: Vec<_> = (0..60)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.unary_echo(request(&i.to_string())).await })
-        })
-        .collect();
-    for (i, call) in calls.into_iter().enumerate() {
-        assert_eq!(
-            call.await.unwrap().unwrap().into_inner().message,
-            i.to_string()
+    // The other two slots connect in the background once calls ask for
+    // them; until they are up, calls go to the first. Batches of 60
+    // concurrent calls until all three carry calls (10 s at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while peers.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections used: {:?}",
+            peers.lock().unwrap()
         );
+        let calls: Vec<_> = (0..60)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { client.unary_echo(request(&i.to_string())).await })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(
+                call.await.unwrap().unwrap().into_inner().message,
+                i.to_string()
+            );
+        }
     }
     let report = server.shutdown().await;
     assert_eq!(
