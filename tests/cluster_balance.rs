@@ -7,6 +7,7 @@ mod common;
 
 use common::{eventually, unused_tcp_port, TestServer};
 use sinew::cluster::balance::Health;
+use sinew::cluster::balance::OutlierDetection;
 use sinew::cluster::resolve::{Fixed, Updates};
 use sinew::cluster::{Balanced, Endpoint, Policy, Resolve, Update};
 use sinew::transport::Address;
@@ -288,5 +289,127 @@ async fn every_endpoint_down_fails_fast_naming_each() {
             status.message().contains(&format!("127.0.0.1:{port}")),
             "{status}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_whose_calls_keep_failing_is_ejected_then_taken_back() {
+    let good = [TestServer::start().await, TestServer::start().await];
+    // Connected and healthy to the balancer's eye, but every call fails.
+    let bad = TestServer::start_with(|builder| {
+        builder.interceptor(|_call| Err(Status::unavailable("broken replica")))
+    })
+    .await;
+    let resolver = Fixed::new([good[0].tcp.clone(), good[1].tcp.clone(), bad.tcp.clone()]);
+    let channel = Balanced::builder(resolver, "sinew.testing.Testing")
+        .policy(Policy::round_robin())
+        .outlier_detection(
+            OutlierDetection::new()
+                .consecutive_failures(3)
+                .ejection_time(Duration::from_secs(1), Duration::from_secs(2)),
+        )
+        .build();
+    eventually(Duration::from_secs(5), "every endpoint ready", || {
+        all_ready(&channel, 3)
+    })
+    .await;
+    let client = TestingClient::new(channel.clone());
+    let ejected = |channel: &Balanced| {
+        channel
+            .endpoints()
+            .iter()
+            .find(|report| report.endpoint.address() == &bad.tcp)
+            .unwrap()
+            .ejected
+    };
+
+    // Every third call reaches the broken replica until its third failure.
+    let mut failed = 0;
+    for _ in 0..30 {
+        if let Err(status) = call(&client).await {
+            assert_eq!(status.message(), "broken replica");
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3);
+    assert!(ejected(&channel));
+    assert_eq!(served(&good[0]) + served(&good[1]), 27);
+
+    // Its time is up: back in, and out again after three more failures.
+    eventually(Duration::from_secs(5), "the endpoint back in", || {
+        !ejected(&channel)
+    })
+    .await;
+    let mut failed = 0;
+    for _ in 0..30 {
+        if call(&client).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3);
+    assert!(ejected(&channel));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_not_serving_by_its_health_service_gets_no_calls() {
+    let servers = [
+        TestServer::start().await,
+        TestServer::start().await,
+        TestServer::start().await,
+    ];
+    let refs: Vec<&TestServer> = servers.iter().collect();
+    let channel = Balanced::builder(fixed(&refs), "sinew.testing.Testing")
+        .policy(Policy::round_robin())
+        .build();
+    eventually(Duration::from_secs(5), "every endpoint ready", || {
+        all_ready(&channel, 3)
+    })
+    .await;
+    let client = TestingClient::new(channel.clone());
+    let serving = |channel: &Balanced, server: &TestServer| {
+        channel
+            .endpoints()
+            .iter()
+            .find(|report| report.endpoint.address() == &server.tcp)
+            .unwrap()
+            .serving
+    };
+
+    servers[2].health.set_not_serving("sinew.testing.Testing");
+    eventually(Duration::from_secs(5), "the health watch told", || {
+        !serving(&channel, &servers[2])
+    })
+    .await;
+    for _ in 0..30 {
+        call(&client).await.unwrap();
+    }
+    assert_eq!(servers.iter().map(served).collect::<Vec<_>>(), [15, 15, 0]);
+
+    servers[2].health.set_serving("sinew.testing.Testing");
+    eventually(Duration::from_secs(5), "serving again", || {
+        serving(&channel, &servers[2])
+    })
+    .await;
+    for _ in 0..30 {
+        call(&client).await.unwrap();
+    }
+    assert_eq!(servers.iter().map(served).sum::<u64>(), 60);
+    assert!(served(&servers[2]) >= 9, "{}", served(&servers[2]));
+
+    // Two of three not serving: more than half is unhealthy, so calls go to
+    // every ready endpoint rather than pile onto one (panic).
+    servers[0].health.set_not_serving("sinew.testing.Testing");
+    servers[1].health.set_not_serving("sinew.testing.Testing");
+    eventually(Duration::from_secs(5), "both told", || {
+        !serving(&channel, &servers[0]) && !serving(&channel, &servers[1])
+    })
+    .await;
+    let before: Vec<u64> = servers.iter().map(served).collect();
+    for _ in 0..30 {
+        call(&client).await.unwrap();
+    }
+    let after: Vec<u64> = servers.iter().map(served).collect();
+    for (before, after) in before.iter().zip(&after) {
+        assert_eq!(after - before, 10, "{before:?} -> {after:?}");
     }
 }

@@ -3,10 +3,11 @@
 //! the worker as an immutable [`Set`] that callers pick from without locks.
 
 use super::ewma::PeakEwma;
+use super::outlier::Outlier;
 use crate::endpoint::Endpoint;
 use arc_swap::ArcSwap;
 use sinew_rpc::{Channel, Status};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,9 @@ pub(crate) struct EndpointState {
     pub(crate) channel: Channel,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) rtt: PeakEwma,
+    pub(crate) outlier: Outlier,
+    /// What its health service last said (true until it says otherwise).
+    pub(crate) serving: AtomicBool,
     health: AtomicU8,
 }
 
@@ -70,6 +74,8 @@ impl EndpointState {
             channel,
             in_flight: AtomicUsize::new(0),
             rtt: PeakEwma::new(initial_rtt, decay, Instant::now()),
+            outlier: Outlier::default(),
+            serving: AtomicBool::new(true),
             health: AtomicU8::new(Health::Connecting as u8),
         }
     }
@@ -80,6 +86,10 @@ impl EndpointState {
 
     pub(crate) fn is_ready(&self) -> bool {
         self.health() == Health::Ready
+    }
+
+    pub(crate) fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
     }
 
     /// Sets the health; whether it changed.
@@ -98,6 +108,8 @@ impl EndpointState {
         EndpointReport {
             endpoint: (**self.endpoint.load()).clone(),
             health: self.health(),
+            ejected: self.outlier.is_ejected(),
+            serving: self.is_serving(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             rtt_estimate: Duration::from_nanos(self.rtt.estimate(now) as u64),
             last_error: self.channel.last_connect_error(),
@@ -120,6 +132,12 @@ pub struct EndpointReport {
     pub endpoint: Endpoint,
     /// Whether it takes calls.
     pub health: Health,
+    /// Left out of the picks for a while because its calls kept failing
+    /// ([`OutlierDetection`](super::OutlierDetection)).
+    pub ejected: bool,
+    /// What its health service last said: serving, or not (out of the
+    /// picks while not).
+    pub serving: bool,
     /// Calls sent to it whose response has not begun.
     pub in_flight: usize,
     /// Its peak-EWMA latency estimate.

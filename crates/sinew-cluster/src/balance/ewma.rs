@@ -72,7 +72,8 @@ impl PeakEwma {
     }
 }
 
-fn since_epoch(now: Instant) -> u64 {
+/// `now` in nanoseconds since the process-wide epoch of the estimates.
+pub(crate) fn since_epoch(now: Instant) -> u64 {
     now.saturating_duration_since(epoch()).as_nanos() as u64
 }
 

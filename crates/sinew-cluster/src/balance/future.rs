@@ -117,10 +117,14 @@ impl Future for ResponseFuture {
                 Ok(response) => {
                     let now = Instant::now();
                     counted.endpoint.rtt.observe(now - counted.started, now);
+                    this.shared.record(&counted.endpoint, Ok(()));
                     this.attempt.set(None);
                     return Poll::Ready(Ok(response));
                 }
-                Err(status) => status,
+                Err(status) => {
+                    this.shared.record(&counted.endpoint, Err(&status));
+                    status
+                }
             };
             this.attempt.set(None);
             // Not processed: the endpoint never saw it; another can take it.

@@ -21,7 +21,11 @@
 //!   never picked and a call never waits on one endpoint while another could
 //!   take it. A call that fails *not processed* (the connection was lost
 //!   before any of it was sent, or the server was shutting down and refused
-//!   it) is sent again at once to another ready endpoint.
+//!   it) is sent again at once to another ready endpoint. An endpoint whose
+//!   calls keep failing is left out for a while ([`OutlierDetection`]), and
+//!   so is one whose health service says it is not serving
+//!   ([`health_check`](BalancedBuilder::health_check)); when more than half
+//!   of the endpoints are unhealthy, calls go to every ready one (panic).
 //! * **Readiness**: ready while an endpoint is; pending while endpoints are
 //!   connecting (or the first resolution has not come); `UNAVAILABLE` naming
 //!   each endpoint's last error when every one of them failed its last
@@ -34,11 +38,14 @@
 mod endpoints;
 mod ewma;
 mod future;
+mod health_check;
+mod outlier;
 mod policy;
 mod worker;
 
 pub use endpoints::{EndpointReport, Health};
 pub use future::ResponseFuture;
+pub use outlier::OutlierDetection;
 pub use policy::Policy;
 
 use crate::endpoint::Endpoint;
@@ -87,6 +94,13 @@ pub(crate) struct Shared {
     wait_for_ready: bool,
     /// More endpoints a not-processed call is sent to after the first.
     failover: usize,
+    outlier: OutlierDetection,
+    /// Endpoints of the set ejected now.
+    ejected: AtomicUsize,
+    /// Follow each endpoint's health service.
+    health_check: bool,
+    /// Endpoints of the set whose health service says not serving.
+    not_serving: AtomicUsize,
     set: ArcSwap<Set>,
     /// Round-robin position.
     cursor: AtomicUsize,
@@ -129,11 +143,95 @@ impl Shared {
         self.wake_waiters();
     }
 
+    /// The endpoint for a call. Unhealthy endpoints (ejected, or not serving
+    /// by their health service) are left out, unless more than half of the
+    /// set is unhealthy (panic: every ready endpoint) or no other endpoint is
+    /// ready.
     fn pick(&self, avoid: Option<&EndpointState>) -> Option<Arc<EndpointState>> {
         let set = self.set.load();
-        self.policy
-            .pick(&set.endpoints, &self.cursor, avoid)
-            .cloned()
+        let unhealthy =
+            self.ejected.load(Ordering::Relaxed) + self.not_serving.load(Ordering::Relaxed);
+        let panic = unhealthy * 2 > set.endpoints.len();
+        let picked = self.policy.pick(&set.endpoints, &self.cursor, avoid, panic);
+        match picked {
+            None if unhealthy > 0 && !panic => {
+                self.policy.pick(&set.endpoints, &self.cursor, avoid, true)
+            }
+            picked => picked,
+        }
+        .cloned()
+    }
+
+    /// What an endpoint's health service said.
+    pub(crate) fn set_serving(&self, state: &EndpointState, serving: bool) {
+        if state.serving.swap(serving, Ordering::AcqRel) == serving {
+            return;
+        }
+        if serving {
+            self.not_serving.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            self.not_serving.fetch_add(1, Ordering::AcqRel);
+        }
+        tracing::debug!(
+            service = %self.service,
+            endpoint = %state.endpoint.load().address(),
+            serving,
+            "endpoint's health changed"
+        );
+        self.wake_waiters();
+    }
+
+    /// Takes a call's outcome into its endpoint's outlier state, ejecting
+    /// the endpoint if it reached the threshold and the share allows.
+    pub(crate) fn record(&self, state: &EndpointState, outcome: Result<(), &Status>) {
+        if state.outlier.record(&self.outlier, outcome) != outlier::Verdict::Eject {
+            return;
+        }
+        let allowed = self.outlier.max_ejected(self.set.load().endpoints.len());
+        let counted = self
+            .ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |ejected| {
+                (ejected < allowed).then_some(ejected + 1)
+            });
+        if counted.is_err() {
+            return;
+        }
+        if state.outlier.eject(&self.outlier, Instant::now()) {
+            tracing::info!(
+                service = %self.service,
+                endpoint = %state.endpoint.load().address(),
+                "endpoint ejected: its calls keep failing"
+            );
+        } else {
+            self.ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Returns the ejected endpoints whose time is up (the worker's tick).
+    pub(crate) fn return_ejected(&self) {
+        if self.ejected.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let now = Instant::now();
+        for state in self.set.load().endpoints.iter() {
+            if state.outlier.return_if_due(now) {
+                self.ejected.fetch_sub(1, Ordering::AcqRel);
+                tracing::info!(
+                    service = %self.service,
+                    endpoint = %state.endpoint.load().address(),
+                    "ejected endpoint back in"
+                );
+            }
+        }
+    }
+
+    /// An endpoint left the set: it no longer counts as unhealthy.
+    pub(crate) fn forget(&self, state: &EndpointState) {
+        if state.outlier.is_ejected() {
+            self.ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Its health watch is stopped with its watcher; count it serving.
+        self.set_serving(state, true);
     }
 
     /// Why no call can be made now, when waiting would not help: `None` while
@@ -200,6 +298,8 @@ impl Balanced {
             policy: Policy::default(),
             wait_for_ready: false,
             failover: 2,
+            outlier: OutlierDetection::default(),
+            health_check: true,
             make_channel: Arc::new(|endpoint: &Endpoint| {
                 Channel::builder(endpoint.address().clone()).lazy()
             }),
@@ -286,6 +386,8 @@ pub struct BalancedBuilder {
     policy: Policy,
     wait_for_ready: bool,
     failover: usize,
+    outlier: OutlierDetection,
+    health_check: bool,
     make_channel: MakeChannel,
 }
 
@@ -296,6 +398,8 @@ impl fmt::Debug for BalancedBuilder {
             .field("policy", &self.policy)
             .field("wait_for_ready", &self.wait_for_ready)
             .field("failover", &self.failover)
+            .field("outlier", &self.outlier)
+            .field("health_check", &self.health_check)
             .finish_non_exhaustive()
     }
 }
@@ -322,6 +426,23 @@ impl BalancedBuilder {
         self
     }
 
+    /// When an endpoint whose calls keep failing is left out for a while
+    /// (default: [`OutlierDetection::new`], Envoy's defaults;
+    /// [`OutlierDetection::disabled`] to turn it off).
+    pub fn outlier_detection(mut self, outlier: OutlierDetection) -> Self {
+        self.outlier = outlier;
+        self
+    }
+
+    /// Follow each connected endpoint's `grpc.health.v1` `Watch` for the
+    /// service (on by default): an endpoint that says it is not serving
+    /// leaves the picks until it says it is. The service name must be the
+    /// one its servers register.
+    pub fn health_check(mut self, enabled: bool) -> Self {
+        self.health_check = enabled;
+        self
+    }
+
     /// How the channel of each endpoint is made (default: a sinew channel
     /// with default settings, `Channel::builder(address).lazy()`). The
     /// channel should be lazy: the balancer's worker connects it.
@@ -339,6 +460,10 @@ impl BalancedBuilder {
             policy: self.policy,
             wait_for_ready: self.wait_for_ready,
             failover: self.failover,
+            outlier: self.outlier,
+            ejected: AtomicUsize::new(0),
+            health_check: self.health_check,
+            not_serving: AtomicUsize::new(0),
             set: ArcSwap::from_pointee(Set::default()),
             cursor: AtomicUsize::new(0),
             resolved: AtomicBool::new(false),

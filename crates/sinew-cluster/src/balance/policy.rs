@@ -12,7 +12,8 @@
 //! * **Least requests**: power of two choices on calls in flight alone
 //!   (gRPC's `least_request`), for when latency says little (calls of very
 //!   different cost).
-//! * **Round robin**: each endpoint in turn.
+//! * **Round robin**: each usable endpoint in turn (a scan of the set per
+//!   call: for sets of tens of endpoints, not thousands).
 
 use super::endpoints::EndpointState;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,23 +82,32 @@ impl Policy {
     }
 
     /// The endpoint for the next call among `endpoints`: a ready one that is
-    /// not `avoid`, if there is one.
+    /// not `avoid` and, unless `with_unhealthy`, neither ejected nor said
+    /// not serving by its health service, if there is one.
     pub(crate) fn pick<'a>(
         &self,
         endpoints: &'a [Arc<EndpointState>],
         cursor: &AtomicUsize,
         avoid: Option<&EndpointState>,
+        with_unhealthy: bool,
     ) -> Option<&'a Arc<EndpointState>> {
         let usable = |state: &EndpointState| {
-            state.is_ready() && !avoid.is_some_and(|avoid| std::ptr::eq(avoid, state))
+            state.is_ready()
+                && (with_unhealthy || (!state.outlier.is_ejected() && state.is_serving()))
+                && !avoid.is_some_and(|avoid| std::ptr::eq(avoid, state))
         };
         let count = endpoints.len();
         match self.kind {
             Kind::RoundRobin => {
-                let start = cursor.fetch_add(1, Ordering::Relaxed);
-                (0..count)
-                    .map(|offset| &endpoints[(start + offset) % count])
-                    .find(|state| usable(state))
+                // The next of the usable endpoints (not the next endpoint,
+                // skipping unusable ones: the one after a skipped endpoint
+                // would get its share too).
+                let usable_count = endpoints.iter().filter(|state| usable(state)).count();
+                if usable_count == 0 {
+                    return None;
+                }
+                let turn = cursor.fetch_add(1, Ordering::Relaxed) % usable_count;
+                endpoints.iter().filter(|state| usable(state)).nth(turn)
             }
             Kind::PeakEwma { .. } | Kind::LeastRequests => {
                 if count == 0 {
@@ -137,6 +147,7 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::balance::endpoints::Health;
+    use crate::balance::OutlierDetection;
     use crate::Endpoint;
     use sinew_rpc::Channel;
 
@@ -167,7 +178,7 @@ mod tests {
         let cursor = AtomicUsize::new(0);
         let mut counts = vec![0; set.len()];
         for _ in 0..picks {
-            let picked = policy.pick(set, &cursor, None).unwrap();
+            let picked = policy.pick(set, &cursor, None, false).unwrap();
             counts[set.iter().position(|s| Arc::ptr_eq(s, picked)).unwrap()] += 1;
         }
         counts
@@ -177,6 +188,9 @@ mod tests {
     fn round_robin_takes_each_in_turn() {
         let set = endpoints(3);
         assert_eq!(shares(&Policy::round_robin(), &set, 300), [100, 100, 100]);
+        // One out: the others share evenly (not the one after it twice).
+        set[1].set_health(Health::Connecting);
+        assert_eq!(shares(&Policy::round_robin(), &set, 300), [150, 0, 150]);
     }
 
     #[test]
@@ -226,11 +240,32 @@ mod tests {
             Policy::round_robin(),
         ] {
             for _ in 0..100 {
-                let picked = policy.pick(&set, &cursor, None).unwrap();
+                let picked = policy.pick(&set, &cursor, None, false).unwrap();
                 assert!(Arc::ptr_eq(picked, &set[2]));
             }
-            assert!(policy.pick(&set, &cursor, Some(&*set[2])).is_none());
-            assert!(policy.pick(&[], &cursor, None).is_none());
+            assert!(policy.pick(&set, &cursor, Some(&*set[2]), false).is_none());
+            assert!(policy.pick(&[], &cursor, None, false).is_none());
+        }
+    }
+
+    #[test]
+    fn unhealthy_endpoints_are_skipped_unless_asked_for() {
+        let set = endpoints(3);
+        assert!(set[1]
+            .outlier
+            .eject(&OutlierDetection::new(), Instant::now()));
+        set[2].serving.store(false, Ordering::Relaxed);
+        let cursor = AtomicUsize::new(0);
+        for policy in [Policy::peak_ewma(), Policy::round_robin()] {
+            for _ in 0..100 {
+                assert!(Arc::ptr_eq(
+                    policy.pick(&set, &cursor, None, false).unwrap(),
+                    &set[0]
+                ));
+            }
+            assert!(policy.pick(&set, &cursor, Some(&*set[0]), false).is_none());
+            let picked = policy.pick(&set, &cursor, Some(&*set[0]), true).unwrap();
+            assert!(!Arc::ptr_eq(picked, &set[0]));
         }
     }
 }

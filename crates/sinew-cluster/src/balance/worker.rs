@@ -10,7 +10,7 @@
 //! readiness.
 
 use super::endpoints::{EndpointState, Health, Set};
-use super::{MakeChannel, Shared};
+use super::{health_check, MakeChannel, Shared};
 use crate::endpoint::Endpoint;
 use crate::resolve::{Update, Updates};
 use futures_util::StreamExt;
@@ -28,6 +28,9 @@ const INITIAL_RTT: Duration = Duration::from_millis(1);
 /// (which cannot report its connection) for readiness again after it failed.
 const SERVICE_RETRY: Duration = Duration::from_secs(1);
 
+/// How often ejected endpoints whose time is up are taken back.
+const EJECTION_TICK: Duration = Duration::from_millis(250);
+
 /// A watcher task, aborted when its endpoint leaves the set (or the worker
 /// stops).
 struct Watcher(JoinHandle<()>);
@@ -41,15 +44,24 @@ impl Drop for Watcher {
 /// Runs until aborted (when the last clone of the balanced channel drops).
 pub(super) async fn run(shared: Arc<Shared>, mut updates: Updates, make_channel: MakeChannel) {
     let mut watchers: HashMap<Address, Watcher> = HashMap::new();
-    while let Some(item) = updates.next().await {
-        match item {
-            Ok(update) => apply(&shared, update, &mut watchers, &make_channel),
-            Err(status) => shared.resolve_failed(status),
+    let mut ejections = tokio::time::interval(EJECTION_TICK);
+    ejections.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resolving = true;
+    loop {
+        tokio::select! {
+            item = updates.next(), if resolving => match item {
+                Some(Ok(update)) => apply(&shared, update, &mut watchers, &make_channel),
+                Some(Err(status)) => shared.resolve_failed(status),
+                None => {
+                    // The watchers keep the endpoints' health current, and
+                    // ejections end, until the channel drops.
+                    tracing::debug!(service = %shared.service, "resolver ended; the endpoint set stays as it is");
+                    resolving = false;
+                }
+            },
+            _ = ejections.tick() => shared.return_ejected(),
         }
     }
-    tracing::debug!(service = %shared.service, "resolver ended; the endpoint set stays as it is");
-    // The watchers keep the endpoints' health current until the channel drops.
-    std::future::pending::<()>().await;
 }
 
 /// Applies one update: publishes the new set, starts watchers for new
@@ -79,7 +91,13 @@ fn apply(
             (endpoints, removed)
         }
     };
-    by_address.retain(|(address, _)| !removed.contains(address));
+    by_address.retain(|(address, state)| {
+        let keep = !removed.contains(address);
+        if !keep {
+            shared.forget(state);
+        }
+        keep
+    });
     for address in &removed {
         watchers.remove(address);
     }
@@ -161,7 +179,17 @@ async fn watch(shared: Arc<Shared>, state: Arc<EndpointState>) {
         if state.set_health(Health::Ready) {
             shared.wake_waiters();
         }
-        channel.connection_lost().await;
+        let lost = channel.connection_lost();
+        if shared.health_check {
+            // The health watch lives as long as this connection.
+            let health = health_check::watch(shared.clone(), state.clone(), channel.clone());
+            tokio::select! {
+                _ = lost => {}
+                _ = health => {}
+            }
+        } else {
+            lost.await;
+        }
         tracing::debug!(endpoint = %state.endpoint.load().address(), "endpoint's connection lost or going away");
         if state.set_health(Health::Connecting) {
             shared.wake_waiters();
