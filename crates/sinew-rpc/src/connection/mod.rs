@@ -55,8 +55,9 @@ use tokio::sync::Notify;
 /// Senders of DATA wait while more than this is queued for the socket: it keeps
 /// latency low and buffers small when the socket is the bottleneck.
 pub(crate) const PENDING_WRITE_HIGH: usize = 1024 * 1024;
-/// The reader stops reading while more than this is queued for the socket: a peer
-/// that never reads cannot make us queue unbounded answers (PING ACKs, resets).
+/// The reader stops reading while more than this is queued for the socket on
+/// top of what DATA alone can queue ([`wait_for_writer`]): a peer that never
+/// reads cannot make us queue unbounded answers (PING ACKs, resets).
 pub(crate) const PENDING_WRITE_PAUSE: usize = 4 * 1024 * 1024;
 
 /// A message a connection can encode straight into its pending write buffer or
@@ -103,13 +104,24 @@ impl Encode for Payload {
 }
 
 /// The reader's back-pressure, on both sides: while more than
-/// [`PENDING_WRITE_PAUSE`] waits for the socket (a peer that does not read its
-/// answers), waits for the writer to make progress before reading more, so
-/// that what is queued for the peer stays bounded.
+/// [`PENDING_WRITE_PAUSE`] waits for the socket beyond what DATA alone can
+/// queue (a peer that does not read its answers), waits for the writer to make
+/// progress before reading more, so that what is queued for the peer stays
+/// bounded.
+///
+/// DATA is bounded on its own: senders wait above [`PENDING_WRITE_HIGH`], so
+/// at most that plus one frame of the peer's largest is queued. Counting it
+/// against the pause made two legitimate peers that both send near-maximum
+/// messages stop reading at once, each waiting on a writer blocked by the
+/// other's full socket or ring, until keepalive killed the connection.
 pub(crate) async fn wait_for_writer(shared: &Shared) {
-    while shared.pending_len() > PENDING_WRITE_PAUSE {
+    let limit = PENDING_WRITE_PAUSE
+        + PENDING_WRITE_HIGH
+        + sinew_wire::FRAME_HEADER_LEN
+        + shared.peer.max_frame_size as usize;
+    while shared.pending_len() > limit {
         let flushed = shared.flushed.notified();
-        if shared.pending_len() <= PENDING_WRITE_PAUSE || shared.lock().dead.is_some() {
+        if shared.pending_len() <= limit || shared.lock().dead.is_some() {
             break;
         }
         flushed.await;
