@@ -79,24 +79,32 @@ pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
     if retired.len() > RETIRED_MAX {
         retired.pop_front();
     }
+    drop_free_oversized(&mut retired);
 }
 
-/// Takes the oldest retired buffer no message holds any more, with room for
-/// `needed` bytes. Free buffers too large to keep (those of big frames) are
-/// dropped on the way.
+/// Drops every free buffer too large to keep (those of big frames), so that
+/// what the store keeps from the allocator stays within its bound.
+fn drop_free_oversized(retired: &mut VecDeque<BytesMut>) {
+    retired.retain_mut(|buffer| {
+        // Reclaiming succeeds when the buffer is no longer shared (its
+        // capacity is then the whole allocation), or when the part no
+        // message can reach is that large anyway: either way the store need
+        // not keep it.
+        !(buffer.try_reclaim(READ_CHUNK) && buffer.capacity() > 2 * READ_CHUNK)
+    });
+}
+
+/// Takes the oldest retired buffer with room for `needed` bytes that no
+/// message can reach: one no message holds any more, or (rarely) one whose
+/// unused tail alone is that large.
 fn take_free(retired: &mut VecDeque<BytesMut>, needed: usize) -> Option<BytesMut> {
     let mut i = 0;
     while i < retired.len().min(SCAN) {
-        // With nothing in it, reclaiming succeeds exactly when the buffer is
-        // no longer shared, and then its capacity is the whole allocation.
-        if retired[i].try_reclaim(READ_CHUNK) {
-            if retired[i].capacity() > 2 * READ_CHUNK {
-                retired.remove(i);
-                continue;
-            }
-            if retired[i].capacity() >= needed {
-                return retired.remove(i);
-            }
+        // Reclaiming an empty buffer succeeds when it is no longer shared
+        // (its capacity is then the whole allocation) or when its tail, which
+        // no message shares, has the room already.
+        if retired[i].try_reclaim(READ_CHUNK) && retired[i].capacity() >= needed {
+            return retired.remove(i);
         }
         i += 1;
     }
@@ -162,24 +170,30 @@ mod tests {
     }
 
     #[test]
-    fn free_buffers_too_large_to_keep_are_dropped_not_reused() {
+    fn free_buffers_too_large_to_keep_are_dropped_wherever_they_are() {
         let mut retired = VecDeque::new();
-        let mut large = BytesMut::with_capacity(4 * READ_CHUNK);
-        large.put_bytes(0, 10);
-        large.clear();
-        retired.push_back(large);
-        let mut held = BytesMut::with_capacity(READ_CHUNK);
-        held.put_bytes(0, 10);
-        let message = held.split_to(10).freeze();
-        retired.push_back(held);
-        assert!(take_free(&mut retired, READ_CHUNK).is_none());
-        assert_eq!(
-            retired.len(),
-            1,
-            "the large free buffer is gone, the held one stays"
-        );
-        drop(message);
+        let mut messages = Vec::new();
+        // Held buffers: the small one first, then enough to put the large
+        // one beyond the part take_free looks at.
+        for capacity in std::iter::repeat_n(READ_CHUNK, SCAN + 1).chain([4 * READ_CHUNK]) {
+            // As the reader leaves them: filled, messages split off, the
+            // partial frame at the end moved on.
+            let mut buffer = BytesMut::with_capacity(capacity);
+            buffer.put_bytes(0, capacity);
+            messages.push(buffer.split_to(capacity - 10).freeze());
+            buffer.clear();
+            retired.push_back(buffer);
+        }
+        drop_free_oversized(&mut retired);
+        assert_eq!(retired.len(), SCAN + 2, "held buffers stay");
+        // The large one's message gone: it goes, wherever it is.
+        messages.pop();
+        drop_free_oversized(&mut retired);
+        assert_eq!(retired.len(), SCAN + 1);
+        assert!(take_free(&mut retired, READ_CHUNK).is_none(), "all held");
+        // The first one's message gone: it is reused.
+        messages.remove(0);
         assert!(take_free(&mut retired, READ_CHUNK).is_some());
-        assert!(retired.is_empty());
+        assert_eq!(retired.len(), SCAN);
     }
 }
