@@ -131,6 +131,8 @@ impl Shared {
 
     pub(crate) fn publish(&self, set: Set) {
         self.set.store(Arc::new(set));
+        // Endpoints that left no longer count as unhealthy.
+        self.recount();
         self.resolved.store(true, Ordering::Release);
         *lock(&self.resolve_error) = None;
         self.wake_waiters();
@@ -162,16 +164,29 @@ impl Shared {
         .cloned()
     }
 
+    /// Counts the set's unhealthy endpoints again. Done on every change
+    /// (rare), not kept by increments and decrements: an endpoint that left
+    /// the set while a call on it was still ending could otherwise be counted
+    /// as ejected forever (nothing would take it back), and the panic rule
+    /// with it.
+    pub(crate) fn recount(&self) {
+        let set = self.set.load();
+        let ejected = set
+            .endpoints
+            .iter()
+            .filter(|s| s.outlier.is_ejected())
+            .count();
+        let not_serving = set.endpoints.iter().filter(|s| !s.is_serving()).count();
+        self.ejected.store(ejected, Ordering::Release);
+        self.not_serving.store(not_serving, Ordering::Release);
+    }
+
     /// What an endpoint's health service said.
     pub(crate) fn set_serving(&self, state: &EndpointState, serving: bool) {
         if state.serving.swap(serving, Ordering::AcqRel) == serving {
             return;
         }
-        if serving {
-            self.not_serving.fetch_sub(1, Ordering::AcqRel);
-        } else {
-            self.not_serving.fetch_add(1, Ordering::AcqRel);
-        }
+        self.recount();
         tracing::debug!(
             service = %self.service,
             endpoint = %state.endpoint.load().address(),
@@ -202,9 +217,8 @@ impl Shared {
                 endpoint = %state.endpoint.load().address(),
                 "endpoint ejected: its calls keep failing"
             );
-        } else {
-            self.ejected.fetch_sub(1, Ordering::AcqRel);
         }
+        self.recount();
     }
 
     /// Returns the ejected endpoints whose time is up (the worker's tick).
@@ -215,7 +229,6 @@ impl Shared {
         let now = Instant::now();
         for state in self.set.load().endpoints.iter() {
             if state.outlier.return_if_due(now) {
-                self.ejected.fetch_sub(1, Ordering::AcqRel);
                 tracing::info!(
                     service = %self.service,
                     endpoint = %state.endpoint.load().address(),
@@ -223,15 +236,7 @@ impl Shared {
                 );
             }
         }
-    }
-
-    /// An endpoint left the set: it no longer counts as unhealthy.
-    pub(crate) fn forget(&self, state: &EndpointState) {
-        if state.outlier.is_ejected() {
-            self.ejected.fetch_sub(1, Ordering::AcqRel);
-        }
-        // Its health watch is stopped with its watcher; count it serving.
-        self.set_serving(state, true);
+        self.recount();
     }
 
     /// Why no call can be made now, when waiting would not help: `None` while

@@ -91,13 +91,7 @@ fn apply(
             (endpoints, removed)
         }
     };
-    by_address.retain(|(address, state)| {
-        let keep = !removed.contains(address);
-        if !keep {
-            shared.forget(state);
-        }
-        keep
-    });
+    by_address.retain(|(address, _)| !removed.contains(address));
     for address in &removed {
         watchers.remove(address);
     }
