@@ -85,13 +85,15 @@ pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
 /// Drops every free buffer too large to keep (those of big frames), so that
 /// what the store keeps from the allocator stays within its bound.
 fn drop_free_oversized(retired: &mut VecDeque<BytesMut>) {
-    retired.retain_mut(|buffer| {
-        // Reclaiming succeeds when the buffer is no longer shared (its
-        // capacity is then the whole allocation), or when the part no
-        // message can reach is that large anyway: either way the store need
-        // not keep it.
-        !(buffer.try_reclaim(READ_CHUNK) && buffer.capacity() > 2 * READ_CHUNK)
-    });
+    retired.retain_mut(|buffer| free_room(buffer).is_none_or(|room| room <= 2 * READ_CHUNK));
+}
+
+/// The room of a retired (empty) buffer that no message can reach, if it is
+/// at least a [`READ_CHUNK`]: reclaiming succeeds when no message holds the
+/// buffer any more (the room is then the whole allocation), or when its tail,
+/// which no message shares, is that large already.
+fn free_room(buffer: &mut BytesMut) -> Option<usize> {
+    buffer.try_reclaim(READ_CHUNK).then(|| buffer.capacity())
 }
 
 /// Takes the oldest retired buffer with room for `needed` bytes that no
@@ -100,10 +102,7 @@ fn drop_free_oversized(retired: &mut VecDeque<BytesMut>) {
 fn take_free(retired: &mut VecDeque<BytesMut>, needed: usize) -> Option<BytesMut> {
     let mut i = 0;
     while i < retired.len().min(SCAN) {
-        // Reclaiming an empty buffer succeeds when it is no longer shared
-        // (its capacity is then the whole allocation) or when its tail, which
-        // no message shares, has the room already.
-        if retired[i].try_reclaim(READ_CHUNK) && retired[i].capacity() >= needed {
+        if free_room(&mut retired[i]).is_some_and(|room| room >= needed) {
             return retired.remove(i);
         }
         i += 1;
