@@ -516,10 +516,16 @@ impl ServerBuilder {
             ));
         }
         let services = self.assemble_services(&local_addresses);
+        let service_names = self
+            .services
+            .iter()
+            .map(|service| service.descriptor().name)
+            .collect();
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             listeners,
             local_addresses,
+            service_names,
             router: Arc::new(Router::new(services, self.fallback, &self.layers)),
             config: Arc::new(self.config),
             shutdown,
@@ -557,6 +563,8 @@ impl From<std::convert::Infallible> for AddressErrorOrIo {
 pub struct Server {
     listeners: Vec<Listener>,
     local_addresses: Vec<Address>,
+    /// The names of the services added by the application.
+    service_names: Vec<&'static str>,
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: watch::Sender<bool>,
@@ -651,6 +659,13 @@ impl Server {
         &self.local_addresses
     }
 
+    /// The full names of the services added to it (`package.Service`), in
+    /// the order they were added; not the health, reflection and
+    /// local-endpoint services every server also offers.
+    pub fn service_names(&self) -> &[&'static str] {
+        &self.service_names
+    }
+
     /// The handle that sets the health statuses this server reports, unless health
     /// checking was turned off.
     pub fn health_reporter(&self) -> Option<HealthReporter> {
@@ -697,6 +712,7 @@ impl Server {
         let Server {
             listeners,
             local_addresses: _,
+            service_names: _,
             router,
             config,
             shutdown,
