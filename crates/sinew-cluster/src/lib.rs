@@ -8,6 +8,11 @@
 //!   each call's endpoint with a [`Policy`] (power of two choices over
 //!   peak-EWMA latency by default) among those that are ready, and sends a
 //!   call that failed *not processed* to another endpoint at once.
+//! * [`gossip`] (feature `gossip`, on by default): the embedded registry.
+//!   Servers publish their endpoints to a cluster of members that gossip
+//!   among themselves; no registry server to run.
+//! * [`name`]: names as addresses (`dns:///host:port`,
+//!   `gossip://seed:7946/package.Service`), each a balanced channel.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sinew_rpc::Status> {
@@ -21,13 +26,16 @@
 //!
 //! What this crate is not: it does not retry calls that reached a server
 //! (that is a resilience policy, with budgets), and it does not serve
-//! anything; servers announce themselves through the registry a resolver
-//! reads.
+//! anything: servers announce themselves through a registry (a
+//! [`gossip::Member`], DNS records) that a resolver reads.
 
 #![forbid(unsafe_code)]
 
 pub mod balance;
 mod endpoint;
+#[cfg(feature = "gossip")]
+pub mod gossip;
+pub mod name;
 pub mod resolve;
 
 pub use balance::{Balanced, BalancedBuilder, Policy};

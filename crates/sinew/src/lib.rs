@@ -126,6 +126,10 @@
 //! * `cluster` (default): calling a service by name over many endpoints
 //!   ([`cluster`]): resolvers, [`cluster::Balanced`] with its policies,
 //!   endpoint health and fail-over.
+//! * `gossip` (default): the embedded registry ([`cluster::gossip`]):
+//!   servers publish their services to a cluster of members that gossip
+//!   among themselves over UDP, and clients resolve names from it; no
+//!   registry server to run. Builds chitchat and zstd (a C compiler).
 
 #![forbid(unsafe_code)]
 
@@ -168,10 +172,32 @@ pub mod stream {
 }
 
 /// The schemes [`connect`] understands, for error messages and `--help` texts.
-pub const SCHEMES: &[&str] = if cfg!(feature = "grpc") {
-    &["tcp", "unix", "shm", "grpc", "grpc+unix", "http"]
-} else {
-    &["tcp", "unix", "shm"]
+pub const SCHEMES: &[&str] = match (cfg!(feature = "grpc"), cfg!(feature = "gossip")) {
+    (true, true) => &[
+        "tcp",
+        "unix",
+        "shm",
+        "grpc",
+        "grpc+unix",
+        "http",
+        "dns",
+        "dns+srv",
+        "gossip",
+    ],
+    (true, false) if cfg!(feature = "cluster") => &[
+        "tcp",
+        "unix",
+        "shm",
+        "grpc",
+        "grpc+unix",
+        "http",
+        "dns",
+        "dns+srv",
+    ],
+    (true, false) => &["tcp", "unix", "shm", "grpc", "grpc+unix", "http"],
+    (false, true) => &["tcp", "unix", "shm", "dns", "dns+srv", "gossip"],
+    (false, false) if cfg!(feature = "cluster") => &["tcp", "unix", "shm", "dns", "dns+srv"],
+    (false, false) => &["tcp", "unix", "shm"],
 };
 
 /// Connects to an address given as text and returns a [`Channel`] to it:
@@ -180,11 +206,18 @@ pub const SCHEMES: &[&str] = if cfg!(feature = "grpc") {
 ///   ([`Channel::connect`]; use [`Channel::builder`] for settings);
 /// * `grpc://HOST:PORT`, `http://HOST:PORT`, `grpc+unix:///PATH`: any gRPC
 ///   server (feature `grpc`; [`grpc::client::GrpcChannel::builder`] for
-///   settings).
+///   settings);
+/// * `dns:///HOST:PORT`, `dns+srv:///NAME`, `gossip://SEED/package.Service`:
+///   a name, resolved to many endpoints that calls are balanced over
+///   (feature `cluster`, `gossip` for gossip names; see
+///   [`cluster::name`]). Endpoints are connected in the background: an
+///   unreachable one is not an error here, and a call waits until one is
+///   ready, or fails with `UNAVAILABLE` naming each endpoint's last error.
 ///
-/// The connection is made here, so an unreachable server is `UNAVAILABLE`
-/// now; a malformed address, or an unknown scheme, is `INVALID_ARGUMENT`, and
-/// the message lists every scheme this build understands.
+/// The connection to a single server is made here, so an unreachable server
+/// is `UNAVAILABLE` now; a malformed address, or an unknown scheme, is
+/// `INVALID_ARGUMENT`, and the message lists every scheme this build
+/// understands.
 pub async fn connect(address: &str) -> Result<Channel, Status> {
     let scheme = address.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
@@ -196,6 +229,12 @@ pub async fn connect(address: &str) -> Result<Channel, Status> {
             "invalid address {address:?}: gRPC addresses need sinew's `grpc` feature; this build speaks {}",
             scheme_list()
         ))),
+        #[cfg(feature = "cluster")]
+        Some(_) if sinew_cluster::name::is_name(address) => {
+            sinew_cluster::name::connect(address)
+                .await
+                .map(Channel::from_service)
+        }
         Some(other) => Err(Status::invalid_argument(format!(
             "invalid address {address:?}: unknown scheme {other:?}; sinew speaks {}",
             scheme_list()

@@ -7,7 +7,7 @@ use super::outlier::Outlier;
 use crate::endpoint::Endpoint;
 use arc_swap::ArcSwap;
 use sinew_rpc::{Channel, Status};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ pub(crate) struct EndpointState {
     pub(crate) endpoint: ArcSwap<Endpoint>,
     pub(crate) channel: Channel,
     pub(crate) in_flight: AtomicUsize,
+    /// Calls sent to it, ever.
+    pub(crate) calls: AtomicU64,
     pub(crate) rtt: PeakEwma,
     pub(crate) outlier: Outlier,
     /// What its health service last said (true until it says otherwise).
@@ -73,6 +75,7 @@ impl EndpointState {
             endpoint: ArcSwap::from_pointee(endpoint),
             channel,
             in_flight: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
             rtt: PeakEwma::new(initial_rtt, decay, Instant::now()),
             outlier: Outlier::default(),
             serving: AtomicBool::new(true),
@@ -111,6 +114,7 @@ impl EndpointState {
             ejected: self.outlier.is_ejected(),
             serving: self.is_serving(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Relaxed),
             rtt_estimate: Duration::from_nanos(self.rtt.estimate(now) as u64),
             last_error: self.channel.last_connect_error(),
         }
@@ -140,6 +144,8 @@ pub struct EndpointReport {
     pub serving: bool,
     /// Calls sent to it whose response has not begun.
     pub in_flight: usize,
+    /// Calls sent to it since it joined the set (fail-overs included).
+    pub calls: u64,
     /// Its peak-EWMA latency estimate.
     pub rtt_estimate: Duration,
     /// Why its last connect failed, while it backs off.

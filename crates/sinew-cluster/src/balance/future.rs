@@ -44,6 +44,7 @@ struct Counted {
 impl Counted {
     fn new(endpoint: Arc<EndpointState>) -> Counted {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        endpoint.calls.fetch_add(1, Ordering::Relaxed);
         Counted {
             endpoint,
             started: Instant::now(),
