@@ -61,6 +61,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Run a small cluster on this machine and drive a mixed workload through it.
     Demo(cmd::demo::Args),
+    /// List the members of a gossip cluster and each service's endpoints.
+    Members(cmd::members::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::Describe(args) => cmd::describe::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Members(args) => cmd::members::run(args).await,
         }
     });
     // Do not wait for tasks left behind (streams being cancelled, pumps).

@@ -22,17 +22,30 @@ pub(crate) fn parse_address(text: &str) -> Result<Address, CliError> {
 /// Connects, so that an unreachable server is reported before anything else.
 /// Every scheme of `sinew::connect`: `tcp://`, `unix://` and `shm://` speak
 /// sinew's protocol, `grpc://`, `http://` and `grpc+unix://` reach any gRPC
-/// server. A malformed address or an unknown scheme is a usage error.
+/// server, and names (`dns:///`, `gossip://`) balance over many. A malformed
+/// address or an unknown scheme is a usage error.
 pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
-    sinew::connect(address)
-        .await
-        .map_err(|status| match status.code() {
-            sinew::Code::InvalidArgument => CliError::usage(status.message().to_owned()),
-            _ => CliError::new(
-                ExitCode::Unreachable,
-                format!("cannot reach {address}: {}", status.message()),
-            ),
-        })
+    connect_for(address, None).await
+}
+
+/// [`connect`], for calls to `service`: a name that does not give the
+/// service itself (`gossip://SEED`, `dns:///host:port`) is resolved for it.
+pub(crate) async fn connect_for(address: &str, service: Option<&str>) -> Result<Channel, CliError> {
+    let connected = match service {
+        Some(service) if sinew::cluster::name::is_name(address) => {
+            sinew::cluster::name::connect_service(address, service)
+                .await
+                .map(Channel::from_service)
+        }
+        _ => sinew::connect(address).await,
+    };
+    connected.map_err(|status| match status.code() {
+        sinew::Code::InvalidArgument => CliError::usage(status.message().to_owned()),
+        _ => CliError::new(
+            ExitCode::Unreachable,
+            format!("cannot reach {address}: {}", status.message()),
+        ),
+    })
 }
 
 /// Sends reflection queries on one stream and returns the answers. Asks
@@ -183,7 +196,7 @@ pub(crate) async fn resolve_method(
     proto: Option<&Path>,
 ) -> Result<ResolvedMethod, CliError> {
     let (service, method) = split_method(name)?;
-    let channel = connect(address).await?;
+    let channel = connect_for(address, Some(&service)).await?;
     let pool = load(&channel, proto, std::slice::from_ref(&service)).await?;
     let method = find_method(&pool, &service, &method)?;
     let path = format!("/{}/{}", service, method.name());

@@ -5,6 +5,7 @@ pub(crate) mod call;
 pub(crate) mod demo;
 pub(crate) mod describe;
 pub(crate) mod list;
+pub(crate) mod members;
 pub(crate) mod serve;
 
 use crate::error::CliError;

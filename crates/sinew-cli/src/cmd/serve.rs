@@ -1,4 +1,6 @@
-//! `sinew serve`: the example services on any number of listeners, until Ctrl-C.
+//! `sinew serve`: the example services on any number of listeners, until Ctrl-C;
+//! with `--join` or `--gossip`, a member of a gossip cluster that publishes
+//! them, and leaves the cluster before it drains.
 
 use crate::error::CliError;
 use sinew::Server;
@@ -20,7 +22,10 @@ pub(crate) enum Example {
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  sinew serve --listen tcp://127.0.0.1:7000 --listen unix:///tmp/sinew.sock --listen shm:///tmp/sinew-shm.sock"
+    after_help = "Examples:\n  sinew serve --listen tcp://127.0.0.1:7000 --listen unix:///tmp/sinew.sock --listen shm:///tmp/sinew-shm.sock\n  \
+sinew serve --listen tcp://127.0.0.1:7001 --gossip 127.0.0.1:7946         # the first member of a cluster\n  \
+sinew serve --listen tcp://127.0.0.1:7002 --join 127.0.0.1:7946           # another one\n  \
+sinew call gossip://127.0.0.1:7946 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}'"
 )]
 pub(crate) struct Args {
     /// Address to listen on: tcp://HOST:PORT, unix:///PATH or shm:///PATH (repeatable). Default:
@@ -36,6 +41,81 @@ pub(crate) struct Args {
     drain_timeout: Duration,
     #[command(flatten)]
     limits: Limits,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Membership of a gossip cluster (the embedded registry).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Cluster (embedded gossip registry)")]
+pub(crate) struct ClusterArgs {
+    /// Join the gossip cluster that this member belongs to (HOST:PORT of its
+    /// gossip address; repeatable) and publish this server's services at its
+    /// TCP addresses.
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Vec<String>,
+    /// Gossip on this UDP address. Enough alone for the first member of a
+    /// cluster [default with --join: a free port on the first TCP listener's
+    /// IP].
+    #[arg(long, value_name = "HOST:PORT")]
+    gossip: Option<std::net::SocketAddr>,
+    /// The cluster's name: members of other clusters are ignored.
+    #[arg(long, value_name = "NAME", default_value = sinew::cluster::gossip::DEFAULT_CLUSTER)]
+    cluster: String,
+    /// This member's name, unique in the cluster [default: its gossip address].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The zone this server runs in, for clients that prefer their own.
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<String>,
+}
+
+impl ClusterArgs {
+    /// Joins and publishes `server`, when asked to.
+    async fn join(
+        &self,
+        server: &Server,
+    ) -> Result<Option<sinew::cluster::gossip::Member>, CliError> {
+        if self.join.is_empty() && self.gossip.is_none() {
+            return Ok(None);
+        }
+        let listen = self.gossip.unwrap_or_else(|| {
+            let ip = server
+                .local_addresses()
+                .iter()
+                .find_map(|address| match address {
+                    sinew::Address::Tcp { host, .. } => host.parse().ok(),
+                    _ => None,
+                })
+                .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            std::net::SocketAddr::new(ip, 0)
+        });
+        let mut builder = sinew::cluster::gossip::Member::builder()
+            .cluster(&self.cluster)
+            .listen(listen)
+            .seeds(self.join.iter().cloned());
+        if let Some(name) = &self.name {
+            builder = builder.name(name);
+        }
+        if let Some(zone) = &self.zone {
+            builder = builder.zone(zone);
+        }
+        let failure = |status: sinew::Status| {
+            CliError::failure(format!("joining the cluster: {}", status.message()))
+        };
+        let member = builder.join().await.map_err(failure)?;
+        let published = member.publish_server(server).await.map_err(failure)?;
+        println!(
+            "member {} of cluster {}, gossip on {}",
+            member.name(),
+            member.cluster(),
+            member.gossip_address()
+        );
+        for address in published {
+            println!("published {address}: {}", server.service_names().join(", "));
+        }
+        Ok(Some(member))
+    }
 }
 
 /// What one peer may cost the server (docs/security.md says how to size them).
@@ -131,11 +211,21 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .map_err(|error| CliError::failure(error.to_string()))?;
     // Listening for the signals before saying Ctrl-C works: one that came
     // earlier would end the process on the spot, with no drain.
-    let shutdown = shutdown_signal(args.drain_timeout)
+    let signal = shutdown_signal(args.drain_timeout)
         .map_err(|error| CliError::failure(format!("cannot listen for Ctrl-C: {error}")))?;
     for address in server.local_addresses() {
         println!("listening on {address}");
     }
+    let member = args.cluster.join(&server).await?;
+    // A member leaves the cluster first, so that clients stop sending here
+    // before the server refuses calls.
+    let shutdown = async move {
+        signal.await;
+        if let Some(member) = member {
+            member.leave().await;
+            eprintln!("left the cluster");
+        }
+    };
     println!("every address speaks sinew and gRPC (HTTP/2)");
     println!("press Ctrl-C to shut down gracefully");
     let _ = std::io::stdout().flush();
