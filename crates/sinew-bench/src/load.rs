@@ -97,6 +97,9 @@ pub(crate) const STREAM_SYSTEMS: [System; 6] = [
     System::GrpcGo,
 ];
 
+/// Calls in flight in the balancing rows' cell.
+pub(crate) const BALANCED_CONCURRENCY: usize = 64;
+
 /// Calls in flight in the `bytes` cells.
 pub(crate) const BYTES_CONCURRENCY: usize = 64;
 
@@ -756,6 +759,10 @@ impl Plan {
                         connections,
                     ));
                 }
+                continue;
+            }
+            if system.is_balanced() {
+                cells.push(Cell::closed(system, SHAPE_PAYLOAD, BALANCED_CONCURRENCY, 1));
                 continue;
             }
             for payload in self.payloads_for(system) {

@@ -146,6 +146,14 @@ impl Summary {
         (tonic > 0.0).then(|| ours / tonic)
     }
 
+    /// A balancing row's median `figure` in its one cell.
+    fn balanced_figure(&self, system: System, figure: Figure) -> Option<f64> {
+        self.median_of(
+            Cell::closed(system, SHAPE_PAYLOAD, crate::load::BALANCED_CONCURRENCY, 1),
+            figure,
+        )
+    }
+
     /// The median server RSS per idle connection of `system`, in bytes.
     fn idle_rss(&self, system: System) -> Option<f64> {
         let outcome = self
@@ -239,6 +247,36 @@ impl Summary {
                 what: "sinew-unix / sinew-tcp p50, 1 KiB c=1",
                 target: "< 1",
                 value: self.ratio((SinewUnix, 1), (SinewTcp, 1), p50),
+            },
+            Ratio {
+                key: "balanced_vs_single",
+                what: "sinew-balanced (3 servers) / sinew-tcp (1 server) QPS, 1 KiB c=64",
+                target: ">= 0.9",
+                value: self.ratio((SinewBalanced, 64), (SinewTcp, 64), qps),
+            },
+            Ratio {
+                key: "balanced_slow_share",
+                what: "share of calls to the server 20 ms slower, sinew-balanced-slow (a figure)",
+                target: "<= 0.05",
+                value: self.balanced_figure(SinewBalancedSlow, Figure::SlowShare),
+            },
+            Ratio {
+                key: "tonic_balanced_slow_share",
+                what: "share of calls to the server 20 ms slower, tonic-balanced-slow (a figure)",
+                target: "-",
+                value: self.balanced_figure(TonicBalancedSlow, Figure::SlowShare),
+            },
+            Ratio {
+                key: "balanced_slow_p99_vs_healthy",
+                what: "sinew-balanced-slow / sinew-balanced p99, 1 KiB c=64",
+                target: "<= 1.5",
+                value: self.ratio((SinewBalancedSlow, 64), (SinewBalanced, 64), p99),
+            },
+            Ratio {
+                key: "balanced_slow_p99_vs_tonic",
+                what: "sinew-balanced-slow / tonic-balanced-slow p99, 1 KiB c=64",
+                target: "< 1",
+                value: self.ratio((SinewBalancedSlow, 64), (TonicBalancedSlow, 64), p99),
             },
             Ratio {
                 key: "grpc_path_vs_tonic",

@@ -37,6 +37,10 @@ pub(crate) struct Sample {
     /// in bytes (0 in other cells).
     #[serde(default)]
     pub(crate) rss_per_connection: f64,
+    /// Balancing rows with a slow replica: the share of the calls that
+    /// replica served (0 in other cells).
+    #[serde(default)]
+    pub(crate) slow_share: f64,
     /// Why the first failed call failed (absent when none did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) first_error: Option<String>,
@@ -84,6 +88,7 @@ impl Sample {
             mean_us: 0.0,
             cpu_us_per_call: 0.0,
             rss_per_connection: 0.0,
+            slow_share: 0.0,
             first_error: None,
         }
     }
@@ -117,10 +122,11 @@ pub(crate) enum Figure {
     Mean,
     CpuPerCall,
     RssPerConnection,
+    SlowShare,
 }
 
 impl Figure {
-    pub(crate) const ALL: [Figure; 9] = [
+    pub(crate) const ALL: [Figure; 10] = [
         Figure::Qps,
         Figure::P50,
         Figure::P90,
@@ -130,6 +136,7 @@ impl Figure {
         Figure::Mean,
         Figure::CpuPerCall,
         Figure::RssPerConnection,
+        Figure::SlowShare,
     ];
 
     /// The figure's key in the JSON, the same as the [`Sample`] field's.
@@ -144,6 +151,7 @@ impl Figure {
             Figure::Mean => "mean_us",
             Figure::CpuPerCall => "cpu_us_per_call",
             Figure::RssPerConnection => "rss_per_connection",
+            Figure::SlowShare => "slow_share",
         }
     }
 
@@ -158,6 +166,7 @@ impl Figure {
             Figure::Mean => sample.mean_us,
             Figure::CpuPerCall => sample.cpu_us_per_call,
             Figure::RssPerConnection => sample.rss_per_connection,
+            Figure::SlowShare => sample.slow_share,
         }
     }
 }

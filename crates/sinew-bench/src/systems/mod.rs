@@ -4,6 +4,7 @@
 //! closed loop, and stops its server. The `h2load-*` rows drive the gRPC
 //! servers with nghttp2's h2load instead (see [`h2load`]).
 
+mod balanced;
 mod blob;
 mod go_peers;
 mod h2load;
@@ -67,10 +68,21 @@ pub(crate) enum System {
     /// grpc-go's server (as `grpc-go`), driven by h2load.
     #[value(name = "h2load-grpc-go")]
     H2loadGrpcGo,
+    /// sinew's balanced channel (P2C over peak-EWMA) over three sinew
+    /// servers, TCP: what balancing costs against `sinew-tcp`.
+    #[value(name = "sinew-balanced")]
+    SinewBalanced,
+    /// As `sinew-balanced`, one of the three servers 20 ms slower.
+    #[value(name = "sinew-balanced-slow")]
+    SinewBalancedSlow,
+    /// tonic's balanced channel (`Channel::balance_list`) over the same
+    /// three servers (gRPC), one 20 ms slower.
+    #[value(name = "tonic-balanced-slow")]
+    TonicBalancedSlow,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 16] = [
+    pub(crate) const ALL: [System; 19] = [
         System::SinewTcp,
         System::SinewUnix,
         System::SinewShm,
@@ -87,6 +99,9 @@ impl System {
         System::H2loadSinewGrpc,
         System::H2loadTonic,
         System::H2loadGrpcGo,
+        System::SinewBalanced,
+        System::SinewBalancedSlow,
+        System::TonicBalancedSlow,
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
@@ -118,12 +133,23 @@ impl System {
         )
     }
 
+    /// A balancing row: these run one cell, 1 KiB at 64 calls in flight
+    /// over one balanced channel.
+    pub(crate) fn is_balanced(self) -> bool {
+        matches!(
+            self,
+            System::SinewBalanced | System::SinewBalancedSlow | System::TonicBalancedSlow
+        )
+    }
+
     /// Whether the system runs the `bytes` cells: every one with an encoding
     /// (not the raw baselines, which have none, nor the h2load rows, whose
     /// request is the same protobuf bytes whichever field type the server
     /// decodes them as).
     pub(crate) fn has_bytes_echo(self) -> bool {
-        !self.is_h2load() && !matches!(self, System::RawPingPong | System::RawPipelined)
+        !self.is_h2load()
+            && !self.is_balanced()
+            && !matches!(self, System::RawPingPong | System::RawPipelined)
     }
 
     pub(crate) fn name(self) -> &'static str {
@@ -144,6 +170,9 @@ impl System {
             System::H2loadSinewGrpc => "h2load-sinew-grpc",
             System::H2loadTonic => "h2load-tonic",
             System::H2loadGrpcGo => "h2load-grpc-go",
+            System::SinewBalanced => "sinew-balanced",
+            System::SinewBalancedSlow => "sinew-balanced-slow",
+            System::TonicBalancedSlow => "tonic-balanced-slow",
         }
     }
 }
@@ -179,6 +208,9 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::VoloMux => volo_peer::run(runtimes, plan, cell, true),
         System::GrpcGo => go_peers::run_grpc_go(runtimes, plan, cell),
         System::GoNetRpc => return go_peers::run_netrpc(plan, cell),
+        System::SinewBalanced | System::SinewBalancedSlow | System::TonicBalancedSlow => {
+            return balanced::run(runtimes, plan, cell)
+        }
         System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),
         System::RawPipelined => raw::run_pipelined(runtimes, plan, cell),
         System::H2loadSinewGrpc | System::H2loadTonic | System::H2loadGrpcGo => {

@@ -242,6 +242,12 @@ pub(crate) fn serve_tcp(
     }))
 }
 
+/// sinew's caller of `cell`'s echo over `channel` (any channel: one
+/// server's, or a balanced one's).
+pub(crate) fn caller(channel: sinew::Channel, cell: Cell) -> impl Caller {
+    SinewCaller::new(channel, cell)
+}
+
 /// sinew's client for `cell` to the server at `address` over TCP: the
 /// cell's connections, each a channel of its own.
 pub(crate) fn tcp_callers(

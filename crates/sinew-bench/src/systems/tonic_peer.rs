@@ -100,7 +100,7 @@ pub(crate) enum TonicCaller {
 
 impl TonicCaller {
     /// The caller of `cell`'s echo on `channel`.
-    fn new(channel: Channel, cell: Cell) -> TonicCaller {
+    pub(crate) fn new(channel: Channel, cell: Cell) -> TonicCaller {
         const LIMIT: usize = 8 << 20;
         if cell.bytes {
             TonicCaller::Bytes {
