@@ -171,34 +171,29 @@ pub mod stream {
     }
 }
 
-/// The schemes [`connect`] understands, for error messages and `--help` texts.
-pub const SCHEMES: &[&str] = match (cfg!(feature = "grpc"), cfg!(feature = "gossip")) {
-    (true, true) => &[
-        "tcp",
-        "unix",
-        "shm",
-        "grpc",
-        "grpc+unix",
-        "http",
-        "dns",
-        "dns+srv",
-        "gossip",
-    ],
-    (true, false) if cfg!(feature = "cluster") => &[
-        "tcp",
-        "unix",
-        "shm",
-        "grpc",
-        "grpc+unix",
-        "http",
-        "dns",
-        "dns+srv",
-    ],
-    (true, false) => &["tcp", "unix", "shm", "grpc", "grpc+unix", "http"],
-    (false, true) => &["tcp", "unix", "shm", "dns", "dns+srv", "gossip"],
-    (false, false) if cfg!(feature = "cluster") => &["tcp", "unix", "shm", "dns", "dns+srv"],
-    (false, false) => &["tcp", "unix", "shm"],
+/// The schemes of single-server addresses [`connect`] understands; with
+/// feature `cluster` it takes names too ([`schemes`] lists both).
+pub const SCHEMES: &[&str] = if cfg!(feature = "grpc") {
+    &["tcp", "unix", "shm", "grpc", "grpc+unix", "http"]
+} else {
+    &["tcp", "unix", "shm"]
 };
+
+/// Every scheme [`connect`] understands in this build, addresses then names,
+/// for error messages and `--help` texts.
+pub fn schemes() -> Vec<&'static str> {
+    let names: &[&str] = {
+        #[cfg(feature = "cluster")]
+        {
+            sinew_cluster::name::SCHEMES
+        }
+        #[cfg(not(feature = "cluster"))]
+        {
+            &[]
+        }
+    };
+    SCHEMES.iter().chain(names).copied().collect()
+}
 
 /// Connects to an address given as text and returns a [`Channel`] to it:
 ///
@@ -247,7 +242,7 @@ pub async fn connect(address: &str) -> Result<Channel, Status> {
 }
 
 fn scheme_list() -> String {
-    SCHEMES
+    schemes()
         .iter()
         .map(|scheme| format!("{scheme}://"))
         .collect::<Vec<_>>()
@@ -290,7 +285,7 @@ mod tests {
     async fn an_unknown_scheme_lists_every_supported_one() {
         let status = connect("carrier-pigeon://coop:1").await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        for scheme in SCHEMES {
+        for scheme in schemes() {
             assert!(
                 status.message().contains(&format!("{scheme}://")),
                 "{status}"
