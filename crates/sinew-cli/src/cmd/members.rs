@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
     after_help = "Example:\n  sinew members gossip://127.0.0.1:7946\n  sinew members gossip://127.0.0.1:7946?cluster=prod --wait 3s"
 )]
 pub(crate) struct Args {
-    /// A member of the cluster: gossip://HOST:PORT[,HOST:PORT...][?cluster=NAME].
+    /// A member of the cluster, as gossip://HOST:PORT (more seeds after commas;
+    /// ?cluster=NAME for a cluster other than sinew).
     target: String,
     /// How long to gossip before reporting (the cluster's state arrives in the
     /// first rounds; endpoints are connected meanwhile).
