@@ -28,6 +28,22 @@ fn all_ready(channel: &Balanced, count: usize) -> bool {
     report.len() == count && report.iter().all(|r| r.health == Health::Ready)
 }
 
+/// Waits (up to 5 s) until the channel has `count` endpoints, all ready.
+async fn until_all_ready(channel: &Balanced, count: usize) {
+    eventually(Duration::from_secs(5), "every endpoint ready", || {
+        all_ready(channel, count)
+    })
+    .await;
+}
+
+async fn three_servers() -> [TestServer; 3] {
+    [
+        TestServer::start().await,
+        TestServer::start().await,
+        TestServer::start().await,
+    ]
+}
+
 fn fixed(servers: &[&TestServer]) -> Fixed {
     Fixed::new(servers.iter().map(|server| server.tcp.clone()))
 }
@@ -58,21 +74,14 @@ impl Resolve for Pushed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_spread_over_every_endpoint() {
-    let servers = [
-        TestServer::start().await,
-        TestServer::start().await,
-        TestServer::start().await,
-    ];
+    let servers = three_servers().await;
     let refs: Vec<&TestServer> = servers.iter().collect();
 
     // Round robin: exactly a third each once every endpoint is ready.
     let channel = Balanced::builder(fixed(&refs), "sinew.testing.Testing")
         .policy(Policy::round_robin())
         .build();
-    eventually(Duration::from_secs(5), "every endpoint ready", || {
-        all_ready(&channel, 3)
-    })
-    .await;
+    until_all_ready(&channel, 3).await;
     let client = TestingClient::new(channel.clone());
     for _ in 0..300 {
         call(&client).await.unwrap();
@@ -103,11 +112,7 @@ async fn calls_spread_over_every_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_shutting_down_mid_load_costs_no_call() {
-    let servers = [
-        TestServer::start().await,
-        TestServer::start().await,
-        TestServer::start().await,
-    ];
+    let servers = three_servers().await;
     let refs: Vec<&TestServer> = servers.iter().collect();
     let channel = Balanced::builder(fixed(&refs), "sinew.testing.Testing").build();
     let client = TestingClient::new(channel.clone());
@@ -309,10 +314,7 @@ async fn an_endpoint_whose_calls_keep_failing_is_ejected_then_taken_back() {
                 .ejection_time(Duration::from_secs(1), Duration::from_secs(2)),
         )
         .build();
-    eventually(Duration::from_secs(5), "every endpoint ready", || {
-        all_ready(&channel, 3)
-    })
-    .await;
+    until_all_ready(&channel, 3).await;
     let client = TestingClient::new(channel.clone());
     let ejected = |channel: &Balanced| {
         channel
@@ -352,19 +354,12 @@ async fn an_endpoint_whose_calls_keep_failing_is_ejected_then_taken_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_not_serving_by_its_health_service_gets_no_calls() {
-    let servers = [
-        TestServer::start().await,
-        TestServer::start().await,
-        TestServer::start().await,
-    ];
+    let servers = three_servers().await;
     let refs: Vec<&TestServer> = servers.iter().collect();
     let channel = Balanced::builder(fixed(&refs), "sinew.testing.Testing")
         .policy(Policy::round_robin())
         .build();
-    eventually(Duration::from_secs(5), "every endpoint ready", || {
-        all_ready(&channel, 3)
-    })
-    .await;
+    until_all_ready(&channel, 3).await;
     let client = TestingClient::new(channel.clone());
     let serving = |channel: &Balanced, server: &TestServer| {
         channel
