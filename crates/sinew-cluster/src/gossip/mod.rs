@@ -288,7 +288,7 @@ impl Member {
                 generation: id.generation_id,
                 gossip_address: id.gossip_advertise_addr,
                 live: live.contains(id),
-                leaving: node.get(STATE_KEY) == Some("leaving"),
+                leaving: record::is_leaving(node),
                 role: node.get(ROLE_KEY).unwrap_or("unknown").to_owned(),
                 zone: node.get(ZONE_KEY).map(str::to_owned),
                 endpoints: record::records(node)
@@ -326,7 +326,7 @@ impl Member {
             for key in keys {
                 own.delete(&key);
             }
-            own.set(STATE_KEY, "leaving");
+            own.set(STATE_KEY, record::LEAVING);
             chitchat.live_nodes().count()
         };
         // Each round reaches three members, and those who heard pass it on:

@@ -30,6 +30,8 @@ pub(super) const ZONE_KEY: &str = "sinew.zone";
 pub(super) const ROLE_KEY: &str = "sinew.role";
 /// `leaving` once the member has begun to leave.
 pub(super) const STATE_KEY: &str = "sinew.state";
+/// The value of [`STATE_KEY`] once the member has begun to leave.
+pub(super) const LEAVING: &str = "leaving";
 
 /// The metadata key under which the resolver tells which member published an
 /// endpoint.
@@ -70,6 +72,11 @@ impl Record {
     }
 }
 
+/// Whether the member has begun to leave (its endpoints no longer count).
+pub(super) fn is_leaving(node: &NodeState) -> bool {
+    node.get(STATE_KEY) == Some(LEAVING)
+}
+
 /// The records a member publishes, with their addresses; unparsable ones are
 /// skipped.
 pub(super) fn records(node: &NodeState) -> impl Iterator<Item = (Address, Record)> + '_ {
@@ -100,7 +107,7 @@ pub(super) fn endpoints_of(
 ) -> Vec<Endpoint> {
     let mut endpoints: BTreeMap<String, Endpoint> = BTreeMap::new();
     for (id, node) in members {
-        if node.get(STATE_KEY) == Some("leaving") {
+        if is_leaving(node) {
             continue;
         }
         let zone = node.get(ZONE_KEY);
@@ -130,7 +137,7 @@ pub(super) fn endpoints_of(
 pub(super) fn services(members: &BTreeMap<ChitchatId, NodeState>) -> BTreeSet<String> {
     members
         .values()
-        .filter(|node| node.get(STATE_KEY) != Some("leaving"))
+        .filter(|node| !is_leaving(node))
         .flat_map(|node| records(node).flat_map(|(_, record)| record.services))
         .collect()
 }
