@@ -11,8 +11,13 @@
 //! * [`gossip`] (feature `gossip`, on by default): the embedded registry.
 //!   Servers publish their endpoints to a cluster of members that gossip
 //!   among themselves; no registry server to run.
+//! * [`etcd`] (feature `etcd`, on by default): etcd as the registry.
+//!   Servers register under a lease a supervisor keeps alive (and grants
+//!   again when lost); clients list and watch a prefix, resuming from the
+//!   last revision. The etcd v3 client is sinew's own gRPC client.
 //! * [`name`]: names as addresses (`dns:///host:port`,
-//!   `gossip://seed:7946/package.Service`), each a balanced channel.
+//!   `gossip://seed:7946/package.Service`, `etcd://host:2379/package.Service`),
+//!   each a balanced channel.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sinew_rpc::Status> {
@@ -27,15 +32,20 @@
 //! What this crate is not: it does not retry calls that reached a server
 //! (that is a resilience policy, with budgets), and it does not serve
 //! anything: servers announce themselves through a registry (a
-//! [`gossip::Member`], DNS records) that a resolver reads.
+//! [`gossip::Member`], an [`etcd::Registration`], DNS records) that a
+//! resolver reads.
 
 #![forbid(unsafe_code)]
 
 pub mod balance;
 mod endpoint;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "gossip")]
 pub mod gossip;
 pub mod name;
+#[cfg(any(feature = "gossip", feature = "etcd"))]
+mod registry;
 pub mod resolve;
 
 pub use balance::{Balanced, BalancedBuilder, Policy};

@@ -7,21 +7,23 @@
 //! | `dns://NS_IP:PORT/host:port` | the same, asking that name server |
 //! | `dns+srv:///name` | the SRV records of `name` |
 //! | `gossip://SEED[,SEED...]/[SERVICE][?cluster=NAME]` | the members of a gossip cluster that publish the service ([`gossip`](crate::gossip)) |
+//! | `etcd://HOST:PORT[,HOST:PORT...]/[SERVICE][?prefix=PREFIX]` | the endpoints registered for the service in etcd ([`etcd`](crate::etcd)) |
 //!
 //! The service a call goes to is named by the call; a channel needs it too,
-//! for its health checks and, with gossip, to know which endpoints to take.
-//! A gossip name may carry it in its path; otherwise it is given apart
-//! ([`connect_service`]).
+//! for its health checks and, with a registry, to know which endpoints to
+//! take. A gossip or etcd name may carry it in its path; otherwise it is
+//! given apart ([`connect_service`]).
 
 use crate::balance::Balanced;
 use crate::resolve::Dns;
 use sinew_rpc::Status;
 
 /// The schemes of names, as opposed to addresses of one server.
-pub const SCHEMES: &[&str] = if cfg!(feature = "gossip") {
-    &["dns", "dns+srv", "gossip"]
-} else {
-    &["dns", "dns+srv"]
+pub const SCHEMES: &[&str] = match (cfg!(feature = "gossip"), cfg!(feature = "etcd")) {
+    (true, true) => &["dns", "dns+srv", "gossip", "etcd"],
+    (true, false) => &["dns", "dns+srv", "gossip"],
+    (false, true) => &["dns", "dns+srv", "etcd"],
+    (false, false) => &["dns", "dns+srv"],
 };
 
 /// Whether `text` is a name (its scheme is one of [`SCHEMES`]).
@@ -30,8 +32,9 @@ pub fn is_name(text: &str) -> bool {
         .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme))
 }
 
-/// A balanced channel to the service a name gives in its path (gossip), or
-/// to the whole server (DNS: health checks ask about the server, `""`).
+/// A balanced channel to the service a name gives in its path (gossip,
+/// etcd), or to the whole server (DNS: health checks ask about the server,
+/// `""`).
 pub async fn connect(name: &str) -> Result<Balanced, Status> {
     connect_with(name, None).await
 }
@@ -51,21 +54,15 @@ async fn connect_with(name: &str, service: Option<&str>) -> Result<Balanced, Sta
         #[cfg(feature = "gossip")]
         Some("gossip") => {
             let target = gossip::Target::parse(name)?;
-            let service = match (service, target.service.as_deref()) {
-                (Some(given), Some(named)) if given != named => {
-                    return Err(Status::invalid_argument(format!(
-                        "{name} names service {named}, not {given}"
-                    )))
-                }
-                (Some(service), _) | (None, Some(service)) => service.to_owned(),
-                (None, None) => {
-                    return Err(Status::invalid_argument(format!(
-                        "{name} names no service: write gossip://SEED/package.Service"
-                    )))
-                }
-            };
+            let service = service_of(name, service, target.service.as_deref())?;
             let member = target.observe().await?;
             Ok(Balanced::builder(member.resolver(), service).build())
+        }
+        #[cfg(feature = "etcd")]
+        Some("etcd") => {
+            let target = etcd::Target::parse(name)?;
+            let service = service_of(name, service, target.service.as_deref())?;
+            Ok(Balanced::builder(target.registry()?.resolver(), service).build())
         }
         _ => Err(Status::invalid_argument(format!(
             "{name:?} is not a name: expected one of {}",
@@ -75,6 +72,77 @@ async fn connect_with(name: &str, service: Option<&str>) -> Result<Balanced, Sta
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
+    }
+}
+
+/// The service of a registry name: the one given apart, the one in the
+/// name's path, or both if they agree.
+#[cfg(any(feature = "gossip", feature = "etcd"))]
+fn service_of(name: &str, given: Option<&str>, named: Option<&str>) -> Result<String, Status> {
+    match (given, named) {
+        (Some(given), Some(named)) if given != named => Err(Status::invalid_argument(format!(
+            "{name} names service {named}, not {given}"
+        ))),
+        (Some(service), _) | (None, Some(service)) => Ok(service.to_owned()),
+        (None, None) => {
+            let scheme = name.split_once("://").map_or("", |(scheme, _)| scheme);
+            Err(Status::invalid_argument(format!(
+                "{name} names no service: write {scheme}://HOST:PORT/package.Service"
+            )))
+        }
+    }
+}
+
+/// A registry name taken apart: `SCHEME://HOST:PORT[,HOST:PORT...]/[PATH][?QUERY]`.
+#[cfg(any(feature = "gossip", feature = "etcd"))]
+struct Parts<'a> {
+    hosts: Vec<String>,
+    path: Option<String>,
+    /// `key=value` pairs.
+    query: Vec<(&'a str, &'a str)>,
+}
+
+#[cfg(any(feature = "gossip", feature = "etcd"))]
+impl<'a> Parts<'a> {
+    /// Parses `name` of `scheme`; errors are `problem` strings for the
+    /// caller to wrap.
+    fn parse(name: &'a str, scheme: &str) -> Result<Parts<'a>, String> {
+        let rest = name
+            .strip_prefix(scheme)
+            .and_then(|rest| rest.strip_prefix("://"))
+            .ok_or_else(|| format!("not {scheme}://"))?;
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let hosts: Vec<String> = hosts
+            .split(',')
+            .filter(|host| !host.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if hosts.is_empty() {
+            return Err("no host:port".to_owned());
+        }
+        if let Some(host) = hosts.iter().find(|host| {
+            host.rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            return Err(format!("{host:?} is not host:port"));
+        }
+        let query = query
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) if !value.is_empty() => Ok((key, value)),
+                _ => Err(format!("parameter {pair:?} has no value")),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Parts {
+            hosts,
+            path: (!path.is_empty()).then(|| path.to_owned()),
+            query,
+        })
     }
 }
 
@@ -104,38 +172,17 @@ pub mod gossip {
                     "invalid gossip name {name:?}: {problem} (expected gossip://SEED[,SEED...]/[SERVICE][?cluster=NAME])"
                 ))
             };
-            let rest = name
-                .strip_prefix("gossip://")
-                .ok_or_else(|| invalid("not gossip://"))?;
-            let (rest, query) = match rest.split_once('?') {
-                Some((rest, query)) => (rest, Some(query)),
-                None => (rest, None),
-            };
-            let (seeds, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let seeds: Vec<String> = seeds
-                .split(',')
-                .filter(|seed| !seed.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if seeds.is_empty() {
-                return Err(invalid("no seed"));
-            }
-            if let Some(seed) = seeds.iter().find(|seed| {
-                seed.rsplit_once(':')
-                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-            }) {
-                return Err(invalid(&format!("seed {seed:?} is not host:port")));
-            }
+            let parts = super::Parts::parse(name, "gossip").map_err(|problem| invalid(&problem))?;
             let mut cluster = DEFAULT_CLUSTER.to_owned();
-            for pair in query.into_iter().flat_map(|query| query.split('&')) {
-                match pair.split_once('=') {
-                    Some(("cluster", value)) if !value.is_empty() => cluster = value.to_owned(),
-                    _ => return Err(invalid(&format!("unknown parameter {pair:?}"))),
+            for (key, value) in parts.query {
+                match key {
+                    "cluster" => cluster = value.to_owned(),
+                    _ => return Err(invalid(&format!("unknown parameter {key:?}"))),
                 }
             }
             Ok(Target {
-                seeds,
-                service: (!path.is_empty()).then(|| path.to_owned()),
+                seeds: parts.hosts,
+                service: parts.path,
                 cluster,
             })
         }
@@ -187,6 +234,86 @@ pub mod gossip {
     }
 }
 
+/// `etcd://` names.
+#[cfg(feature = "etcd")]
+pub mod etcd {
+    use crate::etcd::{Etcd, Registry, DEFAULT_PREFIX};
+    use sinew_rpc::Status;
+
+    /// A parsed `etcd://HOST:PORT[,HOST:PORT...]/[SERVICE][?prefix=PREFIX]`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Target {
+        /// The etcd members' client addresses (`host:port`).
+        pub members: Vec<String>,
+        /// The service, when the name gives one.
+        pub service: Option<String>,
+        /// The key prefix (default [`DEFAULT_PREFIX`]).
+        pub prefix: String,
+    }
+
+    impl Target {
+        /// Parses an etcd name.
+        pub fn parse(name: &str) -> Result<Target, Status> {
+            let invalid = |problem: &str| {
+                Status::invalid_argument(format!(
+                    "invalid etcd name {name:?}: {problem} (expected etcd://HOST:PORT[,HOST:PORT...]/[SERVICE][?prefix=PREFIX])"
+                ))
+            };
+            let parts = super::Parts::parse(name, "etcd").map_err(|problem| invalid(&problem))?;
+            let mut prefix = DEFAULT_PREFIX.to_owned();
+            for (key, value) in parts.query {
+                match key {
+                    "prefix" => prefix = value.to_owned(),
+                    _ => return Err(invalid(&format!("unknown parameter {key:?}"))),
+                }
+            }
+            Ok(Target {
+                members: parts.hosts,
+                service: parts.path,
+                prefix,
+            })
+        }
+
+        /// The registry the name points at (connecting in the background;
+        /// inside a Tokio runtime).
+        pub fn registry(&self) -> Result<Registry, Status> {
+            Ok(Registry::new(Etcd::connect(&self.members)?).with_prefix(&self.prefix))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names_parse_with_members_service_and_prefix() {
+            let target =
+                Target::parse("etcd://127.0.0.1:2379,etcd-b:2379/shop.Cart?prefix=/prod/").unwrap();
+            assert_eq!(target.members, ["127.0.0.1:2379", "etcd-b:2379"]);
+            assert_eq!(target.service.as_deref(), Some("shop.Cart"));
+            assert_eq!(target.prefix, "/prod/");
+            let bare = Target::parse("etcd://127.0.0.1:2379").unwrap();
+            assert_eq!(bare.service, None);
+            assert_eq!(bare.prefix, DEFAULT_PREFIX);
+            for bad in [
+                "etcd:///shop.Cart",
+                "etcd://127.0.0.1/shop.Cart",
+                "etcd://:2379/shop.Cart",
+                "etcd://127.0.0.1:99999/shop.Cart",
+                "etcd://127.0.0.1:2379/shop.Cart?cluster=a",
+                "etcd://127.0.0.1:2379/shop.Cart?prefix=",
+                "gossip://127.0.0.1:2379",
+            ] {
+                let error = Target::parse(bad).unwrap_err();
+                assert!(
+                    error.message().contains("invalid etcd name"),
+                    "{bad}: {error}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +322,7 @@ mod tests {
     fn names_are_told_from_addresses() {
         assert!(is_name("dns:///localhost:7000"));
         assert!(is_name("dns+srv:///_echo._tcp.example.com"));
+        assert!(is_name("etcd://127.0.0.1:2379/echo.Echo"));
         assert!(!is_name("tcp://127.0.0.1:7000"));
         assert!(!is_name("localhost:7000"));
     }

@@ -130,6 +130,10 @@
 //!   servers publish their services to a cluster of members that gossip
 //!   among themselves over UDP, and clients resolve names from it; no
 //!   registry server to run. Builds chitchat and zstd (a C compiler).
+//! * `etcd` (default): etcd as the registry ([`cluster::etcd`]): servers
+//!   register under a kept-alive lease, clients resolve `etcd://` names
+//!   from a watch. Needs `grpc`; no `protoc` (etcd's API is generated in
+//!   Rust).
 
 #![forbid(unsafe_code)]
 
@@ -202,9 +206,10 @@ pub fn schemes() -> Vec<&'static str> {
 /// * `grpc://HOST:PORT`, `http://HOST:PORT`, `grpc+unix:///PATH`: any gRPC
 ///   server (feature `grpc`; [`grpc::client::GrpcChannel::builder`] for
 ///   settings);
-/// * `dns:///HOST:PORT`, `dns+srv:///NAME`, `gossip://SEED/package.Service`:
-///   a name, resolved to many endpoints that calls are balanced over
-///   (feature `cluster`, `gossip` for gossip names; see
+/// * `dns:///HOST:PORT`, `dns+srv:///NAME`, `gossip://SEED/package.Service`,
+///   `etcd://HOST:PORT/package.Service`: a name, resolved to many endpoints
+///   that calls are balanced over (feature `cluster`, `gossip` and `etcd`
+///   for those names; see
 ///   [`cluster::name`]). Endpoints are connected in the background: an
 ///   unreachable one is not an error here, and a call waits until one is
 ///   ready, or fails with `UNAVAILABLE` naming each endpoint's last error.

@@ -76,11 +76,12 @@ pub use record::MEMBER_METADATA;
 pub use resolver::GossipResolver;
 
 use crate::endpoint::Endpoint;
+use crate::registry::{self, Record};
 use chitchat::{
     spawn_chitchat, transport::UdpTransport, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId,
     FailureDetectorConfig, NodeState,
 };
-use record::{Record, ROLE_KEY, STATE_KEY, ZONE_KEY};
+use record::{ROLE_KEY, STATE_KEY, ZONE_KEY};
 use sinew_rpc::Status;
 use sinew_transport::Address;
 use std::collections::{BTreeMap, BTreeSet};
@@ -218,21 +219,14 @@ impl Member {
         endpoint: &Endpoint,
         services: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<(), Status> {
-        let services: BTreeSet<String> = services.into_iter().map(Into::into).collect();
-        if services.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "publishing {}: no service named",
-                endpoint.address()
-            )));
-        }
-        let key = Record::key(endpoint.address());
-        let value = Record::new(endpoint, services).encode();
+        let key = record::key(endpoint.address());
+        let value = Record::new(endpoint, services)?.encode();
         self.with_own_state(|state| state.set(key, value)).await
     }
 
     /// Withdraws what was published for `address`.
     pub async fn unpublish(&self, address: &Address) -> Result<(), Status> {
-        let key = Record::key(address);
+        let key = record::key(address);
         self.with_own_state(|state| state.delete(&key)).await
     }
 
@@ -244,36 +238,12 @@ impl Member {
     /// itself). Returns the addresses published.
     pub async fn publish_server(&self, server: &sinew_rpc::Server) -> Result<Vec<Address>, Status> {
         let services = server.service_names();
-        let mut published = Vec::new();
-        for address in server.local_addresses() {
-            let Address::Tcp { host, port } = address else {
-                continue;
-            };
-            let unspecified = host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_unspecified());
-            let host = if unspecified {
-                let ip = self.gossip_address().ip();
-                if ip.is_unspecified() {
-                    return Err(Status::invalid_argument(format!(
-                        "{address} listens on every interface and the member advertises none: give the member an advertise address"
-                    )));
-                }
-                ip.to_string()
-            } else {
-                host.clone()
-            };
-            let address = Address::tcp(host, *port);
+        let addresses = registry::server_addresses(server, Some(self.gossip_address().ip()))?;
+        for address in &addresses {
             self.publish(&Endpoint::new(address.clone()), services.iter().copied())
                 .await?;
-            published.push(address);
         }
-        if published.is_empty() {
-            return Err(Status::invalid_argument(
-                "the server has no TCP listener to publish",
-            ));
-        }
-        Ok(published)
+        Ok(addresses)
     }
 
     /// Every member this one knows of, live or dead, sorted by name.
@@ -474,7 +444,7 @@ impl MemberBuilder {
                     "gossip listens on {listen} with no seed to learn its IP from: give an advertise address"
                 ))
             })?;
-            advertise.set_ip(local_ip_towards(seed).await?);
+            advertise.set_ip(registry::local_ip_towards(seed).await?);
         }
         let name = self.name.unwrap_or_else(|| advertise.to_string());
         let generation = SystemTime::now()
@@ -533,27 +503,6 @@ impl MemberBuilder {
             }),
         })
     }
-}
-
-/// The local IP a datagram to `seed` leaves from (nothing is sent).
-async fn local_ip_towards(seed: &str) -> Result<std::net::IpAddr, Status> {
-    let unreachable =
-        |error: std::io::Error| Status::unavailable(format!("cannot reach seed {seed}: {error}"));
-    let seed = tokio::net::lookup_host(seed)
-        .await
-        .map_err(unreachable)?
-        .next()
-        .ok_or_else(|| Status::unavailable(format!("seed {seed} has no address")))?;
-    let any: SocketAddr = if seed.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = tokio::net::UdpSocket::bind(any)
-        .await
-        .map_err(unreachable)?;
-    socket.connect(seed).await.map_err(unreachable)?;
-    Ok(socket.local_addr().map_err(unreachable)?.ip())
 }
 
 /// `address`, with a free port in place of port 0.

@@ -6,19 +6,18 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `sinew.endpoint:<address>` | JSON: `{"services": [...], "weight": 1, "zone": "...", "metadata": {...}}` |
+//! | `sinew.endpoint:<address>` | the address's record (`registry.rs`): JSON `{"services": [...], "weight": 1, "zone": "...", "metadata": {...}}` |
 //! | `sinew.zone` | the member's zone, the default of its endpoints' |
 //! | `sinew.role` | `server` or `observer` |
 //! | `sinew.state` | `leaving` once a member has begun to leave |
 //!
-//! One key per address, listing every service served there, because that is
-//! what a server is: listeners, each serving all of its services. A value
+//! A value
 //! that does not parse (a member of another version, or one that writes
 //! garbage) is skipped with a debug event; the rest of the state stands.
 
 use crate::endpoint::Endpoint;
+use crate::registry::Record;
 use chitchat::{ChitchatId, NodeState};
-use serde::{Deserialize, Serialize};
 use sinew_transport::Address;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,39 +36,9 @@ pub(super) const LEAVING: &str = "leaving";
 /// endpoint.
 pub const MEMBER_METADATA: &str = "sinew.member";
 
-/// What is published for one address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Record {
-    pub(super) services: BTreeSet<String>,
-    #[serde(default = "one")]
-    pub(super) weight: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) zone: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) metadata: BTreeMap<String, String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Record {
-    pub(super) fn new(endpoint: &Endpoint, services: BTreeSet<String>) -> Record {
-        Record {
-            services,
-            weight: endpoint.weight(),
-            zone: endpoint.zone().map(str::to_owned),
-            metadata: endpoint.metadata().clone(),
-        }
-    }
-
-    pub(super) fn key(address: &Address) -> String {
-        format!("{ENDPOINT_PREFIX}{address}")
-    }
-
-    pub(super) fn encode(&self) -> String {
-        serde_json::to_string(self).expect("a record is plain data")
-    }
+/// The key that publishes `address`.
+pub(super) fn key(address: &Address) -> String {
+    format!("{ENDPOINT_PREFIX}{address}")
 }
 
 /// Whether the member has begun to leave (its endpoints no longer count).
@@ -86,7 +55,7 @@ pub(super) fn records(node: &NodeState) -> impl Iterator<Item = (Address, Record
             let parsed = text
                 .parse::<Address>()
                 .ok()
-                .zip(serde_json::from_str::<Record>(&value.value).ok());
+                .zip(Record::decode(value.value.as_bytes()));
             if parsed.is_none() {
                 tracing::debug!(
                     member = %node.chitchat_id().node_id,
@@ -119,14 +88,9 @@ pub(super) fn endpoints_of(
             if endpoints.contains_key(&key) {
                 continue;
             }
-            let mut endpoint = Endpoint::new(address).with_weight(record.weight);
-            if let Some(zone) = record.zone.as_deref().or(zone) {
-                endpoint = endpoint.with_zone(zone);
-            }
-            for (name, value) in record.metadata {
-                endpoint = endpoint.with_metadata(name, value);
-            }
-            endpoint = endpoint.with_metadata(MEMBER_METADATA, &*id.node_id);
+            let endpoint = record
+                .endpoint(address, zone)
+                .with_metadata(MEMBER_METADATA, &*id.node_id);
             endpoints.insert(key, endpoint);
         }
     }
@@ -140,28 +104,4 @@ pub(super) fn services(members: &BTreeMap<ChitchatId, NodeState>) -> BTreeSet<St
         .filter(|node| !is_leaving(node))
         .flat_map(|node| records(node).flat_map(|(_, record)| record.services))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_round_trip_and_unknown_fields_are_ignored() {
-        let endpoint = Endpoint::new("tcp://10.0.0.1:7000".parse().unwrap())
-            .with_weight(3)
-            .with_zone("eu-1")
-            .with_metadata("version", "2");
-        let record = Record::new(&endpoint, ["a.A".to_owned()].into());
-        let text = record.encode();
-        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
-        // A newer member may add fields; an older one reads what it knows.
-        let newer = r#"{"services":["a.A"],"weight":2,"future":true}"#;
-        let read: Record = serde_json::from_str(newer).unwrap();
-        assert_eq!(read.weight, 2);
-        assert_eq!(read.zone, None);
-        // The weight defaults to 1.
-        let bare: Record = serde_json::from_str(r#"{"services":[]}"#).unwrap();
-        assert_eq!(bare.weight, 1);
-    }
 }
