@@ -61,7 +61,7 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Run a small cluster on this machine and drive a mixed workload through it.
     Demo(cmd::demo::Args),
-    /// List the members of a gossip cluster and each service's endpoints.
+    /// List the members of a gossip cluster (or what is registered in etcd) and each service's endpoints.
     Members(cmd::members::Args),
 }
 

@@ -1,11 +1,15 @@
-//! The embedded gossip registry across OS processes: three `sinew serve`
-//! members, a client that calls the echo service by name through the
-//! cluster, one member SIGKILLed and one interrupted (it leaves, then
-//! drains) under load, and one that joins.
+//! The registries across OS processes, the embedded gossip one and etcd (a
+//! real `etcd` started by the test): three `sinew serve` servers, a client
+//! that calls the echo service by name, one server SIGKILLed and one
+//! interrupted (it leaves the registry, then drains) under load, and one
+//! that joins.
 
 mod common;
+#[path = "../../sinew-cluster/tests/support/etcd_cluster.rs"]
+mod etcd_cluster;
 
 use common::Serve;
+use etcd_cluster::EtcdCluster;
 use sinew::cluster::name::connect_service;
 use sinew::cluster::Balanced;
 use sinew_examples::echo::{echo_client::EchoClient, EchoRequest};
@@ -16,22 +20,63 @@ use std::time::{Duration, Instant};
 
 const ECHO: &str = "grpc.examples.echo.Echo";
 
-/// `sinew serve` as a member of the cluster: gossiping on a free port, joined
-/// through `seed` if given. Returns the server and its gossip address.
-fn member(seed: Option<&str>) -> (Serve, String) {
-    let mut flags = vec!["--gossip", "127.0.0.1:0"];
-    if let Some(seed) = seed {
-        flags.extend(["--join", seed]);
+/// Where servers register and clients resolve.
+enum Registry {
+    /// Gossip, through the first server's gossip address once it runs.
+    Gossip { seed: Option<String> },
+    /// etcd, at this client address (`host:port`).
+    Etcd {
+        _cluster: EtcdCluster,
+        address: String,
+    },
+}
+
+impl Registry {
+    /// `sinew serve` in the registry: gossiping on a free port (joined
+    /// through the seed, or the seed itself), or registered in etcd with a
+    /// 2 s lease.
+    fn server(&mut self) -> Serve {
+        match self {
+            Registry::Gossip { seed } => {
+                let mut flags = vec!["--gossip".to_owned(), "127.0.0.1:0".to_owned()];
+                if let Some(seed) = seed {
+                    flags.extend(["--join".to_owned(), seed.clone()]);
+                }
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                let mut serve = Serve::start_with(&flags);
+                let gossip = until_line(&mut serve, ", gossip on ");
+                seed.get_or_insert(gossip);
+                serve
+            }
+            Registry::Etcd { address, .. } => {
+                let register = format!("etcd://{address}");
+                let mut serve = Serve::start_with(&["--register", &register, "--ttl", "2s"]);
+                until_line(&mut serve, "registered ");
+                serve
+            }
+        }
     }
-    let mut serve = Serve::start_with(&flags);
+
+    /// The name clients call the registry by.
+    fn name(&self) -> String {
+        match self {
+            Registry::Gossip { seed } => format!("gossip://{}", seed.as_deref().unwrap()),
+            Registry::Etcd { address, .. } => format!("etcd://{address}"),
+        }
+    }
+}
+
+/// Reads the server's output until a line containing `marker`; what follows
+/// the marker.
+fn until_line(serve: &mut Serve, marker: &str) -> String {
     loop {
         let mut line = String::new();
         assert!(
             serve.stdout.read_line(&mut line).unwrap() > 0,
             "serve exited early"
         );
-        if let Some((_, gossip)) = line.trim().split_once(", gossip on ") {
-            return (serve, gossip.to_owned());
+        if let Some((_, rest)) = line.trim().split_once(marker) {
+            return rest.to_owned();
         }
     }
 }
@@ -78,13 +123,35 @@ struct Load {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_by_name_survive_members_killed_leaving_and_joining() {
-    let (a, seed) = member(None);
-    let (b, _) = member(Some(&seed));
-    let (mut c, _) = member(Some(&seed));
-    let channel = connect_service(&format!("gossip://{seed}"), ECHO)
-        .await
-        .unwrap();
+async fn gossip_calls_by_name_survive_servers_killed_leaving_and_joining() {
+    servers_killed_leaving_and_joining(Registry::Gossip { seed: None }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_calls_by_name_survive_servers_killed_leaving_and_joining() {
+    let cluster = EtcdCluster::start(1).await;
+    let address = cluster.client_address(0);
+    servers_killed_leaving_and_joining(Registry::Etcd {
+        _cluster: cluster,
+        address,
+    })
+    .await;
+}
+
+/// Whether the channel no longer sends calls to `server` (it is out of the
+/// set, or its connection is gone).
+fn no_calls_to(channel: &Balanced, server: &Serve) -> bool {
+    channel.endpoints().iter().all(|report| {
+        report.endpoint.address().to_string() != server.tcp
+            || report.health != sinew::cluster::balance::Health::Ready
+    })
+}
+
+async fn servers_killed_leaving_and_joining(mut registry: Registry) {
+    let a = registry.server();
+    let b = registry.server();
+    let mut c = registry.server();
+    let channel = connect_service(&registry.name(), ECHO).await.unwrap();
     until_endpoints(&channel, &[&a, &b, &c]).await;
 
     // 16 callers, bounded in count and time.
@@ -123,12 +190,21 @@ async fn calls_by_name_survive_members_killed_leaving_and_joining() {
         );
     }
 
-    // SIGKILL: only calls in flight on the killed member may fail, and it
-    // leaves the set (its connection breaks at once; gossip declares it dead).
+    // SIGKILL: only calls in flight on the killed server may fail; it gets
+    // no calls as soon as its connection breaks, and leaves the set when
+    // the registry notices (gossip declares it dead, its etcd lease expires).
     let before = load.failed.load(Ordering::Relaxed);
     c.child.kill().unwrap();
     c.child.wait().unwrap();
     let killed = Instant::now();
+    while !no_calls_to(&channel, &c) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the killed server still gets calls"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let no_calls = killed.elapsed();
     let gone = until_endpoints(&channel, &[&a, &b]).await;
     let ok_at_kill = load.ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -143,8 +219,8 @@ async fn calls_by_name_survive_members_killed_leaving_and_joining() {
         load.failures.lock().unwrap()
     );
 
-    // A member joins: it gets calls within a second or so.
-    let (d, _) = member(Some(&seed));
+    // A server joins: it gets calls within a second or so.
+    let d = registry.server();
     let joined = until_endpoints(&channel, &[&a, &b, &d]).await;
     let calls_before = calls_to(&channel, &d);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -153,7 +229,7 @@ async fn calls_by_name_survive_members_killed_leaving_and_joining() {
         "the new member gets no calls"
     );
 
-    // SIGINT: the member leaves the cluster, then drains; no call fails.
+    // SIGINT: the server leaves the registry, then drains; no call fails.
     let before = load.failed.load(Ordering::Relaxed);
     let (status, out) = tokio::task::spawn_blocking(move || b.interrupt())
         .await
@@ -172,19 +248,33 @@ async fn calls_by_name_survive_members_killed_leaving_and_joining() {
         load.failures.lock().unwrap()
     );
     eprintln!(
-        "{} calls ok, {} failed when a member was SIGKILLed; killed member out of the set in {:?} ({:?} after the kill), new member in after {joined:?}",
+        "{}: {} calls ok, {} failed when a server was SIGKILLed; no calls to it after {no_calls:?}, out of the set {:?} after the kill; new server in after {joined:?}",
+        registry.name(),
         load.ok.load(Ordering::Relaxed),
         failed_by_kill,
-        gone,
-        killed.elapsed()
+        gone + no_calls,
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_service_name_lists_the_published_ones() {
-    let (_a, seed) = member(None);
+    let mut gossip = Registry::Gossip { seed: None };
+    let _a = gossip.server();
+    let cluster = EtcdCluster::start(1).await;
+    let address = cluster.client_address(0);
+    let mut etcd = Registry::Etcd {
+        _cluster: cluster,
+        address,
+    };
+    let _b = etcd.server();
+    for registry in [&gossip, &etcd] {
+        unknown_service_and_members(registry);
+    }
+}
+
+fn unknown_service_and_members(registry: &Registry) {
     let output = common::sinew()
-        .args(["call", &format!("gossip://{seed}"), "no.Such/Method", "{}"])
+        .args(["call", &registry.name(), "no.Such/Method", "{}"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -194,10 +284,13 @@ async fn an_unknown_service_name_lists_the_published_ones() {
         "{stderr}"
     );
     let members = common::sinew()
-        .args(["members", &format!("gossip://{seed}"), "--wait", "600ms"])
+        .args(["members", &registry.name(), "--wait", "600ms"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&members.stdout);
     assert!(members.status.success(), "{stdout}");
-    assert!(stdout.contains("live") && stdout.contains(ECHO), "{stdout}");
+    assert!(
+        stdout.contains(ECHO) && stdout.contains("ready"),
+        "{stdout}"
+    );
 }

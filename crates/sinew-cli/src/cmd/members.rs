@@ -1,5 +1,6 @@
-//! `sinew members`: the members of a gossip cluster, what each publishes, and
-//! each service's endpoints as a client sees them.
+//! `sinew members`: the members of a gossip cluster and what each publishes,
+//! or what is registered in etcd, and each service's endpoints as a client
+//! sees them.
 
 use crate::error::{CliError, ExitCode};
 use crate::time::format_duration;
@@ -11,11 +12,12 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  sinew members gossip://127.0.0.1:7946\n  sinew members gossip://127.0.0.1:7946?cluster=prod --wait 3s"
+    after_help = "Example:\n  sinew members gossip://127.0.0.1:7946\n  sinew members gossip://127.0.0.1:7946?cluster=prod --wait 3s\n  sinew members etcd://127.0.0.1:2379"
 )]
 pub(crate) struct Args {
     /// A member of the cluster, as gossip://HOST:PORT (more seeds after commas;
-    /// ?cluster=NAME for a cluster other than sinew).
+    /// ?cluster=NAME for a cluster other than sinew), or an etcd registry, as
+    /// etcd://HOST:PORT[,HOST:PORT...][?prefix=PREFIX].
     target: String,
     /// How long to gossip before reporting (the cluster's state arrives in the
     /// first rounds; endpoints are connected meanwhile).
@@ -24,6 +26,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
+    if args.target.starts_with("etcd://") {
+        return run_etcd(args).await;
+    }
     let target = Target::parse(&args.target)
         .map_err(|status| CliError::usage(status.message().to_owned()))?;
     let observer = target
@@ -33,15 +38,12 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let started = Instant::now();
     // Half the wait to learn the services, the rest to connect to them.
     tokio::time::sleep(args.wait / 2).await;
-    let channels: Vec<Balanced> = observer
-        .services()
-        .into_iter()
-        .map(|service| Balanced::builder(observer.resolver(), service).build())
-        .collect();
-    let deadline = started + args.wait;
-    while Instant::now() < deadline && channels.iter().any(still_connecting) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let channels = connected(
+        observer.resolver(),
+        observer.services(),
+        started + args.wait,
+    )
+    .await;
     // Observers come and go with the clients (each `sinew call` by name is
     // one); those gone are not worth a line each.
     let (members, departed): (Vec<MemberReport>, Vec<MemberReport>) = observer
@@ -66,7 +68,56 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     if !departed.is_empty() {
         println!("  (and {} observers gone)", departed.len());
     }
-    for channel in &channels {
+    print_channels(&channels);
+    Ok(())
+}
+
+/// `sinew members etcd://...`: what is registered, and each service's
+/// endpoints as a client sees them.
+async fn run_etcd(args: Args) -> Result<(), CliError> {
+    let target = sinew::cluster::name::etcd::Target::parse(&args.target)
+        .map_err(|status| CliError::usage(status.message().to_owned()))?;
+    let started = Instant::now();
+    let unreachable =
+        |status: sinew::Status| CliError::new(ExitCode::Unreachable, status.message().to_owned());
+    let registry = target.registry().map_err(unreachable)?;
+    let registered = registry.registered().await.map_err(unreachable)?;
+    println!(
+        "etcd at {} under {}: {} endpoints registered",
+        target.members.join(","),
+        target.prefix,
+        registered.len()
+    );
+    let mut services = std::collections::BTreeSet::new();
+    for (address, served) in &registered {
+        println!("  {:<28} {}", address.to_string(), served.join(", "));
+        services.extend(served.iter().cloned());
+    }
+    let channels = connected(registry.resolver(), services, started + args.wait).await;
+    print_channels(&channels);
+    Ok(())
+}
+
+/// A balanced channel to each of `services`, given until `deadline` to
+/// connect its endpoints.
+async fn connected(
+    resolver: impl sinew::cluster::Resolve + Clone,
+    services: impl IntoIterator<Item = String>,
+    deadline: Instant,
+) -> Vec<Balanced> {
+    let channels: Vec<Balanced> = services
+        .into_iter()
+        .map(|service| Balanced::builder(resolver.clone(), service).build())
+        .collect();
+    while Instant::now() < deadline && channels.iter().any(still_connecting) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    channels
+}
+
+/// Each channel's endpoints: health, calls in flight, latency, last error.
+fn print_channels(channels: &[Balanced]) {
+    for channel in channels {
         println!();
         println!("{} (as this client sees it):", channel.service());
         for report in channel.endpoints() {
@@ -90,14 +141,15 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             );
         }
     }
-    Ok(())
 }
 
+/// Whether a channel has yet to hear of its endpoints or to connect one.
 fn still_connecting(channel: &Balanced) -> bool {
-    channel
-        .endpoints()
-        .iter()
-        .any(|report| report.health == Health::Connecting)
+    let endpoints = channel.endpoints();
+    endpoints.is_empty()
+        || endpoints
+            .iter()
+            .any(|report| report.health == Health::Connecting)
 }
 
 /// One line per member: name, state, role, zone, gossip address, then what

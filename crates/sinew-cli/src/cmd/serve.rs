@@ -1,6 +1,7 @@
 //! `sinew serve`: the example services on any number of listeners, until Ctrl-C;
 //! with `--join` or `--gossip`, a member of a gossip cluster that publishes
-//! them, and leaves the cluster before it drains.
+//! them, and leaves the cluster before it drains; with `--register`, registered
+//! in etcd, and deregistered before it drains.
 
 use crate::error::CliError;
 use sinew::Server;
@@ -25,7 +26,9 @@ pub(crate) enum Example {
     after_help = "Examples:\n  sinew serve --listen tcp://127.0.0.1:7000 --listen unix:///tmp/sinew.sock --listen shm:///tmp/sinew-shm.sock\n  \
 sinew serve --listen tcp://127.0.0.1:7001 --gossip 127.0.0.1:7946         # the first member of a cluster\n  \
 sinew serve --listen tcp://127.0.0.1:7002 --join 127.0.0.1:7946           # another one\n  \
-sinew call gossip://127.0.0.1:7946 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}'"
+sinew call gossip://127.0.0.1:7946 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}'\n  \
+sinew serve --listen tcp://127.0.0.1:7003 --register etcd://127.0.0.1:2379   # registered in etcd\n  \
+sinew call etcd://127.0.0.1:2379 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}'"
 )]
 pub(crate) struct Args {
     /// Address to listen on: tcp://HOST:PORT, unix:///PATH or shm:///PATH (repeatable). Default:
@@ -43,6 +46,56 @@ pub(crate) struct Args {
     limits: Limits,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// Registration in etcd.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Cluster (etcd registry)")]
+pub(crate) struct RegistryArgs {
+    /// Register this server's TCP addresses and services in etcd, as
+    /// etcd://HOST:PORT[,HOST:PORT...][?prefix=PREFIX]; deregistered first
+    /// thing at shutdown.
+    #[arg(long, value_name = "ETCD")]
+    register: Option<String>,
+    /// The registration's lease: how long it outlives this process if it is
+    /// killed or cut off from etcd.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::time::parse_duration)]
+    ttl: Duration,
+}
+
+impl RegistryArgs {
+    /// Registers `server`, when asked to.
+    async fn register(
+        &self,
+        server: &Server,
+    ) -> Result<Option<sinew::cluster::etcd::Registration>, CliError> {
+        let Some(name) = &self.register else {
+            return Ok(None);
+        };
+        let target = sinew::cluster::name::etcd::Target::parse(name)
+            .map_err(|status| CliError::usage(status.message().to_owned()))?;
+        if let Some(service) = &target.service {
+            return Err(CliError::usage(format!(
+                "--register {name}: a server registers all of its services; drop /{service}"
+            )));
+        }
+        let failure = |status: sinew::Status| {
+            CliError::failure(format!("registering in etcd: {}", status.message()))
+        };
+        let registry = target.registry().map_err(failure)?.with_ttl(self.ttl);
+        let registration = registry.register_server(server).await.map_err(failure)?;
+        for address in registration.addresses() {
+            println!(
+                "registered {address} in etcd at {} under {}: {}",
+                target.members.join(","),
+                target.prefix,
+                server.service_names().join(", ")
+            );
+        }
+        Ok(Some(registration))
+    }
 }
 
 /// Membership of a gossip cluster (the embedded registry).
@@ -217,10 +270,15 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         println!("listening on {address}");
     }
     let member = args.cluster.join(&server).await?;
-    // A member leaves the cluster first, so that clients stop sending here
-    // before the server refuses calls.
+    let registration = args.registry.register(&server).await?;
+    // A member leaves the cluster (and a registration is removed) first, so
+    // that clients stop sending here before the server refuses calls.
     let shutdown = async move {
         signal.await;
+        if let Some(registration) = registration {
+            registration.deregister().await;
+            eprintln!("deregistered from etcd");
+        }
         if let Some(member) = member {
             member.leave().await;
             eprintln!("left the cluster");
