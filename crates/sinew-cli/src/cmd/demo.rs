@@ -1,475 +1,564 @@
-//! `sinew demo`: the whole system on one machine, with no set-up.
+//! `sinew demo`: a cluster on one machine, with nothing to set up.
 //!
-//! Four servers (two on TCP, one on a Unix socket, one on shared memory) serve
-//! the echo and key-value services over one shared store. Client tasks drive a mixed workload (unary
-//! echo, key-value writes and reads, server-streaming echo) spread round-robin
-//! over the servers, while a watch streams every change from the Unix-socket
-//! server. Part-way through, one server shuts down gracefully: its calls in
-//! flight drain, and its clients fail over to the others. The run ends with a
-//! report per transport.
+//! Four nodes, each a `sinew serve` process of this binary, form a cluster on
+//! the embedded gossip registry; client tasks in this process call the echo
+//! service *by name* (`gossip://SEED/grpc.examples.echo.Echo`) through one
+//! balanced channel. Mid-run, one node after another:
 //!
-//! Later layers (discovery, load balancing, the gateway) extend this file: add a server kind to `SERVERS` or a call kind to `Kind`.
+//! 1. is SIGKILLed: calls in flight on it fail (and, being idempotent, are
+//!    tried again on another node), it gets no new call as soon as its
+//!    connection breaks, and it leaves the set when gossip declares it dead;
+//! 2. drains gracefully (SIGINT): it leaves the registry, then finishes its
+//!    calls; none fails;
+//! 3. is made 20 ms slower (SIGUSR1, `serve --fault-latency`): the balancer
+//!    (power of two choices over peak-EWMA latency) gives it a small share;
+//! 4. joins: a fifth node, which gets calls within a round or two of gossip.
+//!
+//! The report shows calls per node over time, the calls that failed, and how
+//! long the set took to converge after each event.
 
 use crate::error::CliError;
 use crate::time::format_duration;
 use hdrhistogram::Histogram;
-use sinew::rpc::server::ServerHandle;
-use sinew::rpc::ShutdownReport;
-use sinew::transport::Address;
-use sinew::{Channel, Code, Request, Server, Status};
-use sinew_examples::echo::{
-    echo_client::EchoClient, echo_server::EchoServer, EchoRequest, EchoService,
-};
-use sinew_examples::kv::{
-    key_value_client::KeyValueClient, key_value_server::KeyValueServer, GetRequest, KeyValueStore,
-    PutRequest, WatchRequest,
-};
+use sinew::cluster::balance::Health;
+use sinew::cluster::gossip::MEMBER_METADATA;
+use sinew::cluster::Balanced;
+use sinew::{Code, Request, Status};
+use sinew_examples::echo::{echo_client::EchoClient, EchoRequest};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// How long to drive the workload.
-    #[arg(short, long, value_name = "DURATION", default_value = "10s", value_parser = crate::time::parse_duration)]
+    /// How long to drive the workload (the four events happen at 20%, 40%,
+    /// 60% and 80% of it).
+    #[arg(short, long, value_name = "DURATION", default_value = "12s", value_parser = crate::time::parse_duration)]
     duration: Duration,
     /// Client tasks making calls at once.
     #[arg(short, long, default_value_t = 16)]
     concurrency: usize,
 }
 
-/// The servers of the demo: name and listen address (`{dir}` is a temp directory).
-const SERVERS: [(&str, &str); 4] = [
-    ("alpha", "tcp://127.0.0.1:0"),
-    ("beta", "tcp://127.0.0.1:0"),
-    ("gamma", "unix://{dir}/gamma.sock"),
-    ("delta", "shm://{dir}/delta.sock"),
-];
-/// The server that shuts down mid-run.
-const LEAVING: usize = 1;
+const ECHO: &str = "grpc.examples.echo.Echo";
+/// The nodes at the start; a fifth joins mid-run.
+const NODES: usize = 4;
+/// How much slower the slow node gets.
+const SLOWER: Duration = Duration::from_millis(20);
+/// How long the report waits for the set to converge after an event.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    UnaryEcho,
-    KeyValue,
-    StreamingEcho,
+/// One `sinew serve` node.
+struct Node {
+    name: String,
+    child: Child,
+    /// Its TCP address, as published.
+    address: String,
+    /// Its gossip address.
+    gossip: String,
 }
 
-impl Kind {
-    fn for_call(n: u64) -> Kind {
-        match n % 10 {
-            0..=6 => Kind::UnaryEcho,
-            7 | 8 => Kind::KeyValue,
-            _ => Kind::StreamingEcho,
+impl Node {
+    /// Starts `name`, joined through `seed` (or the first node), and waits
+    /// until it publishes.
+    async fn start(name: &str, seed: Option<&str>) -> Result<Node, CliError> {
+        let exe = std::env::current_exe()?;
+        let mut command = Command::new(exe);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--gossip",
+                "127.0.0.1:0",
+            ])
+            .args(["--cluster", "sinew-demo", "--name", name])
+            .args(["--fault-latency", "20ms", "--drain-timeout", "2s"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(seed) = seed {
+            command.args(["--join", seed]);
         }
+        let mut child = command
+            .spawn()
+            .map_err(|e| CliError::failure(format!("starting node {name}: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut address, mut gossip) = (None, None);
+        while address.is_none() || gossip.is_none() {
+            let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .map_err(|_| CliError::failure(format!("node {name} did not start within 10s")))??
+                .ok_or_else(|| CliError::failure(format!("node {name} exited at start")))?;
+            if let Some(rest) = line.strip_prefix("published ") {
+                address = rest.split(':').take(3).collect::<Vec<_>>().join(":").into();
+            }
+            if let Some((_, rest)) = line.split_once(", gossip on ") {
+                gossip = Some(rest.to_owned());
+            }
+        }
+        // Keep reading its output, so that the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Node {
+            name: name.to_owned(),
+            child,
+            address: address.expect("read"),
+            gossip: gossip.expect("read"),
+        })
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            Kind::UnaryEcho => "unary echo",
-            Kind::KeyValue => "key-value put+get",
-            Kind::StreamingEcho => "server-streaming echo (5 messages)",
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
         }
     }
 }
 
-struct RunningServer {
-    name: &'static str,
-    address: Address,
-    handle: ServerHandle,
-    task: JoinHandle<ShutdownReport>,
-    channel: Channel,
-}
-
-/// Figures of one transport.
-struct TransportTally {
-    latency: Histogram<u64>,
-    errors: BTreeMap<&'static str, u64>,
-}
-
-impl TransportTally {
-    fn new() -> TransportTally {
-        TransportTally {
-            latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
-            errors: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Shared {
-    /// Servers a client found unavailable: skipped from then on (a stand-in for
-    /// the health checking a balancer does).
-    down: Vec<std::sync::atomic::AtomicBool>,
-    calls: AtomicU64,
-    errors: AtomicU64,
-    failovers: AtomicU64,
+/// The calls of the run and how they ended.
+struct Tally {
+    ok: AtomicU64,
+    /// Calls that failed once and were tried again on another node.
+    retried: AtomicU64,
+    /// Calls that failed for good, by code.
+    failed: Mutex<BTreeMap<&'static str, u64>>,
     stream_messages: AtomicU64,
-    watch_events: AtomicU64,
-    by_transport: Mutex<BTreeMap<&'static str, TransportTally>>,
-    by_kind: Mutex<BTreeMap<Kind, u64>>,
+    latency: Mutex<Histogram<u64>>,
+}
+
+/// What happened at one event, and how the set converged.
+struct Event {
+    at: Duration,
+    what: String,
+    /// Filled in when the set has converged (or not, within the wait).
+    outcome: tokio::task::JoinHandle<String>,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let dir = std::env::temp_dir().join(format!("sinew-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = demo(&args, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-async fn demo(args: &Args, dir: &std::path::Path) -> Result<(), CliError> {
-    let store = KeyValueStore::default();
-    let mut servers = Vec::new();
-    for (name, address) in SERVERS {
-        let address = address.replace("{dir}", &dir.display().to_string());
-        let server = Server::builder()
-            .add_service(EchoServer::new(EchoService))
-            .add_service(KeyValueServer::new(store.clone()))
-            .add_protocol(sinew_grpc::GrpcProtocol::default())
-            .drain_timeout(Duration::from_secs(2))
-            .bind([address])
-            .await
-            .map_err(|e| CliError::failure(format!("starting server {name}: {e}")))?;
-        let address = server.local_addresses()[0].clone();
-        let channel = Channel::builder(address.clone())
-            .connect_timeout(Duration::from_secs(1))
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
-            .lazy();
-        let handle = server.handle();
-        let task = tokio::spawn(server.serve());
-        println!("server {name:<5} listening on {address}");
-        servers.push(RunningServer {
-            name,
-            address,
-            handle,
-            task,
-            channel,
-        });
+    let mut nodes = Vec::new();
+    for i in 1..=NODES {
+        let seed = nodes.first().map(|node: &Node| node.gossip.clone());
+        nodes.push(Node::start(&format!("node-{i}"), seed.as_deref()).await?);
     }
-    let channels: Arc<Vec<(Channel, &'static str)>> = Arc::new(
-        servers
-            .iter()
-            .map(|s| (s.channel.clone(), transport(&s.address)))
-            .collect(),
-    );
-    let shared = Arc::new(Shared {
-        down: (0..servers.len()).map(|_| Default::default()).collect(),
-        ..Shared::default()
-    });
+    let seed = nodes[0].gossip.clone();
+    for node in &nodes {
+        println!(
+            "{} serving at {}, gossip on {}",
+            node.name, node.address, node.gossip
+        );
+    }
+    let name = format!("gossip://{seed}/{ECHO}?cluster=sinew-demo");
+    let channel = sinew::cluster::name::connect(&name)
+        .await
+        .map_err(|status| CliError::failure(format!("resolving {name}: {}", status.message())))?;
+    let ready = until(&channel, CONVERGE_WITHIN, |reports| {
+        reports.iter().filter(|r| r.health == Health::Ready).count() == NODES
+    })
+    .await;
+    if ready.is_none() {
+        return Err(CliError::failure(
+            "the cluster did not form: not every node was ready within 5s",
+        ));
+    }
     println!(
-        "driving {} client tasks for {}: unary echo, key-value writes and reads, streaming echo; a watch on gamma",
+        "{} client tasks calling {name} for {}: unary and server-streaming echo",
         args.concurrency,
         format_duration(args.duration)
     );
 
-    // A watch on the Unix-socket server for the whole run.
-    let watch = {
-        let shared = shared.clone();
-        let client = KeyValueClient::new(servers[2].channel.clone());
-        tokio::spawn(async move {
-            let request = WatchRequest {
-                prefix: "demo/".into(),
-                send_initial: false,
-            };
-            if let Ok(response) = client.watch(request).await {
-                let mut events = response.into_inner();
-                while let Ok(Some(_)) = events.message().await {
-                    shared.watch_events.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
-
+    let tally = Arc::new(Tally {
+        ok: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
+        failed: Mutex::new(BTreeMap::new()),
+        stream_messages: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")),
+    });
     let started = Instant::now();
     let deadline = started + args.duration;
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|worker| {
-            let (channels, shared) = (channels.clone(), shared.clone());
+            let (client, tally) = (EchoClient::new(channel.clone()), tally.clone());
             tokio::spawn(async move {
                 let mut n = worker as u64;
                 while Instant::now() < deadline {
-                    one_call(&channels, &shared, worker, n).await;
+                    one_call(&client, &tally, worker, n).await;
                     n += 1;
                 }
             })
         })
         .collect();
 
-    // Progress, and the graceful shutdown of one server part-way through.
-    let progress = indicatif::ProgressBar::new(args.duration.as_millis() as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let leave_at = started + args.duration.mul_f64(0.4);
-    let mut leaving: Option<(Duration, JoinHandle<ShutdownReport>)> = None;
-    let mut stopped = vec![false; servers.len()];
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if leaving.is_none() && Instant::now() >= leave_at {
-            let server = &mut servers[LEAVING];
-            server.handle.shutdown();
-            stopped[LEAVING] = true;
-            let task = std::mem::replace(
-                &mut server.task,
-                tokio::spawn(async { ShutdownReport::default() }),
-            );
-            let at = started.elapsed();
-            leaving = Some((at, task));
-            progress.println(format!(
-                "server {} shutting down gracefully at {}",
-                server.name,
-                format_duration(at)
-            ));
-        }
-        let calls = shared.calls.load(Ordering::Relaxed);
-        progress.set_position(started.elapsed().as_millis() as u64);
-        progress.set_message(format!(
-            "{calls} calls ({:.0}/s), {} errors, {} failovers, {} watch events",
-            calls as f64 / started.elapsed().as_secs_f64(),
-            shared.errors.load(Ordering::Relaxed),
-            shared.failovers.load(Ordering::Relaxed),
-            shared.watch_events.load(Ordering::Relaxed),
-        ));
+    // Calls per node, sampled every tenth of the run.
+    let sampler = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let mut samples = vec![(Duration::ZERO, calls_by_node(&channel))];
+            let step = args.duration / 10;
+            for i in 1..=10 {
+                tokio::time::sleep_until((started + step * i).into()).await;
+                samples.push((started.elapsed(), calls_by_node(&channel)));
+            }
+            samples
+        })
+    };
+
+    // The events, at 20%, 40%, 60% and 80% of the run.
+    let mut events = Vec::new();
+    let at = |fraction: f64| started + args.duration.mul_f64(fraction);
+    tokio::time::sleep_until(at(0.2).into()).await;
+    {
+        let node = &mut nodes[3];
+        let _ = node.child.start_kill();
+        events.push(Event {
+            at: started.elapsed(),
+            what: format!("{} SIGKILLed", node.name),
+            outcome: tokio::spawn(killed(channel.clone(), node.address.clone())),
+        });
     }
+    tokio::time::sleep_until(at(0.4).into()).await;
+    {
+        let node = &nodes[1];
+        let failed_before = failed(&tally);
+        node.signal(nix::sys::signal::Signal::SIGINT);
+        events.push(Event {
+            at: started.elapsed(),
+            what: format!("{} drained (SIGINT)", node.name),
+            outcome: tokio::spawn(drained(
+                channel.clone(),
+                node.address.clone(),
+                tally.clone(),
+                failed_before,
+            )),
+        });
+    }
+    tokio::time::sleep_until(at(0.6).into()).await;
+    {
+        let node = &nodes[2];
+        node.signal(nix::sys::signal::Signal::SIGUSR1);
+        events.push(Event {
+            at: started.elapsed(),
+            what: format!("{} made {} slower", node.name, format_duration(SLOWER)),
+            outcome: tokio::spawn(slowed(channel.clone(), node.address.clone(), deadline)),
+        });
+    }
+    tokio::time::sleep_until(at(0.8).into()).await;
+    {
+        let joined_at = started.elapsed();
+        let joining = Instant::now();
+        let node = Node::start("node-5", Some(&seed)).await?;
+        let outcome = tokio::spawn(joined(channel.clone(), node.address.clone(), joining));
+        nodes.push(node);
+        events.push(Event {
+            at: joined_at,
+            what: "node-5 joined".to_owned(),
+            outcome,
+        });
+    }
+
     for worker in workers {
         let _ = worker.await;
     }
-    progress.finish_and_clear();
     let elapsed = started.elapsed();
-
-    let mut leaving_report = None;
-    if let Some((at, task)) = leaving {
-        leaving_report = Some((at, task.await.unwrap_or_default()));
+    let samples = sampler.await.unwrap_or_default();
+    let mut outcomes = Vec::new();
+    for event in events {
+        let outcome = event
+            .outcome
+            .await
+            .unwrap_or_else(|e| format!("not measured: {e}"));
+        outcomes.push((event.at, event.what, outcome));
     }
-    for (index, server) in servers.into_iter().enumerate() {
-        if !stopped[index] {
-            server.handle.shutdown();
-            let _ = server.task.await;
-        }
+    for node in &nodes {
+        node.signal(nix::sys::signal::Signal::SIGINT);
     }
-    watch.abort();
-    print!("{}", report(args, &shared, elapsed, leaving_report));
-    let errors = shared.errors.load(Ordering::Relaxed);
-    if shared.calls.load(Ordering::Relaxed) == 0 {
+    for node in &mut nodes {
+        let _ = tokio::time::timeout(Duration::from_secs(5), node.child.wait()).await;
+    }
+    print!("{}", report(&args, &tally, elapsed, &outcomes, &samples));
+    if tally.ok.load(Ordering::Relaxed) == 0 {
         return Err(CliError::failure("the demo made no successful call"));
-    }
-    if errors > 0 {
-        eprintln!("note: {errors} calls failed on every server they tried (see the report)");
     }
     Ok(())
 }
 
-fn transport(address: &Address) -> &'static str {
-    address.scheme()
-}
-
-/// One call of the mix, on the worker's next server, failing over to the others
-/// when a server is unavailable (shutting down or gone).
-async fn one_call(channels: &[(Channel, &'static str)], shared: &Shared, worker: usize, n: u64) {
-    let kind = Kind::for_call(n);
-    let first = (worker + n as usize) % channels.len();
-    let all_down = shared.down.iter().all(|down| down.load(Ordering::Relaxed));
-    let mut last_error = None;
-    for attempt in 0..channels.len() {
-        let index = (first + attempt) % channels.len();
-        if !all_down && shared.down[index].load(Ordering::Relaxed) {
-            continue;
-        }
-        let (channel, transport) = &channels[index];
-        let started = Instant::now();
-        match call(channel, kind, worker, n, shared).await {
-            Ok(()) => {
-                shared.calls.fetch_add(1, Ordering::Relaxed);
-                *shared
-                    .by_kind
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(kind)
-                    .or_default() += 1;
-                let mut tallies = shared
-                    .by_transport
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                tallies
-                    .entry(transport)
-                    .or_insert_with(TransportTally::new)
-                    .latency
-                    .saturating_record(started.elapsed().as_micros() as u64);
-                return;
-            }
-            Err(status) if status.code() == Code::Unavailable => {
-                shared.down[index].store(true, Ordering::Relaxed);
-                shared.failovers.fetch_add(1, Ordering::Relaxed);
-                last_error = Some((status, *transport));
-            }
-            Err(status) => {
-                last_error = Some((status, *transport));
-                break;
-            }
-        }
+/// One call of the mix (7 in 10 unary, the rest server-streaming, all
+/// idempotent): tried once more when it failed with the node it was on
+/// going away (`UNAVAILABLE`); the balancer sends the second try elsewhere.
+async fn one_call(client: &EchoClient<Balanced>, tally: &Tally, worker: usize, n: u64) {
+    let message = format!("worker {worker} call {n}");
+    let started = Instant::now();
+    let mut result = call(client, &message, n, tally).await;
+    if matches!(&result, Err(status) if status.code() == Code::Unavailable) {
+        tally.retried.fetch_add(1, Ordering::Relaxed);
+        result = call(client, &message, n, tally).await;
     }
-    if let Some((status, transport)) = last_error {
-        shared.errors.fetch_add(1, Ordering::Relaxed);
-        let mut tallies = shared
-            .by_transport
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *tallies
-            .entry(transport)
-            .or_insert_with(TransportTally::new)
-            .errors
-            .entry(status.code().as_str())
-            .or_default() += 1;
+    match result {
+        Ok(()) => {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+            lock(&tally.latency).saturating_record(started.elapsed().as_micros() as u64);
+        }
+        Err(status) => {
+            *lock(&tally.failed)
+                .entry(status.code().as_str())
+                .or_default() += 1
+        }
     }
 }
 
 async fn call(
-    channel: &Channel,
-    kind: Kind,
-    worker: usize,
+    client: &EchoClient<Balanced>,
+    message: &str,
     n: u64,
-    shared: &Shared,
+    tally: &Tally,
 ) -> Result<(), Status> {
-    let message = format!("worker {worker} call {n}");
-    match kind {
-        Kind::UnaryEcho => {
-            let echo = EchoClient::new(channel.clone());
-            let reply = echo
-                .unary_echo(EchoRequest {
-                    message: message.clone(),
-                })
-                .await?;
-            if reply.get_ref().message != message {
-                return Err(Status::data_loss("echo came back different"));
-            }
-        }
-        Kind::KeyValue => {
-            let kv = KeyValueClient::new(channel.clone());
-            let key = format!("demo/worker-{worker}");
-            kv.put(PutRequest {
-                key: key.clone(),
-                value: message.clone().into_bytes(),
-                expected_version: None,
+    if n % 10 < 7 {
+        let reply = client
+            .unary_echo(EchoRequest {
+                message: message.to_owned(),
             })
             .await?;
-            kv.get(GetRequest { key }).await?;
+        if reply.get_ref().message != message {
+            return Err(Status::data_loss("echo came back different"));
         }
-        Kind::StreamingEcho => {
-            let echo = EchoClient::new(channel.clone());
-            let mut request = Request::new(EchoRequest { message });
-            request
-                .metadata_mut()
-                .insert("x-repeat", "5")
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let mut stream = echo.server_streaming_echo(request).await?.into_inner();
-            while stream.message().await?.is_some() {
-                shared.stream_messages.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        return Ok(());
+    }
+    let mut request = Request::new(EchoRequest {
+        message: message.to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-repeat", "5")
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let mut stream = client.server_streaming_echo(request).await?.into_inner();
+    while stream.message().await?.is_some() {
+        tally.stream_messages.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn failed(tally: &Tally) -> u64 {
+    lock(&tally.failed).values().sum()
+}
+
+/// Calls sent to each node so far, by node name.
+fn calls_by_node(channel: &Balanced) -> BTreeMap<String, u64> {
+    channel
+        .endpoints()
+        .into_iter()
+        .map(|report| {
+            let name = report
+                .endpoint
+                .metadata()
+                .get(MEMBER_METADATA)
+                .cloned()
+                .unwrap_or_else(|| report.endpoint.address().to_string());
+            (name, report.calls)
+        })
+        .collect()
+}
+
+/// Polls the channel's endpoints every 5 ms until `done` holds; how long it
+/// took, or `None` if not within `within`.
+async fn until(
+    channel: &Balanced,
+    within: Duration,
+    done: impl Fn(&[sinew::cluster::balance::EndpointReport]) -> bool,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if done(&channel.endpoints()) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+fn report_of<'a>(
+    reports: &'a [sinew::cluster::balance::EndpointReport],
+    address: &str,
+) -> Option<&'a sinew::cluster::balance::EndpointReport> {
+    reports
+        .iter()
+        .find(|report| report.endpoint.address().to_string() == address)
+}
+
+fn took(duration: Option<Duration>) -> String {
+    duration.map_or_else(
+        || format!("not within {}", format_duration(CONVERGE_WITHIN)),
+        |d| format!("after {}", format_duration(d)),
+    )
+}
+
+async fn killed(channel: Balanced, address: String) -> String {
+    let no_calls = until(&channel, CONVERGE_WITHIN, |reports| {
+        report_of(reports, &address).is_none_or(|report| report.health != Health::Ready)
+    })
+    .await;
+    let gone = until(&channel, CONVERGE_WITHIN, |reports| {
+        report_of(reports, &address).is_none()
+    })
+    .await;
+    format!(
+        "no new calls {}, out of the set {} more (gossip declared it dead)",
+        took(no_calls),
+        took(gone)
+    )
+}
+
+async fn drained(
+    channel: Balanced,
+    address: String,
+    tally: Arc<Tally>,
+    failed_before: u64,
+) -> String {
+    let gone = until(&channel, CONVERGE_WITHIN, |reports| {
+        report_of(reports, &address).is_none()
+    })
+    .await;
+    // Give its drain time to finish before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!(
+        "out of the set {}; {} calls failed meanwhile",
+        took(gone),
+        failed(&tally) - failed_before
+    )
+}
+
+async fn slowed(channel: Balanced, address: String, deadline: Instant) -> String {
+    // The share of calls it gets from a moment after the change to the end
+    // of the run (or the next 2 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = |channel: &Balanced| {
+        let reports = channel.endpoints();
+        let total: u64 = reports.iter().map(|r| r.calls).sum();
+        let slow = report_of(&reports, &address).map_or(0, |r| r.calls);
+        (slow, total)
+    };
+    let (slow_before, total_before) = count(&channel);
+    let until = deadline.min(Instant::now() + Duration::from_secs(2));
+    tokio::time::sleep_until(until.into()).await;
+    let (slow_after, total_after) = count(&channel);
+    let share = (slow_after - slow_before) as f64 / (total_after - total_before).max(1) as f64;
+    let nodes = channel.endpoints().len().max(1);
+    format!(
+        "it got {:.1}% of the calls afterwards (round robin would give it {:.0}%)",
+        share * 100.0,
+        100.0 / nodes as f64
+    )
+}
+
+async fn joined(channel: Balanced, address: String, joining: Instant) -> String {
+    let first_call = until(&channel, CONVERGE_WITHIN, |reports| {
+        report_of(reports, &address).is_some_and(|report| report.calls > 0)
+    })
+    .await;
+    match first_call {
+        Some(_) => format!(
+            "its first call came {} after it was started",
+            format_duration(joining.elapsed())
+        ),
+        None => format!(
+            "no call within {} of its start",
+            format_duration(CONVERGE_WITHIN)
+        ),
+    }
+}
+
 fn report(
     args: &Args,
-    shared: &Shared,
+    tally: &Tally,
     elapsed: Duration,
-    leaving: Option<(Duration, ShutdownReport)>,
+    events: &[(Duration, String, String)],
+    samples: &[(Duration, BTreeMap<String, u64>)],
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let calls = shared.calls.load(Ordering::Relaxed);
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let failed = lock(&tally.failed).clone();
+    let failed_total: u64 = failed.values().sum();
     let _ = writeln!(out, "\nsinew demo report");
     let _ = writeln!(
         out,
-        "  {} servers ({}), {} client tasks, {}: {calls} calls ({:.0}/s), {} failed",
-        SERVERS.len(),
-        server_kinds(),
+        "  {NODES} nodes on the embedded gossip registry, a fifth joining; {} client tasks calling {ECHO} by name for {}",
         args.concurrency,
         format_duration(elapsed),
-        calls as f64 / elapsed.as_secs_f64(),
-        shared.errors.load(Ordering::Relaxed),
-    );
-    if let Some((at, report)) = leaving {
-        let _ = writeln!(
-            out,
-            "  server {} shut down gracefully at {}: {} calls in flight drained, {} cancelled; \
-             {} calls failed over to another server",
-            SERVERS[LEAVING].0,
-            format_duration(at),
-            report.drained_calls,
-            report.cancelled_calls,
-            shared.failovers.load(Ordering::Relaxed),
-        );
-    }
-    let _ = writeln!(out, "  by call kind:");
-    for (kind, count) in shared
-        .by_kind
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
-        let _ = writeln!(out, "    {:<36} {count}", kind.name());
-    }
-    let _ = writeln!(
-        out,
-        "  streamed messages received: {}; watch events seen on gamma: {}",
-        shared.stream_messages.load(Ordering::Relaxed),
-        shared.watch_events.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         out,
-        "  {:<10} {:>9} {:>9} {:>9} {:>9}  errors by code",
-        "transport", "calls", "p50 us", "p99 us", "p999 us"
-    );
-    for (transport, tally) in shared
-        .by_transport
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
-        let errors = if tally.errors.is_empty() {
-            "none".to_owned()
+        "  {ok} calls ok ({:.0}/s), {} streamed messages; {} tried again on another node after the node they were on went away; {failed_total} failed{}",
+        ok as f64 / elapsed.as_secs_f64(),
+        tally.stream_messages.load(Ordering::Relaxed),
+        tally.retried.load(Ordering::Relaxed),
+        if failed.is_empty() {
+            String::new()
         } else {
-            tally
-                .errors
-                .iter()
-                .map(|(code, n)| format!("{code} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+            format!(
+                " ({})",
+                failed
+                    .iter()
+                    .map(|(code, n)| format!("{code} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    {
+        let latency = lock(&tally.latency);
         let _ = writeln!(
             out,
-            "  {:<10} {:>9} {:>9} {:>9} {:>9}  {errors}",
-            transport,
-            tally.latency.len(),
-            tally.latency.value_at_quantile(0.5),
-            tally.latency.value_at_quantile(0.99),
-            tally.latency.value_at_quantile(0.999),
+            "  latency: p50 {} us, p99 {} us, p999 {} us",
+            latency.value_at_quantile(0.5),
+            latency.value_at_quantile(0.99),
+            latency.value_at_quantile(0.999)
         );
     }
+    let _ = writeln!(out, "  events:");
+    for (at, what, outcome) in events {
+        let _ = writeln!(out, "    {:>7}  {what}: {outcome}", format_duration(*at));
+    }
+    out.push_str(&calls_table(samples));
     out
 }
 
-/// How many servers listen on each transport, as `2 tcp, 1 unix, 1 shm`.
-fn server_kinds() -> String {
-    let mut kinds: Vec<(&str, usize)> = Vec::new();
-    for (_, address) in SERVERS {
-        let scheme = address.split("://").next().unwrap_or(address);
-        match kinds.iter_mut().find(|(kind, _)| *kind == scheme) {
-            Some((_, count)) => *count += 1,
-            None => kinds.push((scheme, 1)),
-        }
+/// Calls each node got in each tenth of the run.
+fn calls_table(samples: &[(Duration, BTreeMap<String, u64>)]) -> String {
+    use std::fmt::Write;
+    let mut names: Vec<&String> = samples.iter().flat_map(|(_, calls)| calls.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut out = String::from("  calls per node:\n");
+    let _ = write!(out, "    {:>15}", "from - to");
+    for name in &names {
+        let _ = write!(out, " {name:>8}");
     }
-    kinds
-        .iter()
-        .map(|(kind, count)| format!("{count} {kind}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    out.push('\n');
+    // A node that left the set keeps its last count (it got no more calls).
+    let mut last: BTreeMap<&String, u64> = BTreeMap::new();
+    for pair in samples.windows(2) {
+        let ((from, before), (to, after)) = (&pair[0], &pair[1]);
+        let _ = write!(
+            out,
+            "    {:>15}",
+            format!("{} - {}", format_duration(*from), format_duration(*to))
+        );
+        for name in &names {
+            let start = before.get(*name).or(last.get(name)).copied().unwrap_or(0);
+            let end = after.get(*name).copied().unwrap_or(start);
+            last.insert(name, end);
+            let _ = write!(out, " {:>8}", end.saturating_sub(start));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -477,27 +566,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_report_prints_durations_rounded_for_humans() {
-        let args = Args {
-            duration: Duration::from_secs(2),
-            concurrency: 8,
+    fn the_calls_table_counts_each_interval_and_nodes_that_come_and_go() {
+        let at = |ms| Duration::from_millis(ms);
+        let calls = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(name, n)| (name.to_string(), *n))
+                .collect::<BTreeMap<_, _>>()
         };
-        let shared = Shared::default();
-        shared.calls.store(4_000, Ordering::Relaxed);
-        let text = report(
-            &args,
-            &shared,
-            Duration::from_nanos(2_003_456_789),
-            Some((Duration::from_nanos(812_345_678), ShutdownReport::default())),
-        );
+        let samples = vec![
+            (at(0), calls(&[("node-1", 0), ("node-2", 0)])),
+            (at(1000), calls(&[("node-1", 100), ("node-2", 90)])),
+            // node-2 left the set; node-3 joined.
+            (at(2000), calls(&[("node-1", 250), ("node-3", 20)])),
+        ];
+        let table = calls_table(&samples);
+        let lines: Vec<&str> = table.lines().collect();
         assert!(
-            text.contains("8 client tasks, 2s: 4000 calls (1997/s), 0 failed"),
-            "{text}"
+            lines[1].contains("node-1") && lines[1].contains("node-3"),
+            "{table}"
         );
-        assert!(
-            text.contains("server beta shut down gracefully at 812ms: 0 calls in flight drained"),
-            "{text}"
-        );
-        assert!(!text.contains("2.003456789"), "{text}");
+        let row = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(row(2)[3..], ["100", "90", "0"], "{table}");
+        assert_eq!(row(3)[3..], ["150", "0", "20"], "{table}");
     }
 }

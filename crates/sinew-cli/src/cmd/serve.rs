@@ -4,6 +4,7 @@
 //! in etcd, and deregistered before it drains.
 
 use crate::error::CliError;
+use sinew::rpc::server::{ServerCall, ServerStack};
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 use sinew_examples::kv::{key_value_server::KeyValueServer, KeyValueStore};
@@ -44,6 +45,11 @@ pub(crate) struct Args {
     drain_timeout: Duration,
     #[command(flatten)]
     limits: Limits,
+    /// Add this latency to every call while switched on by SIGUSR1 (SIGUSR2
+    /// switches it off): a server made slow on demand, to watch balancers
+    /// avoid it (`sinew demo` does).
+    #[arg(long, value_name = "DURATION", value_parser = crate::time::parse_duration)]
+    fault_latency: Option<Duration>,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -252,6 +258,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         sinew_grpc::GrpcProtocol::default(),
     );
     let mut builder = builder.add_protocol(grpc);
+    if let Some(latency) = args.fault_latency {
+        builder = with_fault_latency(builder, latency)
+            .map_err(|error| CliError::failure(format!("cannot listen for SIGUSR1: {error}")))?;
+    }
     if matches!(args.example, Example::Echo | Example::All) {
         builder = builder.add_service(EchoServer::new(EchoService));
     }
@@ -318,6 +328,50 @@ fn shutdown_signal(
         // printed at the end), so the limit is what can be said up front.
         eprintln!("{}", draining_message(drain_timeout));
     })
+}
+
+/// Delays every call by `latency` while SIGUSR1 has switched it on (until
+/// SIGUSR2): `--fault-latency`.
+fn with_fault_latency(
+    builder: sinew::rpc::server::ServerBuilder,
+    latency: Duration,
+) -> std::io::Result<sinew::rpc::server::ServerBuilder> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::signal::unix::{signal, SignalKind};
+    let on = std::sync::Arc::new(AtomicBool::new(false));
+    let mut slow = signal(SignalKind::user_defined1())?;
+    let mut fast = signal(SignalKind::user_defined2())?;
+    let switch = on.clone();
+    tokio::spawn(async move {
+        loop {
+            let slower = tokio::select! {
+                Some(()) = slow.recv() => true,
+                Some(()) = fast.recv() => false,
+                else => return,
+            };
+            switch.store(slower, Ordering::Relaxed);
+            if slower {
+                let latency = crate::time::format_duration(latency);
+                eprintln!("every call now {latency} slower (SIGUSR1)");
+            } else {
+                eprintln!("calls at full speed again (SIGUSR2)");
+            }
+        }
+    });
+    Ok(
+        builder.layer(tower::layer::layer_fn(move |inner: ServerStack| {
+            let on = on.clone();
+            tower::service_fn(move |call: ServerCall| {
+                let (inner, on) = (inner.clone(), on.clone());
+                async move {
+                    if on.load(Ordering::Relaxed) {
+                        tokio::time::sleep(latency).await;
+                    }
+                    tower::ServiceExt::oneshot(inner, call).await
+                }
+            })
+        })),
+    )
 }
 
 /// What `serve` says when the drain begins.
