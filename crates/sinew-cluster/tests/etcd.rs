@@ -11,27 +11,19 @@
 #[path = "support/etcd_cluster.rs"]
 mod etcd_cluster;
 
+#[path = "support/updates.rs"]
+mod updates;
+
 use etcd_cluster::{free_port, EtcdCluster};
 use futures_util::StreamExt;
 use sinew_cluster::etcd::{Etcd, Registry};
 use sinew_cluster::resolve::Updates;
 use sinew_cluster::{Endpoint, Resolve, Update};
-use sinew_rpc::{Code, Status};
+use sinew_rpc::Code;
 use std::time::{Duration, Instant};
+use updates::{endpoint, next};
 
 const ECHO: &str = "grpc.examples.echo.Echo";
-
-fn endpoint(port: u16) -> Endpoint {
-    Endpoint::new(format!("tcp://127.0.0.1:{port}").parse().unwrap())
-}
-
-/// The next update or error, within 10 s.
-async fn next(updates: &mut Updates) -> Result<Update, Status> {
-    tokio::time::timeout(Duration::from_secs(10), updates.next())
-        .await
-        .expect("an update within 10 s")
-        .expect("the stream goes on")
-}
 
 fn ports_of(endpoints: &[Endpoint]) -> Vec<u16> {
     endpoints

@@ -6,12 +6,16 @@
 //! Across OS processes (`sinew serve --join`, SIGKILL) it is tested in the
 //! CLI's tests.
 
+#[path = "support/updates.rs"]
+mod updates;
+
 use futures_util::StreamExt;
 use sinew_cluster::gossip::{Member, Role, MEMBER_METADATA};
 use sinew_cluster::resolve::Updates;
 use sinew_cluster::{Endpoint, Resolve, Update};
-use sinew_rpc::{Code, Status};
+use sinew_rpc::Code;
 use std::time::{Duration, Instant};
+use updates::{endpoint, next};
 
 const ECHO: &str = "grpc.examples.echo.Echo";
 
@@ -24,18 +28,6 @@ async fn member(cluster: &str, seed: Option<&Member>) -> Member {
         builder = builder.seeds([seed.gossip_address().to_string()]);
     }
     builder.join().await.unwrap()
-}
-
-fn endpoint(port: u16) -> Endpoint {
-    Endpoint::new(format!("tcp://127.0.0.1:{port}").parse().unwrap())
-}
-
-/// The next update or error, within 10 s.
-async fn next(updates: &mut Updates) -> Result<Update, Status> {
-    tokio::time::timeout(Duration::from_secs(10), updates.next())
-        .await
-        .expect("an update within 10 s")
-        .expect("the stream goes on")
 }
 
 /// Reads updates until the set's addresses are `ports`, within 10 s.

@@ -85,6 +85,11 @@ pub mod api {
 /// The key prefix endpoints are registered under unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "/sinew/endpoints/";
 
+/// The first and the longest wait before trying etcd again (doubling in
+/// between).
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(2);
+
 /// How long a call to etcd may take before it fails (a member that lost its
 /// quorum holds calls until they time out).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);

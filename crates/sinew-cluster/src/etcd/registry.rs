@@ -2,7 +2,7 @@
 //! lease that a supervised keep-alive renews, and granted again when lost.
 
 use super::resolver::EtcdResolver;
-use super::{api, Etcd, DEFAULT_PREFIX};
+use super::{api, Etcd, DEFAULT_PREFIX, FIRST_RETRY, LAST_RETRY};
 use crate::endpoint::Endpoint;
 use crate::registry::{self, Record};
 use sinew_rpc::Status;
@@ -15,10 +15,6 @@ use tokio::time::Instant;
 
 /// How long a registration's lease lives unless renewed, by default.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-
-/// The first and the longest wait before trying etcd again.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const LAST_RETRY: Duration = Duration::from_secs(2);
 
 /// How long deregistering waits for etcd.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);

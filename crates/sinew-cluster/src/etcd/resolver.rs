@@ -2,7 +2,7 @@
 //! prefix, listed once and then followed by a watch.
 
 use super::registry::{parse_address, parse_record, parse_records};
-use super::{api, prefix_end, Etcd};
+use super::{api, prefix_end, Etcd, FIRST_RETRY, LAST_RETRY};
 use crate::endpoint::Endpoint;
 use crate::registry::Record;
 use crate::resolve::{Resolve, Update, Updates};
@@ -14,11 +14,7 @@ use sinew_transport::Address;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::sync::mpsc;
-
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const LAST_RETRY: Duration = Duration::from_secs(2);
 
 /// Resolves service names to the endpoints registered under a prefix of
 /// etcd; made by [`Registry::resolver`](super::Registry::resolver).
