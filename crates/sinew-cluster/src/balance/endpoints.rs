@@ -3,7 +3,9 @@
 //! the worker as an immutable [`Set`] that callers pick from without locks.
 
 use super::ewma::PeakEwma;
+use super::locality::Zones;
 use super::outlier::Outlier;
+use super::policy::{Group, Policy};
 use crate::endpoint::Endpoint;
 use arc_swap::ArcSwap;
 use sinew_rpc::{Channel, Status};
@@ -121,10 +123,41 @@ impl EndpointState {
     }
 }
 
-/// The endpoints callers pick from: replaced whole by the worker.
+/// The endpoints callers pick from, with the policy's state over them:
+/// replaced whole by the worker.
 #[derive(Debug, Default)]
 pub(crate) struct Set {
-    pub(crate) endpoints: Vec<Arc<EndpointState>>,
+    /// Every endpoint; the policy picks among them unless the channel
+    /// prefers a zone.
+    pub(crate) all: Group,
+    /// The caller's zone's endpoints and the others', when it prefers one.
+    pub(crate) zones: Option<Zones>,
+}
+
+impl Set {
+    /// `endpoints`, in groups for `policy` (and `zone`, if preferred).
+    pub(crate) fn new(
+        policy: &Policy,
+        zone: Option<&str>,
+        endpoints: Vec<Arc<EndpointState>>,
+    ) -> Set {
+        match zone {
+            None => Set {
+                all: Group::new(policy, endpoints),
+                zones: None,
+            },
+            Some(zone) => Set {
+                zones: Some(Zones::new(policy, zone, &endpoints)),
+                // Listed, never picked from: no policy state to build.
+                all: Group::plain(endpoints),
+            },
+        }
+    }
+
+    /// Every endpoint.
+    pub(crate) fn endpoints(&self) -> &[Arc<EndpointState>] {
+        &self.all.endpoints
+    }
 }
 
 /// One endpoint as a balanced channel sees it now

@@ -79,7 +79,7 @@ impl ResponseFuture {
             };
         };
         // A copy only when another endpoint could take it.
-        let spare = match shared.failover > 0 && shared.set.load().endpoints.len() > 1 {
+        let spare = match shared.failover > 0 && shared.set.load().endpoints().len() > 1 {
             true => request.try_clone(),
             false => None,
         };
@@ -128,9 +128,12 @@ impl Future for ResponseFuture {
                 }
             };
             this.attempt.set(None);
-            // Not processed: the endpoint never saw it; another can take it.
+            // Not processed: the endpoint never saw it; another can take it
+            // (for a hash policy, the next endpoint of the call's key).
             let next = match (status.is_not_processed(), &this.spare, *this.failovers_left) {
-                (true, Some(_), 1..) => this.shared.pick(Some(&*counted.endpoint)),
+                (true, Some(spare), 1..) => this
+                    .shared
+                    .pick(this.shared.key_of(spare), Some(&*counted.endpoint)),
                 _ => None,
             };
             let Some(next) = next else {

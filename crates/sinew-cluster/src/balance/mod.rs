@@ -38,20 +38,25 @@
 mod endpoints;
 mod ewma;
 mod future;
+mod hash;
 mod health_check;
+mod locality;
 mod outlier;
 mod policy;
+mod subset;
+mod weighted;
 mod worker;
 
 pub use endpoints::{EndpointReport, Health};
 pub use future::ResponseFuture;
 pub use outlier::OutlierDetection;
-pub use policy::Policy;
+pub use policy::{ParsePolicyError, Policy};
 
 use crate::endpoint::Endpoint;
 use crate::resolve::Resolve;
 use arc_swap::ArcSwap;
 use endpoints::{EndpointState, Set};
+use locality::Locality;
 use sinew_rpc::call::{CallRequest, CallResponse};
 use sinew_rpc::{Channel, Status};
 use std::fmt;
@@ -59,6 +64,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+use subset::Subset;
 
 /// Makes the channel of a new endpoint.
 type MakeChannel = Arc<dyn Fn(&Endpoint) -> Channel + Send + Sync>;
@@ -91,6 +97,13 @@ pub(crate) struct Shared {
     /// Told when an endpoint fails to connect (it may look again).
     resolver: Arc<dyn Resolve>,
     policy: Policy,
+    /// The metadata key a hash policy picks by: such a policy picks in
+    /// `call`, where the key is known, not in `poll_ready`.
+    key: Option<Arc<str>>,
+    /// The caller's zone, when calls prefer it.
+    locality: Option<Locality>,
+    /// The subset of the resolver's endpoints this channel connects to.
+    subset: Option<Subset>,
     wait_for_ready: bool,
     /// More endpoints a not-processed call is sent to after the first.
     failover: usize,
@@ -145,23 +158,43 @@ impl Shared {
         self.wake_waiters();
     }
 
-    /// The endpoint for a call. Unhealthy endpoints (ejected, or not serving
-    /// by their health service) are left out, unless more than half of the
-    /// set is unhealthy (panic: every ready endpoint) or no other endpoint is
-    /// ready.
-    fn pick(&self, avoid: Option<&EndpointState>) -> Option<Arc<EndpointState>> {
+    /// The endpoint for a call whose hash key (for the hash policies) is
+    /// `key`. Unhealthy endpoints (ejected, or not serving by their health
+    /// service) are left out, unless more than half of the set is unhealthy
+    /// (panic: every ready endpoint) or no other endpoint is ready. With a
+    /// zone, the zone's endpoints first (`locality.rs`).
+    fn pick(
+        &self,
+        key: Option<&[u8]>,
+        avoid: Option<&EndpointState>,
+    ) -> Option<Arc<EndpointState>> {
         let set = self.set.load();
         let unhealthy =
             self.ejected.load(Ordering::Relaxed) + self.not_serving.load(Ordering::Relaxed);
-        let panic = unhealthy * 2 > set.endpoints.len();
-        let picked = self.policy.pick(&set.endpoints, &self.cursor, avoid, panic);
-        match picked {
-            None if unhealthy > 0 && !panic => {
-                self.policy.pick(&set.endpoints, &self.cursor, avoid, true)
-            }
-            picked => picked,
+        match (&set.zones, &self.locality) {
+            (Some(zones), Some(locality)) => self.policy.pick_among(
+                &zones.order(locality.overload),
+                &self.cursor,
+                key,
+                avoid,
+                unhealthy,
+            ),
+            _ => self
+                .policy
+                .pick_among(&[&set.all], &self.cursor, key, avoid, unhealthy),
         }
         .cloned()
+    }
+
+    /// The value a hash policy hashes: the first value of the call's key
+    /// entry, if it has one and it is not empty (nginx, too, spreads calls
+    /// with an empty key). `None` for the other policies.
+    fn key_of<'a>(&self, request: &'a CallRequest) -> Option<&'a [u8]> {
+        let key = self.key.as_deref()?;
+        request
+            .metadata()
+            .get_bin(key)
+            .filter(|value| !value.is_empty())
     }
 
     /// Counts the set's unhealthy endpoints again. Done on every change
@@ -172,11 +205,11 @@ impl Shared {
     pub(crate) fn recount(&self) {
         let set = self.set.load();
         let ejected = set
-            .endpoints
+            .endpoints()
             .iter()
             .filter(|s| s.outlier.is_ejected())
             .count();
-        let not_serving = set.endpoints.iter().filter(|s| !s.is_serving()).count();
+        let not_serving = set.endpoints().iter().filter(|s| !s.is_serving()).count();
         self.ejected.store(ejected, Ordering::Release);
         self.not_serving.store(not_serving, Ordering::Release);
     }
@@ -202,7 +235,7 @@ impl Shared {
         if state.outlier.record(&self.outlier, outcome) != outlier::Verdict::Eject {
             return;
         }
-        let allowed = self.outlier.max_ejected(self.set.load().endpoints.len());
+        let allowed = self.outlier.max_ejected(self.set.load().endpoints().len());
         let counted = self
             .ejected
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |ejected| {
@@ -227,7 +260,7 @@ impl Shared {
             return;
         }
         let now = Instant::now();
-        for state in self.set.load().endpoints.iter() {
+        for state in self.set.load().endpoints().iter() {
             if state.outlier.return_if_due(now) {
                 tracing::info!(
                     service = %self.service,
@@ -243,7 +276,7 @@ impl Shared {
     /// an endpoint may still become ready.
     fn failure(&self) -> Option<Status> {
         let set = self.set.load();
-        if set.endpoints.is_empty() {
+        if set.endpoints().is_empty() {
             if let Some(error) = lock(&self.resolve_error).as_ref() {
                 return Some(
                     Status::unavailable(format!(
@@ -265,8 +298,8 @@ impl Shared {
         if self.wait_for_ready {
             return None;
         }
-        let mut errors = Vec::with_capacity(set.endpoints.len());
-        for state in set.endpoints.iter() {
+        let mut errors = Vec::with_capacity(set.endpoints().len());
+        for state in set.endpoints().iter() {
             if state.health() != Health::Failed {
                 return None;
             }
@@ -301,6 +334,10 @@ impl Balanced {
             resolver: Arc::new(resolver),
             service: service.into(),
             policy: Policy::default(),
+            zone: None,
+            zone_overload: Locality::DEFAULT_OVERLOAD,
+            subset: None,
+            client_id: None,
             wait_for_ready: false,
             failover: 2,
             outlier: OutlierDetection::default(),
@@ -317,14 +354,26 @@ impl Balanced {
     }
 
     /// Every endpoint as the channel sees it now: health, calls in flight,
-    /// latency estimate, last connect error.
+    /// latency estimate, last connect error. With a
+    /// [`subset`](BalancedBuilder::subset), the subset's endpoints only.
     pub fn endpoints(&self) -> Vec<EndpointReport> {
         let now = Instant::now();
         let set = self.handle.shared.set.load();
-        set.endpoints
+        set.endpoints()
             .iter()
             .map(|state| state.report(now))
             .collect()
+    }
+}
+
+impl Balanced {
+    /// Keeps `poll_ready`'s pick for the next call, unless the policy picks
+    /// by the call's key (known only in `call`): then readiness only
+    /// promised that some endpoint is usable.
+    fn keep(&mut self, state: Arc<EndpointState>) {
+        if self.handle.shared.key.is_none() {
+            self.picked = Some(state);
+        }
     }
 }
 
@@ -343,7 +392,10 @@ impl fmt::Debug for Balanced {
         f.debug_struct("Balanced")
             .field("service", &self.handle.shared.service)
             .field("policy", &self.handle.shared.policy)
-            .field("endpoints", &self.handle.shared.set.load().endpoints.len())
+            .field(
+                "endpoints",
+                &self.handle.shared.set.load().endpoints().len(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -353,21 +405,22 @@ impl tower::Service<CallRequest> for Balanced {
     type Error = Status;
     type Future = ResponseFuture;
 
-    /// Ready when an endpoint is (and picks it for the next call); see the
+    /// Ready when an endpoint is (and picks it for the next call, unless
+    /// the policy hashes a key of the call: then `call` picks); see the
     /// module docs for when it waits and when it fails.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         if self.picked.as_ref().is_some_and(|state| state.is_ready()) {
             return Poll::Ready(Ok(()));
         }
         let shared = &self.handle.shared;
-        if let Some(state) = shared.pick(None) {
-            self.picked = Some(state);
+        if let Some(state) = shared.pick(None, None) {
+            self.keep(state);
             return Poll::Ready(Ok(()));
         }
         // Registered before looking again, so that a change in between wakes us.
         shared.register(cx.waker());
-        if let Some(state) = shared.pick(None) {
-            self.picked = Some(state);
+        if let Some(state) = shared.pick(None, None) {
+            self.keep(state);
             return Poll::Ready(Ok(()));
         }
         match shared.failure() {
@@ -376,10 +429,14 @@ impl tower::Service<CallRequest> for Balanced {
         }
     }
 
-    /// Sends the call to the endpoint `poll_ready` picked, or picks one now.
+    /// Sends the call to the endpoint `poll_ready` picked, or picks one now
+    /// (by the call's key, for a hash policy).
     fn call(&mut self, request: CallRequest) -> ResponseFuture {
         let shared = self.handle.shared.clone();
-        let picked = self.picked.take().or_else(|| shared.pick(None));
+        let picked = match self.picked.take() {
+            Some(picked) => Some(picked),
+            None => shared.pick(shared.key_of(&request), None),
+        };
         ResponseFuture::start(shared, picked, request)
     }
 }
@@ -389,6 +446,10 @@ pub struct BalancedBuilder {
     resolver: Arc<dyn Resolve>,
     service: String,
     policy: Policy,
+    zone: Option<String>,
+    zone_overload: usize,
+    subset: Option<usize>,
+    client_id: Option<u64>,
     wait_for_ready: bool,
     failover: usize,
     outlier: OutlierDetection,
@@ -401,6 +462,9 @@ impl fmt::Debug for BalancedBuilder {
         f.debug_struct("BalancedBuilder")
             .field("service", &self.service)
             .field("policy", &self.policy)
+            .field("zone", &self.zone)
+            .field("zone_overload", &self.zone_overload)
+            .field("subset", &self.subset)
             .field("wait_for_ready", &self.wait_for_ready)
             .field("failover", &self.failover)
             .field("outlier", &self.outlier)
@@ -413,6 +477,46 @@ impl BalancedBuilder {
     /// How each call's endpoint is picked (default: [`Policy::peak_ewma`]).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// The caller's zone: calls go to endpoints whose
+    /// [`Endpoint::zone`] is the same, and spill over to the other zones
+    /// when too few of them are usable or they are overloaded (the rule is
+    /// in the module docs of `locality`, Envoy's zone-aware routing). The
+    /// policy picks within the zone chosen. Without it (the default) every
+    /// endpoint is alike.
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// With a [`zone`](BalancedBuilder::zone): calls in flight from this
+    /// channel from which a local endpoint counts as loaded; when every
+    /// usable local endpoint is, calls spill over to the other zones
+    /// (default 100; 0 spills every call, `usize::MAX` never spills for
+    /// load).
+    pub fn zone_overload(mut self, calls_in_flight: usize) -> Self {
+        self.zone_overload = calls_in_flight;
+        self
+    }
+
+    /// Connect to at most `size` of the service's endpoints, chosen by
+    /// rendezvous hashing of this client's id (gRPC's A68
+    /// `random_subsetting`): different clients spread evenly over the
+    /// endpoints, and an endpoint added or removed changes at most one
+    /// member of a subset. Endpoints outside the subset are not connected
+    /// at all. 0 (and the default) connects to every endpoint.
+    pub fn subset(mut self, size: usize) -> Self {
+        self.subset = (size > 0).then_some(size);
+        self
+    }
+
+    /// With a [`subset`](BalancedBuilder::subset): this client's id (a host
+    /// name, a pod name), so that it picks the same subset across restarts.
+    /// By default each channel draws a random one.
+    pub fn client_id(mut self, id: impl AsRef<[u8]>) -> Self {
+        self.client_id = Some(Subset::seed_of(id.as_ref()));
         self
     }
 
@@ -459,10 +563,21 @@ impl BalancedBuilder {
     /// The balanced channel. Starts its worker on the current Tokio runtime
     /// (panics outside one, as `tokio::spawn` does).
     pub fn build(self) -> Balanced {
+        let key = self.policy.key().map(Arc::from);
+        let locality = self.zone.map(|zone| Locality {
+            zone,
+            overload: self.zone_overload,
+        });
+        let subset = self
+            .subset
+            .map(|size| Subset::new(size, self.client_id.unwrap_or_else(Subset::random_seed)));
         let shared = Arc::new(Shared {
             service: self.service,
             resolver: self.resolver,
             policy: self.policy,
+            key,
+            locality,
+            subset,
             wait_for_ready: self.wait_for_ready,
             failover: self.failover,
             outlier: self.outlier,

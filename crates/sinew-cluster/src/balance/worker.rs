@@ -44,13 +44,16 @@ impl Drop for Watcher {
 /// Runs until aborted (when the last clone of the balanced channel drops).
 pub(super) async fn run(shared: Arc<Shared>, mut updates: Updates, make_channel: MakeChannel) {
     let mut watchers: HashMap<Address, Watcher> = HashMap::new();
+    // Every endpoint the resolver reported (the set holds only the subset,
+    // when there is one).
+    let mut resolved: Vec<Endpoint> = Vec::new();
     let mut ejections = tokio::time::interval(EJECTION_TICK);
     ejections.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut resolving = true;
     loop {
         tokio::select! {
             item = updates.next(), if resolving => match item {
-                Some(Ok(update)) => apply(&shared, update, &mut watchers, &make_channel),
+                Some(Ok(update)) => apply(&shared, update, &mut resolved, &mut watchers, &make_channel),
                 Some(Err(status)) => shared.resolve_failed(status),
                 None => {
                     // The watchers keep the endpoints' health current, and
@@ -64,58 +67,102 @@ pub(super) async fn run(shared: Arc<Shared>, mut updates: Updates, make_channel:
     }
 }
 
-/// Applies one update: publishes the new set, starts watchers for new
-/// endpoints and stops those of endpoints that left.
+/// Applies one update: takes it into the resolver's list, chooses the
+/// endpoints to connect (the subset, or all), publishes the new set, starts
+/// watchers for new endpoints and stops those of endpoints that left.
 fn apply(
     shared: &Arc<Shared>,
     update: Update,
+    resolved: &mut Vec<Endpoint>,
+    watchers: &mut HashMap<Address, Watcher>,
+    make_channel: &MakeChannel,
+) {
+    merge(resolved, update);
+    let wanted = match &shared.subset {
+        Some(subset) => subset.select(resolved),
+        None => resolved.clone(),
+    };
+    reconcile(shared, wanted, watchers, make_channel);
+}
+
+/// Takes an update into the list of every endpoint the resolver reported.
+/// An endpoint reported again replaces the one of its address.
+fn merge(resolved: &mut Vec<Endpoint>, update: Update) {
+    let added = match update {
+        Update::Add(endpoints) => endpoints,
+        Update::Remove(addresses) => {
+            resolved.retain(|endpoint| !addresses.contains(endpoint.address()));
+            return;
+        }
+        Update::Reset(endpoints) => {
+            resolved.clear();
+            endpoints
+        }
+    };
+    for endpoint in added {
+        match resolved
+            .iter_mut()
+            .find(|known| known.address() == endpoint.address())
+        {
+            Some(known) => *known = endpoint,
+            None => resolved.push(endpoint),
+        }
+    }
+}
+
+/// Makes the published set the `wanted` endpoints: keeps the state (and
+/// connection) of those already in it, in their order, and adds the others
+/// after them, in the resolver's order.
+fn reconcile(
+    shared: &Arc<Shared>,
+    wanted: Vec<Endpoint>,
     watchers: &mut HashMap<Address, Watcher>,
     make_channel: &MakeChannel,
 ) {
     let current = shared.set.load_full();
-    let mut by_address: Vec<(Address, Arc<EndpointState>)> = current
-        .endpoints
+    // Addresses are distinct: `merge` keeps one endpoint per address.
+    let position: HashMap<&Address, usize> = wanted
         .iter()
-        .map(|state| (state.endpoint.load().address().clone(), state.clone()))
+        .enumerate()
+        .map(|(index, endpoint)| (endpoint.address(), index))
         .collect();
-    let (added, removed): (Vec<Endpoint>, Vec<Address>) = match update {
-        Update::Add(endpoints) => (endpoints, Vec::new()),
-        Update::Remove(addresses) => (Vec::new(), addresses),
-        Update::Reset(endpoints) => {
-            let removed = by_address
-                .iter()
-                .map(|(address, _)| address)
-                .filter(|address| !endpoints.iter().any(|e| e.address() == *address))
-                .cloned()
-                .collect();
-            (endpoints, removed)
+    let mut known = vec![false; wanted.len()];
+    let mut kept: Vec<Arc<EndpointState>> = Vec::with_capacity(wanted.len());
+    let mut removed: Vec<Address> = Vec::new();
+    for state in current.endpoints() {
+        let address = state.endpoint.load().address().clone();
+        match position.get(&address) {
+            Some(&index) => {
+                known[index] = true;
+                // Known: only its weight, zone or metadata may have changed.
+                if **state.endpoint.load() != wanted[index] {
+                    state.endpoint.store(Arc::new(wanted[index].clone()));
+                }
+                kept.push(state.clone());
+            }
+            None => {
+                watchers.remove(&address);
+                removed.push(address);
+            }
         }
-    };
-    by_address.retain(|(address, _)| !removed.contains(address));
-    for address in &removed {
-        watchers.remove(address);
     }
+    drop(position);
     // New endpoints start from the mean estimate of the others, so that they
     // are neither shunned nor flooded before their first responses.
     let now = Instant::now();
-    let initial_rtt = match by_address.len() {
+    let initial_rtt = match kept.len() {
         0 => INITIAL_RTT,
         count => Duration::from_nanos(
-            (by_address
+            (kept
                 .iter()
-                .map(|(_, state)| state.rtt.estimate(now))
+                .map(|state| state.rtt.estimate(now))
                 .sum::<f64>()
                 / count as f64) as u64,
         )
         .max(Duration::from_micros(1)),
     };
-    for endpoint in added {
-        if let Some((_, state)) = by_address
-            .iter()
-            .find(|(address, _)| address == endpoint.address())
-        {
-            // Known: only its weight, zone or metadata may have changed.
-            state.endpoint.store(Arc::new(endpoint));
+    for (endpoint, known) in wanted.into_iter().zip(known) {
+        if known {
             continue;
         }
         let channel = make_channel(&endpoint);
@@ -127,15 +174,14 @@ fn apply(
             shared.policy.decay(),
         ));
         let watcher = tokio::spawn(watch(shared.clone(), state.clone()));
-        watchers.insert(address.clone(), Watcher(watcher));
-        by_address.push((address, state));
+        watchers.insert(address, Watcher(watcher));
+        kept.push(state);
     }
     if !removed.is_empty() {
         tracing::debug!(service = %shared.service, ?removed, "endpoints left");
     }
-    shared.publish(Set {
-        endpoints: by_address.into_iter().map(|(_, state)| state).collect(),
-    });
+    let zone = shared.locality.as_ref().map(|locality| &*locality.zone);
+    shared.publish(Set::new(&shared.policy, zone, kept));
 }
 
 /// Connects one endpoint and follows its connection, for as long as it is
