@@ -5,9 +5,13 @@
 //!   stream of [`Update`]s of its [`Endpoint`]s (add, remove, reset).
 //! * [`balance`]: [`Balanced`], a call service over those endpoints, driven
 //!   by its own task: it connects endpoints before calls need them, picks
-//!   each call's endpoint with a [`Policy`] (power of two choices over
-//!   peak-EWMA latency by default) among those that are ready, and sends a
-//!   call that failed *not processed* to another endpoint at once.
+//!   each call's endpoint with a [`Policy`] among those that are ready, and
+//!   sends a call that failed *not processed* to another endpoint at once.
+//!   Policies: power of two choices over peak-EWMA latency (the default) or
+//!   calls in flight, round robin, nginx's smooth weighted round robin, and
+//!   consistent hashing of a metadata entry (a ketama ring compatible with
+//!   nginx, or Maglev) with bounded load. Any of them can prefer the
+//!   caller's zone, and connect to a subset of the endpoints only.
 //! * [`gossip`] (feature `gossip`, on by default): the embedded registry.
 //!   Servers publish their endpoints to a cluster of members that gossip
 //!   among themselves; no registry server to run.

@@ -3,8 +3,10 @@
 //!
 //! ```text
 //!   resolver ──updates──▶ worker task ──publishes──▶ endpoint set ◀──picks── calls
-//!                          │   one watcher per endpoint: connects it,      (Balanced,
-//!                          │   marks it ready / lost / failed              any clone)
+//!                          │   subset (optional), then   + policy state   (Balanced,
+//!                          │   one watcher per endpoint:   (ring, table,   any clone)
+//!                          │   connects it, marks it        weights),
+//!                          │   ready / lost / failed        zone groups
 //!                          ▼
 //!                   per-endpoint Channel (sinew's pool: reconnect, backoff)
 //! ```
@@ -15,22 +17,56 @@
 //!   and connects make progress with no call arriving, and readiness never
 //!   waits on a call to find out an endpoint died (the trap of tower's
 //!   balancer, tower#824). It stops when the last clone of the channel drops.
+//!   With a [`subset`](BalancedBuilder::subset) it keeps only this client's
+//!   share of the endpoints (`subset.rs`, gRPC's A68): the others are never
+//!   connected. Each set it publishes carries what the policy needs, built
+//!   once for the set: a hash ring or table, weights, the zone's groups.
 //! * **Calls** pick from the published set without locks: the [`Policy`]
-//!   (power of two choices over peak-EWMA latency by default) among the
-//!   endpoints that are ready, so a connecting or backing-off endpoint is
-//!   never picked and a call never waits on one endpoint while another could
-//!   take it. A call that fails *not processed* (the connection was lost
-//!   before any of it was sent, or the server was shutting down and refused
-//!   it) is sent again at once to another ready endpoint. An endpoint whose
-//!   calls keep failing is left out for a while ([`OutlierDetection`]), and
-//!   so is one whose health service says it is not serving
+//!   among the endpoints that are ready, so a connecting or backing-off
+//!   endpoint is never picked and a call never waits on one endpoint while
+//!   another could take it. With a [`zone`](BalancedBuilder::zone), the
+//!   policy picks among the caller's zone's endpoints, and calls spill over
+//!   to the other zones when it has too few usable ones or they are
+//!   overloaded (`locality.rs`). A call that fails *not processed* (the
+//!   connection was lost before any of it was sent, or the server was
+//!   shutting down and refused it) is sent again at once to another ready
+//!   endpoint (for a hash policy, the next of its key's order). An endpoint
+//!   whose calls keep failing is left out for a while ([`OutlierDetection`]),
+//!   and so is one whose health service says it is not serving
 //!   ([`health_check`](BalancedBuilder::health_check)); when more than half
 //!   of the endpoints are unhealthy, calls go to every ready one (panic).
 //! * **Readiness**: ready while an endpoint is; pending while endpoints are
 //!   connecting (or the first resolution has not come); `UNAVAILABLE` naming
 //!   each endpoint's last error when every one of them failed its last
 //!   connect (unless [`wait_for_ready`](BalancedBuilder::wait_for_ready)), or
-//!   the resolver's error while there is no endpoint at all.
+//!   the resolver's error while there is no endpoint at all. `poll_ready`
+//!   picks the next call's endpoint, except under a hash policy, whose pick
+//!   needs the call's key: then `call` picks, and readiness says that some
+//!   endpoint could take the call.
+//!
+//! Which policy, in short (the table in [`Policy`]'s module has more):
+//!
+//! | you want | use |
+//! |---|---|
+//! | the lowest latency, endpoints of any speed | [`Policy::peak_ewma`] (default) |
+//! | calls of very uneven cost | [`Policy::least_requests`] |
+//! | endpoints of different sizes, weights from the resolver | [`Policy::weighted_round_robin`] |
+//! | the same key on the same endpoint (caches, sessions) | [`Policy::maglev`], or [`Policy::ring_hash`] to agree with nginx |
+//! | calls kept in the caller's zone | [`BalancedBuilder::zone`], with any policy |
+//! | thousands of clients of thousands of servers | [`BalancedBuilder::subset`], with any policy |
+//!
+//! ```
+//! # async fn example() -> Result<(), sinew_rpc::Status> {
+//! use sinew_cluster::{resolve::Fixed, Balanced, Policy};
+//! let replicas = Fixed::parse(["tcp://10.0.0.1:7000", "tcp://10.0.0.2:7000"])?;
+//! let channel = Balanced::builder(replicas, "shop.Cart")
+//!     // A user's calls go to one replica, within 1.25 × the mean load.
+//!     .policy(Policy::maglev("x-user-id"))
+//!     .zone("eu-west-1a")
+//!     .subset(20)
+//!     .build();
+//! # let _ = channel; Ok(()) }
+//! ```
 //!
 //! `Balanced` is a call service like [`Channel`]: typed clients take it, and
 //! tower layers stack around it.
@@ -480,12 +516,25 @@ impl BalancedBuilder {
         self
     }
 
-    /// The caller's zone: calls go to endpoints whose
-    /// [`Endpoint::zone`] is the same, and spill over to the other zones
-    /// when too few of them are usable or they are overloaded (the rule is
-    /// in the module docs of `locality`, Envoy's zone-aware routing). The
-    /// policy picks within the zone chosen. Without it (the default) every
-    /// endpoint is alike.
+    /// The caller's zone: calls go to endpoints whose [`Endpoint::zone`] is
+    /// the same, and spill over to the other zones (Envoy's zone-aware
+    /// routing and priority levels are the reference):
+    ///
+    /// * every call, when the zone has no usable endpoint (none there, or
+    ///   none ready and healthy);
+    /// * every call, while each usable endpoint of the zone has
+    ///   [`zone_overload`](BalancedBuilder::zone_overload) calls of this
+    ///   channel in flight: the zone stays about that busy and the rest
+    ///   goes elsewhere;
+    /// * part of the calls when the zone is degraded: with `u` of its `n`
+    ///   endpoints usable, a share `min(1, 1.4 × u / n)` stays (Envoy's
+    ///   overprovisioning factor 1.4: all while 5 in 7 are usable, 70% with
+    ///   half of them).
+    ///
+    /// The rule is applied to every call, so calls come back as soon as the
+    /// zone recovers. The policy picks within the group chosen, and the
+    /// other group is tried when it has no endpoint to pick. Without a zone
+    /// (the default) every endpoint is alike, at no cost.
     pub fn zone(mut self, zone: impl Into<String>) -> Self {
         self.zone = Some(zone.into());
         self
@@ -493,9 +542,11 @@ impl BalancedBuilder {
 
     /// With a [`zone`](BalancedBuilder::zone): calls in flight from this
     /// channel from which a local endpoint counts as loaded; when every
-    /// usable local endpoint is, calls spill over to the other zones
-    /// (default 100; 0 spills every call, `usize::MAX` never spills for
-    /// load).
+    /// usable local endpoint is, calls spill over to the other zones.
+    /// The default, 100, is the fewest concurrent streams HTTP/2 recommends
+    /// a server allow (RFC 9113 §5.1.2): a local endpoint is passed over
+    /// only when a server of ordinary settings would queue the call. 0
+    /// spills every call; `usize::MAX` never spills for load.
     pub fn zone_overload(mut self, calls_in_flight: usize) -> Self {
         self.zone_overload = calls_in_flight;
         self
@@ -506,7 +557,10 @@ impl BalancedBuilder {
     /// `random_subsetting`): different clients spread evenly over the
     /// endpoints, and an endpoint added or removed changes at most one
     /// member of a subset. Endpoints outside the subset are not connected
-    /// at all. 0 (and the default) connects to every endpoint.
+    /// at all. The subset follows the resolver, not health: a member that
+    /// fails stays (calls go to the others meanwhile), so choose a size
+    /// that can lose a few. Zones and weights play no part in the choice.
+    /// 0 (and the default) connects to every endpoint.
     pub fn subset(mut self, size: usize) -> Self {
         self.subset = (size > 0).then_some(size);
         self
