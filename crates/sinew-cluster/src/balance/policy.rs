@@ -100,9 +100,9 @@ impl Policy {
     pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 
     /// The load bound of the hash policies unless told otherwise: no
-    /// endpoint above 1.25 times its share of the calls in flight (the
-    /// factor of the bounded-load paper's experiments and of HAProxy's
-    /// `hash-balance-factor 125`).
+    /// endpoint above 1.25 times its share of the calls in flight, so an
+    /// endpoint may take a quarter more than its share before its keys'
+    /// calls move on (HAProxy's `hash-balance-factor 125`).
     pub const DEFAULT_LOAD_BOUND: f64 = 1.25;
 
     /// Power of two choices over peak-EWMA latency times calls in flight: the
