@@ -117,9 +117,9 @@ mod tests {
     #[test]
     fn weights_5_1_1_give_nginxs_sequence() {
         let group = Group::new(&Policy::weighted_round_robin(), set(&[5, 1, 1]));
-        // nginx's own example (ngx_http_upstream_round_robin.c's history,
-        // and its documentation of smooth weighted round robin), then the
-        // same round again: the state carries over between rounds.
+        // nginx's own example: the 2012 change that brought smooth
+        // weighted round robin says weights { 5, 1, 1 } give { a, a, b, a,
+        // c, a, a }. Then the same round again: the state carries over.
         assert_eq!(sequence(&group, 7), "aabacaa");
         assert_eq!(sequence(&group, 7), "aabacaa");
     }
