@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Args {
     /// A member of the cluster, as gossip://HOST:PORT (more seeds after commas;
     /// ?cluster=NAME for a cluster other than sinew), or an etcd registry, as
-    /// etcd://HOST:PORT[,HOST:PORT...][?prefix=PREFIX].
+    /// etcd://HOST:PORT (more members after commas; ?prefix=PREFIX for a key
+    /// prefix other than /sinew/endpoints/).
     target: String,
     /// How long to gossip before reporting (the cluster's state arrives in the
     /// first rounds; endpoints are connected meanwhile).

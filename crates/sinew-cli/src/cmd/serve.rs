@@ -60,9 +60,10 @@ pub(crate) struct Args {
 #[derive(clap::Args, Debug)]
 #[command(next_help_heading = "Cluster (etcd registry)")]
 pub(crate) struct RegistryArgs {
-    /// Register this server's TCP addresses and services in etcd, as
-    /// etcd://HOST:PORT[,HOST:PORT...][?prefix=PREFIX]; deregistered first
-    /// thing at shutdown.
+    /// Register this server's TCP addresses and services in etcd, at
+    /// etcd://HOST:PORT (more members after commas; ?prefix=PREFIX for a key
+    /// prefix other than /sinew/endpoints/); deregistered first thing at
+    /// shutdown.
     #[arg(long, value_name = "ETCD")]
     register: Option<String>,
     /// The registration's lease: how long it outlives this process if it is
