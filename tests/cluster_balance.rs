@@ -30,10 +30,10 @@ fn all_ready(channel: &Balanced, count: usize) -> bool {
 
 /// Waits (up to 5 s) until the channel has `count` endpoints, all ready.
 async fn until_all_ready(channel: &Balanced, count: usize) {
-    eventually(Duration::from_secs(5), "every endpoint ready", || {
-        all_ready(channel, count)
-    })
-    .await;
+    tokio::time::timeout(Duration::from_secs(5), channel.until_ready(count))
+        .await
+        .expect("every endpoint ready within 5 s");
+    assert!(all_ready(channel, count), "{:#?}", channel.endpoints());
 }
 
 async fn three_servers() -> [TestServer; 3] {
@@ -180,12 +180,19 @@ async fn an_endpoint_that_comes_up_later_gets_calls() {
         .find(|r| r.endpoint.address() == &later)
         .unwrap();
     assert_ne!(down.health, Health::Ready);
+    // Waiting for readiness: one endpoint is, two are not.
+    tokio::time::timeout(Duration::from_secs(1), channel.until_ready(1))
+        .await
+        .unwrap();
+    let two = tokio::time::timeout(Duration::from_millis(200), channel.until_ready(2)).await;
+    assert!(two.is_err(), "the endpoint that is down is not ready");
 
     let late = TestServer::start_on_tcp_port(port, |builder| builder).await;
-    eventually(Duration::from_secs(15), "the new endpoint ready", || {
-        all_ready(&channel, 2)
-    })
-    .await;
+    // Woken when the endpoint connects (its backoff is what takes time).
+    tokio::time::timeout(Duration::from_secs(15), channel.until_ready(2))
+        .await
+        .expect("the new endpoint ready within 15 s");
+    assert!(all_ready(&channel, 2));
     for _ in 0..50 {
         call(&client).await.unwrap();
     }

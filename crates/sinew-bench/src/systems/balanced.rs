@@ -18,7 +18,7 @@ use sinew_examples::echo::{echo_server::Echo, echo_server::EchoServer, EchoReque
 use sinew_examples::echo::{EchoService, EchoStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How many replicas the rows balance over.
 const REPLICAS: usize = 3;
@@ -168,17 +168,12 @@ fn run_sinew(
                 sinew::cluster::Balanced::builder(resolver.clone(), "grpc.examples.echo.Echo")
                     .build();
             // Every replica connected before the clock starts.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while balanced
-                .endpoints()
-                .iter()
-                .filter(|e| e.health == sinew::cluster::balance::Health::Ready)
-                .count()
-                < addresses.len()
-            {
-                anyhow::ensure!(Instant::now() < deadline, "replicas not ready in 10 s");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                balanced.until_ready(addresses.len()),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("replicas not ready in 10 s"))?;
             callers.push(super::sinew_peer::caller(
                 sinew::Channel::from_service(balanced),
                 cell,

@@ -155,11 +155,8 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let channel = sinew::cluster::name::connect(&name)
         .await
         .map_err(|status| CliError::failure(format!("resolving {name}: {}", status.message())))?;
-    let ready = until(&channel, CONVERGE_WITHIN, |reports| {
-        reports.iter().filter(|r| r.health == Health::Ready).count() == NODES
-    })
-    .await;
-    if ready.is_none() {
+    let ready = tokio::time::timeout(CONVERGE_WITHIN, channel.until_ready(NODES)).await;
+    if ready.is_err() {
         return Err(CliError::failure(
             "the cluster did not form: not every node was ready within 5s",
         ));

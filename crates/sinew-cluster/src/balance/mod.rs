@@ -311,6 +311,12 @@ impl Shared {
     /// Why no call can be made now, when waiting would not help: `None` while
     /// an endpoint may still become ready.
     fn failure(&self) -> Option<Status> {
+        // Whether the resolver answered, read before the set: `publish`
+        // stores the set before it says so, so a set read after this is at
+        // least the one published then (read the other way round, a call
+        // racing the first publish could see an empty set and "resolved",
+        // and fail with "no endpoints").
+        let resolved = self.resolved.load(Ordering::Acquire);
         let set = self.set.load();
         if set.endpoints().is_empty() {
             if let Some(error) = lock(&self.resolve_error).as_ref() {
@@ -323,7 +329,7 @@ impl Shared {
                     .mark_not_processed(),
                 );
             }
-            if self.resolved.load(Ordering::Acquire) && !self.wait_for_ready {
+            if resolved && !self.wait_for_ready {
                 return Some(
                     Status::unavailable(format!("{} has no endpoints", self.service))
                         .mark_not_processed(),
@@ -399,6 +405,39 @@ impl Balanced {
             .iter()
             .map(|state| state.report(now))
             .collect()
+    }
+
+    /// Resolves once at least `count` endpoints are ready (connected, with
+    /// room for calls): for a process that should not take traffic, or a
+    /// benchmark that should not start its clock, before it can reach its
+    /// peers. Woken by the balancer's own changes, not by polling; put a
+    /// timeout around it (`tokio::time::timeout`) to bound the wait.
+    pub async fn until_ready(&self, count: usize) {
+        let shared = &self.handle.shared;
+        let ready = || {
+            shared
+                .set
+                .load()
+                .endpoints()
+                .iter()
+                .filter(|state| state.is_ready())
+                .count()
+                >= count
+        };
+        std::future::poll_fn(|cx| {
+            if ready() {
+                return Poll::Ready(());
+            }
+            // Registered before looking again, so that a change in between
+            // wakes us.
+            shared.register(cx.waker());
+            if ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
