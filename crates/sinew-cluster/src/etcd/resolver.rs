@@ -226,9 +226,11 @@ impl Follow {
                 self.revision = self.revision.max(kv.mod_revision);
             }
             if let Some(header) = &response.header {
-                // Progress notifications (and every response) carry the
-                // revision the watch has reached.
-                if !response.created && !response.fragment {
+                // A progress notification (no events) carries the revision
+                // the watch has reached. A response with events may carry
+                // the store's newer revision while a catching-up watch has
+                // more events to send: only its events' revisions count.
+                if response.events.is_empty() && !response.created && !response.fragment {
                     self.revision = self.revision.max(header.revision);
                 }
             }
