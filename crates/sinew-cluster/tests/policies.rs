@@ -53,6 +53,9 @@ fn endpoint(i: usize) -> Endpoint {
 #[derive(Clone, Default)]
 struct Fleet {
     refusing: Arc<Mutex<BTreeSet<String>>>,
+    /// Those listed here fail every third call with `UNAVAILABLE` (after
+    /// processing it: it counts against them).
+    flaky: Arc<Mutex<BTreeSet<String>>>,
     /// Channels made, by address.
     made: Arc<Mutex<Vec<String>>>,
 }
@@ -61,13 +64,19 @@ impl Fleet {
     fn channel(&self, endpoint: &Endpoint) -> Channel {
         let address = endpoint.address().to_string();
         self.made.lock().unwrap().push(address.clone());
-        let refusing = self.refusing.clone();
+        let (refusing, flaky) = (self.refusing.clone(), self.flaky.clone());
+        let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
         Channel::from_service(tower::service_fn(move |_request: CallRequest| {
             let address = address.clone();
             let refused = refusing.lock().unwrap().contains(&address);
+            let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let failed = flaky.lock().unwrap().contains(&address) && n % 3 == 2;
             async move {
                 if refused {
                     return Err(Status::unavailable("shutting down").mark_not_processed());
+                }
+                if failed {
+                    return Err(Status::unavailable("flaky"));
                 }
                 let mut headers = MetadataMap::new();
                 headers.insert("served-by", &address).unwrap();
@@ -374,4 +383,55 @@ async fn a_hash_policy_waits_for_an_endpoint_like_any_other() {
         call(&mut channel, Some("someone")).await.unwrap(),
         "tcp://10.9.0.1:7000"
     );
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_one_call_in_three_is_ejected_by_its_success_rate() {
+    let fleet = Fleet::default();
+    let flaky = endpoint(2).address().to_string();
+    fleet.flaky.lock().unwrap().insert(flaky.clone());
+    let (resolver, _updates) = manual(Update::Reset((0..5).map(endpoint).collect()));
+    // Never five failures in a row: only the success rate can tell.
+    let outlier = sinew_cluster::balance::OutlierDetection::new().success_rate(
+        Duration::from_millis(100),
+        20,
+        5,
+        1.9,
+    );
+    let mut channel = fleet
+        .balanced(resolver, Policy::round_robin())
+        .outlier_detection(outlier)
+        .build();
+    until_ready(&channel, 5).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut failed = 0;
+    loop {
+        let ejected = channel
+            .endpoints()
+            .iter()
+            .any(|e| e.ejected && e.endpoint.address().to_string() == flaky);
+        if ejected {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ejected");
+        for _ in 0..25 {
+            if call(&mut channel, None).await.is_err() {
+                failed += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(failed > 0);
+    // Ejected, it gets no calls; the others take them all.
+    for _ in 0..100 {
+        let served_by = call(&mut channel, None).await.unwrap();
+        assert_ne!(served_by, flaky);
+    }
+    // Only the flaky one: the others' success rates are alike.
+    let ejected: Vec<_> = channel
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.ejected)
+        .collect();
+    assert_eq!(ejected.len(), 1, "{ejected:#?}");
 }

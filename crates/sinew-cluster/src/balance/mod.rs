@@ -268,9 +268,44 @@ impl Shared {
     /// Takes a call's outcome into its endpoint's outlier state, ejecting
     /// the endpoint if it reached the threshold and the share allows.
     pub(crate) fn record(&self, state: &EndpointState, outcome: Result<(), &Status>) {
-        if state.outlier.record(&self.outlier, outcome) != outlier::Verdict::Eject {
-            return;
+        if state.outlier.record(&self.outlier, outcome) == outlier::Verdict::Eject {
+            self.eject(state, "its calls keep failing");
         }
+    }
+
+    /// Ejects the endpoints whose success rate over the interval that ends
+    /// now is an outlier (the worker's success-rate tick).
+    pub(crate) fn eject_by_success_rate(&self) {
+        let Some(rule) = self.outlier.success_rate_rule() else {
+            return;
+        };
+        let set = self.set.load();
+        let samples: Vec<(u64, u64)> = set
+            .endpoints()
+            .iter()
+            .map(|state| {
+                let calls = state.calls.load(Ordering::Relaxed);
+                state.outlier.take_interval(calls)
+            })
+            .collect();
+        for index in outlier::success_rate_outliers(&samples, rule) {
+            let (calls, failures) = samples[index];
+            tracing::debug!(
+                service = %self.service,
+                endpoint = %set.endpoints()[index].endpoint.load().address(),
+                calls,
+                failures,
+                "success rate far below the other endpoints'"
+            );
+            self.eject(
+                &set.endpoints()[index],
+                "its success rate is far below the others'",
+            );
+        }
+    }
+
+    /// Ejects `state` if the share of ejected endpoints allows.
+    fn eject(&self, state: &EndpointState, why: &str) {
         let allowed = self.outlier.max_ejected(self.set.load().endpoints().len());
         let counted = self
             .ejected
@@ -284,7 +319,7 @@ impl Shared {
             tracing::info!(
                 service = %self.service,
                 endpoint = %state.endpoint.load().address(),
-                "endpoint ejected: its calls keep failing"
+                "endpoint ejected: {why}"
             );
         }
         self.recount();

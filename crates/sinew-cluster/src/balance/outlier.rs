@@ -1,6 +1,7 @@
-//! Passive outlier ejection: an endpoint whose calls keep failing is left out
-//! of the picks for a while, though its connection is fine (Envoy's outlier
-//! detection, its consecutive-failures kind).
+//! Passive outlier ejection: an endpoint whose calls keep failing, or fail
+//! far more often than the others', is left out of the picks for a while,
+//! though its connection is fine (Envoy's outlier detection, its
+//! consecutive-failures and success-rate kinds).
 //!
 //! * A call that fails with a status that says the *endpoint* is in trouble
 //!   (`UNAVAILABLE`, `INTERNAL`, `UNKNOWN`, `DATA_LOSS`, `DEADLINE_EXCEEDED`)
@@ -14,6 +15,13 @@
 //!   time times the number of times it was ejected recently (30 s, 60 s, ...,
 //!   at most 300 s; the count starts again once it has stayed in for the
 //!   longest ejection time).
+//! * **Success rate** (catches an endpoint that fails one call in three, never
+//!   five in a row): every [`interval`](OutlierDetection::success_rate)
+//!   (10 s), among the endpoints that took at least 100 calls in it, when
+//!   there are at least 5 of them, an endpoint whose share of successful
+//!   calls is below the mean by more than 1.9 standard deviations is
+//!   ejected, as above. Only the failures that count against an endpoint
+//!   count; the calls are those sent to it.
 //! * At most a share of the endpoints is ejected at once (10% by default, and
 //!   always at least one): an overload that fails calls everywhere must not
 //!   empty the set.
@@ -36,6 +44,16 @@ pub struct OutlierDetection {
     base_ejection: Duration,
     max_ejection: Duration,
     max_ejected_share: f64,
+    success_rate: Option<SuccessRate>,
+}
+
+/// The success-rate rule's settings (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct SuccessRate {
+    pub(crate) interval: Duration,
+    pub(crate) request_volume: u64,
+    pub(crate) minimum_hosts: usize,
+    pub(crate) stdev_factor: f64,
 }
 
 impl Default for OutlierDetection {
@@ -45,13 +63,21 @@ impl Default for OutlierDetection {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_share: 0.1,
+            success_rate: Some(SuccessRate {
+                interval: Duration::from_secs(10),
+                request_volume: 100,
+                minimum_hosts: 5,
+                stdev_factor: 1.9,
+            }),
         }
     }
 }
 
 impl OutlierDetection {
-    /// Envoy's defaults: 5 consecutive failures, 30 s growing to 300 s, at
-    /// most 10% of the endpoints (at least one).
+    /// Envoy's defaults: 5 consecutive failures; a success rate 1.9
+    /// standard deviations below the mean, over 10 s, among at least 5
+    /// endpoints of at least 100 calls each; ejections of 30 s growing to
+    /// 300 s; at most 10% of the endpoints (at least one).
     pub fn new() -> OutlierDetection {
         OutlierDetection::default()
     }
@@ -60,8 +86,44 @@ impl OutlierDetection {
     pub fn disabled() -> OutlierDetection {
         OutlierDetection {
             consecutive_failures: 0,
+            success_rate: None,
             ..OutlierDetection::default()
         }
+    }
+
+    /// Ejects by success rate: every `interval`, among the endpoints that
+    /// took at least `request_volume` calls in it, when there are at least
+    /// `minimum_hosts` of them, those whose success rate is below the mean
+    /// by more than `stdev_factor` standard deviations.
+    pub fn success_rate(
+        mut self,
+        interval: Duration,
+        request_volume: u64,
+        minimum_hosts: usize,
+        stdev_factor: f64,
+    ) -> Self {
+        self.success_rate = Some(SuccessRate {
+            interval: interval.max(Duration::from_millis(1)),
+            request_volume: request_volume.max(1),
+            minimum_hosts: minimum_hosts.max(2),
+            stdev_factor: if stdev_factor.is_nan() {
+                1.9
+            } else {
+                stdev_factor.max(0.0)
+            },
+        });
+        self
+    }
+
+    /// Does not eject by success rate (consecutive failures only).
+    pub fn without_success_rate(mut self) -> Self {
+        self.success_rate = None;
+        self
+    }
+
+    /// The success-rate rule, when on.
+    pub(crate) fn success_rate_rule(&self) -> Option<SuccessRate> {
+        self.success_rate
     }
 
     /// Failed calls in a row that eject an endpoint (0: never).
@@ -86,7 +148,7 @@ impl OutlierDetection {
     }
 
     fn enabled(&self) -> bool {
-        self.consecutive_failures > 0
+        self.consecutive_failures > 0 || self.success_rate.is_some()
     }
 
     /// How many of `endpoints` may be ejected at once.
@@ -108,10 +170,46 @@ fn counts_against_endpoint(status: &Status) -> bool {
         )
 }
 
+/// The endpoints whose success rate is an outlier among `samples` (calls
+/// and failures of each endpoint over one interval), by their index: see
+/// the module docs.
+pub(crate) fn success_rate_outliers(samples: &[(u64, u64)], rule: SuccessRate) -> Vec<usize> {
+    let rates: Vec<(usize, f64)> = samples
+        .iter()
+        .enumerate()
+        .filter(|(_, (calls, _))| *calls >= rule.request_volume)
+        .map(|(index, &(calls, failures))| {
+            (index, 1.0 - (failures.min(calls) as f64 / calls as f64))
+        })
+        .collect();
+    if rates.len() < rule.minimum_hosts {
+        return Vec::new();
+    }
+    let count = rates.len() as f64;
+    let mean = rates.iter().map(|(_, rate)| rate).sum::<f64>() / count;
+    let variance = rates
+        .iter()
+        .map(|(_, rate)| (rate - mean).powi(2))
+        .sum::<f64>()
+        / count;
+    let threshold = mean - rule.stdev_factor * variance.sqrt();
+    rates
+        .into_iter()
+        .filter(|(_, rate)| *rate < threshold)
+        .map(|(index, _)| index)
+        .collect()
+}
+
 /// One endpoint's failures and ejection.
 #[derive(Debug, Default)]
 pub(crate) struct Outlier {
     consecutive: AtomicU32,
+    /// Failures that count against the endpoint, ever.
+    failures: AtomicU64,
+    /// The endpoint's calls and failures when the success-rate interval
+    /// began (the worker's alone).
+    window_calls: AtomicU64,
+    window_failures: AtomicU64,
     ejected: AtomicBool,
     /// While ejected: until when, in nanoseconds since the estimates' epoch;
     /// after: when the last ejection ended.
@@ -145,8 +243,12 @@ impl Outlier {
         }
         match outcome {
             Err(status) if counts_against_endpoint(status) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 let failures = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-                if failures >= config.consecutive_failures && !self.is_ejected() {
+                if config.consecutive_failures > 0
+                    && failures >= config.consecutive_failures
+                    && !self.is_ejected()
+                {
                     Verdict::Eject
                 } else {
                     Verdict::Keep
@@ -160,6 +262,18 @@ impl Outlier {
                 Verdict::Keep
             }
         }
+    }
+
+    /// The calls and failures since the last call of this (given the
+    /// endpoint's calls ever, `calls`), starting the next interval.
+    pub(crate) fn take_interval(&self, calls: u64) -> (u64, u64) {
+        let failures = self.failures.load(Ordering::Relaxed);
+        let calls_before = self.window_calls.swap(calls, Ordering::Relaxed);
+        let failures_before = self.window_failures.swap(failures, Ordering::Relaxed);
+        (
+            calls.saturating_sub(calls_before),
+            failures.saturating_sub(failures_before),
+        )
     }
 
     /// Ejects the endpoint; whether this call did (not already ejected).
@@ -268,6 +382,66 @@ mod tests {
         assert!(outlier.eject(&config(), now));
         assert_eq!(outlier.times_ejected(), 1);
         assert!(outlier.return_if_due(now + Duration::from_secs(10)));
+    }
+
+    fn rule() -> SuccessRate {
+        OutlierDetection::new().success_rate_rule().unwrap()
+    }
+
+    #[test]
+    fn an_endpoint_failing_far_more_often_than_the_others_is_an_outlier() {
+        // Five endpoints of 1,000 calls: four fail about 1%, one 30% (never
+        // five in a row need be).
+        let samples = [(1000, 10), (1000, 8), (1000, 300), (1000, 12), (1000, 9)];
+        assert_eq!(success_rate_outliers(&samples, rule()), [2]);
+        // All alike: no outlier, even when they all fail often (an
+        // overload is not one endpoint's fault).
+        let alike = [
+            (1000, 400),
+            (1000, 410),
+            (1000, 390),
+            (1000, 405),
+            (1000, 395),
+        ];
+        assert!(success_rate_outliers(&alike, rule()).is_empty());
+        let perfect = [(500, 0); 6];
+        assert!(success_rate_outliers(&perfect, rule()).is_empty());
+    }
+
+    #[test]
+    fn too_few_calls_or_endpoints_decide_nothing() {
+        // Under 100 calls the bad one does not qualify.
+        let few_calls = [(1000, 10), (1000, 8), (99, 90), (1000, 12), (1000, 9)];
+        assert!(success_rate_outliers(&few_calls, rule()).is_empty());
+        // Four qualifying endpoints are fewer than the minimum of five.
+        let few_hosts = [(1000, 10), (1000, 8), (1000, 300), (1000, 12)];
+        assert!(success_rate_outliers(&few_hosts, rule()).is_empty());
+        assert!(success_rate_outliers(&[], rule()).is_empty());
+        // More failures than calls (counted across the interval's edge)
+        // count as none succeeding, not as a negative rate.
+        let skewed = [(100, 150), (1000, 8), (1000, 9), (1000, 12), (1000, 9)];
+        assert_eq!(success_rate_outliers(&skewed, rule()), [0]);
+    }
+
+    #[test]
+    fn intervals_count_the_calls_and_counted_failures_since_the_last() {
+        let outlier = Outlier::default();
+        for _ in 0..3 {
+            fail(&outlier, Code::Unavailable);
+            fail(&outlier, Code::InvalidArgument);
+        }
+        assert_eq!(outlier.take_interval(100), (100, 3));
+        fail(&outlier, Code::Internal);
+        assert_eq!(outlier.take_interval(150), (50, 1));
+        assert_eq!(outlier.take_interval(150), (0, 0));
+        // Failures count for the success rate with consecutive ejection off.
+        let counting = Outlier::default();
+        let only_rate = OutlierDetection::new().consecutive_failures(0);
+        let status = Status::unavailable("down");
+        for _ in 0..10 {
+            assert_eq!(counting.record(&only_rate, Err(&status)), Verdict::Keep);
+        }
+        assert_eq!(counting.take_interval(10), (10, 10));
     }
 
     #[test]

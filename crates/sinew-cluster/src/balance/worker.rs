@@ -49,6 +49,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut updates: Updates, make_channel:
     let mut resolved: Vec<Endpoint> = Vec::new();
     let mut ejections = tokio::time::interval(EJECTION_TICK);
     ejections.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The success-rate rule's intervals (never, when it is off).
+    let success_rate = shared.outlier.success_rate_rule();
+    let mut rates =
+        tokio::time::interval(success_rate.map_or(Duration::from_secs(3600), |rule| rule.interval));
+    rates.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rates.reset();
     let mut resolving = true;
     loop {
         tokio::select! {
@@ -63,6 +69,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut updates: Updates, make_channel:
                 }
             },
             _ = ejections.tick() => shared.return_ejected(),
+            _ = rates.tick(), if success_rate.is_some() => shared.eject_by_success_rate(),
         }
     }
 }
