@@ -18,7 +18,9 @@ print("| ratio | value | target |")
 print("|-------|-------|--------|")
 targets = report.get("ratio_targets", {})
 for key, value in report["ratios"].items():
-    shown = "n/a" if value is None else f"{value:.2f}"
+    # Small ratios (shares of calls) keep three significant digits.
+    shown = ("n/a" if value is None
+             else f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.3g}")
     print(f"| `{key}` | {shown} | {targets.get(key, '')} |")
 print()
 idle = report.get("idle_cpu_percent") or {}
