@@ -14,6 +14,7 @@
 //! `weight` defaults to 1, `zone` and `metadata` to none.
 
 use crate::endpoint::Endpoint;
+use crate::resolve::Update;
 use serde::{Deserialize, Serialize};
 use sinew_rpc::Status;
 use sinew_transport::Address;
@@ -79,6 +80,56 @@ impl Record {
         }
         endpoint
     }
+}
+
+/// What a registry's resolver has told the stream of one service: it sends
+/// the set only when it changed (an empty set only after a non-empty one:
+/// before, the service is unknown), and says once that the service is
+/// unknown, until a set is sent again.
+#[derive(Debug, Default)]
+pub(crate) struct Told {
+    /// The set last sent.
+    last: Option<Vec<Endpoint>>,
+    /// The service was said to be unknown since the set was last sent.
+    unknown_said: bool,
+}
+
+impl Told {
+    /// The update to send for `endpoints`, if they are news.
+    pub(crate) fn update(&mut self, endpoints: &[Endpoint]) -> Option<Update> {
+        if self.last.as_deref() == Some(endpoints) || (endpoints.is_empty() && self.last.is_none())
+        {
+            return None;
+        }
+        self.last = Some(endpoints.to_vec());
+        self.unknown_said = false;
+        Some(Update::Reset(endpoints.to_vec()))
+    }
+
+    /// Whether to say now that the service is unknown: it has no endpoint,
+    /// and that was not said since a set was last sent.
+    pub(crate) fn say_unknown(&mut self, endpoints: &[Endpoint]) -> bool {
+        if !endpoints.is_empty() || self.unknown_said {
+            return false;
+        }
+        self.unknown_said = true;
+        true
+    }
+
+    /// Whether a set was ever sent.
+    pub(crate) fn sent_any(&self) -> bool {
+        self.last.is_some()
+    }
+}
+
+/// Service names as an error message lists them: sorted, once each,
+/// `none` when there are none.
+pub(crate) fn service_list<'a>(services: impl IntoIterator<Item = &'a str>) -> String {
+    let services: BTreeSet<&str> = services.into_iter().collect();
+    if services.is_empty() {
+        return "none".to_owned();
+    }
+    services.into_iter().collect::<Vec<_>>().join(", ")
 }
 
 /// The addresses at which a bound server is published: each TCP listener's,
@@ -176,6 +227,30 @@ mod tests {
         ] {
             assert!(Record::decode(garbage).is_none(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn a_set_is_told_when_it_changes_and_an_unknown_service_once() {
+        let a = Endpoint::new("tcp://10.0.0.1:7000".parse().unwrap());
+        let mut told = Told::default();
+        // Nothing yet: no empty set, the service is unknown, said once.
+        assert_eq!(told.update(&[]), None);
+        assert!(told.say_unknown(&[]));
+        assert!(!told.say_unknown(&[]));
+        assert!(!told.sent_any());
+        // A set, sent once; not unknown while it has endpoints.
+        let set = vec![a];
+        assert_eq!(told.update(&set), Some(Update::Reset(set.clone())));
+        assert_eq!(told.update(&set), None);
+        assert!(!told.say_unknown(&set));
+        // Emptied: sent (the endpoints left), then unknown once more.
+        assert_eq!(told.update(&[]), Some(Update::Reset(vec![])));
+        assert_eq!(told.update(&[]), None);
+        assert!(told.say_unknown(&[]));
+        assert!(!told.say_unknown(&[]));
+        assert!(told.sent_any());
+        assert_eq!(service_list(["b.B", "a.A", "b.B"]), "a.A, b.B");
+        assert_eq!(service_list([]), "none");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::registry::{parse_address, parse_record, parse_records};
 use super::{api, prefix_end, Etcd, FIRST_RETRY, LAST_RETRY};
 use crate::endpoint::Endpoint;
-use crate::registry::Record;
+use crate::registry::{service_list, Record, Told};
 use crate::resolve::{Resolve, Update, Updates};
 use api::etcdserverpb::watch_client::WatchClient;
 use api::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
@@ -46,8 +46,7 @@ impl Resolve for EtcdResolver {
             service: service.to_owned(),
             records: BTreeMap::new(),
             revision: 0,
-            last: None,
-            unknown_said: false,
+            told: Told::default(),
             sender,
         };
         let task = tokio::spawn(follow.run());
@@ -96,10 +95,7 @@ struct Follow {
     records: BTreeMap<String, (Address, Record)>,
     /// The store revision the records are at.
     revision: i64,
-    /// The set last sent.
-    last: Option<Vec<Endpoint>>,
-    /// The service was said to be unknown since the set was last sent.
-    unknown_said: bool,
+    told: Told,
     sender: mpsc::Sender<Result<Update, Status>>,
 }
 
@@ -249,26 +245,15 @@ impl Follow {
             .filter(|(_, record)| record.services.contains(&self.service))
             .map(|(address, record)| record.endpoint(address.clone(), None))
             .collect();
-        if self.last.as_ref() != Some(&endpoints) && (!endpoints.is_empty() || self.last.is_some())
-        {
-            self.last = Some(endpoints.clone());
-            self.unknown_said = false;
-            return self.sender.send(Ok(Update::Reset(endpoints))).await.is_ok();
+        if let Some(update) = self.told.update(&endpoints) {
+            return self.sender.send(Ok(update)).await.is_ok();
         }
-        if endpoints.is_empty() && !self.unknown_said {
-            self.unknown_said = true;
-            let mut known: Vec<&str> = self
-                .records
-                .values()
-                .flat_map(|(_, record)| record.services.iter().map(String::as_str))
-                .collect();
-            known.sort_unstable();
-            known.dedup();
-            let known = if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            };
+        if self.told.say_unknown(&endpoints) {
+            let known = service_list(
+                self.records
+                    .values()
+                    .flat_map(|(_, record)| record.services.iter().map(String::as_str)),
+            );
             let status = Status::not_found(format!(
                 "nothing registered in etcd at {} under {} serves {}; services registered: {known}",
                 self.etcd.members().join(","),

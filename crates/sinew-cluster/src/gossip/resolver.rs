@@ -3,7 +3,7 @@
 
 use super::record::{endpoints_of, services};
 use super::Inner;
-use crate::endpoint::Endpoint;
+use crate::registry::{service_list, Told};
 use crate::resolve::{Resolve, Update, Updates};
 use chitchat::{ChitchatId, NodeState};
 use sinew_rpc::Status;
@@ -46,8 +46,7 @@ impl Resolve for GossipResolver {
             inner: self.inner.clone(),
             live: self.inner.live.clone(),
             service: service.to_owned(),
-            last: None,
-            unknown_said: false,
+            told: Told::default(),
         };
         Box::pin(futures_util::stream::unfold(follow, Follow::next))
     }
@@ -59,10 +58,7 @@ struct Follow {
     inner: Arc<Inner>,
     live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     service: String,
-    /// The set last sent.
-    last: Option<Vec<Endpoint>>,
-    /// The service was said to be unknown since the set was last sent.
-    unknown_said: bool,
+    told: Told,
 }
 
 impl Follow {
@@ -74,21 +70,13 @@ impl Follow {
                 let known = endpoints.is_empty().then(|| services(&members));
                 (endpoints, known, members.len() <= 1)
             };
-            if self.last.as_ref() != Some(&endpoints)
-                && (!endpoints.is_empty() || self.last.is_some())
-            {
-                self.last = Some(endpoints.clone());
-                self.unknown_said = false;
-                return Some((Ok(Update::Reset(endpoints)), self));
+            if let Some(update) = self.told.update(&endpoints) {
+                return Some((Ok(update), self));
             }
             let synced = tokio::time::Instant::now() >= self.inner.first_sync.into();
-            if let Some(known) = known.filter(|_| synced && !self.unknown_said) {
-                self.unknown_said = true;
-                let known = if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.into_iter().collect::<Vec<_>>().join(", ")
-                };
+            if synced && self.told.say_unknown(&endpoints) {
+                // (Listed whenever the set is empty, which it is here.)
+                let known = service_list(known.iter().flatten().map(String::as_str));
                 let status = if alone && !self.inner.seeds.is_empty() {
                     Status::unavailable(format!(
                         "no member of cluster {} answered at {}",
@@ -104,7 +92,7 @@ impl Follow {
                 return Some((Err(status), self));
             }
             let first_sync = self.inner.first_sync;
-            let waiting_for_sync = !synced && self.last.is_none();
+            let waiting_for_sync = !synced && !self.told.sent_any();
             tokio::select! {
                 changed = self.live.changed() => {
                     // The member stopped gossiping (it left): no more updates.
