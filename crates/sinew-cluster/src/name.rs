@@ -93,6 +93,15 @@ fn service_of(name: &str, given: Option<&str>, named: Option<&str>) -> Result<St
     }
 }
 
+/// `HOST:PORT` taken apart (a bracketed IPv6 host keeps its brackets):
+/// `None` when the host is empty or the port is not a port number.
+#[cfg(any(feature = "gossip", feature = "etcd"))]
+pub(crate) fn host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
+}
+
 /// A registry name taken apart: `SCHEME://HOST:PORT[,HOST:PORT...]/[PATH][?QUERY]`.
 #[cfg(any(feature = "gossip", feature = "etcd"))]
 struct Parts<'a> {
@@ -124,10 +133,7 @@ impl<'a> Parts<'a> {
         if hosts.is_empty() {
             return Err("no host:port".to_owned());
         }
-        if let Some(host) = hosts.iter().find(|host| {
-            host.rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-        }) {
+        if let Some(host) = hosts.iter().find(|host| host_port(host).is_none()) {
             return Err(format!("{host:?} is not host:port"));
         }
         let query = query

@@ -117,6 +117,7 @@ impl Told {
     }
 
     /// Whether a set was ever sent.
+    #[cfg_attr(not(feature = "gossip"), allow(dead_code))]
     pub(crate) fn sent_any(&self) -> bool {
         self.last.is_some()
     }

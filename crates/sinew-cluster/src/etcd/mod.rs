@@ -128,13 +128,9 @@ impl Etcd {
         let addresses = members
             .iter()
             .map(|member| {
-                let invalid =
-                    || Status::invalid_argument(format!("etcd member {member:?} is not host:port"));
-                let (host, port) = member.rsplit_once(':').ok_or_else(invalid)?;
-                let port: u16 = port.parse().map_err(|_| invalid())?;
-                if host.is_empty() {
-                    return Err(invalid());
-                }
+                let (host, port) = crate::name::host_port(member).ok_or_else(|| {
+                    Status::invalid_argument(format!("etcd member {member:?} is not host:port"))
+                })?;
                 Ok(Address::tcp(
                     host.trim_start_matches('[').trim_end_matches(']'),
                     port,
