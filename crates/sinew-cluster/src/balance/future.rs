@@ -80,7 +80,7 @@ impl ResponseFuture {
         };
         // A copy only when another endpoint could take it.
         let spare = match shared.failover > 0 && shared.set.load().endpoints().len() > 1 {
-            true => request.try_clone(),
+            true => request.try_spare(),
             false => None,
         };
         let (attempt, counted) = send(endpoint, request);

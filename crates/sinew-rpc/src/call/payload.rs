@@ -1,9 +1,11 @@
 //! [`Payload`]: one outgoing message, encoded straight into the transport's
-//! buffer, and encoded only once however many times it is sent.
+//! buffer, and encoded only once however many times it is sent (a spare kept
+//! for a send that may never happen does not count).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sinew_transport::SlabBuf;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// One request message on its way out: a protobuf message of any type, or
@@ -14,10 +16,12 @@ use std::sync::{Arc, OnceLock};
 /// write buffer (or a shared-memory slab) when it is sent: no intermediate
 /// buffer, no copy. Once it has been cloned, the first send encodes it into
 /// bytes kept in the payload, and every send copies those: it is never
-/// encoded twice.
-#[derive(Clone)]
+/// encoded twice. A [spare](Payload::spare), kept in case a send must be
+/// made again, is the exception: it does not count as a second holder.
 pub struct Payload {
     repr: Repr,
+    // Whether this is a spare, counted in the message's spares until dropped.
+    spare: bool,
 }
 
 #[derive(Clone)]
@@ -33,11 +37,14 @@ trait Erased: Send + Sync + 'static {
     fn encode_to(&self, buf: &mut BytesMut);
     fn encode_to_slab(&self, buf: &mut SlabBuf);
     fn encoding(&self) -> &OnceLock<Bytes>;
+    fn spares(&self) -> &AtomicUsize;
 }
 
 struct Typed<M> {
     message: M,
     encoding: OnceLock<Bytes>,
+    // Holders that are spares (`Payload::spare`).
+    spares: AtomicUsize,
 }
 
 impl<M: prost::Message + Send + Sync + 'static> Erased for Typed<M> {
@@ -59,6 +66,10 @@ impl<M: prost::Message + Send + Sync + 'static> Erased for Typed<M> {
     fn encoding(&self) -> &OnceLock<Bytes> {
         &self.encoding
     }
+
+    fn spares(&self) -> &AtomicUsize {
+        &self.spares
+    }
 }
 
 impl Payload {
@@ -68,7 +79,9 @@ impl Payload {
             repr: Repr::Message(Arc::new(Typed {
                 message,
                 encoding: OnceLock::new(),
+                spares: AtomicUsize::new(0),
             })),
+            spare: false,
         }
     }
 
@@ -77,6 +90,22 @@ impl Payload {
     pub fn from_bytes(bytes: Bytes) -> Payload {
         Payload {
             repr: Repr::Encoded(bytes),
+            spare: false,
+        }
+    }
+
+    /// A copy to keep in reserve, in case a send fails and must be made
+    /// again (a retry or fail-over buffer). Unlike a clone, a spare does not
+    /// keep the payload from being encoded in place: the common send that
+    /// succeeds pays nothing for it, and the rare one made from the spare
+    /// encodes the message again. A clone of a spare is an ordinary clone.
+    pub fn spare(&self) -> Payload {
+        if let Repr::Message(message) = &self.repr {
+            message.spares().fetch_add(1, Ordering::Relaxed);
+        }
+        Payload {
+            repr: self.repr.clone(),
+            spare: true,
         }
     }
 
@@ -124,15 +153,35 @@ impl Payload {
     }
 
     /// The message, when encoding it in place is best: nobody else holds it
-    /// (so no other send could reuse an encoding) and it has none yet.
+    /// but spares (so no other send is likely to reuse an encoding) and it
+    /// has none yet. The counts may race a clone or a drop elsewhere; that
+    /// only decides whether a send copies a kept encoding or encodes again.
     fn direct(&self) -> Option<&dyn Erased> {
         match &self.repr {
             Repr::Message(message)
-                if Arc::strong_count(message) == 1 && message.encoding().get().is_none() =>
+                if Arc::strong_count(message) <= 1 + message.spares().load(Ordering::Relaxed)
+                    && message.encoding().get().is_none() =>
             {
                 Some(&**message)
             }
             _ => None,
+        }
+    }
+}
+
+impl Clone for Payload {
+    fn clone(&self) -> Payload {
+        Payload {
+            repr: self.repr.clone(),
+            spare: false,
+        }
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        if let (true, Repr::Message(message)) = (self.spare, &self.repr) {
+            message.spares().fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -213,6 +262,41 @@ mod tests {
         assert_eq!(&buf[..], &b"\x0a\x05hello".repeat(4)[..]);
         assert_eq!(encodings.load(Ordering::SeqCst), 1);
         assert_eq!(payload.to_bytes(), Bytes::from_static(b"\x0a\x05hello"));
+    }
+
+    #[test]
+    fn a_spare_leaves_the_payload_encoded_in_place_and_encodes_again_if_sent() {
+        let encodings = Arc::new(AtomicUsize::new(0));
+        let payload = Payload::new(Counted {
+            encodings: encodings.clone(),
+        });
+        let spare = payload.spare();
+        let mut buf = BytesMut::new();
+        assert!(payload.direct().is_some(), "a spare is not a second holder");
+        payload.encode(&mut buf);
+        drop(payload);
+        // The send failed; the spare goes out instead, encoded again.
+        spare.encode(&mut buf);
+        assert_eq!(&buf[..], &b"\x0a\x05hello".repeat(2)[..]);
+        assert_eq!(encodings.load(Ordering::SeqCst), 2);
+        // A second fail-over sends a clone of the spare and keeps the spare:
+        // the clone is the one holder that sends, so it encodes in place.
+        let again = spare.clone();
+        assert!(again.direct().is_some());
+        again.encode(&mut buf);
+        assert_eq!(encodings.load(Ordering::SeqCst), 3);
+        // An ordinary clone next to it is a second sender: both share one
+        // encoding from then on.
+        let hedge = again.clone();
+        assert!(again.direct().is_none());
+        again.encode(&mut buf);
+        hedge.encode(&mut buf);
+        assert_eq!(encodings.load(Ordering::SeqCst), 4);
+        drop(spare);
+        let Repr::Message(message) = &again.repr else {
+            unreachable!("a message payload")
+        };
+        assert_eq!(message.spares().load(Ordering::SeqCst), 0);
     }
 
     #[test]

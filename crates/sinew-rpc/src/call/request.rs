@@ -127,6 +127,15 @@ impl RequestBody {
         self.as_single().cloned().map(RequestBody::single)
     }
 
+    /// As [`try_clone`](RequestBody::try_clone), a copy to keep in reserve
+    /// in case the send fails and must be made again: the original is still
+    /// encoded in place ([`Payload::spare`]).
+    pub fn try_spare(&self) -> Option<RequestBody> {
+        self.as_single()
+            .map(Payload::spare)
+            .map(RequestBody::single)
+    }
+
     /// The body as a stream of messages, whatever its kind.
     pub fn into_stream(self) -> PayloadStream {
         match self.kind {
@@ -254,13 +263,27 @@ impl CallRequest {
     /// A copy to send again (a retry, a hedge): the payload is shared, not
     /// re-encoded. `None` for a streaming body, which can be sent once.
     pub fn try_clone(&self) -> Option<CallRequest> {
-        Some(CallRequest {
+        Some(self.with_body(self.body.try_clone()?))
+    }
+
+    /// As [`try_clone`](CallRequest::try_clone), a copy to keep in reserve
+    /// for sending the call again if it fails (a retry or fail-over buffer).
+    /// Unlike a clone, it does not make the request's message be encoded
+    /// into a buffer of its own before it is sent ([`Payload::spare`]): a
+    /// call that needs no second send pays only for the copy.
+    pub fn try_spare(&self) -> Option<CallRequest> {
+        Some(self.with_body(self.body.try_spare()?))
+    }
+
+    /// A copy of the request with `body` for its body.
+    fn with_body(&self, body: RequestBody) -> CallRequest {
+        CallRequest {
             path: self.path.clone(),
             metadata: self.metadata.clone(),
             deadline: self.deadline,
             extensions: self.extensions.clone(),
-            body: self.body.try_clone()?,
-        })
+            body,
+        }
     }
 }
 

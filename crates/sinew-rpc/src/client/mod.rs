@@ -429,11 +429,11 @@ impl tower::Service<CallRequest> for Channel {
                 }
             }
             Kind::Service { service, in_flight } => {
-                let call = in_flight.start();
-                let response = service.call(request);
+                let counted = Some(in_flight.start());
                 ResponseFuture {
-                    kind: FutureKind::Boxed {
-                        future: Box::pin(async move { Ok(call.until_end_of(response.await?)) }),
+                    kind: FutureKind::Service {
+                        future: service.call(request),
+                        counted,
                     },
                 }
             }
@@ -467,7 +467,11 @@ pin_project! {
     #[project = FutureProjection]
     enum FutureKind {
         Sinew { #[pin] call: SinewCall },
-        Boxed { future: Pin<Box<dyn Future<Output = Result<CallResponse, Status>> + Send>> },
+        // The call counted until its response ends.
+        Service {
+            future: BoxFuture<'static, Result<CallResponse, Status>>,
+            counted: Option<InFlightCall>,
+        },
     }
 }
 
@@ -477,7 +481,14 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             FutureProjection::Sinew { call } => call.poll(cx),
-            FutureProjection::Boxed { future } => future.as_mut().poll(cx),
+            FutureProjection::Service { future, counted } => {
+                let response = std::task::ready!(future.as_mut().poll(cx));
+                let counted = counted.take();
+                Poll::Ready(response.map(|response| match counted {
+                    Some(counted) => counted.until_end_of(response),
+                    None => response,
+                }))
+            }
         }
     }
 }
