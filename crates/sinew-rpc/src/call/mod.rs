@@ -35,13 +35,15 @@
 //! This module holds the values; `client` holds the services that carry them
 //! and the typed-call helper, `server` the other side.
 
+mod attempts;
 mod payload;
 mod request;
 mod response;
 
+pub use attempts::Attempts;
 pub use payload::Payload;
 pub use request::{
-    CallRequest, CallRequestParts, Extensions, MethodPath, PayloadStream, RequestBody,
+    CallRequest, CallRequestParts, Extensions, Idempotency, MethodPath, PayloadStream, RequestBody,
 };
 pub use response::{CallResponse, ResponseBody, ResponseFrame};
 

@@ -16,16 +16,41 @@ use tokio::time::Instant;
 /// `TypeId`, as in `http`.
 pub type Extensions = http::Extensions;
 
-/// The method a call is for: `/package.Service/Method`.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// The method a call is for: `/package.Service/Method`, and what its
+/// `.proto` says about running it twice ([`Idempotency`]; generated clients
+/// set it). Two paths are equal when their text is.
+#[derive(Clone)]
 pub struct MethodPath {
     repr: PathRepr,
+    idempotency: Idempotency,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 enum PathRepr {
     Static(&'static str),
     Shared(Arc<str>),
+}
+
+/// Whether a method may run more than once for one call, as its `.proto`
+/// declares it (`option idempotency_level = ...;`, protobuf's
+/// `MethodOptions.IdempotencyLevel`). Resilience policies retry and hedge
+/// by default only methods that are not [`Idempotency::Unknown`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Idempotency {
+    /// Nothing declared: running it twice may do the work twice.
+    #[default]
+    Unknown,
+    /// `IDEMPOTENT`: running it twice has the effect of running it once.
+    Idempotent,
+    /// `NO_SIDE_EFFECTS`: it changes nothing (a read).
+    NoSideEffects,
+}
+
+impl Idempotency {
+    /// Whether a second run is harmless.
+    pub fn is_repeatable(self) -> bool {
+        self != Idempotency::Unknown
+    }
 }
 
 impl MethodPath {
@@ -36,12 +61,39 @@ impl MethodPath {
             PathRepr::Shared(path) => path,
         }
     }
+
+    /// The path, with the method's declared idempotency.
+    pub fn with_idempotency(mut self, idempotency: Idempotency) -> MethodPath {
+        self.idempotency = idempotency;
+        self
+    }
+
+    /// What the method's `.proto` declares ([`Idempotency::Unknown`] when
+    /// nothing does, or nothing said).
+    pub fn idempotency(&self) -> Idempotency {
+        self.idempotency
+    }
+}
+
+impl PartialEq for MethodPath {
+    fn eq(&self, other: &MethodPath) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for MethodPath {}
+
+impl std::hash::Hash for MethodPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
 }
 
 impl From<&'static str> for MethodPath {
     fn from(path: &'static str) -> MethodPath {
         MethodPath {
             repr: PathRepr::Static(path),
+            idempotency: Idempotency::Unknown,
         }
     }
 }
@@ -50,6 +102,7 @@ impl From<String> for MethodPath {
     fn from(path: String) -> MethodPath {
         MethodPath {
             repr: PathRepr::Shared(path.into()),
+            idempotency: Idempotency::Unknown,
         }
     }
 }
@@ -58,6 +111,7 @@ impl From<Arc<str>> for MethodPath {
     fn from(path: Arc<str>) -> MethodPath {
         MethodPath {
             repr: PathRepr::Shared(path),
+            idempotency: Idempotency::Unknown,
         }
     }
 }
@@ -179,13 +233,14 @@ pub struct CallRequest {
 }
 
 impl CallRequest {
-    /// A call to `path` (`/package.Service/Method`) with no metadata, no
-    /// deadline and no extensions.
+    /// A call to `path` (`/package.Service/Method`) with no metadata and no
+    /// extensions. Its deadline is the one it inherits when made by a
+    /// handler ([`crate::inherit`]), none otherwise.
     pub fn new(path: impl Into<MethodPath>, body: RequestBody) -> CallRequest {
         CallRequest {
             path: path.into(),
             metadata: MetadataMap::new(),
-            deadline: None,
+            deadline: crate::inherit::inherited_deadline(),
             extensions: Extensions::new(),
             body,
         }

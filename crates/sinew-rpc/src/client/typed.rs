@@ -56,7 +56,14 @@ fn call_request<T>(
     let mut call = CallRequest::new(path, body(message));
     *call.metadata_mut() = metadata;
     *call.extensions_mut() = extensions;
-    call.set_deadline(timeout.map(|timeout| Instant::now() + timeout));
+    // The request's own timeout, unless the deadline the call inherited
+    // (from the handler making it) is sooner.
+    if let Some(timeout) = timeout {
+        let own = Instant::now() + timeout;
+        if call.deadline().is_none_or(|inherited| own < inherited) {
+            call.set_deadline(Some(own));
+        }
+    }
     call
 }
 

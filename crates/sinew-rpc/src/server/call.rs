@@ -103,6 +103,9 @@ pub struct ServerCall {
     /// request stream) in the same read as the call's HEADERS: the reader hands
     /// it over directly, so the handler need not take the lock to receive it.
     pub(crate) prefetched: Option<bytes::Bytes>,
+    /// What the handler's own calls leave of the deadline
+    /// ([`ServerBuilder::deadline_margin`](super::ServerBuilder::deadline_margin)).
+    pub(crate) deadline_margin: Duration,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -170,6 +173,18 @@ impl ServerCall {
     /// them (`None` for an in-process caller).
     pub fn peer(&self) -> Option<&Peer> {
         self.peer.as_deref()
+    }
+
+    /// Resolves, with the reason, once the call is over from the outside:
+    /// the client cancelled it or went away (`CANCELLED`), or a graceful
+    /// shutdown's drain deadline ended it (`UNAVAILABLE`). Handlers see this
+    /// by being dropped; a layer that makes a call wait before its handler
+    /// runs (a queue, a limiter, an injected delay) races it, so that a call
+    /// nobody waits for any more leaves at once. (The deadline is
+    /// [`ServerCall::deadline`].)
+    pub fn cancelled(&self) -> impl Future<Output = Status> + Send + 'static {
+        let io = self.io.clone();
+        poll_fn(move |cx| io.poll_cancelled(cx))
     }
 
     /// Reads the single request message of a unary or server-streaming call.

@@ -462,6 +462,7 @@ impl Reader {
                     peer: self.peer.clone(),
                     route,
                     prefetched: None,
+                    deadline_margin: self.config.deadline_margin,
                 });
                 Ok(())
             }

@@ -73,6 +73,8 @@ pin_project! {
         io: CallIo,
         state: State,
         deadline: Option<Instant>,
+        // What the handler's own calls inherit (`crate::inherit`).
+        inherited: Option<Instant>,
         #[pin]
         expiry: Expiry,
     }
@@ -112,6 +114,13 @@ pub(crate) fn run(mut call: ServerCall) -> Running {
     };
     // (A bare status allocates nothing; the call is dispatched once.)
     let route = std::mem::replace(&mut call.route, Err(Status::new(Code::Internal, "")));
+    // What the handler's own calls inherit (the deadline as the layers
+    // left it, less the margin).
+    let inherited = call.deadline.map(|deadline| {
+        deadline
+            .checked_sub(call.deadline_margin)
+            .unwrap_or(deadline)
+    });
     let state = match route {
         Ok((service, method)) => {
             State::Handling(AssertUnwindSafe(service.call(method, call)).catch_unwind())
@@ -122,6 +131,7 @@ pub(crate) fn run(mut call: ServerCall) -> Running {
         io,
         state,
         deadline: call_deadline,
+        inherited,
         expiry,
     }
 }
@@ -137,28 +147,31 @@ impl Future for Running {
                 return Poll::Ready(status);
             }
             State::Done => panic!("a call polled after its end"),
-            State::Handling(mut handler) => match Pin::new(&mut handler).poll(cx) {
-                // The handler ended the call itself.
-                Poll::Ready(Ok(status)) => return Poll::Ready(status),
-                Poll::Ready(Err(_panic)) => Status::internal("handler panicked"),
-                Poll::Pending => {
-                    let expired = match this.expiry.project() {
-                        ExpiryProjection::At { sleep } => sleep.poll(cx).is_ready(),
-                        ExpiryProjection::Never => false,
-                    };
-                    if !expired {
-                        if let Poll::Ready(status) = this.io.poll_cancelled(cx) {
-                            // Cancelled from outside: the other side knows.
-                            return Poll::Ready(deadline_or(status, *this.deadline));
+            State::Handling(mut handler) => {
+                match crate::inherit::poll_with(*this.inherited, || Pin::new(&mut handler).poll(cx))
+                {
+                    // The handler ended the call itself.
+                    Poll::Ready(Ok(status)) => return Poll::Ready(status),
+                    Poll::Ready(Err(_panic)) => Status::internal("handler panicked"),
+                    Poll::Pending => {
+                        let expired = match this.expiry.project() {
+                            ExpiryProjection::At { sleep } => sleep.poll(cx).is_ready(),
+                            ExpiryProjection::Never => false,
+                        };
+                        if !expired {
+                            if let Poll::Ready(status) = this.io.poll_cancelled(cx) {
+                                // Cancelled from outside: the other side knows.
+                                return Poll::Ready(deadline_or(status, *this.deadline));
+                            }
+                            *this.state = State::Handling(handler);
+                            return Poll::Pending;
                         }
-                        *this.state = State::Handling(handler);
-                        return Poll::Pending;
+                        Status::deadline_exceeded(
+                            "deadline exceeded while the server was handling the call",
+                        )
                     }
-                    Status::deadline_exceeded(
-                        "deadline exceeded while the server was handling the call",
-                    )
                 }
-            },
+            }
         };
         // The handler could not end the call (it panicked, or the deadline
         // passed first): end it here. (The handler is dropped by now.)

@@ -73,6 +73,8 @@ pub(crate) struct ServerConfig {
     pub(crate) frame_timeout: Duration,
     /// See [`ServerBuilder::idle_timeout`].
     pub(crate) idle_timeout: Option<Duration>,
+    /// See [`ServerBuilder::deadline_margin`].
+    pub(crate) deadline_margin: Duration,
 }
 
 /// What a server layer wraps: the rest of the stack, down to [`Dispatch`],
@@ -459,6 +461,15 @@ impl ServerBuilder {
         self
     }
 
+    /// How much sooner than the call's own deadline the calls its handler
+    /// makes must end (default 0): the deadline they inherit
+    /// ([`crate::inherit`]) is the call's less this margin, which leaves the
+    /// handler time to answer when a call it made runs out.
+    pub fn deadline_margin(mut self, margin: Duration) -> Self {
+        self.config.deadline_margin = margin;
+        self
+    }
+
     /// Time a frame may take to arrive once its first bytes have (default
     /// 30 s): a peer that trickles a large frame a byte at a time is closed
     /// with a GOAWAY instead of pinning its buffer forever.
@@ -650,6 +661,7 @@ impl Server {
                 request_timeout: Duration::from_secs(60),
                 frame_timeout: Duration::from_secs(30),
                 idle_timeout: Some(Duration::from_secs(600)),
+                deadline_margin: Duration::ZERO,
             },
         }
     }
