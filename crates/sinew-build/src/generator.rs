@@ -285,9 +285,20 @@ impl ServiceGenerator {
                         "bidirectional",
                     ),
                 };
+            // The method's declared idempotency travels with its path, for
+            // resilience policies (retry and hedge by default).
+            let path = match method.options.idempotency_level {
+                Some(1) => format!(
+                    "MethodPath::from({path:?}).with_idempotency(Idempotency::NoSideEffects)"
+                ),
+                Some(2) => {
+                    format!("MethodPath::from({path:?}).with_idempotency(Idempotency::Idempotent)")
+                }
+                _ => format!("{path:?}"),
+            };
             let _ = writeln!(
                 buf,
-                "pub async fn {}(&self, request: {argument}) -> Result<{response}, Status> {{ self.inner.{call}({path:?}, request.{into}()).await }}",
+                "pub async fn {}(&self, request: {argument}) -> Result<{response}, Status> {{ self.inner.{call}({path}, request.{into}()).await }}",
                 method.name
             );
         }

@@ -43,6 +43,51 @@ mod tests {
     }
 
     #[test]
+    fn a_methods_declared_idempotency_travels_with_its_path() {
+        let dir = std::env::temp_dir().join(format!("sinew-build-idem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let proto = dir.join("svc.proto");
+        std::fs::write(
+            &proto,
+            "syntax = \"proto3\";\npackage t;\nmessage M {}\n\
+             service S {\n\
+               rpc Read(M) returns (M) { option idempotency_level = NO_SIDE_EFFECTS; }\n\
+               rpc Set(M) returns (M) { option idempotency_level = IDEMPOTENT; }\n\
+               rpc Add(M) returns (M);\n\
+             }\n",
+        )
+        .unwrap();
+        super::configure()
+            .out_dir(&dir)
+            .compile(&[&proto], &[&dir])
+            .unwrap();
+        let code = std::fs::read_to_string(dir.join("t.rs")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The method's code with no white space (the generated code is
+        // formatted).
+        let method = |name: &str| {
+            let start = code.find(&format!("pub async fn {name}(")).unwrap();
+            let end = code[start + 1..]
+                .find("pub async fn ")
+                .map_or(code.len(), |end| start + 1 + end);
+            code[start..end].split_whitespace().collect::<String>()
+        };
+        assert!(
+            method("read").contains(
+                r#"MethodPath::from("/t.S/Read").with_idempotency(Idempotency::NoSideEffects)"#
+            ),
+            "{}",
+            method("read")
+        );
+        assert!(method("set").contains("with_idempotency(Idempotency::Idempotent)"));
+        assert!(
+            method("add").contains(r#"self.inner.unary("/t.S/Add","#),
+            "{}",
+            method("add")
+        );
+    }
+
+    #[test]
     fn bytes_fields_become_bytes_only_where_asked() {
         let dir = std::env::temp_dir().join(format!("sinew-build-bytes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
