@@ -93,7 +93,7 @@ use crate::resolve::Resolve;
 use arc_swap::ArcSwap;
 use endpoints::{EndpointState, Set};
 use locality::Locality;
-use sinew_rpc::call::{CallRequest, CallResponse};
+use sinew_rpc::call::{Attempts, CallRequest, CallResponse};
 use sinew_rpc::{Channel, Status};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -540,13 +540,28 @@ impl tower::Service<CallRequest> for Balanced {
     }
 
     /// Sends the call to the endpoint `poll_ready` picked, or picks one now
-    /// (by the call's key, for a hash policy).
+    /// (by the call's key, for a hash policy). A later attempt of a call (a
+    /// retry, a hedge: the request carries [`Attempts`]) goes to another
+    /// endpoint than the last attempt's, when another is ready.
     fn call(&mut self, request: CallRequest) -> ResponseFuture {
         let shared = self.handle.shared.clone();
+        let attempts = request.extensions().get::<Attempts>();
+        let last = attempts.and_then(Attempts::last::<EndpointState>);
+        let key = shared.key_of(&request);
         let picked = match self.picked.take() {
-            Some(picked) => Some(picked),
-            None => shared.pick(shared.key_of(&request), None),
+            Some(picked) if !last.as_ref().is_some_and(|last| Arc::ptr_eq(&picked, last)) => {
+                Some(picked)
+            }
+            // None picked yet, or the last attempt's endpoint: another one,
+            // else that one after all.
+            picked => shared
+                .pick(key, last.as_deref())
+                .or(picked)
+                .or_else(|| last.as_ref().and_then(|_| shared.pick(key, None))),
         };
+        if let (Some(attempts), Some(picked)) = (attempts, &picked) {
+            attempts.record(picked.clone());
+        }
         ResponseFuture::start(shared, picked, request)
     }
 }
