@@ -117,6 +117,7 @@
 //! | [`wire`] | sinew's frames and codec (`docs/protocol.md`) |
 //! | [`grpc`] (feature `grpc`, default) | the gRPC bridge and client |
 //! | [`cluster`] (feature `cluster`, default) | discovery (resolvers) and the balanced channel over a service's endpoints |
+//! | [`resilience`] (feature `resilience`, default) | gRPC service configs applied to calls: timeouts, retries, size limits |
 //!
 //! # Features
 //!
@@ -134,6 +135,9 @@
 //!   register under a kept-alive lease, clients resolve `etcd://` names
 //!   from a watch. Needs `grpc`; no `protoc` (etcd's API is generated in
 //!   Rust).
+//! * `resilience` (default): per-method call policies from gRPC service
+//!   configs ([`resilience`]): timeouts, retries with backoff, server
+//!   pushback and throttling, message size limits, as one tower layer.
 
 #![forbid(unsafe_code)]
 
@@ -146,6 +150,9 @@ pub use sinew_grpc as grpc;
 
 #[cfg(feature = "cluster")]
 pub use sinew_cluster as cluster;
+
+#[cfg(feature = "resilience")]
+pub use sinew_resilience as resilience;
 
 /// The protobuf runtime generated code uses: applications need no `prost`
 /// dependency of their own (at a matching version) to use generated types.

@@ -1,0 +1,192 @@
+//! [`Configured`]: a call service that applies a [`ServiceConfig`] to every
+//! call it passes on: the method's timeout (the call keeps a sooner deadline
+//! of its own), its request and response size limits, and its retry policy
+//! under the config's retry throttling, or its hedging policy. Methods whose
+//! `.proto` declares them idempotent are retried by default
+//! ([`ServiceConfig::idempotent_retry`]). Other calls to methods the config
+//! does not name pass through untouched, at the cost of one lookup.
+//!
+//! The config is live: [`ConfigHandle::set`] replaces it for the calls that
+//! start after, and a throttle whose settings did not change keeps its
+//! tokens.
+//!
+//! Not here: `waitForReady` is parsed (and checked) but not yet applied by
+//! this service.
+
+mod future;
+mod layer;
+
+pub use future::ResponseFuture;
+pub use layer::ServiceConfigLayer;
+
+use crate::config::ServiceConfig;
+use crate::hedge::{Hedging, HedgingPolicy};
+use crate::retry::{RetryPolicy, RetryThrottle, Retrying};
+use arc_swap::ArcSwap;
+use sinew_rpc::call::{Attempts, CallRequest, CallResponse};
+use sinew_rpc::Status;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+use tower::Service;
+
+/// A service config in force, replaceable while calls run; cheap to clone
+/// (clones share it).
+#[derive(Clone, Debug)]
+pub struct ConfigHandle {
+    current: Arc<ArcSwap<InForce>>,
+}
+
+/// A config and the throttle that goes with it.
+#[derive(Debug)]
+struct InForce {
+    config: ServiceConfig,
+    throttle: Option<RetryThrottle>,
+}
+
+impl ConfigHandle {
+    /// A handle with `config` in force.
+    pub fn new(config: ServiceConfig) -> ConfigHandle {
+        let throttle = config.retry_throttling().map(RetryThrottle::new);
+        ConfigHandle {
+            current: Arc::new(ArcSwap::from_pointee(InForce { config, throttle })),
+        }
+    }
+
+    /// Puts `config` in force for the calls that start from now on. The
+    /// retry throttle keeps its tokens if its settings are the same.
+    pub fn set(&self, config: ServiceConfig) {
+        let current = self.current.load();
+        let throttle = match (config.retry_throttling(), &current.throttle) {
+            (Some(settings), Some(throttle)) if throttle.settings() == settings => {
+                Some(throttle.clone())
+            }
+            (settings, _) => settings.map(RetryThrottle::new),
+        };
+        self.current.store(Arc::new(InForce { config, throttle }));
+    }
+
+    /// The config in force.
+    pub fn get(&self) -> ServiceConfig {
+        self.current.load().config.clone()
+    }
+
+    /// The retry throttle in force, if the config sets one.
+    pub fn throttle(&self) -> Option<RetryThrottle> {
+        self.current.load().throttle.clone()
+    }
+}
+
+/// A call service that applies a service config to the calls it passes to
+/// `S`; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Configured<S> {
+    inner: S,
+    config: ConfigHandle,
+}
+
+impl<S> Configured<S> {
+    /// `inner`, with the config `config` holds.
+    pub fn new(inner: S, config: ConfigHandle) -> Configured<S> {
+        Configured { inner, config }
+    }
+
+    /// The handle that replaces the config.
+    pub fn config(&self) -> &ConfigHandle {
+        &self.config
+    }
+
+    /// The service calls go to.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S> Service<CallRequest> for Configured<S>
+where
+    S: Service<CallRequest, Response = CallResponse, Error = Status> + Clone,
+{
+    type Response = CallResponse;
+    type Error = Status;
+    type Future = ResponseFuture<S, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+        let in_force = self.config.current.load();
+        let method = in_force.config.method_config(request.path().as_str());
+        let repeatable = request.path().idempotency().is_repeatable();
+        if method.is_none() && !repeatable {
+            return ResponseFuture::direct(self.inner.call(request), None);
+        }
+        let mut response_limit = None;
+        let mut repeat = None;
+        if let Some(method) = method {
+            if let Some(timeout) = method.timeout_value() {
+                let deadline = Instant::now() + timeout;
+                if request.deadline().is_none_or(|own| own > deadline) {
+                    request.set_deadline(Some(deadline));
+                }
+            }
+            if let (Some(limit), Some(payload)) =
+                (method.max_request_bytes_value(), request.body().as_single())
+            {
+                let length = payload.encoded_len();
+                if length > limit {
+                    return ResponseFuture::failed(Status::resource_exhausted(format!(
+                        "request message of {length} bytes for {} is larger than the {limit} bytes its service config allows",
+                        request.path()
+                    )));
+                }
+            }
+            response_limit = method.max_response_bytes_value();
+            repeat = match (method.retry_policy(), method.hedging_policy()) {
+                (Some(policy), _) => Some(Repeat::Retry(policy)),
+                (None, Some(policy)) => Some(Repeat::Hedge(policy)),
+                (None, None) => None,
+            };
+        }
+        if repeat.is_none() && repeatable {
+            repeat = in_force.config.idempotent_retry().map(Repeat::Retry);
+        }
+        let repeat = repeat.filter(|repeat| {
+            !request.body().is_stream()
+                && !matches!(repeat, Repeat::Retry(policy) if policy.max_attempts() < 2)
+        });
+        let Some(repeat) = repeat else {
+            return ResponseFuture::direct(self.inner.call(request), response_limit);
+        };
+        request.extensions_mut().insert(Attempts::new());
+        let spare = request
+            .try_spare()
+            .expect("a request of one message has a spare");
+        // The ready service makes the first attempt and goes with the call
+        // for the next ones; a clone takes its place here (as tower's retry
+        // does).
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let first = ready.call(request);
+        let throttle = in_force.throttle.clone();
+        match repeat {
+            Repeat::Retry(policy) => ResponseFuture::retrying(
+                Retrying::new(ready, first, spare, policy.clone(), throttle),
+                response_limit,
+            ),
+            Repeat::Hedge(policy) => ResponseFuture::hedging(
+                Hedging::new(ready, first, spare, policy.clone(), throttle),
+                response_limit,
+            ),
+        }
+    }
+}
+
+/// How a call is sent more than once.
+enum Repeat<'a> {
+    Retry(&'a RetryPolicy),
+    Hedge(&'a HedgingPolicy),
+}
+
+#[cfg(test)]
+mod tests;
