@@ -457,3 +457,78 @@ fn serve_says_how_long_the_drain_may_take_when_it_begins() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn a_served_fault_is_retried_by_a_service_config_and_bad_rules_are_refused() {
+    // First attempts of UnaryEcho fail with UNAVAILABLE and ask for a retry
+    // in 10 ms; retries go through.
+    let serve = Serve::start_with(&[
+        "--fault",
+        "path=/grpc.examples.echo.Echo/UnaryEcho,first-attempt,abort=UNAVAILABLE,pushback=10ms",
+    ]);
+    let method = "grpc.examples.echo.Echo/UnaryEcho";
+    fails(
+        &run(&["call", &serve.tcp, method, r#"{"message":"hi"}"#]),
+        3,
+        "injected",
+    );
+    let dir = std::env::temp_dir().join(format!("sinew-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("service_config.json");
+    std::fs::write(
+        &config,
+        r#"{"methodConfig": [{"name": [{"service": "grpc.examples.echo.Echo"}],
+            "retryPolicy": {"maxAttempts": 2, "initialBackoff": "10s", "maxBackoff": "10s",
+                            "backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for address in [&serve.tcp, &serve.unix] {
+        let reply = stdout(&run(&[
+            "call",
+            address,
+            method,
+            r#"{"message":"again"}"#,
+            "--service-config",
+            config,
+        ]));
+        assert_eq!(json(&reply)["message"], "again");
+    }
+    // Other methods are not faulted.
+    let streamed = stdout(&run(&[
+        "call",
+        &serve.tcp,
+        "grpc.examples.echo.Echo/ServerStreamingEcho",
+        r#"{"message":"tick"}"#,
+    ]));
+    assert!(streamed.lines().count() > 0);
+    assert!(streamed.lines().all(|line| json(line)["message"] == "tick"));
+
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"methodConfig": [{"name": [{}], "timeout": "soon"}]}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    fails(
+        &run(&[
+            "call",
+            &serve.tcp,
+            method,
+            "{}",
+            "--service-config",
+            bad.to_str().unwrap(),
+        ]),
+        2,
+        "timeout",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let refused = run(&["serve", "--fault", "delay=20"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no unit"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -52,6 +52,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         method,
         path,
     } = schema::resolve_method(&args.address, &args.method, args.proto.as_deref()).await?;
+    let channel = args.options.channel(channel)?;
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(CliError::usage(format!(
             "bench drives unary methods; {} is streaming",

@@ -35,6 +35,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         method,
         path,
     } = schema::resolve_method(&args.address, &args.method, args.proto.as_deref()).await?;
+    let channel = args.options.channel(channel)?;
     let output = method.output();
     let decoder = schema::decoder(output.clone());
     let client = sinew::Client::new(channel);

@@ -23,9 +23,28 @@ pub(crate) struct CallOptions {
     /// enforces it too.
     #[arg(long, value_name = "DURATION", value_parser = crate::time::parse_duration)]
     deadline: Option<std::time::Duration>,
+    /// A gRPC service config (JSON, as grpc-go and grpc-java take it) applied
+    /// to the calls: per-method timeouts, retries (retryPolicy, with
+    /// backoff, pushback and retryThrottling), hedging (hedgingPolicy),
+    /// message size limits.
+    #[arg(long, value_name = "FILE")]
+    service_config: Option<std::path::PathBuf>,
 }
 
 impl CallOptions {
+    /// `channel`, with the service config applied if one was given.
+    pub(crate) fn channel(&self, channel: sinew::Channel) -> Result<sinew::Channel, CliError> {
+        let Some(path) = &self.service_config else {
+            return Ok(channel);
+        };
+        let config = sinew::resilience::ServiceConfig::from_file(path)
+            .map_err(|error| CliError::usage(error.to_string()))?;
+        let layer = sinew::resilience::ServiceConfigLayer::new(config);
+        Ok(sinew::Channel::from_service(tower::Layer::layer(
+            &layer, channel,
+        )))
+    }
+
     /// A request carrying the metadata and deadline.
     pub(crate) fn request<T>(&self, message: T) -> Result<Request<T>, CliError> {
         let mut request = Request::new(message);

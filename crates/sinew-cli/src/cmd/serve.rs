@@ -4,7 +4,7 @@
 //! in etcd, and deregistered before it drains.
 
 use crate::error::CliError;
-use sinew::rpc::server::{ServerCall, ServerStack};
+use sinew::resilience::{FaultHandle, FaultLayer, FaultRule};
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 use sinew_examples::kv::{key_value_server::KeyValueServer, KeyValueStore};
@@ -50,6 +50,13 @@ pub(crate) struct Args {
     /// avoid it (`sinew demo` does).
     #[arg(long, value_name = "DURATION", value_parser = crate::time::parse_duration)]
     fault_latency: Option<Duration>,
+    /// Inject a fault into the calls a rule matches (repeatable; every rule
+    /// that matches applies), as Envoy's fault filter does: comma-separated
+    /// settings, e.g. `delay=50ms@5%`, `abort=UNAVAILABLE@50%,pushback=100ms`,
+    /// `path=/grpc.examples.echo.Echo/,first-attempt,abort=UNAVAILABLE`,
+    /// `metadata=x-fault=slow,delay=1s`. For drills and tests.
+    #[arg(long, value_name = "RULE")]
+    fault: Vec<sinew::resilience::FaultRule>,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -259,9 +266,14 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         sinew_grpc::GrpcProtocol::default(),
     );
     let mut builder = builder.add_protocol(grpc);
-    if let Some(latency) = args.fault_latency {
-        builder = with_fault_latency(builder, latency)
-            .map_err(|error| CliError::failure(format!("cannot listen for SIGUSR1: {error}")))?;
+    if !args.fault.is_empty() || args.fault_latency.is_some() {
+        let faults = FaultLayer::with_rules(args.fault.clone());
+        if let Some(latency) = args.fault_latency {
+            switch_latency_on_signals(faults.handle().clone(), args.fault, latency).map_err(
+                |error| CliError::failure(format!("cannot listen for SIGUSR1: {error}")),
+            )?;
+        }
+        builder = builder.layer(faults);
     }
     if matches!(args.example, Example::Echo | Example::All) {
         builder = builder.add_service(EchoServer::new(EchoService));
@@ -331,18 +343,16 @@ fn shutdown_signal(
     })
 }
 
-/// Delays every call by `latency` while SIGUSR1 has switched it on (until
-/// SIGUSR2): `--fault-latency`.
-fn with_fault_latency(
-    builder: sinew::rpc::server::ServerBuilder,
+/// Adds `latency` to every call while SIGUSR1 has switched it on (until
+/// SIGUSR2), on top of the `--fault` rules: `--fault-latency`.
+fn switch_latency_on_signals(
+    faults: FaultHandle,
+    rules: Vec<FaultRule>,
     latency: Duration,
-) -> std::io::Result<sinew::rpc::server::ServerBuilder> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let on = std::sync::Arc::new(AtomicBool::new(false));
     let mut slow = signal(SignalKind::user_defined1())?;
     let mut fast = signal(SignalKind::user_defined2())?;
-    let switch = on.clone();
     tokio::spawn(async move {
         loop {
             let slower = tokio::select! {
@@ -350,29 +360,18 @@ fn with_fault_latency(
                 Some(()) = fast.recv() => false,
                 else => return,
             };
-            switch.store(slower, Ordering::Relaxed);
+            let mut in_force = rules.clone();
             if slower {
+                in_force.push(FaultRule::all().delay(1.0, latency));
                 let latency = crate::time::format_duration(latency);
                 eprintln!("every call now {latency} slower (SIGUSR1)");
             } else {
                 eprintln!("calls at full speed again (SIGUSR2)");
             }
+            faults.set(in_force);
         }
     });
-    Ok(
-        builder.layer(tower::layer::layer_fn(move |inner: ServerStack| {
-            let on = on.clone();
-            tower::service_fn(move |call: ServerCall| {
-                let (inner, on) = (inner.clone(), on.clone());
-                async move {
-                    if on.load(Ordering::Relaxed) {
-                        tokio::time::sleep(latency).await;
-                    }
-                    tower::ServiceExt::oneshot(inner, call).await
-                }
-            })
-        })),
-    )
+    Ok(())
 }
 
 /// What `serve` says when the drain begins.
