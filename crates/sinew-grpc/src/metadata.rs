@@ -7,11 +7,24 @@ use std::time::Duration;
 
 /// Headers that belong to HTTP/2 or gRPC itself, never passed as metadata.
 fn is_reserved(name: &str) -> bool {
-    name.starts_with("grpc-")
-        || matches!(
-            name,
-            "content-type" | "te" | "user-agent" | "content-length" | "host" | "connection"
-        )
+    // gRPC's own headers of the call and its status. Other `grpc-` entries
+    // gRPC defines are metadata the peers act on and pass on
+    // (`grpc-retry-pushback-ms`, `grpc-previous-rpc-attempts`).
+    matches!(
+        name,
+        "grpc-status"
+            | "grpc-message"
+            | "grpc-status-details-bin"
+            | "grpc-timeout"
+            | "grpc-encoding"
+            | "grpc-accept-encoding"
+            | "content-type"
+            | "te"
+            | "user-agent"
+            | "content-length"
+            | "host"
+            | "connection"
+    )
 }
 
 /// Parses `grpc-timeout`: 1 to 8 ASCII digits and a unit (H, M, S, m, u, n).
@@ -73,9 +86,13 @@ pub fn from_headers(headers: &HeaderMap) -> Result<MetadataMap, Status> {
     Ok(metadata)
 }
 
-/// Metadata to response headers or trailers (`-bin` values base64-encoded).
+/// Metadata to headers or trailers (`-bin` values base64-encoded);
+/// reserved headers are gRPC's to set, never the metadata's.
 pub fn to_headers(metadata: &MetadataMap, headers: &mut HeaderMap) {
     for (key, value) in metadata.iter() {
+        if is_reserved(key) {
+            continue;
+        }
         let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
             continue;
         };
@@ -155,6 +172,32 @@ mod tests {
             from_headers(&headers).unwrap_err().code(),
             sinew_rpc::Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn grpcs_own_headers_are_not_metadata_but_its_retry_entries_are() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("grpc-status", "14"),
+            ("grpc-message", "down"),
+            ("grpc-encoding", "gzip"),
+            ("grpc-retry-pushback-ms", "250"),
+            ("grpc-previous-rpc-attempts", "1"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        let metadata = from_headers(&headers).unwrap();
+        assert_eq!(metadata.len(), 2, "{metadata:?}");
+        assert_eq!(metadata.get("grpc-retry-pushback-ms"), Some("250"));
+        assert_eq!(metadata.get("grpc-previous-rpc-attempts"), Some("1"));
+        // Metadata cannot set gRPC's own headers.
+        let mut forged = MetadataMap::new();
+        forged.insert("grpc-status", "0").unwrap();
+        forged.insert("grpc-retry-pushback-ms", "10").unwrap();
+        let mut back = HeaderMap::new();
+        to_headers(&forged, &mut back);
+        assert!(back.get("grpc-status").is_none());
+        assert_eq!(back["grpc-retry-pushback-ms"], "10");
     }
 
     #[test]
