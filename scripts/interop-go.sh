@@ -30,12 +30,16 @@ cleanup() {
 trap cleanup EXIT
 
 echo "-- grpc-go client -> sinew server"
-$sinew serve --listen tcp://127.0.0.1:0 > "$work/serve.log" 2>&1 &
+# Fault rules for the retry checks: first attempts asked to fail fail with a
+# 50 ms pushback; others fail with a pushback that forbids retrying.
+$sinew serve --listen tcp://127.0.0.1:0 \
+  --fault 'metadata=x-fault=retry-me,first-attempt,abort=UNAVAILABLE,pushback=50ms' \
+  --fault 'metadata=x-fault=never,abort=UNAVAILABLE,pushback=never' > "$work/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "listening on tcp://" "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
 port="$(grep -m1 -o 'listening on tcp://127.0.0.1:[0-9]*' "$work/serve.log" | sed 's/.*://')"
 [ -n "$port" ] || { echo "sinew serve did not start:"; cat "$work/serve.log"; exit 1; }
-timeout 120 target/interop/go-client -address "127.0.0.1:$port"
+GRPC_GO_RETRY=on timeout 120 target/interop/go-client -address "127.0.0.1:$port"
 
 echo "-- sinew client -> grpc-go server"
 target/interop/go-server -port-file "$work/go.port" > "$work/go.log" 2>&1 &
@@ -61,5 +65,14 @@ expect "sinew call health Check: NOT_SERVING" 0 '"status": "NOT_SERVING"' $sinew
 expect "unknown service: NOT_FOUND from grpc-go" 8 "NOT_FOUND" $sinew call "$target" grpc.health.v1.Health/Check '{"service":"nope"}'
 expect "health Watch streams, ended by the deadline" 7 '{"status":"SERVING"}' $sinew call "$target" grpc.health.v1.Health/Watch '{"service":"sinew.interop.Go"}' --deadline 500ms
 expect "sinew bench against grpc-go" 0 "(200 ok, 0 failed)" $sinew bench "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Go"}' -n 200 -c 4
+# grpc-go fails first attempts asked to fail, with a 50 ms pushback: sinew's
+# retry policy (backoff of minutes) comes back after the pushback.
+cat > "$work/retry.json" <<'JSON'
+{"methodConfig": [{"name": [{"service": "grpc.health.v1.Health"}],
+  "retryPolicy": {"maxAttempts": 3, "initialBackoff": "300s", "maxBackoff": "300s",
+                  "backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}}]}
+JSON
+expect "a first attempt refused by grpc-go fails without a retry policy" 3 "refused on purpose" $sinew call "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Go"}' -H x-fail-first=yes
+expect "sinew's retry policy retries grpc-go after its pushback" 0 '"status": "SERVING"' $sinew call "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Go"}' -H x-fail-first=yes --service-config "$work/retry.json" --deadline 5s
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

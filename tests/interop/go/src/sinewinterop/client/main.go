@@ -241,6 +241,44 @@ func main() {
 		return nil
 	})
 
+	// grpc-go's retries (GRPC_GO_RETRY=on before grpc-go 1.40) against a sinew
+	// server whose fault rules fail first attempts: with a backoff of
+	// minutes, only the server's 50 ms pushback brings the retry within the
+	// deadline.
+	retrying, err := grpc.Dial(*address, grpc.WithInsecure(), grpc.WithBlock(), grpc.WithTimeout(10*time.Second),
+		grpc.WithDefaultServiceConfig(`{"methodConfig": [{"name": [{"service": "grpc.examples.echo.Echo"}],
+			"retryPolicy": {"maxAttempts": 3, "initialBackoff": "300s", "maxBackoff": "300s",
+				"backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}}]}`))
+	if err != nil {
+		fmt.Println("cannot connect:", err)
+		os.Exit(1)
+	}
+	defer retrying.Close()
+	check("grpc-go's service-config retry, after sinew's pushback", func() error {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c = metadata.AppendToOutgoingContext(c, "x-fault", "retry-me")
+		request, reply := message("again"), []byte{}
+		if err := retrying.Invoke(c, echo+"UnaryEcho", &request, &reply, raw); err != nil {
+			return err
+		}
+		if got, _ := text(reply); got != "again" {
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
+	check("sinew's negative pushback stops grpc-go's retries", func() error {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c = metadata.AppendToOutgoingContext(c, "x-fault", "never")
+		request, reply := message("no"), []byte{}
+		err := retrying.Invoke(c, echo+"UnaryEcho", &request, &reply, raw)
+		if s := status.Convert(err); s.Code() != codes.Unavailable {
+			return fmt.Errorf("got %v", err)
+		}
+		return nil
+	})
+
 	fmt.Printf("%d passed, %d failed\n", passed, failed)
 	if failed > 0 {
 		os.Exit(1)

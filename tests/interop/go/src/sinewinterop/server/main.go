@@ -4,10 +4,13 @@
 //	server -port-file PATH
 //
 // Listens on a free port on 127.0.0.1, writes the port to PATH, and stops
-// gracefully on SIGTERM or SIGINT.
+// gracefully on SIGTERM or SIGINT. A call carrying `x-fail-first: yes` fails
+// with UNAVAILABLE and a 50 ms pushback on its first attempt (one without
+// `grpc-previous-rpc-attempts`), for sinew's retries to meet.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io/ioutil"
@@ -17,10 +20,23 @@ import (
 	"syscall"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 )
+
+// failFirst fails the first attempt of calls that ask for it, with a pushback.
+func failFirst(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (interface{}, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if len(md.Get("x-fail-first")) > 0 && len(md.Get("grpc-previous-rpc-attempts")) == 0 {
+		grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", "50"))
+		return nil, status.Error(codes.Unavailable, "first attempt refused on purpose")
+	}
+	return handler(ctx, req)
+}
 
 func main() {
 	portFile := flag.String("port-file", "", "where to write the port")
@@ -30,7 +46,7 @@ func main() {
 		fmt.Println(err)
 		os.Exit(1)
 	}
-	server := grpc.NewServer()
+	server := grpc.NewServer(grpc.UnaryInterceptor(failFirst))
 	checker := health.NewServer()
 	checker.SetServingStatus("sinew.interop.Go", healthpb.HealthCheckResponse_SERVING)
 	checker.SetServingStatus("sinew.interop.Down", healthpb.HealthCheckResponse_NOT_SERVING)
