@@ -59,6 +59,8 @@ pub mod configured;
 pub mod fault;
 pub mod hedge;
 pub mod retry;
+#[cfg(test)]
+mod testing;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerEvent, BreakerLayer, CircuitState};
 pub use config::{ConfigError, LoadBalancingConfig, MethodConfig, MethodName, ServiceConfig};

@@ -1,17 +1,8 @@
 //! The breaker against `tower-test`'s mock service, in paused time.
 
 use super::*;
-use bytes::Bytes;
-use sinew_rpc::call::{Payload, RequestBody, ResponseBody};
-use sinew_rpc::MetadataMap;
+use crate::testing::{ok_response, pair, request, Handle, Mock};
 use tower::ServiceExt;
-use tower_test::mock;
-
-type Mock = tower::util::MapErr<
-    mock::Mock<CallRequest, CallResponse>,
-    fn(sinew_rpc::call::BoxError) -> Status,
->;
-type Handle = mock::Handle<CallRequest, CallResponse>;
 
 fn config() -> BreakerConfig {
     BreakerConfig::default()
@@ -23,23 +14,12 @@ fn config() -> BreakerConfig {
 }
 
 fn breaker(layer: &BreakerLayer) -> (Breaker<Mock>, Handle) {
-    let (service, handle) = mock::pair::<CallRequest, CallResponse>();
-    let service = service.map_err(Status::from_error as fn(sinew_rpc::call::BoxError) -> Status);
+    let (service, handle) = pair();
     (layer.layer(service), handle)
 }
 
-fn request(path: &'static str) -> CallRequest {
-    CallRequest::new(
-        path,
-        RequestBody::single(Payload::from_bytes(Bytes::from_static(b"x"))),
-    )
-}
-
 fn ok() -> CallResponse {
-    CallResponse::new(
-        MetadataMap::new(),
-        ResponseBody::from_status(Status::new(Code::Ok, "")),
-    )
+    ok_response(b"pong")
 }
 
 /// Makes one call that the mock answers with `answer`.

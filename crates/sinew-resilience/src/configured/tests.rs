@@ -5,30 +5,16 @@ use super::*;
 use crate::config::{MethodConfig, MethodName};
 use crate::hedge::HedgingPolicy;
 use crate::retry::{RetryPolicy, RetryThrottling, PREVIOUS_ATTEMPTS, PUSHBACK};
+use crate::testing::{self, ok_response, pair, Handle, Mock};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sinew_rpc::call::{Idempotency, MethodPath, Payload, RequestBody, ResponseBody, ResponseFrame};
-use sinew_rpc::{Code, MetadataMap};
+use sinew_rpc::call::{Idempotency, MethodPath, Payload, RequestBody};
+use sinew_rpc::Code;
 use std::time::Duration;
 use tower::ServiceExt;
 use tower_test::mock;
 
 const PATH: &str = "/test.Svc/Get";
-
-type Mock = tower::util::MapErr<
-    mock::Mock<CallRequest, CallResponse>,
-    fn(sinew_rpc::call::BoxError) -> Status,
->;
-type Handle = mock::Handle<CallRequest, CallResponse>;
-
-/// The mock, as a call service (its errors are statuses).
-fn pair() -> (Mock, Handle) {
-    let (service, handle) = mock::pair::<CallRequest, CallResponse>();
-    (
-        service.map_err(Status::from_error as fn(sinew_rpc::call::BoxError) -> Status),
-        handle,
-    )
-}
 
 fn configured(config: ServiceConfig) -> (Configured<Mock>, Handle) {
     let (service, handle) = pair();
@@ -50,20 +36,7 @@ fn policy(attempts: u32) -> RetryPolicy {
 }
 
 fn request() -> CallRequest {
-    CallRequest::new(
-        PATH,
-        RequestBody::single(Payload::from_bytes(Bytes::from_static(b"ping"))),
-    )
-}
-
-fn ok_response(message: &'static [u8]) -> CallResponse {
-    CallResponse::new(
-        MetadataMap::new(),
-        ResponseBody::new(futures_util::stream::iter([
-            ResponseFrame::Message(Bytes::from_static(message)),
-            ResponseFrame::Status(Status::new(Code::Ok, "")),
-        ])),
-    )
+    testing::request(PATH)
 }
 
 /// Starts a call on `service` (waiting for it to be ready).

@@ -1,35 +1,18 @@
 //! Fault rules against `tower-test`'s mock service, in paused time.
 
 use super::*;
-use bytes::Bytes;
-use sinew_rpc::call::{CallResponse, Payload, RequestBody};
+use crate::testing::{ok_response, pair, request, Handle, Mock};
+use sinew_rpc::call::CallResponse;
 use tokio::time::Instant;
 use tower::ServiceExt;
-use tower_test::mock;
 
-type Mock = tower::util::MapErr<
-    mock::Mock<CallRequest, CallResponse>,
-    fn(sinew_rpc::call::BoxError) -> Status,
->;
-
-fn faulty(rules: Vec<FaultRule>) -> (Fault<Mock>, mock::Handle<CallRequest, CallResponse>) {
-    let (service, handle) = mock::pair::<CallRequest, CallResponse>();
-    let service = service.map_err(Status::from_error as fn(sinew_rpc::call::BoxError) -> Status);
+fn faulty(rules: Vec<FaultRule>) -> (Fault<Mock>, Handle) {
+    let (service, handle) = pair();
     (FaultLayer::with_rules(rules).layer(service), handle)
 }
 
-fn request(path: &'static str) -> CallRequest {
-    CallRequest::new(
-        path,
-        RequestBody::single(Payload::from_bytes(Bytes::from_static(b"x"))),
-    )
-}
-
 fn response() -> CallResponse {
-    CallResponse::new(
-        MetadataMap::new(),
-        sinew_rpc::call::ResponseBody::from_status(Status::new(Code::Ok, "")),
-    )
+    ok_response(b"pong")
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,9 +118,8 @@ async fn a_share_applies_to_about_that_share_of_the_calls() {
 #[tokio::test(start_paused = true)]
 async fn rules_change_live() {
     let layer = FaultLayer::new();
-    let (service, mut handle) = mock::pair::<CallRequest, CallResponse>();
-    let service =
-        layer.layer(service.map_err(Status::from_error as fn(sinew_rpc::call::BoxError) -> Status));
+    let (service, mut handle) = pair();
+    let service = layer.layer(service);
     layer
         .handle()
         .set([FaultRule::all().abort_with(1.0, Code::Unavailable)]);

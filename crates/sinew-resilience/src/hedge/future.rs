@@ -2,7 +2,7 @@
 //! rules of the module docs.
 
 use super::HedgingPolicy;
-use crate::retry::{pushback, RetryThrottle, PREVIOUS_ATTEMPTS};
+use crate::retry::{next_attempt, pushback, RetryThrottle};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
 use sinew_rpc::call::{CallRequest, CallResponse};
@@ -145,15 +145,7 @@ where
                 }
                 Poll::Ready(Ok(())) => {}
             }
-            let mut request = this
-                .spare
-                .try_clone()
-                .expect("only single-message requests are hedged");
-            // The count is a number: always valid metadata.
-            let _ = request
-                .metadata_mut()
-                .insert(PREVIOUS_ATTEMPTS, &this.sent.to_string());
-            *this.sent += 1;
+            let request = next_attempt(this.spare, this.sent);
             this.in_flight.push(this.service.call(request));
             *this.due = false;
             this.timer

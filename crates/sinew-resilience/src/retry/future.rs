@@ -3,7 +3,7 @@
 //! began, decide (again at once, after a wait, or not), wait, wait for the
 //! service to be ready, send a copy.
 
-use super::{pushback, RetryPolicy, RetryThrottle, PREVIOUS_ATTEMPTS};
+use super::{next_attempt, pushback, RetryPolicy, RetryThrottle};
 use pin_project_lite::pin_project;
 use sinew_rpc::call::{CallRequest, CallResponse};
 use sinew_rpc::Status;
@@ -135,15 +135,7 @@ where
                 }
                 StateProjection::Readying => {
                     ready!(this.service.poll_ready(cx))?;
-                    let mut request = this
-                        .spare
-                        .try_clone()
-                        .expect("only single-message requests are retried");
-                    // The count is a number: always valid metadata.
-                    let _ = request
-                        .metadata_mut()
-                        .insert(PREVIOUS_ATTEMPTS, &this.sent.to_string());
-                    *this.sent += 1;
+                    let request = next_attempt(this.spare, this.sent);
                     let future = this.service.call(request);
                     this.state.set(State::Calling { future });
                 }

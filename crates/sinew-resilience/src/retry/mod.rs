@@ -32,6 +32,7 @@ pub(crate) use future::Retrying;
 pub use throttle::{RetryThrottle, RetryThrottling};
 
 use crate::config::{CodeSet, MAX_ATTEMPTS_CAP};
+use sinew_rpc::call::CallRequest;
 use sinew_rpc::{Code, Status};
 use std::time::Duration;
 
@@ -121,6 +122,20 @@ impl RetryPolicy {
         let cap = cap.min(self.max_backoff.as_secs_f64());
         Duration::from_secs_f64(cap * fastrand::f64())
     }
+}
+
+/// The request of a call's next attempt (a retry or a hedge): a copy of
+/// `spare` saying how many attempts were `sent` before it, which counts it.
+pub(crate) fn next_attempt(spare: &CallRequest, sent: &mut u32) -> CallRequest {
+    let mut request = spare
+        .try_clone()
+        .expect("only single-message requests are sent again");
+    // The count is a number: always valid metadata.
+    let _ = request
+        .metadata_mut()
+        .insert(PREVIOUS_ATTEMPTS, &sent.to_string());
+    *sent += 1;
+    request
 }
 
 /// What a failed call's status says about retrying it: `None` without a
