@@ -21,6 +21,9 @@
 //!   service or for everything below: a failure rate over a sliding
 //!   window opens the circuit, bounded probes with a time limit close it,
 //!   state changes are events.
+//! * [`limit`]: overload protection on the server: an adaptive
+//!   concurrency limit (Netflix's Gradient2) with priorities, and rate
+//!   limits per key; refusals are `RESOURCE_EXHAUSTED` with a pushback.
 //! * [`fault`]: [`FaultLayer`], fault injection as Envoy's fault filter
 //!   does it (delay or fail a share of the calls by method and metadata),
 //!   on either side of a call, for tests, benchmarks and drills.
@@ -58,6 +61,7 @@ pub mod config;
 pub mod configured;
 pub mod fault;
 pub mod hedge;
+pub mod limit;
 pub mod retry;
 #[cfg(test)]
 mod testing;
@@ -67,4 +71,7 @@ pub use config::{ConfigError, LoadBalancingConfig, MethodConfig, MethodName, Ser
 pub use configured::{ConfigHandle, Configured, ServiceConfigLayer};
 pub use fault::{FaultHandle, FaultLayer, FaultRule};
 pub use hedge::HedgingPolicy;
+pub use limit::{
+    AdaptiveLimit, AdaptiveLimitLayer, Priority, RateLimit, RateLimitKey, RateLimitLayer,
+};
 pub use retry::{RetryPolicy, RetryThrottle, RetryThrottling};
