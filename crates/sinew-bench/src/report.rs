@@ -154,6 +154,19 @@ impl Summary {
         )
     }
 
+    /// The share of a balancing row's calls that succeeded, over every run
+    /// (failed ones included: a run with a failed call is a failed cell,
+    /// but this is the figure that says how many).
+    fn success_rate(&self, system: System) -> Option<f64> {
+        let cell = Cell::closed(system, SHAPE_PAYLOAD, crate::load::BALANCED_CONCURRENCY, 1);
+        let outcome = self.outcomes.iter().find(|o| o.cell == cell)?;
+        let (calls, errors) = outcome
+            .samples
+            .iter()
+            .fold((0u64, 0u64), |(c, e), s| (c + s.calls, e + s.errors));
+        (calls + errors > 0).then(|| calls as f64 / (calls + errors) as f64)
+    }
+
     /// The median server RSS per idle connection of `system`, in bytes.
     fn idle_rss(&self, system: System) -> Option<f64> {
         let outcome = self
@@ -277,6 +290,38 @@ impl Summary {
                 what: "sinew-balanced-slow / tonic-balanced-slow p99, 1 KiB c=64",
                 target: "< 1",
                 value: self.ratio((SinewBalancedSlow, 64), (TonicBalancedSlow, 64), p99),
+            },
+            Ratio {
+                key: "hedge_p99_vs_unhedged",
+                what: "sinew-hedge-on / sinew-hedge-off p99, 1 of 3 servers delays 5% of calls by 50 ms",
+                target: "<= 0.3",
+                value: self.ratio((SinewHedgeOn, 64), (SinewHedgeOff, 64), p99),
+            },
+            Ratio {
+                key: "hedge_extra_load",
+                what: "extra attempts per call with hedging, sinew-hedge-on (a figure)",
+                target: "<= 0.1",
+                value: self
+                    .balanced_figure(SinewHedgeOn, Figure::AttemptsPerCall)
+                    .map(|attempts| attempts - 1.0),
+            },
+            Ratio {
+                key: "failing_attempts_per_call",
+                what: "attempts per call, 1 of 3 servers failing every call, retries with throttling (a figure)",
+                target: "<= 1.2",
+                value: self.balanced_figure(SinewFailing, Figure::AttemptsPerCall),
+            },
+            Ratio {
+                key: "failing_success_rate",
+                what: "calls that succeeded, same (a figure, every run)",
+                target: ">= 0.999",
+                value: self.success_rate(SinewFailing),
+            },
+            Ratio {
+                key: "stack_vs_bare",
+                what: "sinew-stack (service config, breaker, balanced channel) / sinew-tcp QPS, 1 KiB c=64",
+                target: ">= 0.85",
+                value: self.ratio((SinewStack, 64), (SinewTcp, 64), qps),
             },
             Ratio {
                 key: "grpc_path_vs_tonic",

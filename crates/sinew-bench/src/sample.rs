@@ -41,6 +41,10 @@ pub(crate) struct Sample {
     /// replica served (0 in other cells).
     #[serde(default)]
     pub(crate) slow_share: f64,
+    /// Resilience rows: attempts the balanced channel was given per call
+    /// that entered the client stack (0 in other cells).
+    #[serde(default)]
+    pub(crate) attempts_per_call: f64,
     /// Why the first failed call failed (absent when none did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) first_error: Option<String>,
@@ -89,6 +93,7 @@ impl Sample {
             cpu_us_per_call: 0.0,
             rss_per_connection: 0.0,
             slow_share: 0.0,
+            attempts_per_call: 0.0,
             first_error: None,
         }
     }
@@ -123,10 +128,11 @@ pub(crate) enum Figure {
     CpuPerCall,
     RssPerConnection,
     SlowShare,
+    AttemptsPerCall,
 }
 
 impl Figure {
-    pub(crate) const ALL: [Figure; 10] = [
+    pub(crate) const ALL: [Figure; 11] = [
         Figure::Qps,
         Figure::P50,
         Figure::P90,
@@ -137,6 +143,7 @@ impl Figure {
         Figure::CpuPerCall,
         Figure::RssPerConnection,
         Figure::SlowShare,
+        Figure::AttemptsPerCall,
     ];
 
     /// The figure's key in the JSON, the same as the [`Sample`] field's.
@@ -152,6 +159,7 @@ impl Figure {
             Figure::CpuPerCall => "cpu_us_per_call",
             Figure::RssPerConnection => "rss_per_connection",
             Figure::SlowShare => "slow_share",
+            Figure::AttemptsPerCall => "attempts_per_call",
         }
     }
 
@@ -167,6 +175,7 @@ impl Figure {
             Figure::CpuPerCall => sample.cpu_us_per_call,
             Figure::RssPerConnection => sample.rss_per_connection,
             Figure::SlowShare => sample.slow_share,
+            Figure::AttemptsPerCall => sample.attempts_per_call,
         }
     }
 }

@@ -81,6 +81,10 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "balanced_vs_single",
         "balanced_slow_p99_vs_healthy",
         "balanced_slow_p99_vs_tonic",
+        "hedge_p99_vs_unhedged",
+        "failing_attempts_per_call",
+        "failing_success_rate",
+        "stack_vs_bare",
     ] {
         let value = &report["ratios"][key];
         assert!(
@@ -89,7 +93,11 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         );
     }
     // Shares of calls: figures that may be 0.
-    for key in ["balanced_slow_share", "tonic_balanced_slow_share"] {
+    for key in [
+        "balanced_slow_share",
+        "tonic_balanced_slow_share",
+        "hedge_extra_load",
+    ] {
         let value = &report["ratios"][key];
         assert!(
             value.as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)),
@@ -106,11 +114,12 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 11 + 3,
+        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 11 + 3 + 4,
         "13 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
          payloads, those 13 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
          6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 \
-         streams, 11 with the bytes payload, the 3 balancing rows' one cell each"
+         streams, 11 with the bytes payload, the 3 balancing rows' one cell each, \
+         the 4 resilience rows' one cell each"
     );
     let bytes = results
         .iter()

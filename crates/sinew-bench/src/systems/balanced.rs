@@ -71,18 +71,29 @@ impl Echo for Replica {
     }
 }
 
-/// The three replicas, running, with their call counters.
-struct Replicas<'a> {
+/// The replicas, running, with their call counters.
+pub(super) struct Replicas<'a> {
     servers: Vec<RunningServer<'a>>,
     served: Vec<Arc<AtomicU64>>,
 }
 
 impl<'a> Replicas<'a> {
-    /// Starts them; the first is `first_delay` late.
+    /// Starts three; the first is `first_delay` late.
     fn start(runtimes: &'a Runtimes, first_delay: Duration) -> anyhow::Result<Replicas<'a>> {
-        let mut servers = Vec::with_capacity(REPLICAS);
-        let mut served = Vec::with_capacity(REPLICAS);
-        for index in 0..REPLICAS {
+        Replicas::start_with(runtimes, REPLICAS, first_delay, Vec::new())
+    }
+
+    /// Starts `count`; the first is `first_delay` late and injects the
+    /// faults `first_faults` (`sinew::resilience::FaultRule`s) on its calls.
+    pub(super) fn start_with(
+        runtimes: &'a Runtimes,
+        count: usize,
+        first_delay: Duration,
+        first_faults: Vec<sinew::resilience::FaultRule>,
+    ) -> anyhow::Result<Replicas<'a>> {
+        let mut servers = Vec::with_capacity(count);
+        let mut served = Vec::with_capacity(count);
+        for index in 0..count {
             let replica = Replica {
                 delay: if index == 0 {
                     first_delay
@@ -92,7 +103,13 @@ impl<'a> Replicas<'a> {
                 served: Arc::new(AtomicU64::new(0)),
             };
             served.push(replica.served.clone());
-            let builder = sinew::Server::builder()
+            let mut builder = sinew::Server::builder();
+            if index == 0 && !first_faults.is_empty() {
+                builder = builder.layer(sinew::resilience::FaultLayer::with_rules(
+                    first_faults.clone(),
+                ));
+            }
+            let builder = builder
                 .add_service(EchoServer::new(replica))
                 .add_protocol(sinew_grpc::GrpcProtocol::default());
             servers.push(serve_tcp(runtimes, builder)?);
@@ -100,7 +117,7 @@ impl<'a> Replicas<'a> {
         Ok(Replicas { servers, served })
     }
 
-    fn addresses(&self) -> Vec<std::net::SocketAddr> {
+    pub(super) fn addresses(&self) -> Vec<std::net::SocketAddr> {
         self.servers.iter().map(|server| server.address).collect()
     }
 
@@ -119,7 +136,7 @@ impl<'a> Replicas<'a> {
         }
     }
 
-    fn stop(self) -> anyhow::Result<()> {
+    pub(super) fn stop(self) -> anyhow::Result<()> {
         for server in self.servers {
             server.stop()?;
         }

@@ -10,6 +10,7 @@ mod go_peers;
 mod h2load;
 mod idle;
 mod raw;
+mod resilience;
 mod sinew_grpc_peer;
 mod sinew_peer;
 mod tarpc_peer;
@@ -79,10 +80,26 @@ pub(crate) enum System {
     /// three servers (gRPC), one 20 ms slower.
     #[value(name = "tonic-balanced-slow")]
     TonicBalancedSlow,
+    /// sinew's balanced channel over three servers, the first delaying 5%
+    /// of its calls by 50 ms: the baseline of `sinew-hedge-on`.
+    #[value(name = "sinew-hedge-off")]
+    SinewHedgeOff,
+    /// As `sinew-hedge-off`, with a hedging policy (2 copies, 5 ms apart).
+    #[value(name = "sinew-hedge-on")]
+    SinewHedgeOn,
+    /// sinew's balanced channel over three servers, the first failing every
+    /// call, with retries and retry throttling.
+    #[value(name = "sinew-failing")]
+    SinewFailing,
+    /// The full client stack (service config with timeout and retries,
+    /// circuit breaker, balanced channel) over one server: what the layers
+    /// cost against `sinew-tcp`.
+    #[value(name = "sinew-stack")]
+    SinewStack,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 19] = [
+    pub(crate) const ALL: [System; 23] = [
         System::SinewTcp,
         System::SinewUnix,
         System::SinewShm,
@@ -102,6 +119,10 @@ impl System {
         System::SinewBalanced,
         System::SinewBalancedSlow,
         System::TonicBalancedSlow,
+        System::SinewHedgeOff,
+        System::SinewHedgeOn,
+        System::SinewFailing,
+        System::SinewStack,
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
@@ -133,12 +154,23 @@ impl System {
         )
     }
 
-    /// A balancing row: these run one cell, 1 KiB at 64 calls in flight
-    /// over one balanced channel.
+    /// A balancing or resilience row: these run one cell, 1 KiB at 64
+    /// calls in flight over one balanced channel.
     pub(crate) fn is_balanced(self) -> bool {
         matches!(
             self,
             System::SinewBalanced | System::SinewBalancedSlow | System::TonicBalancedSlow
+        ) || self.is_resilience()
+    }
+
+    /// A resilience row (`resilience.rs`).
+    pub(crate) fn is_resilience(self) -> bool {
+        matches!(
+            self,
+            System::SinewHedgeOff
+                | System::SinewHedgeOn
+                | System::SinewFailing
+                | System::SinewStack
         )
     }
 
@@ -173,6 +205,10 @@ impl System {
             System::SinewBalanced => "sinew-balanced",
             System::SinewBalancedSlow => "sinew-balanced-slow",
             System::TonicBalancedSlow => "tonic-balanced-slow",
+            System::SinewHedgeOff => "sinew-hedge-off",
+            System::SinewHedgeOn => "sinew-hedge-on",
+            System::SinewFailing => "sinew-failing",
+            System::SinewStack => "sinew-stack",
         }
     }
 }
@@ -211,6 +247,10 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::SinewBalanced | System::SinewBalancedSlow | System::TonicBalancedSlow => {
             return balanced::run(runtimes, plan, cell)
         }
+        System::SinewHedgeOff
+        | System::SinewHedgeOn
+        | System::SinewFailing
+        | System::SinewStack => return resilience::run(runtimes, plan, cell),
         System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),
         System::RawPipelined => raw::run_pipelined(runtimes, plan, cell),
         System::H2loadSinewGrpc | System::H2loadTonic | System::H2loadGrpcGo => {
