@@ -28,6 +28,8 @@ struct Rest {
     message: String,
     details: Bytes,
     metadata: MetadataMap,
+    /// Where the attempt that failed went (client side; never sent).
+    destination: Option<crate::call::Destination>,
 }
 
 static EMPTY_DETAILS: Bytes = Bytes::new();
@@ -128,6 +130,21 @@ impl Status {
         &mut self.rest.get_or_insert_with(Box::default).metadata
     }
 
+    /// Where the attempt that failed with this status went, when the
+    /// service that picked its destination (a balancer) said so: a retry
+    /// layer hands it to the next attempt ([`crate::call::Attempts`]) so that
+    /// the retry goes elsewhere. Local to the client: never sent, and not
+    /// part of equality.
+    pub fn destination(&self) -> Option<&crate::call::Destination> {
+        self.rest.as_ref()?.destination.as_ref()
+    }
+
+    /// Marks where the attempt that failed went (see
+    /// [`Status::destination`]).
+    pub fn set_destination(&mut self, destination: crate::call::Destination) {
+        self.rest.get_or_insert_with(Box::default).destination = Some(destination);
+    }
+
     /// Whether the server's application provably never saw the call, so that
     /// sending it again (to this server or another) is safe even if it is not
     /// idempotent.
@@ -167,6 +184,7 @@ impl Status {
                     message,
                     details,
                     metadata,
+                    destination: None,
                 })
             }),
         }

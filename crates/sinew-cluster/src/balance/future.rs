@@ -6,7 +6,7 @@
 use super::endpoints::EndpointState;
 use super::Shared;
 use pin_project_lite::pin_project;
-use sinew_rpc::call::{CallRequest, CallResponse};
+use sinew_rpc::call::{CallRequest, CallResponse, Destination};
 use sinew_rpc::client::ResponseFuture as ChannelFuture;
 use sinew_rpc::Status;
 use std::future::Future;
@@ -137,7 +137,7 @@ impl Future for ResponseFuture {
                 _ => None,
             };
             let Some(next) = next else {
-                return Poll::Ready(Err(status));
+                return Poll::Ready(Err(marked(status, &counted.endpoint)));
             };
             tracing::debug!(
                 service = %this.shared.service,
@@ -152,13 +152,20 @@ impl Future for ResponseFuture {
                 _ => this.spare.as_ref().and_then(CallRequest::try_clone),
             };
             let Some(request) = request else {
-                return Poll::Ready(Err(status));
+                return Poll::Ready(Err(marked(status, &counted.endpoint)));
             };
             let (attempt, counted) = send(next, request);
             this.attempt.set(Some(attempt));
             *this.counted = Some(counted);
         }
     }
+}
+
+/// `status`, naming the endpoint its attempt failed on, for a retry layer
+/// above to send the next attempt elsewhere.
+fn marked(mut status: Status, endpoint: &Arc<EndpointState>) -> Status {
+    status.set_destination(Destination::new(endpoint.clone()));
+    status
 }
 
 impl std::fmt::Debug for ResponseFuture {

@@ -93,7 +93,7 @@ use crate::resolve::Resolve;
 use arc_swap::ArcSwap;
 use endpoints::{EndpointState, Set};
 use locality::Locality;
-use sinew_rpc::call::{Attempts, CallRequest, CallResponse};
+use sinew_rpc::call::{Attempts, CallRequest, CallResponse, Destination};
 use sinew_rpc::{Channel, Status};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -542,11 +542,14 @@ impl tower::Service<CallRequest> for Balanced {
     /// Sends the call to the endpoint `poll_ready` picked, or picks one now
     /// (by the call's key, for a hash policy). A later attempt of a call (a
     /// retry, a hedge: the request carries [`Attempts`]) goes to another
-    /// endpoint than the last attempt's, when another is ready.
+    /// endpoint than the last attempt's, when another is ready; a failed
+    /// call's status names its endpoint ([`Status::destination`]).
     fn call(&mut self, request: CallRequest) -> ResponseFuture {
         let shared = self.handle.shared.clone();
         let attempts = request.extensions().get::<Attempts>();
-        let last = attempts.and_then(Attempts::last::<EndpointState>);
+        let last = attempts
+            .and_then(Attempts::last)
+            .and_then(|last| last.get::<EndpointState>());
         let key = shared.key_of(&request);
         let picked = match self.picked.take() {
             Some(picked) if !last.as_ref().is_some_and(|last| Arc::ptr_eq(&picked, last)) => {
@@ -560,7 +563,7 @@ impl tower::Service<CallRequest> for Balanced {
                 .or_else(|| last.as_ref().and_then(|_| shared.pick(key, None))),
         };
         if let (Some(attempts), Some(picked)) = (attempts, &picked) {
-            attempts.record(picked.clone());
+            attempts.record(Destination::new(picked.clone()));
         }
         ResponseFuture::start(shared, picked, request)
     }

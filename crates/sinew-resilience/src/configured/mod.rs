@@ -158,7 +158,11 @@ where
         let Some(repeat) = repeat else {
             return ResponseFuture::direct(self.inner.call(request), response_limit);
         };
-        request.extensions_mut().insert(Attempts::new());
+        if let Repeat::Hedge(_) = repeat {
+            // Copies in flight together share where each went (a retry
+            // learns it from the failure it follows).
+            request.extensions_mut().insert(Attempts::new());
+        }
         let spare = request
             .try_spare()
             .expect("a request of one message has a spare");

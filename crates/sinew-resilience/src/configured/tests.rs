@@ -442,3 +442,29 @@ async fn the_default_retry_of_idempotent_methods_can_be_turned_off() {
     assert!(call.await.unwrap().is_err());
     no_more(&mut handle).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_carries_where_the_failed_attempt_went_and_a_first_attempt_carries_nothing() {
+    let (mut service, mut handle) = configured(retry_config(policy(3)));
+    let call = start(&mut service, request());
+    let (first, respond) = next(&mut handle).await;
+    assert!(
+        first.extensions().get::<Attempts>().is_none(),
+        "nothing to pay for on the way"
+    );
+    let mut failed = Status::unavailable("down");
+    failed.set_destination(sinew_rpc::call::Destination::new(std::sync::Arc::new(
+        "replica-1",
+    )));
+    respond.send_error(failed);
+    let (retry, respond) = next(&mut handle).await;
+    let avoid = retry
+        .extensions()
+        .get::<Attempts>()
+        .unwrap()
+        .last()
+        .unwrap();
+    assert_eq!(avoid.get::<&str>().as_deref(), Some(&"replica-1"));
+    respond.send_response(ok_response(b"pong"));
+    assert!(call.await.unwrap().is_ok());
+}

@@ -5,7 +5,7 @@
 
 use super::{next_attempt, pushback, RetryPolicy, RetryThrottle};
 use pin_project_lite::pin_project;
-use sinew_rpc::call::{CallRequest, CallResponse};
+use sinew_rpc::call::{Attempts, CallRequest, CallResponse, Destination};
 use sinew_rpc::Status;
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +31,8 @@ pin_project! {
         // Retries since the call began or since the last pushback: the
         // backoff's exponent.
         backoff_exponent: u32,
+        // Where the attempt that failed last went, for the next to avoid.
+        last_destination: Option<Destination>,
         #[pin]
         state: State<F>,
     }
@@ -76,6 +78,7 @@ where
             sent: 1,
             transparent_left: true,
             backoff_exponent: 0,
+            last_destination: None,
             state: State::Calling { future: first },
         }
     }
@@ -112,6 +115,7 @@ where
                         this.transparent_left,
                         this.backoff_exponent,
                     );
+                    *this.last_destination = status.destination().cloned();
                     match next {
                         Next::Fail => return Poll::Ready(Err(status)),
                         Next::Now => this.state.set(State::Readying),
@@ -135,7 +139,12 @@ where
                 }
                 StateProjection::Readying => {
                     ready!(this.service.poll_ready(cx))?;
-                    let request = next_attempt(this.spare, this.sent);
+                    let mut request = next_attempt(this.spare, this.sent);
+                    if let Some(destination) = this.last_destination.take() {
+                        request
+                            .extensions_mut()
+                            .insert(Attempts::after(destination));
+                    }
                     let future = this.service.call(request);
                     this.state.set(State::Calling { future });
                 }

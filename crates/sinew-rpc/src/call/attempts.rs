@@ -1,22 +1,50 @@
-//! [`Attempts`]: what the attempts of one call share with the services
-//! below the layer that makes them (a retrying or hedging layer above a
-//! balancer): where the last attempt went, so that the next goes elsewhere.
+//! What the attempts of one call share with the services below the layer
+//! that makes them (a retrying or hedging layer above a balancer): where an
+//! attempt went ([`Destination`]), so that the next goes elsewhere.
+//!
+//! A picker (a balancer) marks the failure of an attempt with the
+//! destination it picked ([`Status::destination`](crate::Status::destination));
+//! a retry carries it to the picker in an [`Attempts`] extension, which the
+//! picker reads to avoid that destination. Copies of a call in flight
+//! together (hedges) share one [`Attempts`], where the picker records each
+//! pick. Calls that are never sent again carry nothing and cost nothing.
 
 use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-/// A request extension that the attempts of one call share (copies of the
-/// request share it too). A service that picks an endpoint for each call (a
-/// balancer) records its pick here, and for a later attempt of the same
-/// call prefers another endpoint than the one recorded, when one is ready:
-/// a retry does not go back to the endpoint that just failed it.
-///
-/// The recorded value is the picker's own (an endpoint's state, say), kept
-/// as `Any`: only the picker reads it back.
+/// Where an attempt of a call went, as the picker that sent it there marks
+/// it (a balancer's endpoint), opaque to everyone else: only that picker
+/// reads it back ([`Destination::get`]).
+#[derive(Clone)]
+pub struct Destination(Arc<dyn Any + Send + Sync>);
+
+impl Destination {
+    /// The destination `target`, the picker's own value.
+    pub fn new<T: Any + Send + Sync>(target: Arc<T>) -> Destination {
+        Destination(target)
+    }
+
+    /// The picker's value, if it is of type `T`.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0.clone().downcast().ok()
+    }
+}
+
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Destination")
+    }
+}
+
+/// A request extension for an attempt after the first (a retry, a hedge):
+/// where the last attempt of the same call went, so that a picker prefers
+/// another destination when one is ready. Copies of the request share it,
+/// and a picker records its own picks in it (hedges in flight together
+/// then spread over as many destinations).
 #[derive(Clone, Default)]
 pub struct Attempts {
-    last: Arc<Mutex<Option<Arc<dyn Any + Send + Sync>>>>,
+    last: Arc<Mutex<Option<Destination>>>,
 }
 
 impl Attempts {
@@ -25,17 +53,24 @@ impl Attempts {
         Attempts::default()
     }
 
+    /// Attempts of a call whose last attempt went to `destination`.
+    pub fn after(destination: Destination) -> Attempts {
+        Attempts {
+            last: Arc::new(Mutex::new(Some(destination))),
+        }
+    }
+
     /// Records where an attempt went.
-    pub fn record<T: Any + Send + Sync>(&self, target: Arc<T>) {
-        *self.lock() = Some(target);
+    pub fn record(&self, destination: Destination) {
+        *self.lock() = Some(destination);
     }
 
-    /// Where the last attempt went, if a picker of type `T` recorded it.
-    pub fn last<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.lock().clone()?.downcast().ok()
+    /// Where the last attempt went, if recorded.
+    pub fn last(&self) -> Option<Destination> {
+        self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn Any + Send + Sync>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Destination>> {
         // A panic while the slot was held cannot leave it half-written.
         self.last
             .lock()
@@ -59,15 +94,18 @@ mod tests {
     fn copies_share_the_last_pick_and_only_its_type_reads_it() {
         let attempts = Attempts::new();
         let copy = attempts.clone();
-        assert!(copy.last::<String>().is_none());
-        attempts.record(Arc::new("endpoint-1".to_owned()));
+        assert!(copy.last().is_none());
+        attempts.record(Destination::new(Arc::new("endpoint-1".to_owned())));
+        let last = copy.last().unwrap();
         assert_eq!(
-            copy.last::<String>().as_deref().map(String::as_str),
+            last.get::<String>().as_deref().map(String::as_str),
             Some("endpoint-1")
         );
         assert!(
-            copy.last::<u32>().is_none(),
-            "another picker's record is not read"
+            last.get::<u32>().is_none(),
+            "another picker's mark is not read"
         );
+        let after = Attempts::after(Destination::new(Arc::new(7u32)));
+        assert_eq!(after.last().unwrap().get::<u32>().as_deref(), Some(&7));
     }
 }

@@ -40,7 +40,7 @@ mod payload;
 mod request;
 mod response;
 
-pub use attempts::Attempts;
+pub use attempts::{Attempts, Destination};
 pub use payload::Payload;
 pub use request::{
     CallRequest, CallRequestParts, Extensions, Idempotency, MethodPath, PayloadStream, RequestBody,
