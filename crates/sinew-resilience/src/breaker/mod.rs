@@ -172,6 +172,14 @@ enum Key {
     Single,
 }
 
+/// One circuit and its key (shared by the calls in flight on it, so that a
+/// call holds one reference, not a copy of the key).
+#[derive(Debug)]
+struct Keyed {
+    key: Arc<str>,
+    circuit: Mutex<Circuit>,
+}
+
 /// Makes [`Breaker`]s that share circuits; see the module docs.
 #[derive(Clone, Debug)]
 pub struct BreakerLayer {
@@ -182,7 +190,7 @@ pub struct BreakerLayer {
 struct Shared {
     config: BreakerConfig,
     key: Key,
-    circuits: RwLock<HashMap<Arc<str>, Arc<Mutex<Circuit>>>>,
+    circuits: RwLock<HashMap<Arc<str>, Arc<Keyed>>>,
     events: broadcast::Sender<BreakerEvent>,
 }
 
@@ -228,7 +236,7 @@ impl BreakerLayer {
             .unwrap_or_else(|e| e.into_inner());
         let mut states: Vec<_> = circuits
             .iter()
-            .map(|(key, circuit)| (key.clone(), lock(circuit).state()))
+            .map(|(key, keyed)| (key.clone(), lock(&keyed.circuit).state()))
             .collect();
         states.sort_by(|a, b| a.0.cmp(&b.0));
         states
@@ -269,10 +277,10 @@ where
     }
 
     fn call(&mut self, request: CallRequest) -> ResponseFuture<S> {
-        let key = self.shared.key_of(&request);
-        let circuit = self.shared.circuit(key);
+        let keyed = self.shared.circuit(self.shared.key_of(&request));
+        let key = &*keyed.key;
         let now = Instant::now();
-        let (admission, change) = lock(&circuit).admit(&self.shared.config, now);
+        let (admission, change) = lock(&keyed.circuit).admit(&self.shared.config, now);
         if let Some(change) = change {
             self.shared.announce(key, change);
         }
@@ -290,8 +298,7 @@ where
         }
         let outcome = Outcome {
             shared: self.shared.clone(),
-            key: key.into(),
-            circuit,
+            keyed,
             admission: Some(admission),
         };
         ResponseFuture::new(self.inner.clone(), request, outcome)
@@ -311,19 +318,25 @@ impl Shared {
         }
     }
 
-    fn circuit(&self, key: &str) -> Arc<Mutex<Circuit>> {
-        if let Some(circuit) = self
+    fn circuit(&self, key: &str) -> Arc<Keyed> {
+        if let Some(keyed) = self
             .circuits
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
         {
-            return circuit.clone();
+            return keyed.clone();
         }
         let mut circuits = self.circuits.write().unwrap_or_else(|e| e.into_inner());
+        let key: Arc<str> = key.into();
         circuits
-            .entry(key.into())
-            .or_insert_with(|| Arc::new(Mutex::new(Circuit::new(&self.config, Instant::now()))))
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Keyed {
+                    key,
+                    circuit: Mutex::new(Circuit::new(&self.config, Instant::now())),
+                })
+            })
             .clone()
     }
 
@@ -349,8 +362,7 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Outcome {
     shared: Arc<Shared>,
-    key: Arc<str>,
-    circuit: Arc<Mutex<Circuit>>,
+    keyed: Arc<Keyed>,
     admission: Option<Admission>,
 }
 
@@ -376,10 +388,14 @@ impl Outcome {
         let Some(admission) = self.admission.take() else {
             return;
         };
-        let change =
-            lock(&self.circuit).record(&self.shared.config, &admission, failed, Instant::now());
+        let change = lock(&self.keyed.circuit).record(
+            &self.shared.config,
+            &admission,
+            failed,
+            Instant::now(),
+        );
         if let Some(change) = change {
-            self.shared.announce(&self.key, change);
+            self.shared.announce(&self.keyed.key, change);
         }
     }
 }
@@ -387,7 +403,7 @@ impl Outcome {
 impl Drop for Outcome {
     fn drop(&mut self) {
         if self.admission.take() == Some(Admission::Probe) {
-            lock(&self.circuit).release_probe();
+            lock(&self.keyed.circuit).release_probe();
         }
     }
 }
