@@ -617,7 +617,10 @@ fn open_loop<C: Caller>(
     tally.into_stats(elapsed, cpu().saturating_sub(cpu_before))
 }
 
-fn open_phase<C: Caller>(
+/// One open-loop phase: `rate` calls a second for `duration` (see
+/// [`open_loop`]), then until the calls still out are answered (or
+/// [`CALL_LIMIT`] has passed).
+pub(crate) fn open_phase<C: Caller>(
     handle: &tokio::runtime::Handle,
     caller: &C,
     rate: u32,

@@ -324,6 +324,27 @@ impl Summary {
                 value: self.ratio((SinewStack, 64), (SinewTcp, 64), qps),
             },
             Ratio {
+                key: "overload_goodput_limited",
+                what: "goodput / capacity, open loop at 3x capacity, adaptive limit (a figure)",
+                target: ">= 0.9",
+                value: self.balanced_figure(SinewOverloadLimited, Figure::GoodputShare),
+            },
+            Ratio {
+                key: "overload_goodput_unlimited",
+                what: "goodput / capacity, open loop at 3x capacity, no limit (a figure)",
+                target: "-",
+                value: self.balanced_figure(SinewOverload, Figure::GoodputShare),
+            },
+            Ratio {
+                key: "overload_p99_vs_unloaded",
+                what: "p99 of the calls admitted at 3x capacity / unloaded p99, adaptive limit",
+                target: "<= 3",
+                value: self
+                    .balanced_figure(SinewOverloadLimited, Figure::P99)
+                    .zip(self.balanced_figure(SinewOverloadLimited, Figure::UnloadedP99))
+                    .and_then(|(p99, unloaded)| (unloaded > 0.0).then(|| p99 / unloaded)),
+            },
+            Ratio {
                 key: "grpc_path_vs_tonic",
                 what: "sinew-grpc / tonic QPS, 1 KiB c=64 (same client)",
                 target: ">= 0.9",

@@ -45,6 +45,14 @@ pub(crate) struct Sample {
     /// that entered the client stack (0 in other cells).
     #[serde(default)]
     pub(crate) attempts_per_call: f64,
+    /// Overload rows: goodput under overload over the capacity measured
+    /// before it (0 in other cells).
+    #[serde(default)]
+    pub(crate) goodput_share: f64,
+    /// Overload rows: the p99 of calls made one at a time, in µs (0 in
+    /// other cells).
+    #[serde(default)]
+    pub(crate) unloaded_p99_us: f64,
     /// Why the first failed call failed (absent when none did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) first_error: Option<String>,
@@ -94,6 +102,8 @@ impl Sample {
             rss_per_connection: 0.0,
             slow_share: 0.0,
             attempts_per_call: 0.0,
+            goodput_share: 0.0,
+            unloaded_p99_us: 0.0,
             first_error: None,
         }
     }
@@ -129,10 +139,12 @@ pub(crate) enum Figure {
     RssPerConnection,
     SlowShare,
     AttemptsPerCall,
+    GoodputShare,
+    UnloadedP99,
 }
 
 impl Figure {
-    pub(crate) const ALL: [Figure; 11] = [
+    pub(crate) const ALL: [Figure; 13] = [
         Figure::Qps,
         Figure::P50,
         Figure::P90,
@@ -144,6 +156,8 @@ impl Figure {
         Figure::RssPerConnection,
         Figure::SlowShare,
         Figure::AttemptsPerCall,
+        Figure::GoodputShare,
+        Figure::UnloadedP99,
     ];
 
     /// The figure's key in the JSON, the same as the [`Sample`] field's.
@@ -160,6 +174,8 @@ impl Figure {
             Figure::RssPerConnection => "rss_per_connection",
             Figure::SlowShare => "slow_share",
             Figure::AttemptsPerCall => "attempts_per_call",
+            Figure::GoodputShare => "goodput_share",
+            Figure::UnloadedP99 => "unloaded_p99_us",
         }
     }
 
@@ -176,6 +192,8 @@ impl Figure {
             Figure::RssPerConnection => sample.rss_per_connection,
             Figure::SlowShare => sample.slow_share,
             Figure::AttemptsPerCall => sample.attempts_per_call,
+            Figure::GoodputShare => sample.goodput_share,
+            Figure::UnloadedP99 => sample.unloaded_p99_us,
         }
     }
 }

@@ -85,6 +85,9 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "failing_attempts_per_call",
         "failing_success_rate",
         "stack_vs_bare",
+        "overload_goodput_limited",
+        "overload_goodput_unlimited",
+        "overload_p99_vs_unloaded",
     ] {
         let value = &report["ratios"][key];
         assert!(
@@ -114,12 +117,12 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 11 + 3 + 4,
+        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 11 + 3 + 6,
         "13 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
          payloads, those 13 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
          6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 \
          streams, 11 with the bytes payload, the 3 balancing rows' one cell each, \
-         the 4 resilience rows' one cell each"
+         the 6 resilience rows' one cell each"
     );
     let bytes = results
         .iter()

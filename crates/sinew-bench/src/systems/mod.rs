@@ -9,6 +9,7 @@ mod blob;
 mod go_peers;
 mod h2load;
 mod idle;
+mod overload;
 mod raw;
 mod resilience;
 mod sinew_grpc_peer;
@@ -96,10 +97,17 @@ pub(crate) enum System {
     /// cost against `sinew-tcp`.
     #[value(name = "sinew-stack")]
     SinewStack,
+    /// One sinew server with 200 µs of CPU per call, driven at three times
+    /// its capacity in an open loop, with no limit.
+    #[value(name = "sinew-overload")]
+    SinewOverload,
+    /// As `sinew-overload`, with an adaptive concurrency limit.
+    #[value(name = "sinew-overload-limited")]
+    SinewOverloadLimited,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 23] = [
+    pub(crate) const ALL: [System; 25] = [
         System::SinewTcp,
         System::SinewUnix,
         System::SinewShm,
@@ -123,6 +131,8 @@ impl System {
         System::SinewHedgeOn,
         System::SinewFailing,
         System::SinewStack,
+        System::SinewOverload,
+        System::SinewOverloadLimited,
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
@@ -163,7 +173,7 @@ impl System {
         ) || self.is_resilience()
     }
 
-    /// A resilience row (`resilience.rs`).
+    /// A resilience row (`resilience.rs`, `overload.rs`).
     pub(crate) fn is_resilience(self) -> bool {
         matches!(
             self,
@@ -171,6 +181,8 @@ impl System {
                 | System::SinewHedgeOn
                 | System::SinewFailing
                 | System::SinewStack
+                | System::SinewOverload
+                | System::SinewOverloadLimited
         )
     }
 
@@ -209,6 +221,8 @@ impl System {
             System::SinewHedgeOn => "sinew-hedge-on",
             System::SinewFailing => "sinew-failing",
             System::SinewStack => "sinew-stack",
+            System::SinewOverload => "sinew-overload",
+            System::SinewOverloadLimited => "sinew-overload-limited",
         }
     }
 }
@@ -251,6 +265,9 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         | System::SinewHedgeOn
         | System::SinewFailing
         | System::SinewStack => return resilience::run(runtimes, plan, cell),
+        System::SinewOverload | System::SinewOverloadLimited => {
+            return overload::run(runtimes, plan, cell)
+        }
         System::RawPingPong => raw::run_ping_pong(runtimes, plan, cell),
         System::RawPipelined => raw::run_pipelined(runtimes, plan, cell),
         System::H2loadSinewGrpc | System::H2loadTonic | System::H2loadGrpcGo => {
