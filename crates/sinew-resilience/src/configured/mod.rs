@@ -7,15 +7,18 @@
 //! does not name pass through untouched, at the cost of one lookup.
 //!
 //! The config is live: [`ConfigHandle::set`] replaces it for the calls that
-//! start after, and a throttle whose settings did not change keeps its
+//! start after (and [`ConfigHandle::follow_file`] does so whenever a config
+//! file changes), and a throttle whose settings did not change keeps its
 //! tokens.
 //!
 //! Not here: `waitForReady` is parsed (and checked) but not yet applied by
 //! this service.
 
+mod follow;
 mod future;
 mod layer;
 
+pub use follow::FollowedFile;
 pub use future::ResponseFuture;
 pub use layer::ServiceConfigLayer;
 

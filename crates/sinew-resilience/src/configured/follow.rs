@@ -1,0 +1,145 @@
+//! [`ConfigHandle::follow_file`]: a service config file put in force again
+//! whenever it changes, so operators change policies live by editing (or
+//! atomically replacing) the file.
+
+use super::ConfigHandle;
+use crate::config::ServiceConfig;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::task::JoinHandle;
+
+/// Keeps a [`ConfigHandle`] following a file; stops when dropped.
+#[derive(Debug)]
+pub struct FollowedFile {
+    task: JoinHandle<()>,
+}
+
+impl Drop for FollowedFile {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What identifies a version of the file: its modification time and length.
+type Version = Option<(SystemTime, u64)>;
+
+fn version(path: &PathBuf) -> Version {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+impl ConfigHandle {
+    /// Puts the service config in `path` in force now, and again each time
+    /// the file changes (looked at every `every`; a change is a new
+    /// modification time or length). A file that cannot be read or is not a
+    /// valid config leaves the config in force as it is, and says why in a
+    /// warning (so a half-written edit does no harm; replacing the file with
+    /// a rename is the atomic way). Following stops when the returned value
+    /// is dropped. The first read's error is returned: a service should not
+    /// start on a config it cannot read. Needs a tokio runtime.
+    pub fn follow_file(
+        &self,
+        path: impl Into<PathBuf>,
+        every: Duration,
+    ) -> Result<FollowedFile, crate::ConfigError> {
+        let path = path.into();
+        let mut seen = version(&path);
+        self.set(ServiceConfig::from_file(&path)?);
+        let handle = self.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let now = version(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match ServiceConfig::from_file(&path) {
+                    Ok(config) => {
+                        tracing::info!(path = %path.display(), "service config reloaded");
+                        handle.set(config);
+                    }
+                    Err(error) => tracing::warn!(
+                        path = %path.display(),
+                        %error,
+                        "service config not reloaded; the one in force stays"
+                    ),
+                }
+            }
+        });
+        Ok(FollowedFile { task })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &PathBuf, timeout: &str) {
+        // Written aside and renamed in, as operators should.
+        let aside = path.with_extension("tmp");
+        std::fs::write(
+            &aside,
+            format!(r#"{{"methodConfig": [{{"name": [{{}}], "timeout": "{timeout}"}}]}}"#),
+        )
+        .unwrap();
+        std::fs::rename(&aside, path).unwrap();
+    }
+
+    fn timeout(handle: &ConfigHandle) -> Option<Duration> {
+        handle.get().method_config("/a.B/C")?.timeout_value()
+    }
+
+    async fn until(handle: &ConfigHandle, expected: Option<Duration>) {
+        for _ in 0..200 {
+            if timeout(handle) == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the config in force has timeout {:?}, not {expected:?}",
+            timeout(handle)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_followed_file_is_put_in_force_when_it_changes_and_a_bad_edit_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("sinew-follow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("service_config.json");
+        write(&path, "1s");
+        let handle = ConfigHandle::new(ServiceConfig::new());
+        let followed = handle
+            .follow_file(&path, Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(
+            timeout(&handle),
+            Some(Duration::from_secs(1)),
+            "in force at once"
+        );
+
+        write(&path, "2.5s");
+        until(&handle, Some(Duration::from_millis(2500))).await;
+
+        std::fs::write(&path, "{ not json").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(timeout(&handle), Some(Duration::from_millis(2500)), "kept");
+
+        write(&path, "3s");
+        until(&handle, Some(Duration::from_secs(3))).await;
+
+        // Dropped: no longer followed.
+        drop(followed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        write(&path, "4s");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(timeout(&handle), Some(Duration::from_secs(3)));
+
+        let missing = handle.follow_file(dir.join("missing.json"), Duration::from_millis(20));
+        assert!(missing.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
