@@ -50,7 +50,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the example services until Ctrl-C, then shut down gracefully.
-    Serve(cmd::serve::Args),
+    // Boxed: its many options would make every command as large.
+    Serve(Box<cmd::serve::Args>),
     /// Call a method with JSON and print the response as JSON.
     Call(cmd::call::Args),
     /// List the services a server offers.
@@ -79,7 +80,7 @@ fn main() -> std::process::ExitCode {
     };
     let result: Result<(), CliError> = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Serve(args) => cmd::serve::run(*args).await,
             Command::Call(args) => cmd::call::run(args).await,
             Command::List(args) => cmd::list::run(args).await,
             Command::Describe(args) => cmd::describe::run(args).await,

@@ -532,3 +532,40 @@ fn a_served_fault_is_retried_by_a_service_config_and_bad_rules_are_refused() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn serve_limits_callers_by_rate_and_refuses_with_resource_exhausted() {
+    let serve = Serve::start_with(&[
+        "--rate-limit",
+        "0.5",
+        "--rate-limit-burst",
+        "2",
+        "--rate-limit-by",
+        "metadata:x-api-key",
+        "--adaptive-limit",
+    ]);
+    let method = "grpc.examples.echo.Echo/UnaryEcho";
+    // The schema from the .proto: no reflection call to count.
+    let proto = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sinew-examples/proto/echo.proto"
+    );
+    let call = |key: &str| {
+        run(&[
+            "call",
+            &serve.tcp,
+            method,
+            r#"{"message":"hi"}"#,
+            "--proto",
+            proto,
+            "-H",
+            &format!("x-api-key={key}"),
+        ])
+    };
+    stdout(&call("alice"));
+    stdout(&call("alice"));
+    fails(&call("alice"), 8, "RESOURCE_EXHAUSTED");
+    stdout(&call("bob"));
+    let refused = run(&["serve", "--rate-limit", "1", "--rate-limit-by", "cookie"]);
+    assert_eq!(refused.status.code(), Some(2));
+}

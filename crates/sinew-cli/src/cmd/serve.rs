@@ -57,6 +57,25 @@ pub(crate) struct Args {
     /// `metadata=x-fault=slow,delay=1s`. For drills and tests.
     #[arg(long, value_name = "RULE")]
     fault: Vec<sinew::resilience::FaultRule>,
+    /// Refuse calls over an adaptive concurrency limit (Netflix's Gradient2:
+    /// it grows while latency holds, shrinks when it rises) with
+    /// RESOURCE_EXHAUSTED and a retry pushback; `sinew-priority: critical`
+    /// calls are refused last, `sheddable` ones first.
+    #[arg(long)]
+    adaptive_limit: bool,
+    /// Allow each caller this many calls a second on average (a token bucket
+    /// per caller, see --rate-limit-by); calls over it get RESOURCE_EXHAUSTED
+    /// with a pushback saying when to come back.
+    #[arg(long, value_name = "CALLS_PER_SECOND")]
+    rate_limit: Option<f64>,
+    /// How many calls a caller may make at once under --rate-limit (default:
+    /// one second's worth).
+    #[arg(long, value_name = "CALLS", requires = "rate_limit")]
+    rate_limit_burst: Option<u32>,
+    /// Who a caller is for --rate-limit: `peer` (its IP address) or
+    /// `metadata:KEY` (the value of a metadata entry, an API key say).
+    #[arg(long, value_name = "peer|metadata:KEY", default_value = "peer", value_parser = parse_rate_limit_key, requires = "rate_limit")]
+    rate_limit_by: sinew::resilience::RateLimitKey,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -275,6 +294,18 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         }
         builder = builder.layer(faults);
     }
+    if let Some(rate) = args.rate_limit {
+        let burst = args.rate_limit_burst.unwrap_or(rate.ceil().max(1.0) as u32);
+        builder = builder.layer(sinew::resilience::RateLimitLayer::new(
+            sinew::resilience::RateLimit::new(rate, burst),
+            args.rate_limit_by.clone(),
+        ));
+    }
+    if args.adaptive_limit {
+        builder = builder.layer(sinew::resilience::AdaptiveLimitLayer::new(
+            sinew::resilience::AdaptiveLimit::default(),
+        ));
+    }
     if matches!(args.example, Example::Echo | Example::All) {
         builder = builder.add_service(EchoServer::new(EchoService));
     }
@@ -372,6 +403,17 @@ fn switch_latency_on_signals(
         }
     });
     Ok(())
+}
+
+/// `--rate-limit-by`: `peer` or `metadata:KEY`.
+fn parse_rate_limit_key(text: &str) -> Result<sinew::resilience::RateLimitKey, String> {
+    match text.split_once(':') {
+        None if text == "peer" => Ok(sinew::resilience::RateLimitKey::PeerAddress),
+        Some(("metadata", key)) if !key.is_empty() => {
+            Ok(sinew::resilience::RateLimitKey::Metadata(key.to_owned()))
+        }
+        _ => Err(format!("{text:?} is neither `peer` nor `metadata:KEY`")),
+    }
 }
 
 /// What `serve` says when the drain begins.
