@@ -14,7 +14,7 @@
 //! take. A gossip or etcd name may carry it in its path; otherwise it is
 //! given apart ([`connect_service`]).
 
-use crate::balance::Balanced;
+use crate::balance::{Balanced, BalancedBuilder};
 use crate::resolve::Dns;
 use sinew_rpc::Status;
 
@@ -36,33 +36,35 @@ pub fn is_name(text: &str) -> bool {
 /// etcd), or to the whole server (DNS: health checks ask about the server,
 /// `""`).
 pub async fn connect(name: &str) -> Result<Balanced, Status> {
-    connect_with(name, None).await
+    Ok(builder(name, None).await?.build())
 }
 
 /// A balanced channel to `service` at the endpoints `name` resolves to.
 pub async fn connect_service(name: &str, service: &str) -> Result<Balanced, Status> {
-    connect_with(name, Some(service)).await
+    Ok(builder(name, Some(service)).await?.build())
 }
 
-async fn connect_with(name: &str, service: Option<&str>) -> Result<Balanced, Status> {
+/// The builder of the balanced channel of [`connect`] (or, with `service`,
+/// [`connect_service`]), for settings of one's own (a policy, a zone).
+pub async fn builder(name: &str, service: Option<&str>) -> Result<BalancedBuilder, Status> {
     let scheme = name.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
         Some("dns" | "dns+srv") => {
             let dns = Dns::parse(name)?;
-            Ok(Balanced::builder(dns, service.unwrap_or_default()).build())
+            Ok(Balanced::builder(dns, service.unwrap_or_default()))
         }
         #[cfg(feature = "gossip")]
         Some("gossip") => {
             let target = gossip::Target::parse(name)?;
             let service = service_of(name, service, target.service.as_deref())?;
             let member = target.observe().await?;
-            Ok(Balanced::builder(member.resolver(), service).build())
+            Ok(Balanced::builder(member.resolver(), service))
         }
         #[cfg(feature = "etcd")]
         Some("etcd") => {
             let target = etcd::Target::parse(name)?;
             let service = service_of(name, service, target.service.as_deref())?;
-            Ok(Balanced::builder(target.registry()?.resolver(), service).build())
+            Ok(Balanced::builder(target.registry()?.resolver(), service))
         }
         _ => Err(Status::invalid_argument(format!(
             "{name:?} is not a name: expected one of {}",

@@ -105,7 +105,7 @@
 //!
 //! | item | what it is |
 //! |------|------------|
-//! | [`connect`] | a [`Channel`] to any address: `tcp://`, `unix://`, `shm://` (sinew's protocol), `grpc://`, `grpc+unix://`, `http://` (gRPC) |
+//! | [`connect`], [`connect_with`] | a [`Channel`] to any address (with a gRPC service config's policies): `tcp://`, `unix://`, `shm://` (sinew's protocol), `grpc://`, `grpc+unix://`, `http://` (gRPC) |
 //! | [`Channel`], [`ChannelBuilder`](rpc::ChannelBuilder) | the client's handle on an endpoint: connection pool, reconnects, keepalive, readiness; a `tower::Service` |
 //! | [`Client`] | typed calls over any call service; generated clients wrap one |
 //! | [`Server`], [`ServerBuilder`](rpc::ServerBuilder) | services on listeners, layers ([`ServerBuilder::layer`](rpc::ServerBuilder::layer), [`interceptor`](rpc::ServerBuilder::interceptor)), limits, graceful shutdown |
@@ -253,6 +253,52 @@ pub async fn connect(address: &str) -> Result<Channel, Status> {
     }
 }
 
+/// [`connect`], with every call following a gRPC service config
+/// ([`resilience::ServiceConfig`]): its method configs (timeouts, retries,
+/// hedging, size limits) apply to each call, and for a name its
+/// `loadBalancingConfig` picks the balancing policy: the first that sinew
+/// has of `round_robin`, `least_request_experimental`,
+/// `weighted_round_robin`, `ring_hash_experimental` (with its
+/// `requestHashHeader`) and sinew's own `peak_ewma` (the default when none
+/// is named). Feature `resilience`.
+#[cfg(feature = "resilience")]
+pub async fn connect_with(
+    address: &str,
+    config: resilience::ServiceConfig,
+) -> Result<Channel, Status> {
+    use tower::Layer;
+    #[cfg(feature = "cluster")]
+    if sinew_cluster::name::is_name(address) {
+        let mut builder = sinew_cluster::name::builder(address, None).await?;
+        if let Some(policy) = balancing_policy(&config) {
+            builder = builder.policy(policy);
+        }
+        let layer = resilience::ServiceConfigLayer::new(config);
+        return Ok(Channel::from_service(layer.layer(builder.build())));
+    }
+    let channel = connect(address).await?;
+    let layer = resilience::ServiceConfigLayer::new(config);
+    Ok(Channel::from_service(layer.layer(channel)))
+}
+
+/// The first balancing policy of `config`'s `loadBalancingConfig` that
+/// sinew has.
+#[cfg(all(feature = "resilience", feature = "cluster"))]
+fn balancing_policy(config: &resilience::ServiceConfig) -> Option<cluster::Policy> {
+    config.load_balancing().iter().find_map(|policy| {
+        let name = match policy.name.as_str() {
+            "round_robin" | "weighted_round_robin" | "peak_ewma" => policy.name.clone(),
+            "least_request_experimental" | "least_request" => "least_request".to_owned(),
+            "ring_hash_experimental" | "ring_hash" => {
+                let header = policy.settings.get("requestHashHeader")?.as_str()?;
+                format!("ring_hash:{header}")
+            }
+            _ => return None,
+        };
+        name.parse().ok()
+    })
+}
+
 fn scheme_list() -> String {
     schemes()
         .iter()
@@ -305,6 +351,78 @@ mod tests {
         }
         let status = connect("127.0.0.1:7000").await.unwrap_err();
         assert!(status.message().contains("no scheme"), "{status}");
+    }
+
+    #[cfg(all(feature = "resilience", feature = "cluster"))]
+    #[test]
+    fn a_service_configs_balancing_policy_is_the_first_sinew_has() {
+        let policy = |json: &str| {
+            let config = resilience::ServiceConfig::from_json(json).unwrap();
+            balancing_policy(&config).map(|policy| policy.to_string())
+        };
+        assert_eq!(
+            policy(r#"{"loadBalancingConfig": [{"pick_first": {}}, {"round_robin": {}}]}"#),
+            Some("round_robin".to_owned())
+        );
+        assert_eq!(
+            policy(
+                r#"{"loadBalancingConfig": [{"least_request_experimental": {"choiceCount": 2}}]}"#
+            ),
+            Some("least_request".to_owned())
+        );
+        assert_eq!(
+            policy(
+                r#"{"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": "x-user"}}]}"#
+            ),
+            Some("ring_hash:x-user".to_owned())
+        );
+        // A ring hash without a header to hash is not one sinew can run.
+        assert_eq!(
+            policy(r#"{"loadBalancingConfig": [{"ring_hash_experimental": {}}]}"#),
+            None
+        );
+        assert_eq!(policy("{}"), None);
+    }
+
+    #[cfg(feature = "resilience")]
+    #[tokio::test]
+    async fn a_channel_with_a_service_config_retries_what_a_plain_one_does_not() {
+        use resilience::{FaultLayer, FaultRule};
+        use sinew_examples::echo::{echo_client::EchoClient, echo_server::EchoServer, EchoRequest};
+        let server = Server::builder()
+            .layer(FaultLayer::with_rules([FaultRule::all()
+                .first_attempt_only()
+                .abort_with(1.0, Code::Unavailable)]))
+            .add_service(EchoServer::new(sinew_examples::echo::EchoService))
+            .bind(["tcp://127.0.0.1:0"])
+            .await
+            .unwrap();
+        let address = server.local_addresses()[0].to_string();
+        tokio::spawn(server.serve());
+        let request = || EchoRequest {
+            message: "hi".into(),
+        };
+        let plain = EchoClient::new(connect(&address).await.unwrap());
+        assert_eq!(
+            plain.unary_echo(request()).await.unwrap_err().code(),
+            Code::Unavailable
+        );
+        let config = resilience::ServiceConfig::from_json(
+            r#"{"methodConfig": [{"name": [{}], "retryPolicy": {"maxAttempts": 2,
+                "initialBackoff": "0.01s", "maxBackoff": "0.01s", "backoffMultiplier": 1,
+                "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+        )
+        .unwrap();
+        let retrying = EchoClient::new(connect_with(&address, config).await.unwrap());
+        assert_eq!(
+            retrying
+                .unary_echo(request())
+                .await
+                .unwrap()
+                .into_inner()
+                .message,
+            "hi"
+        );
     }
 
     #[tokio::test]
