@@ -54,9 +54,11 @@
 //! # let _ = carts; Ok(()) }
 //! ```
 
+mod follow;
 mod registry;
 mod resolver;
 
+pub use follow::{PrefixFollower, Snapshot};
 pub use registry::{Registration, Registry, DEFAULT_TTL};
 pub use resolver::EtcdResolver;
 

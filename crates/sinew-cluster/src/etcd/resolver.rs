@@ -1,14 +1,13 @@
 //! [`EtcdResolver`]: a service's endpoints as registered under an etcd
-//! prefix, listed once and then followed by a watch.
+//! prefix, followed as it changes ([`PrefixFollower`]).
 
-use super::registry::{parse_address, parse_record, parse_records};
-use super::{api, prefix_end, Etcd, FIRST_RETRY, LAST_RETRY};
+use super::follow::PrefixFollower;
+use super::registry::parse_record;
+use super::Etcd;
 use crate::endpoint::Endpoint;
 use crate::registry::{service_list, Record, Told};
 use crate::resolve::{Resolve, Update, Updates};
-use api::etcdserverpb::watch_client::WatchClient;
-use api::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
-use api::mvccpb::event::EventType;
+use futures_util::StreamExt;
 use sinew_rpc::Status;
 use sinew_transport::Address;
 use std::collections::BTreeMap;
@@ -41,11 +40,11 @@ impl Resolve for EtcdResolver {
     fn resolve(&self, service: &str) -> Updates {
         let (sender, receiver) = mpsc::channel(8);
         let follow = Follow {
-            etcd: self.etcd.clone(),
+            snapshots: self.etcd.follow_prefix(self.prefix.as_bytes()),
+            members: self.etcd.members().join(","),
             prefix: self.prefix.clone(),
             service: service.to_owned(),
             records: BTreeMap::new(),
-            revision: 0,
             told: Told::default(),
             sender,
         };
@@ -77,161 +76,39 @@ impl futures_core::Stream for Following {
     }
 }
 
-/// How a watch ended.
-enum WatchEnd {
-    /// The revision to resume from was compacted: list again.
-    Compacted,
-    /// The stream broke or etcd refused it: watch again from the last
-    /// revision.
-    Broken(Status),
-}
-
 /// One resolution's state, in its task.
 struct Follow {
-    etcd: Etcd,
+    /// The prefix's keys as they change.
+    snapshots: PrefixFollower,
+    /// The etcd members, for messages.
+    members: String,
     prefix: String,
     service: String,
-    /// Every record under the prefix, as of `revision`, by address text.
+    /// Every record under the prefix, by address text.
     records: BTreeMap<String, (Address, Record)>,
-    /// The store revision the records are at.
-    revision: i64,
     told: Told,
     sender: mpsc::Sender<Result<Update, Status>>,
 }
 
 impl Follow {
-    /// Lists, then watches; lists again after a compaction. Runs until the
-    /// stream is dropped (the task is aborted, or a send fails).
+    /// Tells each snapshot's endpoints of the service (and each outage,
+    /// once: the balancer keeps its set). Runs until the stream is dropped.
     async fn run(mut self) {
-        let mut retry = FIRST_RETRY;
-        let mut outage_said = false;
-        loop {
-            match self.etcd.get_prefix(self.prefix.as_bytes()).await {
-                Ok(listing) => {
-                    self.records = parse_records(&self.prefix, &listing.kvs);
-                    self.revision = listing.revision;
-                    retry = FIRST_RETRY;
-                    outage_said = false;
+        while let Some(snapshot) = self.snapshots.next().await {
+            let told = match snapshot {
+                Ok(snapshot) => {
+                    self.records = snapshot
+                        .entries
+                        .iter()
+                        .filter_map(|(key, value)| parse_record(&self.prefix, key, value))
+                        .map(|(address, record)| (address.to_string(), (address, record)))
+                        .collect();
+                    self.tell().await
                 }
-                Err(status) => {
-                    // Said once per outage; the balancer keeps its set.
-                    if !outage_said && self.sender.send(Err(status)).await.is_err() {
-                        return;
-                    }
-                    outage_said = true;
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(LAST_RETRY);
-                    continue;
-                }
-            }
-            if !self.tell().await {
+                Err(status) => self.sender.send(Err(status)).await.is_ok(),
+            };
+            if !told {
                 return;
-            }
-            loop {
-                match self.watch().await {
-                    None => return,
-                    Some(WatchEnd::Compacted) => {
-                        tracing::debug!(
-                            service = %self.service,
-                            revision = self.revision,
-                            "etcd compacted the watched revision: listing again"
-                        );
-                        break;
-                    }
-                    Some(WatchEnd::Broken(status)) => {
-                        tracing::debug!(service = %self.service, %status, "etcd watch broke: resuming");
-                        tokio::time::sleep(retry).await;
-                        retry = (retry * 2).min(LAST_RETRY);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Follows the prefix from the revision after `self.revision`, telling
-    /// each change. `None` when the stream was dropped.
-    async fn watch(&mut self) -> Option<WatchEnd> {
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: self.prefix.as_bytes().to_vec(),
-                    range_end: prefix_end(self.prefix.as_bytes()),
-                    start_revision: self.revision + 1,
-                    progress_notify: true,
-                    ..Default::default()
-                },
-            )),
-        };
-        // The request side stays open: etcd ends a watch whose client stops
-        // sending.
-        let requests = futures_util::StreamExt::chain(
-            futures_util::stream::iter([create]),
-            futures_util::stream::pending(),
-        );
-        let client = WatchClient::new(self.etcd.channel().clone());
-        let mut responses = tokio::select! {
-            opened = client.watch(requests) => match opened {
-                Ok(response) => response.into_inner(),
-                Err(status) => return Some(WatchEnd::Broken(status)),
-            },
-            () = self.sender.closed() => return None,
-        };
-        loop {
-            let response = tokio::select! {
-                response = responses.message() => response,
-                () = self.sender.closed() => return None,
-            };
-            let response = match response {
-                Ok(Some(response)) => response,
-                Ok(None) => {
-                    return Some(WatchEnd::Broken(Status::unavailable(
-                        "etcd ended the watch",
-                    )))
-                }
-                Err(status) => return Some(WatchEnd::Broken(status)),
-            };
-            if response.canceled {
-                if response.compact_revision > 0 {
-                    return Some(WatchEnd::Compacted);
-                }
-                return Some(WatchEnd::Broken(Status::unavailable(format!(
-                    "etcd cancelled the watch: {}",
-                    response.cancel_reason
-                ))));
-            }
-            for event in &response.events {
-                let Some(kv) = &event.kv else { continue };
-                match event.r#type() {
-                    EventType::Put => match parse_record(&self.prefix, &kv.key, &kv.value) {
-                        Some((address, record)) => {
-                            self.records.insert(address.to_string(), (address, record));
-                        }
-                        // A key that no longer parses no longer registers.
-                        None => {
-                            if let Some(address) = parse_address(&self.prefix, &kv.key) {
-                                self.records.remove(&address.to_string());
-                            }
-                        }
-                    },
-                    EventType::Delete => {
-                        if let Some(address) = parse_address(&self.prefix, &kv.key) {
-                            self.records.remove(&address.to_string());
-                        }
-                    }
-                }
-                self.revision = self.revision.max(kv.mod_revision);
-            }
-            if let Some(header) = &response.header {
-                // A progress notification (no events) carries the revision
-                // the watch has reached. A response with events may carry
-                // the store's newer revision while a catching-up watch has
-                // more events to send: only its events' revisions count.
-                if response.events.is_empty() && !response.created && !response.fragment {
-                    self.revision = self.revision.max(header.revision);
-                }
-            }
-            if !response.events.is_empty() && !self.tell().await {
-                return None;
             }
         }
     }
@@ -256,9 +133,7 @@ impl Follow {
             );
             let status = Status::not_found(format!(
                 "nothing registered in etcd at {} under {} serves {}; services registered: {known}",
-                self.etcd.members().join(","),
-                self.prefix,
-                self.service
+                self.members, self.prefix, self.service
             ));
             return self.sender.send(Err(status)).await.is_ok();
         }

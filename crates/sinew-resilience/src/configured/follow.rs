@@ -1,6 +1,7 @@
-//! [`ConfigHandle::follow_file`]: a service config file put in force again
-//! whenever it changes, so operators change policies live by editing (or
-//! atomically replacing) the file.
+//! Service configs that change live: [`ConfigHandle::follow_file`] puts a
+//! config file in force again whenever it changes, and (feature `etcd`)
+//! [`ConfigHandle::follow_etcd`] the config stored in an etcd key, so that
+//! operators change the policies of every client at once.
 
 use super::ConfigHandle;
 use crate::config::ServiceConfig;
@@ -70,6 +71,76 @@ impl ConfigHandle {
             }
         });
         Ok(FollowedFile { task })
+    }
+}
+
+/// Keeps a [`ConfigHandle`] following an etcd key; stops when dropped.
+#[cfg(feature = "etcd")]
+#[derive(Debug)]
+pub struct FollowedKey {
+    task: JoinHandle<()>,
+}
+
+#[cfg(feature = "etcd")]
+impl Drop for FollowedKey {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl ConfigHandle {
+    /// Puts the service config (gRPC's JSON) stored at `key` in etcd in
+    /// force, and again whenever the key changes: etcd is watched, the watch
+    /// resumed across reconnects and etcd restarts
+    /// (`sinew_cluster::etcd::PrefixFollower`). A value that is not a valid
+    /// config, a deleted key, or etcd out of reach leaves the config in
+    /// force as it is, and says why in a warning. Following stops when the
+    /// returned value is dropped. Needs a tokio runtime.
+    pub fn follow_etcd(
+        &self,
+        etcd: &sinew_cluster::etcd::Etcd,
+        key: impl Into<String>,
+    ) -> FollowedKey {
+        use futures_util::StreamExt;
+        let key = key.into();
+        let mut snapshots = etcd.follow_prefix(key.as_bytes());
+        let handle = self.clone();
+        let task = tokio::spawn(async move {
+            let mut seen: Option<Vec<u8>> = None;
+            while let Some(snapshot) = snapshots.next().await {
+                let snapshot = match snapshot {
+                    Ok(snapshot) => snapshot,
+                    Err(status) => {
+                        tracing::warn!(%key, %status, "service config: etcd out of reach; the one in force stays");
+                        continue;
+                    }
+                };
+                // The prefix is the key: only the key itself counts.
+                let value = snapshot.entries.get(key.as_bytes()).cloned();
+                if value == seen {
+                    continue;
+                }
+                seen = value.clone();
+                let Some(value) = value else {
+                    tracing::warn!(%key, "service config key deleted; the one in force stays");
+                    continue;
+                };
+                let parsed = std::str::from_utf8(&value)
+                    .map_err(|_| crate::ConfigError::new("the value is not UTF-8"))
+                    .and_then(ServiceConfig::from_json);
+                match parsed {
+                    Ok(config) => {
+                        tracing::info!(%key, revision = snapshot.revision, "service config from etcd in force");
+                        handle.set(config);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%key, %error, "service config in etcd not valid; the one in force stays")
+                    }
+                }
+            }
+        });
+        FollowedKey { task }
     }
 }
 

@@ -19,6 +19,8 @@ mod future;
 mod layer;
 
 pub use follow::FollowedFile;
+#[cfg(feature = "etcd")]
+pub use follow::FollowedKey;
 pub use future::ResponseFuture;
 pub use layer::ServiceConfigLayer;
 
