@@ -270,3 +270,34 @@ async fn generated_clients_carry_each_methods_declared_idempotency() {
         [Idempotency::NoSideEffects, Idempotency::Unknown]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_ready_holds_a_call_until_its_server_comes_up() {
+    let port = common::unused_tcp_port();
+    let address: sinew::transport::Address = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+    let balanced = Balanced::builder(Fixed::new([address]), SERVICE).build();
+    let config = |wait: bool| {
+        ServiceConfig::new()
+            .with_method(MethodConfig::new([MethodName::service(SERVICE)]).wait_for_ready(wait))
+            .unwrap()
+    };
+    let request = || {
+        let mut request = sinew::Request::new(SleepRequest { millis: 0 });
+        request.set_timeout(Duration::from_secs(10));
+        request
+    };
+    // Without waiting for ready, the call fails at once: nothing listens.
+    let fail_fast =
+        TestingClient::new(ServiceConfigLayer::new(config(false)).layer(balanced.clone()));
+    let status = fail_fast.sleep(request()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+
+    let waiting = TestingClient::new(ServiceConfigLayer::new(config(true)).layer(balanced));
+    let call = tokio::spawn(async move { waiting.sleep(request()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "the call waits");
+    let _server = TestServer::start_on_tcp_port(port, |builder| builder).await;
+    call.await
+        .unwrap()
+        .expect("the call went through once the server was up");
+}

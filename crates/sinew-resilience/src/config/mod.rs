@@ -53,6 +53,8 @@ pub struct ServiceConfig {
     load_balancing: Vec<LoadBalancingConfig>,
     /// For idempotent methods that no retry or hedging policy names.
     idempotent_retry: Option<RetryPolicy>,
+    /// Whether a method config says `waitForReady: true`.
+    waits_for_ready: bool,
 }
 
 impl Default for ServiceConfig {
@@ -65,6 +67,7 @@ impl Default for ServiceConfig {
             retry_throttling: None,
             load_balancing: Vec::new(),
             idempotent_retry: Some(RetryPolicy::for_idempotent()),
+            waits_for_ready: false,
         }
     }
 }
@@ -126,6 +129,7 @@ impl ServiceConfig {
             ));
         }
         let config = Arc::new(config);
+        self.waits_for_ready |= config.wait_for_ready == Some(true);
         for name in &config.names {
             let taken = match (&name.service, &name.method) {
                 (None, _) => self.default.replace(config.clone()).is_some(),
@@ -164,6 +168,11 @@ impl ServiceConfig {
         service
             .and_then(|service| self.by_service.get(service))
             .or(self.default.as_ref())
+    }
+
+    /// Whether some method config says `waitForReady: true`.
+    pub fn waits_for_ready(&self) -> bool {
+        self.waits_for_ready
     }
 
     /// The method configs, in the order given.

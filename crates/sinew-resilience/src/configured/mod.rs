@@ -11,8 +11,11 @@
 //! file changes), and a throttle whose settings did not change keeps its
 //! tokens.
 //!
-//! Not here: `waitForReady` is parsed (and checked) but not yet applied by
-//! this service.
+//! `waitForReady: true` makes a call that failed because no endpoint was
+//! ready (`UNAVAILABLE`, not processed) wait and go again, backing off from
+//! 10 ms to 1 s, until its deadline, over a channel that fails fast; over
+//! one built to wait for ready, calls wait anyway. Single-message requests
+//! only: a stream is sent once.
 
 mod follow;
 mod future;
@@ -88,12 +91,19 @@ impl ConfigHandle {
 pub struct Configured<S> {
     inner: S,
     config: ConfigHandle,
+    // Why the service below was not ready, when readiness was granted
+    // anyway for calls that wait for ready (see `poll_ready`).
+    unready: Option<Status>,
 }
 
 impl<S> Configured<S> {
     /// `inner`, with the config `config` holds.
     pub fn new(inner: S, config: ConfigHandle) -> Configured<S> {
-        Configured { inner, config }
+        Configured {
+            inner,
+            config,
+            unready: None,
+        }
     }
 
     /// The handle that replaces the config.
@@ -115,16 +125,36 @@ where
     type Error = Status;
     type Future = ResponseFuture<S, S::Future>;
 
+    /// The service below's readiness; but when it fails a call at once
+    /// because nothing is ready (`UNAVAILABLE`, not processed) and some
+    /// method waits for ready, ready anyway: `call` then fails the calls of
+    /// other methods with that status, and the others wait.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.inner.poll_ready(cx)
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(status))
+                if status.is_not_processed()
+                    && self.config.current.load().config.waits_for_ready() =>
+            {
+                self.unready = Some(status);
+                Poll::Ready(Ok(()))
+            }
+            other => {
+                self.unready = None;
+                other
+            }
+        }
     }
 
     fn call(&mut self, mut request: CallRequest) -> Self::Future {
+        let unready = self.unready.take();
         let in_force = self.config.current.load();
         let method = in_force.config.method_config(request.path().as_str());
         let repeatable = request.path().idempotency().is_repeatable();
         if method.is_none() && !repeatable {
-            return ResponseFuture::direct(self.inner.call(request), None);
+            return match unready {
+                Some(status) => ResponseFuture::failed(status),
+                None => ResponseFuture::direct(self.inner.call(request), None),
+            };
         }
         let mut response_limit = None;
         let mut repeat = None;
@@ -156,10 +186,38 @@ where
         if repeat.is_none() && repeatable {
             repeat = in_force.config.idempotent_retry().map(Repeat::Retry);
         }
+        let wait_for_ready = method.and_then(|method| method.wait_for_ready_value()) == Some(true);
+        // Waiting for ready alone is a retry policy of one attempt.
+        let once = RetryPolicy::new(1, []);
+        if repeat.is_none() && wait_for_ready {
+            repeat = Some(Repeat::Retry(&once));
+        }
         let repeat = repeat.filter(|repeat| {
             !request.body().is_stream()
-                && !matches!(repeat, Repeat::Retry(policy) if policy.max_attempts() < 2)
+                && (wait_for_ready
+                    || !matches!(repeat, Repeat::Retry(policy) if policy.max_attempts() < 2))
         });
+        if let Some(status) = unready {
+            // Not ready: only a call that waits for ready goes on, to be
+            // sent when the service below is.
+            return match (repeat, wait_for_ready && !request.body().is_stream()) {
+                (Some(Repeat::Retry(policy)), true) => {
+                    let waiting = Retrying::not_sent(
+                        self.inner.clone(),
+                        request,
+                        status,
+                        policy.clone(),
+                        in_force.throttle.clone(),
+                        true,
+                    );
+                    match waiting {
+                        Ok(waiting) => ResponseFuture::retrying(waiting, response_limit),
+                        Err(status) => ResponseFuture::failed(status),
+                    }
+                }
+                _ => ResponseFuture::failed(status),
+            };
+        }
         let Some(repeat) = repeat else {
             return ResponseFuture::direct(self.inner.call(request), response_limit);
         };
@@ -180,7 +238,14 @@ where
         let throttle = in_force.throttle.clone();
         match repeat {
             Repeat::Retry(policy) => ResponseFuture::retrying(
-                Retrying::new(ready, first, spare, policy.clone(), throttle),
+                Retrying::new(
+                    ready,
+                    first,
+                    spare,
+                    policy.clone(),
+                    throttle,
+                    wait_for_ready,
+                ),
                 response_limit,
             ),
             Repeat::Hedge(policy) => ResponseFuture::hedging(

@@ -468,3 +468,60 @@ async fn a_retry_carries_where_the_failed_attempt_went_and_a_first_attempt_carri
     respond.send_response(ok_response(b"pong"));
     assert!(call.await.unwrap().is_ok());
 }
+
+fn ready_config() -> ServiceConfig {
+    ServiceConfig::new()
+        .with_method(MethodConfig::new([MethodName::service("test.Svc")]).wait_for_ready(true))
+        .unwrap()
+}
+
+fn none_ready() -> Status {
+    Status::unavailable("no endpoint is ready").mark_not_processed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_for_ready_sends_a_call_again_until_an_endpoint_is_ready() {
+    let (mut service, mut handle) = configured(ready_config());
+    let started = Instant::now();
+    let call = start(&mut service, request());
+    // At once (transparent), then after 10 ms, 20 ms, 40 ms.
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let (_, respond) = next(&mut handle).await;
+        waits.push(Instant::now() - started);
+        respond.send_error(none_ready());
+    }
+    let (_, respond) = next(&mut handle).await;
+    waits.push(Instant::now() - started);
+    respond.send_response(ok_response(b"pong"));
+    assert!(call.await.unwrap().is_ok());
+    let ms = |ms| Duration::from_millis(ms);
+    assert_eq!(waits, [ms(0), ms(0), ms(10), ms(30), ms(70)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_ready_ends_at_the_deadline_and_other_failures_end_it_at_once() {
+    let (mut service, mut handle) = configured(ready_config());
+    let mut timed = request();
+    timed.set_timeout(Duration::from_millis(25));
+    let call = start(&mut service, timed);
+    for _ in 0..3 {
+        let (_, respond) = next(&mut handle).await;
+        respond.send_error(none_ready());
+    }
+    // 0 + 10 ms, then 20 ms more would pass the 25 ms deadline.
+    assert_eq!(
+        call.await.unwrap().unwrap_err().message(),
+        "no endpoint is ready"
+    );
+    no_more(&mut handle).await;
+
+    let call = start(&mut service, request());
+    let (_, respond) = next(&mut handle).await;
+    respond.send_error(Status::unavailable("the server went away"));
+    assert!(
+        call.await.unwrap().is_err(),
+        "a processed failure is not waited out"
+    );
+    no_more(&mut handle).await;
+}

@@ -6,7 +6,7 @@
 use super::{next_attempt, pushback, RetryPolicy, RetryThrottle};
 use pin_project_lite::pin_project;
 use sinew_rpc::call::{Attempts, CallRequest, CallResponse, Destination};
-use sinew_rpc::Status;
+use sinew_rpc::{Code, Status};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -23,14 +23,9 @@ pin_project! {
         throttle: Option<RetryThrottle>,
         // What each next attempt is copied from.
         spare: CallRequest,
-        // Attempts that count against the policy's maximum.
-        counted: u32,
         // Attempts sent, transparent ones included.
         sent: u32,
-        transparent_left: bool,
-        // Retries since the call began or since the last pushback: the
-        // backoff's exponent.
-        backoff_exponent: u32,
+        counts: Counts,
         // Where the attempt that failed last went, for the next to avoid.
         last_destination: Option<Destination>,
         #[pin]
@@ -46,6 +41,26 @@ pin_project! {
         Readying,
     }
 }
+
+/// What the decisions between attempts keep.
+#[derive(Debug)]
+struct Counts {
+    /// Attempts that count against the policy's maximum.
+    counted: u32,
+    transparent_left: bool,
+    /// Retries since the call began or since the last pushback: the
+    /// backoff's exponent.
+    backoff_exponent: u32,
+    /// The method waits for a ready endpoint (`waitForReady`): calls no
+    /// server saw because none was ready go again until the deadline.
+    wait_for_ready: bool,
+    /// Waits for ready so far: their backoff's exponent.
+    ready_waits: u32,
+}
+
+/// The first wait for a ready endpoint, doubling up to [`READY_WAIT_MAX`].
+const READY_WAIT_FIRST: Duration = Duration::from_millis(10);
+const READY_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What follows a failed attempt.
 enum Next {
@@ -68,19 +83,60 @@ where
         spare: CallRequest,
         policy: RetryPolicy,
         throttle: Option<RetryThrottle>,
+        wait_for_ready: bool,
     ) -> Retrying<S, F> {
         Retrying {
             service,
             policy,
             throttle,
             spare,
-            counted: 1,
             sent: 1,
-            transparent_left: true,
-            backoff_exponent: 0,
+            counts: Counts {
+                counted: 1,
+                transparent_left: true,
+                backoff_exponent: 0,
+                wait_for_ready,
+                ready_waits: 0,
+            },
             last_destination: None,
             state: State::Calling { future: first },
         }
+    }
+
+    /// The attempts of a call not sent yet because `service` was not ready
+    /// (`why`): decided on as a failed attempt, then sent when it is.
+    pub(crate) fn not_sent(
+        service: S,
+        request: CallRequest,
+        why: Status,
+        policy: RetryPolicy,
+        throttle: Option<RetryThrottle>,
+        wait_for_ready: bool,
+    ) -> Result<Retrying<S, F>, Status> {
+        let mut counts = Counts {
+            counted: 1,
+            transparent_left: true,
+            backoff_exponent: 0,
+            wait_for_ready,
+            ready_waits: 0,
+        };
+        let state = match decide(&why, &policy, throttle.as_ref(), &request, &mut counts) {
+            Next::Fail => return Err(why),
+            Next::Now => State::Readying,
+            Next::After(wait) => State::Waiting {
+                sleep: tokio::time::sleep(wait),
+            },
+        };
+        Ok(Retrying {
+            service,
+            policy,
+            throttle,
+            spare: request,
+            sent: 0,
+            counts,
+            last_destination: None,
+            state,
+        })
     }
 }
 
@@ -94,59 +150,61 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProjection::Calling { future } => {
-                    let status = match ready!(future.poll(cx)) {
-                        Ok(response) => {
-                            // Committed: the response began.
-                            if let Some(throttle) = this.throttle.as_ref() {
-                                throttle.succeeded();
-                            }
-                            return Poll::Ready(Ok(response));
+            // A failed attempt, or one that could not be made (the service
+            // below was not ready).
+            let status = match this.state.as_mut().project() {
+                StateProjection::Calling { future } => match ready!(future.poll(cx)) {
+                    Ok(response) => {
+                        // Committed: the response began.
+                        if let Some(throttle) = this.throttle.as_ref() {
+                            throttle.succeeded();
                         }
-                        Err(status) => status,
-                    };
-                    let next = decide(
-                        &status,
-                        this.policy,
-                        this.throttle.as_ref(),
-                        this.spare,
-                        this.counted,
-                        this.transparent_left,
-                        this.backoff_exponent,
-                    );
-                    *this.last_destination = status.destination().cloned();
-                    match next {
-                        Next::Fail => return Poll::Ready(Err(status)),
-                        Next::Now => this.state.set(State::Readying),
-                        Next::After(wait) => {
-                            tracing::debug!(
-                                path = %this.spare.path(),
-                                %status,
-                                ?wait,
-                                attempt = *this.sent,
-                                "retrying the call"
-                            );
-                            this.state.set(State::Waiting {
-                                sleep: tokio::time::sleep(wait),
-                            });
-                        }
+                        return Poll::Ready(Ok(response));
                     }
-                }
+                    Err(status) => status,
+                },
                 StateProjection::Waiting { sleep } => {
                     ready!(sleep.poll(cx));
                     this.state.set(State::Readying);
+                    continue;
                 }
-                StateProjection::Readying => {
-                    ready!(this.service.poll_ready(cx))?;
-                    let mut request = next_attempt(this.spare, this.sent);
-                    if let Some(destination) = this.last_destination.take() {
-                        request
-                            .extensions_mut()
-                            .insert(Attempts::after(destination));
+                StateProjection::Readying => match ready!(this.service.poll_ready(cx)) {
+                    Ok(()) => {
+                        let mut request = next_attempt(this.spare, this.sent);
+                        if let Some(destination) = this.last_destination.take() {
+                            request
+                                .extensions_mut()
+                                .insert(Attempts::after(destination));
+                        }
+                        let future = this.service.call(request);
+                        this.state.set(State::Calling { future });
+                        continue;
                     }
-                    let future = this.service.call(request);
-                    this.state.set(State::Calling { future });
+                    Err(status) => status,
+                },
+            };
+            let next = decide(
+                &status,
+                this.policy,
+                this.throttle.as_ref(),
+                this.spare,
+                this.counts,
+            );
+            *this.last_destination = status.destination().cloned();
+            match next {
+                Next::Fail => return Poll::Ready(Err(status)),
+                Next::Now => this.state.set(State::Readying),
+                Next::After(wait) => {
+                    tracing::debug!(
+                        path = %this.spare.path(),
+                        %status,
+                        ?wait,
+                        attempt = *this.sent,
+                        "retrying the call"
+                    );
+                    this.state.set(State::Waiting {
+                        sleep: tokio::time::sleep(wait),
+                    });
                 }
             }
         }
@@ -160,14 +218,20 @@ fn decide(
     policy: &RetryPolicy,
     throttle: Option<&RetryThrottle>,
     spare: &CallRequest,
-    counted: &mut u32,
-    transparent_left: &mut bool,
-    backoff_exponent: &mut u32,
+    counts: &mut Counts,
 ) -> Next {
-    if status.is_not_processed() && *transparent_left {
+    if status.is_not_processed() && counts.transparent_left {
         // No server saw it: once again at once, not counted.
-        *transparent_left = false;
+        counts.transparent_left = false;
         return Next::Now;
+    }
+    if counts.wait_for_ready && status.is_not_processed() && status.code() == Code::Unavailable {
+        // No endpoint was ready: wait, not counted, within the deadline.
+        let wait = READY_WAIT_FIRST
+            .saturating_mul(1 << counts.ready_waits.min(16))
+            .min(READY_WAIT_MAX);
+        counts.ready_waits += 1;
+        return within_deadline(spare, wait);
     }
     if !policy.is_retryable(status.code()) {
         return Next::Fail;
@@ -176,7 +240,7 @@ fn decide(
         throttle.failed();
     }
     let pushback = pushback(status);
-    if *counted >= policy.max_attempts()
+    if counts.counted >= policy.max_attempts()
         || matches!(pushback, Some(None))
         || throttle.is_some_and(|throttle| !throttle.allows_retry())
     {
@@ -184,24 +248,31 @@ fn decide(
     }
     let wait = match pushback {
         Some(Some(wait)) => {
-            *backoff_exponent = 0;
+            counts.backoff_exponent = 0;
             wait
         }
         _ => {
-            let wait = policy.delay(*backoff_exponent);
-            *backoff_exponent += 1;
+            let wait = policy.delay(counts.backoff_exponent);
+            counts.backoff_exponent += 1;
             wait
         }
     };
-    // The deadline covers every attempt: a retry that would start after it
-    // could only fail.
+    let next = within_deadline(spare, wait);
+    if !matches!(next, Next::Fail) {
+        counts.counted += 1;
+    }
+    next
+}
+
+/// Another attempt after `wait`, unless it would start past the call's
+/// deadline (the deadline covers every attempt: it could only fail).
+fn within_deadline(spare: &CallRequest, wait: Duration) -> Next {
     if spare
         .deadline()
         .is_some_and(|deadline| Instant::now() + wait >= deadline)
     {
         return Next::Fail;
     }
-    *counted += 1;
     if wait.is_zero() {
         Next::Now
     } else {

@@ -130,10 +130,12 @@ pub(crate) fn next_attempt(spare: &CallRequest, sent: &mut u32) -> CallRequest {
     let mut request = spare
         .try_clone()
         .expect("only single-message requests are sent again");
-    // The count is a number: always valid metadata.
-    let _ = request
-        .metadata_mut()
-        .insert(PREVIOUS_ATTEMPTS, &sent.to_string());
+    if *sent > 0 {
+        // The count is a number: always valid metadata.
+        let _ = request
+            .metadata_mut()
+            .insert(PREVIOUS_ATTEMPTS, &sent.to_string());
+    }
     *sent += 1;
     request
 }
