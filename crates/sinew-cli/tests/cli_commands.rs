@@ -566,6 +566,11 @@ fn serve_limits_callers_by_rate_and_refuses_with_resource_exhausted() {
     stdout(&call("alice"));
     fails(&call("alice"), 8, "RESOURCE_EXHAUSTED");
     stdout(&call("bob"));
-    let refused = run(&["serve", "--rate-limit", "1", "--rate-limit-by", "cookie"]);
-    assert_eq!(refused.status.code(), Some(2));
+    for bad in [
+        ["--rate-limit", "1", "--rate-limit-by", "cookie"],
+        ["--rate-limit", "0", "--rate-limit-by", "peer"],
+    ] {
+        let refused = run(&[&["serve"][..], &bad[..]].concat());
+        assert_eq!(refused.status.code(), Some(2), "{bad:?}");
+    }
 }

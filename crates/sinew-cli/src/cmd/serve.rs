@@ -66,7 +66,7 @@ pub(crate) struct Args {
     /// Allow each caller this many calls a second on average (a token bucket
     /// per caller, see --rate-limit-by); calls over it get RESOURCE_EXHAUSTED
     /// with a pushback saying when to come back.
-    #[arg(long, value_name = "CALLS_PER_SECOND")]
+    #[arg(long, value_name = "CALLS_PER_SECOND", value_parser = parse_rate)]
     rate_limit: Option<f64>,
     /// How many calls a caller may make at once under --rate-limit (default:
     /// one second's worth).
@@ -403,6 +403,16 @@ fn switch_latency_on_signals(
         }
     });
     Ok(())
+}
+
+/// `--rate-limit`: a number of calls a second above 0.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a number of calls a second above 0"
+        )),
+    }
 }
 
 /// `--rate-limit-by`: `peer` or `metadata:KEY`.

@@ -25,13 +25,23 @@ pub(crate) struct Circuit {
     bucket_width: Duration,
     buckets: [Bucket; BUCKETS],
     phase: Phase,
+    /// Half-open phases so far.
+    rounds: u64,
 }
 
 #[derive(Debug)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { in_flight: u32, succeeded: u32 },
+    Open {
+        until: Instant,
+    },
+    /// `round` counts the half-open phases, so that a probe of an earlier
+    /// one (ending late) is not taken for a probe of this one.
+    HalfOpen {
+        in_flight: u32,
+        succeeded: u32,
+        round: u64,
+    },
 }
 
 /// Whether a call may go, and as what.
@@ -39,8 +49,8 @@ enum Phase {
 pub(crate) enum Admission {
     /// A call of a closed circuit.
     Call,
-    /// One of the bounded calls of a half-open circuit.
-    Probe,
+    /// One of the bounded calls of a half-open circuit, in its round.
+    Probe { round: u64 },
     /// Refused: the circuit is open (or half-open with every probe out)
     /// for this much longer at least.
     Refused { retry_after: Duration },
@@ -62,6 +72,7 @@ impl Circuit {
             bucket_width: (config.window / BUCKETS as u32).max(Duration::from_millis(1)),
             buckets: [Bucket::default(); BUCKETS],
             phase: Phase::Closed,
+            rounds: 0,
         }
     }
 
@@ -90,9 +101,11 @@ impl Circuit {
                     None,
                 );
             }
+            self.rounds += 1;
             self.phase = Phase::HalfOpen {
                 in_flight: 0,
                 succeeded: 0,
+                round: self.rounds,
             };
             change = Some(Change {
                 from: CircuitState::Open,
@@ -102,9 +115,11 @@ impl Circuit {
         }
         let admission = match &mut self.phase {
             Phase::Closed => Admission::Call,
-            Phase::HalfOpen { in_flight, .. } if *in_flight < config.probes => {
+            Phase::HalfOpen {
+                in_flight, round, ..
+            } if *in_flight < config.probes => {
                 *in_flight += 1;
-                Admission::Probe
+                Admission::Probe { round: *round }
             }
             Phase::HalfOpen { .. } => Admission::Refused {
                 retry_after: config.probe_timeout,
@@ -139,12 +154,13 @@ impl Circuit {
                 None
             }
             (
-                Admission::Probe,
+                Admission::Probe { round: probe_round },
                 Phase::HalfOpen {
                     in_flight,
                     succeeded,
+                    round,
                 },
-            ) => {
+            ) if probe_round == round => {
                 *in_flight = in_flight.saturating_sub(1);
                 if failed {
                     self.open(config, now);
@@ -173,11 +189,16 @@ impl Circuit {
         }
     }
 
-    /// A probe that ended with no outcome (its caller gave up): its slot is
-    /// free again.
-    pub(crate) fn release_probe(&mut self) {
-        if let Phase::HalfOpen { in_flight, .. } = &mut self.phase {
-            *in_flight = in_flight.saturating_sub(1);
+    /// A probe of `round` that ended with no outcome (its caller gave up):
+    /// its slot is free again, if its round is still on.
+    pub(crate) fn release_probe(&mut self, probe_round: u64) {
+        if let Phase::HalfOpen {
+            in_flight, round, ..
+        } = &mut self.phase
+        {
+            if *round == probe_round {
+                *in_flight = in_flight.saturating_sub(1);
+            }
         }
     }
 
@@ -293,10 +314,10 @@ mod tests {
         }
         let later = start + Duration::from_secs(5);
         let (first, change) = circuit.admit(&config, later);
-        assert_eq!(first, Admission::Probe);
+        assert_eq!(first, Admission::Probe { round: 1 });
         assert_eq!(change.unwrap().to, CircuitState::HalfOpen);
         let (second, _) = circuit.admit(&config, later);
-        assert_eq!(second, Admission::Probe);
+        assert_eq!(second, Admission::Probe { round: 1 });
         // Both probes out: the third call is refused, not a third probe.
         assert!(matches!(
             circuit.admit(&config, later).0,
@@ -337,6 +358,32 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_of_an_earlier_round_counts_for_nothing_now() {
+        let config = config().probes(1);
+        let start = Instant::now();
+        let mut circuit = Circuit::new(&config, start);
+        for _ in 0..10 {
+            call(&mut circuit, &config, true, start);
+        }
+        let later = start + Duration::from_secs(5);
+        let (old_probe, _) = circuit.admit(&config, later);
+        // Its round ends without it: the next probe fails, the circuit
+        // reopens, and a new round begins with a probe of its own.
+        circuit.record(&config, &old_probe, true, later);
+        let again = later + Duration::from_secs(5);
+        let (probe, _) = circuit.admit(&config, again);
+        assert_eq!(probe, Admission::Probe { round: 2 });
+        // The old probe's success, or its caller giving up, changes nothing.
+        assert_eq!(circuit.record(&config, &old_probe, false, again), None);
+        circuit.release_probe(1);
+        assert!(matches!(
+            circuit.admit(&config, again).0,
+            Admission::Refused { .. }
+        ));
+        assert_eq!(circuit.state(), CircuitState::HalfOpen);
+    }
+
+    #[test]
     fn a_probe_given_up_frees_its_slot() {
         let config = config().probes(1);
         let start = Instant::now();
@@ -345,12 +392,18 @@ mod tests {
             call(&mut circuit, &config, true, start);
         }
         let later = start + Duration::from_secs(5);
-        assert_eq!(circuit.admit(&config, later).0, Admission::Probe);
+        assert_eq!(
+            circuit.admit(&config, later).0,
+            Admission::Probe { round: 1 }
+        );
         assert!(matches!(
             circuit.admit(&config, later).0,
             Admission::Refused { .. }
         ));
-        circuit.release_probe();
-        assert_eq!(circuit.admit(&config, later).0, Admission::Probe);
+        circuit.release_probe(1);
+        assert_eq!(
+            circuit.admit(&config, later).0,
+            Admission::Probe { round: 1 }
+        );
     }
 }

@@ -368,7 +368,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn is_probe(&self) -> bool {
-        self.admission == Some(Admission::Probe)
+        matches!(self.admission, Some(Admission::Probe { .. }))
     }
 
     /// Records the call's outcome (`status`: its failure, if it failed),
@@ -402,8 +402,8 @@ impl Outcome {
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        if self.admission.take() == Some(Admission::Probe) {
-            lock(&self.keyed.circuit).release_probe();
+        if let Some(Admission::Probe { round }) = self.admission.take() {
+            lock(&self.keyed.circuit).release_probe(round);
         }
     }
 }

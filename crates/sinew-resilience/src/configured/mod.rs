@@ -160,9 +160,11 @@ where
         let mut repeat = None;
         if let Some(method) = method {
             if let Some(timeout) = method.timeout_value() {
-                let deadline = Instant::now() + timeout;
-                if request.deadline().is_none_or(|own| own > deadline) {
-                    request.set_deadline(Some(deadline));
+                // A timeout too long to add to the clock sets no deadline.
+                if let Some(deadline) = Instant::now().checked_add(timeout) {
+                    if request.deadline().is_none_or(|own| own > deadline) {
+                        request.set_deadline(Some(deadline));
+                    }
                 }
             }
             if let (Some(limit), Some(payload)) =

@@ -525,3 +525,43 @@ async fn waiting_for_ready_ends_at_the_deadline_and_other_failures_end_it_at_onc
     );
     no_more(&mut handle).await;
 }
+
+#[tokio::test]
+async fn absurd_durations_from_a_config_or_a_server_do_not_panic() {
+    // A timeout no clock can add (protobuf allows 10,000 years; this is more).
+    let config = ServiceConfig::from_json(
+        r#"{"methodConfig": [{"name": [{}], "timeout": "999999999999999999s",
+            "retryPolicy": {"maxAttempts": 2, "initialBackoff": "0.001s", "maxBackoff": "0.001s",
+                            "backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+    )
+    .unwrap();
+    let (mut service, mut handle) = configured(config);
+    let mut timed = request();
+    timed.set_timeout(Duration::from_secs(5));
+    let call = start(&mut service, timed);
+    let (_, respond) = next(&mut handle).await;
+    // A pushback of u64::MAX milliseconds: past any deadline, no retry.
+    let mut busy = Status::unavailable("busy");
+    busy.metadata_mut()
+        .insert(PUSHBACK, &u64::MAX.to_string())
+        .unwrap();
+    respond.send_error(busy);
+    assert_eq!(call.await.unwrap().unwrap_err().message(), "busy");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedged_copy_no_server_saw_is_not_fatal() {
+    // No non-fatal codes: only "not processed" keeps the call going.
+    let policy = HedgingPolicy::new(2, Duration::from_secs(5), []).unwrap();
+    let config = ServiceConfig::new()
+        .with_method(MethodConfig::new([MethodName::service("test.Svc")]).hedging(policy))
+        .unwrap();
+    let (mut service, mut handle) = configured(config);
+    let call = start(&mut service, request());
+    let (_, respond) = next(&mut handle).await;
+    respond.send_error(Status::unavailable("goaway").mark_not_processed());
+    let (copy, respond) = next(&mut handle).await;
+    assert_eq!(attempt_number(&copy), Some("1"));
+    respond.send_response(ok_response(b"pong"));
+    assert!(call.await.unwrap().is_ok());
+}

@@ -92,7 +92,10 @@ where
                     }
                     Err(status) => status,
                 };
-                if !this.policy.is_non_fatal(status.code()) {
+                // A copy no server saw (refused, a GOAWAY) says nothing
+                // about the call: like a non-fatal failure, the next copy
+                // goes.
+                if !status.is_not_processed() && !this.policy.is_non_fatal(status.code()) {
                     return Poll::Ready(Err(status));
                 }
                 if let Some(throttle) = this.throttle.as_ref() {
@@ -102,7 +105,12 @@ where
                     Some(None) => *this.stopped = true,
                     Some(Some(wait)) => {
                         // The next copy after the server's wait, not at once.
-                        this.timer.as_mut().reset(Instant::now() + wait);
+                        // (A pushback too long to add to the clock: as
+                        // good as never.)
+                        match Instant::now().checked_add(wait) {
+                            Some(at) => this.timer.as_mut().reset(at),
+                            None => *this.stopped = true,
+                        }
                         *this.due = false;
                     }
                     None => *this.due = true,

@@ -9,8 +9,9 @@
 //! * The first response to begin wins and commits the call; the other
 //!   copies are dropped, which cancels them on their servers (sinew sends
 //!   RESET CANCELLED, gRPC RST_STREAM).
-//! * A copy failing with a *non-fatal* code does not end the call: the next
-//!   copy goes at once instead of after the delay (or, if the server sent
+//! * A copy failing with a *non-fatal* code, or not processed (no server
+//!   saw it), does not end the call: the next copy goes at once instead of
+//!   after the delay (or, if the server sent
 //!   `grpc-retry-pushback-ms`, after that wait; a negative one stops the
 //!   hedging). A copy failing with any other code ends the call with that
 //!   failure. When every copy failed, the call fails with the last failure.

@@ -30,7 +30,8 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// `rate` calls a second per key on average, `burst` at once (at least
-    /// 1); at most 10,000 keys tracked ([`RateLimit::max_keys`]).
+    /// 1); at most 10,000 keys tracked ([`RateLimit::max_keys`]). A rate
+    /// that is not above 0 lets a key make its burst and no more.
     pub fn new(rate: f64, burst: u32) -> RateLimit {
         RateLimit {
             rate: if rate.is_finite() && rate > 0.0 {
@@ -189,9 +190,11 @@ impl Shared {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / settings.rate,
-            ))
+            // (No wait fits a rate of almost nothing: as good as never.)
+            Err(
+                Duration::try_from_secs_f64((1.0 - bucket.tokens) / settings.rate)
+                    .unwrap_or(Duration::MAX),
+            )
         }
     }
 }
@@ -254,6 +257,16 @@ mod tests {
             assert_eq!(limit.take("a", much_later), Ok(()));
         }
         assert!(limit.take("a", much_later).is_err());
+    }
+
+    #[test]
+    fn a_rate_of_nothing_allows_the_burst_and_then_refuses_without_panicking() {
+        for rate in [0.0, -1.0, f64::NAN, 1e-300] {
+            let limit = shared(RateLimit::new(rate, 1));
+            let start = Instant::now();
+            assert_eq!(limit.take("a", start), Ok(()));
+            assert!(limit.take("a", start + Duration::from_secs(3600)).is_err());
+        }
     }
 
     #[test]

@@ -269,7 +269,13 @@ fn decide(
 fn within_deadline(spare: &CallRequest, wait: Duration) -> Next {
     if spare
         .deadline()
-        .is_some_and(|deadline| Instant::now() + wait >= deadline)
+        // (A wait too long to add to the clock ends past any deadline: a
+        // server's pushback can be any number.)
+        .is_some_and(|deadline| {
+            Instant::now()
+                .checked_add(wait)
+                .is_none_or(|start| start >= deadline)
+        })
     {
         return Next::Fail;
     }
