@@ -12,7 +12,7 @@ use sinew::resilience::{
     AdaptiveLimit, AdaptiveLimitLayer, RateLimit, RateLimitKey, RateLimitLayer,
 };
 use sinew::{Channel, Code, Status};
-use sinew_tests::testing::{testing_client::TestingClient, Counters};
+use sinew_tests::testing::{testing_client::TestingClient, Counters, FloodRequest};
 use std::time::Duration;
 
 async fn client(server: &TestServer) -> TestingClient<Channel> {
@@ -138,4 +138,72 @@ async fn a_rate_limit_holds_each_key_to_its_own_bucket() {
     client.sleep(keyed("bob")).await.unwrap();
     assert_eq!(limit.refused(), 1);
     assert_eq!(limit.keys(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_response_streams_do_not_fill_the_adaptive_limit() {
+    // A limit of exactly 4: normal calls fit under 3 (90%).
+    let limit = AdaptiveLimitLayer::new(AdaptiveLimit::default().initial(4).bounds(4, 4));
+    let layer = limit.clone();
+    let server = TestServer::start_with(move |builder| builder.layer(layer)).await;
+    // The streams on a connection of their own, with room for what they
+    // leave unread (each stops at its own stream window).
+    let channel = Channel::builder(server.tcp.clone())
+        .initial_connection_window(32 << 20)
+        .connect()
+        .await
+        .unwrap();
+    let streams = TestingClient::new(channel);
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let mut stream = streams
+            .flood(FloodRequest {
+                count: u64::MAX,
+                size: 1024,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // Running on the server: its first message is here.
+        stream.message().await.unwrap().unwrap();
+        open.push(stream);
+    }
+    assert_eq!(
+        limit.in_flight(),
+        0,
+        "open streams are not held under the limit"
+    );
+    // Ten open streams, and the server still takes its limit's worth of
+    // unary calls at once.
+    let client = client(&server).await;
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.sleep(call(200, None)).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(limit.shed(), 0);
+    // A server at its limit refuses a new stream like any other call.
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.sleep(call(1000, Some("critical"))).await })
+        })
+        .collect();
+    eventually(Duration::from_secs(5), "the limit is full", || {
+        limit.in_flight() == 4
+    })
+    .await;
+    let status = streams
+        .flood(FloodRequest { count: 1, size: 0 })
+        .await
+        .unwrap_err();
+    assert_shed(&status);
+    for call in busy {
+        call.await.unwrap().unwrap();
+    }
+    drop(open);
 }

@@ -13,6 +13,13 @@
 //!   sheddable calls are refused once half of it is in use, normal ones at
 //!   90%, critical ones only at the limit itself, so the calls that matter
 //!   most are shed last.
+//! * Streams: a call whose responses stream (server streaming,
+//!   bidirectional) may stay open for as long as its client likes (a
+//!   health watch, a subscription), so its length says nothing of the
+//!   server's load. Such a call is refused like any other while the server
+//!   is over its limit, but once admitted it does not hold a place under the
+//!   limit and gives the gradient no sample: a few hundred open watches do
+//!   not shut the server to everything else.
 //! * [`RateLimitLayer`]: a token bucket per key (the peer's IP address, or
 //!   a metadata entry such as an API key), with a bounded number of keys.
 //!
@@ -27,7 +34,7 @@ pub use rate::{RateLimit, RateLimitKey, RateLimitLayer};
 use crate::retry::PUSHBACK;
 use futures_util::future::BoxFuture;
 use gradient::Gradient;
-use sinew_rpc::server::ServerCall;
+use sinew_rpc::server::{MethodKind, ServerCall};
 use sinew_rpc::Status;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,6 +170,11 @@ where
             let status = overloaded(shared, limit);
             return Box::pin(std::future::ready(Err(status)));
         }
+        if streams_responses(&call) {
+            // Admitted, but not held under the limit: see the module docs.
+            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Box::pin(self.inner.call(call));
+        }
         let running = Running {
             shared: shared.clone(),
             started: Instant::now(),
@@ -174,6 +186,18 @@ where
             outcome
         })
     }
+}
+
+/// Whether the call's responses stream, so that its length is the
+/// client's choice (a call to a path no method serves is not: it ends at
+/// once).
+fn streams_responses(call: &ServerCall) -> bool {
+    call.method().is_some_and(|method| {
+        matches!(
+            method.kind,
+            MethodKind::ServerStreaming | MethodKind::Bidirectional
+        )
+    })
 }
 
 /// The refusal of a call over the limit, with a pushback of the server's

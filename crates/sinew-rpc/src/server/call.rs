@@ -140,6 +140,14 @@ impl ServerCall {
         std::str::from_utf8(&self.path).unwrap_or("")
     }
 
+    /// The method that runs the call, as its service describes it (its
+    /// shape, its message types): `None` when no service offers the path,
+    /// or a fallback service (a proxy) without a method list serves it.
+    pub fn method(&self) -> Option<&'static super::MethodDescriptor> {
+        let (service, method) = self.route.as_ref().ok()?;
+        service.descriptor().methods.get(*method)
+    }
+
     /// The time the caller allowed, as received.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout

@@ -560,9 +560,7 @@ async fn sleep_until_option(deadline: Option<Instant>) {
 fn prefetch_single_requests(state: &mut Locked<'_>, new_calls: &mut [ServerCall]) {
     for call in new_calls.iter_mut() {
         // A fallback service has no method list: its calls are not prefetched.
-        let kind = call.route.as_ref().ok().and_then(|(service, method)| {
-            service.descriptor().methods.get(*method).map(|m| m.kind)
-        });
+        let kind = call.method().map(|method| method.kind);
         if !matches!(kind, Some(MethodKind::Unary | MethodKind::ServerStreaming)) {
             continue;
         }
