@@ -301,3 +301,28 @@ async fn wait_for_ready_holds_a_call_until_its_server_comes_up() {
         .unwrap()
         .expect("the call went through once the server was up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_method_timeout_bounds_a_wait_for_an_endpoint_that_never_comes() {
+    // A channel built to wait for ready, to a port nothing listens on: the
+    // caller's own wait for readiness cannot know the method's timeout.
+    let port = common::unused_tcp_port();
+    let address: sinew::transport::Address = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+    let channel = sinew::Channel::builder(address).wait_for_ready(true).lazy();
+    let config = ServiceConfig::new()
+        .with_method(
+            MethodConfig::new([MethodName::service(SERVICE)]).timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
+    let client = TestingClient::new(ServiceConfigLayer::new(config).layer(channel));
+    let started = std::time::Instant::now();
+    let call = client.sleep(SleepRequest { millis: 0 });
+    let status = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call ends at its timeout, not never")
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    assert!(status.is_not_processed());
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+}

@@ -51,8 +51,9 @@
 //!
 //! What this crate is not: it does not pick endpoints (the cluster crate's
 //! balancer does, and honours the "another endpoint" request of a retry),
-//! and it does not enforce deadlines itself (the transports do; a config's
-//! timeout only sets the call's deadline).
+//! and it enforces deadlines only on its own waits (for the service below
+//! to be ready, between attempts); the transports enforce them on the
+//! calls, and a config's timeout sets a call's deadline.
 
 #![forbid(unsafe_code)]
 
@@ -62,6 +63,7 @@ pub mod configured;
 pub mod fault;
 pub mod hedge;
 pub mod limit;
+mod readiness;
 pub mod retry;
 #[cfg(test)]
 mod testing;

@@ -1,9 +1,10 @@
 //! [`ResponseFuture`]: one call through a [`Breaker`](super::Breaker):
-//! refused at once, or let through: it waits for the service below, calls
-//! it, and records the outcome in its circuit (a probe that takes too long
+//! refused at once, or let through: it waits for the service below
+//! (within the call's deadline), calls it, and records the outcome in its circuit (a probe that takes too long
 //! counts as failed when its time is up).
 
 use super::Outcome;
+use crate::readiness::ReadyWithin;
 use pin_project_lite::pin_project;
 use sinew_rpc::call::{CallRequest, CallResponse};
 use sinew_rpc::Status;
@@ -28,7 +29,7 @@ pin_project! {
 pin_project! {
     #[project = StateProjection]
     enum State<S: Service<CallRequest>> {
-        Readying { service: S, request: Option<CallRequest> },
+        Readying { service: S, request: Option<CallRequest>, wait: ReadyWithin },
         Calling { #[pin] future: S::Future },
         Refused { status: Option<Status> },
     }
@@ -42,6 +43,7 @@ impl<S: Service<CallRequest>> ResponseFuture<S> {
         ResponseFuture {
             state: State::Readying {
                 service,
+                wait: ReadyWithin::of(&request),
                 request: Some(request),
             },
             outcome: Some(outcome),
@@ -85,17 +87,19 @@ where
                         .take()
                         .unwrap_or_else(|| Status::internal("call polled after it ended"))))
                 }
-                StateProjection::Readying { service, request } => {
-                    match ready!(service.poll_ready(cx)) {
-                        Ok(()) => {
-                            let request = request.take().expect("a call is sent once");
-                            let future = service.call(request);
-                            this.state.set(State::Calling { future });
-                            continue;
-                        }
-                        Err(status) => Err(status),
+                StateProjection::Readying {
+                    service,
+                    request,
+                    wait,
+                } => match ready!(wait.poll_ready(service, cx)) {
+                    Ok(()) => {
+                        let request = request.take().expect("a call is sent once");
+                        let future = service.call(request);
+                        this.state.set(State::Calling { future });
+                        continue;
                     }
-                }
+                    Err(status) => Err(status),
+                },
                 StateProjection::Calling { future } => ready!(future.poll(cx)),
             };
             if let Some(outcome) = this.outcome.as_mut() {

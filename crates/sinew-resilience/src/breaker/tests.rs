@@ -192,3 +192,19 @@ async fn a_probe_whose_caller_gives_up_frees_its_place() {
     assert!(call(&service, &mut handle, "/a.B/C", Ok(())).await.is_ok());
     assert_eq!(layer.states(), [("*".into(), CircuitState::Closed)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_let_through_waits_for_the_service_below_only_until_its_deadline() {
+    let layer = BreakerLayer::per_method(config());
+    let (service, mut handle) = breaker(&layer);
+    handle.allow(0);
+    let mut timed = request("/a.B/C");
+    timed.set_timeout(Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let status = service.clone().oneshot(timed).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    assert!(status.is_not_processed());
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    // One outcome in the window, under the minimum: still closed.
+    assert_eq!(layer.states(), [("/a.B/C".into(), CircuitState::Closed)]);
+}

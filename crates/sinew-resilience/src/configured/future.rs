@@ -1,8 +1,10 @@
 //! [`ResponseFuture`]: one call through [`Configured`](super::Configured):
-//! passed through, retried, hedged, or failed before it was sent; and its response
+//! passed through (once the service below is ready, within the call's
+//! deadline), retried, hedged, or failed before it was sent; and its response
 //! body held to the method's size limit.
 
 use crate::hedge::Hedging;
+use crate::readiness::ReadyWithin;
 use crate::retry::Retrying;
 use futures_core::Stream;
 use pin_project_lite::pin_project;
@@ -26,6 +28,7 @@ pin_project! {
 pin_project! {
     #[project = KindProjection]
     enum Kind<S, F> {
+        Readying { service: S, request: Option<CallRequest>, wait: ReadyWithin },
         Direct { #[pin] future: F },
         Retrying { #[pin] retrying: Retrying<S, F> },
         Hedging { #[pin] hedging: Hedging<S, F> },
@@ -37,6 +40,23 @@ impl<S, F> ResponseFuture<S, F> {
     pub(super) fn direct(future: F, response_limit: Option<usize>) -> ResponseFuture<S, F> {
         ResponseFuture {
             kind: Kind::Direct { future },
+            response_limit,
+        }
+    }
+
+    /// A call sent once `service`, not ready now, is (within the call's
+    /// deadline).
+    pub(super) fn readying(
+        service: S,
+        request: CallRequest,
+        response_limit: Option<usize>,
+    ) -> ResponseFuture<S, F> {
+        ResponseFuture {
+            kind: Kind::Readying {
+                wait: ReadyWithin::of(&request),
+                service,
+                request: Some(request),
+            },
             response_limit,
         }
     }
@@ -79,8 +99,20 @@ where
     type Output = Result<CallResponse, Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
+        if let KindProjection::Readying {
+            service,
+            request,
+            wait,
+        } = this.kind.as_mut().project()
+        {
+            ready!(wait.poll_ready(service, cx))?;
+            let request = request.take().expect("a call is sent once");
+            let future = service.call(request);
+            this.kind.set(Kind::Direct { future });
+        }
         let response = match this.kind.project() {
+            KindProjection::Readying { .. } => unreachable!("sent above"),
             KindProjection::Direct { future } => ready!(future.poll(cx)),
             KindProjection::Retrying { retrying } => ready!(retrying.poll(cx)),
             KindProjection::Hedging { hedging } => ready!(hedging.poll(cx)),

@@ -11,6 +11,10 @@
 //! file changes), and a throttle whose settings did not change keeps its
 //! tokens.
 //!
+//! Waiting for the service below: `Configured` is ready whenever the
+//! service below is or will be, and a call that finds it not ready waits in
+//! its own future, where its deadline (which the method's timeout may set)
+//! bounds the wait: `DEADLINE_EXCEEDED`, never sent, when it passes first.
 //! `waitForReady: true` makes a call that failed because no endpoint was
 //! ready (`UNAVAILABLE`, not processed) wait and go again, backing off from
 //! 10 ms to 1 s, until its deadline, over a channel that fails fast; over
@@ -31,7 +35,7 @@ use crate::config::ServiceConfig;
 use crate::hedge::{Hedging, HedgingPolicy};
 use crate::retry::{RetryPolicy, RetryThrottle, Retrying};
 use arc_swap::ArcSwap;
-use sinew_rpc::call::{Attempts, CallRequest, CallResponse};
+use sinew_rpc::call::{CallRequest, CallResponse};
 use sinew_rpc::Status;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -91,9 +95,21 @@ impl ConfigHandle {
 pub struct Configured<S> {
     inner: S,
     config: ConfigHandle,
-    // Why the service below was not ready, when readiness was granted
-    // anyway for calls that wait for ready (see `poll_ready`).
-    unready: Option<Status>,
+    // What `poll_ready` found of the service below, for `call`.
+    below: Below,
+}
+
+/// The service below, as `poll_ready` found it.
+#[derive(Clone, Debug)]
+enum Below {
+    Ready,
+    /// Not ready yet: each call waits for it in its own future, within
+    /// its deadline (which the config's timeout may set).
+    Waiting,
+    /// Failing calls at once because nothing is ready (`UNAVAILABLE`, not
+    /// processed), while some method waits for ready: its calls wait, the
+    /// others fail with this.
+    Refusing(Status),
 }
 
 impl<S> Configured<S> {
@@ -102,7 +118,7 @@ impl<S> Configured<S> {
         Configured {
             inner,
             config,
-            unready: None,
+            below: Below::Waiting,
         }
     }
 
@@ -125,39 +141,44 @@ where
     type Error = Status;
     type Future = ResponseFuture<S, S::Future>;
 
-    /// The service below's readiness; but when it fails a call at once
-    /// because nothing is ready (`UNAVAILABLE`, not processed) and some
-    /// method waits for ready, ready anyway: `call` then fails the calls of
-    /// other methods with that status, and the others wait.
+    /// Ready, unless the service below fails calls at once and no method
+    /// waits for ready: a call then waits for the service below in its own
+    /// future, where its deadline bounds the wait (the caller's readiness
+    /// wait cannot know the timeout the config gives the method).
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        match self.inner.poll_ready(cx) {
+        self.below = match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Below::Ready,
+            Poll::Pending => Below::Waiting,
             Poll::Ready(Err(status))
                 if status.is_not_processed()
                     && self.config.current.load().config.waits_for_ready() =>
             {
-                self.unready = Some(status);
-                Poll::Ready(Ok(()))
+                Below::Refusing(status)
             }
-            other => {
-                self.unready = None;
-                other
+            Poll::Ready(Err(status)) => {
+                self.below = Below::Waiting;
+                return Poll::Ready(Err(status));
             }
-        }
+        };
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: CallRequest) -> Self::Future {
-        let unready = self.unready.take();
+        let below = std::mem::replace(&mut self.below, Below::Waiting);
         let in_force = self.config.current.load();
         let method = in_force.config.method_config(request.path().as_str());
         let repeatable = request.path().idempotency().is_repeatable();
         if method.is_none() && !repeatable {
-            return match unready {
-                Some(status) => ResponseFuture::failed(status),
-                None => ResponseFuture::direct(self.inner.call(request), None),
+            // Nothing to apply.
+            return match below {
+                Below::Ready => ResponseFuture::direct(self.inner.call(request), None),
+                Below::Waiting => ResponseFuture::readying(self.inner.clone(), request, None),
+                Below::Refusing(status) => ResponseFuture::failed(status),
             };
         }
         let mut response_limit = None;
         let mut repeat = None;
+        let mut wait_for_ready = false;
         if let Some(method) = method {
             if let Some(timeout) = method.timeout_value() {
                 // A timeout too long to add to the clock sets no deadline.
@@ -184,76 +205,64 @@ where
                 (None, Some(policy)) => Some(Repeat::Hedge(policy)),
                 (None, None) => None,
             };
+            wait_for_ready = method.wait_for_ready_value() == Some(true);
         }
         if repeat.is_none() && repeatable {
             repeat = in_force.config.idempotent_retry().map(Repeat::Retry);
         }
-        let wait_for_ready = method.and_then(|method| method.wait_for_ready_value()) == Some(true);
         // Waiting for ready alone is a retry policy of one attempt.
         let once = RetryPolicy::new(1, []);
         if repeat.is_none() && wait_for_ready {
             repeat = Some(Repeat::Retry(&once));
         }
+        // A stream is sent once.
         let repeat = repeat.filter(|repeat| {
             !request.body().is_stream()
                 && (wait_for_ready
                     || !matches!(repeat, Repeat::Retry(policy) if policy.max_attempts() < 2))
         });
-        if let Some(status) = unready {
-            // Not ready: only a call that waits for ready goes on, to be
-            // sent when the service below is.
-            return match (repeat, wait_for_ready && !request.body().is_stream()) {
-                (Some(Repeat::Retry(policy)), true) => {
-                    let waiting = Retrying::not_sent(
-                        self.inner.clone(),
-                        request,
-                        status,
-                        policy.clone(),
-                        in_force.throttle.clone(),
-                        true,
-                    );
-                    match waiting {
-                        Ok(waiting) => ResponseFuture::retrying(waiting, response_limit),
-                        Err(status) => ResponseFuture::failed(status),
-                    }
-                }
-                _ => ResponseFuture::failed(status),
-            };
-        }
-        let Some(repeat) = repeat else {
-            return ResponseFuture::direct(self.inner.call(request), response_limit);
+        let throttle = || in_force.throttle.clone();
+        let ready = match below {
+            Below::Ready => true,
+            Below::Waiting => false,
+            // Only a call that waits for ready goes on, to be sent when the
+            // service below is.
+            Below::Refusing(_) if wait_for_ready && repeat.is_some() => false,
+            Below::Refusing(status) => return ResponseFuture::failed(status),
         };
-        if let Repeat::Hedge(_) = repeat {
-            // Copies in flight together share where each went (a retry
-            // learns it from the failure it follows).
-            request.extensions_mut().insert(Attempts::new());
-        }
-        let spare = request
-            .try_spare()
-            .expect("a request of one message has a spare");
-        // The ready service makes the first attempt and goes with the call
-        // for the next ones; a clone takes its place here (as tower's retry
-        // does).
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
-        let first = ready.call(request);
-        let throttle = in_force.throttle.clone();
-        match repeat {
-            Repeat::Retry(policy) => ResponseFuture::retrying(
-                Retrying::new(
-                    ready,
-                    first,
-                    spare,
-                    policy.clone(),
-                    throttle,
-                    wait_for_ready,
-                ),
-                response_limit,
-            ),
-            Repeat::Hedge(policy) => ResponseFuture::hedging(
-                Hedging::new(ready, first, spare, policy.clone(), throttle),
-                response_limit,
-            ),
+        // The service that makes the first attempt goes with the call; a
+        // clone takes its place here (as tower's retry does). A service
+        // not ready yet is readied in the call's future.
+        let service = match (ready, &repeat) {
+            (true, None) => {
+                return ResponseFuture::direct(self.inner.call(request), response_limit)
+            }
+            (true, Some(_)) => {
+                let clone = self.inner.clone();
+                std::mem::replace(&mut self.inner, clone)
+            }
+            (false, _) => self.inner.clone(),
+        };
+        match (repeat, ready) {
+            (None, _) => ResponseFuture::readying(service, request, response_limit),
+            (Some(Repeat::Retry(policy)), ready) => {
+                let (policy, throttle) = (policy.clone(), throttle());
+                let retrying = if ready {
+                    Retrying::start(service, request, policy, throttle, wait_for_ready)
+                } else {
+                    Retrying::unsent(service, request, policy, throttle, wait_for_ready)
+                };
+                ResponseFuture::retrying(retrying, response_limit)
+            }
+            (Some(Repeat::Hedge(policy)), ready) => {
+                let (policy, throttle) = (policy.clone(), throttle());
+                let hedging = if ready {
+                    Hedging::start(service, request, policy, throttle)
+                } else {
+                    Hedging::unsent(service, request, policy, throttle)
+                };
+                ResponseFuture::hedging(hedging, response_limit)
+            }
         }
     }
 }

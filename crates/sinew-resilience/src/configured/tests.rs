@@ -8,7 +8,7 @@ use crate::retry::{RetryPolicy, RetryThrottling, PREVIOUS_ATTEMPTS, PUSHBACK};
 use crate::testing::{self, ok_response, pair, Handle, Mock};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sinew_rpc::call::{Idempotency, MethodPath, Payload, RequestBody};
+use sinew_rpc::call::{Attempts, Idempotency, MethodPath, Payload, RequestBody};
 use sinew_rpc::Code;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -562,6 +562,43 @@ async fn a_hedged_copy_no_server_saw_is_not_fatal() {
     respond.send_error(Status::unavailable("goaway").mark_not_processed());
     let (copy, respond) = next(&mut handle).await;
     assert_eq!(attempt_number(&copy), Some("1"));
+    respond.send_response(ok_response(b"pong"));
+    assert!(call.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_method_timeout_bounds_the_wait_for_a_service_not_ready() {
+    let method =
+        || MethodConfig::new([MethodName::service("test.Svc")]).timeout(Duration::from_millis(200));
+    let hedging = HedgingPolicy::new(3, Duration::from_millis(50), [Code::Unavailable]).unwrap();
+    for method in [
+        method(),
+        method().retry(policy(3)),
+        method().hedging(hedging),
+    ] {
+        let config = ServiceConfig::new().with_method(method).unwrap();
+        let (mut service, mut handle) = configured(config);
+        // Nothing is ready, and the call has no deadline of its own: the
+        // caller is told ready, and the call waits until the timeout.
+        handle.allow(0);
+        let started = Instant::now();
+        let call = start(&mut service, request());
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+        assert!(status.is_not_processed());
+        assert_eq!(Instant::now() - started, Duration::from_millis(200));
+        no_more(&mut handle).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_found_the_service_not_ready_goes_once_it_is() {
+    let (mut service, mut handle) = configured(retry_config(policy(3)));
+    handle.allow(0);
+    let call = start(&mut service, request());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (sent, respond) = next(&mut handle).await;
+    assert_eq!(attempt_number(&sent), None, "the first attempt");
     respond.send_response(ok_response(b"pong"));
     assert!(call.await.unwrap().is_ok());
 }

@@ -2,10 +2,11 @@
 //! rules of the module docs.
 
 use super::HedgingPolicy;
+use crate::readiness::ReadyWithin;
 use crate::retry::{next_attempt, pushback, RetryThrottle};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
-use sinew_rpc::call::{CallRequest, CallResponse};
+use sinew_rpc::call::{Attempts, CallRequest, CallResponse};
 use sinew_rpc::Status;
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +36,8 @@ pin_project! {
         timer: Sleep,
         // The next copy goes as soon as the service is ready.
         due: bool,
+        // That wait, within the call's deadline.
+        wait: ReadyWithin,
     }
 }
 
@@ -43,29 +46,46 @@ where
     S: Service<CallRequest, Response = CallResponse, Error = Status, Future = F>,
     F: Future<Output = Result<CallResponse, Status>>,
 {
-    /// The copies of a call whose first copy is `first`, made from `service`
-    /// with a request `spare` is a copy of.
-    pub(crate) fn new(
+    /// The copies of `request` under `policy`, the first sent at once by
+    /// `service`, which is ready.
+    pub(crate) fn start(
         service: S,
-        first: F,
-        spare: CallRequest,
+        request: CallRequest,
         policy: HedgingPolicy,
         throttle: Option<RetryThrottle>,
     ) -> Hedging<S, F> {
-        let in_flight = FuturesUnordered::new();
-        in_flight.push(first);
+        let mut hedging = Hedging::unsent(service, request, policy, throttle);
+        let first = next_attempt(&hedging.spare, &mut hedging.sent);
+        hedging.in_flight.push(hedging.service.call(first));
+        hedging.due = false;
+        hedging
+    }
+
+    /// The copies of `request` under `policy`, the first sent once
+    /// `service`, not ready now, is (within the call's deadline).
+    pub(crate) fn unsent(
+        service: S,
+        mut request: CallRequest,
+        policy: HedgingPolicy,
+        throttle: Option<RetryThrottle>,
+    ) -> Hedging<S, F> {
+        // Copies in flight together share where each went, for each next
+        // one to go elsewhere.
+        request.extensions_mut().insert(Attempts::new());
         let timer = tokio::time::sleep(policy.delay());
+        let wait = ReadyWithin::of(&request);
         Hedging {
             service,
             policy,
             throttle,
-            spare,
-            in_flight,
-            sent: 1,
+            spare: request,
+            in_flight: FuturesUnordered::new(),
+            sent: 0,
             stopped: false,
             last_failure: None,
             timer,
-            due: false,
+            due: true,
+            wait,
         }
     }
 }
@@ -135,18 +155,20 @@ where
             }
             // A copy is due: send it when the throttle allows and the
             // service is ready.
-            if this
-                .throttle
-                .as_ref()
-                .is_some_and(|throttle| !throttle.allows_retry())
+            if *this.sent > 0
+                && this
+                    .throttle
+                    .as_ref()
+                    .is_some_and(|throttle| !throttle.allows_retry())
             {
                 *this.stopped = true;
                 continue;
             }
-            match this.service.poll_ready(cx) {
+            match this.wait.poll_ready(this.service, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(status)) => {
-                    // No copy can be sent: the copies in flight decide.
+                    // No copy can be sent (or not before the deadline): the
+                    // copies in flight decide.
                     *this.stopped = true;
                     *this.last_failure = Some(status);
                     continue;

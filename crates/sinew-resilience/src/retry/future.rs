@@ -1,9 +1,10 @@
 //! [`Retrying`]: the attempts of one call under a [`RetryPolicy`], by the
 //! rules of the module docs: send, and on a failure before the response
 //! began, decide (again at once, after a wait, or not), wait, wait for the
-//! service to be ready, send a copy.
+//! service to be ready (within the call's deadline), send a copy.
 
 use super::{next_attempt, pushback, RetryPolicy, RetryThrottle};
+use crate::readiness::ReadyWithin;
 use pin_project_lite::pin_project;
 use sinew_rpc::call::{Attempts, CallRequest, CallResponse, Destination};
 use sinew_rpc::{Code, Status};
@@ -38,7 +39,7 @@ pin_project! {
     enum State<F> {
         Calling { #[pin] future: F },
         Waiting { #[pin] sleep: Sleep },
-        Readying,
+        Readying { wait: ReadyWithin },
     }
 }
 
@@ -74,13 +75,37 @@ where
     S: Service<CallRequest, Response = CallResponse, Error = Status, Future = F>,
     F: Future<Output = Result<CallResponse, Status>>,
 {
-    /// The attempts of a call whose first attempt is `first`, made from
-    /// `service` with a request `spare` is a copy of; later attempts wait
-    /// for `service` to be ready again.
-    pub(crate) fn new(
+    /// The attempts of `request` under `policy`, the first sent at once
+    /// by `service`, which is ready; later attempts wait for it to be
+    /// ready again.
+    pub(crate) fn start(
+        mut service: S,
+        request: CallRequest,
+        policy: RetryPolicy,
+        throttle: Option<RetryThrottle>,
+        wait_for_ready: bool,
+    ) -> Retrying<S, F> {
+        let spare = request
+            .try_spare()
+            .expect("only single-message requests are retried");
+        let first = service.call(request);
+        Retrying {
+            service,
+            policy,
+            throttle,
+            spare,
+            sent: 1,
+            counts: Counts::new(wait_for_ready),
+            last_destination: None,
+            state: State::Calling { future: first },
+        }
+    }
+
+    /// The attempts of `request` under `policy`, the first sent once
+    /// `service`, not ready now, is (within the call's deadline).
+    pub(crate) fn unsent(
         service: S,
-        first: F,
-        spare: CallRequest,
+        request: CallRequest,
         policy: RetryPolicy,
         throttle: Option<RetryThrottle>,
         wait_for_ready: bool,
@@ -89,54 +114,28 @@ where
             service,
             policy,
             throttle,
-            spare,
-            sent: 1,
-            counts: Counts {
-                counted: 1,
-                transparent_left: true,
-                backoff_exponent: 0,
-                wait_for_ready,
-                ready_waits: 0,
+            state: State::Readying {
+                wait: ReadyWithin::of(&request),
             },
+            spare: request,
+            sent: 0,
+            counts: Counts::new(wait_for_ready),
             last_destination: None,
-            state: State::Calling { future: first },
         }
     }
+}
 
-    /// The attempts of a call not sent yet because `service` was not ready
-    /// (`why`): decided on as a failed attempt, then sent when it is.
-    pub(crate) fn not_sent(
-        service: S,
-        request: CallRequest,
-        why: Status,
-        policy: RetryPolicy,
-        throttle: Option<RetryThrottle>,
-        wait_for_ready: bool,
-    ) -> Result<Retrying<S, F>, Status> {
-        let mut counts = Counts {
+impl Counts {
+    /// Before the first attempt.
+    fn new(wait_for_ready: bool) -> Counts {
+        Counts {
+            // (The first attempt, counted when it is made.)
             counted: 1,
             transparent_left: true,
             backoff_exponent: 0,
             wait_for_ready,
             ready_waits: 0,
-        };
-        let state = match decide(&why, &policy, throttle.as_ref(), &request, &mut counts) {
-            Next::Fail => return Err(why),
-            Next::Now => State::Readying,
-            Next::After(wait) => State::Waiting {
-                sleep: tokio::time::sleep(wait),
-            },
-        };
-        Ok(Retrying {
-            service,
-            policy,
-            throttle,
-            spare: request,
-            sent: 0,
-            counts,
-            last_destination: None,
-            state,
-        })
+        }
     }
 }
 
@@ -165,23 +164,27 @@ where
                 },
                 StateProjection::Waiting { sleep } => {
                     ready!(sleep.poll(cx));
-                    this.state.set(State::Readying);
+                    this.state.set(State::Readying {
+                        wait: ReadyWithin::of(this.spare),
+                    });
                     continue;
                 }
-                StateProjection::Readying => match ready!(this.service.poll_ready(cx)) {
-                    Ok(()) => {
-                        let mut request = next_attempt(this.spare, this.sent);
-                        if let Some(destination) = this.last_destination.take() {
-                            request
-                                .extensions_mut()
-                                .insert(Attempts::after(destination));
+                StateProjection::Readying { wait } => {
+                    match ready!(wait.poll_ready(this.service, cx)) {
+                        Ok(()) => {
+                            let mut request = next_attempt(this.spare, this.sent);
+                            if let Some(destination) = this.last_destination.take() {
+                                request
+                                    .extensions_mut()
+                                    .insert(Attempts::after(destination));
+                            }
+                            let future = this.service.call(request);
+                            this.state.set(State::Calling { future });
+                            continue;
                         }
-                        let future = this.service.call(request);
-                        this.state.set(State::Calling { future });
-                        continue;
+                        Err(status) => status,
                     }
-                    Err(status) => status,
-                },
+                }
             };
             let next = decide(
                 &status,
@@ -193,7 +196,9 @@ where
             *this.last_destination = status.destination().cloned();
             match next {
                 Next::Fail => return Poll::Ready(Err(status)),
-                Next::Now => this.state.set(State::Readying),
+                Next::Now => this.state.set(State::Readying {
+                    wait: ReadyWithin::of(this.spare),
+                }),
                 Next::After(wait) => {
                     tracing::debug!(
                         path = %this.spare.path(),
