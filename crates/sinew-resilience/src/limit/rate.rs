@@ -2,10 +2,18 @@
 //! (a peer's IP address, or the value of a metadata entry such as an API
 //! key) may make `rate` calls a second on average and `burst` at once;
 //! calls over that fail with `RESOURCE_EXHAUSTED` and a
-//! `grpc-retry-pushback-ms` saying when the next token comes. The table of
-//! keys is bounded (`max_keys`): when it is full, buckets that refilled
-//! (their keys went quiet) are dropped first, then the least recently used,
-//! so a peer that makes up keys cannot make the server grow.
+//! `grpc-retry-pushback-ms` saying when the next token comes.
+//!
+//! The table of keys is bounded (`max_keys`), and a peer that makes up keys
+//! gains nothing by it: once the table is full, the buckets that refilled
+//! (their keys went quiet) are dropped, at most once a second, and while
+//! it is still full every key not in it shares one overflow bucket of the
+//! same rate. Keys in the table keep their buckets (made-up keys never
+//! evict a busy caller's nearly empty bucket, which would hand it a fresh
+//! burst), a flood of new keys costs one lookup each (no scan per key),
+//! and all of them together get one key's rate. Keys from metadata are
+//! what the caller says: put the limit behind authentication if callers
+//! must not share or forge them.
 
 use crate::retry::PUSHBACK;
 use futures_util::future::{BoxFuture, FutureExt};
@@ -72,14 +80,72 @@ pub struct RateLimitLayer {
 struct Shared {
     settings: RateLimit,
     key: RateLimitKey,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    table: Mutex<Table>,
     refused: AtomicUsize,
+}
+
+/// The buckets of the keys tracked, and the one the others share.
+#[derive(Debug)]
+struct Table {
+    buckets: HashMap<String, Bucket>,
+    overflow: Bucket,
+    /// When refilled buckets were last dropped.
+    swept: Option<Instant>,
+}
+
+/// How often a full table is swept of refilled buckets, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl Table {
+    fn new(settings: &RateLimit) -> Table {
+        Table {
+            buckets: HashMap::new(),
+            overflow: Bucket::full(settings, Instant::now()),
+            swept: None,
+        }
+    }
+
+    /// `key`'s bucket: its own if the table has or makes room for it, else
+    /// the overflow bucket.
+    fn bucket(&mut self, key: &str, settings: &RateLimit, now: Instant) -> &mut Bucket {
+        if !self.buckets.contains_key(key) && self.buckets.len() >= settings.max_keys {
+            let due = self
+                .swept
+                .is_none_or(|swept| now.saturating_duration_since(swept) >= SWEEP_EVERY);
+            if due {
+                self.swept = Some(now);
+                self.buckets
+                    .retain(|_, bucket| bucket.refilled(settings, now) < settings.burst);
+            }
+            if self.buckets.len() >= settings.max_keys {
+                return &mut self.overflow;
+            }
+        }
+        self.buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| Bucket::full(settings, now))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     tokens: f64,
     updated: Instant,
+}
+
+impl Bucket {
+    fn full(settings: &RateLimit, now: Instant) -> Bucket {
+        Bucket {
+            tokens: settings.burst,
+            updated: now,
+        }
+    }
+
+    /// Its tokens at `now`.
+    fn refilled(&self, settings: &RateLimit, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        (self.tokens + elapsed * settings.rate).min(settings.burst)
+    }
 }
 
 impl RateLimitLayer {
@@ -91,9 +157,9 @@ impl RateLimitLayer {
         };
         RateLimitLayer {
             shared: Arc::new(Shared {
+                table: Mutex::new(Table::new(&settings)),
                 settings,
                 key,
-                buckets: Mutex::default(),
                 refused: AtomicUsize::new(0),
             }),
         }
@@ -104,9 +170,9 @@ impl RateLimitLayer {
         self.shared.refused.load(Ordering::Relaxed)
     }
 
-    /// Keys tracked now.
+    /// Keys tracked now (those with a bucket of their own).
     pub fn keys(&self) -> usize {
-        lock(&self.shared.buckets).len()
+        lock(&self.shared.table).buckets.len()
     }
 }
 
@@ -176,15 +242,9 @@ impl Shared {
     /// Takes a token of `key`'s bucket, or says how long until one comes.
     fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let settings = &self.settings;
-        let mut buckets = lock(&self.buckets);
-        if !buckets.contains_key(key) && buckets.len() >= settings.max_keys {
-            make_room(&mut buckets, settings, now);
-        }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: settings.burst,
-            updated: now,
-        });
-        bucket.tokens = refilled(bucket, settings, now);
+        let mut table = lock(&self.table);
+        let bucket = table.bucket(key, settings, now);
+        bucket.tokens = bucket.refilled(settings, now);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -195,25 +255,6 @@ impl Shared {
                 Duration::try_from_secs_f64((1.0 - bucket.tokens) / settings.rate)
                     .unwrap_or(Duration::MAX),
             )
-        }
-    }
-}
-
-fn refilled(bucket: &Bucket, settings: &RateLimit, now: Instant) -> f64 {
-    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-    (bucket.tokens + elapsed * settings.rate).min(settings.burst)
-}
-
-/// Drops the buckets that refilled; if none did, the least recently used.
-fn make_room(buckets: &mut HashMap<String, Bucket>, settings: &RateLimit, now: Instant) {
-    buckets.retain(|_, bucket| refilled(bucket, settings, now) < settings.burst);
-    if buckets.len() >= settings.max_keys {
-        let oldest = buckets
-            .iter()
-            .min_by_key(|(_, bucket)| bucket.updated)
-            .map(|(key, _)| key.clone());
-        if let Some(oldest) = oldest {
-            buckets.remove(&oldest);
         }
     }
 }
@@ -229,9 +270,9 @@ mod tests {
 
     fn shared(settings: RateLimit) -> Shared {
         Shared {
+            table: Mutex::new(Table::new(&settings)),
             settings,
             key: RateLimitKey::PeerAddress,
-            buckets: Mutex::default(),
             refused: AtomicUsize::new(0),
         }
     }
@@ -270,19 +311,36 @@ mod tests {
     }
 
     #[test]
-    fn made_up_keys_cannot_grow_the_table() {
+    fn made_up_keys_get_no_room_from_busy_callers_and_share_one_bucket_when_full() {
         let limit = shared(RateLimit::new(1.0, 2).max_keys(100));
         let start = Instant::now();
-        // 10,000 made-up keys, one a millisecond, while a real one keeps
-        // calling: the table stays at 100, and the real key stays in it.
+        // 99 callers fill the table and go quiet; a busy one spends its burst.
+        for n in 0..99 {
+            limit.take(&format!("caller-{n}"), start).unwrap();
+        }
+        limit.take("busy", start).unwrap();
+        limit.take("busy", start).unwrap();
+        // 10,000 made-up keys, one a millisecond, while the busy caller
+        // calls every 100 ms.
+        let (mut made_up, mut busy) = (0, 0);
         for n in 0..10_000u64 {
             let now = start + Duration::from_millis(n);
-            let _ = limit.take(&format!("key-{n}"), now);
-            if n % 50 == 0 {
-                let _ = limit.take("busy", now);
+            if limit.take(&format!("made-up-{n}"), now).is_ok() {
+                made_up += 1;
             }
-            assert!(lock(&limit.buckets).len() <= 100);
+            if n % 100 == 0 && limit.take("busy", now).is_ok() {
+                busy += 1;
+            }
+            assert!(lock(&limit.table).buckets.len() <= 100);
         }
-        assert!(lock(&limit.buckets).contains_key("busy"));
+        // The busy caller kept its bucket: 1 a second, never a fresh burst.
+        assert!(lock(&limit.table).buckets.contains_key("busy"));
+        assert!((9..=11).contains(&busy), "{busy}");
+        // Made-up keys get a place only as quiet callers' buckets refill
+        // and are swept (at most once a second, 100 places each time);
+        // while the table is full they share one bucket (2, then 1 a
+        // second). Without that, all 10,000 got in.
+        println!("{made_up} of 10,000 made-up keys admitted");
+        assert!(made_up <= 2 + 10 + 100 * 10, "{made_up}");
     }
 }
