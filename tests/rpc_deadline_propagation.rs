@@ -4,10 +4,10 @@
 //! caller's (less each server's margin); a caller that gives up ends the
 //! work at the far end of the chain.
 
-use sinew::{Channel, Code, Request, Response, Server, Status, Streaming};
+use sinew::{Channel, Code, Request, Response, Server, Status};
 use sinew_examples::echo::echo_client::EchoClient;
-use sinew_examples::echo::echo_server::{Echo, EchoServer};
-use sinew_examples::echo::{EchoRequest, EchoResponse, EchoService, EchoStream};
+use sinew_examples::echo::echo_server::EchoServer;
+use sinew_examples::echo::{EchoRequest, EchoResponse, UnaryEcho, WithUnary};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +31,7 @@ impl Drop for Hanging {
     }
 }
 
-impl Echo for Hop {
-    type ServerStreamingEchoStream = EchoStream;
-    type BidirectionalStreamingEchoStream = EchoStream;
-
+impl UnaryEcho for Hop {
     async fn unary_echo(
         &self,
         request: Request<EchoRequest>,
@@ -53,34 +50,13 @@ impl Echo for Hop {
         };
         Ok(Response::new(EchoResponse { message: left }))
     }
-
-    async fn server_streaming_echo(
-        &self,
-        request: Request<EchoRequest>,
-    ) -> Result<Response<EchoStream>, Status> {
-        EchoService.server_streaming_echo(request).await
-    }
-
-    async fn client_streaming_echo(
-        &self,
-        request: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoResponse>, Status> {
-        EchoService.client_streaming_echo(request).await
-    }
-
-    async fn bidirectional_streaming_echo(
-        &self,
-        request: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoStream>, Status> {
-        EchoService.bidirectional_streaming_echo(request).await
-    }
 }
 
 /// Serves `hop` on a free TCP port (sinew and gRPC), with `margin`.
 async fn serve(hop: Hop, margin: Duration) -> String {
     let server = Server::builder()
         .deadline_margin(margin)
-        .add_service(EchoServer::new(hop))
+        .add_service(EchoServer::new(WithUnary(hop)))
         .add_protocol(sinew::grpc::GrpcProtocol::default())
         .bind(["tcp://127.0.0.1:0"])
         .await

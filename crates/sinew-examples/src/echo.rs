@@ -1,4 +1,5 @@
-//! gRPC's echo service: generated code plus [`EchoService`].
+//! gRPC's echo service: generated code plus [`EchoService`], and
+//! [`WithUnary`] for an echo whose unary method does something else.
 
 #![allow(missing_docs)] // generated code; the .proto comments become its docs
 include!(concat!(env!("OUT_DIR"), "/grpc.examples.echo.rs"));
@@ -7,6 +8,7 @@ use echo_server::Echo;
 use futures_core::Stream;
 use futures_util::StreamExt;
 use sinew::{MetadataMap, Request, Response, Status, Streaming};
+use std::future::Future;
 use std::pin::Pin;
 
 /// Responses of the streaming echo methods.
@@ -119,5 +121,54 @@ impl Echo for EchoService {
             })
         });
         Ok(with_metadata(Box::pin(responses) as EchoStream, metadata))
+    }
+}
+
+/// What answers `UnaryEcho` in a [`WithUnary`] echo.
+pub trait UnaryEcho: Send + Sync + 'static {
+    /// Answers one `UnaryEcho` call.
+    fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> impl Future<Output = Result<Response<EchoResponse>, Status>> + Send;
+}
+
+/// The echo service with `H` answering `UnaryEcho` and [`EchoService`]
+/// the streaming methods: a server that measures or tests something about
+/// unary calls (a slow replica, a backend with few connections, a chain
+/// of hops) without restating the rest.
+#[derive(Clone, Debug, Default)]
+pub struct WithUnary<H>(pub H);
+
+impl<H: UnaryEcho> Echo for WithUnary<H> {
+    type ServerStreamingEchoStream = EchoStream;
+    type BidirectionalStreamingEchoStream = EchoStream;
+
+    async fn unary_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        self.0.unary_echo(request).await
+    }
+
+    async fn server_streaming_echo(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoStream>, Status> {
+        EchoService.server_streaming_echo(request).await
+    }
+
+    async fn client_streaming_echo(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        EchoService.client_streaming_echo(request).await
+    }
+
+    async fn bidirectional_streaming_echo(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoStream>, Status> {
+        EchoService.bidirectional_streaming_echo(request).await
     }
 }

@@ -13,9 +13,9 @@ use super::sinew_peer::serve_tcp;
 use super::{RunningServer, System};
 use crate::load::{drive, Cell, OverConnections, Plan, Runtimes, Stats};
 use crate::sample::Sample;
-use sinew::{Request, Response, Status, Streaming};
+use sinew::{Request, Response, Status};
 use sinew_examples::echo::{echo_server::Echo, echo_server::EchoServer, EchoRequest, EchoResponse};
-use sinew_examples::echo::{EchoService, EchoStream};
+use sinew_examples::echo::{EchoService, UnaryEcho, WithUnary};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,10 +34,7 @@ struct Replica {
     served: Arc<AtomicU64>,
 }
 
-impl Echo for Replica {
-    type ServerStreamingEchoStream = EchoStream;
-    type BidirectionalStreamingEchoStream = EchoStream;
-
+impl UnaryEcho for Replica {
     async fn unary_echo(
         &self,
         request: Request<EchoRequest>,
@@ -47,27 +44,6 @@ impl Echo for Replica {
             tokio::time::sleep(self.delay).await;
         }
         EchoService.unary_echo(request).await
-    }
-
-    async fn server_streaming_echo(
-        &self,
-        request: Request<EchoRequest>,
-    ) -> Result<Response<EchoStream>, Status> {
-        EchoService.server_streaming_echo(request).await
-    }
-
-    async fn client_streaming_echo(
-        &self,
-        request: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoResponse>, Status> {
-        EchoService.client_streaming_echo(request).await
-    }
-
-    async fn bidirectional_streaming_echo(
-        &self,
-        request: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoStream>, Status> {
-        EchoService.bidirectional_streaming_echo(request).await
     }
 }
 
@@ -110,7 +86,7 @@ impl<'a> Replicas<'a> {
                 ));
             }
             let builder = builder
-                .add_service(EchoServer::new(replica))
+                .add_service(EchoServer::new(WithUnary(replica)))
                 .add_protocol(sinew_grpc::GrpcProtocol::default());
             servers.push(serve_tcp(runtimes, builder)?);
         }

@@ -22,9 +22,9 @@ use crate::sample::Sample;
 use sinew::resilience::{
     AdaptiveLimit, AdaptiveLimitLayer, MethodConfig, MethodName, ServiceConfig, ServiceConfigLayer,
 };
-use sinew::{Request, Response, Status, Streaming};
+use sinew::{Request, Response, Status};
 use sinew_examples::echo::echo_server::{Echo, EchoServer};
-use sinew_examples::echo::{EchoRequest, EchoResponse, EchoService, EchoStream};
+use sinew_examples::echo::{EchoRequest, EchoResponse, EchoService, UnaryEcho, WithUnary};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -51,10 +51,7 @@ struct Backend {
     connections: Arc<Semaphore>,
 }
 
-impl Echo for Backend {
-    type ServerStreamingEchoStream = EchoStream;
-    type BidirectionalStreamingEchoStream = EchoStream;
-
+impl UnaryEcho for Backend {
     async fn unary_echo(
         &self,
         request: Request<EchoRequest>,
@@ -67,27 +64,6 @@ impl Echo for Backend {
         tokio::time::sleep(WORK).await;
         EchoService.unary_echo(request).await
     }
-
-    async fn server_streaming_echo(
-        &self,
-        request: Request<EchoRequest>,
-    ) -> Result<Response<EchoStream>, Status> {
-        EchoService.server_streaming_echo(request).await
-    }
-
-    async fn client_streaming_echo(
-        &self,
-        request: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoResponse>, Status> {
-        EchoService.client_streaming_echo(request).await
-    }
-
-    async fn bidirectional_streaming_echo(
-        &self,
-        request: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoStream>, Status> {
-        EchoService.bidirectional_streaming_echo(request).await
-    }
 }
 
 /// Runs an overload row's cell.
@@ -99,7 +75,10 @@ pub(crate) fn run(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Resul
     let backend = Backend {
         connections: Arc::new(Semaphore::new(BACKEND)),
     };
-    let server = serve_tcp(runtimes, builder.add_service(EchoServer::new(backend)))?;
+    let server = serve_tcp(
+        runtimes,
+        builder.add_service(EchoServer::new(WithUnary(backend))),
+    )?;
     let address = format!("tcp://{}", server.address);
     let config = ServiceConfig::new()
         .with_method(MethodConfig::new([MethodName::all()]).timeout(DEADLINE))?;
