@@ -17,7 +17,7 @@ use sinew::resilience::{
 };
 use sinew::rpc::server::{ServerCall, ServerStack};
 use sinew::{Code, Status};
-use sinew_tests::testing::{testing_client::TestingClient, SleepRequest};
+use sinew_tests::testing::{testing_client::TestingClient, Chunk, SleepRequest};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::Layer;
@@ -325,4 +325,35 @@ async fn the_method_timeout_bounds_a_wait_for_an_endpoint_that_never_comes() {
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
     assert!(status.is_not_processed());
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_is_retried_from_its_first_message() {
+    let seen = Seen::default();
+    // Every stream's first attempt fails at once, whatever it has sent.
+    let rules = vec![FaultRule::for_path(format!("/{SERVICE}/Sink"))
+        .first_attempt_only()
+        .abort(1.0, Status::unavailable("not now"))];
+    let server = server(&seen, rules).await;
+    let policy = RetryPolicy::new(3, [Code::Unavailable]).backoff(
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        1.0,
+    );
+    let config = ServiceConfig::new().with_method(retrying(policy)).unwrap();
+    let client = client(&[&server], Policy::round_robin(), config).await;
+    // 100 chunks of 1 KiB: within the 256 KiB the call keeps for retries.
+    let chunks = (0..100u64).map(|index| Chunk {
+        data: vec![index as u8; 1024],
+        index,
+    });
+    let summary = client
+        .sink(futures_util::stream::iter(chunks))
+        .await
+        .expect("the retry sent the whole stream")
+        .into_inner();
+    assert_eq!((summary.chunks, summary.bytes), (100, 100 * 1024));
+    assert_eq!(seen.calls(), 2);
+    assert_eq!(seen.later_attempts(), 1);
+    assert_eq!(seen.ended(), [Code::Unavailable, Code::Ok]);
 }

@@ -18,8 +18,12 @@
 //! `waitForReady: true` makes a call that failed because no endpoint was
 //! ready (`UNAVAILABLE`, not processed) wait and go again, backing off from
 //! 10 ms to 1 s, until its deadline, over a channel that fails fast; over
-//! one built to wait for ready, calls wait anyway. Single-message requests
-//! only: a stream is sent once.
+//! one built to wait for ready, calls wait anyway.
+//!
+//! Streaming requests are retried too, from a replay of their messages kept
+//! up to the config's retry buffer ([`ServiceConfig::with_retry_buffer`]);
+//! hedging sends copies of single-message requests only (a streaming one is
+//! sent once).
 
 mod follow;
 mod future;
@@ -215,12 +219,13 @@ where
         if repeat.is_none() && wait_for_ready {
             repeat = Some(Repeat::Retry(&once));
         }
-        // A stream is sent once.
-        let repeat = repeat.filter(|repeat| {
-            !request.body().is_stream()
-                && (wait_for_ready
-                    || !matches!(repeat, Repeat::Retry(policy) if policy.max_attempts() < 2))
+        // A streaming request is retried (from a replay of its messages),
+        // not hedged: it is sent once under a hedging policy.
+        let repeat = repeat.filter(|repeat| match repeat {
+            Repeat::Retry(policy) => wait_for_ready || policy.max_attempts() > 1,
+            Repeat::Hedge(_) => !request.body().is_stream(),
         });
+        let buffer = in_force.config.retry_buffer();
         let throttle = || in_force.throttle.clone();
         let ready = match below {
             Below::Ready => true,
@@ -248,9 +253,9 @@ where
             (Some(Repeat::Retry(policy)), ready) => {
                 let (policy, throttle) = (policy.clone(), throttle());
                 let retrying = if ready {
-                    Retrying::start(service, request, policy, throttle, wait_for_ready)
+                    Retrying::start(service, request, policy, throttle, wait_for_ready, buffer)
                 } else {
-                    Retrying::unsent(service, request, policy, throttle, wait_for_ready)
+                    Retrying::unsent(service, request, policy, throttle, wait_for_ready, buffer)
                 };
                 ResponseFuture::retrying(retrying, response_limit)
             }

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sinew_rpc::call::{Attempts, Idempotency, MethodPath, Payload, RequestBody};
 use sinew_rpc::Code;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 use tower_test::mock;
@@ -208,16 +210,74 @@ async fn no_retry_starts_after_the_deadline() {
     no_more(&mut handle).await;
 }
 
+/// A streaming request of `messages`, each `size` bytes, the caller's
+/// stream read through a channel so the test sees how far it was read.
+fn streaming_request(messages: usize, size: usize) -> (CallRequest, Arc<AtomicUsize>) {
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = read.clone();
+    let stream = futures_util::stream::iter(0..messages).map(move |n| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok(Payload::from_bytes(Bytes::from(vec![n as u8; size])))
+    });
+    (CallRequest::new(PATH, RequestBody::stream(stream)), read)
+}
+
+/// The messages of a request's body, as bytes.
+async fn messages(request: CallRequest) -> Vec<Result<Bytes, Code>> {
+    request
+        .into_parts()
+        .body
+        .into_stream()
+        .map(|message| message.map(|m| m.to_bytes()).map_err(|s| s.code()))
+        .collect()
+        .await
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_streaming_request_is_sent_once() {
+async fn a_streaming_request_is_retried_from_its_first_message() {
     let (mut service, mut handle) = configured(retry_config(policy(3)));
-    let stream = futures_util::stream::iter([Ok(Payload::from_bytes(Bytes::from_static(b"a")))]);
-    let call = start(
-        &mut service,
-        CallRequest::new(PATH, RequestBody::stream(stream)),
+    let (request, read) = streaming_request(3, 10);
+    let call = start(&mut service, request);
+    let (first, respond) = next(&mut handle).await;
+    assert_eq!(messages(first).await.len(), 3);
+    respond.send_error(Status::unavailable("down"));
+    let (retry, respond) = next(&mut handle).await;
+    assert_eq!(attempt_number(&retry), Some("1"));
+    let again = messages(retry).await;
+    assert_eq!(
+        again,
+        (0..3u8)
+            .map(|n| Ok(Bytes::from(vec![n; 10])))
+            .collect::<Vec<_>>()
     );
-    let (request, respond) = next(&mut handle).await;
-    assert!(request.extensions().get::<Attempts>().is_none());
+    // The caller's stream was read once.
+    assert_eq!(read.load(Ordering::SeqCst), 3);
+    respond.send_response(ok_response(b"pong"));
+    assert!(call.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_past_the_retry_buffer_is_not_retried() {
+    let config = retry_config(policy(3)).with_retry_buffer(25);
+    let (mut service, mut handle) = configured(config);
+    let (request, _) = streaming_request(3, 10);
+    let call = start(&mut service, request);
+    let (first, respond) = next(&mut handle).await;
+    // 30 bytes: more than the 25 kept, all sent all the same.
+    assert_eq!(messages(first).await.len(), 3);
+    respond.send_error(Status::unavailable("down"));
+    assert_eq!(call.await.unwrap().unwrap_err().message(), "down");
+    no_more(&mut handle).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_request_is_not_hedged() {
+    let (mut service, mut handle) = configured(hedging_config(3, Duration::from_millis(50)));
+    let (request, _) = streaming_request(1, 1);
+    let call = start(&mut service, request);
+    let (sent, respond) = next(&mut handle).await;
+    assert!(sent.extensions().get::<Attempts>().is_none());
+    tokio::time::sleep(Duration::from_millis(200)).await;
     respond.send_error(Status::unavailable("down"));
     assert_eq!(call.await.unwrap().unwrap_err().code(), Code::Unavailable);
     no_more(&mut handle).await;

@@ -55,7 +55,7 @@ where
         throttle: Option<RetryThrottle>,
     ) -> Hedging<S, F> {
         let mut hedging = Hedging::unsent(service, request, policy, throttle);
-        let first = next_attempt(&hedging.spare, &mut hedging.sent);
+        let first = next_attempt(&hedging.spare, None, &mut hedging.sent);
         hedging.in_flight.push(hedging.service.call(first));
         hedging.due = false;
         hedging
@@ -175,7 +175,7 @@ where
                 }
                 Poll::Ready(Ok(())) => {}
             }
-            let request = next_attempt(this.spare, this.sent);
+            let request = next_attempt(this.spare, None, this.sent);
             this.in_flight.push(this.service.call(request));
             *this.due = false;
             this.timer

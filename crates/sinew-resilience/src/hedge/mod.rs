@@ -18,7 +18,9 @@
 //! * The channel's retry throttle counts each non-fatal failure and stops
 //!   new copies when it says so, as it stops retries.
 //! * Each copy after the first carries `grpc-previous-rpc-attempts`.
-//! * Requests of one message only: a streaming request is sent once.
+//! * Requests of one message only: a streaming request is sent once (its
+//!   retries replay it, `retry/replay.rs`; copies in flight together
+//!   would each need the whole stream at once).
 //!
 //! Hedge only methods that are safe to run twice (idempotent, or without
 //! side effects): the servers of the losing copies may have done the work.

@@ -3,7 +3,7 @@
 //! began, decide (again at once, after a wait, or not), wait, wait for the
 //! service to be ready (within the call's deadline), send a copy.
 
-use super::{next_attempt, pushback, RetryPolicy, RetryThrottle};
+use super::{next_attempt, pushback, Replay, RetryPolicy, RetryThrottle};
 use crate::readiness::ReadyWithin;
 use pin_project_lite::pin_project;
 use sinew_rpc::call::{Attempts, CallRequest, CallResponse, Destination};
@@ -22,8 +22,10 @@ pin_project! {
         service: S,
         policy: RetryPolicy,
         throttle: Option<RetryThrottle>,
-        // What each next attempt is copied from.
+        // What each next attempt is copied from: the request, or its head
+        // and the replay of its stream.
         spare: CallRequest,
+        replay: Option<Replay>,
         // Attempts sent, transparent ones included.
         sent: u32,
         counts: Counts,
@@ -77,24 +79,36 @@ where
 {
     /// The attempts of `request` under `policy`, the first sent at once
     /// by `service`, which is ready; later attempts wait for it to be
-    /// ready again.
+    /// ready again. A streaming request keeps up to `buffer` bytes of its
+    /// messages for them.
     pub(crate) fn start(
         mut service: S,
         request: CallRequest,
         policy: RetryPolicy,
         throttle: Option<RetryThrottle>,
         wait_for_ready: bool,
+        buffer: usize,
     ) -> Retrying<S, F> {
-        let spare = request
-            .try_spare()
-            .expect("only single-message requests are retried");
-        let first = service.call(request);
+        let mut sent = 0;
+        let (first, spare, replay) = if request.body().is_stream() {
+            let (head, replay) = Replay::split(request, buffer);
+            let first = next_attempt(&head, Some(&replay), &mut sent);
+            (first, head, Some(replay))
+        } else {
+            let spare = request
+                .try_spare()
+                .expect("a single-message request has a spare");
+            sent = 1;
+            (request, spare, None)
+        };
+        let first = service.call(first);
         Retrying {
             service,
             policy,
             throttle,
             spare,
-            sent: 1,
+            replay,
+            sent,
             counts: Counts::new(wait_for_ready),
             last_destination: None,
             state: State::Calling { future: first },
@@ -109,15 +123,22 @@ where
         policy: RetryPolicy,
         throttle: Option<RetryThrottle>,
         wait_for_ready: bool,
+        buffer: usize,
     ) -> Retrying<S, F> {
+        let wait = ReadyWithin::of(&request);
+        let (spare, replay) = if request.body().is_stream() {
+            let (head, replay) = Replay::split(request, buffer);
+            (head, Some(replay))
+        } else {
+            (request, None)
+        };
         Retrying {
             service,
             policy,
             throttle,
-            state: State::Readying {
-                wait: ReadyWithin::of(&request),
-            },
-            spare: request,
+            state: State::Readying { wait },
+            spare,
+            replay,
             sent: 0,
             counts: Counts::new(wait_for_ready),
             last_destination: None,
@@ -158,6 +179,9 @@ where
                         if let Some(throttle) = this.throttle.as_ref() {
                             throttle.succeeded();
                         }
+                        if let Some(replay) = this.replay.as_ref() {
+                            replay.commit();
+                        }
                         return Poll::Ready(Ok(response));
                     }
                     Err(status) => status,
@@ -172,7 +196,8 @@ where
                 StateProjection::Readying { wait } => {
                     match ready!(wait.poll_ready(this.service, cx)) {
                         Ok(()) => {
-                            let mut request = next_attempt(this.spare, this.sent);
+                            let mut request =
+                                next_attempt(this.spare, this.replay.as_ref(), this.sent);
                             if let Some(destination) = this.last_destination.take() {
                                 request
                                     .extensions_mut()
@@ -186,6 +211,15 @@ where
                     }
                 }
             };
+            if this
+                .replay
+                .as_ref()
+                .is_some_and(|replay| !replay.replayable())
+            {
+                // Its stream outgrew the retry buffer: this attempt was
+                // the last.
+                return Poll::Ready(Err(status));
+            }
             let next = decide(
                 &status,
                 this.policy,

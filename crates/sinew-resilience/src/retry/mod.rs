@@ -23,12 +23,17 @@
 //! * Each retry carries `grpc-previous-rpc-attempts` (the attempts before
 //!   it), and asks the balancer below for another endpoint than the attempt
 //!   that failed ([`sinew_rpc::call::Attempts`]).
-//! * Requests of one message only: a streaming request is sent once.
+//! * A streaming request is kept (up to the config's retry buffer,
+//!   [`ServiceConfig::with_retry_buffer`](crate::ServiceConfig::with_retry_buffer))
+//!   so that a retry sends it again from its first message (`replay.rs`);
+//!   once its messages outgrow the buffer, the call is not retried.
 
 mod future;
+mod replay;
 mod throttle;
 
 pub(crate) use future::Retrying;
+pub(crate) use replay::Replay;
 pub use throttle::{RetryThrottle, RetryThrottling};
 
 use crate::config::{CodeSet, MAX_ATTEMPTS_CAP};
@@ -125,11 +130,19 @@ impl RetryPolicy {
 }
 
 /// The request of a call's next attempt (a retry or a hedge): a copy of
-/// `spare` saying how many attempts were `sent` before it, which counts it.
-pub(crate) fn next_attempt(spare: &CallRequest, sent: &mut u32) -> CallRequest {
-    let mut request = spare
-        .try_clone()
-        .expect("only single-message requests are sent again");
+/// `spare` (with the replay's next body, for a streaming request) saying
+/// how many attempts were `sent` before it, which counts it.
+pub(crate) fn next_attempt(
+    spare: &CallRequest,
+    replay: Option<&Replay>,
+    sent: &mut u32,
+) -> CallRequest {
+    let mut request = match replay {
+        Some(replay) => spare.with_body(replay.next_body()),
+        None => spare
+            .try_clone()
+            .expect("a single-message request or a replay"),
+    };
     if *sent > 0 {
         // The count is a number: always valid metadata.
         let _ = request

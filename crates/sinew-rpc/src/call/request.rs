@@ -330,8 +330,10 @@ impl CallRequest {
         Some(self.with_body(self.body.try_spare()?))
     }
 
-    /// A copy of the request with `body` for its body.
-    fn with_body(&self, body: RequestBody) -> CallRequest {
+    /// A copy of the request (method, metadata, deadline, extensions)
+    /// with `body` for its body: what a layer that sends a streaming call
+    /// again builds each attempt from.
+    pub fn with_body(&self, body: RequestBody) -> CallRequest {
         CallRequest {
             path: self.path.clone(),
             metadata: self.metadata.clone(),
