@@ -32,12 +32,8 @@ pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
 /// service itself (`gossip://SEED`, `dns:///host:port`) is resolved for it.
 pub(crate) async fn connect_for(address: &str, service: Option<&str>) -> Result<Channel, CliError> {
     let connected = match service {
-        Some(service) if sinew::cluster::name::is_name(address) => {
-            sinew::cluster::name::connect_service(address, service)
-                .await
-                .map(Channel::from_service)
-        }
-        _ => sinew::connect(address).await,
+        Some(service) => sinew::connect_service(address, service).await,
+        None => sinew::connect(address).await,
     };
     connected.map_err(|status| match status.code() {
         sinew::Code::InvalidArgument => CliError::usage(status.message().to_owned()),

@@ -294,3 +294,61 @@ fn unknown_service_and_members(registry: &Registry) {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_service_config_published_to_the_cluster_reaches_callers_and_changes_live() {
+    let dir = std::env::temp_dir().join(format!("sinew-gossip-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("service-config.json");
+    let write = |timeout: &str| {
+        // Written aside and renamed in, as operators should.
+        let aside = dir.join("service-config.json.tmp");
+        std::fs::write(
+            &aside,
+            format!(r#"{{"methodConfig": [{{"name": [{{"service": "{ECHO}"}}], "timeout": "{timeout}"}}]}}"#),
+        )
+        .unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+    };
+    write("0.05s");
+    let config = path.to_str().unwrap();
+    // Every call takes 300 ms on this server.
+    let mut serve = Serve::start_with(&[
+        "--gossip",
+        "127.0.0.1:0",
+        "--publish-service-config",
+        config,
+        "--fault",
+        "delay=300ms",
+    ]);
+    let seed = until_line(&mut serve, ", gossip on ");
+    until_line(&mut serve, "published the service config ");
+    let call = || {
+        common::sinew()
+            .args([
+                "call",
+                &format!("gossip://{seed}"),
+                &format!("{ECHO}/UnaryEcho"),
+                r#"{"message": "hi"}"#,
+            ])
+            .output()
+            .unwrap()
+    };
+    // The published 50 ms timeout ends the call.
+    let output = call();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("DEADLINE_EXCEEDED"), "{stderr}");
+    // A new version of the file is published, and callers follow it.
+    write("10s");
+    until_line(&mut serve, "published the new service config ");
+    let output = call();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("hi"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -77,10 +77,11 @@ pub async fn builder(name: &str, service: Option<&str>) -> Result<BalancedBuilde
     }
 }
 
-/// The service of a registry name: the one given apart, the one in the
-/// name's path, or both if they agree.
+/// The service of a registry name: the one given apart (`given`), the one
+/// in the name's path (`named`), or both if they agree;
+/// `INVALID_ARGUMENT` if they differ or there is none.
 #[cfg(any(feature = "gossip", feature = "etcd"))]
-fn service_of(name: &str, given: Option<&str>, named: Option<&str>) -> Result<String, Status> {
+pub fn service_of(name: &str, given: Option<&str>, named: Option<&str>) -> Result<String, Status> {
     match (given, named) {
         (Some(given), Some(named)) if given != named => Err(Status::invalid_argument(format!(
             "{name} names service {named}, not {given}"

@@ -8,34 +8,15 @@
 
 #[path = "../../sinew-cluster/tests/support/etcd_cluster.rs"]
 mod etcd_cluster;
+mod support;
 
 use etcd_cluster::EtcdCluster;
 use sinew_cluster::etcd::Etcd;
 use sinew_resilience::{ConfigHandle, ServiceConfig};
 use std::time::Duration;
+use support::{config, timeout, until};
 
 const KEY: &str = "/sinew/config/grpc.examples.echo.Echo";
-
-fn config(timeout: &str) -> String {
-    format!(r#"{{"methodConfig": [{{"name": [{{}}], "timeout": "{timeout}"}}]}}"#)
-}
-
-fn timeout(handle: &ConfigHandle) -> Option<Duration> {
-    handle.get().method_config("/a.B/C")?.timeout_value()
-}
-
-async fn until(handle: &ConfigHandle, expected: Option<Duration>) {
-    for _ in 0..500 {
-        if timeout(handle) == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "the config in force has timeout {:?}, not {expected:?}",
-        timeout(handle)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_follow_a_service_config_kept_in_etcd() {

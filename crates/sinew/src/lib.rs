@@ -220,6 +220,10 @@ pub fn schemes() -> Vec<&'static str> {
 ///   [`cluster::name`]). Endpoints are connected in the background: an
 ///   unreachable one is not an error here, and a call waits until one is
 ///   ready, or fails with `UNAVAILABLE` naming each endpoint's last error.
+///   Over a `gossip://` name (feature `resilience`), calls follow the
+///   service config the service's members publish
+///   ([`cluster::gossip::Member::publish_service_config`]), in force
+///   within a round or two of gossip of each change.
 ///
 /// The connection to a single server is made here, so an unreachable server
 /// is `UNAVAILABLE` now; a malformed address, or an unknown scheme, is
@@ -236,6 +240,8 @@ pub async fn connect(address: &str) -> Result<Channel, Status> {
             "invalid address {address:?}: gRPC addresses need sinew's `grpc` feature; this build speaks {}",
             scheme_list()
         ))),
+        #[cfg(all(feature = "gossip", feature = "resilience"))]
+        Some("gossip") => connect_gossip(address, None).await,
         #[cfg(feature = "cluster")]
         Some(_) if sinew_cluster::name::is_name(address) => {
             sinew_cluster::name::connect(address)
@@ -250,6 +256,86 @@ pub async fn connect(address: &str) -> Result<Channel, Status> {
             "invalid address {address:?}: no scheme; write it as a URL ({}), for example tcp://127.0.0.1:7000",
             scheme_list()
         ))),
+    }
+}
+
+/// [`connect`], for calls to `service`: a name that does not give the
+/// service in its path (`gossip://SEED`, `dns:///HOST:PORT`) is resolved
+/// for it (one that does must give the same); an address of one server is
+/// connected to as [`connect`] does.
+pub async fn connect_service(address: &str, service: &str) -> Result<Channel, Status> {
+    #[cfg(all(feature = "gossip", feature = "resilience"))]
+    if address.starts_with("gossip://") {
+        return connect_gossip(address, Some(service)).await;
+    }
+    #[cfg(feature = "cluster")]
+    if sinew_cluster::name::is_name(address) {
+        return sinew_cluster::name::connect_service(address, service)
+            .await
+            .map(Channel::from_service);
+    }
+    let _ = service;
+    connect(address).await
+}
+
+/// A `gossip://` name: the balanced channel, with the service config the
+/// service's members publish in force as it changes.
+#[cfg(all(feature = "gossip", feature = "resilience"))]
+async fn connect_gossip(address: &str, service: Option<&str>) -> Result<Channel, Status> {
+    use tower::Layer;
+    let target = sinew_cluster::name::gossip::Target::parse(address)?;
+    let service = sinew_cluster::name::service_of(address, service, target.service.as_deref())?;
+    let member = target.observe().await?;
+    // The config in force from the first call: once the members that
+    // publish the service are heard from (their config comes with their
+    // endpoints), or the resolver gives up waiting for them.
+    let mut first = cluster::Resolve::resolve(&member.resolver(), &service);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut first),
+    )
+    .await;
+    let initial = member
+        .service_config(&service)
+        .and_then(|text| resilience::ServiceConfig::from_json(&text).ok())
+        .unwrap_or_default();
+    let balanced = cluster::Balanced::builder(member.resolver(), &service).build();
+    let handle = resilience::ConfigHandle::new(initial);
+    let following = handle.follow_gossip(&member, &service);
+    let configured = resilience::ServiceConfigLayer::with_handle(handle).layer(balanced);
+    Ok(Channel::from_service(Keeping {
+        inner: configured,
+        _kept: std::sync::Arc::new(following),
+    }))
+}
+
+/// A service that keeps something alive (a config follower) for as long
+/// as it or a clone of it lives.
+#[cfg(all(feature = "gossip", feature = "resilience"))]
+#[derive(Clone)]
+struct Keeping<S> {
+    inner: S,
+    _kept: std::sync::Arc<resilience::configured::FollowedKey>,
+}
+
+#[cfg(all(feature = "gossip", feature = "resilience"))]
+impl<S, R> tower::Service<R> for Keeping<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        self.inner.call(request)
     }
 }
 

@@ -154,6 +154,13 @@ pub(crate) struct ClusterArgs {
     /// The zone this server runs in, for clients that prefer their own.
     #[arg(long, value_name = "ZONE")]
     zone: Option<String>,
+    /// Publish this gRPC service config (a JSON file) to the cluster for
+    /// each of this server's services: clients that call them by a
+    /// gossip:// name follow it. The file is read again every second, and
+    /// a changed version that is a valid config published (the newest one
+    /// a live member publishes is in force).
+    #[arg(long, value_name = "FILE")]
+    publish_service_config: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
@@ -200,7 +207,89 @@ impl ClusterArgs {
         for address in published {
             println!("published {address}: {}", server.service_names().join(", "));
         }
+        if let Some(path) = &self.publish_service_config {
+            let services: Vec<String> = server
+                .service_names()
+                .iter()
+                .map(|service| service.to_string())
+                .collect();
+            let text = read_service_config(path).map_err(CliError::usage)?;
+            publish_service_config(&member, &services, &text)
+                .await
+                .map_err(failure)?;
+            println!(
+                "published the service config {} for {}",
+                path.display(),
+                services.join(", ")
+            );
+            tokio::spawn(republish_on_change(
+                member.clone(),
+                services,
+                path.clone(),
+                text,
+            ));
+        }
         Ok(Some(member))
+    }
+}
+
+/// The service config in `path`, checked.
+fn read_service_config(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read the service config {}: {error}", path.display()))?;
+    check_service_config(path, &text)?;
+    Ok(text)
+}
+
+fn check_service_config(path: &std::path::Path, text: &str) -> Result<(), String> {
+    sinew::resilience::ServiceConfig::from_json(text)
+        .map(drop)
+        .map_err(|error| format!("the service config {}: {error}", path.display()))
+}
+
+async fn publish_service_config(
+    member: &sinew::cluster::gossip::Member,
+    services: &[String],
+    text: &str,
+) -> Result<(), sinew::Status> {
+    for service in services {
+        member.publish_service_config(service, text).await?;
+    }
+    Ok(())
+}
+
+/// Publishes the service config in `path` again whenever it changes into
+/// a valid one (looked at every second).
+async fn republish_on_change(
+    member: sinew::cluster::gossip::Member,
+    services: Vec<String>,
+    path: std::path::PathBuf,
+    mut published: String,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if text == published {
+            continue;
+        }
+        match check_service_config(&path, &text) {
+            Ok(()) => match publish_service_config(&member, &services, &text).await {
+                Ok(()) => {
+                    println!("published the new service config {}", path.display());
+                    published = text;
+                }
+                Err(status) => eprintln!("service config not published: {}", status.message()),
+            },
+            Err(error) => {
+                eprintln!("{error}; the published one stays");
+                // Said once per version.
+                published = text;
+            }
+        }
     }
 }
 

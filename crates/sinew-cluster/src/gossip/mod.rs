@@ -25,6 +25,11 @@
 //!   endpoints leave every resolver's set. A member that leaves gracefully
 //!   ([`Member::leave`]) withdraws its endpoints first and says so, and they
 //!   leave the sets within a round or two of gossip.
+//! * **Service configs**: a member may also publish a service's config
+//!   (gRPC's JSON: timeouts, retries, hedging; [`Member::publish_service_config`]),
+//!   and clients follow the newest one a live member publishes
+//!   ([`Member::service_configs`]), so operators change every client's
+//!   policies from any member (`config.rs`).
 //! * **Clusters are kept apart by name**: a member answers gossip from
 //!   another cluster with a refusal and takes nothing from it.
 //! * **Restarts**: each join is a new generation of the member, so a member
@@ -69,9 +74,11 @@
 //! layer does not cover it yet). Its cost is small: a digest of every
 //! member's versions, to three members per interval.
 
+mod config;
 mod record;
 mod resolver;
 
+pub use config::{ServiceConfigs, MAX_SERVICE_CONFIG};
 pub use record::MEMBER_METADATA;
 pub use resolver::GossipResolver;
 
@@ -244,6 +251,54 @@ impl Member {
                 .await?;
         }
         Ok(addresses)
+    }
+
+    /// Publishes `config` as the service config of `service` (gRPC's JSON;
+    /// see `config.rs`): clients that follow it
+    /// (`sinew_resilience::ConfigHandle::follow_gossip`) put the newest
+    /// one a live member publishes in force. Publishing again replaces it.
+    /// `INVALID_ARGUMENT` if it is not JSON or longer than
+    /// [`MAX_SERVICE_CONFIG`].
+    pub async fn publish_service_config(&self, service: &str, config: &str) -> Result<(), Status> {
+        if config.len() > MAX_SERVICE_CONFIG {
+            return Err(Status::invalid_argument(format!(
+                "the service config of {service} is {} bytes; gossip carries at most {MAX_SERVICE_CONFIG} (keep a larger one in a file or etcd)",
+                config.len()
+            )));
+        }
+        if let Err(error) = serde_json::from_str::<serde_json::Value>(config) {
+            return Err(Status::invalid_argument(format!(
+                "the service config of {service} is not JSON: {error}"
+            )));
+        }
+        let published_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let record = config::ConfigRecord {
+            published_ms,
+            config: config.to_owned(),
+        };
+        let value = serde_json::to_string(&record)
+            .map_err(|error| Status::internal(format!("encoding a service config: {error}")))?;
+        let key = config::key(service);
+        self.with_own_state(|state| state.set(key, value)).await
+    }
+
+    /// Withdraws the service config this member published for `service`.
+    pub async fn withdraw_service_config(&self, service: &str) -> Result<(), Status> {
+        let key = config::key(service);
+        self.with_own_state(|state| state.delete(&key)).await
+    }
+
+    /// The service config of `service` in force: the newest one a live
+    /// member publishes.
+    pub fn service_config(&self, service: &str) -> Option<String> {
+        config::newest(&self.inner.live.borrow(), service)
+    }
+
+    /// The service config of `service` now, then each time it changes.
+    pub fn service_configs(&self, service: &str) -> ServiceConfigs {
+        config::follow(self.inner.clone(), service)
     }
 
     /// Every member this one knows of, live or dead, sorted by name.

@@ -10,6 +10,7 @@
 //! | `sinew.zone` | the member's zone, the default of its endpoints' |
 //! | `sinew.role` | `server` or `observer` |
 //! | `sinew.state` | `leaving` once a member has begun to leave |
+//! | `sinew.config:<service>` | a service config the member publishes (`config.rs`) |
 //!
 //! A value
 //! that does not parse (a member of another version, or one that writes

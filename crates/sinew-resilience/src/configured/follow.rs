@@ -1,7 +1,9 @@
 //! Service configs that change live: [`ConfigHandle::follow_file`] puts a
-//! config file in force again whenever it changes, and (feature `etcd`)
-//! [`ConfigHandle::follow_etcd`] the config stored in an etcd key, so that
-//! operators change the policies of every client at once.
+//! config file in force again whenever it changes, (feature `etcd`)
+//! [`ConfigHandle::follow_etcd`] the config stored in an etcd key, and
+//! (feature `gossip`) [`ConfigHandle::follow_gossip`] the one the members
+//! of a gossip cluster publish for a service, so that operators change the
+//! policies of every client at once.
 
 use super::ConfigHandle;
 use crate::config::ServiceConfig;
@@ -74,14 +76,15 @@ impl ConfigHandle {
     }
 }
 
-/// Keeps a [`ConfigHandle`] following an etcd key; stops when dropped.
-#[cfg(feature = "etcd")]
+/// Keeps a [`ConfigHandle`] following a registry's key (an etcd key, or a
+/// service's config in a gossip cluster); stops when dropped.
+#[cfg(any(feature = "etcd", feature = "gossip"))]
 #[derive(Debug)]
 pub struct FollowedKey {
     task: JoinHandle<()>,
 }
 
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", feature = "gossip"))]
 impl Drop for FollowedKey {
     fn drop(&mut self) {
         self.task.abort();
@@ -104,44 +107,82 @@ impl ConfigHandle {
     ) -> FollowedKey {
         use futures_util::StreamExt;
         let key = key.into();
-        let mut snapshots = etcd.follow_prefix(key.as_bytes());
-        let handle = self.clone();
-        let task = tokio::spawn(async move {
-            let mut seen: Option<Vec<u8>> = None;
-            while let Some(snapshot) = snapshots.next().await {
-                let snapshot = match snapshot {
-                    Ok(snapshot) => snapshot,
-                    Err(status) => {
-                        tracing::warn!(%key, %status, "service config: etcd out of reach; the one in force stays");
-                        continue;
-                    }
-                };
-                // The prefix is the key: only the key itself counts.
-                let value = snapshot.entries.get(key.as_bytes()).cloned();
-                if value == seen {
+        let wanted = key.clone();
+        let values = etcd.follow_prefix(key.as_bytes()).map(move |snapshot| {
+            // The prefix is the key: only the key itself counts.
+            snapshot.map(|snapshot| snapshot.entries.get(wanted.as_bytes()).cloned())
+        });
+        follow_values(self.clone(), format!("etcd key {key}"), values)
+    }
+}
+
+#[cfg(feature = "gossip")]
+impl ConfigHandle {
+    /// Puts the service config of `service` that the members of `member`'s
+    /// gossip cluster publish (the newest a live member publishes,
+    /// `Member::publish_service_config`) in force, and again whenever it
+    /// changes. A config that is not valid, or none published (any more),
+    /// leaves the config in force as it is, and says why in a warning.
+    /// Following stops when the returned value is dropped (it keeps the
+    /// member in the cluster until then). Needs a tokio runtime.
+    pub fn follow_gossip(
+        &self,
+        member: &sinew_cluster::gossip::Member,
+        service: &str,
+    ) -> FollowedKey {
+        use futures_util::StreamExt;
+        let values = member
+            .service_configs(service)
+            .map(|config| Ok(config.map(String::into_bytes)));
+        follow_values(
+            self.clone(),
+            format!("gossip config of {service} in cluster {}", member.cluster()),
+            values,
+        )
+    }
+}
+
+/// Puts each new value of `values` in force in `handle`; see the callers.
+#[cfg(any(feature = "etcd", feature = "gossip"))]
+fn follow_values<S>(handle: ConfigHandle, source: String, values: S) -> FollowedKey
+where
+    S: futures_core::Stream<Item = Result<Option<Vec<u8>>, sinew_rpc::Status>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let task = tokio::spawn(async move {
+        let mut values = std::pin::pin!(values);
+        let mut seen: Option<Option<Vec<u8>>> = None;
+        while let Some(value) = values.next().await {
+            let value = match value {
+                Ok(value) => value,
+                Err(status) => {
+                    tracing::warn!(%source, %status, "service config: out of reach; the one in force stays");
                     continue;
                 }
-                seen = value.clone();
-                let Some(value) = value else {
-                    tracing::warn!(%key, "service config key deleted; the one in force stays");
-                    continue;
-                };
-                let parsed = std::str::from_utf8(&value)
-                    .map_err(|_| crate::ConfigError::new("the value is not UTF-8"))
-                    .and_then(ServiceConfig::from_json);
-                match parsed {
-                    Ok(config) => {
-                        tracing::info!(%key, revision = snapshot.revision, "service config from etcd in force");
-                        handle.set(config);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%key, %error, "service config in etcd not valid; the one in force stays")
-                    }
+            };
+            if seen.as_ref() == Some(&value) {
+                continue;
+            }
+            seen = Some(value.clone());
+            let Some(value) = value else {
+                tracing::warn!(%source, "no service config (any more); the one in force stays");
+                continue;
+            };
+            let parsed = std::str::from_utf8(&value)
+                .map_err(|_| crate::ConfigError::new("the value is not UTF-8"))
+                .and_then(ServiceConfig::from_json);
+            match parsed {
+                Ok(config) => {
+                    tracing::info!(%source, "service config in force");
+                    handle.set(config);
+                }
+                Err(error) => {
+                    tracing::warn!(%source, %error, "service config not valid; the one in force stays")
                 }
             }
-        });
-        FollowedKey { task }
-    }
+        }
+    });
+    FollowedKey { task }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ mod future;
 mod layer;
 
 pub use follow::FollowedFile;
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", feature = "gossip"))]
 pub use follow::FollowedKey;
 pub use future::ResponseFuture;
 pub use layer::ServiceConfigLayer;
