@@ -13,7 +13,8 @@ use sinew::cluster::{Balanced, Endpoint, Policy, Resolve, Update};
 use sinew::transport::Address;
 use sinew::{Code, Status};
 use sinew_tests::testing::{testing_client::TestingClient, Counters, SleepRequest};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -344,7 +345,8 @@ async fn an_endpoint_whose_calls_keep_failing_is_ejected_then_taken_back() {
     assert!(ejected(&channel));
     assert_eq!(served(&good[0]) + served(&good[1]), 27);
 
-    // Its time is up: back in, and out again after three more failures.
+    // Its time is up: back in on probation, and out again at its first
+    // failed probe (not after three more).
     eventually(Duration::from_secs(5), "the endpoint back in", || {
         !ejected(&channel)
     })
@@ -355,8 +357,62 @@ async fn an_endpoint_whose_calls_keep_failing_is_ejected_then_taken_back() {
             failed += 1;
         }
     }
-    assert_eq!(failed, 3);
+    assert_eq!(failed, 1);
     assert!(ejected(&channel));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_back_from_an_ejection_is_in_full_after_its_probes_succeed() {
+    let good = TestServer::start().await;
+    // Fails calls while `broken` says so.
+    let broken = Arc::new(AtomicBool::new(true));
+    let failing = broken.clone();
+    let flaky = TestServer::start_with(move |builder| {
+        builder.interceptor(move |_call| {
+            if failing.load(Ordering::Relaxed) {
+                Err(Status::unavailable("broken replica"))
+            } else {
+                Ok(())
+            }
+        })
+    })
+    .await;
+    let resolver = Fixed::new([good.tcp.clone(), flaky.tcp.clone()]);
+    let channel = Balanced::builder(resolver, "sinew.testing.Testing")
+        .policy(Policy::round_robin())
+        .outlier_detection(
+            OutlierDetection::new()
+                .consecutive_failures(2)
+                .ejection_time(Duration::from_millis(300), Duration::from_secs(2))
+                .max_ejected_share(0.5)
+                .probes(3),
+        )
+        .build();
+    until_all_ready(&channel, 2).await;
+    let client = TestingClient::new(channel.clone());
+    let report = |channel: &Balanced| {
+        channel
+            .endpoints()
+            .into_iter()
+            .find(|report| report.endpoint.address() == &flaky.tcp)
+            .unwrap()
+    };
+    for _ in 0..4 {
+        let _ = call(&client).await;
+    }
+    assert!(report(&channel).ejected);
+    // Mended while out: back on probation, three successes in a row end it.
+    broken.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(5), "the endpoint back in", || {
+        !report(&channel).ejected
+    })
+    .await;
+    assert!(report(&channel).on_probation);
+    for _ in 0..20 {
+        call(&client).await.unwrap();
+    }
+    assert!(!report(&channel).on_probation);
+    assert!(!report(&channel).ejected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,6 +129,9 @@ fn print_channels(channels: &[Balanced]) {
             if report.ejected {
                 state.push_str(", ejected");
             }
+            if report.on_probation {
+                state.push_str(", on probation");
+            }
             let error = report
                 .last_error
                 .map(|status| format!("  last error: {}", status.message()))

@@ -97,6 +97,12 @@ impl EndpointState {
         self.serving.load(Ordering::Relaxed)
     }
 
+    /// Whether outlier detection lets it take another call: not ejected,
+    /// and under its probes while on probation.
+    pub(crate) fn outlier_admits(&self) -> bool {
+        self.outlier.admits(self.in_flight.load(Ordering::Relaxed))
+    }
+
     /// Sets the health; whether it changed.
     pub(crate) fn set_health(&self, health: Health) -> bool {
         self.health.swap(health as u8, Ordering::AcqRel) != health as u8
@@ -114,6 +120,7 @@ impl EndpointState {
             endpoint: (**self.endpoint.load()).clone(),
             health: self.health(),
             ejected: self.outlier.is_ejected(),
+            on_probation: self.outlier.on_probation(),
             serving: self.is_serving(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             calls: self.calls.load(Ordering::Relaxed),
@@ -172,6 +179,9 @@ pub struct EndpointReport {
     /// Left out of the picks for a while because its calls kept failing
     /// ([`OutlierDetection`](super::OutlierDetection)).
     pub ejected: bool,
+    /// Back from an ejection, taking a few probe calls until enough of
+    /// them succeed ([`OutlierDetection::probes`](super::OutlierDetection::probes)).
+    pub on_probation: bool,
     /// What its health service last said: serving, or not (out of the
     /// picks while not).
     pub serving: bool,

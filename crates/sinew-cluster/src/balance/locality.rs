@@ -87,7 +87,7 @@ impl Zones {
         let mut usable = 0;
         let mut room = false;
         for state in &self.local.endpoints {
-            if state.is_ready() && !state.outlier.is_ejected() && state.is_serving() {
+            if state.is_ready() && state.outlier_admits() && state.is_serving() {
                 usable += 1;
                 room = room || state.in_flight.load(Ordering::Relaxed) < overload;
             }

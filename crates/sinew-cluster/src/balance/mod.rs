@@ -332,11 +332,11 @@ impl Shared {
         }
         let now = Instant::now();
         for state in self.set.load().endpoints().iter() {
-            if state.outlier.return_if_due(now) {
+            if state.outlier.return_if_due(&self.outlier, now) {
                 tracing::info!(
                     service = %self.service,
                     endpoint = %state.endpoint.load().address(),
-                    "ejected endpoint back in"
+                    "ejected endpoint back in, on probation"
                 );
             }
         }

@@ -29,6 +29,14 @@
 //!   share above one half, or a set that shrank), ejections are ignored and
 //!   calls go to every ready endpoint (Envoy's and Finagle's panic mode).
 //!
+//! * **Half-open return**: an endpoint whose ejection is over comes back on
+//!   probation (the circuit breaker's half-open state, per endpoint): it
+//!   takes at most [`probes`](OutlierDetection::probes) calls at once (3
+//!   by default) until that many have succeeded in a row, then all it is
+//!   given; a probe that fails (as above) ejects it again at once, for
+//!   longer. An endpoint that is still broken costs a few calls, not its
+//!   whole share of the traffic.
+//!
 //! The balancer's worker returns ejected endpoints when their time is up.
 
 use super::ewma::since_epoch;
@@ -45,6 +53,7 @@ pub struct OutlierDetection {
     max_ejection: Duration,
     max_ejected_share: f64,
     success_rate: Option<SuccessRate>,
+    probes: u32,
 }
 
 /// The success-rate rule's settings (see the module docs).
@@ -69,6 +78,7 @@ impl Default for OutlierDetection {
                 minimum_hosts: 5,
                 stdev_factor: 1.9,
             }),
+            probes: 3,
         }
     }
 }
@@ -147,6 +157,14 @@ impl OutlierDetection {
         self
     }
 
+    /// An endpoint back from an ejection takes at most `count` calls at
+    /// once until `count` have succeeded in a row (0: it is back in full at
+    /// once, as in Envoy).
+    pub fn probes(mut self, count: u32) -> Self {
+        self.probes = count;
+        self
+    }
+
     fn enabled(&self) -> bool {
         self.consecutive_failures > 0 || self.success_rate.is_some()
     }
@@ -216,6 +234,11 @@ pub(crate) struct Outlier {
     until: AtomicU64,
     /// Ejections counted for the next ejection's length.
     times: AtomicU32,
+    /// Back from an ejection: successes still needed in a row before the
+    /// endpoint is back in full (0: it is), and the most calls it takes at
+    /// once until then.
+    probation: AtomicU32,
+    probes: AtomicU32,
 }
 
 /// What [`Outlier::record`] decided.
@@ -232,6 +255,19 @@ impl Outlier {
         self.ejected.load(Ordering::Relaxed)
     }
 
+    /// Whether the endpoint may take one more call, with `in_flight` calls
+    /// running on it: not while ejected; on probation, under its probes.
+    pub(crate) fn admits(&self, in_flight: usize) -> bool {
+        !self.is_ejected()
+            && (self.probation.load(Ordering::Relaxed) == 0
+                || in_flight < self.probes.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Whether the endpoint is on probation after an ejection.
+    pub(crate) fn on_probation(&self) -> bool {
+        self.probation.load(Ordering::Relaxed) != 0
+    }
+
     /// Counts one call's outcome.
     pub(crate) fn record(
         &self,
@@ -245,8 +281,9 @@ impl Outlier {
             Err(status) if counts_against_endpoint(status) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 let failures = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-                if config.consecutive_failures > 0
-                    && failures >= config.consecutive_failures
+                let probe_failed = self.on_probation();
+                if (probe_failed
+                    || (config.consecutive_failures > 0 && failures >= config.consecutive_failures))
                     && !self.is_ejected()
                 {
                     Verdict::Eject
@@ -258,6 +295,14 @@ impl Outlier {
             Ok(()) => {
                 if self.consecutive.load(Ordering::Relaxed) != 0 {
                     self.consecutive.store(0, Ordering::Relaxed);
+                }
+                if self.on_probation() {
+                    // (Not below 0 if a return raced it.)
+                    let _ =
+                        self.probation
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                                left.checked_sub(1)
+                            });
                 }
                 Verdict::Keep
             }
@@ -296,15 +341,19 @@ impl Outlier {
         self.until
             .store(now_ns + length.as_nanos() as u64, Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
+        self.probation.store(0, Ordering::Relaxed);
         true
     }
 
-    /// Returns the endpoint if its ejection is over; whether it did.
-    pub(crate) fn return_if_due(&self, now: Instant) -> bool {
+    /// Returns the endpoint, on probation, if its ejection is over; whether
+    /// it did.
+    pub(crate) fn return_if_due(&self, config: &OutlierDetection, now: Instant) -> bool {
         if !self.is_ejected() || since_epoch(now) < self.until.load(Ordering::Relaxed) {
             return false;
         }
         self.until.store(since_epoch(now), Ordering::Relaxed);
+        self.probes.store(config.probes, Ordering::Relaxed);
+        self.probation.store(config.probes, Ordering::Relaxed);
         self.ejected.store(false, Ordering::Release);
         true
     }
@@ -371,9 +420,9 @@ mod tests {
             assert!(!outlier.eject(&config(), now), "already ejected");
             assert!(outlier.is_ejected());
             let length = Duration::from_secs(expected);
-            assert!(!outlier.return_if_due(now + length - Duration::from_millis(1)));
+            assert!(!outlier.return_if_due(&config(), now + length - Duration::from_millis(1)));
             now += length;
-            assert!(outlier.return_if_due(now));
+            assert!(outlier.return_if_due(&config(), now));
             assert!(!outlier.is_ejected());
         }
         assert_eq!(outlier.times_ejected(), 4);
@@ -381,7 +430,48 @@ mod tests {
         now += Duration::from_secs(25);
         assert!(outlier.eject(&config(), now));
         assert_eq!(outlier.times_ejected(), 1);
-        assert!(outlier.return_if_due(now + Duration::from_secs(10)));
+        assert!(outlier.return_if_due(&config(), now + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_returned_endpoint_takes_a_few_probes_and_one_failure_ejects_it_again() {
+        let config = config().probes(2);
+        let outlier = Outlier::default();
+        let start = Instant::now();
+        assert!(outlier.eject(&config, start));
+        assert!(!outlier.admits(0));
+        assert!(outlier.return_if_due(&config, start + Duration::from_secs(10)));
+        // On probation: two calls at once at most.
+        assert!(outlier.on_probation());
+        assert!(outlier.admits(1));
+        assert!(!outlier.admits(2));
+        // One probe fails (not a run of three): ejected again, for longer.
+        let down = Status::unavailable("still down");
+        assert_eq!(outlier.record(&config, Err(&down)), Verdict::Eject);
+        let now = start + Duration::from_secs(10);
+        assert!(outlier.eject(&config, now));
+        assert!(!outlier.on_probation());
+        assert!(!outlier.return_if_due(&config, now + Duration::from_secs(19)));
+        assert!(outlier.return_if_due(&config, now + Duration::from_secs(20)));
+        // A failure about the request says nothing; two successes in a row
+        // end the probation.
+        let bad_request = Status::invalid_argument("no");
+        assert_eq!(outlier.record(&config, Err(&bad_request)), Verdict::Keep);
+        assert_eq!(outlier.record(&config, Ok(())), Verdict::Keep);
+        assert!(outlier.on_probation());
+        assert_eq!(outlier.record(&config, Ok(())), Verdict::Keep);
+        assert!(!outlier.on_probation());
+        assert!(outlier.admits(1000));
+        // Back in full: a failure counts toward a run again.
+        assert_eq!(outlier.record(&config, Err(&down)), Verdict::Keep);
+
+        // Without probes: back in full at once.
+        let full = OutlierDetection::new().probes(0);
+        let outlier = Outlier::default();
+        assert!(outlier.eject(&full, start));
+        assert!(outlier.return_if_due(&full, start + Duration::from_secs(30)));
+        assert!(!outlier.on_probation());
+        assert!(outlier.admits(1000));
     }
 
     fn rule() -> SuccessRate {

@@ -311,9 +311,10 @@ impl Policy {
     }
 
     /// The endpoint for a call among `groups`, tried in order: a healthy
-    /// endpoint of any group first, then (when `unhealthy` endpoints of the
-    /// set are left out) an unhealthy one. When more than half of the
-    /// endpoints are unhealthy (panic), every ready endpoint counts from
+    /// endpoint of any group first, then (when none is, as when `unhealthy`
+    /// endpoints of the set are left out, or those back from an ejection
+    /// have their probes in flight) any ready one. When more than half of
+    /// the endpoints are unhealthy (panic), every ready endpoint counts from
     /// the start.
     pub(crate) fn pick_among<'a>(
         &self,
@@ -329,7 +330,7 @@ impl Policy {
             .iter()
             .find_map(|group| self.pick(group, cursor, key, avoid, panic));
         match first {
-            None if unhealthy > 0 && !panic => groups
+            None if !panic => groups
                 .iter()
                 .find_map(|group| self.pick(group, cursor, key, avoid, true)),
             picked => picked,
@@ -455,7 +456,7 @@ impl Usable<'_> {
 
     pub(crate) fn admits(&self, state: &EndpointState) -> bool {
         state.is_ready()
-            && (self.with_unhealthy || (!state.outlier.is_ejected() && state.is_serving()))
+            && (self.with_unhealthy || (state.outlier_admits() && state.is_serving()))
             && !self.avoid.is_some_and(|avoid| std::ptr::eq(avoid, state))
     }
 }
@@ -696,6 +697,36 @@ pub(crate) mod tests {
             let picked = policy.pick(&group, &cursor, key, avoid, true).unwrap();
             assert!(!Arc::ptr_eq(picked, &set[0]), "{policy:?}");
         }
+    }
+
+    #[test]
+    fn an_endpoint_on_probation_takes_only_its_probes_while_others_can_take_calls() {
+        let set = endpoints(2);
+        let detection = OutlierDetection::new().probes(2);
+        let start = Instant::now();
+        assert!(set[1].outlier.eject(&detection, start));
+        assert!(set[1]
+            .outlier
+            .return_if_due(&detection, start + Duration::from_secs(30)));
+        // Its two probes in flight: every call goes to the other one.
+        set[1].in_flight.store(2, Ordering::Relaxed);
+        let cursor = AtomicUsize::new(0);
+        for (policy, key) in every_policy() {
+            let group = Group::new(&policy, set.clone());
+            for _ in 0..50 {
+                let picked = policy.pick_among(&[&group], &cursor, key, None, 0).unwrap();
+                assert!(Arc::ptr_eq(picked, &set[0]), "{policy:?}");
+            }
+            // With nothing else to take it, a call goes to it all the same.
+            let avoid = Some(&*set[0]);
+            let picked = policy
+                .pick_among(&[&group], &cursor, key, avoid, 0)
+                .unwrap();
+            assert!(Arc::ptr_eq(picked, &set[1]), "{policy:?}");
+        }
+        // A probe slot free: it may be picked again.
+        set[1].in_flight.store(1, Ordering::Relaxed);
+        assert!(set[1].outlier_admits());
     }
 
     #[test]
