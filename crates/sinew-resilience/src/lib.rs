@@ -22,7 +22,7 @@
 //!   window opens the circuit, bounded probes with a time limit close it,
 //!   state changes are events.
 //! * [`limit`]: overload protection on the server: an adaptive
-//!   concurrency limit (Netflix's Gradient2) with priorities, and rate
+//!   concurrency limit (Netflix's Vegas or Gradient2) with priorities, and rate
 //!   limits per key; refusals are `RESOURCE_EXHAUSTED` with a pushback.
 //! * [`fault`]: [`FaultLayer`], fault injection as Envoy's fault filter
 //!   does it (delay or fail a share of the calls by method and metadata),
@@ -74,6 +74,7 @@ pub use configured::{ConfigHandle, Configured, ServiceConfigLayer};
 pub use fault::{FaultHandle, FaultLayer, FaultRule};
 pub use hedge::HedgingPolicy;
 pub use limit::{
-    AdaptiveLimit, AdaptiveLimitLayer, Priority, RateLimit, RateLimitKey, RateLimitLayer,
+    AdaptiveLimit, AdaptiveLimitLayer, LimitAlgorithm, Priority, RateLimit, RateLimitKey,
+    RateLimitLayer,
 };
 pub use retry::{RetryPolicy, RetryThrottle, RetryThrottling};

@@ -57,8 +57,9 @@ pub(crate) struct Args {
     /// `metadata=x-fault=slow,delay=1s`. For drills and tests.
     #[arg(long, value_name = "RULE")]
     fault: Vec<sinew::resilience::FaultRule>,
-    /// Refuse calls over an adaptive concurrency limit (Netflix's Gradient2:
-    /// it grows while latency holds, shrinks when it rises) with
+    /// Refuse calls over an adaptive concurrency limit (Netflix's Vegas: it
+    /// keeps a queue of a few calls, growing while latency holds and
+    /// shrinking when it rises) with
     /// RESOURCE_EXHAUSTED and a retry pushback; `sinew-priority: critical`
     /// calls are refused last, `sheddable` ones first.
     #[arg(long)]

@@ -13,56 +13,8 @@
 //! the long-term average drifts far above the current latency (the load
 //! went away), it decays towards it.
 
+use super::AdaptiveLimit;
 use std::time::Duration;
-
-/// The settings of an adaptive limit.
-#[derive(Clone, Debug)]
-pub struct AdaptiveLimit {
-    pub(crate) initial: f64,
-    pub(crate) min: f64,
-    pub(crate) max: f64,
-    pub(crate) smoothing: f64,
-    pub(crate) tolerance: f64,
-    pub(crate) long_window: u32,
-}
-
-impl Default for AdaptiveLimit {
-    /// Netflix's Gradient2 defaults, but for the ceiling: starts at 20
-    /// calls, between 4 and 1000, smoothing 0.2, tolerance 1.5, a long
-    /// average over 600 calls.
-    fn default() -> AdaptiveLimit {
-        AdaptiveLimit {
-            initial: 20.0,
-            min: 4.0,
-            max: 1000.0,
-            smoothing: 0.2,
-            tolerance: 1.5,
-            long_window: 600,
-        }
-    }
-}
-
-impl AdaptiveLimit {
-    /// The limit to start with.
-    pub fn initial(mut self, calls: usize) -> Self {
-        self.initial = calls.max(1) as f64;
-        self
-    }
-
-    /// The lowest and highest the limit goes.
-    pub fn bounds(mut self, min: usize, max: usize) -> Self {
-        self.min = min.max(1) as f64;
-        self.max = (max as f64).max(self.min);
-        self
-    }
-
-    /// How much latency may rise over its long-term average (a factor,
-    /// at least 1) before the limit shrinks.
-    pub fn tolerance(mut self, factor: f64) -> Self {
-        self.tolerance = factor.max(1.0);
-        self
-    }
-}
 
 /// The state of an adaptive limit; see the module docs.
 #[derive(Debug)]
