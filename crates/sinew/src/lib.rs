@@ -223,7 +223,8 @@ pub fn schemes() -> Vec<&'static str> {
 ///   Over a `gossip://` name (feature `resilience`), calls follow the
 ///   service config the service's members publish
 ///   ([`cluster::gossip::Member::publish_service_config`]), in force
-///   within a round or two of gossip of each change.
+///   within a round or two of gossip of each change (its balancing policy
+///   is the one published when the channel is made).
 ///
 /// The connection to a single server is made here, so an unreachable server
 /// is `UNAVAILABLE` now; a malformed address, or an unknown scheme, is
@@ -299,7 +300,11 @@ async fn connect_gossip(address: &str, service: Option<&str>) -> Result<Channel,
         .service_config(&service)
         .and_then(|text| resilience::ServiceConfig::from_json(&text).ok())
         .unwrap_or_default();
-    let balanced = cluster::Balanced::builder(member.resolver(), &service).build();
+    let mut builder = cluster::Balanced::builder(member.resolver(), &service);
+    if let Some(policy) = balancing_policy(&initial) {
+        builder = builder.policy(policy);
+    }
+    let balanced = builder.build();
     let handle = resilience::ConfigHandle::new(initial);
     let following = handle.follow_gossip(&member, &service);
     let configured = resilience::ServiceConfigLayer::with_handle(handle).layer(balanced);

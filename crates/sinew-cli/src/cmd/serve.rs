@@ -158,8 +158,9 @@ pub(crate) struct ClusterArgs {
     /// Publish this gRPC service config (a JSON file) to the cluster for
     /// each of this server's services: clients that call them by a
     /// gossip:// name follow it. The file is read again every second, and
-    /// a changed version that is a valid config published (the newest one
-    /// a live member publishes is in force).
+    /// a changed version that is a valid config published. Of the versions
+    /// the live members publish, the most recently written file's is in
+    /// force.
     #[arg(long, value_name = "FILE")]
     publish_service_config: Option<std::path::PathBuf>,
 }
@@ -215,7 +216,7 @@ impl ClusterArgs {
                 .map(|service| service.to_string())
                 .collect();
             let text = read_service_config(path).map_err(CliError::usage)?;
-            publish_service_config(&member, &services, &text)
+            publish_service_config(&member, &services, &text, written(path))
                 .await
                 .map_err(failure)?;
             println!(
@@ -248,13 +249,23 @@ fn check_service_config(path: &std::path::Path, text: &str) -> Result<(), String
         .map_err(|error| format!("the service config {}: {error}", path.display()))
 }
 
+/// When the file at `path` was last written (now, if that is unknown).
+fn written(path: &std::path::Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|metadata| metadata.modified())
+        .unwrap_or_else(|_| std::time::SystemTime::now())
+}
+
 async fn publish_service_config(
     member: &sinew::cluster::gossip::Member,
     services: &[String],
     text: &str,
+    written: std::time::SystemTime,
 ) -> Result<(), sinew::Status> {
     for service in services {
-        member.publish_service_config(service, text).await?;
+        member
+            .publish_service_config(service, text, written)
+            .await?;
     }
     Ok(())
 }
@@ -278,7 +289,8 @@ async fn republish_on_change(
             continue;
         }
         match check_service_config(&path, &text) {
-            Ok(()) => match publish_service_config(&member, &services, &text).await {
+            Ok(()) => match publish_service_config(&member, &services, &text, written(&path)).await
+            {
                 Ok(()) => {
                     println!("published the new service config {}", path.display());
                     published = text;

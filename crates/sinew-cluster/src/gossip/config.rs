@@ -1,12 +1,14 @@
 //! Service configs in the gossiped state: a member publishes the config
 //! of a service (gRPC's service config JSON, as
 //! `sinew_resilience::ServiceConfig` reads it; the text is passed on as
-//! written) under `sinew.config:<service>`, with the time it published it.
-//! The config of a service is the newest that a live member (not leaving)
-//! publishes, so a member that publishes a new one changes it for every
-//! client in a round or two of gossip; if that member dies, the newest
-//! left takes over. Times come from the members' clocks: keep them in sync
-//! (as NTP does) or publish from one place.
+//! written) under `sinew.config:<service>`, with the time that version was
+//! written (a file's modification time). The config of a service is the
+//! newest written that a live member (not leaving) publishes, so a member
+//! that publishes a new one changes it for every client in a round or two
+//! of gossip, a member restarted with an old copy changes nothing, and if
+//! the member of the newest dies, the newest left takes over. Times come
+//! from the clocks of the machines the versions were written on: keep them
+//! in sync (as NTP does) or write configs in one place.
 //!
 //! The value is JSON `{"published_ms": <unix ms>, "config": "<the text>"}`;
 //! one that does not parse is skipped (with a debug event), as endpoint

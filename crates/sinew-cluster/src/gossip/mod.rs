@@ -254,12 +254,19 @@ impl Member {
     }
 
     /// Publishes `config` as the service config of `service` (gRPC's JSON;
-    /// see `config.rs`): clients that follow it
+    /// see `config.rs`), a version `written` then (a file's modification
+    /// time; `SystemTime::now()` for one made now): clients that follow it
     /// (`sinew_resilience::ConfigHandle::follow_gossip`) put the newest
-    /// one a live member publishes in force. Publishing again replaces it.
-    /// `INVALID_ARGUMENT` if it is not JSON or longer than
-    /// [`MAX_SERVICE_CONFIG`].
-    pub async fn publish_service_config(&self, service: &str, config: &str) -> Result<(), Status> {
+    /// written of those the live members publish in force, so a member
+    /// restarted with an older copy does not override a newer one.
+    /// Publishing again replaces this member's. `INVALID_ARGUMENT` if it is
+    /// not JSON or longer than [`MAX_SERVICE_CONFIG`].
+    pub async fn publish_service_config(
+        &self,
+        service: &str,
+        config: &str,
+        written: SystemTime,
+    ) -> Result<(), Status> {
         if config.len() > MAX_SERVICE_CONFIG {
             return Err(Status::invalid_argument(format!(
                 "the service config of {service} is {} bytes; gossip carries at most {MAX_SERVICE_CONFIG} (keep a larger one in a file or etcd)",
@@ -271,7 +278,7 @@ impl Member {
                 "the service config of {service} is not JSON: {error}"
             )));
         }
-        let published_ms = SystemTime::now()
+        let published_ms = written
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
         let record = config::ConfigRecord {

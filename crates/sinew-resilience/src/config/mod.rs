@@ -55,14 +55,7 @@ pub struct ServiceConfig {
     idempotent_retry: Option<RetryPolicy>,
     /// Whether a method config says `waitForReady: true`.
     waits_for_ready: bool,
-    /// The most a streaming call keeps of its request for its retries.
-    retry_buffer: usize,
 }
-
-/// The most a streaming call keeps of its request for its retries unless
-/// [`ServiceConfig::with_retry_buffer`] says otherwise: 256 KiB, as
-/// grpc-go's per-call retry buffer.
-pub const DEFAULT_RETRY_BUFFER: usize = 256 << 10;
 
 impl Default for ServiceConfig {
     fn default() -> ServiceConfig {
@@ -75,7 +68,6 @@ impl Default for ServiceConfig {
             load_balancing: Vec::new(),
             idempotent_retry: Some(RetryPolicy::for_idempotent()),
             waits_for_ready: false,
-            retry_buffer: DEFAULT_RETRY_BUFFER,
         }
     }
 }
@@ -99,21 +91,6 @@ impl ServiceConfig {
     /// The retry policy of idempotent methods without one of their own.
     pub fn idempotent_retry(&self) -> Option<&RetryPolicy> {
         self.idempotent_retry.as_ref()
-    }
-
-    /// How much of a streaming request (encoded messages, in bytes) a call
-    /// keeps so that a retry can send it again from its first message:
-    /// once its messages outgrow this, a call is not retried
-    /// ([`DEFAULT_RETRY_BUFFER`] unless set; not part of gRPC's JSON, a
-    /// channel setting there too).
-    pub fn with_retry_buffer(mut self, bytes: usize) -> ServiceConfig {
-        self.retry_buffer = bytes;
-        self
-    }
-
-    /// What a streaming call keeps of its request for its retries, in bytes.
-    pub fn retry_buffer(&self) -> usize {
-        self.retry_buffer
     }
 
     /// Parses a gRPC service config (JSON). Unknown fields are ignored, as

@@ -163,9 +163,14 @@ where
             if seen.as_ref() == Some(&value) {
                 continue;
             }
+            let had_one = seen.as_ref().is_some_and(Option::is_some);
             seen = Some(value.clone());
             let Some(value) = value else {
-                tracing::warn!(%source, "no service config (any more); the one in force stays");
+                if had_one {
+                    tracing::warn!(%source, "service config gone; the one in force stays");
+                } else {
+                    tracing::debug!(%source, "no service config yet");
+                }
                 continue;
             };
             let parsed = std::str::from_utf8(&value)

@@ -21,7 +21,7 @@
 //! one built to wait for ready, calls wait anyway.
 //!
 //! Streaming requests are retried too, from a replay of their messages kept
-//! up to the config's retry buffer ([`ServiceConfig::with_retry_buffer`]);
+//! up to the retry buffer ([`ConfigHandle::set_retry_buffer`]);
 //! hedging sends copies of single-message requests only (a streaming one is
 //! sent once).
 
@@ -41,6 +41,7 @@ use crate::retry::{RetryPolicy, RetryThrottle, Retrying};
 use arc_swap::ArcSwap;
 use sinew_rpc::call::{CallRequest, CallResponse};
 use sinew_rpc::Status;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::time::Instant;
@@ -51,7 +52,13 @@ use tower::Service;
 #[derive(Clone, Debug)]
 pub struct ConfigHandle {
     current: Arc<ArcSwap<InForce>>,
+    retry_buffer: Arc<AtomicUsize>,
 }
+
+/// The most a streaming call keeps of its request for its retries unless
+/// [`ConfigHandle::set_retry_buffer`] says otherwise: 256 KiB, as grpc-go's
+/// per-call retry buffer.
+pub const DEFAULT_RETRY_BUFFER: usize = 256 << 10;
 
 /// A config and the throttle that goes with it.
 #[derive(Debug)]
@@ -66,7 +73,22 @@ impl ConfigHandle {
         let throttle = config.retry_throttling().map(RetryThrottle::new);
         ConfigHandle {
             current: Arc::new(ArcSwap::from_pointee(InForce { config, throttle })),
+            retry_buffer: Arc::new(AtomicUsize::new(DEFAULT_RETRY_BUFFER)),
         }
+    }
+
+    /// How much of a streaming request (encoded messages, in bytes) a call
+    /// keeps so that a retry can send it again from its first message:
+    /// once its messages outgrow this, a call is not retried. A setting of
+    /// the channel, as in gRPC (not of the config's JSON): a new config
+    /// keeps it.
+    pub fn set_retry_buffer(&self, bytes: usize) {
+        self.retry_buffer.store(bytes, Ordering::Relaxed);
+    }
+
+    /// What a streaming call keeps of its request for its retries, in bytes.
+    pub fn retry_buffer(&self) -> usize {
+        self.retry_buffer.load(Ordering::Relaxed)
     }
 
     /// Puts `config` in force for the calls that start from now on. The
@@ -95,7 +117,7 @@ impl ConfigHandle {
 
 /// A call service that applies a service config to the calls it passes to
 /// `S`; see the module docs.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Configured<S> {
     inner: S,
     config: ConfigHandle,
@@ -114,6 +136,18 @@ enum Below {
     /// processed), while some method waits for ready: its calls wait, the
     /// others fail with this.
     Refusing(Status),
+}
+
+impl<S: Clone> Clone for Configured<S> {
+    /// A clone, to be readied before its first call (the readiness found
+    /// for this one is not the clone's).
+    fn clone(&self) -> Configured<S> {
+        Configured {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+            below: Below::Waiting,
+        }
+    }
 }
 
 impl<S> Configured<S> {
@@ -225,7 +259,7 @@ where
             Repeat::Retry(policy) => wait_for_ready || policy.max_attempts() > 1,
             Repeat::Hedge(_) => !request.body().is_stream(),
         });
-        let buffer = in_force.config.retry_buffer();
+        let buffer = self.config.retry_buffer();
         let throttle = || in_force.throttle.clone();
         let ready = match below {
             Below::Ready => true,

@@ -258,8 +258,10 @@ async fn a_streaming_request_is_retried_from_its_first_message() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_past_the_retry_buffer_is_not_retried() {
-    let config = retry_config(policy(3)).with_retry_buffer(25);
-    let (mut service, mut handle) = configured(config);
+    let (mut service, mut handle) = configured(retry_config(policy(3)));
+    service.config().set_retry_buffer(25);
+    // A new config keeps it: it is the channel's.
+    service.config().set(retry_config(policy(3)));
     let (request, _) = streaming_request(3, 10);
     let call = start(&mut service, request);
     let (first, respond) = next(&mut handle).await;

@@ -37,7 +37,7 @@ use futures_util::future::BoxFuture;
 use gradient::Gradient;
 use sinew_rpc::server::{MethodKind, ServerCall};
 use sinew_rpc::Status;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -181,9 +181,24 @@ impl Estimator {
         }
     }
 
-    fn sample(&mut self, latency: Duration, in_flight: usize, dropped: bool, now: Instant) {
+    /// Whether it is measuring its baseline (Vegas).
+    fn measuring(&self) -> bool {
         match self {
-            Estimator::Vegas(vegas) => vegas.sample(latency, in_flight, dropped, now),
+            Estimator::Vegas(vegas) => vegas.measuring(),
+            Estimator::Gradient(_) => false,
+        }
+    }
+
+    fn sample(
+        &mut self,
+        latency: Duration,
+        in_flight: usize,
+        dropped: bool,
+        measured: bool,
+        now: Instant,
+    ) {
+        match self {
+            Estimator::Vegas(vegas) => vegas.sample(latency, in_flight, dropped, measured, now),
             Estimator::Gradient(gradient) => gradient.sample(latency, in_flight),
         }
     }
@@ -234,10 +249,16 @@ pub struct AdaptiveLimitLayer {
 #[derive(Debug)]
 struct Shared {
     estimator: Mutex<Estimator>,
-    /// The limit, as the gradient last set it (read without the lock).
+    /// The limit, as the estimator last set it (read without the lock).
     limit: AtomicUsize,
     in_flight: AtomicUsize,
     shed: AtomicUsize,
+    /// While the estimator measures its baseline: the measurement's number,
+    /// and how many calls admitted before it still run (they do not count
+    /// under the measurement's limit, and its samples wait for them).
+    measuring: AtomicBool,
+    epoch: AtomicU64,
+    earlier: AtomicUsize,
 }
 
 impl AdaptiveLimitLayer {
@@ -247,9 +268,12 @@ impl AdaptiveLimitLayer {
         AdaptiveLimitLayer {
             shared: Arc::new(Shared {
                 limit: AtomicUsize::new(estimator.limit()),
+                measuring: AtomicBool::new(estimator.measuring()),
                 estimator: Mutex::new(estimator),
                 in_flight: AtomicUsize::new(0),
                 shed: AtomicUsize::new(0),
+                epoch: AtomicU64::new(0),
+                earlier: AtomicUsize::new(0),
             }),
         }
     }
@@ -305,11 +329,20 @@ where
         let shared = &self.shared;
         let limit = shared.limit.load(Ordering::Relaxed);
         let allowed = ((limit as f64) * Priority::of(&call).share()).max(1.0) as usize;
+        // While a baseline is measured, calls admitted before it do not
+        // count under its limit.
+        let measuring = shared.measuring.load(Ordering::Acquire);
+        let earlier = if measuring {
+            shared.earlier.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        let epoch = shared.epoch.load(Ordering::Acquire);
         let admitted =
             shared
                 .in_flight
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_flight| {
-                    (in_flight < allowed).then_some(in_flight + 1)
+                    (in_flight.saturating_sub(earlier) < allowed).then_some(in_flight + 1)
                 });
         if admitted.is_err() {
             shared.shed.fetch_add(1, Ordering::Relaxed);
@@ -324,6 +357,8 @@ where
         let running = Running {
             shared: shared.clone(),
             started: Instant::now(),
+            epoch,
+            measured: measuring && earlier == 0,
         };
         let future = self.inner.call(call);
         Box::pin(async move {
@@ -373,24 +408,57 @@ fn overloaded(shared: &Shared, limit: usize) -> Status {
 struct Running {
     shared: Arc<Shared>,
     started: Instant,
+    /// The measurement going on when it was admitted (or the last one).
+    epoch: u64,
+    /// Admitted in a measurement, once the calls before it were done.
+    measured: bool,
 }
 
 impl Running {
     fn finish(self, dropped: bool) {
-        let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
+        let shared = &self.shared;
+        let in_flight = shared.in_flight.load(Ordering::Relaxed);
         let now = Instant::now();
-        let mut estimator = lock(&self.shared.estimator);
-        estimator.sample(now - self.started, in_flight, dropped, now);
-        self.shared
-            .limit
-            .store(estimator.limit(), Ordering::Relaxed);
+        let mut estimator = lock(&shared.estimator);
+        let current = self.epoch == shared.epoch.load(Ordering::Acquire);
+        let was_measuring = estimator.measuring();
+        estimator.sample(
+            now - self.started,
+            in_flight,
+            dropped,
+            self.measured && current,
+            now,
+        );
+        match (was_measuring, estimator.measuring()) {
+            (false, true) => {
+                // A measurement begins: every call running now (but this
+                // one, which is ending) was admitted before it.
+                shared
+                    .earlier
+                    .store(in_flight.saturating_sub(1), Ordering::Release);
+                shared.epoch.fetch_add(1, Ordering::AcqRel);
+                shared.measuring.store(true, Ordering::Release);
+            }
+            (true, false) => shared.measuring.store(false, Ordering::Release),
+            _ => {}
+        }
+        shared.limit.store(estimator.limit(), Ordering::Relaxed);
         // `self` drops here: the call stops counting.
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let shared = &self.shared;
+        if self.epoch != shared.epoch.load(Ordering::Acquire) {
+            // One fewer call from before the measurement.
+            let _ = shared
+                .earlier
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |earlier| {
+                    earlier.checked_sub(1)
+                });
+        }
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

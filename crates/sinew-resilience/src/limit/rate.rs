@@ -5,13 +5,15 @@
 //! `grpc-retry-pushback-ms` saying when the next token comes.
 //!
 //! The table of keys is bounded (`max_keys`), and a peer that makes up keys
-//! gains nothing by it: once the table is full, the buckets that refilled
-//! (their keys went quiet) are dropped, at most once a second, and while
-//! it is still full every key not in it shares one overflow bucket of the
-//! same rate. Keys in the table keep their buckets (made-up keys never
-//! evict a busy caller's nearly empty bucket, which would hand it a fresh
-//! burst), a flood of new keys costs one lookup each (no scan per key),
-//! and all of them together get one key's rate. Keys from metadata are
+//! gains little by it: once the table is full, the buckets that refilled
+//! (their keys went quiet) are dropped, at most once a second (and the
+//! least recently used, down to 90% of the table, when too few refilled),
+//! and while it is still full the keys not in it share 16 overflow buckets
+//! of the same rate, by a hash of the key. Keys in the table keep their
+//! buckets (made-up keys never evict a busy caller's nearly empty bucket,
+//! which would hand it a fresh burst), a flood of new keys costs one lookup
+//! each (no scan per key), and all of them together get at most 16 keys'
+//! rate plus the places a sweep frees. Keys from metadata are
 //! what the caller says: put the limit behind authentication if callers
 //! must not share or forge them.
 
@@ -84,11 +86,13 @@ struct Shared {
     refused: AtomicUsize,
 }
 
-/// The buckets of the keys tracked, and the one the others share.
+/// The buckets of the keys tracked, and those the others share.
 #[derive(Debug)]
 struct Table {
     buckets: HashMap<String, Bucket>,
-    overflow: Bucket,
+    /// For keys not in the table, by a hash of the key.
+    overflow: Vec<Bucket>,
+    hasher: std::collections::hash_map::RandomState,
     /// When refilled buckets were last dropped.
     swept: Option<Instant>,
 }
@@ -96,11 +100,20 @@ struct Table {
 /// How often a full table is swept of refilled buckets, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// The buckets keys not in the table share.
+const OVERFLOW_BUCKETS: usize = 16;
+
+/// The share of a full table a sweep frees, the least recently used keys,
+/// when too few buckets refilled (a rate so low they never do).
+const SWEEP_LEAST_USED: f64 = 0.1;
+
 impl Table {
     fn new(settings: &RateLimit) -> Table {
+        let now = Instant::now();
         Table {
             buckets: HashMap::new(),
-            overflow: Bucket::full(settings, Instant::now()),
+            overflow: vec![Bucket::full(settings, now); OVERFLOW_BUCKETS],
+            hasher: std::collections::hash_map::RandomState::new(),
             swept: None,
         }
     }
@@ -114,16 +127,38 @@ impl Table {
                 .is_none_or(|swept| now.saturating_duration_since(swept) >= SWEEP_EVERY);
             if due {
                 self.swept = Some(now);
-                self.buckets
-                    .retain(|_, bucket| bucket.refilled(settings, now) < settings.burst);
+                self.sweep(settings, now);
             }
             if self.buckets.len() >= settings.max_keys {
-                return &mut self.overflow;
+                use std::hash::BuildHasher;
+                let index = self.hasher.hash_one(key) as usize % OVERFLOW_BUCKETS;
+                return &mut self.overflow[index];
             }
         }
         self.buckets
             .entry(key.to_owned())
             .or_insert_with(|| Bucket::full(settings, now))
+    }
+
+    /// Drops the buckets that refilled (their keys went quiet); if that
+    /// frees less than a tenth of the table, the least recently used too.
+    fn sweep(&mut self, settings: &RateLimit, now: Instant) {
+        self.buckets
+            .retain(|_, bucket| bucket.refilled(settings, now) < settings.burst);
+        let wanted = (settings.max_keys as f64 * (1.0 - SWEEP_LEAST_USED)) as usize;
+        if self.buckets.len() <= wanted {
+            return;
+        }
+        let mut ages: Vec<Instant> = self.buckets.values().map(|bucket| bucket.updated).collect();
+        let excess = self.buckets.len() - wanted;
+        let (_, cutoff, _) = ages.select_nth_unstable(excess - 1);
+        let cutoff = *cutoff;
+        let mut dropped = 0;
+        self.buckets.retain(|_, bucket| {
+            let drop = dropped < excess && bucket.updated <= cutoff;
+            dropped += usize::from(drop);
+            !drop
+        });
     }
 }
 
@@ -341,6 +376,21 @@ mod tests {
         // while the table is full they share one bucket (2, then 1 a
         // second). Without that, all 10,000 got in.
         println!("{made_up} of 10,000 made-up keys admitted");
-        assert!(made_up <= 2 + 10 + 100 * 10, "{made_up}");
+        assert!(made_up <= 16 * (2 + 10) + 100 * 10, "{made_up}");
+    }
+
+    #[test]
+    fn buckets_that_never_refill_do_not_freeze_the_table() {
+        // A rate of nothing: buckets never refill, so none is ever swept as
+        // quiet; the least recently used make room all the same.
+        let limit = shared(RateLimit::new(0.0, 1).max_keys(10));
+        let start = Instant::now();
+        for n in 0..10 {
+            limit.take(&format!("old-{n}"), start).unwrap();
+        }
+        let later = start + Duration::from_secs(2);
+        assert_eq!(limit.take("new", later), Ok(()), "a place was made");
+        assert!(lock(&limit.table).buckets.contains_key("new"));
+        assert_eq!(lock(&limit.table).buckets.len(), 10);
     }
 }

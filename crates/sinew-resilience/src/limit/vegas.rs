@@ -15,9 +15,14 @@
 //!   than half of it is in use.
 //! * The baseline is measured, not taken from the calls it judges: at the
 //!   start and every `baseline_every` (10 s, jittered by up to a tenth), the
-//!   limit drops to its floor until `BASELINE_SAMPLES` calls have run with
-//!   no more than that in flight, and their median latency is the new
-//!   baseline; then the limit goes back to where it was. A baseline taken
+//!   limit drops to its floor for the calls admitted from then on (calls
+//!   admitted before, a long poll say, keep running beside them but do not
+//!   count), until `BASELINE_SAMPLES` calls admitted once the earlier ones
+//!   were done have run; their median latency is the new baseline, and the
+//!   limit goes back to where it was. A measurement lasts `MEASURE_MAX` at
+//!   most (earlier calls that never end, too little traffic): then the
+//!   median of what it has (`MEASURE_MIN` samples at least) or the
+//!   previous baseline stands. A baseline taken
 //!   from the calls themselves (the lowest latency seen, or a moving
 //!   average) drifts up with the very queue it should measure, and so
 //!   does the limit; this one does not, so the calls admitted keep a
@@ -31,6 +36,10 @@ use tokio::time::Instant;
 /// Calls measured for a baseline.
 const BASELINE_SAMPLES: usize = 20;
 
+/// The longest a measurement lasts, and the fewest samples it may end with.
+const MEASURE_MAX: Duration = Duration::from_secs(1);
+const MEASURE_MIN: usize = 5;
+
 /// The state of a Vegas limit; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Vegas {
@@ -38,8 +47,9 @@ pub(crate) struct Vegas {
     limit: f64,
     /// The no-load latency, in seconds, once measured.
     baseline: Option<f64>,
-    /// While a baseline is measured: the latencies so far.
-    measuring: Option<Vec<f64>>,
+    /// While a baseline is measured: the latencies so far, and when the
+    /// first call of the measurement ended.
+    measuring: Option<(Vec<f64>, Option<Instant>)>,
     /// When the next measurement begins.
     next_measurement: Option<Instant>,
 }
@@ -56,7 +66,7 @@ impl Vegas {
             settings,
             limit,
             baseline: None,
-            measuring: Some(Vec::with_capacity(BASELINE_SAMPLES)),
+            measuring: Some((Vec::with_capacity(BASELINE_SAMPLES), None)),
             next_measurement: None,
         }
     }
@@ -70,30 +80,40 @@ impl Vegas {
         }
     }
 
+    /// Whether it is measuring its baseline.
+    pub(crate) fn measuring(&self) -> bool {
+        self.measuring.is_some()
+    }
+
     /// What a call costs with no queue, once measured.
     pub(crate) fn usual_latency(&self) -> Option<Duration> {
         self.baseline.map(Duration::from_secs_f64)
     }
 
     /// Takes one call's `latency`, ended at `now` with `in_flight` calls
-    /// (itself included) running; `dropped` if it failed on its deadline.
+    /// (itself included) running; `dropped` if it failed on its deadline;
+    /// `measured` if it was admitted in the measurement going on, once the
+    /// calls admitted before it were done.
     pub(crate) fn sample(
         &mut self,
         latency: Duration,
         in_flight: usize,
         dropped: bool,
+        measured: bool,
         now: Instant,
     ) {
         let rtt = latency.as_secs_f64().max(1e-9);
-        if let Some(samples) = self.measuring.as_mut() {
-            // Calls that ran beside more than the floor waited behind the
-            // others: they say nothing of the no-load latency.
-            if !dropped && in_flight as f64 <= self.settings.min {
+        if let Some((samples, started)) = self.measuring.as_mut() {
+            if measured && !dropped {
                 samples.push(rtt);
             }
-            if samples.len() >= BASELINE_SAMPLES {
-                samples.sort_by(f64::total_cmp);
-                self.baseline = Some(samples[samples.len() / 2]);
+            let started = *started.get_or_insert(now);
+            let over = now.saturating_duration_since(started) >= MEASURE_MAX;
+            if samples.len() >= BASELINE_SAMPLES || over {
+                if samples.len() >= MEASURE_MIN {
+                    samples.sort_by(f64::total_cmp);
+                    self.baseline = Some(samples[samples.len() / 2]);
+                }
                 self.measuring = None;
                 let every = self
                     .settings
@@ -104,7 +124,7 @@ impl Vegas {
             return;
         }
         if self.next_measurement.is_some_and(|next| now >= next) {
-            self.measuring = Some(Vec::with_capacity(BASELINE_SAMPLES));
+            self.measuring = Some((Vec::with_capacity(BASELINE_SAMPLES), Some(now)));
             return;
         }
         let Some(baseline) = self.baseline else {
@@ -150,7 +170,8 @@ mod tests {
             let limit = vegas.limit();
             let latency = ms(work * (limit.max(capacity) as f64 / capacity as f64));
             *now += latency / limit as u32;
-            vegas.sample(latency, limit, false, *now);
+            // (All calls of a measurement count: at the floor, no backlog.)
+            vegas.sample(latency, limit, false, vegas.measuring(), *now);
         }
     }
 
@@ -199,22 +220,46 @@ mod tests {
         let mut vegas = Vegas::new(AdaptiveLimit::default().bounds(4, 200));
         let now = Instant::now();
         for _ in 0..BASELINE_SAMPLES {
-            vegas.sample(ms(10.0), 4, false, now);
+            vegas.sample(ms(10.0), 4, false, true, now);
         }
         for _ in 0..100 {
             let limit = vegas.limit();
-            vegas.sample(ms(10.0), limit, false, now);
+            vegas.sample(ms(10.0), limit, false, false, now);
         }
         assert_eq!(vegas.limit(), 200);
         for _ in 0..5 {
-            vegas.sample(ms(100.0), 200, true, now);
+            vegas.sample(ms(100.0), 200, true, false, now);
         }
         assert!(vegas.limit() < 200);
         // An idle server learns nothing.
         let before = vegas.limit();
         for _ in 0..100 {
-            vegas.sample(ms(1.0), 2, false, now);
+            vegas.sample(ms(1.0), 2, false, false, now);
         }
         assert_eq!(vegas.limit(), before);
+    }
+
+    #[test]
+    fn a_measurement_without_enough_calls_ends_in_time_and_keeps_the_last_baseline() {
+        let mut vegas = Vegas::new(AdaptiveLimit::default());
+        let start = Instant::now();
+        for n in 0..BASELINE_SAMPLES {
+            vegas.sample(ms(1.0), 1, false, true, start + ms(n as f64));
+        }
+        assert_eq!(vegas.usual_latency(), Some(ms(1.0)));
+        assert!(!vegas.measuring());
+        // 10 s later a measurement begins; only calls admitted before it
+        // end (long polls): none is measured, and after 1 s the limit is
+        // back with the baseline it had.
+        let later = start + Duration::from_secs(11);
+        vegas.sample(ms(1.0), 20, false, false, later);
+        assert!(vegas.measuring());
+        assert_eq!(vegas.limit(), 4);
+        vegas.sample(ms(5000.0), 20, false, false, later + ms(500.0));
+        assert!(vegas.measuring());
+        vegas.sample(ms(5000.0), 20, false, false, later + ms(1000.0));
+        assert!(!vegas.measuring());
+        assert_eq!(vegas.limit(), 20);
+        assert_eq!(vegas.usual_latency(), Some(ms(1.0)));
     }
 }

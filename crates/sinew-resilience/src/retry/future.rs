@@ -211,13 +211,9 @@ where
                     }
                 }
             };
-            if this
-                .replay
-                .as_ref()
-                .is_some_and(|replay| !replay.replayable())
-            {
-                // Its stream outgrew the retry buffer: this attempt was
-                // the last.
+            if this.replay.as_ref().is_some_and(|replay| !replay.retire()) {
+                // Its stream outgrew the retry buffer (or the caller's
+                // stream failed): this attempt was the last.
                 return Poll::Ready(Err(status));
             }
             let next = decide(

@@ -24,7 +24,7 @@
 //!   it), and asks the balancer below for another endpoint than the attempt
 //!   that failed ([`sinew_rpc::call::Attempts`]).
 //! * A streaming request is kept (up to the config's retry buffer,
-//!   [`ServiceConfig::with_retry_buffer`](crate::ServiceConfig::with_retry_buffer))
+//!   [`ConfigHandle::set_retry_buffer`](crate::ConfigHandle::set_retry_buffer))
 //!   so that a retry sends it again from its first message (`replay.rs`);
 //!   once its messages outgrow the buffer, the call is not retried.
 

@@ -6,9 +6,11 @@
 //! Kept until the call commits (its response began: no attempt follows,
 //! and the messages still to be sent are dropped as they go) or the
 //! messages outgrow the limit (they are dropped at once and the call can no
-//! longer be retried, as gRPC's per-call retry buffer does). Only the
-//! latest attempt reads: an earlier attempt's body, should its transport
-//! still poll it, ends in `CANCELLED`, never as a complete stream.
+//! longer be retried, as gRPC's per-call retry buffer does), or the
+//! caller's stream fails (a retry would fail alike). Only the latest
+//! attempt reads, and once it failed none does until the next begins: an
+//! earlier attempt's body, should its transport still poll it, ends in
+//! `CANCELLED`, never as a complete stream.
 
 use sinew_rpc::call::{CallRequest, Payload, PayloadStream, RequestBody};
 use sinew_rpc::Status;
@@ -25,8 +27,7 @@ pub(crate) struct Replay {
 }
 
 struct Kept {
-    /// The caller's stream; `None` once it ended, or while the latest
-    /// attempt reads it.
+    /// The caller's stream; `None` once it ended.
     source: Option<PayloadStream>,
     /// How the caller's stream ended, once it did.
     ended: Option<Result<(), Status>>,
@@ -87,9 +88,13 @@ impl Replay {
         })
     }
 
-    /// Whether another attempt can send the whole stream again.
-    pub(crate) fn replayable(&self) -> bool {
-        lock(&self.shared).replayable
+    /// The latest attempt failed: its body stops reading (should its
+    /// transport still poll it), and whether another attempt can send the
+    /// whole stream again.
+    pub(crate) fn retire(&self) -> bool {
+        let mut kept = lock(&self.shared);
+        kept.attempt += 1;
+        kept.replayable
     }
 
     /// The call committed: no other attempt follows, and messages are kept
@@ -126,6 +131,13 @@ impl futures_core::Stream for AttemptBody {
                 kept.first += 1;
             }
         }
+        if this.next < kept.first {
+            // (Messages this attempt would need were let go: it cannot be
+            // a new attempt of a replayable call. Not reached.)
+            return Poll::Ready(Some(Err(Status::internal(
+                "the request stream's first messages are no longer kept",
+            ))));
+        }
         // What earlier attempts read, again.
         if this.next < kept.first + kept.messages.len() {
             let index = this.next - kept.first;
@@ -135,9 +147,10 @@ impl futures_core::Stream for AttemptBody {
             } else {
                 // (Sent for the last time; index is 0.)
                 kept.first += 1;
-                kept.messages
-                    .pop_front()
-                    .expect("a message is kept at the index")
+                match kept.messages.pop_front() {
+                    Some(message) => message,
+                    None => return Poll::Ready(None),
+                }
             };
             return Poll::Ready(Some(Ok(message)));
         }
@@ -147,18 +160,13 @@ impl futures_core::Stream for AttemptBody {
                 Err(status) => Some(Err(status.clone())),
             });
         }
-        let Some(mut source) = kept.source.take() else {
-            // (Only the latest attempt reads, and it is here.)
-            return Poll::Ready(Some(Err(Status::internal(
-                "the request stream is being read twice",
-            ))));
+        // The caller's stream, read under the lock: an earlier attempt's
+        // body (stopped above) never reads it, and a message read here is
+        // this attempt's.
+        let Some(source) = kept.source.as_mut() else {
+            return Poll::Ready(None);
         };
-        // The caller's stream is polled without the lock held.
-        drop(kept);
-        let polled = source.as_mut().poll_next(cx);
-        let mut kept = lock(&this.shared);
-        kept.source = Some(source);
-        match polled {
+        match source.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 kept.source = None;
@@ -166,8 +174,10 @@ impl futures_core::Stream for AttemptBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(status))) => {
+                // The caller gave up: sending it again would fail alike.
                 kept.source = None;
                 kept.ended = Some(Err(status.clone()));
+                kept.replayable = false;
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Ready(Some(Ok(message))) => {
@@ -239,21 +249,32 @@ mod tests {
             assert_eq!(next(&mut third).await, ok(expected));
         }
         assert_eq!(next(&mut third).await, None);
-        assert!(replay.replayable());
+        assert!(lock(&replay.shared).replayable);
         // And a fourth sends the whole stream, ended as it ended.
         let fourth: Vec<_> = replay.next_body().into_stream().collect().await;
         assert_eq!(fourth.len(), 3);
     }
 
     #[tokio::test]
-    async fn an_error_of_the_callers_stream_is_replayed_as_such() {
+    async fn a_failed_callers_stream_is_not_sent_again() {
         let replay = replay_of(vec![Ok(b"a"), Err(Status::aborted("gave up"))], 1024);
         let mut first = replay.next_body().into_stream();
         assert_eq!(next(&mut first).await, ok(b"a"));
         assert_eq!(next(&mut first).await, Some(Err(Code::Aborted)));
-        let mut second = replay.next_body().into_stream();
-        assert_eq!(next(&mut second).await, ok(b"a"));
-        assert_eq!(next(&mut second).await, Some(Err(Code::Aborted)));
+        assert!(!replay.retire(), "a retry would fail alike");
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_reads_nothing_more_while_the_next_waits() {
+        let replay = replay_of(vec![Ok(b"a"), Ok(b"b")], 1024);
+        let mut first = replay.next_body().into_stream();
+        assert_eq!(next(&mut first).await, ok(b"a"));
+        // It failed; its transport polls its body again during the backoff.
+        assert!(replay.retire());
+        assert_eq!(next(&mut first).await, Some(Err(Code::Cancelled)));
+        // The next attempt gets every message, "b" read only now.
+        let second: Vec<_> = replay.next_body().into_stream().collect().await;
+        assert_eq!(second.len(), 2);
     }
 
     #[tokio::test]
@@ -261,9 +282,9 @@ mod tests {
         let replay = replay_of(vec![Ok(b"1234"), Ok(b"5678"), Ok(b"9")], 6);
         let mut first = replay.next_body().into_stream();
         assert_eq!(next(&mut first).await, ok(b"1234"));
-        assert!(replay.replayable());
+        assert!(lock(&replay.shared).replayable);
         assert_eq!(next(&mut first).await, ok(b"5678"));
-        assert!(!replay.replayable());
+        assert!(!lock(&replay.shared).replayable);
         assert_eq!(lock(&replay.shared).messages.len(), 0, "nothing kept");
         // The attempt goes on to the end.
         assert_eq!(next(&mut first).await, ok(b"9"));
@@ -280,7 +301,7 @@ mod tests {
         assert_eq!(next(&mut second).await, ok(b"a"));
         // The second attempt's response begins while it is still behind.
         replay.commit();
-        assert!(!replay.replayable());
+        assert!(!lock(&replay.shared).replayable);
         assert_eq!(lock(&replay.shared).messages.len(), 2);
         assert_eq!(next(&mut second).await, ok(b"b"));
         assert_eq!(lock(&replay.shared).messages.len(), 0);
