@@ -262,6 +262,15 @@ mod tests {
         circuit.record(config, &admission, failed, now)
     }
 
+    /// A circuit opened at `start` by 10 failed calls.
+    fn opened(config: &BreakerConfig, start: Instant) -> Circuit {
+        let mut circuit = Circuit::new(config, start);
+        for _ in 0..10 {
+            call(&mut circuit, config, true, start);
+        }
+        circuit
+    }
+
     #[test]
     fn it_opens_at_the_failure_rate_once_the_window_has_enough_calls() {
         let config = config();
@@ -308,10 +317,7 @@ mod tests {
     fn half_open_admits_a_bounded_number_of_probes_and_closes_after_them() {
         let config = config();
         let start = Instant::now();
-        let mut circuit = Circuit::new(&config, start);
-        for _ in 0..10 {
-            call(&mut circuit, &config, true, start);
-        }
+        let mut circuit = opened(&config, start);
         let later = start + Duration::from_secs(5);
         let (first, change) = circuit.admit(&config, later);
         assert_eq!(first, Admission::Probe { round: 1 });
@@ -361,10 +367,7 @@ mod tests {
     fn a_probe_of_an_earlier_round_counts_for_nothing_now() {
         let config = config().probes(1);
         let start = Instant::now();
-        let mut circuit = Circuit::new(&config, start);
-        for _ in 0..10 {
-            call(&mut circuit, &config, true, start);
-        }
+        let mut circuit = opened(&config, start);
         let later = start + Duration::from_secs(5);
         let (old_probe, _) = circuit.admit(&config, later);
         // Its round ends without it: the next probe fails, the circuit
@@ -387,10 +390,7 @@ mod tests {
     fn a_probe_given_up_frees_its_slot() {
         let config = config().probes(1);
         let start = Instant::now();
-        let mut circuit = Circuit::new(&config, start);
-        for _ in 0..10 {
-            call(&mut circuit, &config, true, start);
-        }
+        let mut circuit = opened(&config, start);
         let later = start + Duration::from_secs(5);
         assert_eq!(
             circuit.admit(&config, later).0,
