@@ -144,7 +144,7 @@ pub(crate) fn server_addresses(
 ) -> Result<Vec<Address>, Status> {
     let mut addresses = Vec::new();
     for address in server.local_addresses() {
-        let Address::Tcp { host, port } = address else {
+        let Some((host, port)) = address.host_port() else {
             continue;
         };
         let unspecified = host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
@@ -158,13 +158,16 @@ pub(crate) fn server_addresses(
                 }
             }
         } else {
-            host.clone()
+            host.to_owned()
         };
-        addresses.push(Address::tcp(host, *port));
+        addresses.push(match address {
+            Address::Tls { .. } => Address::tls(host, port),
+            _ => Address::tcp(host, port),
+        });
     }
     if addresses.is_empty() {
         return Err(Status::invalid_argument(
-            "the server has no TCP listener to publish",
+            "the server has no TCP or TLS listener to publish",
         ));
     }
     Ok(addresses)

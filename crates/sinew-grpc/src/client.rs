@@ -39,6 +39,7 @@ use sinew_rpc::call::{CallRequest, CallResponse, Payload, ResponseBody, Response
 use sinew_rpc::client::reconnect::{Connect, Reconnect, ReconnectPolicy};
 use sinew_rpc::client::InFlight;
 use sinew_rpc::{Channel, Code, Status};
+use sinew_transport::tls::{ClientTls, ALPN_H2};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -50,12 +51,13 @@ type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Status>;
 /// Where a gRPC server is.
 #[derive(Clone, Debug)]
 enum Target {
-    Tcp { authority: String },
+    Tcp { authority: String, tls: bool },
     Unix { path: std::path::PathBuf },
 }
 
 impl Target {
-    /// `grpc://HOST:PORT`, `http://HOST:PORT` or `grpc+unix:///PATH`.
+    /// `grpc://HOST:PORT`, `http://HOST:PORT`, `grpcs://HOST:PORT`,
+    /// `https://HOST:PORT` (TLS) or `grpc+unix:///PATH`.
     fn parse(address: &str) -> Result<Target, Status> {
         if let Some(rest) = address.strip_prefix("grpc+unix://") {
             if rest.is_empty() {
@@ -65,12 +67,15 @@ impl Target {
             }
             return Ok(Target::Unix { path: rest.into() });
         }
-        let Some(rest) = address
+        let plain = address
             .strip_prefix("grpc://")
-            .or_else(|| address.strip_prefix("http://"))
-        else {
+            .or_else(|| address.strip_prefix("http://"));
+        let tls = address
+            .strip_prefix("grpcs://")
+            .or_else(|| address.strip_prefix("https://"));
+        let Some(rest) = plain.or(tls) else {
             return Err(Status::invalid_argument(format!(
-                "invalid address {address:?}: expected grpc://HOST:PORT, http://HOST:PORT or grpc+unix:///PATH"
+                "invalid address {address:?}: expected grpc://HOST:PORT, grpcs://HOST:PORT (TLS), http(s)://HOST:PORT or grpc+unix:///PATH"
             )));
         };
         let authority = rest.trim_end_matches('/');
@@ -81,14 +86,33 @@ impl Target {
         }
         Ok(Target::Tcp {
             authority: authority.to_owned(),
+            tls: tls.is_some(),
         })
+    }
+
+    /// The host of a TCP target, without brackets (the name its TLS
+    /// certificate must have).
+    fn host(&self) -> &str {
+        let authority = self.authority();
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The URI scheme of requests.
+    fn scheme(&self) -> &'static str {
+        match self {
+            Target::Tcp { tls: true, .. } => "https",
+            _ => "http",
+        }
     }
 
     /// The `:authority` of requests. Over a Unix socket, `localhost`: a
     /// socket path is not a valid authority (hyperium/h2#487).
     fn authority(&self) -> &str {
         match self {
-            Target::Tcp { authority } => authority,
+            Target::Tcp { authority, .. } => authority,
             Target::Unix { .. } => "localhost",
         }
     }
@@ -102,6 +126,7 @@ struct Settings {
     keepalive_timeout: Duration,
     max_message_size: usize,
     policy: ReconnectPolicy,
+    tls: Option<ClientTls>,
 }
 
 impl Default for Settings {
@@ -112,6 +137,7 @@ impl Default for Settings {
             keepalive_timeout: sinew_rpc::Keepalive::CLIENT.timeout,
             max_message_size: 4 * 1024 * 1024,
             policy: ReconnectPolicy::default(),
+            tls: None,
         }
     }
 }
@@ -132,11 +158,23 @@ impl Connect for Connector {
             };
             let attempt = async {
                 match &self.target {
-                    Target::Tcp { authority } => {
+                    Target::Tcp { authority, tls } => {
                         let stream = tokio::net::TcpStream::connect(authority.as_str())
                             .await
                             .map_err(unreachable)?;
                         let _ = stream.set_nodelay(true);
+                        if !tls {
+                            return self.handshake(stream).await;
+                        }
+                        let config = match &self.settings.tls {
+                            Some(config) => config.clone(),
+                            None => ClientTls::system_default()
+                                .map_err(|e| Status::unavailable(e.to_string()))?,
+                        };
+                        let stream = config
+                            .connect(self.target.host(), stream, ALPN_H2)
+                            .await
+                            .map_err(unreachable)?;
                         self.handshake(stream).await
                     }
                     Target::Unix { path } => {
@@ -204,7 +242,17 @@ pub struct GrpcChannelBuilder {
 }
 
 impl GrpcChannelBuilder {
-    /// Time allowed to connect and complete the HTTP/2 handshake (default 5 s).
+    /// The TLS settings of a `grpcs://` channel: the roots to trust, a client
+    /// certificate for mutual TLS, the identity expected of the server
+    /// (default: the system's roots, no client certificate, the address's
+    /// host as the name).
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.settings.tls = Some(tls);
+        self
+    }
+
+    /// Time allowed to connect (TLS included) and complete the HTTP/2
+    /// handshake (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
         self
@@ -302,8 +350,8 @@ impl std::fmt::Debug for GrpcChannel {
 }
 
 impl GrpcChannel {
-    /// A builder for `address`: `grpc://HOST:PORT`, `http://HOST:PORT` or
-    /// `grpc+unix:///PATH`. A malformed address is `INVALID_ARGUMENT`.
+    /// A builder for `address`: `grpc://HOST:PORT`, `http://HOST:PORT`,
+    /// `grpcs://HOST:PORT` or `https://HOST:PORT` (TLS), or `grpc+unix:///PATH`. A malformed address is `INVALID_ARGUMENT`.
     pub fn builder(address: &str) -> Result<GrpcChannelBuilder, Status> {
         Ok(GrpcChannelBuilder {
             target: Target::parse(address)?,
@@ -313,7 +361,9 @@ impl GrpcChannel {
 }
 
 /// Connects to a gRPC server with default settings and returns a [`Channel`]
-/// over it: `grpc://HOST:PORT`, `http://HOST:PORT`, or `grpc+unix:///PATH`.
+/// over it: `grpc://HOST:PORT`, `http://HOST:PORT`, `grpcs://HOST:PORT` (TLS,
+/// trusting the system's roots: for other settings see
+/// [`GrpcChannelBuilder::tls`]), or `grpc+unix:///PATH`.
 /// The HTTP/2 connection is made here, so an unreachable server is reported
 /// now (`UNAVAILABLE`); a malformed address is `INVALID_ARGUMENT`.
 pub async fn connect(address: &str) -> Result<Channel, Status> {
@@ -410,7 +460,8 @@ async fn send(
         }
     };
     let mut http_request = http::Request::post(format!(
-        "http://{}{}",
+        "{}://{}{}",
+        target.scheme(),
         target.authority(),
         parts.path.as_str()
     ))
@@ -677,6 +728,15 @@ mod tests {
             Target::parse("http://localhost:80/"),
             Ok(Target::Tcp { .. })
         ));
+        assert!(matches!(
+            Target::parse("grpcs://[::1]:443"),
+            Ok(Target::Tcp { tls: true, .. })
+        ));
+        assert_eq!(Target::parse("grpcs://[::1]:443").unwrap().host(), "::1");
+        assert_eq!(
+            Target::parse("https://api.example.org:443").unwrap().host(),
+            "api.example.org"
+        );
         assert!(matches!(
             Target::parse("grpc+unix:///tmp/x.sock"),
             Ok(Target::Unix { .. })

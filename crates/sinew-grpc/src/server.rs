@@ -103,6 +103,10 @@ impl Protocol for GrpcProtocol {
         "grpc"
     }
 
+    fn alpn(&self) -> Option<&'static [u8]> {
+        Some(sinew_transport::tls::ALPN_H2)
+    }
+
     fn sniff(&self, first_bytes: &[u8]) -> Sniff {
         // HTTP/2 (gRPC), and HTTP/1.x requests, which get a clear error.
         let mut verdict = prefix_match(first_bytes, HTTP2_PREFACE);

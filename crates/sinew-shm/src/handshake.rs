@@ -197,19 +197,44 @@ async fn read_answer(control: &mut UnixStream, path: &Path) -> io::Result<()> {
     }
 }
 
+/// The process at the other end of a local connection, as the kernel saw it
+/// when the connection was made (`SO_PEERCRED`): its process id (in our pid
+/// namespace) and effective user and group ids. A peer cannot forge these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerCredentials {
+    /// The peer's process id.
+    pub pid: u32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
+}
+
+impl PeerCredentials {
+    /// The credentials of the peer of a connected Unix socket.
+    pub fn of(socket: &impl std::os::fd::AsFd) -> io::Result<PeerCredentials> {
+        let peer = rustix::net::sockopt::socket_peercred(socket)?;
+        Ok(PeerCredentials {
+            pid: peer.pid.as_raw_nonzero().get() as u32,
+            uid: peer.uid.as_raw(),
+            gid: peer.gid.as_raw(),
+        })
+    }
+}
+
 /// Refuses a peer whose effective user is neither ours nor allowed; returns
-/// its process id.
-fn check_peer(socket: &UnixStream, options: &ShmOptions) -> io::Result<u32> {
-    let peer = rustix::net::sockopt::socket_peercred(socket)?;
-    let uid = peer.uid.as_raw();
+/// its credentials.
+fn check_peer(socket: &UnixStream, options: &ShmOptions) -> io::Result<PeerCredentials> {
+    let peer = PeerCredentials::of(socket)?;
+    let uid = peer.uid;
     if uid == rustix::process::geteuid().as_raw() || options.allowed_uids.contains(&uid) {
-        return Ok(peer.pid.as_raw_nonzero().get() as u32);
+        return Ok(peer);
     }
     Err(io::Error::new(
         io::ErrorKind::PermissionDenied,
         format!(
             "shared-memory peer (pid {}) runs as uid {uid}, which is not allowed",
-            peer.pid.as_raw_nonzero()
+            peer.pid
         ),
     ))
 }
@@ -231,7 +256,7 @@ fn is_eventfd(fd: &OwnedFd) -> bool {
 /// Connects to the server whose control socket is at `path`.
 pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream> {
     let mut control = UnixStream::connect(path).await?;
-    let peer_pid = check_peer(&control, options)?;
+    let peer = check_peer(&control, options)?;
     let layout = Layout {
         capacity: options.ring_capacity,
         slab_size: if options.slab_count == 0 {
@@ -278,7 +303,7 @@ pub async fn connect(path: &Path, options: &ShmOptions) -> io::Result<ShmStream>
         control,
         spin: options.spin,
         slab_threshold: options.slab_threshold,
-        peer_pid,
+        peer,
     })
 }
 
@@ -416,7 +441,7 @@ fn validate_hello(
 
 /// The server side of one handshake.
 async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result<ShmStream> {
-    let peer_pid = check_peer(&control, options)?;
+    let peer = check_peer(&control, options)?;
     let received = tokio::time::timeout(options.handshake_timeout, receive_hello(&control))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello within the timeout"))?;
@@ -445,7 +470,7 @@ async fn accept_one(mut control: UnixStream, options: &ShmOptions) -> io::Result
         control,
         spin: options.spin,
         slab_threshold: options.slab_threshold,
-        peer_pid,
+        peer,
     })
 }
 

@@ -101,6 +101,6 @@ pub mod slab;
 mod stream;
 mod sync;
 
-pub use handshake::{connect, ShmListener, ShmOptions};
+pub use handshake::{connect, PeerCredentials, ShmListener, ShmOptions};
 pub use slab::{SlabBuf, SlabPool};
 pub use stream::{ShmReadHalf, ShmStream, ShmWriteHalf};

@@ -67,7 +67,7 @@ pub(crate) struct Parts {
     /// Smallest message our side sends through slabs.
     pub(crate) slab_threshold: usize,
     /// From `SO_PEERCRED` at the handshake.
-    pub(crate) peer_pid: u32,
+    pub(crate) peer: crate::handshake::PeerCredentials,
 }
 
 /// A connected shared-memory stream. Use it as any `AsyncRead + AsyncWrite`,
@@ -76,7 +76,7 @@ pub(crate) struct Parts {
 pub struct ShmStream {
     read: ShmReadHalf,
     write: ShmWriteHalf,
-    peer_pid: u32,
+    peer: crate::handshake::PeerCredentials,
 }
 
 /// The reading half of a [`ShmStream`].
@@ -125,7 +125,7 @@ impl ShmStream {
             control,
             spin,
             slab_threshold,
-            peer_pid,
+            peer,
         } = parts;
         let watcher_socket = control.into_std()?;
         let control = watcher_socket.try_clone()?;
@@ -166,13 +166,18 @@ impl ShmStream {
                 spin: Spin::default(),
                 closed: false,
             },
-            peer_pid,
+            peer,
         })
     }
 
     /// The peer's process id (from `SO_PEERCRED`, in our pid namespace).
     pub fn peer_pid(&self) -> u32 {
-        self.peer_pid
+        self.peer.pid
+    }
+
+    /// The peer's process, user and group ids (from `SO_PEERCRED`).
+    pub fn peer_credentials(&self) -> crate::handshake::PeerCredentials {
+        self.peer
     }
 
     /// Splits into halves that can be used from two tasks without a lock.

@@ -1,4 +1,5 @@
-//! Endpoint addresses as URLs: `tcp://host:port` and `unix:///path`.
+//! Endpoint addresses as URLs: `tcp://host:port`, `tls://host:port`,
+//! `unix:///path` and `shm:///path`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,6 +11,15 @@ pub enum Address {
     /// `tcp://host:port`: a host name or IP literal (IPv6 in brackets) and a port.
     /// Port 0 in a listener address means "any free port".
     Tcp {
+        /// Host name or IP address (without brackets).
+        host: String,
+        /// Port number.
+        port: u16,
+    },
+    /// `tls://host:port`: TCP with TLS (see [`crate::tls`]); the host is also
+    /// the name a client verifies the server's certificate against, unless
+    /// its TLS settings name another.
+    Tls {
         /// Host name or IP address (without brackets).
         host: String,
         /// Port number.
@@ -48,6 +58,14 @@ impl Address {
         }
     }
 
+    /// `tls://host:port`.
+    pub fn tls(host: impl Into<String>, port: u16) -> Address {
+        Address::Tls {
+            host: host.into(),
+            port,
+        }
+    }
+
     /// `unix://path`.
     pub fn unix(path: impl Into<PathBuf>) -> Address {
         Address::Unix(path.into())
@@ -58,10 +76,11 @@ impl Address {
         Address::Shm(path.into())
     }
 
-    /// The URL scheme: `tcp`, `unix` or `shm`.
+    /// The URL scheme: `tcp`, `tls`, `unix` or `shm`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Address::Tcp { .. } => "tcp",
+            Address::Tls { .. } => "tls",
             Address::Unix(_) => "unix",
             Address::Shm(_) => "shm",
         }
@@ -72,6 +91,14 @@ impl Address {
     pub fn is_local_only(&self) -> bool {
         matches!(self, Address::Unix(_) | Address::Shm(_))
     }
+
+    /// The host and port of a network address (`tcp://`, `tls://`).
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        match self {
+            Address::Tcp { host, port } | Address::Tls { host, port } => Some((host, *port)),
+            Address::Unix(_) | Address::Shm(_) => None,
+        }
+    }
 }
 
 impl FromStr for Address {
@@ -81,11 +108,11 @@ impl FromStr for Address {
         let (scheme, rest) = input.split_once("://").ok_or_else(|| {
             AddressError::new(
                 input,
-                "expected scheme://..., for example tcp://127.0.0.1:7000, unix:///tmp/sinew.sock or shm:///tmp/sinew.sock",
+                "expected scheme://..., for example tcp://127.0.0.1:7000, tls://api.example.org:7443, unix:///tmp/sinew.sock or shm:///tmp/sinew.sock",
             )
         })?;
         match scheme {
-            "tcp" => {
+            "tcp" | "tls" => {
                 let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
                     let (host, after) = bracketed
                         .split_once(']')
@@ -110,9 +137,10 @@ impl FromStr for Address {
                 let port = port.parse::<u16>().map_err(|_| {
                     AddressError::new(input, "port is not a number from 0 to 65535")
                 })?;
-                Ok(Address::Tcp {
-                    host: host.to_owned(),
-                    port,
+                Ok(if scheme == "tcp" {
+                    Address::tcp(host, port)
+                } else {
+                    Address::tls(host, port)
                 })
             }
             "unix" | "shm" => {
@@ -131,7 +159,7 @@ impl FromStr for Address {
             }
             _ => Err(AddressError::new(
                 input,
-                "unknown scheme; supported: tcp://host:port, unix:///path, shm:///path",
+                "unknown scheme; supported: tcp://host:port, tls://host:port, unix:///path, shm:///path",
             )),
         }
     }
@@ -163,6 +191,8 @@ impl fmt::Display for Address {
         match self {
             Address::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
             Address::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Address::Tls { host, port } if host.contains(':') => write!(f, "tls://[{host}]:{port}"),
+            Address::Tls { host, port } => write!(f, "tls://{host}:{port}"),
             Address::Unix(path) => write!(f, "unix://{}", path.display()),
             Address::Shm(path) => write!(f, "shm://{}", path.display()),
         }
@@ -179,6 +209,8 @@ mod tests {
             "tcp://127.0.0.1:7000",
             "tcp://localhost:0",
             "tcp://[::1]:8080",
+            "tls://api.example.org:7443",
+            "tls://[::1]:7443",
             "unix:///tmp/sinew.sock",
             "unix://relative.sock",
             "shm:///run/app/api.sock",
@@ -203,6 +235,7 @@ mod tests {
             ("tcp://h:x", "port is not a number"),
             ("tcp://[::1:80", "unclosed"),
             ("tcp://a/b:80", "host may not contain"),
+            ("tls://host", "missing :port"),
             ("unix://", "empty socket path"),
             ("shm://", "empty socket path"),
         ] {

@@ -2,9 +2,11 @@
 
 use crate::address::Address;
 use crate::stream::Stream;
+use crate::tls::ServerTls;
 use crate::TransportOptions;
 use sinew_shm::ShmListener;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 
@@ -21,6 +23,10 @@ pub struct Listener {
 #[derive(Debug)]
 enum Inner {
     Tcp(TcpListener),
+    Tls {
+        listener: TcpListener,
+        tls: ServerTls,
+    },
     Unix {
         listener: UnixListener,
         path: PathBuf,
@@ -58,6 +64,19 @@ impl Listener {
             Address::Tcp { host, port } => {
                 Inner::Tcp(TcpListener::bind((host.as_str(), *port)).await?)
             }
+            Address::Tls { host, port } => {
+                let tls = options.server_tls.clone().ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a tls:// address needs a certificate and key (ServerBuilder::tls, sinew serve --tls-cert --tls-key)",
+                    )
+                })?;
+                tls.start_watching();
+                Inner::Tls {
+                    listener: TcpListener::bind((host.as_str(), *port)).await?,
+                    tls,
+                }
+            }
             Address::Unix(path) => Inner::Unix {
                 listener: bind_unix(path).await?,
                 path: path.clone(),
@@ -78,6 +97,10 @@ impl Listener {
                 let local = listener.local_addr()?;
                 Ok(Address::tcp(local.ip().to_string(), local.port()))
             }
+            Inner::Tls { listener, .. } => {
+                let local = listener.local_addr()?;
+                Ok(Address::tls(local.ip().to_string(), local.port()))
+            }
             Inner::Unix { path, .. } => Ok(Address::Unix(path.clone())),
             Inner::Shm(listener) => Ok(Address::Shm(listener.path().to_owned())),
         }
@@ -85,18 +108,69 @@ impl Listener {
 
     /// Waits for the next connection. TCP streams have `TCP_NODELAY` set: sinew
     /// batches its own writes, so Nagle's algorithm would only add latency.
-    pub async fn accept(&self) -> io::Result<Stream> {
-        match &self.inner {
+    ///
+    /// A TLS connection comes before its handshake, which is the caller's
+    /// to run ([`Incoming::establish`]), in the connection's own task and
+    /// within its own time limit, so that a slow client holds up nobody.
+    pub async fn accept(&self) -> io::Result<Incoming> {
+        let (stream, tls) = match &self.inner {
             Inner::Tcp(listener) => {
                 let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
-                Ok(Stream::Tcp(stream))
+                (Stream::Tcp(stream), None)
+            }
+            Inner::Tls { listener, tls } => {
+                let (stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                (Stream::Tcp(stream), Some(tls.clone()))
             }
             Inner::Unix { listener, .. } => {
                 let (stream, _) = listener.accept().await?;
-                Ok(Stream::Unix(stream))
+                (Stream::Unix(stream), None)
             }
-            Inner::Shm(listener) => Ok(Stream::Shm(listener.accept().await?)),
+            Inner::Shm(listener) => (Stream::Shm(listener.accept().await?), None),
+        };
+        Ok(Incoming { stream, tls })
+    }
+}
+
+/// A connection a [`Listener`] accepted, before its transport's handshake
+/// (TLS) is done.
+#[derive(Debug)]
+pub struct Incoming {
+    stream: Stream,
+    tls: Option<ServerTls>,
+}
+
+impl Incoming {
+    /// The peer's IP address, over TCP (plain or TLS).
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.stream.peer_ip()
+    }
+
+    /// Whether the connection has a TLS handshake to do.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The stream, its handshake done (for TLS: the server side of the TLS
+    /// handshake; for the others, nothing to do). Bound it in time: a client
+    /// that says nothing keeps it waiting.
+    pub async fn establish(self) -> io::Result<Stream> {
+        match (self.tls, self.stream) {
+            (Some(tls), Stream::Tcp(stream)) => Ok(Stream::Tls(Box::new(
+                tokio_rustls::TlsStream::Server(tls.accept(stream).await?),
+            ))),
+            (_, stream) => Ok(stream),
+        }
+    }
+
+    /// The stream as it is, for a plaintext connection (to turn it away in
+    /// the protocol it speaks); `None` for a TLS one.
+    pub fn into_plaintext(self) -> Option<Stream> {
+        match self.tls {
+            Some(_) => None,
+            None => Some(self.stream),
         }
     }
 }
@@ -110,7 +184,7 @@ impl Drop for Listener {
             Inner::Shm(listener) => {
                 let _ = std::fs::remove_file(listener.path());
             }
-            Inner::Tcp(_) => {}
+            Inner::Tcp(_) | Inner::Tls { .. } => {}
         }
     }
 }
@@ -141,7 +215,7 @@ mod tests {
                 stream.read_exact(&mut answer).await.unwrap();
                 answer
             });
-            let mut server = listener.accept().await.unwrap();
+            let mut server = listener.accept().await.unwrap().establish().await.unwrap();
             let mut request = [0u8; 4];
             server.read_exact(&mut request).await.unwrap();
             assert_eq!(&request, b"ping");

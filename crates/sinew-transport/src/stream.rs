@@ -1,6 +1,8 @@
 //! Connected byte streams and their owned halves.
 
 use crate::address::Address;
+use crate::identity::{CertificateIdentity, PeerCredentials, PeerIdentity};
+use crate::tls::{ClientTls, ALPN_SINEW};
 use crate::TransportOptions;
 use sinew_shm::{ShmReadHalf, ShmStream, ShmWriteHalf, SlabBuf, SlabPool};
 use std::io;
@@ -10,11 +12,16 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
+/// TCP with TLS, client or server side (boxed: a TLS session is large).
+pub type TlsStream = Box<tokio_rustls::TlsStream<TcpStream>>;
+
 /// A connected stream over one of sinew's transports.
 #[derive(Debug)]
 pub enum Stream {
     /// TCP, with `TCP_NODELAY` set.
     Tcp(TcpStream),
+    /// TCP with TLS, its handshake done.
+    Tls(TlsStream),
     /// A Unix domain socket.
     Unix(UnixStream),
     /// Shared memory with a process on this host.
@@ -26,6 +33,9 @@ pub enum Stream {
 pub enum ReadHalf {
     /// TCP.
     Tcp(tcp::OwnedReadHalf),
+    /// TLS: reading and writing share the session, behind a lock held for
+    /// the length of one read or write.
+    Tls(tokio::io::ReadHalf<tokio_rustls::TlsStream<TcpStream>>),
     /// Unix domain socket.
     Unix(unix::OwnedReadHalf),
     /// Shared memory.
@@ -37,6 +47,8 @@ pub enum ReadHalf {
 pub enum WriteHalf {
     /// TCP.
     Tcp(tcp::OwnedWriteHalf),
+    /// TLS.
+    Tls(tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>),
     /// Unix domain socket.
     Unix(unix::OwnedWriteHalf),
     /// Shared memory.
@@ -88,6 +100,18 @@ pub async fn connect_with(
                 stream.set_nodelay(true)?;
                 Ok(Stream::Tcp(stream))
             }
+            Address::Tls { host, port } => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                let tls = match &options.client_tls {
+                    Some(tls) => tls.clone(),
+                    None => ClientTls::system_default()?,
+                };
+                let stream = tls.connect(host, stream, ALPN_SINEW).await?;
+                Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(
+                    stream,
+                ))))
+            }
             Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
             Address::Shm(path) => Ok(Stream::Shm(sinew_shm::connect(path, &options.shm).await?)),
         }
@@ -110,7 +134,7 @@ impl Stream {
     /// (from `SO_PEERCRED`, in our pid namespace); `None` over TCP.
     pub fn peer_pid(&self) -> Option<u32> {
         match self {
-            Stream::Tcp(_) => None,
+            Stream::Tcp(_) | Stream::Tls(_) => None,
             Stream::Unix(stream) => stream
                 .peer_cred()
                 .ok()
@@ -129,6 +153,12 @@ impl Stream {
                 .peer_addr()
                 .ok()
                 .map(|addr| Address::tcp(addr.ip().to_string(), addr.port())),
+            Stream::Tls(stream) => stream
+                .get_ref()
+                .0
+                .peer_addr()
+                .ok()
+                .map(|addr| Address::tls(addr.ip().to_string(), addr.port())),
             Stream::Unix(stream) => stream
                 .peer_addr()
                 .ok()
@@ -141,7 +171,50 @@ impl Stream {
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
         match self {
             Stream::Tcp(stream) => stream.peer_addr().ok().map(|addr| addr.ip()),
+            Stream::Tls(stream) => stream.get_ref().0.peer_addr().ok().map(|addr| addr.ip()),
             Stream::Unix(_) | Stream::Shm(_) => None,
+        }
+    }
+
+    /// What the transport proved about the peer: a TLS client's verified
+    /// certificate (on the server side of mutual TLS), or a local process's
+    /// credentials (Unix socket, shared memory); `None` over plain TCP and
+    /// for an anonymous TLS client. (On the client side of TLS the server's
+    /// certificate was verified against the expected name; it is not
+    /// reported here.)
+    pub fn peer_identity(&self) -> Option<PeerIdentity> {
+        match self {
+            Stream::Tcp(_) => None,
+            Stream::Tls(stream) => match stream.as_ref() {
+                tokio_rustls::TlsStream::Server(server) => {
+                    let leaf = server.get_ref().1.peer_certificates()?.first()?;
+                    match CertificateIdentity::from_der(leaf) {
+                        Ok(identity) => Some(PeerIdentity::Certificate(identity)),
+                        Err(error) => {
+                            // rustls verified it, so this is a certificate
+                            // x509-parser cannot read: no identity.
+                            tracing::warn!(%error, "peer certificate without readable names");
+                            None
+                        }
+                    }
+                }
+                tokio_rustls::TlsStream::Client(_) => None,
+            },
+            Stream::Unix(stream) => PeerCredentials::of(stream).ok().map(PeerIdentity::Process),
+            Stream::Shm(stream) => Some(PeerIdentity::Process(stream.peer_credentials())),
+        }
+    }
+
+    /// Whether the stream is encrypted with TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// The protocol the TLS handshake agreed on (ALPN), if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tls(stream) => stream.get_ref().1.alpn_protocol(),
+            _ => None,
         }
     }
 
@@ -155,6 +228,10 @@ impl Stream {
             Stream::Unix(stream) => {
                 let (read, write) = stream.into_split();
                 (ReadHalf::Unix(read), WriteHalf::Unix(write))
+            }
+            Stream::Tls(stream) => {
+                let (read, write) = tokio::io::split(*stream);
+                (ReadHalf::Tls(read), WriteHalf::Tls(write))
             }
             Stream::Shm(stream) => {
                 let (read, write) = stream.into_split();
@@ -174,6 +251,7 @@ macro_rules! delegate_read {
             ) -> Poll<io::Result<()>> {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_read(cx, buf),
+                    Self::Tls(inner) => Pin::new(inner).poll_read(cx, buf),
                     Self::Unix(inner) => Pin::new(inner).poll_read(cx, buf),
                     Self::Shm(inner) => Pin::new(inner).poll_read(cx, buf),
                 }
@@ -192,6 +270,7 @@ macro_rules! delegate_write {
             ) -> Poll<io::Result<usize>> {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_write(cx, buf),
+                    Self::Tls(inner) => Pin::new(inner).poll_write(cx, buf),
                     Self::Unix(inner) => Pin::new(inner).poll_write(cx, buf),
                     Self::Shm(inner) => Pin::new(inner).poll_write(cx, buf),
                 }
@@ -204,6 +283,7 @@ macro_rules! delegate_write {
             ) -> Poll<io::Result<usize>> {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+                    Self::Tls(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
                     Self::Unix(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
                     Self::Shm(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
                 }
@@ -216,6 +296,7 @@ macro_rules! delegate_write {
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_flush(cx),
+                    Self::Tls(inner) => Pin::new(inner).poll_flush(cx),
                     Self::Unix(inner) => Pin::new(inner).poll_flush(cx),
                     Self::Shm(inner) => Pin::new(inner).poll_flush(cx),
                 }
@@ -224,6 +305,7 @@ macro_rules! delegate_write {
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 match self.get_mut() {
                     Self::Tcp(inner) => Pin::new(inner).poll_shutdown(cx),
+                    Self::Tls(inner) => Pin::new(inner).poll_shutdown(cx),
                     Self::Unix(inner) => Pin::new(inner).poll_shutdown(cx),
                     Self::Shm(inner) => Pin::new(inner).poll_shutdown(cx),
                 }

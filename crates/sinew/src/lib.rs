@@ -2,9 +2,10 @@
 //! talk.
 //!
 //! A service is defined once in a `.proto` file and served over sinew's own
-//! multiplexed protocol on TCP (`tcp://`), Unix sockets (`unix://`) and shared
-//! memory between processes on one host (`shm://`), and over gRPC on the same
-//! ports; clients reach it, or any gRPC server (`grpc://`), through one
+//! multiplexed protocol on TCP (`tcp://`, and with TLS `tls://`), Unix sockets
+//! (`unix://`) and shared memory between processes on one host (`shm://`), and
+//! over gRPC on the same ports; clients reach it, or any gRPC server
+//! (`grpc://`, `grpcs://`), through one
 //! [`connect`]. Calls, on both sides, are tower services, so that timeouts,
 //! limits, authentication and the like are layers.
 //!
@@ -113,7 +114,8 @@
 //! | [`Request`], [`Response`], [`Streaming`], [`MetadataMap`] | the call-level types |
 //! | [`rpc::call`] | the type-erased call that client layers see |
 //! | [`rpc::server::ServerCall`] | the call that server layers see |
-//! | [`transport`] | addresses, listeners, shared-memory options ([`transport::ShmOptions`]) |
+//! | [`transport`] | addresses, listeners, shared-memory options ([`transport::ShmOptions`]), peer identities ([`transport::PeerIdentity`]) |
+//! | [`tls`] | TLS and mutual TLS settings: [`tls::ServerTls`] for `tls://` listeners, [`tls::ClientTls`] for `tls://` and `grpcs://` clients; certificates reloaded when their files change |
 //! | [`wire`] | sinew's frames and codec (`docs/protocol.md`) |
 //! | [`grpc`] (feature `grpc`, default) | the gRPC bridge and client |
 //! | [`cluster`] (feature `cluster`, default) | discovery (resolvers) and the balanced channel over a service's endpoints |
@@ -143,6 +145,7 @@
 
 pub use sinew_rpc as rpc;
 pub use sinew_transport as transport;
+pub use sinew_transport::tls;
 pub use sinew_wire as wire;
 
 #[cfg(feature = "grpc")]
@@ -185,9 +188,19 @@ pub mod stream {
 /// The schemes of single-server addresses [`connect`] understands; with
 /// feature `cluster` it takes names too ([`schemes`] lists both).
 pub const SCHEMES: &[&str] = if cfg!(feature = "grpc") {
-    &["tcp", "unix", "shm", "grpc", "grpc+unix", "http"]
+    &[
+        "tcp",
+        "tls",
+        "unix",
+        "shm",
+        "grpc",
+        "grpcs",
+        "grpc+unix",
+        "http",
+        "https",
+    ]
 } else {
-    &["tcp", "unix", "shm"]
+    &["tcp", "tls", "unix", "shm"]
 };
 
 /// Every scheme [`connect`] understands in this build, addresses then names,
@@ -208,11 +221,13 @@ pub fn schemes() -> Vec<&'static str> {
 
 /// Connects to an address given as text and returns a [`Channel`] to it:
 ///
-/// * `tcp://HOST:PORT`, `unix:///PATH`, `shm:///PATH`: sinew's own protocol
-///   ([`Channel::connect`]; use [`Channel::builder`] for settings);
-/// * `grpc://HOST:PORT`, `http://HOST:PORT`, `grpc+unix:///PATH`: any gRPC
-///   server (feature `grpc`; [`grpc::client::GrpcChannel::builder`] for
-///   settings);
+/// * `tcp://HOST:PORT`, `tls://HOST:PORT`, `unix:///PATH`, `shm:///PATH`:
+///   sinew's own protocol ([`Channel::connect`]; use [`Channel::builder`] for
+///   settings, [`ChannelBuilder::tls`](rpc::ChannelBuilder::tls) for a CA or
+///   a client certificate: here TLS trusts the system's roots);
+/// * `grpc://HOST:PORT`, `http://HOST:PORT`, `grpc+unix:///PATH`, and over
+///   TLS `grpcs://HOST:PORT`, `https://HOST:PORT`: any gRPC server (feature
+///   `grpc`; [`grpc::client::GrpcChannel::builder`] for settings);
 /// * `dns:///HOST:PORT`, `dns+srv:///NAME`, `gossip://SEED/package.Service`,
 ///   `etcd://HOST:PORT/package.Service`: a name, resolved to many endpoints
 ///   that calls are balanced over (feature `cluster`, `gossip` and `etcd`
@@ -233,11 +248,13 @@ pub fn schemes() -> Vec<&'static str> {
 pub async fn connect(address: &str) -> Result<Channel, Status> {
     let scheme = address.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
-        Some("tcp" | "unix" | "shm") => Channel::connect(address).await,
+        Some("tcp" | "tls" | "unix" | "shm") => Channel::connect(address).await,
         #[cfg(feature = "grpc")]
-        Some("grpc" | "grpc+unix" | "http") => sinew_grpc::connect(address).await,
+        Some("grpc" | "grpcs" | "grpc+unix" | "http" | "https") => {
+            sinew_grpc::connect(address).await
+        }
         #[cfg(not(feature = "grpc"))]
-        Some("grpc" | "grpc+unix" | "http") => Err(Status::invalid_argument(format!(
+        Some("grpc" | "grpcs" | "grpc+unix" | "http" | "https") => Err(Status::invalid_argument(format!(
             "invalid address {address:?}: gRPC addresses need sinew's `grpc` feature; this build speaks {}",
             scheme_list()
         ))),

@@ -179,7 +179,9 @@ impl ClusterArgs {
                 .local_addresses()
                 .iter()
                 .find_map(|address| match address {
-                    sinew::Address::Tcp { host, .. } => host.parse().ok(),
+                    sinew::Address::Tcp { host, .. } | sinew::Address::Tls { host, .. } => {
+                        host.parse().ok()
+                    }
                     _ => None,
                 })
                 .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));

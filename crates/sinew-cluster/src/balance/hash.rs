@@ -96,6 +96,8 @@ pub(crate) fn nginx_server_name(address: &Address) -> String {
     match address {
         Address::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
         Address::Tcp { host, port } => format!("{host}:{port}"),
+        // TLS to the same host and port is another upstream than plaintext.
+        Address::Tls { .. } => address.to_string(),
         Address::Unix(path) => format!("unix:{}", path.display()),
         Address::Shm(path) => format!("shm:{}", path.display()),
     }

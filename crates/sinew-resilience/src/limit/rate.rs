@@ -267,7 +267,7 @@ impl Shared {
     fn key_of<'a>(&self, call: &'a ServerCall) -> &'a str {
         match &self.key {
             RateLimitKey::PeerAddress => match call.peer().and_then(|peer| peer.address()) {
-                Some(Address::Tcp { host, .. }) => host,
+                Some(Address::Tcp { host, .. } | Address::Tls { host, .. }) => host,
                 _ => "",
             },
             RateLimitKey::Metadata(entry) => call.metadata().get(entry).unwrap_or(""),

@@ -86,6 +86,12 @@ where
                 "{address}: no sinew preface from the server within {connect_timeout:?}"
             )))
         }
+        // A TLS server answers a plaintext client with a TLS alert record.
+        Ok(_) if is_tls_record(&buf) => {
+            return Err(Status::unavailable(format!(
+                "{address} answered with TLS: connect to it with a tls:// address"
+            )))
+        }
         Ok(Err(error)) => return Err(Status::unavailable(format!("{address}: {error}"))),
         Ok(Ok(Err(error))) => {
             return Err(Status::unavailable(format!(
@@ -117,6 +123,13 @@ where
     tokio::spawn(read_loop(shared.clone(), reader, buf));
     keepalive::start(&shared, config.keepalive);
     Ok(shared)
+}
+
+/// Whether `bytes` start like a TLS record: an alert or a handshake, in a
+/// version of TLS 1.0 to 1.3's record layer (sinew's preface starts with
+/// 0x89, so it never looks like one).
+fn is_tls_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R, mut buf: BytesMut) {

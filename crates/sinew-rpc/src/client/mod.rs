@@ -221,6 +221,15 @@ impl ChannelBuilder {
         self
     }
 
+    /// The TLS settings of `tls://` connections: the roots to trust, a client
+    /// certificate for mutual TLS, the identity expected of the server
+    /// (default: the system's roots, no client certificate, the address's
+    /// host as the name).
+    pub fn tls(mut self, tls: sinew_transport::tls::ClientTls) -> Self {
+        self.config.transport.client_tls = Some(tls);
+        self
+    }
+
     /// A channel that connects when it is first needed (its first readiness
     /// check or call).
     pub fn lazy(self) -> Channel {

@@ -195,5 +195,7 @@ async fn write_batch<W: Outbound>(
         written = offset;
     }
     drop(frames);
-    io.write_all(&batch[written..]).await
+    io.write_all(&batch[written..]).await?;
+    // Free for the socket transports; TLS may hold the last record until told.
+    io.flush().await
 }

@@ -408,6 +408,16 @@ impl ServerBuilder {
         self
     }
 
+    /// The certificate, key and client authentication of the TLS listeners
+    /// (`tls://host:port`, which need them). On a TLS listener sinew's
+    /// protocol and gRPC share the port as on a plaintext one (ALPN tells them
+    /// apart); a verified client certificate becomes the
+    /// [`Peer::identity`] of the connection's calls.
+    pub fn tls(mut self, tls: sinew_transport::tls::ServerTls) -> Self {
+        self.config.transport.server_tls = Some(tls);
+        self
+    }
+
     /// Calls one client may have open at once on one connection (default 1024).
     /// Calls above the limit are refused with `UNAVAILABLE` before being processed.
     pub fn max_concurrent_streams(mut self, limit: u32) -> Self {

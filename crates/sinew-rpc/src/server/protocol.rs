@@ -9,6 +9,12 @@
 //! whether the connection is theirs. A connection nobody claims goes to sinew's
 //! own handler, which refuses it with a `BAD_PREFACE` GOAWAY.
 //!
+//! On a `tls://` listener the TLS handshake comes first (within the same
+//! handshake time limit), and ALPN says what the client will speak: `sinew`
+//! for sinew's protocol, or the id a protocol extension names in
+//! [`Protocol::alpn`] (`h2` for gRPC). A client that offered no ALPN is
+//! sniffed, as on a plaintext listener.
+//!
 //! Extensions do not reimplement calls. A [`LocalConnector`] hands them the
 //! server's services: [`LocalConnector::dispatch`] runs a call the extension
 //! decoded itself directly on them (see [`super::external`]), and
@@ -25,7 +31,7 @@ use super::{Peer, Router, ServerConfig};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use sinew_transport::Stream;
+use sinew_transport::{Incoming, Stream};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,6 +59,13 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// Whether a connection starting with `first_bytes` is for this protocol.
     fn sniff(&self, first_bytes: &[u8]) -> Sniff;
+
+    /// The ALPN id that names this protocol in a TLS handshake (`h2` for
+    /// gRPC), if it has one: a TLS connection that agreed on it is this
+    /// protocol's without sniffing.
+    fn alpn(&self) -> Option<&'static [u8]> {
+        None
+    }
 
     /// Serves a connection this protocol claimed. `local` opens in-process sinew
     /// connections to this server; `shutdown` turns true when the server begins a
@@ -298,63 +311,103 @@ async fn drain_deadline(mut shutdown: watch::Receiver<bool>, drain_timeout: Dura
 /// place among the server's connections: its close signal is the
 /// connection's shutdown, and it is given back when the connection ends.
 pub(crate) async fn route(
-    mut stream: Stream,
+    incoming: Incoming,
     protocols: Arc<Vec<Arc<dyn Protocol>>>,
     local: LocalConnector,
     ticket: Ticket,
 ) -> DrainCounts {
-    // One budget for the whole handshake, however many protocols look.
+    // One budget for the whole handshake (TLS, picking the protocol, the
+    // sinew preface), however many protocols look.
     let handshake_deadline = Instant::now() + local.config.handshake_timeout;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let peer = Arc::new(Peer::new(stream.peer_address(), stream.peer_pid()));
     let shutdown = ticket.close.clone();
-    if !protocols.is_empty() {
-        let sniffing = async {
-            loop {
-                if buf.first() == Some(&sinew_wire::MAGIC[0]) {
-                    return None;
-                }
-                if !buf.is_empty() {
-                    let verdicts: Vec<Sniff> = protocols.iter().map(|p| p.sniff(&buf)).collect();
-                    if let Some(index) = verdicts.iter().position(|v| *v == Sniff::Yes) {
-                        return Some(index);
+    let mut closing = shutdown.clone();
+    let closed = async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    };
+    let mut stream = if incoming.is_tls() {
+        tokio::select! {
+            established = tokio::time::timeout_at(handshake_deadline, incoming.establish()) => {
+                match established {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "TLS handshake failed");
+                        return DrainCounts::default();
                     }
-                    if verdicts.iter().all(|v| *v == Sniff::No) {
-                        return None;
+                    Err(_) => {
+                        tracing::debug!("no TLS handshake within the handshake timeout");
+                        return DrainCounts::default();
                     }
-                }
-                match stream.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
                 }
             }
-        };
-        // Told to close before it said anything: nothing to drain.
-        let mut closing = shutdown.clone();
-        let closed = async move {
-            let _ = closing.wait_for(|closing| *closing).await;
-        };
-        let sniffed = tokio::select! {
-            sniffed = tokio::time::timeout_at(handshake_deadline, sniffing) => sniffed,
             _ = closed => return DrainCounts::default(),
-        };
-        // A silent peer falls through to the native handler, whose handshake
-        // (out of time by now) refuses it.
-        if let Ok(Some(index)) = sniffed {
-            let protocol = protocols[index].clone();
-            tracing::debug!(
-                protocol = protocol.name(),
-                "connection claimed by a protocol extension"
-            );
-            let accepted = Accepted {
-                prefix: buf,
-                stream,
-                peer,
-                activity: ticket.activity.clone(),
-            };
-            protocol.serve(accepted, local, shutdown).await;
-            return DrainCounts::default();
         }
+    } else {
+        match incoming.establish().await {
+            Ok(stream) => stream,
+            Err(_) => return DrainCounts::default(),
+        }
+    };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let peer = Arc::new(Peer::of(&stream));
+    // A TLS client that named its protocol gets it without sniffing.
+    let chosen = match stream.alpn_protocol() {
+        Some(alpn) if alpn == sinew_transport::tls::ALPN_SINEW => Some(None),
+        Some(alpn) => Some(protocols.iter().position(|p| p.alpn() == Some(alpn))),
+        None => None,
+    };
+    let picked = match chosen {
+        Some(picked) => picked,
+        None if protocols.is_empty() => None,
+        None => {
+            let sniffing = async {
+                loop {
+                    if buf.first() == Some(&sinew_wire::MAGIC[0]) {
+                        return None;
+                    }
+                    if !buf.is_empty() {
+                        let verdicts: Vec<Sniff> =
+                            protocols.iter().map(|p| p.sniff(&buf)).collect();
+                        if let Some(index) = verdicts.iter().position(|v| *v == Sniff::Yes) {
+                            return Some(index);
+                        }
+                        if verdicts.iter().all(|v| *v == Sniff::No) {
+                            return None;
+                        }
+                    }
+                    match stream.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            // Told to close before it said anything: nothing to drain.
+            let mut closing = shutdown.clone();
+            let closed = async move {
+                let _ = closing.wait_for(|closing| *closing).await;
+            };
+            let sniffed = tokio::select! {
+                sniffed = tokio::time::timeout_at(handshake_deadline, sniffing) => sniffed,
+                _ = closed => return DrainCounts::default(),
+            };
+            // A silent peer falls through to the native handler, whose
+            // handshake (out of time by now) refuses it.
+            sniffed.ok().flatten()
+        }
+    };
+    if let Some(index) = picked {
+        let protocol = protocols[index].clone();
+        tracing::debug!(
+            protocol = protocol.name(),
+            "connection claimed by a protocol extension"
+        );
+        let accepted = Accepted {
+            prefix: buf,
+            stream,
+            peer,
+            activity: ticket.activity.clone(),
+        };
+        protocol.serve(accepted, local, shutdown).await;
+        return DrainCounts::default();
     }
     let (reader, writer) = stream.into_split();
     let setup = connection::Setup {
@@ -371,8 +424,13 @@ pub(crate) async fn route(
 /// Turns away a connection the server has no room for: sinew's preface and a
 /// GOAWAY `ENHANCE_YOUR_CALM` saying why (a sinew client reports it; any
 /// other client sees a protocol it does not speak), then closes.
-pub(crate) async fn refuse(stream: Stream, config: Arc<ServerConfig>, refused: Refused) {
+/// A TLS connection is closed without a word: saying why would cost a
+/// handshake, which is what a server out of room cannot spend.
+pub(crate) async fn refuse(incoming: Incoming, config: Arc<ServerConfig>, refused: Refused) {
     tracing::debug!(reason = %refused.0, "connection refused");
+    let Some(stream) = incoming.into_plaintext() else {
+        return;
+    };
     let (_reader, writer) = stream.into_split();
     let error = sinew_wire::WireError::new(sinew_wire::Reason::EnhanceYourCalm, refused.0);
     connection::refuse(writer, &config, &error).await;
