@@ -122,6 +122,22 @@ impl Testing for TestingService {
         Ok(Response::new(summary))
     }
 
+    async fn whoami(&self, request: Request<()>) -> Result<Response<Caller>, Status> {
+        let peer = request.peer();
+        Ok(Response::new(Caller {
+            principals: peer
+                .and_then(|peer| peer.identity())
+                .map(|identity| identity.principals())
+                .unwrap_or_default(),
+            tls: peer.is_some_and(|peer| peer.is_tls()),
+            token_subject: request
+                .extensions()
+                .get::<sinew::auth::TokenIdentity>()
+                .map(|token| token.subject().to_owned())
+                .unwrap_or_default(),
+        }))
+    }
+
     async fn metadata(&self, request: Request<()>) -> Result<Response<MetadataList>, Status> {
         let mut list = MetadataList::default();
         for (key, value) in request.metadata().iter() {

@@ -128,7 +128,8 @@ impl Protocol for GrpcProtocol {
     ) -> BoxFuture<'static, ()> {
         let config = self.config.clone();
         Box::pin(async move {
-            if connection.first_bytes().starts_with(b"PRI") {
+            // A TLS client that agreed on h2 has said nothing yet.
+            if connection.first_bytes().starts_with(b"PRI") || connection.first_bytes().is_empty() {
                 serve_http2(connection, local, shutdown, config).await;
             } else {
                 serve_http1(connection).await;

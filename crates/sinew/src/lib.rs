@@ -106,7 +106,7 @@
 //!
 //! | item | what it is |
 //! |------|------------|
-//! | [`connect`], [`connect_with`] | a [`Channel`] to any address (with a gRPC service config's policies): `tcp://`, `unix://`, `shm://` (sinew's protocol), `grpc://`, `grpc+unix://`, `http://` (gRPC) |
+//! | [`connect`], [`connect_with`] | a [`Channel`] to any address (with a gRPC service config's policies): `tcp://`, `tls://`, `unix://`, `shm://` (sinew's protocol), `grpc://`, `grpcs://`, `grpc+unix://`, `http://`, `https://` (gRPC) |
 //! | [`Channel`], [`ChannelBuilder`](rpc::ChannelBuilder) | the client's handle on an endpoint: connection pool, reconnects, keepalive, readiness; a `tower::Service` |
 //! | [`Client`] | typed calls over any call service; generated clients wrap one |
 //! | [`Server`], [`ServerBuilder`](rpc::ServerBuilder) | services on listeners, layers ([`ServerBuilder::layer`](rpc::ServerBuilder::layer), [`interceptor`](rpc::ServerBuilder::interceptor)), limits, graceful shutdown |
@@ -119,6 +119,7 @@
 //! | [`wire`] | sinew's frames and codec (`docs/protocol.md`) |
 //! | [`grpc`] (feature `grpc`, default) | the gRPC bridge and client |
 //! | [`cluster`] (feature `cluster`, default) | discovery (resolvers) and the balanced channel over a service's endpoints |
+//! | [`auth`] (feature `auth`, default) | who may call what: [`auth::AuthorizeLayer`] with a [`auth::Policy`] over certificate, process and token identities; bearer tokens ([`auth::AuthenticateLayer`], [`auth::BearerToken`]) |
 //! | [`resilience`] (feature `resilience`, default) | gRPC service configs applied to calls: timeouts, retries, size limits |
 //!
 //! # Features
@@ -140,6 +141,11 @@
 //! * `resilience` (default): per-method call policies from gRPC service
 //!   configs ([`resilience`]): timeouts, retries with backoff, server
 //!   pushback and throttling, message size limits, as one tower layer.
+//! * `auth` (default): authorization policies and bearer-token
+//!   authentication as server layers, and a client layer that sends a
+//!   token ([`auth`]). (TLS and mutual TLS are always there: [`tls`].)
+//! * `dev-certs`: a throwaway certificate authority (`sinew::tls::dev`) for
+//!   tests, demos and development.
 
 #![forbid(unsafe_code)]
 
@@ -156,6 +162,9 @@ pub use sinew_cluster as cluster;
 
 #[cfg(feature = "resilience")]
 pub use sinew_resilience as resilience;
+
+#[cfg(feature = "auth")]
+pub use sinew_auth as auth;
 
 /// The protobuf runtime generated code uses: applications need no `prost`
 /// dependency of their own (at a matching version) to use generated types.

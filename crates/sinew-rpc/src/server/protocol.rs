@@ -89,7 +89,8 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// The bytes that were read to pick the protocol (they are read again too).
+    /// The bytes that were read to pick the protocol (they are read again
+    /// too); none when a TLS handshake's ALPN picked it.
     pub fn first_bytes(&self) -> &[u8] {
         &self.prefix
     }
