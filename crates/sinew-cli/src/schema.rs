@@ -1,6 +1,7 @@
 //! Schemas at run time: connecting, fetching descriptors from the server (gRPC
 //! server reflection) or a `.proto` file, finding methods, and JSON <-> messages.
 
+use crate::cmd::security::ClientSecurity;
 use crate::error::{CliError, ExitCode};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
@@ -24,24 +25,30 @@ pub(crate) fn parse_address(text: &str) -> Result<Address, CliError> {
 /// sinew's protocol, `grpc://`, `http://` and `grpc+unix://` reach any gRPC
 /// server, and names (`dns:///`, `gossip://`) balance over many. A malformed
 /// address or an unknown scheme is a usage error.
-pub(crate) async fn connect(address: &str) -> Result<Channel, CliError> {
-    connect_for(address, None).await
+pub(crate) async fn connect(address: &str, security: &ClientSecurity) -> Result<Channel, CliError> {
+    connect_for(address, None, security).await
 }
 
 /// [`connect`], for calls to `service`: a name that does not give the
 /// service itself (`gossip://SEED`, `dns:///host:port`) is resolved for it.
-pub(crate) async fn connect_for(address: &str, service: Option<&str>) -> Result<Channel, CliError> {
-    let connected = match service {
-        Some(service) => sinew::connect_service(address, service).await,
-        None => sinew::connect(address).await,
-    };
-    connected.map_err(|status| match status.code() {
+pub(crate) async fn connect_for(
+    address: &str,
+    service: Option<&str>,
+    security: &ClientSecurity,
+) -> Result<Channel, CliError> {
+    let mut options = security.connect_options()?;
+    if let Some(service) = service {
+        options = options.service(service);
+    }
+    let connected = options.connect(address).await;
+    let channel = connected.map_err(|status| match status.code() {
         sinew::Code::InvalidArgument => CliError::usage(status.message().to_owned()),
         _ => CliError::new(
             ExitCode::Unreachable,
             format!("cannot reach {address}: {}", status.message()),
         ),
-    })
+    })?;
+    security.with_token(channel)
 }
 
 /// Sends reflection queries on one stream and returns the answers. Asks
@@ -190,9 +197,10 @@ pub(crate) async fn resolve_method(
     address: &str,
     name: &str,
     proto: Option<&Path>,
+    security: &ClientSecurity,
 ) -> Result<ResolvedMethod, CliError> {
     let (service, method) = split_method(name)?;
-    let channel = connect_for(address, Some(&service)).await?;
+    let channel = connect_for(address, Some(&service), security).await?;
     let pool = load(&channel, proto, std::slice::from_ref(&service)).await?;
     let method = find_method(&pool, &service, &method)?;
     let path = format!("/{}/{}", service, method.name());

@@ -166,6 +166,9 @@ pub use sinew_resilience as resilience;
 #[cfg(feature = "auth")]
 pub use sinew_auth as auth;
 
+mod connect;
+pub use connect::ConnectOptions;
+
 /// The protobuf runtime generated code uses: applications need no `prost`
 /// dependency of their own (at a matching version) to use generated types.
 pub use prost;
@@ -255,35 +258,7 @@ pub fn schemes() -> Vec<&'static str> {
 /// `INVALID_ARGUMENT`, and the message lists every scheme this build
 /// understands.
 pub async fn connect(address: &str) -> Result<Channel, Status> {
-    let scheme = address.split_once("://").map(|(scheme, _)| scheme);
-    match scheme {
-        Some("tcp" | "tls" | "unix" | "shm") => Channel::connect(address).await,
-        #[cfg(feature = "grpc")]
-        Some("grpc" | "grpcs" | "grpc+unix" | "http" | "https") => {
-            sinew_grpc::connect(address).await
-        }
-        #[cfg(not(feature = "grpc"))]
-        Some("grpc" | "grpcs" | "grpc+unix" | "http" | "https") => Err(Status::invalid_argument(format!(
-            "invalid address {address:?}: gRPC addresses need sinew's `grpc` feature; this build speaks {}",
-            scheme_list()
-        ))),
-        #[cfg(all(feature = "gossip", feature = "resilience"))]
-        Some("gossip") => connect_gossip(address, None).await,
-        #[cfg(feature = "cluster")]
-        Some(_) if sinew_cluster::name::is_name(address) => {
-            sinew_cluster::name::connect(address)
-                .await
-                .map(Channel::from_service)
-        }
-        Some(other) => Err(Status::invalid_argument(format!(
-            "invalid address {address:?}: unknown scheme {other:?}; sinew speaks {}",
-            scheme_list()
-        ))),
-        None => Err(Status::invalid_argument(format!(
-            "invalid address {address:?}: no scheme; write it as a URL ({}), for example tcp://127.0.0.1:7000",
-            scheme_list()
-        ))),
-    }
+    ConnectOptions::new().connect(address).await
 }
 
 /// [`connect`], for calls to `service`: a name that does not give the
@@ -291,83 +266,10 @@ pub async fn connect(address: &str) -> Result<Channel, Status> {
 /// for it (one that does must give the same); an address of one server is
 /// connected to as [`connect`] does.
 pub async fn connect_service(address: &str, service: &str) -> Result<Channel, Status> {
-    #[cfg(all(feature = "gossip", feature = "resilience"))]
-    if address.starts_with("gossip://") {
-        return connect_gossip(address, Some(service)).await;
-    }
-    #[cfg(feature = "cluster")]
-    if sinew_cluster::name::is_name(address) {
-        return sinew_cluster::name::connect_service(address, service)
-            .await
-            .map(Channel::from_service);
-    }
-    let _ = service;
-    connect(address).await
-}
-
-/// A `gossip://` name: the balanced channel, with the service config the
-/// service's members publish in force as it changes.
-#[cfg(all(feature = "gossip", feature = "resilience"))]
-async fn connect_gossip(address: &str, service: Option<&str>) -> Result<Channel, Status> {
-    use tower::Layer;
-    let target = sinew_cluster::name::gossip::Target::parse(address)?;
-    let service = sinew_cluster::name::service_of(address, service, target.service.as_deref())?;
-    let member = target.observe().await?;
-    // The config in force from the first call: once the members that
-    // publish the service are heard from (their config comes with their
-    // endpoints), or the resolver gives up waiting for them.
-    let mut first = cluster::Resolve::resolve(&member.resolver(), &service);
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        futures_util::StreamExt::next(&mut first),
-    )
-    .await;
-    let initial = member
-        .service_config(&service)
-        .and_then(|text| resilience::ServiceConfig::from_json(&text).ok())
-        .unwrap_or_default();
-    let mut builder = cluster::Balanced::builder(member.resolver(), &service);
-    if let Some(policy) = balancing_policy(&initial) {
-        builder = builder.policy(policy);
-    }
-    let balanced = builder.build();
-    let handle = resilience::ConfigHandle::new(initial);
-    let following = handle.follow_gossip(&member, &service);
-    let configured = resilience::ServiceConfigLayer::with_handle(handle).layer(balanced);
-    Ok(Channel::from_service(Keeping {
-        inner: configured,
-        _kept: std::sync::Arc::new(following),
-    }))
-}
-
-/// A service that keeps something alive (a config follower) for as long
-/// as it or a clone of it lives.
-#[cfg(all(feature = "gossip", feature = "resilience"))]
-#[derive(Clone)]
-struct Keeping<S> {
-    inner: S,
-    _kept: std::sync::Arc<resilience::configured::FollowedKey>,
-}
-
-#[cfg(all(feature = "gossip", feature = "resilience"))]
-impl<S, R> tower::Service<R> for Keeping<S>
-where
-    S: tower::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> S::Future {
-        self.inner.call(request)
-    }
+    ConnectOptions::new()
+        .service(service)
+        .connect(address)
+        .await
 }
 
 /// [`connect`], with every call following a gRPC service config
@@ -383,25 +285,16 @@ pub async fn connect_with(
     address: &str,
     config: resilience::ServiceConfig,
 ) -> Result<Channel, Status> {
-    use tower::Layer;
-    #[cfg(feature = "cluster")]
-    if sinew_cluster::name::is_name(address) {
-        let mut builder = sinew_cluster::name::builder(address, None).await?;
-        if let Some(policy) = balancing_policy(&config) {
-            builder = builder.policy(policy);
-        }
-        let layer = resilience::ServiceConfigLayer::new(config);
-        return Ok(Channel::from_service(layer.layer(builder.build())));
-    }
-    let channel = connect(address).await?;
-    let layer = resilience::ServiceConfigLayer::new(config);
-    Ok(Channel::from_service(layer.layer(channel)))
+    ConnectOptions::new()
+        .service_config(config)
+        .connect(address)
+        .await
 }
 
 /// The first balancing policy of `config`'s `loadBalancingConfig` that
 /// sinew has.
 #[cfg(all(feature = "resilience", feature = "cluster"))]
-fn balancing_policy(config: &resilience::ServiceConfig) -> Option<cluster::Policy> {
+pub(crate) fn balancing_policy(config: &resilience::ServiceConfig) -> Option<cluster::Policy> {
     config.load_balancing().iter().find_map(|policy| {
         let name = match policy.name.as_str() {
             "round_robin" | "weighted_round_robin" | "peak_ewma" => policy.name.clone(),
@@ -416,7 +309,7 @@ fn balancing_policy(config: &resilience::ServiceConfig) -> Option<cluster::Polic
     })
 }
 
-fn scheme_list() -> String {
+pub(crate) fn scheme_list() -> String {
     schemes()
         .iter()
         .map(|scheme| format!("{scheme}://"))

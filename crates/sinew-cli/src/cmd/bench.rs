@@ -37,6 +37,8 @@ pub(crate) struct Args {
     proto: Option<PathBuf>,
     #[command(flatten)]
     options: CallOptions,
+    #[command(flatten)]
+    security: super::security::ClientSecurity,
 }
 
 #[derive(Default)]
@@ -51,7 +53,13 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         channel,
         method,
         path,
-    } = schema::resolve_method(&args.address, &args.method, args.proto.as_deref()).await?;
+    } = schema::resolve_method(
+        &args.address,
+        &args.method,
+        args.proto.as_deref(),
+        &args.security,
+    )
+    .await?;
     let channel = args.options.channel(channel)?;
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(CliError::usage(format!(

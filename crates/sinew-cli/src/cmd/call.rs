@@ -27,6 +27,8 @@ pub(crate) struct Args {
     proto: Option<PathBuf>,
     #[command(flatten)]
     options: CallOptions,
+    #[command(flatten)]
+    security: super::security::ClientSecurity,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
@@ -34,7 +36,13 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         channel,
         method,
         path,
-    } = schema::resolve_method(&args.address, &args.method, args.proto.as_deref()).await?;
+    } = schema::resolve_method(
+        &args.address,
+        &args.method,
+        args.proto.as_deref(),
+        &args.security,
+    )
+    .await?;
     let channel = args.options.channel(channel)?;
     let output = method.output();
     let decoder = schema::decoder(output.clone());

@@ -16,6 +16,12 @@
 //!
 //! The report shows calls per node over time, the calls that failed, and how
 //! long the set took to converge after each event.
+//!
+//! With `--tls`, the same over mutual TLS: a CA made at start (rcgen) issues
+//! each node and the client a certificate with a SPIFFE ID
+//! (`spiffe://sinew-demo/node/node-1`, `spiffe://sinew-demo/client`), nodes
+//! listen on `tls://` and require client certificates, and an authorization
+//! policy lets only the demo's trust domain call.
 
 use crate::error::CliError;
 use crate::time::format_duration;
@@ -41,6 +47,75 @@ pub(crate) struct Args {
     /// Client tasks making calls at once.
     #[arg(short, long, default_value_t = 16)]
     concurrency: usize,
+    /// Run the cluster over mutual TLS, on certificates made at start, with
+    /// an authorization policy.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The demo's certificates and policy, in a directory removed at the end.
+struct Pki {
+    dir: std::path::PathBuf,
+    ca: sinew::tls::dev::DevCa,
+    client: sinew::tls::ClientTls,
+}
+
+/// The trust domain of the demo's SPIFFE IDs.
+const TRUST_DOMAIN: &str = "spiffe://sinew-demo";
+
+impl Pki {
+    fn new() -> Result<Pki, CliError> {
+        let failure =
+            |e: &dyn std::fmt::Display| CliError::failure(format!("making certificates: {e}"));
+        let dir = std::env::temp_dir().join(format!("sinew-demo-pki-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ca = sinew::tls::dev::DevCa::new("sinew demo CA").map_err(|e| failure(&e))?;
+        sinew::tls::dev::write_atomically(
+            &dir.join("ca.crt"),
+            ca.certificate_pem().as_bytes(),
+            0o644,
+        )?;
+        let client = ca
+            .issue(&[&format!("{TRUST_DOMAIN}/client")])
+            .map_err(|e| failure(&e))?;
+        let client = sinew::tls::ClientTls::builder()
+            .ca_pem(ca.certificate_pem())
+            .identity_pem(client.chain_pem(), client.key_pem())
+            .build()
+            .map_err(|e| failure(&e))?;
+        std::fs::write(
+            dir.join("policy.toml"),
+            format!("[[allow]]\nprincipals = [\"{TRUST_DOMAIN}/*\"]\n"),
+        )?;
+        Ok(Pki { dir, ca, client })
+    }
+
+    /// The `serve` arguments of node `name`: its certificate, the CA its
+    /// clients' certificates must chain to, the policy.
+    fn node_args(&self, name: &str) -> Result<Vec<String>, CliError> {
+        let certificate = self
+            .ca
+            .issue(&["127.0.0.1", &format!("{TRUST_DOMAIN}/node/{name}")])
+            .map_err(|e| CliError::failure(format!("making certificates: {e}")))?;
+        let (cert, key) = certificate.write(&self.dir, name)?;
+        let path = |p: &std::path::Path| p.display().to_string();
+        Ok(vec![
+            "--tls-cert".into(),
+            path(&cert),
+            "--tls-key".into(),
+            path(&key),
+            "--client-ca".into(),
+            path(&self.dir.join("ca.crt")),
+            "--policy".into(),
+            path(&self.dir.join("policy.toml")),
+        ])
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 const ECHO: &str = "grpc.examples.echo.Echo";
@@ -64,17 +139,16 @@ struct Node {
 impl Node {
     /// Starts `name`, joined through `seed` (or the first node), and waits
     /// until it publishes.
-    async fn start(name: &str, seed: Option<&str>) -> Result<Node, CliError> {
+    async fn start(name: &str, seed: Option<&str>, pki: Option<&Pki>) -> Result<Node, CliError> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
+        let listen = if pki.is_some() {
+            "tls://127.0.0.1:0"
+        } else {
+            "tcp://127.0.0.1:0"
+        };
         command
-            .args([
-                "serve",
-                "--listen",
-                "tcp://127.0.0.1:0",
-                "--gossip",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--gossip", "127.0.0.1:0"])
             .args(["--cluster", "sinew-demo", "--name", name])
             .args(["--fault-latency", "20ms", "--drain-timeout", "2s"])
             .stdin(std::process::Stdio::null())
@@ -83,6 +157,9 @@ impl Node {
             .kill_on_drop(true);
         if let Some(seed) = seed {
             command.args(["--join", seed]);
+        }
+        if let Some(pki) = pki {
+            command.args(pki.node_args(name)?);
         }
         let mut child = command
             .spawn()
@@ -139,10 +216,11 @@ struct Event {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
+    let pki = if args.tls { Some(Pki::new()?) } else { None };
     let mut nodes = Vec::new();
     for i in 1..=NODES {
         let seed = nodes.first().map(|node: &Node| node.gossip.clone());
-        nodes.push(Node::start(&format!("node-{i}"), seed.as_deref()).await?);
+        nodes.push(Node::start(&format!("node-{i}"), seed.as_deref(), pki.as_ref()).await?);
     }
     let seed = nodes[0].gossip.clone();
     for node in &nodes {
@@ -152,9 +230,16 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         );
     }
     let name = format!("gossip://{seed}/{ECHO}?cluster=sinew-demo");
-    let channel = sinew::cluster::name::connect(&name)
+    let mut builder = sinew::cluster::name::builder(&name, None)
         .await
         .map_err(|status| CliError::failure(format!("resolving {name}: {}", status.message())))?;
+    if let Some(pki) = &pki {
+        builder = builder.tls(pki.client.clone());
+        println!(
+            "mutual TLS: a CA made at start issued every node and this client a certificate with a SPIFFE ID ({TRUST_DOMAIN}/...); nodes allow only that trust domain"
+        );
+    }
+    let channel = builder.build();
     let ready = tokio::time::timeout(CONVERGE_WITHIN, channel.until_ready(NODES)).await;
     if ready.is_err() {
         return Err(CliError::failure(
@@ -246,7 +331,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     {
         let joined_at = started.elapsed();
         let joining = Instant::now();
-        let node = Node::start("node-5", Some(&seed)).await?;
+        let node = Node::start("node-5", Some(&seed), pki.as_ref()).await?;
         let outcome = tokio::spawn(joined(channel.clone(), node.address.clone(), joining));
         nodes.push(node);
         events.push(Event {

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Server address: tcp://HOST:PORT, unix:///PATH or shm:///PATH (sinew), or
-    /// grpc://HOST:PORT, grpc+unix:///PATH (any gRPC server).
+    /// grpc://HOST:PORT, grpc+unix:///PATH (any gRPC server); over TLS,
+    /// tls://HOST:PORT and grpcs://HOST:PORT.
     address: String,
     /// What to describe: package.Service, package.Service/Method or package.Message.
     /// Every service when omitted.
@@ -17,10 +18,12 @@ pub(crate) struct Args {
     /// Take the schema from this .proto file instead of asking the server.
     #[arg(long, value_name = "FILE")]
     proto: Option<PathBuf>,
+    #[command(flatten)]
+    security: super::security::ClientSecurity,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let channel = schema::connect(&args.address).await?;
+    let channel = schema::connect(&args.address, &args.security).await?;
     let symbols = match &args.symbol {
         Some(symbol) => vec![symbol.replace('/', ".")],
         None => schema::list_services(&channel).await?,

@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod describe;
 pub(crate) mod list;
 pub(crate) mod members;
+pub(crate) mod security;
 pub(crate) mod serve;
 
 use crate::error::CliError;

@@ -32,8 +32,10 @@ sinew serve --listen tcp://127.0.0.1:7003 --register etcd://127.0.0.1:2379   # r
 sinew call etcd://127.0.0.1:2379 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}'"
 )]
 pub(crate) struct Args {
-    /// Address to listen on: tcp://HOST:PORT, unix:///PATH or shm:///PATH (repeatable). Default:
-    /// tcp://127.0.0.1:0, a free port, printed at start.
+    /// Address to listen on: tcp://HOST:PORT, tls://HOST:PORT (needs
+    /// --tls-cert and --tls-key), unix:///PATH or shm:///PATH (repeatable).
+    /// Default: tcp://127.0.0.1:0 (tls://127.0.0.1:0 with --tls-cert), a free
+    /// port, printed at start.
     #[arg(short, long = "listen", value_name = "ADDRESS")]
     listen: Vec<String>,
     /// Which example services to serve.
@@ -77,6 +79,8 @@ pub(crate) struct Args {
     /// `metadata:KEY` (the value of a metadata entry, an API key say).
     #[arg(long, value_name = "peer|metadata:KEY", default_value = "peer", value_parser = parse_rate_limit_key, requires = "rate_limit")]
     rate_limit_by: sinew::resilience::RateLimitKey,
+    #[command(flatten)]
+    security: super::security::ServerSecurity,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -375,9 +379,17 @@ impl Limits {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
+    let tls = args.security.tls()?;
     let mut addresses = args.listen;
     if addresses.is_empty() {
-        addresses.push("tcp://127.0.0.1:0".to_owned());
+        addresses.push(
+            if tls.is_some() {
+                "tls://127.0.0.1:0"
+            } else {
+                "tcp://127.0.0.1:0"
+            }
+            .to_owned(),
+        );
     }
     for address in &addresses {
         crate::schema::parse_address(address)?;
@@ -389,6 +401,17 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         sinew_grpc::GrpcProtocol::default(),
     );
     let mut builder = builder.add_protocol(grpc);
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
+    // Who the caller is (a token) before what it may call (the policy),
+    // both before anything spends work on the call.
+    if let Some(authenticate) = args.security.authenticate()? {
+        builder = builder.layer(authenticate);
+    }
+    if let Some(authorize) = args.security.authorize()? {
+        builder = builder.layer(authorize);
+    }
     if !args.fault.is_empty() || args.fault_latency.is_some() {
         let faults = FaultLayer::with_rules(args.fault.clone());
         if let Some(latency) = args.fault_latency {

@@ -706,6 +706,23 @@ impl BalancedBuilder {
         self
     }
 
+    /// Connects to the endpoints with these TLS settings (a private CA, a
+    /// client certificate for mutual TLS): every endpoint is reached over
+    /// TLS, `tcp://` ones at the same host and port as `tls://` (DNS names
+    /// resolve to plain addresses; a registry's `tls://` endpoints say so
+    /// themselves). Replaces [`channel`](Self::channel).
+    pub fn tls(self, tls: sinew_transport::tls::ClientTls) -> Self {
+        self.channel(move |endpoint| {
+            let address = match endpoint.address() {
+                sinew_transport::Address::Tcp { host, port } => {
+                    sinew_transport::Address::tls(host.clone(), *port)
+                }
+                other => other.clone(),
+            };
+            Channel::builder(address).tls(tls.clone()).lazy()
+        })
+    }
+
     /// The balanced channel. Starts its worker on the current Tokio runtime
     /// (panics outside one, as `tokio::spawn` does).
     pub fn build(self) -> Balanced {

@@ -67,6 +67,22 @@ impl ClientTls {
         DEFAULT.get_or_init(|| ClientTls::builder().build()).clone()
     }
 
+    /// The name the server's certificate is verified against, when it is not
+    /// the host of the address.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    /// The same settings (sharing their configuration and reloads), with
+    /// `name` as the server name (for addresses whose host is not it: an IP
+    /// a name resolved to).
+    pub fn with_server_name(&self, name: impl Into<String>) -> ClientTls {
+        ClientTls {
+            configs: self.configs.clone(),
+            server_name: Some(name.into()),
+        }
+    }
+
     /// Reads the files again now. On an error the configuration in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         self.configs.reload()
