@@ -4,7 +4,11 @@
 #   1. tests/interop/go/.../client calls a real `sinew serve` (every call kind,
 #      metadata, deadline, status, health);
 #   2. tests/interop/go/.../server (grpc-go's own health service and reflection)
-#      is called by the sinew CLI over grpc://.
+#      is called by the sinew CLI over grpc://;
+#   3. over TLS: tests/interop/go/.../tlsclient calls sinew servers over TLS and
+#      mutual TLS (with a policy), and the sinew CLI calls the Go server over
+#      grpcs:// with and without a client certificate; certificates from
+#      `sinew certs`.
 # Installs the Debian packages when missing (scripts/install-peers.sh). Servers listen on 127.0.0.1 only and
 # are stopped afterwards, whatever happens. Part of scripts/test.sh.
 set -euo pipefail
@@ -15,6 +19,7 @@ export GO111MODULE=off GOFLAGS= GOPATH="$root/tests/interop/go:/usr/share/gocode
 mkdir -p target/interop
 go build -o target/interop/go-client sinewinterop/client
 go build -o target/interop/go-server sinewinterop/server
+go build -o target/interop/go-tlsclient sinewinterop/tlsclient
 cargo build --quiet --locked -p sinew-cli
 sinew=target/debug/sinew
 
@@ -74,5 +79,25 @@ cat > "$work/retry.json" <<'JSON'
 JSON
 expect "a first attempt refused by grpc-go fails without a retry policy" 3 "refused on purpose" $sinew call "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Go"}' -H x-fail-first=yes
 expect "sinew's retry policy retries grpc-go after its pushback" 0 '"status": "SERVING"' $sinew call "$target" grpc.health.v1.Health/Check '{"service":"sinew.interop.Go"}' -H x-fail-first=yes --service-config "$work/retry.json" --deadline 5s
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
+
+echo "-- grpc-go over TLS and mutual TLS"
+. scripts/tls-fixtures.sh
+timeout 120 target/interop/go-tlsclient -pki "$pki" -other-pki "$other_pki" -tls "127.0.0.1:$tls_port" -mtls "127.0.0.1:$mtls_port"
+target/interop/go-server -port-file "$work/go-tls.port" -tls-cert "$pki/server.crt" -tls-key "$pki/server.key" > "$work/go-tls.log" 2>&1 &
+pids+=($!)
+target/interop/go-server -port-file "$work/go-mtls.port" -tls-cert "$pki/server.crt" -tls-key "$pki/server.key" -client-ca "$pki/ca.crt" > "$work/go-mtls.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$work/go-tls.port" ] && [ -s "$work/go-mtls.port" ] && break; sleep 0.1; done
+go_tls="grpcs://127.0.0.1:$(cat "$work/go-tls.port")"
+go_mtls="grpcs://127.0.0.1:$(cat "$work/go-mtls.port")"
+passed=0; failed=0
+health='{"service":"sinew.interop.Go"}'
+expect "sinew grpcs:// -> grpc-go over TLS" 0 '"status": "SERVING"' $sinew call "$go_tls" grpc.health.v1.Health/Check "$health" --ca "$pki/ca.crt"
+expect "sinew list over TLS (grpc-go's reflection)" 0 "grpc.health.v1.Health" $sinew list "$go_tls" --ca "$pki/ca.crt"
+expect "grpc-go over TLS from an untrusted CA is refused" 3 "invalid peer certificate" $sinew call "$go_tls" grpc.health.v1.Health/Check "$health" --ca "$other_pki/ca.crt"
+expect "sinew grpcs:// -> grpc-go with mutual TLS" 0 '"status": "SERVING"' $sinew call "$go_mtls" grpc.health.v1.Health/Check "$health" --ca "$pki/ca.crt" --cert "$pki/teller.crt" --key "$pki/teller.key"
+expect "grpc-go refuses sinew without a client certificate" 3 "" $sinew call "$go_mtls" grpc.health.v1.Health/Check "$health" --ca "$pki/ca.crt"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -2,8 +2,9 @@
 # Interop with Python's grpcio: a real `sinew serve` process (sinew + gRPC on a
 # TCP port and a Unix socket, both on this machine only) is called by
 # tests/interop/python/interop_client.py, using grpcio from PyPI installed in a
-# virtualenv this script creates. The server is stopped afterwards, whatever
-# happens. Part of scripts/test.sh.
+# virtualenv this script creates; then tests/interop/python/tls_client.py calls
+# sinew servers over TLS and mutual TLS (scripts/tls-fixtures.sh). Servers are
+# stopped afterwards, whatever happens. Part of scripts/test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -93,3 +94,15 @@ expect_failure "error status from grpcio reaches sinew" 8 "PERMISSION_DENIED: py
 expect "sinew bench against grpcio" "(100 ok, 0 failed)" $sinew bench "$python_target" $echo_method/UnaryEcho '{"message":"b"}' -n 100 -c 4
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
+
+echo "-- grpcio over TLS and mutual TLS"
+pids=()
+stop_tls_servers() {
+  for pid in "${pids[@]}"; do
+    kill -INT "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap 'stop_tls_servers; stop_python; cleanup' EXIT
+. scripts/tls-fixtures.sh
+timeout 120 "$venv/bin/python" tests/interop/python/tls_client.py --pki "$pki" --other-pki "$other_pki" --tls "127.0.0.1:$tls_port" --mtls "127.0.0.1:$mtls_port"

@@ -2,8 +2,8 @@
 //!
 //! One binary, one verb per module in `cmd/`: `serve` the example services, `call`
 //! any method with JSON, `list` and `describe` what a server offers (learned from
-//! the server itself through gRPC server reflection), `bench` a method, and `demo`
-//! the whole system on one machine. Every failure is one line on stderr and a
+//! the server itself through gRPC server reflection), `bench` a method, `demo`
+//! the whole system on one machine, and `certs` for trying TLS. Every failure is one line on stderr and a
 //! distinct exit code ([`error::ExitCode`]), never a panic or a backtrace.
 
 #![forbid(unsafe_code)]
@@ -36,8 +36,8 @@ Exit codes:
     version,
     about,
     long_about = "sinew: fast, reliable communication between the parts of a distributed system.\n\n\
-Addresses are URLs: tcp://HOST:PORT, unix:///PATH or shm:///PATH (shared memory, same host) for sinew's protocol, \
-grpc://HOST:PORT (or http://) and grpc+unix:///PATH for any gRPC server. Services and methods are named as in \
+Addresses are URLs: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH or shm:///PATH (shared memory, same host) for sinew's protocol, \
+grpc://HOST:PORT (or http://), grpcs://HOST:PORT (or https://) and grpc+unix:///PATH for any gRPC server. Services and methods are named as in \
 their .proto, e.g. grpc.examples.echo.Echo/UnaryEcho. Schemas come from the server itself \
 (gRPC server reflection, which every sinew server offers) unless --proto is given.",
     after_help = EXIT_CODES
@@ -64,6 +64,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// List the members of a gossip cluster (or what is registered in etcd) and each service's endpoints.
     Members(cmd::members::Args),
+    /// Make a throwaway CA and certificates, for trying TLS and mutual TLS.
+    Certs(cmd::certs::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
+            Command::Certs(args) => cmd::certs::run(args).await,
         }
     });
     // Do not wait for tasks left behind (streams being cancelled, pumps).

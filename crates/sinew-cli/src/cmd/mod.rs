@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod call;
+pub(crate) mod certs;
 pub(crate) mod demo;
 pub(crate) mod describe;
 pub(crate) mod list;
