@@ -345,6 +345,52 @@ impl Summary {
                     .and_then(|(p99, unloaded)| (unloaded > 0.0).then(|| p99 / unloaded)),
             },
             Ratio {
+                key: "tls_vs_tcp_qps_64",
+                what: "sinew-tls / sinew-tcp QPS, 1 KiB c=64",
+                target: ">= 0.8",
+                value: self.ratio((SinewTls, 64), (SinewTcp, 64), qps),
+            },
+            Ratio {
+                key: "tls_vs_tcp_p50_64",
+                what: "sinew-tls / sinew-tcp p50, 1 KiB c=64",
+                target: "<= 1.2",
+                value: self.ratio((SinewTls, 64), (SinewTcp, 64), p50),
+            },
+            Ratio {
+                key: "tls_vs_tcp_qps_1",
+                what: "sinew-tls / sinew-tcp QPS, 1 KiB c=1",
+                target: ">= 0.8",
+                value: self.ratio((SinewTls, 1), (SinewTcp, 1), qps),
+            },
+            Ratio {
+                key: "tls_vs_tcp_p50_1",
+                what: "sinew-tls / sinew-tcp p50, 1 KiB c=1",
+                target: "<= 1.2",
+                value: self.ratio((SinewTls, 1), (SinewTcp, 1), p50),
+            },
+            Ratio {
+                key: "tls_vs_tonic_tls",
+                what: "sinew-tls / tonic-tls QPS, 1 KiB c=64",
+                target: ">= 2",
+                value: self.ratio((SinewTls, 64), (TonicTls, 64), qps),
+            },
+            Ratio {
+                key: "tls_full_handshakes_per_core",
+                what: "full TLS handshakes (each with a call) per CPU-second, client and server sides both counted (a figure)",
+                target: "-",
+                value: self
+                    .balanced_figure(SinewTlsHandshake, Figure::CpuPerCall)
+                    .and_then(|us| (us > 0.0).then(|| 1e6 / us)),
+            },
+            Ratio {
+                key: "tls_resumed_handshakes_per_core",
+                what: "resumed TLS handshakes (each with a call) per CPU-second, both sides counted (a figure)",
+                target: "-",
+                value: self
+                    .balanced_figure(SinewTlsResumed, Figure::CpuPerCall)
+                    .and_then(|us| (us > 0.0).then(|| 1e6 / us)),
+            },
+            Ratio {
                 key: "grpc_path_vs_tonic",
                 what: "sinew-grpc / tonic QPS, 1 KiB c=64 (same client)",
                 target: ">= 0.9",

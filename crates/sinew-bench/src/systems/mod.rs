@@ -15,6 +15,7 @@ mod resilience;
 mod sinew_grpc_peer;
 mod sinew_peer;
 mod tarpc_peer;
+mod tls;
 mod tonic_peer;
 mod volo_peer;
 
@@ -29,6 +30,8 @@ pub(crate) use sinew_peer::{idle_cpu_percent, Transport};
 pub(crate) enum System {
     /// sinew's protocol over TCP.
     SinewTcp,
+    /// sinew's protocol over TLS (rustls, ring), TCP.
+    SinewTls,
     /// sinew's protocol over a Unix domain socket.
     SinewUnix,
     /// sinew's protocol over shared memory (`sinew-shm`).
@@ -38,6 +41,9 @@ pub(crate) enum System {
     SinewGrpc,
     /// tonic (gRPC over HTTP/2), same .proto, TCP.
     Tonic,
+    /// tonic over TLS (its `tls-ring` feature: rustls, ring), TCP.
+    #[value(name = "tonic-tls")]
+    TonicTls,
     /// tarpc with its serde + bincode transport, TCP.
     Tarpc,
     /// tonic with sinew's HTTP/2 settings (1 MiB stream and 8 MiB
@@ -104,15 +110,24 @@ pub(crate) enum System {
     /// As `sinew-overload`, with an adaptive concurrency limit.
     #[value(name = "sinew-overload-limited")]
     SinewOverloadLimited,
+    /// Each call on a new TLS connection with a full handshake (no
+    /// resumption): handshakes a second, and CPU per handshake.
+    #[value(name = "sinew-tls-handshake")]
+    SinewTlsHandshake,
+    /// As `sinew-tls-handshake`, the TLS session resumed.
+    #[value(name = "sinew-tls-resumed")]
+    SinewTlsResumed,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 25] = [
+    pub(crate) const ALL: [System; 29] = [
         System::SinewTcp,
+        System::SinewTls,
         System::SinewUnix,
         System::SinewShm,
         System::SinewGrpc,
         System::Tonic,
+        System::TonicTls,
         System::TonicTuned,
         System::Tarpc,
         System::Volo,
@@ -133,6 +148,8 @@ impl System {
         System::SinewStack,
         System::SinewOverload,
         System::SinewOverloadLimited,
+        System::SinewTlsHandshake,
+        System::SinewTlsResumed,
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
@@ -169,7 +186,11 @@ impl System {
     pub(crate) fn is_balanced(self) -> bool {
         matches!(
             self,
-            System::SinewBalanced | System::SinewBalancedSlow | System::TonicBalancedSlow
+            System::SinewBalanced
+                | System::SinewBalancedSlow
+                | System::TonicBalancedSlow
+                | System::SinewTlsHandshake
+                | System::SinewTlsResumed
         ) || self.is_resilience()
     }
 
@@ -199,6 +220,10 @@ impl System {
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::SinewTcp => "sinew-tcp",
+            System::SinewTls => "sinew-tls",
+            System::TonicTls => "tonic-tls",
+            System::SinewTlsHandshake => "sinew-tls-handshake",
+            System::SinewTlsResumed => "sinew-tls-resumed",
             System::SinewUnix => "sinew-unix",
             System::SinewShm => "sinew-shm",
             System::SinewGrpc => "sinew-grpc",
@@ -248,6 +273,10 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
     }
     let stats = match cell.system {
         System::SinewTcp => sinew_peer::run(runtimes, plan, cell, Transport::Tcp),
+        System::SinewTls => sinew_peer::run(runtimes, plan, cell, Transport::Tls),
+        System::TonicTls => tonic_peer::run_tls(runtimes, plan, cell),
+        System::SinewTlsHandshake => tls::run_handshakes(runtimes, plan, cell, false),
+        System::SinewTlsResumed => tls::run_handshakes(runtimes, plan, cell, true),
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
         System::SinewShm => sinew_peer::run(runtimes, plan, cell, Transport::Shm),
         System::SinewGrpc => sinew_grpc_peer::run(runtimes, plan, cell),

@@ -26,6 +26,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Transport {
     Tcp,
+    /// TCP with TLS (certificates of [`super::tls::pki`]).
+    Tls,
     Unix,
     Shm,
 }
@@ -39,6 +41,7 @@ impl Transport {
     pub(crate) fn system(self) -> System {
         match self {
             Transport::Tcp => System::SinewTcp,
+            Transport::Tls => System::SinewTls,
             Transport::Unix => System::SinewUnix,
             Transport::Shm => System::SinewShm,
         }
@@ -121,19 +124,34 @@ fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyho
     let dir = Scratch::new("sockets")?;
     let address = match transport {
         Transport::Tcp => "tcp://127.0.0.1:0".to_owned(),
+        Transport::Tls => "tls://127.0.0.1:0".to_owned(),
         Transport::Unix => format!("unix://{}", dir.join("echo.sock").display()),
         Transport::Shm => format!("shm://{}", dir.join("echo-shm.sock").display()),
     };
+    let (builder, client_tls) = match transport {
+        Transport::Tls => {
+            let pki = super::tls::pki();
+            (
+                echo_server().tls(pki.server.clone()),
+                Some(pki.client.clone()),
+            )
+        }
+        _ => (echo_server(), None),
+    };
     let server = runtimes
         .server
-        .block_on(async { echo_server().bind([address]).await })?;
+        .block_on(async { builder.bind([address]).await })?;
     let bound = server.local_addresses()[0].clone();
     let handle = server.handle();
     let serving = runtimes.server.spawn(server.serve());
     let channels = runtimes.client.block_on(async {
         let mut channels = Vec::with_capacity(connections);
         for _ in 0..connections {
-            channels.push(sinew::Channel::builder(bound.clone()).connect().await?);
+            let mut builder = sinew::Channel::builder(bound.clone());
+            if let Some(tls) = &client_tls {
+                builder = builder.tls(tls.clone());
+            }
+            channels.push(builder.connect().await?);
         }
         Ok::<_, sinew::Status>(channels)
     })?;

@@ -4,6 +4,8 @@
 //! (a cloned `Channel`), `TCP_NODELAY` on both sides. The `tonic` row runs
 //! hyper's default HTTP/2 settings; `tonic-tuned` ([`Tuning::Sinew`]) matches
 //! sinew's: 1 MiB stream and 8 MiB connection windows, 4 MiB frames.
+//! `tonic-tls` is the `tonic` row over TLS (tonic's `tls-ring`: rustls with
+//! ring, as sinew's TLS), with the certificates of the `sinew-tls` row.
 
 use super::blob::tonic_blob::{
     blob_echo_client::BlobEchoClient, blob_echo_server::BlobEchoServer, Blob,
@@ -253,6 +255,40 @@ pub(crate) fn start_tuned(
     runtimes: &Runtimes,
     tuning: Tuning,
 ) -> anyhow::Result<RunningServer<'_>> {
+    start_with(runtimes, tuning, false)
+}
+
+/// The `tonic-tls` row: tonic's server and client over TLS.
+pub(crate) fn run_tls(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let server = start_with(runtimes, Tuning::Default, true)?;
+    let pki = super::tls::pki();
+    let address = server.address;
+    let callers = runtimes.client.block_on(async {
+        let mut callers = Vec::with_capacity(cell.connections);
+        for _ in 0..cell.connections {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca_pem))
+                .domain_name("localhost");
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
+                .tcp_nodelay(true)
+                .tls_config(tls)?;
+            callers.push(TonicCaller::new(endpoint.connect().await?, cell));
+        }
+        Ok::<_, anyhow::Error>(callers)
+    })?;
+    let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
+    server.stop()?;
+    Ok(stats)
+}
+
+fn start_with(runtimes: &Runtimes, tuning: Tuning, tls: bool) -> anyhow::Result<RunningServer<'_>> {
+    let tls = tls.then(|| {
+        let pki = super::tls::pki();
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &pki.chain_pem,
+            &pki.key_pem,
+        ))
+    });
     let listener = runtimes
         .server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -267,6 +303,9 @@ pub(crate) fn start_tuned(
             Some((accepted, listener))
         });
         let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
         if tuning == Tuning::Sinew {
             builder = builder
                 .initial_stream_window_size(Tuning::STREAM_WINDOW)

@@ -50,6 +50,7 @@ pub struct ClientTlsBuilder {
     server_name: Option<String>,
     expected_uri: Option<String>,
     watch: Watch,
+    no_resumption: bool,
 }
 
 impl ClientTls {
@@ -177,6 +178,14 @@ impl ClientTlsBuilder {
         self
     }
 
+    /// Whether a reconnecting client resumes its earlier TLS session, which
+    /// skips the certificate exchange and its signatures (default: yes;
+    /// resumption lets an observer link the two connections).
+    pub fn resumption(mut self, enabled: bool) -> Self {
+        self.no_resumption = !enabled;
+        self
+    }
+
     /// Whether `SIGHUP` reloads the files (default: no).
     pub fn reload_on_sighup(mut self, enabled: bool) -> Self {
         self.watch.sighup = enabled;
@@ -200,14 +209,18 @@ impl ClientTlsBuilder {
             server_name,
             expected_uri,
             watch,
+            no_resumption,
         } = self;
         let configs = Reloading::new(
             "client certificate",
             files,
             watch,
             Box::new(move || {
-                let config =
+                let mut config =
                     build_config(roots.as_ref(), identity.as_ref(), expected_uri.as_deref())?;
+                if no_resumption {
+                    config.resumption = rustls::client::Resumption::disabled();
+                }
                 let mut h2 = config.clone();
                 h2.alpn_protocols = vec![ALPN_H2.to_vec()];
                 let mut sinew = config;
