@@ -366,10 +366,23 @@ fn every_bad_input_is_one_line_and_a_distinct_exit_code() {
 
 #[test]
 fn the_demo_runs_a_cluster_and_reports() {
+    // In plaintext, and over mutual TLS with a policy (`--tls`).
+    for tls in [false, true] {
+        let mut args = vec!["demo", "--duration", "3s", "--concurrency", "8"];
+        if tls {
+            args.push("--tls");
+        }
+        check_demo(&args, tls);
+    }
+}
+
+fn check_demo(args: &[&str], tls: bool) {
     let started = std::time::Instant::now();
-    let report = stdout(&run(&["demo", "--duration", "3s", "--concurrency", "8"]));
+    let report = stdout(&run(args));
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(report.contains("sinew demo report"), "{report}");
+    assert_eq!(report.contains("mutual TLS: a CA made at start"), tls, "{report}");
+    assert_eq!(report.contains("serving at tls://"), tls, "{report}");
     // Each event converged within the report's wait.
     for event in [
         "node-4 SIGKILLed: no new calls after",
