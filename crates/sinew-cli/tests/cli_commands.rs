@@ -381,7 +381,11 @@ fn check_demo(args: &[&str], tls: bool) {
     let report = stdout(&run(args));
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(report.contains("sinew demo report"), "{report}");
-    assert_eq!(report.contains("mutual TLS: a CA made at start"), tls, "{report}");
+    assert_eq!(
+        report.contains("mutual TLS: a CA made at start"),
+        tls,
+        "{report}"
+    );
     assert_eq!(report.contains("serving at tls://"), tls, "{report}");
     // Each event converged within the report's wait.
     for event in [

@@ -6,7 +6,7 @@ mod common;
 
 use common::sinew;
 use sinew::tls::dev::{write_atomically, DevCa};
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,27 +69,11 @@ struct Server {
 
 impl Server {
     fn start(pki: &Pki, flags: &[&str]) -> Server {
-        let socket = pki.dir.join("server.sock");
-        let mut child = sinew()
-            .args(["serve", "--listen", "tls://127.0.0.1:0", "--listen"])
-            .arg(format!("unix://{}", socket.display()))
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sinew serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut addresses = Vec::new();
-        while addresses.len() < 2 {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "serve exited early"
-            );
-            if let Some(address) = line.trim().strip_prefix("listening on ") {
-                addresses.push(address.to_owned());
-            }
-        }
+        let listen = [
+            "tls://127.0.0.1:0".to_owned(),
+            format!("unix://{}", pki.dir.join("server.sock").display()),
+        ];
+        let (child, stdout, addresses) = common::spawn_serve(&listen, flags, Stdio::null());
         std::thread::spawn(move || for _ in stdout.lines() {});
         Server {
             child,

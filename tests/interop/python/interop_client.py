@@ -38,6 +38,29 @@ def generate_stubs():
             importlib.import_module("kv_pb2"), importlib.import_module("kv_pb2_grpc"))
 
 
+class Checks:
+    """Runs named checks, one line each, going on after a failure."""
+
+    def __init__(self):
+        self.results = []
+
+    def __call__(self, name, function):
+        try:
+            function()
+            self.results.append(True)
+            print(f"ok    {name}")
+        except Exception:  # noqa: BLE001 - report every failure and go on
+            self.results.append(False)
+            print(f"FAIL  {name}")
+            traceback.print_exc()
+
+    def summary(self):
+        """Prints the tally; the process's exit status."""
+        passed, failed = self.results.count(True), self.results.count(False)
+        print(f"{passed} passed, {failed} failed")
+        return 0 if failed == 0 else 1
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tcp", required=True, help="host:port of the sinew server")
@@ -48,17 +71,7 @@ def main():
     channel = grpc.insecure_channel(args.tcp)
     echo = echo_grpc.EchoStub(channel)
     kv = kv_grpc.KeyValueStub(channel)
-    results = []
-
-    def check(name, function):
-        try:
-            function()
-            results.append(True)
-            print(f"ok    {name}")
-        except Exception:  # noqa: BLE001 - report every failure and go on
-            results.append(False)
-            print(f"FAIL  {name}")
-            traceback.print_exc()
+    check = Checks()
 
     def unary():
         reply = echo.UnaryEcho(echo_pb2.EchoRequest(message="hello"), timeout=10)
@@ -168,9 +181,7 @@ def main():
         check(name, function)
 
     channel.close()
-    passed, failed = results.count(True), results.count(False)
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return check.summary()
 
 
 if __name__ == "__main__":

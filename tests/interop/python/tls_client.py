@@ -13,12 +13,11 @@ ca.crt and stranger.*. Prints one line per check and ends with
 import argparse
 import os
 import sys
-import traceback
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
-from interop_client import generate_stubs  # noqa: E402
+from interop_client import Checks, generate_stubs  # noqa: E402
 
 
 def read(path):
@@ -34,17 +33,7 @@ def main():
     parser.add_argument("--mtls", required=True)
     args = parser.parse_args()
     echo_pb2, echo_grpc, _, _ = generate_stubs()
-    results = []
-
-    def check(name, function):
-        try:
-            function()
-            results.append(True)
-            print(f"ok    {name}")
-        except Exception:  # noqa: BLE001 - report every failure and go on
-            results.append(False)
-            print(f"FAIL  {name}")
-            traceback.print_exc()
+    check = Checks()
 
     def stub(address, ca_dir, identity=None, identity_dir=None):
         key = chain = None
@@ -91,9 +80,7 @@ def main():
     check("mTLS: a client certificate from another CA is refused",
           lambda: fails(lambda: unary(stub(args.mtls, args.pki, "stranger", args.other_pki)),
                         grpc.StatusCode.UNAVAILABLE))
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if all(results) else 1)
+    sys.exit(check.summary())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,40 @@ pub fn sinew() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sinew"))
 }
 
+/// Starts `sinew serve --listen ADDRESS...` with `flags`, and reads up to
+/// its "listening on" line for each address: the child, the rest of its
+/// stdout, and the addresses bound (in the order given).
+pub fn spawn_serve(
+    listen: &[String],
+    flags: &[&str],
+    stderr: Stdio,
+) -> (Child, BufReader<std::process::ChildStdout>, Vec<String>) {
+    let mut command = sinew();
+    command.arg("serve");
+    for address in listen {
+        command.args(["--listen", address]);
+    }
+    let mut child = command
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start sinew serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut addresses = Vec::new();
+    while addresses.len() < listen.len() {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            addresses.push(address.to_owned());
+        }
+    }
+    (child, stdout, addresses)
+}
+
 /// A `sinew serve` child process on a free TCP port, a Unix socket and a
 /// shared-memory control socket.
 pub struct Serve {
@@ -37,28 +71,12 @@ impl Serve {
         ));
         let socket = base.with_extension("sock");
         let shm_socket = base.with_extension("shm.sock");
-        let mut child = sinew()
-            .args(["serve", "--listen", "tcp://127.0.0.1:0", "--listen"])
-            .arg(format!("unix://{}", socket.display()))
-            .arg("--listen")
-            .arg(format!("shm://{}", shm_socket.display()))
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sinew serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut addresses = Vec::new();
-        while addresses.len() < 3 {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "serve exited early"
-            );
-            if let Some(address) = line.trim().strip_prefix("listening on ") {
-                addresses.push(address.to_owned());
-            }
-        }
+        let listen = [
+            "tcp://127.0.0.1:0".to_owned(),
+            format!("unix://{}", socket.display()),
+            format!("shm://{}", shm_socket.display()),
+        ];
+        let (child, stdout, addresses) = spawn_serve(&listen, flags, Stdio::piped());
         Serve {
             child,
             tcp: addresses[0].clone(),

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,52 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"sinewinterop/raw"
 )
-
-// rawCodec passes encoded messages through as bytes.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(data []byte, v interface{}) error {
-	*(v.(*[]byte)) = append([]byte(nil), data...)
-	return nil
-}
-func (rawCodec) Name() string { return "proto" }
-
-// message encodes {1: text}, the shape of EchoRequest, GetRequest and WatchRequest.
-func message(text string) []byte {
-	out := []byte{0x0a}
-	n := len(text)
-	for n >= 0x80 {
-		out = append(out, byte(n)|0x80)
-		n >>= 7
-	}
-	out = append(out, byte(n))
-	return append(out, text...)
-}
-
-// text decodes the string in field 1 of an EchoResponse.
-func text(b []byte) (string, error) {
-	if len(b) == 0 {
-		return "", nil
-	}
-	if b[0] != 0x0a {
-		return "", fmt.Errorf("unexpected tag %#x", b[0])
-	}
-	n, shift, i := 0, 0, 1
-	for ; i < len(b); i++ {
-		n |= int(b[i]&0x7f) << shift
-		shift += 7
-		if b[i] < 0x80 {
-			i++
-			break
-		}
-	}
-	if i+n > len(b) {
-		return "", errors.New("truncated string")
-	}
-	return string(b[i : i+n]), nil
-}
 
 const echo = "/grpc.examples.echo.Echo/"
 
@@ -80,7 +35,7 @@ func main() {
 		os.Exit(1)
 	}
 	defer conn.Close()
-	raw := grpc.ForceCodec(rawCodec{})
+	codec := grpc.ForceCodec(raw.Codec{})
 	passed, failed := 0, 0
 	check := func(name string, f func() error) {
 		if err := f(); err != nil {
@@ -91,18 +46,20 @@ func main() {
 		passed++
 		fmt.Printf("ok    %s\n", name)
 	}
-	ctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 10*time.Second) }
+	ctx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 10*time.Second)
+	}
 
 	check("unary call with metadata echoed back", func() error {
 		c, cancel := ctx()
 		defer cancel()
 		c = metadata.AppendToOutgoingContext(c, "x-echo-lang", "go")
-		request, reply := message("hello from go"), []byte{}
+		request, reply := raw.Message("hello from go"), []byte{}
 		var header metadata.MD
-		if err := conn.Invoke(c, echo+"UnaryEcho", &request, &reply, raw, grpc.Header(&header)); err != nil {
+		if err := conn.Invoke(c, echo+"UnaryEcho", &request, &reply, codec, grpc.Header(&header)); err != nil {
 			return err
 		}
-		if got, _ := text(reply); got != "hello from go" {
+		if got, _ := raw.Text(reply); got != "hello from go" {
 			return fmt.Errorf("got %q", got)
 		}
 		if v := header.Get("x-echo-lang"); len(v) != 1 || v[0] != "go" {
@@ -115,11 +72,11 @@ func main() {
 		c, cancel := ctx()
 		defer cancel()
 		c = metadata.AppendToOutgoingContext(c, "x-repeat", "3")
-		stream, err := conn.NewStream(c, &grpc.StreamDesc{ServerStreams: true}, echo+"ServerStreamingEcho", raw)
+		stream, err := conn.NewStream(c, &grpc.StreamDesc{ServerStreams: true}, echo+"ServerStreamingEcho", codec)
 		if err != nil {
 			return err
 		}
-		request := message("tick")
+		request := raw.Message("tick")
 		if err := stream.SendMsg(&request); err != nil {
 			return err
 		}
@@ -136,7 +93,7 @@ func main() {
 			if err != nil {
 				return err
 			}
-			if got, _ := text(reply); got != "tick" {
+			if got, _ := raw.Text(reply); got != "tick" {
 				return fmt.Errorf("got %q", got)
 			}
 			count++
@@ -150,12 +107,12 @@ func main() {
 	check("client streaming", func() error {
 		c, cancel := ctx()
 		defer cancel()
-		stream, err := conn.NewStream(c, &grpc.StreamDesc{ClientStreams: true}, echo+"ClientStreamingEcho", raw)
+		stream, err := conn.NewStream(c, &grpc.StreamDesc{ClientStreams: true}, echo+"ClientStreamingEcho", codec)
 		if err != nil {
 			return err
 		}
 		for _, word := range []string{"a", "b", "c"} {
-			request := message(word)
+			request := raw.Message(word)
 			if err := stream.SendMsg(&request); err != nil {
 				return err
 			}
@@ -167,7 +124,7 @@ func main() {
 		if err := stream.RecvMsg(&reply); err != nil {
 			return err
 		}
-		if got, _ := text(reply); got != "a\nb\nc" {
+		if got, _ := raw.Text(reply); got != "a\nb\nc" {
 			return fmt.Errorf("got %q", got)
 		}
 		return nil
@@ -176,12 +133,12 @@ func main() {
 	check("bidirectional streaming", func() error {
 		c, cancel := ctx()
 		defer cancel()
-		stream, err := conn.NewStream(c, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, echo+"BidirectionalStreamingEcho", raw)
+		stream, err := conn.NewStream(c, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, echo+"BidirectionalStreamingEcho", codec)
 		if err != nil {
 			return err
 		}
 		for i := 0; i < 5; i++ {
-			request := message(fmt.Sprintf("ping %d", i))
+			request := raw.Message(fmt.Sprintf("ping %d", i))
 			if err := stream.SendMsg(&request); err != nil {
 				return err
 			}
@@ -189,7 +146,7 @@ func main() {
 			if err := stream.RecvMsg(&reply); err != nil {
 				return err
 			}
-			if got, _ := text(reply); got != fmt.Sprintf("ping %d", i) {
+			if got, _ := raw.Text(reply); got != fmt.Sprintf("ping %d", i) {
 				return fmt.Errorf("got %q", got)
 			}
 		}
@@ -199,11 +156,11 @@ func main() {
 	check("deadline exceeded", func() error {
 		c, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
-		stream, err := conn.NewStream(c, &grpc.StreamDesc{ServerStreams: true}, "/sinew.examples.kv.KeyValue/Watch", raw)
+		stream, err := conn.NewStream(c, &grpc.StreamDesc{ServerStreams: true}, "/sinew.examples.kv.KeyValue/Watch", codec)
 		if err != nil {
 			return err
 		}
-		request := message("none/")
+		request := raw.Message("none/")
 		if err := stream.SendMsg(&request); err != nil {
 			return err
 		}
@@ -219,8 +176,8 @@ func main() {
 	check("error status with message", func() error {
 		c, cancel := ctx()
 		defer cancel()
-		request, reply := message("missing"), []byte{}
-		err := conn.Invoke(c, "/sinew.examples.kv.KeyValue/Get", &request, &reply, raw)
+		request, reply := raw.Message("missing"), []byte{}
+		err := conn.Invoke(c, "/sinew.examples.kv.KeyValue/Get", &request, &reply, codec)
 		s := status.Convert(err)
 		if s.Code() != codes.NotFound || s.Message() != `no value for key "missing"` {
 			return fmt.Errorf("got %v", err)
@@ -258,11 +215,11 @@ func main() {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c = metadata.AppendToOutgoingContext(c, "x-fault", "retry-me")
-		request, reply := message("again"), []byte{}
-		if err := retrying.Invoke(c, echo+"UnaryEcho", &request, &reply, raw); err != nil {
+		request, reply := raw.Message("again"), []byte{}
+		if err := retrying.Invoke(c, echo+"UnaryEcho", &request, &reply, codec); err != nil {
 			return err
 		}
-		if got, _ := text(reply); got != "again" {
+		if got, _ := raw.Text(reply); got != "again" {
 			return fmt.Errorf("got %q", got)
 		}
 		return nil
@@ -271,8 +228,8 @@ func main() {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c = metadata.AppendToOutgoingContext(c, "x-fault", "never")
-		request, reply := message("no"), []byte{}
-		err := retrying.Invoke(c, echo+"UnaryEcho", &request, &reply, raw)
+		request, reply := raw.Message("no"), []byte{}
+		err := retrying.Invoke(c, echo+"UnaryEcho", &request, &reply, codec)
 		if s := status.Convert(err); s.Code() != codes.Unavailable {
 			return fmt.Errorf("got %v", err)
 		}

@@ -28,22 +28,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"sinewinterop/raw"
 )
-
-// rawCodec passes encoded messages through as bytes.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(data []byte, v interface{}) error {
-	*(v.(*[]byte)) = append([]byte(nil), data...)
-	return nil
-}
-func (rawCodec) Name() string { return "proto" }
-
-// message encodes {1: text}, the shape of EchoRequest.
-func message(text string) []byte {
-	return append([]byte{0x0a, byte(len(text))}, text...)
-}
 
 const echo = "/grpc.examples.echo.Echo/"
 
@@ -77,12 +63,12 @@ func dial(address, ca, dir, identity string) (*grpc.ClientConn, error) {
 func unary(conn *grpc.ClientConn) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	request, reply := message("hi from go"), []byte{}
-	if err := conn.Invoke(ctx, echo+"UnaryEcho", &request, &reply, grpc.ForceCodec(rawCodec{})); err != nil {
+	request, reply := raw.Message("hi from go"), []byte{}
+	if err := conn.Invoke(ctx, echo+"UnaryEcho", &request, &reply, grpc.ForceCodec(raw.Codec{})); err != nil {
 		return err
 	}
-	if string(reply[2:]) != "hi from go" {
-		return fmt.Errorf("got %q", reply)
+	if got, err := raw.Text(reply); err != nil || got != "hi from go" {
+		return fmt.Errorf("got %q (%v)", got, err)
 	}
 	return nil
 }
@@ -90,11 +76,11 @@ func unary(conn *grpc.ClientConn) error {
 func streaming(conn *grpc.ClientConn) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, echo+"ServerStreamingEcho", grpc.ForceCodec(rawCodec{}))
+	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, echo+"ServerStreamingEcho", grpc.ForceCodec(raw.Codec{}))
 	if err != nil {
 		return err
 	}
-	request := message("tick")
+	request := raw.Message("tick")
 	if err := stream.SendMsg(&request); err != nil {
 		return err
 	}
