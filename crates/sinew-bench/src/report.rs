@@ -376,18 +376,10 @@ impl Summary {
             },
             Ratio {
                 key: "tls_full_handshakes_per_core",
-                what: "full TLS handshakes (each with a call) per CPU-second, client and server sides both counted (a figure)",
+                what: "full TLS handshakes (each with its connection and a call) per CPU-second, client and server sides both counted (a figure)",
                 target: "-",
                 value: self
                     .balanced_figure(SinewTlsHandshake, Figure::CpuPerCall)
-                    .and_then(|us| (us > 0.0).then(|| 1e6 / us)),
-            },
-            Ratio {
-                key: "tls_resumed_handshakes_per_core",
-                what: "resumed TLS handshakes (each with a call) per CPU-second, both sides counted (a figure)",
-                target: "-",
-                value: self
-                    .balanced_figure(SinewTlsResumed, Figure::CpuPerCall)
                     .and_then(|us| (us > 0.0).then(|| 1e6 / us)),
             },
             Ratio {

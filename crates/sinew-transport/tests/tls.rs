@@ -404,3 +404,59 @@ fn configurations_that_cannot_work_are_refused_when_built() {
         .to_string();
     assert!(error.contains("no certificate"), "{error}");
 }
+
+#[tokio::test]
+async fn a_returning_client_resumes_its_session_unless_told_not_to() {
+    let ca = DevCa::new("test CA").unwrap();
+    let server = ca.issue(&["127.0.0.1"]).unwrap();
+    let (address, _reports) = echo_server(server_tls(&ca, &server, ClientAuth::None)).await;
+    let kind = |stream: &Stream| match stream {
+        Stream::Tls(tls) => tls.get_ref().1.handshake_kind(),
+        _ => None,
+    };
+    for resumption in [true, false] {
+        let tls = ClientTls::builder()
+            .ca_pem(ca.certificate_pem())
+            .resumption(resumption)
+            .build()
+            .unwrap();
+        for attempt in 0..3 {
+            let mut stream = connect(&address, tls.clone()).await.unwrap();
+            exchange(&mut stream).await.unwrap();
+            let expected = if resumption && attempt > 0 {
+                rustls::HandshakeKind::Resumed
+            } else {
+                rustls::HandshakeKind::Full
+            };
+            assert_eq!(
+                kind(&stream),
+                Some(expected),
+                "resumption {resumption}, attempt {attempt}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_1_3_with_aes_128_gcm_is_what_two_sinew_peers_agree_on() {
+    let ca = DevCa::new("test CA").unwrap();
+    let server = ca.issue(&["127.0.0.1"]).unwrap();
+    let (address, _reports) = echo_server(server_tls(&ca, &server, ClientAuth::None)).await;
+    let tls = ClientTls::builder()
+        .ca_pem(ca.certificate_pem())
+        .build()
+        .unwrap();
+    let stream = connect(&address, tls).await.unwrap();
+    let Stream::Tls(tls) = &stream else {
+        unreachable!()
+    };
+    let session = tls.get_ref().1;
+    assert_eq!(
+        session.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(
+        session.negotiated_cipher_suite().map(|suite| suite.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+}

@@ -114,13 +114,10 @@ pub(crate) enum System {
     /// resumption): handshakes a second, and CPU per handshake.
     #[value(name = "sinew-tls-handshake")]
     SinewTlsHandshake,
-    /// As `sinew-tls-handshake`, the TLS session resumed.
-    #[value(name = "sinew-tls-resumed")]
-    SinewTlsResumed,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 29] = [
+    pub(crate) const ALL: [System; 28] = [
         System::SinewTcp,
         System::SinewTls,
         System::SinewUnix,
@@ -149,7 +146,6 @@ impl System {
         System::SinewOverload,
         System::SinewOverloadLimited,
         System::SinewTlsHandshake,
-        System::SinewTlsResumed,
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
@@ -190,7 +186,6 @@ impl System {
                 | System::SinewBalancedSlow
                 | System::TonicBalancedSlow
                 | System::SinewTlsHandshake
-                | System::SinewTlsResumed
         ) || self.is_resilience()
     }
 
@@ -223,7 +218,6 @@ impl System {
             System::SinewTls => "sinew-tls",
             System::TonicTls => "tonic-tls",
             System::SinewTlsHandshake => "sinew-tls-handshake",
-            System::SinewTlsResumed => "sinew-tls-resumed",
             System::SinewUnix => "sinew-unix",
             System::SinewShm => "sinew-shm",
             System::SinewGrpc => "sinew-grpc",
@@ -275,8 +269,7 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::SinewTcp => sinew_peer::run(runtimes, plan, cell, Transport::Tcp),
         System::SinewTls => sinew_peer::run(runtimes, plan, cell, Transport::Tls),
         System::TonicTls => tonic_peer::run_tls(runtimes, plan, cell),
-        System::SinewTlsHandshake => tls::run_handshakes(runtimes, plan, cell, false),
-        System::SinewTlsResumed => tls::run_handshakes(runtimes, plan, cell, true),
+        System::SinewTlsHandshake => tls::run_handshakes(runtimes, plan, cell),
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
         System::SinewShm => sinew_peer::run(runtimes, plan, cell, Transport::Shm),
         System::SinewGrpc => sinew_grpc_peer::run(runtimes, plan, cell),
