@@ -283,6 +283,7 @@ fn bearer_tokens_authenticate_callers_without_certificates() {
 fn security_flags_that_cannot_work_are_usage_errors() {
     let pki = Pki::new();
     let (cert, _) = pki.issue("server", &["127.0.0.1"]);
+    let ca = pki.file("ca.crt");
     let policy = pki.file("bad-policy.toml");
     std::fs::write(&policy, "[[allow]]\nprincipals = [\"bob\"]\n").unwrap();
     for (flags, expected) in [
@@ -303,6 +304,10 @@ fn security_flags_that_cannot_work_are_usage_errors() {
         (
             vec!["serve", "--policy", &policy],
             "\"bob\" is not a principal",
+        ),
+        (
+            vec!["call", "tcp://127.0.0.1:1", ECHO, "--ca", &ca],
+            "a plaintext address: use tls://",
         ),
     ] {
         let output = sinew().args(&flags).stdin(Stdio::null()).output().unwrap();

@@ -199,11 +199,12 @@ async fn read_answer(control: &mut UnixStream, path: &Path) -> io::Result<()> {
 
 /// The process at the other end of a local connection, as the kernel saw it
 /// when the connection was made (`SO_PEERCRED`): its process id (in our pid
-/// namespace) and effective user and group ids. A peer cannot forge these.
+/// namespace; unknown when the peer's process is not visible from it) and
+/// effective user and group ids. A peer cannot forge these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerCredentials {
-    /// The peer's process id.
-    pub pid: u32,
+    /// The peer's process id, if it is visible from our pid namespace.
+    pub pid: Option<u32>,
     /// The peer's effective user id.
     pub uid: u32,
     /// The peer's effective group id.
@@ -212,12 +213,16 @@ pub struct PeerCredentials {
 
 impl PeerCredentials {
     /// The credentials of the peer of a connected Unix socket.
-    pub fn of(socket: &impl std::os::fd::AsFd) -> io::Result<PeerCredentials> {
-        let peer = rustix::net::sockopt::socket_peercred(socket)?;
+    pub fn of(socket: &UnixStream) -> io::Result<PeerCredentials> {
+        let peer = socket.peer_cred()?;
         Ok(PeerCredentials {
-            pid: peer.pid.as_raw_nonzero().get() as u32,
-            uid: peer.uid.as_raw(),
-            gid: peer.gid.as_raw(),
+            // The kernel says 0 for a process outside our pid namespace.
+            pid: peer
+                .pid()
+                .and_then(|pid| u32::try_from(pid).ok())
+                .filter(|pid| *pid != 0),
+            uid: peer.uid(),
+            gid: peer.gid(),
         })
     }
 }
@@ -235,6 +240,7 @@ fn check_peer(socket: &UnixStream, options: &ShmOptions) -> io::Result<PeerCrede
         format!(
             "shared-memory peer (pid {}) runs as uid {uid}, which is not allowed",
             peer.pid
+                .map_or_else(|| "unknown".to_owned(), |pid| pid.to_string())
         ),
     ))
 }

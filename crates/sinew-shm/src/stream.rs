@@ -170,8 +170,9 @@ impl ShmStream {
         })
     }
 
-    /// The peer's process id (from `SO_PEERCRED`, in our pid namespace).
-    pub fn peer_pid(&self) -> u32 {
+    /// The peer's process id (from `SO_PEERCRED`, in our pid namespace;
+    /// `None` when its process is not visible from it).
+    pub fn peer_pid(&self) -> Option<u32> {
         self.peer.pid
     }
 

@@ -32,10 +32,13 @@ pub enum PeerIdentity {
 }
 
 impl PeerIdentity {
-    /// The names this identity answers to, as an authorization policy matches
-    /// them: each URI SAN as it is (`spiffe://...`), each DNS SAN as
-    /// `dns:NAME`, the subject's common name as `cn:NAME`; for a local process
-    /// `uid:N` and `gid:N`.
+    /// The names this identity answers to, written as authorization
+    /// policies write them: each URI SAN as it is (`spiffe://...`), each DNS
+    /// SAN as `dns:NAME`, the subject's common name as `cn:NAME`; for a local
+    /// process `uid:N` and `gid:N`. For display and logs: a URI SAN is
+    /// written unprefixed, so a certificate could carry one that reads like
+    /// another kind (`uid:0` is a valid URI); decisions go through typed
+    /// names (`sinew-auth`'s `Principal`), never through these strings.
     pub fn principals(&self) -> Vec<String> {
         match self {
             PeerIdentity::Certificate(certificate) => certificate
@@ -83,11 +86,14 @@ impl fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerIdentity::Certificate(certificate) => fmt::Display::fmt(certificate, f),
-            PeerIdentity::Process(credentials) => write!(
-                f,
-                "pid {} (uid {}, gid {})",
-                credentials.pid, credentials.uid, credentials.gid
-            ),
+            PeerIdentity::Process(credentials) => match credentials.pid {
+                Some(pid) => write!(
+                    f,
+                    "pid {pid} (uid {}, gid {})",
+                    credentials.uid, credentials.gid
+                ),
+                None => write!(f, "uid {}, gid {}", credentials.uid, credentials.gid),
+            },
         }
     }
 }

@@ -140,7 +140,7 @@ impl Stream {
                 .ok()
                 .and_then(|cred| cred.pid())
                 .and_then(|pid| u32::try_from(pid).ok()),
-            Stream::Shm(stream) => Some(stream.peer_pid()),
+            Stream::Shm(stream) => stream.peer_pid(),
         }
     }
 

@@ -410,30 +410,45 @@ async fn a_returning_client_resumes_its_session_unless_told_not_to() {
     let ca = DevCa::new("test CA").unwrap();
     let server = ca.issue(&["127.0.0.1"]).unwrap();
     let (address, _reports) = echo_server(server_tls(&ca, &server, ClientAuth::None)).await;
-    let kind = |stream: &Stream| match stream {
-        Stream::Tls(tls) => tls.get_ref().1.handshake_kind(),
-        _ => None,
-    };
     for resumption in [true, false] {
         let tls = ClientTls::builder()
             .ca_pem(ca.certificate_pem())
             .resumption(resumption)
             .build()
             .unwrap();
-        for attempt in 0..3 {
-            let mut stream = connect(&address, tls.clone()).await.unwrap();
-            exchange(&mut stream).await.unwrap();
-            let expected = if resumption && attempt > 0 {
-                rustls::HandshakeKind::Resumed
-            } else {
-                rustls::HandshakeKind::Full
-            };
-            assert_eq!(
-                kind(&stream),
-                Some(expected),
-                "resumption {resumption}, attempt {attempt}"
-            );
-        }
+        check_resumption(&address, tls, resumption).await;
+    }
+    // With client certificates the server never resumes: every handshake
+    // verifies the certificate (a resumed session would carry it unchecked).
+    let client = ca.issue(&["client"]).unwrap();
+    let (address, _reports) = echo_server(server_tls(&ca, &server, ClientAuth::Required)).await;
+    let tls = ClientTls::builder()
+        .ca_pem(ca.certificate_pem())
+        .identity_pem(client.chain_pem(), client.key_pem())
+        .build()
+        .unwrap();
+    check_resumption(&address, tls, false).await;
+}
+
+/// Connects three times: the later connections resume the first's session
+/// when `resumed`, else every one is a full handshake.
+async fn check_resumption(address: &Address, tls: ClientTls, resumed: bool) {
+    for attempt in 0..3 {
+        let mut stream = connect(address, tls.clone()).await.unwrap();
+        exchange(&mut stream).await.unwrap();
+        let Stream::Tls(session) = &stream else {
+            unreachable!("a tls:// address")
+        };
+        let expected = if resumed && attempt > 0 {
+            rustls::HandshakeKind::Resumed
+        } else {
+            rustls::HandshakeKind::Full
+        };
+        assert_eq!(
+            session.get_ref().1.handshake_kind(),
+            Some(expected),
+            "resumed {resumed}, attempt {attempt}"
+        );
     }
 }
 

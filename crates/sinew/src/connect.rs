@@ -41,10 +41,13 @@ impl ConnectOptions {
     }
 
     /// TLS settings (roots, a client certificate, the identity expected of
-    /// the server) for `tls://` and `grpcs://` addresses, and for the
-    /// endpoints of a name, which are then all reached over TLS (a `dns:///`
-    /// name's host is the server name their certificates must have).
-    /// Without it, TLS trusts the system's roots and presents no
+    /// the server) for `tls://`, `grpcs://` and `https://` addresses, and for
+    /// the endpoints of a name, whose network endpoints are then all reached
+    /// over TLS (see [`BalancedBuilder::tls`](crate::cluster::BalancedBuilder::tls);
+    /// a `dns:///` name's host is the server name their certificates must
+    /// have). Given with a plaintext address (`tcp://`, `grpc://`, ...) they
+    /// are an error, not silently unused: the caller meant to be encrypted.
+    /// Without them, TLS trusts the system's roots and presents no
     /// certificate.
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
@@ -71,6 +74,18 @@ impl ConnectOptions {
     /// each scheme does and what fails here.
     pub async fn connect(&self, address: &str) -> Result<Channel, Status> {
         let scheme = address.split_once("://").map(|(scheme, _)| scheme);
+        if let (Some(_), Some(scheme @ ("tcp" | "unix" | "shm" | "grpc" | "grpc+unix" | "http"))) =
+            (&self.tls, scheme)
+        {
+            let secure = match scheme {
+                "tcp" => "tls://",
+                "grpc" | "http" => "grpcs://",
+                _ => "a tls:// or grpcs:// address",
+            };
+            return Err(Status::invalid_argument(format!(
+                "TLS settings were given for {address:?}, a plaintext address: use {secure}"
+            )));
+        }
         let channel = match scheme {
             Some("tcp" | "tls" | "unix" | "shm") => {
                 let parsed = address.parse().map_err(|e: sinew_transport::AddressError| {

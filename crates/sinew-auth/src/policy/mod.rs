@@ -29,7 +29,9 @@
 //! metadata = { "x-tenant" = "acme-*" }
 //! ```
 //!
-//! Patterns may have one `*`, at their start or end. Principals are written
+//! Principal and metadata patterns may have one `*`, at their start or end
+//! (`spiffe://example.org/ns/*`, `dns:*.example.org`); method patterns at
+//! their end (`/bank.Ledger/*`), or `*` alone. Principals are written
 //! as [`Principal`](crate::Principal)s print, plus `*` (anyone, anonymous
 //! callers too) and `authenticated` (anyone with a principal). Every part of a
 //! policy is checked when it is loaded: an unknown field, a principal of an
@@ -144,13 +146,30 @@ struct CompiledRule {
 }
 
 impl CompiledRule {
-    fn matches(&self, principals: &[Principal<'_>], path: &str, metadata: &MetadataMap) -> bool {
+    /// Whether the rule matches a call. A metadata key the caller sent
+    /// several times is taken the way that refuses more: a deny rule's
+    /// pattern matches if any value does, an allow rule's only if every
+    /// value does (a second value cannot slip past a deny rule, nor ride in
+    /// beside an allowed one).
+    fn matches(
+        &self,
+        principals: &[Principal<'_>],
+        path: &str,
+        metadata: &MetadataMap,
+        deny: bool,
+    ) -> bool {
+        let value_matches = |pattern: &Glob, value: &[u8]| {
+            std::str::from_utf8(value).is_ok_and(|value| pattern.matches(value))
+        };
         (self.principals.is_empty() || self.principals.iter().any(|p| p.matches(principals)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.matches(path)))
-            && self.metadata.iter().all(|(key, value)| {
-                metadata
-                    .get(key)
-                    .is_some_and(|actual| value.matches(actual))
+            && self.metadata.iter().all(|(key, pattern)| {
+                let mut values = metadata.get_all(key).peekable();
+                if deny {
+                    values.any(|value| value_matches(pattern, value))
+                } else {
+                    values.peek().is_some() && values.all(|value| value_matches(pattern, value))
+                }
             })
     }
 }
@@ -247,7 +266,7 @@ impl Policy {
         if let Some(rule) = self
             .deny
             .iter()
-            .find(|rule| rule.matches(principals, path, metadata))
+            .find(|rule| rule.matches(principals, path, metadata, true))
         {
             return Decision::Deny(Some(&rule.label));
         }
@@ -255,7 +274,7 @@ impl Policy {
             || self
                 .allow
                 .iter()
-                .any(|rule| rule.matches(principals, path, metadata))
+                .any(|rule| rule.matches(principals, path, metadata, false))
         {
             return Decision::Allow;
         }
@@ -329,6 +348,23 @@ mod tests {
         );
         assert!(policy.allows(&stranger, "/other.Service/Call", &acme));
         assert!(!policy.allows(&stranger, "/other.Service/Call", &none));
+        // A second value of the key rides in beside the allowed one: refused.
+        let mut two = acme.clone();
+        two.append("x-tenant", "globex").unwrap();
+        assert!(!policy.allows(&stranger, "/other.Service/Call", &two));
+    }
+
+    #[test]
+    fn a_second_metadata_value_cannot_slip_past_a_deny_rule() {
+        let policy = Policy::builder()
+            .deny(Rule::new().metadata("x-tenant", "blocked"))
+            .build()
+            .unwrap();
+        let mut metadata = MetadataMap::new();
+        metadata.append("x-tenant", "fine").unwrap();
+        assert!(policy.allows(&[], "/a.B/C", &metadata));
+        metadata.append("x-tenant", "blocked").unwrap();
+        assert!(!policy.allows(&[], "/a.B/C", &metadata));
     }
 
     #[test]

@@ -67,32 +67,35 @@ impl PrincipalPattern {
         if text == "authenticated" {
             return Ok(PrincipalPattern::Authenticated);
         }
-        if text.contains("://") {
-            return Ok(PrincipalPattern::Uri(Glob::parse(text)?));
-        }
-        let Some((kind, value)) = text.split_once(':') else {
-            return Err(PolicyError::new(format!(
-                "{text:?} is not a principal: expected *, authenticated, a URI (spiffe://...), dns:, cn:, uid:, gid:, jwt: or scope:"
-            )));
-        };
-        if value.is_empty() {
-            return Err(PolicyError::new(format!(
-                "{text:?}: nothing after the colon"
-            )));
-        }
-        Ok(match kind {
-            "dns" => PrincipalPattern::Dns(Glob::parse(&value.to_ascii_lowercase())?),
-            "cn" => PrincipalPattern::CommonName(Glob::parse(value)?),
-            "uid" => PrincipalPattern::Uid(number(value)?),
-            "gid" => PrincipalPattern::Gid(number(value)?),
-            "jwt" => PrincipalPattern::Jwt(Glob::parse(value)?),
-            "scope" => PrincipalPattern::Scope(Glob::parse(value)?),
-            other => {
+        // The kinds come first: a scope or a subject may itself be a URL
+        // (`scope:https://api.example.org/write`), and stays a scope.
+        let typed = match text.split_once(':') {
+            Some(("dns" | "cn" | "uid" | "gid" | "jwt" | "scope", "")) => {
                 return Err(PolicyError::new(format!(
-                    "{text:?}: unknown kind of principal {other:?} (dns, cn, uid, gid, jwt, scope, or a URI)"
+                    "{text:?}: nothing after the colon"
                 )))
             }
-        })
+            Some(("dns", value)) => {
+                PrincipalPattern::Dns(Glob::parse(&value.to_ascii_lowercase())?)
+            }
+            Some(("cn", value)) => PrincipalPattern::CommonName(Glob::parse(value)?),
+            Some(("uid", value)) => PrincipalPattern::Uid(number(value)?),
+            Some(("gid", value)) => PrincipalPattern::Gid(number(value)?),
+            Some(("jwt", value)) => PrincipalPattern::Jwt(Glob::parse(value)?),
+            Some(("scope", value)) => PrincipalPattern::Scope(Glob::parse(value)?),
+            _ if text.contains("://") => PrincipalPattern::Uri(Glob::parse(text)?),
+            Some((other, _)) => {
+                return Err(PolicyError::new(format!(
+                    "{text:?}: unknown kind of principal {other:?} (dns, cn, uid, gid, jwt, scope, or a URI such as spiffe://...)"
+                )))
+            }
+            None => {
+                return Err(PolicyError::new(format!(
+                    "{text:?} is not a principal: expected *, authenticated, a URI (spiffe://...), dns:, cn:, uid:, gid:, jwt: or scope:"
+                )))
+            }
+        };
+        Ok(typed)
     }
 
     /// Whether a caller with `principals` is one this pattern names.
@@ -122,9 +125,9 @@ impl PrincipalPattern {
     }
 }
 
-/// Which methods a rule is about: `*`, `/package.Service/*`,
-/// `/package.Service/Method` (the leading `/` may be left out), or with a
-/// `*` at either end of the path.
+/// Which methods a rule is about: `*`, `/package.Service/Method` (the
+/// leading `/` may be left out), or a path with a `*` at its end
+/// (`/package.Service/*`, `/package.*`).
 pub(crate) fn method_pattern(text: &str) -> Result<Glob, PolicyError> {
     if text == "*" {
         return Ok(Glob::Any);
@@ -190,6 +193,14 @@ mod tests {
             .unwrap()
             .matches(&[]));
         assert!(PrincipalPattern::parse("*").unwrap().matches(&[]));
+        // A kind's value may be a URL, and stays that kind.
+        let url_scope = PrincipalPattern::parse("scope:https://api.example.org/write").unwrap();
+        assert!(url_scope.matches(&[Principal::Scope("https://api.example.org/write")]));
+        assert!(!url_scope.matches(&[Principal::Uri("scope:https://api.example.org/write")]));
+        assert_eq!(
+            PrincipalPattern::parse("cn:spiffe://a/b").unwrap(),
+            PrincipalPattern::CommonName(Glob::Exact("spiffe://a/b".into()))
+        );
         for bad in ["alice", "user:alice", "uid:x", "dns:", "spiffe://a*b*"] {
             assert!(PrincipalPattern::parse(bad).is_err(), "{bad}");
         }

@@ -67,8 +67,17 @@ impl Pki {
     fn new() -> Result<Pki, CliError> {
         let failure =
             |e: &dyn std::fmt::Display| CliError::failure(format!("making certificates: {e}"));
-        let dir = std::env::temp_dir().join(format!("sinew-demo-pki-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // A directory of its own, which nobody else can read or have made
+        // first: it holds the nodes' private keys.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("sinew-demo-pki-{}-{nonce:08x}", std::process::id()));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        }
         let ca = sinew::tls::dev::DevCa::new("sinew demo CA").map_err(|e| failure(&e))?;
         sinew::tls::dev::write_atomically(
             &dir.join("ca.crt"),

@@ -27,7 +27,7 @@ pub(crate) struct ServerSecurity {
     /// a certificate are served, anonymous).
     #[arg(long, value_name = "required|optional", requires = "client_ca", value_parser = parse_client_auth)]
     client_auth: Option<ClientAuth>,
-    /// An authorization policy (TOML: [[deny]] and [[allow]] rules of
+    /// An authorization policy (TOML: tables of deny and allow rules over
     /// principals, methods and metadata); calls it refuses end with
     /// PERMISSION_DENIED. Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]

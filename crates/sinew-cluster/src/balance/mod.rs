@@ -700,17 +700,27 @@ impl BalancedBuilder {
 
     /// How the channel of each endpoint is made (default: a sinew channel
     /// with default settings, `Channel::builder(address).lazy()`). The
-    /// channel should be lazy: the balancer's worker connects it.
+    /// channel should be lazy: the balancer's worker connects it. Replaces
+    /// [`tls`](Self::tls), if it was called before (the last one called is
+    /// the one used): a maker of one's own sets TLS itself.
     pub fn channel(mut self, make: impl Fn(&Endpoint) -> Channel + Send + Sync + 'static) -> Self {
         self.make_channel = Arc::new(make);
         self
     }
 
     /// Connects to the endpoints with these TLS settings (a private CA, a
-    /// client certificate for mutual TLS): every endpoint is reached over
-    /// TLS, `tcp://` ones at the same host and port as `tls://` (DNS names
-    /// resolve to plain addresses; a registry's `tls://` endpoints say so
-    /// themselves). Replaces [`channel`](Self::channel).
+    /// client certificate for mutual TLS): every network endpoint is reached
+    /// over TLS, `tcp://` ones at the same host and port as `tls://` (DNS
+    /// names resolve to plain addresses; a registry's `tls://` endpoints say
+    /// so themselves); `unix://` and `shm://` endpoints, which cannot leave
+    /// the host, stay as they are. Resolvers give addresses, so a
+    /// certificate must name the endpoint's IP address unless the settings
+    /// name the server ([`ClientTlsBuilder::server_name`](sinew_transport::tls::ClientTlsBuilder::server_name),
+    /// [`ClientTls::with_server_name`](sinew_transport::tls::ClientTls::with_server_name)).
+    ///
+    /// This is a way of making each endpoint's channel: it replaces
+    /// [`channel`](Self::channel), and a later `channel` replaces it (the
+    /// last one called is the one used).
     pub fn tls(self, tls: sinew_transport::tls::ClientTls) -> Self {
         self.channel(move |endpoint| {
             let address = match endpoint.address() {

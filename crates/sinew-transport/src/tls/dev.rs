@@ -165,19 +165,23 @@ impl DevCertificate {
 }
 
 /// Writes `contents` beside `path` and renames it over `path`, so that a
-/// reader sees the old file or the new one, never half of one.
+/// reader sees the old file or the new one, never half of one. The file
+/// written aside is new (`O_EXCL`: never one that someone else put there,
+/// nor a link), with `mode` from the start.
 pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let aside = path.with_extension(format!(
-        "{}.tmp{}",
+        "{}.tmp{}-{}",
         path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&aside)?;
     file.write_all(contents)?;

@@ -8,10 +8,20 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
 
 /// Where PEM comes from. Files are read again on every reload.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum Source {
     File(PathBuf),
     Memory(Vec<u8>),
+}
+
+/// Never prints PEM held in memory: it may be a private key.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) => f.debug_tuple("File").field(path).finish(),
+            Source::Memory(pem) => write!(f, "Memory({} bytes)", pem.len()),
+        }
+    }
 }
 
 impl Source {

@@ -140,6 +140,9 @@ impl<T: Send + Sync + 'static> Reloading<T> {
     /// Starts the watcher, once, if there are files to watch or `SIGHUP` to
     /// listen for and a tokio runtime to run on (configurations are built
     /// anywhere; they are first used inside a runtime, which calls this).
+    /// The watcher runs on that first runtime: a configuration shared by
+    /// several runtimes stops reloading if that one shuts down
+    /// ([`ServerTls::reload`](super::ServerTls::reload) still works).
     pub(crate) fn ensure_watching(self: &Arc<Self>) {
         let watches_files = !self.files.is_empty() && self.watch.interval.is_some();
         if !watches_files && !self.watch.sighup {
@@ -170,7 +173,12 @@ async fn watch<T: Send + Sync + 'static>(config: Weak<Reloading<T>>, watch: Watc
     } else {
         None
     };
-    let mut ticks = tokio::time::interval(watch.interval.unwrap_or(LIVENESS_CHECK));
+    // (A zero interval would make tokio's interval panic: no faster than 10 ms.)
+    let period = watch
+        .interval
+        .unwrap_or(LIVENESS_CHECK)
+        .max(Duration::from_millis(10));
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {

@@ -209,10 +209,20 @@ fn build_config(
         .with_single_cert(chain.certificates()?, key.private_key()?)
         .map_err(|e| TlsError::new(format!("server certificate and key: {e}")))?;
     config.alpn_protocols = vec![ALPN_SINEW.to_vec(), ALPN_H2.to_vec()];
-    // Stateless resumption: a returning client skips the certificate
-    // exchange and its signatures.
-    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
-        config.ticketer = ticketer;
+    if client_auth == ClientAuth::None {
+        // Stateless resumption: a returning client skips the certificate
+        // exchange and its signatures.
+        if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+            config.ticketer = ticketer;
+        }
+    } else {
+        // No resumption with client certificates: a resumed session carries
+        // the client's certificate from its first handshake unverified, so a
+        // client could keep the identity of a certificate that has since
+        // expired (or whose CA was rotated out) by resuming, ticket after
+        // ticket. Every handshake verifies the certificate instead.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
     }
     Ok(config)
 }
