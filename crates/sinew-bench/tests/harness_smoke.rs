@@ -88,6 +88,12 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "overload_goodput_limited",
         "overload_goodput_unlimited",
         "overload_p99_vs_unloaded",
+        "tls_vs_tcp_qps_64",
+        "tls_vs_tcp_p50_64",
+        "tls_vs_tcp_qps_1",
+        "tls_vs_tcp_p50_1",
+        "tls_vs_tonic_tls",
+        "tls_full_handshakes_per_core",
     ] {
         let value = &report["ratios"][key];
         assert!(
@@ -117,18 +123,18 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        10 * 2 + 3 * 3 * 2 + 13 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 11 + 3 + 6,
-        "13 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
-         payloads, those 13 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
+        12 * 2 + 3 * 3 * 2 + 15 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 13 + 3 + 6 + 1,
+        "15 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
+         payloads, those 15 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
          6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 \
-         streams, 11 with the bytes payload, the 3 balancing rows' one cell each, \
-         the 6 resilience rows' one cell each"
+         streams, 13 with the bytes payload, the 3 balancing rows' one cell each, \
+         the 6 resilience rows' one cell each, the TLS handshake row's one cell"
     );
     let bytes = results
         .iter()
         .filter(|r| r["bytes"].as_bool() == Some(true))
         .count();
-    assert_eq!(bytes, 11, "the bytes cells");
+    assert_eq!(bytes, 13, "the bytes cells");
     assert_eq!(report["plan"]["runs"].as_u64(), Some(2));
     let open: Vec<_> = results
         .iter()
