@@ -2,7 +2,7 @@
 
 use crate::address::Address;
 use crate::identity::{CertificateIdentity, PeerCredentials, PeerIdentity};
-use crate::tls::{ClientTls, ALPN_SINEW};
+use crate::tls::{Buffered, ClientTls, ALPN_SINEW};
 use crate::TransportOptions;
 use sinew_shm::{ShmReadHalf, ShmStream, ShmWriteHalf, SlabBuf, SlabPool};
 use std::io;
@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
 /// TCP with TLS, client or server side (boxed: a TLS session is large).
-pub type TlsStream = Box<tokio_rustls::TlsStream<TcpStream>>;
+pub type TlsStream = Box<tokio_rustls::TlsStream<Buffered<TcpStream>>>;
 
 /// A connected stream over one of sinew's transports.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     /// TLS: reading and writing share the session, behind a lock held for
     /// the length of one read or write.
-    Tls(tokio::io::ReadHalf<tokio_rustls::TlsStream<TcpStream>>),
+    Tls(tokio::io::ReadHalf<tokio_rustls::TlsStream<Buffered<TcpStream>>>),
     /// Unix domain socket.
     Unix(unix::OwnedReadHalf),
     /// Shared memory.
@@ -48,7 +48,7 @@ pub enum WriteHalf {
     /// TCP.
     Tcp(tcp::OwnedWriteHalf),
     /// TLS.
-    Tls(tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>),
+    Tls(tokio::io::WriteHalf<tokio_rustls::TlsStream<Buffered<TcpStream>>>),
     /// Unix domain socket.
     Unix(unix::OwnedWriteHalf),
     /// Shared memory.
@@ -156,6 +156,7 @@ impl Stream {
             Stream::Tls(stream) => stream
                 .get_ref()
                 .0
+                .get_ref()
                 .peer_addr()
                 .ok()
                 .map(|addr| Address::tls(addr.ip().to_string(), addr.port())),
@@ -171,7 +172,13 @@ impl Stream {
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
         match self {
             Stream::Tcp(stream) => stream.peer_addr().ok().map(|addr| addr.ip()),
-            Stream::Tls(stream) => stream.get_ref().0.peer_addr().ok().map(|addr| addr.ip()),
+            Stream::Tls(stream) => stream
+                .get_ref()
+                .0
+                .get_ref()
+                .peer_addr()
+                .ok()
+                .map(|addr| addr.ip()),
             Stream::Unix(_) | Stream::Shm(_) => None,
         }
     }

@@ -3,7 +3,7 @@
 
 use super::pem::{native_roots, Source};
 use super::reload::{Reloading, Watch};
-use super::{handshake_error, provider, TlsError, ALPN_H2, ALPN_SINEW};
+use super::{handshake_error, provider, Buffered, TlsError, ALPN_H2, ALPN_SINEW};
 use crate::identity::CertificateIdentity;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -98,7 +98,7 @@ impl ClientTls {
         host: &str,
         stream: TcpStream,
         alpn: &[u8],
-    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    ) -> io::Result<tokio_rustls::client::TlsStream<Buffered<TcpStream>>> {
         self.configs.ensure_watching();
         let configs = self.configs.current();
         let config = if alpn == ALPN_SINEW {
@@ -118,7 +118,7 @@ impl ClientTls {
             )
         })?;
         tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
+            .connect(name, Buffered::new(stream))
             .await
             .map_err(|e| handshake_error(e, "use tcp:// for a plaintext server"))
     }

@@ -24,6 +24,7 @@
 //! chain verified by rustls and the URI checked by this module, inside the
 //! handshake, as linkerd2-proxy does.
 
+mod buffered;
 mod client;
 #[cfg(feature = "dev-certs")]
 pub mod dev;
@@ -31,6 +32,7 @@ mod pem;
 mod reload;
 mod server;
 
+pub use buffered::Buffered;
 pub use client::{ClientTls, ClientTlsBuilder};
 pub use server::{ClientAuth, ServerTls, ServerTlsBuilder};
 

@@ -2,7 +2,7 @@
 
 use super::pem::Source;
 use super::reload::{Reloading, Watch};
-use super::{handshake_error, provider, TlsError, ALPN_H2, ALPN_SINEW};
+use super::{handshake_error, provider, Buffered, TlsError, ALPN_H2, ALPN_SINEW};
 use rustls::server::WebPkiClientVerifier;
 use std::io;
 use std::path::PathBuf;
@@ -85,9 +85,9 @@ impl ServerTls {
     pub async fn accept(
         &self,
         stream: TcpStream,
-    ) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    ) -> io::Result<tokio_rustls::server::TlsStream<Buffered<TcpStream>>> {
         tokio_rustls::TlsAcceptor::from(self.config.current())
-            .accept(stream)
+            .accept(Buffered::new(stream))
             .await
             .map_err(|e| {
                 handshake_error(e, "the client may be speaking plaintext to a tls:// port")
