@@ -358,6 +358,7 @@ async fn handle(request: HttpRequest<Incoming>, connection: Arc<Connection>) -> 
         messages: request_messages(body, encoding, config.max_message_size, buffered),
         headroom: PREFIX_LEN,
         peer: Some(connection.peer.clone()),
+        protocol: "grpc",
     });
     match call.head().await {
         ResponseHead::TrailersOnly(status) => trailers_only(&status),

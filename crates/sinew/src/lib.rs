@@ -121,6 +121,7 @@
 //! | [`cluster`] (feature `cluster`, default) | discovery (resolvers) and the balanced channel over a service's endpoints |
 //! | [`auth`] (feature `auth`, default) | who may call what: [`auth::AuthorizeLayer`] with a [`auth::Policy`] over certificate, process and token identities; bearer tokens ([`auth::AuthenticateLayer`], [`auth::BearerToken`]) |
 //! | [`resilience`] (feature `resilience`, default) | gRPC service configs applied to calls: timeouts, retries, size limits |
+//! | [`telemetry`] (feature `telemetry`, default) | a span per call, W3C trace context across services ([`telemetry::TraceContext`]), Prometheus metrics, the admin endpoint (`/metrics`, `/healthz`, `/readyz`) |
 //!
 //! # Features
 //!
@@ -144,6 +145,12 @@
 //! * `auth` (default): authorization policies and bearer-token
 //!   authentication as server layers, and a client layer that sends a
 //!   token ([`auth`]). (TLS and mutual TLS are always there: [`tls`].)
+//! * `telemetry` (default): observability as layers ([`telemetry`]): a
+//!   `tracing` span for every call with the OpenTelemetry RPC attributes,
+//!   `traceparent`/`tracestate`/`baggage` carried across services and
+//!   through handlers' own calls, per-method metrics with OpenTelemetry and
+//!   gRPC (A66) names, and an admin HTTP endpoint serving them to
+//!   Prometheus.
 //! * `dev-certs`: a throwaway certificate authority (`sinew::tls::dev`) for
 //!   tests, demos and development.
 
@@ -165,6 +172,9 @@ pub use sinew_resilience as resilience;
 
 #[cfg(feature = "auth")]
 pub use sinew_auth as auth;
+
+#[cfg(feature = "telemetry")]
+pub use sinew_telemetry as telemetry;
 
 mod connect;
 pub use connect::ConnectOptions;

@@ -31,7 +31,12 @@ pub enum ResponseFrame {
 pub struct ResponseBody {
     repr: BodyRepr,
     trailers: Option<MetadataMap>,
+    /// Told the final status once (see [`ResponseBody::on_end`]).
+    on_end: Option<OnEnd>,
 }
+
+/// What [`ResponseBody::on_end`] runs.
+type OnEnd = Box<dyn FnOnce(&Status) + Send>;
 
 enum BodyRepr {
     /// A call on a sinew connection (`client::call`).
@@ -52,6 +57,7 @@ impl ResponseBody {
         ResponseBody {
             repr: BodyRepr::Boxed(Box::pin(frames)),
             trailers: None,
+            on_end: None,
         }
     }
 
@@ -66,6 +72,7 @@ impl ResponseBody {
         ResponseBody {
             repr: BodyRepr::Sinew(body),
             trailers: None,
+            on_end: None,
         }
     }
 
@@ -81,10 +88,33 @@ impl ResponseBody {
             },
             BodyRepr::Ended => return Poll::Ready(None),
         };
-        if matches!(frame, ResponseFrame::Status(_)) {
+        if let ResponseFrame::Status(status) = &frame {
             self.repr = BodyRepr::Ended;
+            if let Some(on_end) = self.on_end.take() {
+                on_end(status);
+            }
         }
         Poll::Ready(Some(frame))
+    }
+
+    /// Runs `on_end` with the call's final status when the body reaches it,
+    /// however it is read, or with `CANCELLED` if the body is dropped before
+    /// (which cancels the call): for layers that watch a call's end (its
+    /// duration, its outcome) without wrapping the body, which would cost
+    /// the unary fast path. Callbacks added by several layers all run, the
+    /// last added first.
+    pub fn on_end(&mut self, on_end: impl FnOnce(&Status) + Send + 'static) {
+        if matches!(self.repr, BodyRepr::Ended) {
+            // The end is past: whoever took it saw it.
+            return;
+        }
+        self.on_end = Some(match self.on_end.take() {
+            None => Box::new(on_end),
+            Some(earlier) => Box::new(move |status: &Status| {
+                on_end(status);
+                earlier(status);
+            }),
+        });
     }
 
     /// The next message; `Ok(None)` at an OK end (the trailing metadata is
@@ -118,6 +148,12 @@ impl ResponseBody {
         };
         let whole = body.take_whole_single()?;
         self.repr = BodyRepr::Ended;
+        if let Some(on_end) = self.on_end.take() {
+            match &whole {
+                Ok(_) => on_end(&Status::new(Code::Ok, "")),
+                Err(status) => on_end(status),
+            }
+        }
         Some(whole)
     }
 
@@ -129,6 +165,16 @@ impl ResponseBody {
     /// Takes the trailing metadata (see [`ResponseBody::trailers`]).
     pub fn take_trailers(&mut self) -> Option<MetadataMap> {
         self.trailers.take()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(&Status::cancelled(
+                "the caller dropped the response before its end",
+            ));
+        }
     }
 }
 

@@ -177,6 +177,16 @@ impl ServerCall {
         &mut self.extensions
     }
 
+    /// The protocol that carried the call: `"sinew"` for sinew's own (over
+    /// any transport), else the name of the protocol extension that decoded
+    /// it (`"grpc"` for gRPC).
+    pub fn protocol(&self) -> &'static str {
+        match &self.io {
+            CallIo::Sinew(_) => "sinew",
+            CallIo::External(io) => io.protocol,
+        }
+    }
+
     /// Who called: the peer's address and process, as the transport knows
     /// them (`None` for an in-process caller).
     pub fn peer(&self) -> Option<&Peer> {

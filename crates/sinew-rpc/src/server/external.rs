@@ -62,6 +62,10 @@ pub struct ExternalRequest {
     /// Who called ([`Accepted::peer`](super::Accepted::peer)); `None` if the
     /// protocol does not know.
     pub peer: Option<Arc<super::Peer>>,
+    /// The protocol that carried the call, as layers see it in
+    /// [`ServerCall::protocol`](super::ServerCall::protocol): its
+    /// [`Protocol::name`](super::Protocol::name).
+    pub protocol: &'static str,
 }
 
 impl fmt::Debug for ExternalRequest {
@@ -106,6 +110,8 @@ pub(crate) struct ExternalIo {
     drain: Mutex<BoxFuture<'static, ()>>,
     /// The server's request timeout.
     pub(crate) request_timeout: Duration,
+    /// The protocol that carried the call.
+    pub(crate) protocol: &'static str,
 }
 
 struct Requests {
@@ -310,6 +316,7 @@ impl ExternalCall {
             messages,
             headroom,
             peer,
+            protocol,
         } = request;
         let io = Arc::new(ExternalIo {
             requests: Mutex::new(Requests {
@@ -320,6 +327,7 @@ impl ExternalCall {
             headroom,
             drain: Mutex::new(drain),
             request_timeout,
+            protocol,
         });
         let driver = start(
             &io,

@@ -1,0 +1,266 @@
+//! Client layers: a span, trace context and metrics for the calls a process
+//! makes.
+//!
+//! [`ClientTelemetryLayer`] goes at the top of a client stack (above any
+//! retrying layer): each call becomes a child span of the current trace
+//! context (that of the call being handled, when a handler makes it; a
+//! [`TraceContext`] in the request's extensions if the caller put one
+//! there; else a new trace), its context goes into the request metadata
+//! for the server, a `tracing` span `rpc.client` covers it, and its
+//! duration as the application saw it goes into
+//! `grpc.client.call.duration` when its response ends (read to the end,
+//! failed, or dropped: `CANCELLED`).
+//!
+//! [`AttemptTelemetryLayer`] goes below the retrying layer, where each
+//! attempt passes: it counts `grpc.client.attempt.started` and
+//! `grpc.client.attempt.duration` per attempt, and tells the call layer how
+//! many attempts a call took (`grpc.client.call.retries`). Without it the
+//! call layer counts each call as its one attempt.
+
+use crate::metrics::calls::ClientTarget;
+use crate::metrics::ClientMethod;
+use crate::recent::{RecentCall, Side};
+use crate::trace::{propagation, TraceContext};
+use crate::Shared;
+use futures_util::future::BoxFuture;
+use sinew_rpc::call::{CallRequest, CallResponse};
+use sinew_rpc::{Code, Status};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+use tower::{Layer, Service};
+use tracing::field::Empty;
+
+/// Traces and counts the calls of a client: see the module docs. Made by
+/// [`Telemetry::client_layer`](crate::Telemetry::client_layer).
+#[derive(Clone, Debug)]
+pub struct ClientTelemetryLayer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) target: Arc<ClientTarget>,
+}
+
+impl<S> Layer<S> for ClientTelemetryLayer {
+    type Service = ClientTelemetry<S>;
+
+    fn layer(&self, inner: S) -> ClientTelemetry<S> {
+        ClientTelemetry {
+            inner,
+            shared: self.shared.clone(),
+            target: self.target.clone(),
+        }
+    }
+}
+
+/// A client stack behind a [`ClientTelemetryLayer`].
+#[derive(Clone, Debug)]
+pub struct ClientTelemetry<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    target: Arc<ClientTarget>,
+}
+
+/// How many attempts a call took, shared by the copies of its request that
+/// a retrying layer sends (extensions travel with the copies).
+#[derive(Clone, Debug, Default)]
+struct AttemptCount(Arc<AtomicU32>);
+
+/// The end of a call or attempt, recorded when its status is known.
+struct Ending {
+    start: Instant,
+    stats: Arc<ClientMethod>,
+    span: tracing::Span,
+    /// Set on a call (not an attempt): its trace id and attempts.
+    call: Option<(crate::trace::TraceId, AttemptCount)>,
+    shared: Arc<Shared>,
+    target: Arc<ClientTarget>,
+}
+
+impl Ending {
+    fn end(self, status: &Status) {
+        let elapsed = self.start.elapsed();
+        let code = status.code();
+        match &self.call {
+            None => self
+                .stats
+                .attempt_durations
+                .get(code)
+                .observe_duration(elapsed),
+            Some((trace_id, attempts)) => {
+                self.stats
+                    .call_durations
+                    .get(code)
+                    .observe_duration(elapsed);
+                match attempts.0.load(Ordering::Relaxed) {
+                    // No attempt layer below: the call was its one attempt.
+                    0 => {
+                        self.stats.attempts_started.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .attempt_durations
+                            .get(code)
+                            .observe_duration(elapsed);
+                    }
+                    1 => {}
+                    attempts => self.stats.retries().observe(u64::from(attempts - 1)),
+                }
+                if !self.span.is_disabled() {
+                    self.span.record("rpc.response.status_code", code.as_str());
+                    if code != Code::Ok {
+                        self.span.record("otel.status_code", "ERROR");
+                    }
+                }
+                if self.shared.recent.wants(code, elapsed) {
+                    self.shared.recent.push(RecentCall {
+                        ended: SystemTime::now(),
+                        side: Side::Client,
+                        method: self.stats.method.clone(),
+                        peer: self.target.target.clone(),
+                        code,
+                        message: status.message().to_string(),
+                        duration: elapsed,
+                        trace_id: *trace_id,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Watches a call's response to its end.
+async fn watch<F>(response: F, ending: Ending) -> Result<CallResponse, Status>
+where
+    F: std::future::Future<Output = Result<CallResponse, Status>>,
+{
+    match response.await {
+        Ok(mut response) => {
+            response.body_mut().on_end(move |status| ending.end(status));
+            Ok(response)
+        }
+        Err(status) => {
+            ending.end(&status);
+            Err(status)
+        }
+    }
+}
+
+impl<S> Service<CallRequest> for ClientTelemetry<S>
+where
+    S: Service<CallRequest, Response = CallResponse, Error = Status>,
+    S::Future: Send + 'static,
+{
+    type Response = CallResponse;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<CallResponse, Status>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+        let start = Instant::now();
+        let stats = self.target.get(request.path().as_str());
+        let context = match request
+            .extensions()
+            .get::<TraceContext>()
+            .cloned()
+            .or_else(TraceContext::current)
+        {
+            Some(parent) => parent.child(),
+            None => TraceContext::new_root(self.shared.sample_root()),
+        };
+        propagation::inject(&context, request.metadata_mut());
+        let attempts = AttemptCount::default();
+        request.extensions_mut().insert(attempts.clone());
+        let span = tracing::info_span!(
+            "rpc.client",
+            otel.name = &*stats.method,
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system.name = "sinew",
+            rpc.method = &*stats.method,
+            rpc.response.status_code = Empty,
+            server.address = &*self.target.target,
+            trace_id = %context.trace_id(),
+            span_id = %context.span_id(),
+            parent_span_id = Empty,
+        );
+        if !span.is_disabled() {
+            if let Some(parent) = context.parent_span_id() {
+                span.record("parent_span_id", tracing::field::display(parent));
+            }
+        }
+        let response = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        let ending = Ending {
+            start,
+            stats,
+            span,
+            call: Some((context.trace_id(), attempts)),
+            shared: self.shared.clone(),
+            target: self.target.clone(),
+        };
+        Box::pin(watch(response, ending))
+    }
+}
+
+/// Counts each attempt of a call: see the module docs. Made by
+/// [`Telemetry::attempt_layer`](crate::Telemetry::attempt_layer).
+#[derive(Clone, Debug)]
+pub struct AttemptTelemetryLayer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) target: Arc<ClientTarget>,
+}
+
+impl<S> Layer<S> for AttemptTelemetryLayer {
+    type Service = AttemptTelemetry<S>;
+
+    fn layer(&self, inner: S) -> AttemptTelemetry<S> {
+        AttemptTelemetry {
+            inner,
+            shared: self.shared.clone(),
+            target: self.target.clone(),
+        }
+    }
+}
+
+/// A client stack behind an [`AttemptTelemetryLayer`].
+#[derive(Clone, Debug)]
+pub struct AttemptTelemetry<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    target: Arc<ClientTarget>,
+}
+
+impl<S> Service<CallRequest> for AttemptTelemetry<S>
+where
+    S: Service<CallRequest, Response = CallResponse, Error = Status>,
+    S::Future: Send + 'static,
+{
+    type Response = CallResponse;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<CallResponse, Status>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: CallRequest) -> Self::Future {
+        let start = Instant::now();
+        let stats = self.target.get(request.path().as_str());
+        stats.attempts_started.fetch_add(1, Ordering::Relaxed);
+        if let Some(attempts) = request.extensions().get::<AttemptCount>() {
+            attempts.0.fetch_add(1, Ordering::Relaxed);
+        }
+        let ending = Ending {
+            start,
+            stats,
+            span: tracing::Span::none(),
+            call: None,
+            shared: self.shared.clone(),
+            target: self.target.clone(),
+        };
+        Box::pin(watch(self.inner.call(request), ending))
+    }
+}

@@ -1,0 +1,207 @@
+//! Observability for sinew: a span for every call, W3C trace context across
+//! services, Prometheus metrics, and an admin HTTP endpoint.
+//!
+//! Everything hangs off one [`Telemetry`] handle, and everything on the
+//! call path is a tower layer, so it works the same over sinew's protocol
+//! on every transport and over gRPC:
+//!
+//! * [`Telemetry::server_layer`] for a server's stack
+//!   ([`ServerBuilder::layer`](sinew_rpc::ServerBuilder::layer)): reads the
+//!   caller's `traceparent`, opens an `rpc.server` span, makes the call's
+//!   trace context current while the handler runs, counts the call.
+//! * [`Telemetry::client_layer`] (and [`Telemetry::attempt_layer`] under a
+//!   retrying layer) for a client's: continues the current trace in the
+//!   request's metadata, opens an `rpc.client` span, counts the call.
+//! * [`Telemetry::serve_admin`]: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use sinew_telemetry::Telemetry;
+//! let telemetry = Telemetry::new();
+//! let server = sinew_rpc::Server::builder().layer(telemetry.server_layer());
+//! let admin = telemetry.serve_admin("127.0.0.1:9000".parse().unwrap()).await?;
+//! # let _ = (server, admin);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The spans are `tracing` spans at `INFO`, with the OpenTelemetry RPC
+//! attributes (`rpc.system.name`, `rpc.method`, `rpc.response.status_code`,
+//! `network.peer.address`) and the call's `trace_id` and `span_id`, so
+//! whatever a handler logs inside its call carries the trace id; a
+//! subscriber that does not want them filters the target
+//! `sinew_telemetry`. Metric names are listed in [`metrics`].
+//!
+//! What this crate does not do: export spans (a `tracing` subscriber's
+//! job, or an OpenTelemetry exporter's), or decide sampling for others
+//! (the sampled flag is passed on as received; new traces are sampled at
+//! [`TelemetryBuilder::sample_ratio`]).
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod client;
+pub mod metrics;
+pub mod recent;
+pub mod server;
+pub mod trace;
+
+pub use admin::{AdminServer, Readiness};
+pub use client::{AttemptTelemetryLayer, ClientTelemetryLayer};
+pub use metrics::Metrics;
+pub use recent::{RecentCall, Side};
+pub use server::ServerTelemetryLayer;
+pub use trace::{SpanId, TraceContext, TraceId};
+
+use recent::RecentCalls;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The telemetry of a process: its metrics, its recent slow and failed
+/// calls, its readiness, and the layers that feed them. Clones share all.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) metrics: Metrics,
+    pub(crate) recent: RecentCalls,
+    readiness: Readiness,
+    sample_ratio: f64,
+}
+
+impl Shared {
+    /// Whether a new trace started here is sampled.
+    pub(crate) fn sample_root(&self) -> bool {
+        self.sample_ratio >= 1.0 || (self.sample_ratio > 0.0 && fastrand::f64() < self.sample_ratio)
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+impl Telemetry {
+    /// Telemetry with the defaults of [`TelemetryBuilder`].
+    pub fn new() -> Telemetry {
+        Telemetry::builder().build()
+    }
+
+    /// Telemetry with settings.
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder::default()
+    }
+
+    /// A layer for a server's stack: see [`server`].
+    pub fn server_layer(&self) -> ServerTelemetryLayer {
+        ServerTelemetryLayer {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A layer for the top of a client's stack, whose calls go to `target`
+    /// (the address or name it was made for: the `grpc_target` label): see
+    /// [`client`].
+    pub fn client_layer(&self, target: &str) -> ClientTelemetryLayer {
+        ClientTelemetryLayer {
+            shared: self.shared.clone(),
+            target: self.shared.metrics.calls().client(target),
+        }
+    }
+
+    /// A layer below a client's retrying layer, counting each attempt: see
+    /// [`client`].
+    pub fn attempt_layer(&self, target: &str) -> AttemptTelemetryLayer {
+        AttemptTelemetryLayer {
+            shared: self.shared.clone(),
+            target: self.shared.metrics.calls().client(target),
+        }
+    }
+
+    /// The metrics (to read them, or to register more).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The recent slow and failed calls, newest first.
+    pub fn recent_calls(&self) -> Vec<RecentCall> {
+        self.shared.recent.list()
+    }
+
+    /// How long a call takes to count as slow.
+    pub fn slow_call_threshold(&self) -> Duration {
+        self.shared.recent.slow_threshold()
+    }
+
+    /// What `/readyz` says.
+    pub fn readiness(&self) -> &Readiness {
+        &self.shared.readiness
+    }
+
+    /// Serves the admin endpoint on `address` (see [`admin`]).
+    pub async fn serve_admin(&self, address: std::net::SocketAddr) -> std::io::Result<AdminServer> {
+        AdminServer::bind(address, self.clone()).await
+    }
+}
+
+/// Settings of a [`Telemetry`].
+#[derive(Clone, Debug)]
+pub struct TelemetryBuilder {
+    sample_ratio: f64,
+    slow_call: Duration,
+    recent_calls: usize,
+}
+
+impl Default for TelemetryBuilder {
+    fn default() -> Self {
+        TelemetryBuilder {
+            sample_ratio: 0.0,
+            slow_call: Duration::from_millis(250),
+            recent_calls: 100,
+        }
+    }
+}
+
+impl TelemetryBuilder {
+    /// The share of the traces started here (calls without a caller's
+    /// `traceparent`) marked sampled, from 0 to 1; default 0, since this
+    /// crate exports nothing itself: set it when a subscriber exports
+    /// spans. A trace that arrives keeps the caller's decision.
+    pub fn sample_ratio(mut self, ratio: f64) -> Self {
+        self.sample_ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// How long a call takes to be kept among the recent slow calls;
+    /// default 250 ms.
+    pub fn slow_call_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_call = threshold;
+        self
+    }
+
+    /// How many recent slow and failed calls are kept; default 100.
+    pub fn recent_calls(mut self, count: usize) -> Self {
+        self.recent_calls = count;
+        self
+    }
+
+    /// The telemetry.
+    pub fn build(self) -> Telemetry {
+        Telemetry {
+            shared: Arc::new(Shared {
+                metrics: Metrics::new(),
+                recent: RecentCalls::new(self.slow_call, self.recent_calls),
+                readiness: Readiness::default(),
+                sample_ratio: self.sample_ratio,
+            }),
+        }
+    }
+}

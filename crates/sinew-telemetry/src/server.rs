@@ -1,0 +1,187 @@
+//! [`ServerTelemetryLayer`]: a span, a trace context and metrics for every
+//! call a server takes, whatever protocol carried it.
+//!
+//! For each call the layer reads the caller's trace context from the
+//! metadata (`traceparent`, `tracestate`, `baggage`), makes the call's own
+//! span a child of it (or the root of a new trace), opens a `tracing` span
+//! `rpc.server` with the OpenTelemetry RPC attributes, and runs the rest of
+//! the stack and the handler inside both: events the handler logs carry the
+//! span's `trace_id`, and the calls it makes continue the trace
+//! ([`TraceContext::current`]). When the call ends, however it ends, its
+//! duration goes into `rpc.server.call.duration` under its status, and a
+//! failed or slow call into the recent calls.
+//!
+//! Put it first ([`ServerBuilder::layer`](sinew_rpc::ServerBuilder::layer)
+//! before the others), so that calls other layers refuse are counted and
+//! traced too.
+
+use crate::metrics::ServerMethod;
+use crate::recent::{RecentCall, Side};
+use crate::trace::{self, propagation, TraceContext};
+use crate::Shared;
+use pin_project_lite::pin_project;
+use sinew_rpc::server::ServerCall;
+use sinew_rpc::Status;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+use tower::{Layer, Service};
+use tracing::field::Empty;
+
+/// Traces and counts every call of a server: see the module docs. Made by
+/// [`Telemetry::server_layer`](crate::Telemetry::server_layer).
+#[derive(Clone, Debug)]
+pub struct ServerTelemetryLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S> Layer<S> for ServerTelemetryLayer {
+    type Service = ServerTelemetry<S>;
+
+    fn layer(&self, inner: S) -> ServerTelemetry<S> {
+        ServerTelemetry {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A server stack behind a [`ServerTelemetryLayer`].
+#[derive(Clone, Debug)]
+pub struct ServerTelemetry<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<ServerCall> for ServerTelemetry<S>
+where
+    S: Service<ServerCall, Response = Status, Error = Status>,
+{
+    type Response = Status;
+    type Error = Status;
+    type Future = ServerTelemetryFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        let start = Instant::now();
+        let protocol = call.protocol();
+        let stats = self
+            .shared
+            .metrics
+            .calls()
+            .server
+            .get(protocol, call.method());
+        stats
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let context = match propagation::extract(call.metadata()) {
+            Some(caller) => caller.child(),
+            None => TraceContext::new_root(self.shared.sample_root()),
+        };
+        let span = tracing::info_span!(
+            "rpc.server",
+            otel.name = &*stats.method,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system.name = protocol,
+            rpc.method = &*stats.method,
+            rpc.method_original = Empty,
+            rpc.response.status_code = Empty,
+            network.peer.address = Empty,
+            trace_id = %context.trace_id(),
+            span_id = %context.span_id(),
+            parent_span_id = Empty,
+        );
+        if !span.is_disabled() {
+            if call.method().is_none() {
+                span.record("rpc.method_original", call.path());
+            }
+            if let Some(address) = call.peer().and_then(|peer| peer.address()) {
+                span.record("network.peer.address", tracing::field::display(address));
+            }
+            if let Some(parent) = context.parent_span_id() {
+                span.record("parent_span_id", tracing::field::display(parent));
+            }
+        }
+        let mut context = Some(context);
+        let inner = {
+            let _entered = span.enter();
+            // The layers below and the handler's synchronous start run in
+            // the call's context too.
+            trace::enter(&mut context, || self.inner.call(call))
+        };
+        ServerTelemetryFuture {
+            inner,
+            span,
+            context,
+            start,
+            stats,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// A call running under a [`ServerTelemetry`]: polls the stack inside
+    /// the call's span and trace context, and records the call's end.
+    pub struct ServerTelemetryFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+        context: Option<TraceContext>,
+        start: Instant,
+        stats: Arc<ServerMethod>,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<F> Future for ServerTelemetryFuture<F>
+where
+    F: Future<Output = Result<Status, Status>>,
+{
+    type Output = Result<Status, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        let result = {
+            let _entered = this.span.enter();
+            std::task::ready!(trace::enter(this.context, || inner.poll(cx)))
+        };
+        let status = match &result {
+            Ok(status) | Err(status) => status,
+        };
+        let elapsed = this.start.elapsed();
+        this.stats
+            .durations
+            .get(status.code())
+            .observe_duration(elapsed);
+        if !this.span.is_disabled() {
+            this.span
+                .record("rpc.response.status_code", status.code().as_str());
+            if status.code() != sinew_rpc::Code::Ok {
+                this.span.record("otel.status_code", "ERROR");
+            }
+        }
+        if this.shared.recent.wants(status.code(), elapsed) {
+            if let Some(context) = this.context.as_ref() {
+                this.shared.recent.push(RecentCall {
+                    ended: SystemTime::now(),
+                    side: Side::Server,
+                    method: this.stats.method.clone(),
+                    peer: Arc::from(this.stats.system),
+                    code: status.code(),
+                    message: status.message().to_string(),
+                    duration: elapsed,
+                    trace_id: context.trace_id(),
+                });
+            }
+        }
+        Poll::Ready(result)
+    }
+}
