@@ -383,6 +383,12 @@ impl Summary {
                     .and_then(|us| (us > 0.0).then(|| 1e6 / us)),
             },
             Ratio {
+                key: "telemetry_vs_bare",
+                what: "sinew-telemetry (spans, trace context, metrics on both sides; sampling off) / sinew-tcp QPS, 1 KiB c=64",
+                target: ">= 0.9",
+                value: self.ratio((SinewTelemetry, 64), (SinewTcp, 64), qps),
+            },
+            Ratio {
                 key: "grpc_path_vs_tonic",
                 what: "sinew-grpc / tonic QPS, 1 KiB c=64 (same client)",
                 target: ">= 0.9",

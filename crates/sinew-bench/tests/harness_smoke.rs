@@ -94,6 +94,7 @@ fn every_system_runs_and_the_json_has_every_ratio() {
         "tls_vs_tcp_p50_1",
         "tls_vs_tonic_tls",
         "tls_full_handshakes_per_core",
+        "telemetry_vs_bare",
     ] {
         let value = &report["ratios"][key];
         assert!(
@@ -123,12 +124,13 @@ fn every_system_runs_and_the_json_has_every_ratio() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        12 * 2 + 3 * 3 * 2 + 15 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 13 + 3 + 6 + 1,
+        12 * 2 + 3 * 3 * 2 + 15 * 2 + 3 * 2 + 6 + 6 + 6 * 2 + 13 + 3 + 6 + 1 + 1,
         "15 closed-loop systems x 2 concurrency levels, the 3 sinew transports at 3 \
          payloads, those 15 in 2 many-client shapes, the 3 h2load rows in 2 shapes, \
          6 systems in the open loop, 6 with idle connections, 6 streaming 1 and 64 \
          streams, 13 with the bytes payload, the 3 balancing rows' one cell each, \
-         the 6 resilience rows' one cell each, the TLS handshake row's one cell"
+         the 6 resilience rows' one cell each, the TLS handshake row's one cell, \
+         the telemetry row's one cell"
     );
     let bytes = results
         .iter()

@@ -22,9 +22,11 @@ use crate::metrics::ClientMethod;
 use crate::recent::{RecentCall, Side};
 use crate::trace::{propagation, TraceContext};
 use crate::Shared;
-use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
 use sinew_rpc::call::{CallRequest, CallResponse};
 use sinew_rpc::{Code, Status};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -70,8 +72,9 @@ struct Ending {
     start: Instant,
     stats: Arc<ClientMethod>,
     span: tracing::Span,
-    /// Set on a call (not an attempt): its trace id and attempts.
-    call: Option<(crate::trace::TraceId, AttemptCount)>,
+    /// Set on a call (not an attempt): its trace id, and its attempt
+    /// counter when an attempt layer counts them.
+    call: Option<(crate::trace::TraceId, Option<AttemptCount>)>,
     shared: Arc<Shared>,
     target: Arc<ClientTarget>,
 }
@@ -91,7 +94,10 @@ impl Ending {
                     .call_durations
                     .get(code)
                     .observe_duration(elapsed);
-                match attempts.0.load(Ordering::Relaxed) {
+                match attempts
+                    .as_ref()
+                    .map_or(0, |attempts| attempts.0.load(Ordering::Relaxed))
+                {
                     // No attempt layer below: the call was its one attempt.
                     0 => {
                         self.stats.attempts_started.fetch_add(1, Ordering::Relaxed);
@@ -126,31 +132,43 @@ impl Ending {
     }
 }
 
-/// Watches a call's response to its end.
-async fn watch<F>(response: F, ending: Ending) -> Result<CallResponse, Status>
+pin_project! {
+    /// A call or attempt under a client telemetry layer: resolves as the
+    /// inner one does, and records the end (at once for a failure, when
+    /// the body ends for a response).
+    pub struct ClientTelemetryFuture<F> {
+        #[pin]
+        inner: F,
+        ending: Option<Ending>,
+    }
+}
+
+impl<F> Future for ClientTelemetryFuture<F>
 where
-    F: std::future::Future<Output = Result<CallResponse, Status>>,
+    F: Future<Output = Result<CallResponse, Status>>,
 {
-    match response.await {
-        Ok(mut response) => {
-            response.body_mut().on_end(move |status| ending.end(status));
-            Ok(response)
+    type Output = Result<CallResponse, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let Some(ending) = this.ending.take() {
+            match &mut result {
+                Ok(response) => response.body_mut().on_end(move |status| ending.end(status)),
+                Err(status) => ending.end(status),
+            }
         }
-        Err(status) => {
-            ending.end(&status);
-            Err(status)
-        }
+        Poll::Ready(result)
     }
 }
 
 impl<S> Service<CallRequest> for ClientTelemetry<S>
 where
     S: Service<CallRequest, Response = CallResponse, Error = Status>,
-    S::Future: Send + 'static,
 {
     type Response = CallResponse;
     type Error = Status;
-    type Future = BoxFuture<'static, Result<CallResponse, Status>>;
+    type Future = ClientTelemetryFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
@@ -169,8 +187,13 @@ where
             None => TraceContext::new_root(self.shared.sample_root()),
         };
         propagation::inject(&context, request.metadata_mut());
-        let attempts = AttemptCount::default();
-        request.extensions_mut().insert(attempts.clone());
+        // A counter of attempts only for an attempt layer to count in (an
+        // extension costs a map and a box per call).
+        let attempts = self.target.attempt_layer.load(Ordering::Relaxed).then(|| {
+            let attempts = AttemptCount::default();
+            request.extensions_mut().insert(attempts.clone());
+            attempts
+        });
         let span = tracing::info_span!(
             "rpc.client",
             otel.name = &*stats.method,
@@ -201,7 +224,10 @@ where
             shared: self.shared.clone(),
             target: self.target.clone(),
         };
-        Box::pin(watch(response, ending))
+        ClientTelemetryFuture {
+            inner: response,
+            ending: Some(ending),
+        }
     }
 }
 
@@ -236,11 +262,10 @@ pub struct AttemptTelemetry<S> {
 impl<S> Service<CallRequest> for AttemptTelemetry<S>
 where
     S: Service<CallRequest, Response = CallResponse, Error = Status>,
-    S::Future: Send + 'static,
 {
     type Response = CallResponse;
     type Error = Status;
-    type Future = BoxFuture<'static, Result<CallResponse, Status>>;
+    type Future = ClientTelemetryFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
@@ -261,6 +286,9 @@ where
             shared: self.shared.clone(),
             target: self.target.clone(),
         };
-        Box::pin(watch(self.inner.call(request), ending))
+        ClientTelemetryFuture {
+            inner: self.inner.call(request),
+            ending: Some(ending),
+        }
     }
 }

@@ -116,9 +116,13 @@ impl Telemetry {
     /// A layer below a client's retrying layer, counting each attempt: see
     /// [`client`].
     pub fn attempt_layer(&self, target: &str) -> AttemptTelemetryLayer {
+        let target = self.shared.metrics.calls().client(target);
+        target
+            .attempt_layer
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         AttemptTelemetryLayer {
             shared: self.shared.clone(),
-            target: self.shared.metrics.calls().client(target),
+            target,
         }
     }
 

@@ -114,10 +114,14 @@ pub(crate) enum System {
     /// resumption): handshakes a second, and CPU per handshake.
     #[value(name = "sinew-tls-handshake")]
     SinewTlsHandshake,
+    /// sinew over TCP with telemetry's server and client layers (spans,
+    /// trace context, metrics; no subscriber, sampling off).
+    #[value(name = "sinew-telemetry")]
+    SinewTelemetry,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 28] = [
+    pub(crate) const ALL: [System; 29] = [
         System::SinewTcp,
         System::SinewTls,
         System::SinewUnix,
@@ -146,6 +150,7 @@ impl System {
         System::SinewOverload,
         System::SinewOverloadLimited,
         System::SinewTlsHandshake,
+        System::SinewTelemetry,
     ];
 
     /// The frameworks sinew is compared with (not the raw baselines).
@@ -186,6 +191,7 @@ impl System {
                 | System::SinewBalancedSlow
                 | System::TonicBalancedSlow
                 | System::SinewTlsHandshake
+                | System::SinewTelemetry
         ) || self.is_resilience()
     }
 
@@ -218,6 +224,7 @@ impl System {
             System::SinewTls => "sinew-tls",
             System::TonicTls => "tonic-tls",
             System::SinewTlsHandshake => "sinew-tls-handshake",
+            System::SinewTelemetry => "sinew-telemetry",
             System::SinewUnix => "sinew-unix",
             System::SinewShm => "sinew-shm",
             System::SinewGrpc => "sinew-grpc",
@@ -270,6 +277,7 @@ pub(crate) fn run_cell(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::
         System::SinewTls => sinew_peer::run(runtimes, plan, cell, Transport::Tls),
         System::TonicTls => tonic_peer::run_tls(runtimes, plan, cell),
         System::SinewTlsHandshake => tls::run_handshakes(runtimes, plan, cell),
+        System::SinewTelemetry => sinew_peer::run_telemetry(runtimes, plan, cell),
         System::SinewUnix => sinew_peer::run(runtimes, plan, cell, Transport::Unix),
         System::SinewShm => sinew_peer::run(runtimes, plan, cell, Transport::Shm),
         System::SinewGrpc => sinew_grpc_peer::run(runtimes, plan, cell),

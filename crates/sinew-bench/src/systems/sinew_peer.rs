@@ -16,6 +16,8 @@ use crate::scratch::Scratch;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use sinew::rpc::ServerHandle;
+use sinew::telemetry::client::ClientTelemetry;
+use sinew::telemetry::Telemetry;
 use sinew::Server;
 use sinew_examples::echo::{
     echo_client::EchoClient, echo_server::EchoServer, EchoRequest, EchoService,
@@ -60,6 +62,11 @@ enum SinewCaller {
         client: BlobEchoClient,
         payload: Bytes,
     },
+    /// The string echo behind telemetry's client layer.
+    Traced {
+        client: EchoClient<ClientTelemetry<sinew::Channel>>,
+        payload: String,
+    },
 }
 
 impl SinewCaller {
@@ -83,6 +90,14 @@ impl Caller for SinewCaller {
     async fn call(&self) -> anyhow::Result<()> {
         match self {
             SinewCaller::Text { client, payload } => {
+                let reply = client
+                    .unary_echo(EchoRequest {
+                        message: payload.clone(),
+                    })
+                    .await?;
+                anyhow::ensure!(reply.get_ref().message == *payload, "wrong echo");
+            }
+            SinewCaller::Traced { client, payload } => {
                 let reply = client
                     .unary_echo(EchoRequest {
                         message: payload.clone(),
@@ -121,6 +136,15 @@ struct Pair {
 }
 
 fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyhow::Result<Pair> {
+    start_with(runtimes, transport, connections, None)
+}
+
+fn start_with(
+    runtimes: &Runtimes,
+    transport: Transport,
+    connections: usize,
+    telemetry: Option<&Telemetry>,
+) -> anyhow::Result<Pair> {
     let dir = Scratch::new("sockets")?;
     let address = match transport {
         Transport::Tcp => "tcp://127.0.0.1:0".to_owned(),
@@ -137,6 +161,10 @@ fn start(runtimes: &Runtimes, transport: Transport, connections: usize) -> anyho
             )
         }
         _ => (echo_server(), None),
+    };
+    let builder = match telemetry {
+        Some(telemetry) => builder.layer(telemetry.server_layer()),
+        None => builder,
     };
     let server = runtimes
         .server
@@ -183,6 +211,26 @@ pub(crate) fn run(
         .channels
         .iter()
         .map(|channel| SinewCaller::new(channel.clone(), cell))
+        .collect();
+    let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
+    pair.stop(runtimes)?;
+    Ok(stats)
+}
+
+/// The `sinew-telemetry` row: sinew over TCP with telemetry's layers on
+/// both sides (a span, trace context and metrics for every call; no
+/// subscriber, new traces not sampled), against `sinew-tcp`.
+pub(crate) fn run_telemetry(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
+    let telemetry = Telemetry::new();
+    let pair = start_with(runtimes, Transport::Tcp, cell.connections, Some(&telemetry))?;
+    let layer = telemetry.client_layer("bench");
+    let callers = pair
+        .channels
+        .iter()
+        .map(|channel| SinewCaller::Traced {
+            client: EchoClient::new(tower::Layer::layer(&layer, channel.clone())),
+            payload: super::payload(cell.payload),
+        })
         .collect();
     let stats = drive(runtimes, plan, cell, OverConnections::new(callers));
     pair.stop(runtimes)?;

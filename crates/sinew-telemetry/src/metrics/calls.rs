@@ -12,8 +12,8 @@
 
 use super::histogram::{Histogram, Snapshot};
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use sinew_wire::Code;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -135,7 +135,7 @@ impl ClientMethod {
 /// A map read without locks, written rarely, of at most `capacity` entries.
 #[derive(Debug)]
 pub(crate) struct Table<K, V> {
-    entries: ArcSwap<HashMap<K, Arc<V>>>,
+    entries: ArcSwap<FxHashMap<K, Arc<V>>>,
     writing: Mutex<()>,
     capacity: usize,
 }
@@ -143,7 +143,7 @@ pub(crate) struct Table<K, V> {
 impl<K: Hash + Eq + Clone, V> Table<K, V> {
     pub(crate) fn new(capacity: usize) -> Table<K, V> {
         Table {
-            entries: ArcSwap::from_pointee(HashMap::new()),
+            entries: ArcSwap::from_pointee(FxHashMap::default()),
             writing: Mutex::new(()),
             capacity,
         }
@@ -172,7 +172,7 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         }
         let (key, value) = make();
         let value = Arc::new(value);
-        let mut next = HashMap::clone(&current);
+        let mut next = FxHashMap::clone(&current);
         next.insert(key, value.clone());
         self.entries.store(Arc::new(next));
         Some(value)
@@ -253,6 +253,9 @@ impl ServerMethods {
 #[derive(Debug)]
 pub struct ClientTarget {
     pub(crate) target: Arc<str>,
+    /// An attempt layer counts this target's attempts: call layers then
+    /// hand it a counter per call.
+    pub(crate) attempt_layer: std::sync::atomic::AtomicBool,
     table: Table<Box<str>, ClientMethod>,
     other: Arc<ClientMethod>,
 }
@@ -261,6 +264,7 @@ impl ClientTarget {
     pub(crate) fn new(target: Arc<str>) -> ClientTarget {
         ClientTarget {
             target,
+            attempt_layer: std::sync::atomic::AtomicBool::new(false),
             table: Table::new(MAX_CLIENT_METHODS),
             other: Arc::new(client_method(Arc::from(CLIENT_OTHER_METHOD))),
         }

@@ -127,16 +127,40 @@ pub fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, bool)> {
 }
 
 /// Lowercase hex digits (W3C allows no uppercase) as a number; at most 32.
+/// Sixteen digits at a time, by table: every server call reads 50.
 fn hex_value(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |value, &digit| {
-        let nibble = match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'a'..=b'f' => digit - b'a' + 10,
-            _ => return None,
-        };
-        Some(value << 4 | u128::from(nibble))
-    })
+    let mut value = 0u128;
+    for chunk in digits.chunks(16) {
+        let mut part = 0u64;
+        let mut invalid = 0u8;
+        for &digit in chunk {
+            let nibble = HEX_DIGITS[usize::from(digit)];
+            invalid |= nibble;
+            part = part << 4 | u64::from(nibble & 0xf);
+        }
+        if invalid & 0x80 != 0 {
+            return None;
+        }
+        value = value << (4 * chunk.len()) | u128::from(part);
+    }
+    Some(value)
 }
+
+/// The value of each lowercase hex digit; 0x80 for every other byte.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut digit = 0;
+    while digit < 10 {
+        table[b'0' as usize + digit] = digit as u8;
+        digit += 1;
+    }
+    let mut letter = 0;
+    while letter < 6 {
+        table[b'a' as usize + letter] = 10 + letter as u8;
+        letter += 1;
+    }
+    table
+};
 
 /// Every value of `key`, joined with commas as HTTP joins list headers;
 /// `None` if there is none, one is not text, or the whole is longer than
