@@ -4,7 +4,9 @@
 # and grpc-go sources the Go interop test and the benchmark's Go peers build
 # from, offline, in GOPATH mode) and nghttp2-client (h2load, the benchmark's
 # independent gRPC load generator), and etcd-server (etcd 3.4, the registry
-# and shared-state tests start their own members on free ports). Used by
+# and shared-state tests start their own members on free ports), and
+# prometheus (the observability test starts one that scrapes a sinew
+# server's admin endpoint). Used by
 # test.sh and interop-go.sh.
 set -euo pipefail
 missing=()
@@ -12,6 +14,7 @@ command -v go >/dev/null || missing+=(golang-go)
 [ -d /usr/share/gocode/src/google.golang.org/grpc/health ] || missing+=(golang-google-grpc-dev)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v etcd >/dev/null || missing+=(etcd-server)
+command -v prometheus >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian..."
   export DEBIAN_FRONTEND=noninteractive

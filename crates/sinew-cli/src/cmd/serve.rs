@@ -5,6 +5,7 @@
 
 use crate::error::CliError;
 use sinew::resilience::{FaultHandle, FaultLayer, FaultRule};
+use sinew::telemetry::Telemetry;
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 use sinew_examples::kv::{key_value_server::KeyValueServer, KeyValueStore};
@@ -32,6 +33,12 @@ sinew serve --listen tcp://127.0.0.1:7003 --register etcd://127.0.0.1:2379   # r
 sinew call etcd://127.0.0.1:2379 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}'"
 )]
 pub(crate) struct Args {
+    /// Serve the admin endpoint on this address (HTTP): /metrics (every
+    /// call's metrics, Prometheus text format), /healthz, /readyz (not ready
+    /// until listening, and while draining). It has no authentication:
+    /// bind it where only operators reach, e.g. 127.0.0.1:9000.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<std::net::SocketAddr>,
     /// Address to listen on: tcp://HOST:PORT, tls://HOST:PORT (needs
     /// --tls-cert and --tls-key), unix:///PATH or shm:///PATH (repeatable).
     /// Default: tcp://127.0.0.1:0 (tls://127.0.0.1:0 with --tls-cert), a free
@@ -404,6 +411,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     if let Some(tls) = tls {
         builder = builder.tls(tls);
     }
+    // Telemetry first, so that calls the layers below refuse are traced
+    // and counted too.
+    let telemetry = Telemetry::new();
+    builder = builder.layer(telemetry.server_layer());
     // Who the caller is (a token) before what it may call (the policy),
     // both before anything spends work on the call.
     if let Some(authenticate) = args.security.authenticate()? {
@@ -450,12 +461,30 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     for address in server.local_addresses() {
         println!("listening on {address}");
     }
+    let admin = match args.admin {
+        Some(address) => {
+            let admin = telemetry.serve_admin(address).await.map_err(|error| {
+                CliError::failure(format!(
+                    "cannot serve the admin endpoint on {address}: {error}"
+                ))
+            })?;
+            println!(
+                "admin endpoint on http://{} (/metrics /healthz /readyz)",
+                admin.local_addr()
+            );
+            Some(admin)
+        }
+        None => None,
+    };
+    telemetry.readiness().set_ready();
     let member = args.cluster.join(&server).await?;
     let registration = args.registry.register(&server).await?;
     // A member leaves the cluster (and a registration is removed) first, so
     // that clients stop sending here before the server refuses calls.
+    let readiness = telemetry.readiness().clone();
     let shutdown = async move {
         signal.await;
+        readiness.set_not_ready("draining");
         if let Some(registration) = registration {
             registration.deregister().await;
             eprintln!("deregistered from etcd");
@@ -469,6 +498,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     println!("press Ctrl-C to shut down gracefully");
     let _ = std::io::stdout().flush();
     let report = server.serve_with_shutdown(shutdown).await;
+    if let Some(admin) = admin {
+        admin.shutdown().await;
+    }
     println!(
         "shut down gracefully: {} calls drained, {} cancelled at the drain deadline, {} connections closed",
         report.drained_calls, report.cancelled_calls, report.connections

@@ -31,12 +31,15 @@ const LATENCY_BOUNDS_NANOS: [u64; 40] = {
 
 /// Bounds for small counts (retries per call, as A96 has them).
 pub const COUNT_BOUNDS: [u64; 6] = [1, 2, 3, 4, 5, 10];
+const COUNT_BOUNDS_ENCODED: [f64; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
 
 /// Counts per bucket and a sum: a latency histogram (observed as
 /// durations, encoded in seconds) or a count histogram.
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [u64],
+    /// The bounds as encoded (exactly as written, not through `scale`).
+    encoded: &'static [f64],
     /// Multiplies a bound or the sum into the encoded unit.
     scale: f64,
     /// One per bound, then the overflow (`+Inf`) bucket; not cumulative.
@@ -47,17 +50,18 @@ pub struct Histogram {
 impl Histogram {
     /// A latency histogram over [`LATENCY_BOUNDS_SECONDS`].
     pub fn latency() -> Histogram {
-        Histogram::with_bounds(&LATENCY_BOUNDS_NANOS, 1e-9)
+        Histogram::with_bounds(&LATENCY_BOUNDS_NANOS, &LATENCY_BOUNDS_SECONDS, 1e-9)
     }
 
     /// A histogram of small counts over [`COUNT_BOUNDS`].
     pub fn counts() -> Histogram {
-        Histogram::with_bounds(&COUNT_BOUNDS, 1.0)
+        Histogram::with_bounds(&COUNT_BOUNDS, &COUNT_BOUNDS_ENCODED, 1.0)
     }
 
-    fn with_bounds(bounds: &'static [u64], scale: f64) -> Histogram {
+    fn with_bounds(bounds: &'static [u64], encoded: &'static [f64], scale: f64) -> Histogram {
         Histogram {
             bounds,
+            encoded,
             scale,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum: AtomicU64::new(0),
@@ -86,7 +90,7 @@ impl Histogram {
                 .map(|count| count.load(Ordering::Relaxed))
                 .collect(),
             sum: self.sum.load(Ordering::Relaxed),
-            bounds: self.bounds,
+            bounds: self.encoded,
             scale: self.scale,
         }
     }
@@ -99,7 +103,9 @@ pub struct Snapshot {
     /// Per bucket, not cumulative; the last is `+Inf`.
     counts: Vec<u64>,
     sum: u64,
-    bounds: &'static [u64],
+    /// Upper bounds, in the encoded unit.
+    bounds: &'static [f64],
+    /// Multiplies the sum into the encoded unit.
     scale: f64,
 }
 
@@ -123,13 +129,22 @@ impl Snapshot {
             .enumerate()
             .map(|(index, count)| {
                 total += count;
-                let bound = self
-                    .bounds
-                    .get(index)
-                    .map_or(f64::INFINITY, |&bound| bound as f64 * self.scale);
-                (bound, total)
+                (self.bound(index), total)
             })
             .collect()
+    }
+
+    /// Buckets as `prometheus-client` takes them: `(upper bound, count of
+    /// observations in that bucket alone)`, ending with `+Inf` (its encoder
+    /// adds them up).
+    pub(crate) fn per_bucket(&self) -> Vec<(f64, u64)> {
+        (0..self.counts.len())
+            .map(|index| (self.bound(index), self.counts[index]))
+            .collect()
+    }
+
+    fn bound(&self, index: usize) -> f64 {
+        self.bounds.get(index).copied().unwrap_or(f64::INFINITY)
     }
 
     /// The observations since `earlier` (a snapshot of the same histogram).
@@ -160,13 +175,12 @@ impl Snapshot {
             if in_bucket > 0 && (below + in_bucket) as f64 >= rank {
                 let lower = match index {
                     0 => 0.0,
-                    _ => self.bounds[index - 1] as f64 * self.scale,
+                    _ => self.bounds[index - 1],
                 };
                 let Some(&upper) = self.bounds.get(index) else {
                     // In +Inf: the highest finite bound is all we know.
                     return Some(lower);
                 };
-                let upper = upper as f64 * self.scale;
                 let within = (rank - below as f64) / in_bucket as f64;
                 return Some(lower + (upper - lower) * within);
             }

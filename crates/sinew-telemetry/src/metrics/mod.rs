@@ -150,7 +150,7 @@ impl EncodeMetric for Encoded {
         encoder.encode_histogram::<NoLabelSet>(
             self.0.sum(),
             self.0.count(),
-            &self.0.cumulative(),
+            &self.0.per_bucket(),
             None,
         )
     }
@@ -270,5 +270,46 @@ impl Collector for CallCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sinew_wire::Code;
+    use std::time::Duration;
+
+    #[test]
+    fn the_exposition_has_cumulative_buckets_at_the_bounds_as_written() {
+        let metrics = Metrics::new();
+        let other = metrics.calls().server.get("sinew", None);
+        other
+            .started
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let durations = other.durations.get(Code::NotFound);
+        durations.observe_duration(Duration::from_micros(250));
+        durations.observe_duration(Duration::from_secs(3));
+        let text = metrics.encode();
+        let series =
+            r#"rpc_system_name="sinew",rpc_method="_OTHER",rpc_response_status_code="NOT_FOUND""#;
+        for (le, count) in [
+            ("0.0001", 0),
+            ("0.0003", 1),
+            ("2", 1),
+            ("5", 2),
+            ("+Inf", 2),
+        ] {
+            let line = format!(
+                "rpc_server_call_duration_seconds_bucket{{{series},le=\"{le}\"}} {count}\n"
+            );
+            assert!(text.contains(&line), "no {line:?} in\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "rpc_server_call_duration_seconds_count{{{series}}} 2\n"
+        )));
+        assert!(text.contains(
+            "rpc_server_call_started_total{rpc_system_name=\"sinew\",rpc_method=\"_OTHER\"} 2\n"
+        ));
+        assert!(text.contains("# TYPE rpc_server_call_duration_seconds histogram\n"));
     }
 }

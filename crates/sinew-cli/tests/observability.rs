@@ -1,0 +1,221 @@
+//! `sinew serve --admin`: the admin endpoint answers liveness and readiness,
+//! and a real Prometheus (Debian's, started here on a free port with its data
+//! in a temporary directory) scrapes `/metrics`; PromQL queries through its
+//! HTTP API return the calls made, under the expected names and labels.
+
+mod common;
+
+use common::{sinew, spawn_serve};
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `GET path` on `address` over HTTP/1.1: the status code and the body.
+fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for a child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when dropped (a failed assertion leaves nothing behind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Prometheus scraping `target` every second, its data in `dir`.
+fn start_prometheus(target: SocketAddr, dir: &std::path::Path) -> (Killed, SocketAddr) {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: sinew\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian's `prometheus` package; scripts/install-peers.sh installs it)");
+    (Killed(child), web)
+}
+
+/// The result vector of a PromQL instant query, once it has at least
+/// `wanted` series (Prometheus scrapes every second; 30 s at most).
+fn query(prometheus: SocketAddr, promql: &str, wanted: usize) -> Vec<serde_json::Value> {
+    let encoded: String = promql
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = TcpStream::connect(prometheus)
+            .ok()
+            .map(|_| get(prometheus, &format!("/api/v1/query?query={encoded}")));
+        if let Some((200, body)) = &answer {
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["status"], "success", "{body}");
+            let result = json["data"]["result"].as_array().unwrap().clone();
+            if result.len() >= wanted {
+                return result;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PromQL {promql:?} did not return {wanted} series in 30 s: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_admin_endpoint_and_promql_finds_the_calls() {
+    let dir = std::env::temp_dir().join(format!(
+        "sinew-observability-{}-{}",
+        std::process::id(),
+        common::rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (child, mut stdout, addresses) = spawn_serve(
+        &["tcp://127.0.0.1:0".to_owned()],
+        &["--admin", "127.0.0.1:0"],
+        Stdio::null(),
+    );
+    let _serve = Killed(child);
+    let admin: SocketAddr = {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "no admin line");
+            if let Some(rest) = line.trim().strip_prefix("admin endpoint on http://") {
+                break rest.split(' ').next().unwrap().parse().unwrap();
+            }
+        }
+    };
+
+    assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(admin, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(get(admin, "/nothing-here").0, 404);
+
+    // Three echoes over sinew, one over gRPC.
+    for address in [&addresses[0], &addresses[0], &addresses[0]] {
+        let output = sinew()
+            .args([
+                "call",
+                address,
+                "grpc.examples.echo.Echo/UnaryEcho",
+                r#"{"message":"hi"}"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+    let grpc = addresses[0].replacen("tcp://", "grpc://", 1);
+    let output = sinew()
+        .args([
+            "call",
+            &grpc,
+            "grpc.examples.echo.Echo/UnaryEcho",
+            r#"{"message":"hi"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    let (status, text) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("# TYPE rpc_server_call_duration_seconds histogram"),
+        "{text}"
+    );
+
+    let (_prometheus, web) = start_prometheus(admin, &dir);
+    let started = query(
+        web,
+        r#"rpc_server_call_started_total{rpc_method="grpc.examples.echo.Echo/UnaryEcho"}"#,
+        2,
+    );
+    let mut by_system: Vec<(String, String)> = started
+        .iter()
+        .map(|series| {
+            let labels = &series["metric"];
+            assert_eq!(labels["job"], "sinew");
+            assert_eq!(labels["instance"], admin.to_string());
+            (
+                labels["rpc_system_name"].as_str().unwrap().to_owned(),
+                series["value"][1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    by_system.sort();
+    assert_eq!(
+        by_system,
+        [
+            ("grpc".to_owned(), "1".to_owned()),
+            ("sinew".to_owned(), "3".to_owned())
+        ]
+    );
+    // The duration histogram, summed over protocols per status; a 99th
+    // percentile PromQL computes from its buckets.
+    let ok = query(
+        web,
+        r#"sum by (rpc_response_status_code) (rpc_server_call_duration_seconds_count{rpc_method="grpc.examples.echo.Echo/UnaryEcho"})"#,
+        1,
+    );
+    assert_eq!(ok[0]["metric"]["rpc_response_status_code"], "OK");
+    assert_eq!(ok[0]["value"][1], "4");
+    let p99 = query(
+        web,
+        r#"histogram_quantile(0.99, sum by (le) (rpc_server_call_duration_seconds_bucket{rpc_method="grpc.examples.echo.Echo/UnaryEcho"}))"#,
+        1,
+    );
+    let seconds: f64 = p99[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(seconds > 0.0 && seconds < 100.0, "p99 {seconds}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
