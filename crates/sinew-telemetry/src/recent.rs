@@ -1,7 +1,8 @@
 //! The most recent slow and failed calls, with their trace ids: what an
-//! operator looks at first, and what the dashboard lists.
+//! operator looks at first.
 //!
-//! A bounded ring: the newest [`RecentCalls::capacity`] calls that failed
+//! A bounded ring: the newest calls (100 by default,
+//! [`TelemetryBuilder::recent_calls`](crate::TelemetryBuilder::recent_calls)) that failed
 //! or took longer than the slow threshold, on either side. Calls that
 //! succeed in time cost nothing here.
 
