@@ -34,12 +34,19 @@ use std::time::{Instant, SystemTime};
 use tower::{Layer, Service};
 use tracing::field::Empty;
 
+/// What a client layer shares with its services and their calls: one
+/// `Arc` to clone per call (typed clients clone their service for each).
+#[derive(Debug)]
+pub(crate) struct ClientSide {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) target: Arc<ClientTarget>,
+}
+
 /// Traces and counts the calls of a client: see the module docs. Made by
 /// [`Telemetry::client_layer`](crate::Telemetry::client_layer).
 #[derive(Clone, Debug)]
 pub struct ClientTelemetryLayer {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) target: Arc<ClientTarget>,
+    pub(crate) side: Arc<ClientSide>,
 }
 
 impl<S> Layer<S> for ClientTelemetryLayer {
@@ -48,8 +55,7 @@ impl<S> Layer<S> for ClientTelemetryLayer {
     fn layer(&self, inner: S) -> ClientTelemetry<S> {
         ClientTelemetry {
             inner,
-            shared: self.shared.clone(),
-            target: self.target.clone(),
+            side: self.side.clone(),
         }
     }
 }
@@ -58,8 +64,7 @@ impl<S> Layer<S> for ClientTelemetryLayer {
 #[derive(Clone, Debug)]
 pub struct ClientTelemetry<S> {
     inner: S,
-    shared: Arc<Shared>,
-    target: Arc<ClientTarget>,
+    side: Arc<ClientSide>,
 }
 
 /// How many attempts a call took, shared by the copies of its request that
@@ -75,8 +80,7 @@ struct Ending {
     /// Set on a call (not an attempt): its trace id, and its attempt
     /// counter when an attempt layer counts them.
     call: Option<(crate::trace::TraceId, Option<AttemptCount>)>,
-    shared: Arc<Shared>,
-    target: Arc<ClientTarget>,
+    side: Arc<ClientSide>,
 }
 
 impl Ending {
@@ -94,20 +98,14 @@ impl Ending {
                     .call_durations
                     .get(code)
                     .observe_duration(elapsed);
-                match attempts
-                    .as_ref()
-                    .map_or(0, |attempts| attempts.0.load(Ordering::Relaxed))
-                {
-                    // No attempt layer below: the call was its one attempt.
-                    0 => {
-                        self.stats.attempts_started.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .attempt_durations
-                            .get(code)
-                            .observe_duration(elapsed);
+                // Without an attempt layer below, the call was its one
+                // attempt: its duration stands for the attempt's too (see
+                // `ClientMethod::attempt_durations`).
+                if let Some(attempts) = attempts {
+                    let attempts = attempts.0.load(Ordering::Relaxed);
+                    if attempts > 1 {
+                        self.stats.retries().observe(u64::from(attempts - 1));
                     }
-                    1 => {}
-                    attempts => self.stats.retries().observe(u64::from(attempts - 1)),
                 }
                 if !self.span.is_disabled() {
                     self.span.record("rpc.response.status_code", code.as_str());
@@ -115,12 +113,12 @@ impl Ending {
                         self.span.record("otel.status_code", "ERROR");
                     }
                 }
-                if self.shared.recent.wants(code, elapsed) {
-                    self.shared.recent.push(RecentCall {
+                if self.side.shared.recent.wants(code, elapsed) {
+                    self.side.shared.recent.push(RecentCall {
                         ended: SystemTime::now(),
                         side: Side::Client,
                         method: self.stats.method.clone(),
-                        peer: self.target.target.clone(),
+                        peer: self.side.target.target.clone(),
                         code,
                         message: status.message().to_string(),
                         duration: elapsed,
@@ -176,7 +174,8 @@ where
 
     fn call(&mut self, mut request: CallRequest) -> Self::Future {
         let start = Instant::now();
-        let stats = self.target.get(request.path().as_str());
+        let target = &self.side.target;
+        let stats = target.get(request.path().as_str());
         let context = match request
             .extensions()
             .get::<TraceContext>()
@@ -184,16 +183,20 @@ where
             .or_else(TraceContext::current)
         {
             Some(parent) => parent.child(),
-            None => TraceContext::new_root(self.shared.sample_root()),
+            None => TraceContext::new_root(self.side.shared.sample_root()),
         };
         propagation::inject(&context, request.metadata_mut());
         // A counter of attempts only for an attempt layer to count in (an
         // extension costs a map and a box per call).
-        let attempts = self.target.attempt_layer.load(Ordering::Relaxed).then(|| {
+        let attempts = if target.attempt_layer.load(Ordering::Relaxed) {
             let attempts = AttemptCount::default();
             request.extensions_mut().insert(attempts.clone());
-            attempts
-        });
+            Some(attempts)
+        } else {
+            // The call is its one attempt.
+            stats.attempts_started.fetch_add(1, Ordering::Relaxed);
+            None
+        };
         let span = tracing::info_span!(
             "rpc.client",
             otel.name = &*stats.method,
@@ -202,7 +205,7 @@ where
             rpc.system.name = "sinew",
             rpc.method = &*stats.method,
             rpc.response.status_code = Empty,
-            server.address = &*self.target.target,
+            server.address = &*target.target,
             trace_id = %context.trace_id(),
             span_id = %context.span_id(),
             parent_span_id = Empty,
@@ -221,8 +224,7 @@ where
             stats,
             span,
             call: Some((context.trace_id(), attempts)),
-            shared: self.shared.clone(),
-            target: self.target.clone(),
+            side: self.side.clone(),
         };
         ClientTelemetryFuture {
             inner: response,
@@ -235,8 +237,7 @@ where
 /// [`Telemetry::attempt_layer`](crate::Telemetry::attempt_layer).
 #[derive(Clone, Debug)]
 pub struct AttemptTelemetryLayer {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) target: Arc<ClientTarget>,
+    pub(crate) side: Arc<ClientSide>,
 }
 
 impl<S> Layer<S> for AttemptTelemetryLayer {
@@ -245,8 +246,7 @@ impl<S> Layer<S> for AttemptTelemetryLayer {
     fn layer(&self, inner: S) -> AttemptTelemetry<S> {
         AttemptTelemetry {
             inner,
-            shared: self.shared.clone(),
-            target: self.target.clone(),
+            side: self.side.clone(),
         }
     }
 }
@@ -255,8 +255,7 @@ impl<S> Layer<S> for AttemptTelemetryLayer {
 #[derive(Clone, Debug)]
 pub struct AttemptTelemetry<S> {
     inner: S,
-    shared: Arc<Shared>,
-    target: Arc<ClientTarget>,
+    side: Arc<ClientSide>,
 }
 
 impl<S> Service<CallRequest> for AttemptTelemetry<S>
@@ -273,7 +272,7 @@ where
 
     fn call(&mut self, request: CallRequest) -> Self::Future {
         let start = Instant::now();
-        let stats = self.target.get(request.path().as_str());
+        let stats = self.side.target.get(request.path().as_str());
         stats.attempts_started.fetch_add(1, Ordering::Relaxed);
         if let Some(attempts) = request.extensions().get::<AttemptCount>() {
             attempts.0.fetch_add(1, Ordering::Relaxed);
@@ -283,8 +282,7 @@ where
             stats,
             span: tracing::Span::none(),
             call: None,
-            shared: self.shared.clone(),
-            target: self.target.clone(),
+            side: self.side.clone(),
         };
         ClientTelemetryFuture {
             inner: self.inner.call(request),

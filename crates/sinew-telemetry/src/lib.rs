@@ -108,8 +108,10 @@ impl Telemetry {
     /// [`client`].
     pub fn client_layer(&self, target: &str) -> ClientTelemetryLayer {
         ClientTelemetryLayer {
-            shared: self.shared.clone(),
-            target: self.shared.metrics.calls().client(target),
+            side: Arc::new(client::ClientSide {
+                shared: self.shared.clone(),
+                target: self.shared.metrics.calls().client(target),
+            }),
         }
     }
 
@@ -121,8 +123,10 @@ impl Telemetry {
             .attempt_layer
             .store(true, std::sync::atomic::Ordering::Relaxed);
         AttemptTelemetryLayer {
-            shared: self.shared.clone(),
-            target,
+            side: Arc::new(client::ClientSide {
+                shared: self.shared.clone(),
+                target,
+            }),
         }
     }
 

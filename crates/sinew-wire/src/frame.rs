@@ -437,15 +437,16 @@ impl Reader<'_> {
         while self.bytes.has_remaining() {
             let key_len = self.bytes.get_u8() as usize;
             debug_assert!(key_len <= MAX_KEY_LEN);
-            let key = self.take(key_len)?;
-            let key = std::str::from_utf8(&key)
+            let key_bytes = self.take(key_len)?;
+            let key = std::str::from_utf8(&key_bytes)
                 .map_err(|_| WireError::protocol("metadata key is not ASCII"))?;
             MetadataMap::validate_key(key).map_err(|e| WireError::protocol(e.to_string()))?;
             let value_len = self.u32()? as usize;
             let value = self.take(value_len)?;
             MetadataMap::validate_value(key, &value)
                 .map_err(|e| WireError::protocol(e.to_string()))?;
-            map.push_unchecked(key.to_owned(), value);
+            // The key is a slice of the frame, as the value is: no copy.
+            map.push_unchecked(key_bytes, value);
         }
         Ok(map)
     }

@@ -12,8 +12,14 @@
 //! not hold never scans it. How much metadata a peer may send at all is
 //! bounded by the receiver's `MAX_HEADER_LIST_SIZE` setting
 //! ([`Settings`](crate::Settings)).
+//!
+//! Cheap for the few entries calls usually carry: the first two live inline
+//! in the map's one allocation, keys decoded from a frame are slices of it,
+//! and a key known at compile time ([`MetadataMap::insert_static`]) is not
+//! copied.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -39,10 +45,17 @@ pub struct MetadataMap {
 
 #[derive(Clone, Default)]
 struct Inner {
-    entries: Vec<(String, Bytes)>,
+    /// Keys are checked (`[a-z0-9-_.]`, so also UTF-8) before they get here.
+    entries: SmallVec<[(Bytes, Bytes); 2]>,
     /// Values per key, kept once the map has more than [`INDEX_AFTER`]
     /// entries (below that a scan is cheaper than hashing).
-    counts: Option<HashMap<String, usize>>,
+    counts: Option<HashMap<Bytes, usize>>,
+}
+
+/// A checked key as text.
+fn key_str(key: &Bytes) -> &str {
+    // Keys are checked ASCII on the way in: never the empty fallback.
+    std::str::from_utf8(key).unwrap_or_default()
 }
 
 /// Longest key, in bytes (its length is one byte on the wire).
@@ -57,18 +70,18 @@ impl MetadataMap {
         MetadataMap { inner: None }
     }
 
-    fn entries(&self) -> &[(String, Bytes)] {
+    fn entries(&self) -> &[(Bytes, Bytes)] {
         self.inner.as_deref().map_or(&[], |inner| &inner.entries)
     }
 
-    fn counts(&self) -> Option<&HashMap<String, usize>> {
+    fn counts(&self) -> Option<&HashMap<Bytes, usize>> {
         self.inner
             .as_deref()
             .and_then(|inner| inner.counts.as_ref())
     }
 
     /// Appends one entry, keeping the index.
-    fn push(&mut self, key: String, value: Bytes) {
+    fn push(&mut self, key: Bytes, value: Bytes) {
         let inner = self.inner.get_or_insert_with(Box::default);
         match &mut inner.counts {
             Some(counts) => *counts.entry(key.clone()).or_insert(0) += 1,
@@ -87,8 +100,8 @@ impl MetadataMap {
     /// Whether `key` has a value, without a scan when the map is indexed.
     pub fn contains_key(&self, key: &str) -> bool {
         match self.counts() {
-            Some(counts) => counts.contains_key(key),
-            None => self.entries().iter().any(|(k, _)| k == key),
+            Some(counts) => counts.contains_key(key.as_bytes()),
+            None => self.entries().iter().any(|(k, _)| k == key.as_bytes()),
         }
     }
 
@@ -120,7 +133,23 @@ impl MetadataMap {
         Self::validate_key(key)?;
         Self::validate_value(key, value.as_bytes())?;
         self.remove(key);
-        self.push(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()));
+        self.push(
+            Bytes::copy_from_slice(key.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        );
+        Ok(())
+    }
+
+    /// [`MetadataMap::insert`] for a key known at compile time, which is
+    /// not copied (for layers that set the same key on every call).
+    pub fn insert_static(&mut self, key: &'static str, value: &str) -> Result<(), InvalidMetadata> {
+        Self::validate_key(key)?;
+        Self::validate_value(key, value.as_bytes())?;
+        self.remove(key);
+        self.push(
+            Bytes::from_static(key.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        );
         Ok(())
     }
 
@@ -128,7 +157,10 @@ impl MetadataMap {
     pub fn append(&mut self, key: &str, value: &str) -> Result<(), InvalidMetadata> {
         Self::validate_key(key)?;
         Self::validate_value(key, value.as_bytes())?;
-        self.push(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()));
+        self.push(
+            Bytes::copy_from_slice(key.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        );
         Ok(())
     }
 
@@ -143,12 +175,12 @@ impl MetadataMap {
             return Err(InvalidMetadata::Key(key.to_owned()));
         }
         self.remove(key);
-        self.push(key.to_owned(), value.into());
+        self.push(Bytes::copy_from_slice(key.as_bytes()), value.into());
         Ok(())
     }
 
     /// Adds an entry whose key and value were already validated (decoding, merging).
-    pub(crate) fn push_unchecked(&mut self, key: String, value: Bytes) {
+    pub(crate) fn push_unchecked(&mut self, key: Bytes, value: Bytes) {
         self.push(key, value);
     }
 
@@ -160,12 +192,15 @@ impl MetadataMap {
 
     /// The first value of `key` as bytes.
     pub fn get_bin(&self, key: &str) -> Option<&[u8]> {
-        if self.counts().is_some_and(|c| !c.contains_key(key)) {
+        if self
+            .counts()
+            .is_some_and(|c| !c.contains_key(key.as_bytes()))
+        {
             return None;
         }
         self.entries()
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| k == key.as_bytes())
             .map(|(_, v)| v.as_ref())
     }
 
@@ -173,7 +208,7 @@ impl MetadataMap {
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.entries()
             .iter()
-            .filter(move |(k, _)| k == key)
+            .filter(move |(k, _)| k == key.as_bytes())
             .map(|(_, v)| v.as_ref())
     }
 
@@ -183,12 +218,12 @@ impl MetadataMap {
             return 0;
         };
         if let Some(counts) = &mut inner.counts {
-            if counts.remove(key).is_none() {
+            if counts.remove(key.as_bytes()).is_none() {
                 return 0;
             }
         }
         let before = inner.entries.len();
-        inner.entries.retain(|(k, _)| k != key);
+        inner.entries.retain(|(k, _)| k != key.as_bytes());
         before - inner.entries.len()
     }
 
@@ -205,7 +240,7 @@ impl MetadataMap {
 
     /// All entries in order, as (key, value bytes).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries().iter().map(|(k, v)| (k.as_str(), v.as_ref()))
+        self.entries().iter().map(|(k, v)| (key_str(k), v.as_ref()))
     }
 
     /// Number of entries (a key with two values counts twice).
@@ -239,9 +274,10 @@ impl fmt::Debug for MetadataMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
         for (key, value) in self.entries() {
+            let key = key_str(key);
             match std::str::from_utf8(value) {
-                Ok(text) if !key.ends_with("-bin") => map.entry(key, &text),
-                _ => map.entry(key, value),
+                Ok(text) if !key.ends_with("-bin") => map.entry(&key, &text),
+                _ => map.entry(&key, value),
             };
         }
         map.finish()

@@ -53,14 +53,38 @@ pub struct Dispatch;
 impl tower::Service<ServerCall> for Dispatch {
     type Response = Status;
     type Error = Status;
-    type Future = BoxFuture<'static, Result<Status, Status>>;
+    type Future = DispatchFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
-        Box::pin(run(call).map(Ok))
+    fn call(&mut self, call: ServerCall) -> DispatchFuture {
+        DispatchFuture { running: run(call) }
+    }
+}
+
+pin_project! {
+    /// A call dispatched by [`Dispatch`], run to its end: resolves to the
+    /// status it ended with (never an error). Not boxed: the stack around
+    /// it boxes it once.
+    pub struct DispatchFuture {
+        #[pin]
+        running: Running,
+    }
+}
+
+impl Future for DispatchFuture {
+    type Output = Result<Status, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().running.poll(cx).map(Ok)
+    }
+}
+
+impl std::fmt::Debug for DispatchFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchFuture").finish_non_exhaustive()
     }
 }
 

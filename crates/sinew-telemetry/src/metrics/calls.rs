@@ -122,7 +122,9 @@ impl ClientMethod {
         self.call_durations.snapshots().collect()
     }
 
-    /// The durations of each attempt, per status code.
+    /// The durations of each attempt, per status code, when an attempt
+    /// layer counts them; empty otherwise (each call is then its one
+    /// attempt, and [`ClientMethod::call_durations`] are the attempts').
     pub fn attempt_durations(&self) -> Vec<(Code, Snapshot)> {
         self.attempt_durations.snapshots().collect()
     }
@@ -273,6 +275,12 @@ impl ClientTarget {
     /// The target, as the client was named (`grpc.target`).
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Whether an attempt layer counts this target's attempts (else each
+    /// call is counted as its one attempt).
+    pub fn counts_attempts(&self) -> bool {
+        self.attempt_layer.load(Ordering::Relaxed)
     }
 
     /// The figures of calls to `path` (`/package.Service/Method`).

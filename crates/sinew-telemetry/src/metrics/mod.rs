@@ -205,7 +205,7 @@ impl Collector for CallCollector {
                 target
                     .methods()
                     .into_iter()
-                    .map(move |method| (target.target.clone(), method))
+                    .map(move |method| (target.target.clone(), target.counts_attempts(), method))
             })
             .collect();
         {
@@ -215,7 +215,7 @@ impl Collector for CallCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (target, method) in &per_method {
+            for (target, _, method) in &per_method {
                 let labels = [("grpc_method", &*method.method), ("grpc_target", target)];
                 family
                     .encode_family(&labels)?
@@ -240,8 +240,9 @@ impl Collector for CallCollector {
                 Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?;
-            for (target, method) in &per_method {
-                let durations = match attempts {
+            for (target, counts_attempts, method) in &per_method {
+                // Without an attempt layer each call was its one attempt.
+                let durations = match attempts && *counts_attempts {
                     true => &method.attempt_durations,
                     false => &method.call_durations,
                 };
@@ -262,7 +263,7 @@ impl Collector for CallCollector {
                 None,
                 MetricType::Histogram,
             )?;
-            for (target, method) in &per_method {
+            for (target, _, method) in &per_method {
                 if let Some(retries) = method.retries.get() {
                     let labels = [("grpc_method", &*method.method), ("grpc_target", target)];
                     Encoded(retries.snapshot()).encode(family.encode_family(&labels)?)?;

@@ -70,16 +70,23 @@ pub fn inject(context: &TraceContext, metadata: &mut MetadataMap) {
     let mut header = [0u8; 55];
     write_traceparent(context, &mut header);
     let header = std::str::from_utf8(&header).expect("hex digits and dashes");
-    metadata.remove(TRACEPARENT);
-    // Valid by construction: ASCII header names and values.
-    let _ = metadata.insert(TRACEPARENT, header);
-    metadata.remove(TRACESTATE);
-    if let Some(state) = &context.state {
-        let _ = metadata.insert(TRACESTATE, state);
+    // Valid by construction: ASCII header names and checked values.
+    let _ = metadata.insert_static(TRACEPARENT, header);
+    match &context.state {
+        Some(state) => {
+            let _ = metadata.insert_static(TRACESTATE, state);
+        }
+        None => {
+            metadata.remove(TRACESTATE);
+        }
     }
-    metadata.remove(BAGGAGE);
-    if let Some(baggage) = &context.baggage {
-        let _ = metadata.insert(BAGGAGE, baggage);
+    match &context.baggage {
+        Some(baggage) => {
+            let _ = metadata.insert_static(BAGGAGE, baggage);
+        }
+        None => {
+            metadata.remove(BAGGAGE);
+        }
     }
 }
 
