@@ -3,17 +3,22 @@
 # TCP port and a Unix socket, both on this machine only) is called by
 # tests/interop/python/interop_client.py, using grpcio from PyPI installed in a
 # virtualenv this script creates; then tests/interop/python/tls_client.py calls
-# sinew servers over TLS and mutual TLS (scripts/tls-fixtures.sh). Servers are
-# stopped afterwards, whatever happens. Part of scripts/test.sh.
+# sinew servers over TLS and mutual TLS (scripts/tls-fixtures.sh); then
+# tests/interop/python/otel_trace.py follows one trace from a grpcio client
+# instrumented with OpenTelemetry through `sinew serve --forward` to an
+# instrumented grpcio server (sinew's spans reach the script over OTLP).
+# Servers are stopped afterwards, whatever happens. Part of scripts/test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 venv="$root/target/interop/python-venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import grpc, grpc_tools, grpc_health, grpc_reflection" 2>/dev/null; then
-  echo "creating $venv with grpcio from PyPI..."
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import grpc, grpc_tools, grpc_health, grpc_reflection, opentelemetry.instrumentation.grpc, opentelemetry.proto" 2>/dev/null; then
+  echo "creating $venv with grpcio and OpenTelemetry from PyPI..."
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
+    grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 \
+    opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-proto==1.45.2 \
+    opentelemetry-instrumentation-grpc==0.66b2
 fi
 cargo build --quiet --locked -p sinew-cli
 work="$(mktemp -d)"
@@ -106,3 +111,6 @@ stop_tls_servers() {
 trap 'stop_tls_servers; stop_python; cleanup' EXIT
 . scripts/tls-fixtures.sh
 timeout 120 "$venv/bin/python" tests/interop/python/tls_client.py --pki "$pki" --other-pki "$other_pki" --tls "127.0.0.1:$tls_port" --mtls "127.0.0.1:$mtls_port"
+
+echo "-- one trace: grpcio + OpenTelemetry -> sinew serve --forward -> grpcio + OpenTelemetry"
+timeout 120 "$venv/bin/python" tests/interop/python/otel_trace.py --sinew target/debug/sinew

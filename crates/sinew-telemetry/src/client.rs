@@ -17,6 +17,7 @@
 //! many attempts a call took (`grpc.client.call.retries`). Without it the
 //! call layer counts each call as its one attempt.
 
+use crate::export::{FinishedSpan, SpanKind};
 use crate::metrics::calls::ClientTarget;
 use crate::metrics::ClientMethod;
 use crate::recent::{RecentCall, Side};
@@ -77,9 +78,9 @@ struct Ending {
     start: Instant,
     stats: Arc<ClientMethod>,
     span: tracing::Span,
-    /// Set on a call (not an attempt): its trace id, and its attempt
+    /// Set on a call (not an attempt): its trace context, and its attempt
     /// counter when an attempt layer counts them.
-    call: Option<(crate::trace::TraceId, Option<AttemptCount>)>,
+    call: Option<(TraceContext, Option<AttemptCount>)>,
     side: Arc<ClientSide>,
 }
 
@@ -93,7 +94,7 @@ impl Ending {
                 .attempt_durations
                 .get(code)
                 .observe_duration(elapsed),
-            Some((trace_id, attempts)) => {
+            Some((context, attempts)) => {
                 self.stats
                     .call_durations
                     .get(code)
@@ -122,8 +123,31 @@ impl Ending {
                         code,
                         message: status.message().to_string(),
                         duration: elapsed,
-                        trace_id: *trace_id,
+                        trace_id: context.trace_id(),
                     });
+                }
+                if let Some(export) = &self.side.shared.export {
+                    if context.is_sampled() {
+                        let end = SystemTime::now();
+                        export.send(FinishedSpan {
+                            name: self.stats.method.clone(),
+                            kind: SpanKind::Client,
+                            trace_id: context.trace_id(),
+                            span_id: context.span_id(),
+                            parent_span_id: context.parent_span_id(),
+                            parent_is_remote: false,
+                            start: end.checked_sub(elapsed).unwrap_or(end),
+                            end,
+                            attributes: vec![
+                                ("rpc.system.name", "sinew".to_owned()),
+                                ("rpc.method", self.stats.method.to_string()),
+                                ("rpc.response.status_code", code.as_str().to_owned()),
+                                ("server.address", self.side.target.target.to_string()),
+                            ],
+                            code,
+                            message: status.message().to_owned(),
+                        });
+                    }
                 }
             }
         }
@@ -223,7 +247,7 @@ where
             start,
             stats,
             span,
-            call: Some((context.trace_id(), attempts)),
+            call: Some((context, attempts)),
             side: self.side.clone(),
         };
         ClientTelemetryFuture {

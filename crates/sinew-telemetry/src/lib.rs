@@ -32,15 +32,18 @@
 //! subscriber that does not want them filters the target
 //! `sinew_telemetry`. Metric names are listed in [`metrics`].
 //!
-//! What this crate does not do: export spans (a `tracing` subscriber's
-//! job, or an OpenTelemetry exporter's), or decide sampling for others
-//! (the sampled flag is passed on as received; new traces are sampled at
-//! [`TelemetryBuilder::sample_ratio`]).
+//! Sampled spans go to an OpenTelemetry collector with feature `otlp`
+//! ([`export::otlp`], [`TelemetryBuilder::export`]), with the ids that went
+//! into `traceparent`, so a trace is whole across sinew and other
+//! OpenTelemetry services. Sampling is decided where a trace starts: the
+//! sampled flag is passed on as received, and new traces are sampled at
+//! [`TelemetryBuilder::sample_ratio`].
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod client;
+pub mod export;
 pub mod metrics;
 pub mod recent;
 pub mod server;
@@ -70,6 +73,7 @@ pub(crate) struct Shared {
     pub(crate) recent: RecentCalls,
     readiness: Readiness,
     sample_ratio: f64,
+    pub(crate) export: Option<export::Export>,
 }
 
 impl Shared {
@@ -150,6 +154,23 @@ impl Telemetry {
         &self.shared.readiness
     }
 
+    /// Resolves once the spans of the calls that ended so far were handed
+    /// to the exporter (at once without one): before a process exits.
+    pub async fn flush(&self) {
+        if let Some(export) = &self.shared.export {
+            export.flush().await;
+        }
+    }
+
+    /// Spans the exporter had to drop (its queue full: the collector too
+    /// slow or unreachable).
+    pub fn dropped_spans(&self) -> u64 {
+        self.shared
+            .export
+            .as_ref()
+            .map_or(0, export::Export::dropped)
+    }
+
     /// Serves the admin endpoint on `address` (see [`admin`]).
     pub async fn serve_admin(&self, address: std::net::SocketAddr) -> std::io::Result<AdminServer> {
         AdminServer::bind(address, self.clone()).await
@@ -162,6 +183,7 @@ pub struct TelemetryBuilder {
     sample_ratio: f64,
     slow_call: Duration,
     recent_calls: usize,
+    export: Option<export::Export>,
 }
 
 impl Default for TelemetryBuilder {
@@ -170,6 +192,7 @@ impl Default for TelemetryBuilder {
             sample_ratio: 0.0,
             slow_call: Duration::from_millis(250),
             recent_calls: 100,
+            export: None,
         }
     }
 }
@@ -201,6 +224,13 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Sends the spans of sampled calls to `export` (with feature `otlp`,
+    /// [`export::otlp`]: any OpenTelemetry collector).
+    pub fn export(mut self, export: export::Export) -> Self {
+        self.export = Some(export);
+        self
+    }
+
     /// The telemetry.
     pub fn build(self) -> Telemetry {
         Telemetry {
@@ -209,6 +239,7 @@ impl TelemetryBuilder {
                 recent: RecentCalls::new(self.slow_call, self.recent_calls),
                 readiness: Readiness::default(),
                 sample_ratio: self.sample_ratio,
+                export: self.export,
             }),
         }
     }

@@ -15,6 +15,7 @@
 //! before the others), so that calls other layers refuse are counted and
 //! traced too.
 
+use crate::export::{FinishedSpan, SpanKind};
 use crate::metrics::ServerMethod;
 use crate::recent::{RecentCall, Side};
 use crate::trace::{self, propagation, TraceContext};
@@ -108,6 +109,17 @@ where
                 span.record("parent_span_id", tracing::field::display(parent));
             }
         }
+        // Only a span that will be exported needs its peer as text.
+        let peer = (context.is_sampled() && self.shared.export.is_some())
+            .then(|| {
+                call.peer()
+                    .and_then(|peer| peer.address())
+                    .map(ToString::to_string)
+            })
+            .flatten();
+        let original =
+            (context.is_sampled() && self.shared.export.is_some() && call.method().is_none())
+                .then(|| call.path().to_owned());
         let mut context = Some(context);
         let inner = {
             let _entered = span.enter();
@@ -122,6 +134,7 @@ where
             start,
             stats,
             shared: self.shared.clone(),
+            exported: (peer, original),
         }
     }
 }
@@ -137,6 +150,9 @@ pin_project! {
         start: Instant,
         stats: Arc<ServerMethod>,
         shared: Arc<Shared>,
+        // For an exported span: the peer's address and the path as sent
+        // (for a method no service offers).
+        exported: (Option<String>, Option<String>),
     }
 }
 
@@ -166,6 +182,45 @@ where
                 .record("rpc.response.status_code", status.code().as_str());
             if status.code() != sinew_rpc::Code::Ok {
                 this.span.record("otel.status_code", "ERROR");
+            }
+        }
+        if let (Some(export), Some(context)) = (&this.shared.export, this.context.as_ref()) {
+            if context.is_sampled() {
+                let (peer, original) = std::mem::take(this.exported);
+                let mut attributes = vec![
+                    ("rpc.system.name", this.stats.system.to_owned()),
+                    ("rpc.method", this.stats.method.to_string()),
+                    (
+                        "rpc.response.status_code",
+                        status.code().as_str().to_owned(),
+                    ),
+                ];
+                if let Some(peer) = peer {
+                    attributes.push(("network.peer.address", peer));
+                }
+                // A path no service describes (a forwarding server's
+                // calls) names the span as sent; the metrics keep `_OTHER`.
+                let name = match &original {
+                    Some(path) => Arc::from(path.trim_start_matches('/')),
+                    None => this.stats.method.clone(),
+                };
+                if let Some(original) = original {
+                    attributes.push(("rpc.method_original", original));
+                }
+                let end = SystemTime::now();
+                export.send(FinishedSpan {
+                    name,
+                    kind: SpanKind::Server,
+                    trace_id: context.trace_id(),
+                    span_id: context.span_id(),
+                    parent_span_id: context.parent_span_id(),
+                    parent_is_remote: true,
+                    start: end.checked_sub(elapsed).unwrap_or(end),
+                    end,
+                    attributes,
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                });
             }
         }
         if this.shared.recent.wants(status.code(), elapsed) {

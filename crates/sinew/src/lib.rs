@@ -151,6 +151,8 @@
 //!   through handlers' own calls, per-method metrics with OpenTelemetry and
 //!   gRPC (A66) names, and an admin HTTP endpoint serving them to
 //!   Prometheus.
+//! * `otlp`: the spans of sampled calls sent to an OpenTelemetry collector
+//!   over OTLP/gRPC ([`telemetry::export`]), on `opentelemetry-otlp`.
 //! * `dev-certs`: a throwaway certificate authority (`sinew::tls::dev`) for
 //!   tests, demos and development.
 

@@ -39,6 +39,21 @@ pub(crate) struct Args {
     /// bind it where only operators reach, e.g. 127.0.0.1:9000.
     #[arg(long, value_name = "HOST:PORT")]
     admin: Option<std::net::SocketAddr>,
+    /// Pass every call to a service this server does not have on to
+    /// ADDRESS (any address `sinew call` takes: a sinew server, or a gRPC
+    /// one with grpc://), messages untouched, metadata, deadlines and
+    /// statuses kept, the trace continued.
+    #[arg(long, value_name = "ADDRESS")]
+    forward: Option<String>,
+    /// Send the spans of sampled calls to the OpenTelemetry collector at
+    /// URL over OTLP/gRPC (e.g. http://127.0.0.1:4317).
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
+    /// The share of traces started here (calls without a traceparent) to
+    /// sample, from 0 to 1; a caller's decision is kept. Default: 1 with
+    /// --otlp, else 0.
+    #[arg(long, value_name = "RATIO")]
+    sample_ratio: Option<f64>,
     /// Address to listen on: tcp://HOST:PORT, tls://HOST:PORT (needs
     /// --tls-cert and --tls-key), unix:///PATH or shm:///PATH (repeatable).
     /// Default: tcp://127.0.0.1:0 (tls://127.0.0.1:0 with --tls-cert), a free
@@ -413,8 +428,26 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     }
     // Telemetry first, so that calls the layers below refuse are traced
     // and counted too.
-    let telemetry = Telemetry::new();
+    let mut settings =
+        Telemetry::builder().sample_ratio(args.sample_ratio.unwrap_or(if args.otlp.is_some() {
+            1.0
+        } else {
+            0.0
+        }));
+    if let Some(endpoint) = &args.otlp {
+        let export = sinew::telemetry::export::otlp(endpoint, "sinew")
+            .map_err(|error| CliError::usage(error.to_string()))?;
+        settings = settings.export(export);
+    }
+    let telemetry = settings.build();
     builder = builder.layer(telemetry.server_layer());
+    if let Some(upstream) = &args.forward {
+        let channel = sinew::connect(upstream).await.map_err(|status| {
+            CliError::failure(format!("cannot reach {upstream}: {}", status.message()))
+        })?;
+        let upstream_client = tower::Layer::layer(&telemetry.client_layer(upstream), channel);
+        builder = builder.fallback(sinew::rpc::server::Forward::new(upstream_client));
+    }
     // Who the caller is (a token) before what it may call (the policy),
     // both before anything spends work on the call.
     if let Some(authenticate) = args.security.authenticate()? {
@@ -498,6 +531,8 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     println!("press Ctrl-C to shut down gracefully");
     let _ = std::io::stdout().flush();
     let report = server.serve_with_shutdown(shutdown).await;
+    // The spans of the last calls, before the process ends.
+    telemetry.flush().await;
     if let Some(admin) = admin {
         admin.shutdown().await;
     }
