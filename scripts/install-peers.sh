@@ -6,7 +6,8 @@
 # independent gRPC load generator), and etcd-server (etcd 3.4, the registry
 # and shared-state tests start their own members on free ports), and
 # prometheus (the observability test starts one that scrapes a sinew
-# server's admin endpoint). Used by
+# server's admin endpoint), and chromium (the dashboard test drives it
+# headless). Used by
 # test.sh and interop-go.sh.
 set -euo pipefail
 missing=()
@@ -15,6 +16,7 @@ command -v go >/dev/null || missing+=(golang-go)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v prometheus >/dev/null || missing+=(prometheus)
+[ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian..."
   export DEBIAN_FRONTEND=noninteractive

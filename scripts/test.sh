@@ -5,7 +5,7 @@
 #
 # On a fresh machine it installs what the tests need (grpcio from PyPI in a
 # virtualenv under target/, golang-go, golang-google-grpc-dev,
-# nghttp2-client, etcd-server and prometheus from Debian,
+# nghttp2-client, etcd-server, prometheus and chromium from Debian,
 # cargo-fuzz from crates.io), runs format and lint
 # checks, every unit, integration and doc test, every example, the README's
 # from-scratch crate, the interop tests against real
@@ -29,12 +29,13 @@ section "toolchain"
 cargo --version
 rustc --version
 
-section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers, h2load, etcd, prometheus)"
+section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers, h2load, etcd, prometheus, chromium)"
 scripts/install-peers.sh
 go version
 h2load --version | head -1
 etcd --version | head -1
 prometheus --version 2>&1 | head -1
+/usr/lib/chromium/chromium --version
 
 section "format"
 cargo fmt --all -- --check

@@ -64,6 +64,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// List the members of a gossip cluster (or what is registered in etcd) and each service's endpoints.
     Members(cmd::members::Args),
+    /// Serve a live web page of a gossip cluster: its members, each method's calls a second, errors and latency, recent failures.
+    Dashboard(cmd::dashboard::Args),
+    /// Show each method's live figures in the terminal, from an admin endpoint or a whole gossip cluster.
+    Top(cmd::top::Args),
     /// Make a throwaway CA and certificates, for trying TLS and mutual TLS.
     Certs(cmd::certs::Args),
 }
@@ -89,6 +93,8 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
+            Command::Dashboard(args) => cmd::dashboard::run(args).await,
+            Command::Top(args) => cmd::top::run(args).await,
             Command::Certs(args) => cmd::certs::run(args).await,
         }
     });

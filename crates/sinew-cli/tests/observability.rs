@@ -175,6 +175,37 @@ fn prometheus_scrapes_the_admin_endpoint_and_promql_finds_the_calls() {
         "{text}"
     );
 
+    // The dashboard's data, and `sinew top` reading it.
+    let (status, page) = get(admin, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("api/events"), "the dashboard page");
+    let (status, snapshot) = get(admin, "/api/snapshot");
+    assert_eq!(status, 200);
+    let snapshot: serde_json::Value = serde_json::from_str(&snapshot).unwrap();
+    assert_eq!(snapshot["ready"], true);
+    assert!(snapshot["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(
+            |series| series["method"] == "grpc.examples.echo.Echo/UnaryEcho"
+                && series["side"] == "server"
+        ));
+    let output = sinew()
+        .args(["top", &format!("http://{admin}"), "--once"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let row = table
+        .lines()
+        .find(|line| line.contains("grpc.examples.echo.Echo/UnaryEcho") && line.contains(" sinew "))
+        .unwrap_or_else(|| panic!("no echo row in\n{table}"));
+    assert!(
+        row.trim_end().ends_with(" 3"),
+        "three calls over sinew: {row}"
+    );
+
     let (_prometheus, web) = start_prometheus(admin, &dir);
     let started = query(
         web,

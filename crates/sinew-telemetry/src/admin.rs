@@ -6,6 +6,9 @@
 //! | `GET /metrics` | every metric, Prometheus text format 0.0.4 |
 //! | `GET /healthz` | `200 ok` while the process serves HTTP at all (liveness) |
 //! | `GET /readyz` | `200 ready`, or `503` with the reason while not ready (readiness: starting, draining) |
+//! | `GET /` | the live dashboard: every method's calls a second, errors, p50 and p99 over the last five minutes, recent slow and failed calls with their trace ids (one page, assets inside the binary) |
+//! | `GET /api/snapshot` | what the dashboard shows, as JSON ([`Snapshot`]; `?latest=1`: each method's newest point only) |
+//! | `GET /api/events` | the same, live: a server-sent event every second with each method's newest point |
 //!
 //! HTTP/1.1 on its own port, meant for loopback or a management network:
 //! it has no authentication (as Prometheus exporters, Envoy's admin port and
@@ -14,15 +17,23 @@
 //! connections, request heads within [`HEADER_TIMEOUT`], no request bodies
 //! read.
 
+use crate::timeline::Series;
+use crate::RecentCall;
 use crate::Telemetry;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -83,9 +94,26 @@ impl AdminServer {
     /// Binds `address` and serves `telemetry`'s endpoint there.
     pub async fn bind(address: SocketAddr, telemetry: Telemetry) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(address).await?;
+        // The dashboard's history starts now.
+        telemetry.timeline();
+        AdminServer::serve(listener, Site::Admin(telemetry))
+    }
+
+    /// Binds `address` and serves the dashboard page there with figures
+    /// from `source` (`sinew dashboard`: a whole cluster's), at `/`,
+    /// `/api/snapshot` and `/api/events`.
+    pub async fn bind_dashboard(
+        address: SocketAddr,
+        source: impl DashboardSource,
+    ) -> std::io::Result<AdminServer> {
+        let listener = TcpListener::bind(address).await?;
+        AdminServer::serve(listener, Site::Dashboard(Arc::new(source)))
+    }
+
+    fn serve(listener: TcpListener, site: Site) -> std::io::Result<AdminServer> {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept(listener, telemetry, stopped));
+        let task = tokio::spawn(accept(listener, site, stopped));
         Ok(AdminServer {
             local_addr,
             stop,
@@ -105,7 +133,35 @@ impl AdminServer {
     }
 }
 
-async fn accept(listener: TcpListener, telemetry: Telemetry, mut stopped: watch::Receiver<bool>) {
+/// Where the figures a dashboard shows come from, other than this
+/// process's own telemetry: `sinew dashboard` gathers a cluster's.
+pub trait DashboardSource: Send + Sync + 'static {
+    /// The JSON the page reads: `{"members": [...], "processes": [...]}`,
+    /// each process as its own `/api/snapshot` (with a `member` name); with
+    /// `latest`, each series with only its newest point.
+    fn snapshot(&self, latest: bool) -> BoxFuture<'static, Vec<u8>>;
+}
+
+/// What an endpoint serves: one process's admin pages, or a dashboard fed
+/// from elsewhere.
+#[derive(Clone)]
+enum Site {
+    Admin(Telemetry),
+    Dashboard(Arc<dyn DashboardSource>),
+}
+
+impl Site {
+    async fn snapshot(&self, latest: bool) -> Vec<u8> {
+        match self {
+            Site::Admin(telemetry) => {
+                serde_json::to_vec(&Snapshot::of(telemetry, latest)).unwrap_or_default()
+            }
+            Site::Dashboard(source) => source.snapshot(latest).await,
+        }
+    }
+}
+
+async fn accept(listener: TcpListener, site: Site, mut stopped: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -127,13 +183,13 @@ async fn accept(listener: TcpListener, telemetry: Telemetry, mut stopped: watch:
             },
             _ = stopped.changed() => return,
         };
-        let telemetry = telemetry.clone();
+        let site = site.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&telemetry, &request);
-                async move { Ok::<_, std::convert::Infallible>(response) }
+                let site = site.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(site, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -149,13 +205,145 @@ async fn accept(listener: TcpListener, telemetry: Telemetry, mut stopped: watch:
     }
 }
 
-fn respond(telemetry: &Telemetry, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// A response body: whole, or the event stream.
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The dashboard page: HTML, styles and script in one file, in the binary.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Everything the dashboard shows of one process.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+    /// The process.
+    pub process: Process,
+    /// Whether `/readyz` says ready, and if not, why.
+    pub ready: bool,
+    /// Why not ready (empty when ready).
+    pub reason: String,
+    /// Each method's history (or only its newest point, in events).
+    pub series: Vec<Series>,
+    /// Recent slow and failed calls, newest first.
+    pub recent: Vec<RecentJson>,
+}
+
+/// Which process.
+#[derive(Debug, Serialize)]
+pub struct Process {
+    /// Its id.
+    pub pid: u32,
+    /// sinew's version.
+    pub version: &'static str,
+    /// Seconds since its telemetry started.
+    pub uptime_s: u64,
+    /// Calls that took at least this long count as slow, milliseconds.
+    pub slow_ms: u64,
+}
+
+/// A recent call as JSON.
+#[derive(Debug, Serialize)]
+pub struct RecentJson {
+    /// When it ended, milliseconds since the Unix epoch.
+    pub ended: u64,
+    /// `server` or `client`.
+    pub side: &'static str,
+    /// The method.
+    pub method: String,
+    /// The protocol or target.
+    pub peer: String,
+    /// The status code's name.
+    pub code: &'static str,
+    /// The status message.
+    pub message: String,
+    /// How long it took, milliseconds.
+    pub duration_ms: f64,
+    /// Its trace.
+    pub trace_id: String,
+}
+
+impl From<&RecentCall> for RecentJson {
+    fn from(call: &RecentCall) -> RecentJson {
+        RecentJson {
+            ended: millis(call.ended),
+            side: call.side.as_str(),
+            method: call.method.to_string(),
+            peer: call.peer.to_string(),
+            code: call.code.as_str(),
+            message: call.message.clone(),
+            duration_ms: call.duration.as_secs_f64() * 1000.0,
+            trace_id: call.trace_id.to_string(),
+        }
+    }
+}
+
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+impl Snapshot {
+    /// `telemetry` now: every method's whole history, or (`latest`) only
+    /// each one's newest point.
+    pub fn of(telemetry: &Telemetry, latest: bool) -> Snapshot {
+        let timeline = telemetry.timeline();
+        timeline.follow_new(telemetry.metrics());
+        let ready = telemetry.readiness().get();
+        Snapshot {
+            at: millis(SystemTime::now()),
+            process: Process {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION"),
+                uptime_s: telemetry.started().elapsed().map_or(0, |up| up.as_secs()),
+                slow_ms: telemetry.slow_call_threshold().as_millis() as u64,
+            },
+            ready: ready.is_ok(),
+            reason: ready.err().unwrap_or_default(),
+            series: if latest {
+                timeline.latest()
+            } else {
+                timeline.series()
+            },
+            recent: telemetry
+                .recent_calls()
+                .iter()
+                .map(RecentJson::from)
+                .collect(),
+        }
+    }
+}
+
+async fn respond(site: Site, request: Request<Incoming>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
+    let latest = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "latest=1"));
     match request.uri().path() {
+        "/" => {
+            let mut response = Response::new(full(Bytes::from_static(DASHBOARD.as_bytes())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
+        "/api/snapshot" => json(site.snapshot(latest).await),
+        "/api/events" => events(site),
+        _ => match &site {
+            Site::Admin(telemetry) => admin_page(telemetry, request.uri().path()),
+            Site::Dashboard(_) => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    }
+}
+
+/// The pages only a process's own endpoint has.
+fn admin_page(telemetry: &Telemetry, path: &str) -> Response<Body> {
+    match path {
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(telemetry.metrics().encode())));
+            let mut response = Response::new(full(Bytes::from(telemetry.metrics().encode())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -170,16 +358,56 @@ fn respond(telemetry: &Telemetry, request: &Request<Incoming>) -> Response<Full<
                 &format!("not ready: {reason}\n"),
             ),
         },
-        "/" => text(
-            StatusCode::OK,
-            "sinew admin endpoint: /metrics /healthz /readyz\n",
-        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed_unsync()
+}
+
+fn json(body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Server-sent events: each method's newest point, every second, until the
+/// client goes (or the endpoint stops).
+fn events(site: Site) -> Response<Body> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = futures_util::stream::unfold((tick, site), |(mut tick, site)| async move {
+        tick.tick().await;
+        let data = site.snapshot(true).await;
+        let mut event = Vec::with_capacity(data.len() + 32);
+        event.extend_from_slice(b"event: tick\ndata: ");
+        event.extend_from_slice(&data);
+        event.extend_from_slice(b"\n\n");
+        let frame = hyper::body::Frame::data(Bytes::from(event));
+        Some((Ok::<_, Infallible>(frame), (tick, site)))
+    });
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

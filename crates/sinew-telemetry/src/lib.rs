@@ -47,6 +47,7 @@ pub mod export;
 pub mod metrics;
 pub mod recent;
 pub mod server;
+pub mod timeline;
 pub mod trace;
 
 pub use admin::{AdminServer, Readiness};
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     readiness: Readiness,
     sample_ratio: f64,
     pub(crate) export: Option<export::Export>,
+    timeline: std::sync::OnceLock<timeline::Timeline>,
+    started: std::time::SystemTime,
 }
 
 impl Shared {
@@ -152,6 +155,20 @@ impl Telemetry {
     /// What `/readyz` says.
     pub fn readiness(&self) -> &Readiness {
         &self.shared.readiness
+    }
+
+    /// The per-second history of every method (the sampler starts on the
+    /// current runtime at the first call; the admin endpoint makes that
+    /// call).
+    pub fn timeline(&self) -> &timeline::Timeline {
+        self.shared
+            .timeline
+            .get_or_init(|| timeline::Timeline::spawn(self.shared.metrics.clone()))
+    }
+
+    /// When this telemetry (and so, usually, the process's serving) began.
+    pub fn started(&self) -> std::time::SystemTime {
+        self.shared.started
     }
 
     /// Resolves once the spans of the calls that ended so far were handed
@@ -240,6 +257,8 @@ impl TelemetryBuilder {
                 readiness: Readiness::default(),
                 sample_ratio: self.sample_ratio,
                 export: self.export,
+                timeline: std::sync::OnceLock::new(),
+                started: std::time::SystemTime::now(),
             }),
         }
     }

@@ -3,12 +3,14 @@
 pub(crate) mod bench;
 pub(crate) mod call;
 pub(crate) mod certs;
+pub(crate) mod dashboard;
 pub(crate) mod demo;
 pub(crate) mod describe;
 pub(crate) mod list;
 pub(crate) mod members;
 pub(crate) mod security;
 pub(crate) mod serve;
+pub(crate) mod top;
 
 use crate::error::CliError;
 use sinew::Request;

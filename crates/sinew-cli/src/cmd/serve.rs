@@ -5,7 +5,7 @@
 
 use crate::error::CliError;
 use sinew::resilience::{FaultHandle, FaultLayer, FaultRule};
-use sinew::telemetry::Telemetry;
+use sinew::telemetry::{AdminServer, Telemetry};
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 use sinew_examples::kv::{key_value_server::KeyValueServer, KeyValueStore};
@@ -196,6 +196,7 @@ impl ClusterArgs {
     async fn join(
         &self,
         server: &Server,
+        admin: Option<std::net::SocketAddr>,
     ) -> Result<Option<sinew::cluster::gossip::Member>, CliError> {
         if self.join.is_empty() && self.gossip.is_none() {
             return Ok(None);
@@ -222,6 +223,10 @@ impl ClusterArgs {
         }
         if let Some(zone) = &self.zone {
             builder = builder.zone(zone);
+        }
+        if let Some(admin) = admin {
+            // Where dashboards find this member's figures.
+            builder = builder.admin(format!("http://{admin}"));
         }
         let failure = |status: sinew::Status| {
             CliError::failure(format!("joining the cluster: {}", status.message()))
@@ -510,7 +515,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         None => None,
     };
     telemetry.readiness().set_ready();
-    let member = args.cluster.join(&server).await?;
+    let member = args
+        .cluster
+        .join(&server, admin.as_ref().map(AdminServer::local_addr))
+        .await?;
     let registration = args.registry.register(&server).await?;
     // A member leaves the cluster (and a registration is removed) first, so
     // that clients stop sending here before the server refuses calls.

@@ -88,7 +88,7 @@ use chitchat::{
     spawn_chitchat, transport::UdpTransport, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId,
     FailureDetectorConfig, NodeState,
 };
-use record::{ROLE_KEY, STATE_KEY, ZONE_KEY};
+use record::{ADMIN_KEY, ROLE_KEY, STATE_KEY, ZONE_KEY};
 use sinew_rpc::Status;
 use sinew_transport::Address;
 use std::collections::{BTreeMap, BTreeSet};
@@ -192,6 +192,7 @@ impl Member {
             advertise: None,
             seeds: Vec::new(),
             zone: None,
+            admin: None,
             role: Role::Server,
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
         }
@@ -323,6 +324,7 @@ impl Member {
                 leaving: record::is_leaving(node),
                 role: node.get(ROLE_KEY).unwrap_or("unknown").to_owned(),
                 zone: node.get(ZONE_KEY).map(str::to_owned),
+                admin: node.get(ADMIN_KEY).map(str::to_owned),
                 endpoints: record::records(node)
                     .map(|(address, record)| (address, record.services.into_iter().collect()))
                     .collect(),
@@ -402,6 +404,8 @@ pub struct MemberReport {
     pub role: String,
     /// Its zone, if it gave one.
     pub zone: Option<String>,
+    /// Its admin endpoint (`http://host:port`), if it serves one.
+    pub admin: Option<String>,
     /// What it publishes: each address with its services.
     pub endpoints: Vec<(Address, Vec<String>)>,
 }
@@ -415,6 +419,7 @@ pub struct MemberBuilder {
     advertise: Option<SocketAddr>,
     seeds: Vec<String>,
     zone: Option<String>,
+    admin: Option<String>,
     role: Role,
     gossip_interval: Duration,
 }
@@ -460,6 +465,13 @@ impl MemberBuilder {
     /// Its zone, the default zone of the endpoints it publishes.
     pub fn zone(mut self, zone: impl Into<String>) -> Self {
         self.zone = Some(zone.into());
+        self
+    }
+
+    /// Where its admin endpoint is (`http://host:port`): told to the
+    /// cluster, for dashboards.
+    pub fn admin(mut self, admin: impl Into<String>) -> Self {
+        self.admin = Some(admin.into());
         self
     }
 
@@ -534,6 +546,9 @@ impl MemberBuilder {
         let mut initial = vec![(ROLE_KEY.to_owned(), self.role.as_str().to_owned())];
         if let Some(zone) = &self.zone {
             initial.push((ZONE_KEY.to_owned(), zone.clone()));
+        }
+        if let Some(admin) = &self.admin {
+            initial.push((ADMIN_KEY.to_owned(), admin.clone()));
         }
         let handle = spawn_chitchat(config, initial, &UdpTransport)
             .await

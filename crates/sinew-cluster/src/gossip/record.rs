@@ -28,6 +28,9 @@ pub(super) const ENDPOINT_PREFIX: &str = "sinew.endpoint:";
 pub(super) const ZONE_KEY: &str = "sinew.zone";
 /// `server` or `observer`.
 pub(super) const ROLE_KEY: &str = "sinew.role";
+/// The member's admin endpoint (`http://host:port`), if it serves one: where
+/// `sinew dashboard` reads its figures.
+pub(super) const ADMIN_KEY: &str = "sinew.admin";
 /// `leaving` once the member has begun to leave.
 pub(super) const STATE_KEY: &str = "sinew.state";
 /// The value of [`STATE_KEY`] once the member has begun to leave.

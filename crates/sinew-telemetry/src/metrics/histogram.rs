@@ -162,6 +162,22 @@ impl Snapshot {
         }
     }
 
+    /// The observations of both (snapshots of histograms with the same
+    /// bounds: the per-status histograms of one method).
+    pub fn merged(&self, other: &Snapshot) -> Snapshot {
+        Snapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(&other.counts)
+                .map(|(a, b)| a + b)
+                .collect(),
+            sum: self.sum + other.sum,
+            bounds: self.bounds,
+            scale: self.scale,
+        }
+    }
+
     /// The `q` quantile (0 to 1), interpolated inside its bucket as
     /// Prometheus's `histogram_quantile` does; `None` without observations.
     pub fn quantile(&self, q: f64) -> Option<f64> {

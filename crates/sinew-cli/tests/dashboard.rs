@@ -1,0 +1,333 @@
+//! The live dashboard in a real browser: a gossip cluster of two `sinew
+//! serve --admin` members under load, `sinew dashboard` for the cluster, and
+//! Debian's Chromium, headless, driven over the DevTools protocol: the page
+//! loads, lists the members, a calls-a-second chart shows non-zero values,
+//! and it updates within 2 s. With `SINEW_SCREENSHOTS=DIR` it also saves a
+//! screenshot there (how docs/dashboard.png is made).
+
+mod common;
+
+use common::{sinew, spawn_serve};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Kills the child when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `stdout` up to a line starting with `prefix`; the rest of it.
+fn line_after(stdout: &mut impl BufRead, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no line starting {prefix:?}"
+        );
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+}
+
+/// A `sinew serve` member named `name` (seeding from `join`, or the first)
+/// with an admin endpoint: the child and its gossip address.
+fn member(name: &str, join: Option<&str>) -> (Killed, String) {
+    let mut flags = vec!["--name", name, "--admin", "127.0.0.1:0"];
+    match join {
+        Some(seed) => flags.extend(["--join", seed]),
+        None => flags.extend(["--gossip", "127.0.0.1:0"]),
+    }
+    let (child, mut stdout, _) =
+        spawn_serve(&["tcp://127.0.0.1:0".to_owned()], &flags, Stdio::null());
+    let member = line_after(
+        &mut stdout,
+        &format!("member {name} of cluster sinew, gossip on "),
+    );
+    // Keep reading its output so that it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (Killed(child), member)
+}
+
+/// A DevTools protocol session with one page.
+struct Page {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next: u64,
+}
+
+impl Page {
+    async fn command(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let message = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.socket.send(Message::text(message)).await.unwrap();
+        loop {
+            let reply = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+                .await
+                .expect("DevTools answered")
+                .expect("DevTools connection open")
+                .unwrap();
+            let Message::Text(text) = reply else { continue };
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["id"] == id {
+                assert!(value.get("error").is_none(), "{method}: {value}");
+                return value["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .command(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is `true` (20 s at most).
+    async fn wait_for(&mut self, what: &str, expression: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.eval(expression).await != Value::Bool(true) {
+            assert!(Instant::now() < deadline, "the page never showed {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A process and everything it started (Chromium's zygote, renderers,
+/// GPU process), in a process group of their own, killed together.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// Headless Chromium with a DevTools port; its page's session.
+async fn chromium(profile: &std::path::Path, url: &str) -> (Group, Page) {
+    use std::os::unix::process::CommandExt;
+    let binary = ["/usr/lib/chromium/chromium", "chromium"]
+        .into_iter()
+        .find(|path| !path.starts_with('/') || std::path::Path::new(path).exists())
+        .unwrap();
+    let child = Command::new(binary)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+            "--window-size=1400,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("chromium (Debian's `chromium` package; scripts/install-peers.sh installs it)");
+    let child = Group(child);
+    // Chromium writes its DevTools port to this file once it listens.
+    let port_file = profile.join("DevToolsActivePort");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            if let Some(port) = text
+                .lines()
+                .next()
+                .and_then(|line| line.parse::<u16>().ok())
+            {
+                break port;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chromium did not open its DevTools port"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The page's own WebSocket, from the DevTools HTTP endpoint.
+    let list: Value = loop {
+        let body = http_get(port, "/json/list").await;
+        if let Some(list) = body.and_then(|body| serde_json::from_str(&body).ok()) {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "no DevTools target list");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let page_url = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|target| target["type"] == "page")
+        .and_then(|target| target["webSocketDebuggerUrl"].as_str())
+        .expect("a page target")
+        .to_owned();
+    let (socket, _) = tokio_tungstenite::connect_async(page_url).await.unwrap();
+    let mut page = Page { socket, next: 0 };
+    page.command("Page.enable", json!({})).await;
+    page.command("Page.navigate", json!({ "url": url })).await;
+    (child, page)
+}
+
+/// `GET path` on 127.0.0.1:`port`: the body, if any (read to its
+/// Content-Length: Chromium's DevTools server keeps the connection open).
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            let read = stream.read(&mut buffer).await.ok()?;
+            response.extend_from_slice(&buffer[..read]);
+            let text = String::from_utf8_lossy(&response).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                });
+                if read == 0 || length.is_some_and(|length| body.len() >= length) {
+                    return Some(body.to_owned());
+                }
+            }
+            if read == 0 {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_dashboard_lists_members_charts_calls_and_updates_live() {
+    let (_first, gossip) = member("node-a", None);
+    let (_second, _) = member("node-b", Some(&gossip));
+    let seed = format!("gossip://{gossip}");
+    // Load on the cluster for the whole test (bounded in time).
+    let _load = Killed(
+        sinew()
+            .args([
+                "bench",
+                &seed,
+                "grpc.examples.echo.Echo/UnaryEcho",
+                r#"{"message":"x"}"#,
+            ])
+            .args(["--duration", "60s", "-c", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut dashboard = sinew()
+        .args(["dashboard", &seed, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(dashboard.stdout.take().unwrap());
+    let _dashboard = Killed(dashboard);
+    let url = line_after(&mut stdout, "dashboard on ");
+
+    let profile = std::env::temp_dir().join(format!(
+        "sinew-chromium-{}-{}",
+        std::process::id(),
+        common::rand_suffix()
+    ));
+    std::fs::create_dir_all(&profile).unwrap();
+    let (_browser, mut page) = chromium(&profile, &url).await;
+
+    page.wait_for(
+        "both members",
+        r#"[...document.querySelectorAll("tr.member")].map(r => r.dataset.member).sort().join() === "node-a,node-b""#,
+    )
+    .await;
+    page.wait_for(
+        "a non-zero calls-a-second chart",
+        r#"[...document.querySelectorAll('.chart[data-method="grpc.examples.echo.Echo/UnaryEcho"]')].some(c => Number(c.dataset.qps) > 0)"#,
+    )
+    .await;
+    // Live: the page counts the events it drew; two seconds apart, more.
+    let first = page
+        .eval("Number(document.getElementById('updates').dataset.count)")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = page
+        .eval("Number(document.getElementById('updates').dataset.count)")
+        .await;
+    assert!(
+        second.as_f64() > first.as_f64(),
+        "no update within 2 s: {first} then {second}"
+    );
+    // The charts draw lines, and the methods table has both members' rows.
+    let drawn = page
+        .eval(r#"document.querySelector('.chart .qline').getAttribute('d').length > 10"#)
+        .await;
+    assert_eq!(drawn, Value::Bool(true));
+    let rows = page
+        .eval(r#"[...document.querySelectorAll('tr.method[data-method="grpc.examples.echo.Echo/UnaryEcho"]')].length"#)
+        .await;
+    assert_eq!(rows, json!(2));
+
+    if let Ok(dir) = std::env::var("SINEW_SCREENSHOTS") {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let shot = page
+            .command("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        use base64_decode::decode;
+        let png = decode(shot["data"].as_str().unwrap());
+        std::fs::write(std::path::Path::new(&dir).join("dashboard.png"), png).unwrap();
+    }
+    drop(page);
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// Base64 (standard alphabet) to bytes, for the screenshot.
+mod base64_decode {
+    pub(super) fn decode(text: &str) -> Vec<u8> {
+        let value = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            _ => 63,
+        };
+        let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
+        let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+        for chunk in bytes.chunks(4) {
+            let mut buffer = 0u32;
+            for (index, &c) in chunk.iter().enumerate() {
+                buffer |= u32::from(value(c)) << (18 - 6 * index);
+            }
+            out.extend_from_slice(&buffer.to_be_bytes()[1..chunk.len()]);
+        }
+        out
+    }
+}
