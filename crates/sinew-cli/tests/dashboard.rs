@@ -331,3 +331,114 @@ mod base64_decode {
         out
     }
 }
+
+/// A cluster of `members` members with `methods` methods each, every
+/// series with five minutes of points: what a large cluster's dashboard
+/// loads.
+struct Synthetic {
+    members: usize,
+    methods: usize,
+}
+
+impl sinew::telemetry::admin::DashboardSource for Synthetic {
+    fn snapshot(&self, history: usize) -> futures_util::future::BoxFuture<'static, Vec<u8>> {
+        use sinew::telemetry::timeline::{keep_history, Point, Series, SeriesKey};
+        let (members, methods) = (self.members, self.methods);
+        Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let member_list: Vec<Value> = (0..members)
+                .map(|m| {
+                    json!({
+                        "name": format!("node-{m:03}"),
+                        "endpoints": [format!("tcp://10.0.{}.{}:7000", m / 250, m % 250)],
+                        "services": (0..methods).map(|s| format!("shop.v1.Service{s:02}")).collect::<Vec<_>>(),
+                        "zone": format!("zone-{}", m % 3),
+                        "admin": format!("http://10.0.{}.{}:9000", m / 250, m % 250),
+                        "reachable": true,
+                    })
+                })
+                .collect();
+            // Every member's methods with five minutes of points; the
+            // busiest `history` keep them all, as the cluster source does.
+            let mut all = Vec::new();
+            for m in 0..members {
+                for i in 0..methods {
+                    let points = (0..300u64)
+                        .map(|p| Point {
+                            at: now - 1000 * (299 - p),
+                            qps: ((m + i + p as usize) % 50) as f64,
+                            errors: 0.0,
+                            p50_ms: 1.0,
+                            p99_ms: 5.0,
+                        })
+                        .collect();
+                    all.push(Series {
+                        key: SeriesKey {
+                            side: "server".into(),
+                            peer: "sinew".into(),
+                            method: format!("shop.v1.Service{i:02}/Method"),
+                        },
+                        in_flight: (i % 3) as u64,
+                        total: 1000 * i as u64,
+                        points,
+                    });
+                }
+            }
+            let all = keep_history(all, history);
+            let processes: Vec<Value> = all
+                .chunks(methods)
+                .enumerate()
+                .map(|(m, series)| json!({ "member": format!("node-{m:03}"), "series": series, "recent": [] }))
+                .collect();
+            serde_json::to_vec(&json!({ "members": member_list, "processes": processes })).unwrap()
+        })
+    }
+}
+
+/// 100 endpoints in the registry with 10 methods each (1,000 method series,
+/// five minutes of history each): the page's first full render, measured in
+/// the browser and printed (tests assert no timings; docs/benchmarks.md
+/// quotes the figure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_methods_over_a_hundred_endpoints_render() {
+    let server = sinew::telemetry::admin::AdminServer::bind_dashboard(
+        "127.0.0.1:0".parse().unwrap(),
+        Synthetic {
+            members: 100,
+            methods: 10,
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/", server.local_addr());
+    let profile = std::env::temp_dir().join(format!(
+        "sinew-chromium-large-{}-{}",
+        std::process::id(),
+        common::rand_suffix()
+    ));
+    std::fs::create_dir_all(&profile).unwrap();
+    let (_browser, mut page) = chromium(&profile, &url).await;
+    page.wait_for(
+        "100 members and 1,000 method rows",
+        "document.querySelectorAll('tr.member').length === 100 && document.querySelectorAll('tr.method').length === 1000",
+    )
+    .await;
+    // From the start of navigation to the end of the first full render
+    // (the snapshot fetched, parsed and drawn).
+    let timing = page
+        .eval(
+            "JSON.stringify({render_ms: Number(document.getElementById('updates').dataset.renderMs), \
+             loaded_ms: Number(document.getElementById('updates').dataset.firstRenderAt) - performance.timeOrigin})",
+        )
+        .await;
+    println!(
+        "dashboard, 100 endpoints x 10 methods: {}",
+        timing.as_str().unwrap()
+    );
+    drop(page);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&profile);
+}

@@ -7,7 +7,7 @@
 //! | `GET /healthz` | `200 ok` while the process serves HTTP at all (liveness) |
 //! | `GET /readyz` | `200 ready`, or `503` with the reason while not ready (readiness: starting, draining) |
 //! | `GET /` | the live dashboard: every method's calls a second, errors, p50 and p99 over the last five minutes, recent slow and failed calls with their trace ids (one page, assets inside the binary) |
-//! | `GET /api/snapshot` | what the dashboard shows, as JSON ([`Snapshot`]; `?latest=1`: each method's newest point only) |
+//! | `GET /api/snapshot` | what the dashboard shows, as JSON ([`Snapshot`]; `?history=N`: only the N busiest methods with their whole history, the others with their newest point; `?latest=1`: newest points only) |
 //! | `GET /api/events` | the same, live: a server-sent event every second with each method's newest point |
 //!
 //! HTTP/1.1 on its own port, meant for loopback or a management network:
@@ -137,9 +137,10 @@ impl AdminServer {
 /// process's own telemetry: `sinew dashboard` gathers a cluster's.
 pub trait DashboardSource: Send + Sync + 'static {
     /// The JSON the page reads: `{"members": [...], "processes": [...]}`,
-    /// each process as its own `/api/snapshot` (with a `member` name); with
-    /// `latest`, each series with only its newest point.
-    fn snapshot(&self, latest: bool) -> BoxFuture<'static, Vec<u8>>;
+    /// each process as its own `/api/snapshot` (with a `member` name); only
+    /// the `history` busiest series with their whole history, the others
+    /// with their newest point (0 for live updates).
+    fn snapshot(&self, history: usize) -> BoxFuture<'static, Vec<u8>>;
 }
 
 /// What an endpoint serves: one process's admin pages, or a dashboard fed
@@ -151,12 +152,12 @@ enum Site {
 }
 
 impl Site {
-    async fn snapshot(&self, latest: bool) -> Vec<u8> {
+    async fn snapshot(&self, history: usize) -> Vec<u8> {
         match self {
             Site::Admin(telemetry) => {
-                serde_json::to_vec(&Snapshot::of(telemetry, latest)).unwrap_or_default()
+                serde_json::to_vec(&Snapshot::of(telemetry, history)).unwrap_or_default()
             }
-            Site::Dashboard(source) => source.snapshot(latest).await,
+            Site::Dashboard(source) => source.snapshot(history).await,
         }
     }
 }
@@ -283,9 +284,9 @@ fn millis(at: SystemTime) -> u64 {
 }
 
 impl Snapshot {
-    /// `telemetry` now: every method's whole history, or (`latest`) only
-    /// each one's newest point.
-    pub fn of(telemetry: &Telemetry, latest: bool) -> Snapshot {
+    /// `telemetry` now: every method, the `history` busiest with their
+    /// whole history, the others with their newest point.
+    pub fn of(telemetry: &Telemetry, history: usize) -> Snapshot {
         let timeline = telemetry.timeline();
         timeline.follow_new(telemetry.metrics());
         let ready = telemetry.readiness().get();
@@ -299,11 +300,7 @@ impl Snapshot {
             },
             ready: ready.is_ok(),
             reason: ready.err().unwrap_or_default(),
-            series: if latest {
-                timeline.latest()
-            } else {
-                timeline.series()
-            },
+            series: timeline.with_history(history),
             recent: telemetry
                 .recent_calls()
                 .iter()
@@ -317,10 +314,7 @@ async fn respond(site: Site, request: Request<Incoming>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
-    let latest = request
-        .uri()
-        .query()
-        .is_some_and(|query| query.split('&').any(|pair| pair == "latest=1"));
+    let history = history(request.uri().query());
     match request.uri().path() {
         "/" => {
             let mut response = Response::new(full(Bytes::from_static(DASHBOARD.as_bytes())));
@@ -330,13 +324,27 @@ async fn respond(site: Site, request: Request<Incoming>) -> Response<Body> {
             );
             response
         }
-        "/api/snapshot" => json(site.snapshot(latest).await),
+        "/api/snapshot" => json(site.snapshot(history).await),
         "/api/events" => events(site),
         _ => match &site {
             Site::Admin(telemetry) => admin_page(telemetry, request.uri().path()),
             Site::Dashboard(_) => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// How many series keep their history in a snapshot: `?history=N`, none
+/// for `?latest=1`, all by default.
+fn history(query: Option<&str>) -> usize {
+    let mut history = usize::MAX;
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("history", count)) => history = count.parse().unwrap_or(usize::MAX),
+            Some(("latest", "1")) => history = 0,
+            _ => {}
+        }
+    }
+    history
 }
 
 /// The pages only a process's own endpoint has.
@@ -386,7 +394,7 @@ fn events(site: Site) -> Response<Body> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = futures_util::stream::unfold((tick, site), |(mut tick, site)| async move {
         tick.tick().await;
-        let data = site.snapshot(true).await;
+        let data = site.snapshot(0).await;
         let mut event = Vec::with_capacity(data.len() + 32);
         event.extend_from_slice(b"event: tick\ndata: ");
         event.extend_from_slice(&data);

@@ -9,7 +9,7 @@
 //! [`HISTORY`] points; the call path is not touched.
 
 use crate::metrics::{Metrics, Snapshot};
-use serde::Serialize;
+use serde::{Deserialize, Serialize, Serializer};
 use sinew_wire::Code;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,25 +19,34 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const HISTORY: usize = 300;
 
 /// One method's second.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// The end of the second, in milliseconds since the Unix epoch.
     pub at: u64,
     /// Calls that ended in the second, per second.
+    #[serde(serialize_with = "rounded")]
     pub qps: f64,
     /// The share of them that did not end OK (0 to 1).
+    #[serde(serialize_with = "rounded")]
     pub errors: f64,
     /// Median duration, milliseconds (0 without calls).
+    #[serde(serialize_with = "rounded")]
     pub p50_ms: f64,
     /// 99th percentile duration, milliseconds (0 without calls).
+    #[serde(serialize_with = "rounded")]
     pub p99_ms: f64,
 }
 
+/// Four decimals are more than a chart shows, and a third of the bytes.
+fn rounded<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((value * 10_000.0).round() / 10_000.0)
+}
+
 /// Which side and method a series is for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {
     /// `server` or `client`.
-    pub side: &'static str,
+    pub side: String,
     /// The protocol (server) or the target (client).
     pub peer: String,
     /// `package.Service/Method`, `_OTHER` or `other`.
@@ -45,7 +54,7 @@ pub struct SeriesKey {
 }
 
 /// One method's history and where it stands now.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Series {
     /// Which.
     #[serde(flatten)]
@@ -112,7 +121,7 @@ impl Timeline {
         for method in metrics.server_methods() {
             current.push((
                 SeriesKey {
-                    side: "server",
+                    side: "server".to_owned(),
                     peer: method.system().to_owned(),
                     method: method.method().to_owned(),
                 },
@@ -124,7 +133,7 @@ impl Timeline {
             for method in target.methods() {
                 current.push((
                     SeriesKey {
-                        side: "client",
+                        side: "client".to_owned(),
                         peer: target.target().to_owned(),
                         method: method.method().to_owned(),
                     },
@@ -179,14 +188,12 @@ impl Timeline {
         all
     }
 
-    /// Every method with only its newest point (for live updates).
-    pub fn latest(&self) -> Vec<Series> {
-        let mut series = self.series();
-        for one in &mut series {
-            let newest = one.points.last().copied();
-            one.points = newest.into_iter().collect();
-        }
-        series
+    /// Every method, the `history` busiest (by their newest point) with
+    /// their whole history and the others with only their newest point: a
+    /// page charts a few and lists the rest (0: newest points only, for
+    /// live updates).
+    pub fn with_history(&self, history: usize) -> Vec<Series> {
+        keep_history(self.series(), history)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, Tracked>> {
@@ -194,6 +201,26 @@ impl Timeline {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
+}
+
+/// `series` with only the `history` busiest keeping all their points.
+pub fn keep_history(mut series: Vec<Series>, history: usize) -> Vec<Series> {
+    if history < series.len() {
+        let newest = |one: &Series| one.points.last().map_or(0.0, |point| point.qps);
+        let mut busiest: Vec<usize> = (0..series.len()).collect();
+        busiest.sort_by(|&a, &b| newest(&series[b]).total_cmp(&newest(&series[a])));
+        let mut keep = vec![false; series.len()];
+        for &index in busiest.iter().take(history) {
+            keep[index] = true;
+        }
+        for (one, keep) in series.iter_mut().zip(keep) {
+            if !keep {
+                let last = one.points.last().copied();
+                one.points = last.into_iter().collect();
+            }
+        }
+    }
+    series
 }
 
 /// The second between two snapshots of a method's per-status histograms.
@@ -276,7 +303,7 @@ mod tests {
 
         // A quiet second.
         timeline.sample(&metrics, start + Duration::from_secs(2));
-        let point = timeline.latest()[0].points[0];
+        let point = timeline.with_history(0)[0].points[0];
         assert_eq!((point.qps, point.errors, point.p50_ms), (0.0, 0.0, 0.0));
         assert_eq!(timeline.series()[0].points.len(), 2);
     }

@@ -4,9 +4,11 @@
 //! each `sinew serve --admin` serves for itself) with every member: what
 //! each publishes, and the figures of each member that serves an admin
 //! endpoint (`sinew serve --admin` tells the cluster where), gathered from
-//! their `/api/snapshot` every second, at most [`FETCHES`] at once, each
-//! within [`FETCH_TIMEOUT`]; a member that does not answer is shown as
-//! unreachable, never waited for.
+//! their `/api/snapshot` every second (newest points; a member's whole
+//! history once, when first seen), at most [`FETCHES`] at once, each within
+//! [`FETCH_TIMEOUT`]; a member that does not answer is shown as
+//! unreachable, never waited for. The dashboard keeps the history itself,
+//! and a page gets the whole history of the busiest methods only.
 
 use crate::error::{CliError, ExitCode};
 use bytes::Bytes;
@@ -17,8 +19,11 @@ use serde_json::{json, Value};
 use sinew::cluster::gossip::{Member, MemberReport};
 use sinew::cluster::name::gossip::Target;
 use sinew::telemetry::admin::{AdminServer, DashboardSource};
+use sinew::telemetry::timeline::{keep_history, Series, SeriesKey, HISTORY};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Members whose figures are fetched at once.
@@ -50,7 +55,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .observe()
         .await
         .map_err(|status| CliError::new(ExitCode::Unreachable, status.message().to_owned()))?;
-    let server = AdminServer::bind_dashboard(args.listen, Cluster { observer })
+    let server = AdminServer::bind_dashboard(args.listen, Cluster::start(observer))
         .await
         .map_err(|error| {
             CliError::failure(format!(
@@ -66,69 +71,192 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The cluster as the dashboard sees it, through an observer member.
+/// The cluster as the dashboard sees it: an observer member, and the
+/// history the dashboard keeps of every member's methods. A task polls the
+/// members every second for their newest points (a member's whole history
+/// once, when first seen), so a page load costs the members nothing.
 pub(crate) struct Cluster {
-    pub(crate) observer: Member,
+    observer: Member,
+    store: Arc<Mutex<Store>>,
+}
+
+/// What the poller gathered.
+#[derive(Default)]
+struct Store {
+    polled: bool,
+    members: Vec<Value>,
+    /// Per member: its series (with up to `HISTORY` points) and recent calls.
+    processes: BTreeMap<String, Process>,
+}
+
+#[derive(Default)]
+struct Process {
+    series: BTreeMap<SeriesKey, Series>,
+    recent: Value,
+    /// Its whole history was fetched once.
+    backfilled: bool,
+}
+
+impl Cluster {
+    /// Starts following the cluster through `observer`.
+    pub(crate) fn start(observer: Member) -> Cluster {
+        let store = Arc::new(Mutex::new(Store::default()));
+        let weak = Arc::downgrade(&store);
+        let poller = observer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                poll(&poller, &store).await;
+            }
+        });
+        Cluster { observer, store }
+    }
+}
+
+/// One round: the live members, and each one's newest points.
+async fn poll(observer: &Member, store: &Mutex<Store>) {
+    let members: Vec<MemberReport> = observer
+        .members()
+        .await
+        .into_iter()
+        .filter(|member| member.live && member.role != "observer")
+        .collect();
+    let wanted: Vec<(String, String, &'static str)> = {
+        let store = lock(store);
+        members
+            .iter()
+            .filter_map(|member| {
+                let admin = member.admin.clone()?;
+                let backfilled = store
+                    .processes
+                    .get(&member.name)
+                    .is_some_and(|process| process.backfilled);
+                let path = if backfilled {
+                    "/api/snapshot?latest=1"
+                } else {
+                    "/api/snapshot"
+                };
+                Some((member.name.clone(), admin, path))
+            })
+            .collect()
+    };
+    // The futures made first: a closure inside the stream would make this
+    // future's type too general for `tokio::spawn`.
+    let fetches: Vec<_> = wanted
+        .into_iter()
+        .map(|(name, admin, path)| fetch_named(name, admin, path))
+        .collect();
+    let fetched: Vec<(String, Option<Value>)> = futures_util::stream::iter(fetches)
+        .buffer_unordered(FETCHES)
+        .collect()
+        .await;
+    let mut store = lock(store);
+    let store = &mut *store;
+    store.polled = true;
+    for (name, snapshot) in &fetched {
+        let Some(snapshot) = snapshot else { continue };
+        let process = store.processes.entry(name.clone()).or_default();
+        process.backfilled = true;
+        process.recent = snapshot["recent"].clone();
+        let series: Vec<Series> =
+            serde_json::from_value(snapshot["series"].clone()).unwrap_or_default();
+        for incoming in series {
+            let known = process
+                .series
+                .entry(incoming.key.clone())
+                .or_insert_with(|| Series {
+                    key: incoming.key.clone(),
+                    in_flight: 0,
+                    total: 0,
+                    points: Vec::new(),
+                });
+            known.in_flight = incoming.in_flight;
+            known.total = incoming.total;
+            for point in incoming.points {
+                if known.points.last().is_none_or(|last| point.at > last.at) {
+                    known.points.push(point);
+                }
+            }
+            let excess = known.points.len().saturating_sub(HISTORY);
+            known.points.drain(..excess);
+        }
+    }
+    // Members that left take their figures with them.
+    store
+        .processes
+        .retain(|name, _| members.iter().any(|member| member.name == *name));
+    store.members = members
+        .iter()
+        .map(|member| {
+            let mut services: Vec<&String> = member
+                .endpoints
+                .iter()
+                .flat_map(|(_, services)| services)
+                .collect();
+            services.sort();
+            services.dedup();
+            let reachable = member.admin.as_ref().map(|_| {
+                fetched
+                    .iter()
+                    .any(|(name, snapshot)| *name == member.name && snapshot.is_some())
+            });
+            json!({
+                "name": member.name,
+                "endpoints": member.endpoints.iter().map(|(address, _)| address.to_string()).collect::<Vec<_>>(),
+                "services": services,
+                "zone": member.zone,
+                "admin": member.admin,
+                "reachable": reachable,
+            })
+        })
+        .collect();
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl DashboardSource for Cluster {
-    fn snapshot(&self, latest: bool) -> BoxFuture<'static, Vec<u8>> {
+    fn snapshot(&self, history: usize) -> BoxFuture<'static, Vec<u8>> {
+        let store = self.store.clone();
         let observer = self.observer.clone();
         Box::pin(async move {
-            let members: Vec<MemberReport> = observer
-                .members()
-                .await
-                .into_iter()
-                .filter(|member| member.live && member.role != "observer")
-                .collect();
-            let path = if latest {
-                "/api/snapshot?latest=1"
-            } else {
-                "/api/snapshot"
-            };
-            let admins: Vec<(String, String)> = members
+            if !lock(&store).polled {
+                poll(&observer, &store).await;
+            }
+            let store = lock(&store);
+            // The busiest series cluster-wide keep their history.
+            let all: Vec<(String, Series)> = store
+                .processes
                 .iter()
-                .filter_map(|member| Some((member.name.clone(), member.admin.clone()?)))
+                .flat_map(|(name, process)| {
+                    process
+                        .series
+                        .values()
+                        .map(move |series| (name.clone(), series.clone()))
+                })
                 .collect();
-            let fetched: Vec<(String, Option<Value>)> = futures_util::stream::iter(admins)
-                .map(|(name, admin)| fetch_named(name, admin, path))
-                .buffer_unordered(FETCHES)
-                .collect()
-                .await;
-            let members: Vec<Value> = members
+            let (names, series): (Vec<String>, Vec<Series>) = all.into_iter().unzip();
+            let series = keep_history(series, history);
+            let mut processes: BTreeMap<&str, Vec<Series>> = BTreeMap::new();
+            for (name, one) in names.iter().zip(series) {
+                processes.entry(name).or_default().push(one);
+            }
+            let processes: Vec<Value> = store
+                .processes
                 .iter()
-                .map(|member| {
-                    let mut services: Vec<&String> = member
-                        .endpoints
-                        .iter()
-                        .flat_map(|(_, services)| services)
-                        .collect();
-                    services.sort();
-                    services.dedup();
-                    let reachable = member.admin.as_ref().map(|_| {
-                        fetched
-                            .iter()
-                            .any(|(name, snapshot)| *name == member.name && snapshot.is_some())
-                    });
+                .map(|(name, process)| {
                     json!({
-                        "name": member.name,
-                        "endpoints": member.endpoints.iter().map(|(address, _)| address.to_string()).collect::<Vec<_>>(),
-                        "services": services,
-                        "zone": member.zone,
-                        "admin": member.admin,
-                        "reachable": reachable,
+                        "member": name,
+                        "series": processes.remove(name.as_str()).unwrap_or_default(),
+                        "recent": process.recent,
                     })
                 })
                 .collect();
-            let processes: Vec<Value> = fetched
-                .into_iter()
-                .filter_map(|(name, snapshot)| {
-                    let mut snapshot = snapshot?;
-                    snapshot["member"] = Value::String(name);
-                    Some(snapshot)
-                })
-                .collect();
-            serde_json::to_vec(&json!({ "members": members, "processes": processes }))
+            serde_json::to_vec(&json!({ "members": store.members, "processes": processes }))
                 .unwrap_or_default()
         })
     }

@@ -39,10 +39,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             let observer = target.observe().await.map_err(|status| {
                 CliError::new(ExitCode::Unreachable, status.message().to_owned())
             })?;
-            let cluster = std::sync::Arc::new(Cluster { observer });
+            let cluster = std::sync::Arc::new(Cluster::start(observer));
             Box::new(move || {
                 let cluster = cluster.clone();
-                Box::pin(async move { serde_json::from_slice(&cluster.snapshot(true).await).ok() })
+                Box::pin(async move { serde_json::from_slice(&cluster.snapshot(0).await).ok() })
             })
         } else if args.target.starts_with("http://") {
             let admin = args.target.clone();
