@@ -74,6 +74,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Logs only when asked for (SINEW_LOG=info, =sinew_telemetry=debug, ...):
+    // on stderr, each event inside a call with the call's span, so with its
+    // trace id.
+    if let Ok(filter) = std::env::var("SINEW_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -250,3 +250,59 @@ fn prometheus_scrapes_the_admin_endpoint_and_promql_finds_the_calls() {
     assert!(seconds > 0.0 && seconds < 100.0, "p99 {seconds}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn with_sinew_log_a_failed_call_is_logged_with_its_trace_id() {
+    let mut command = sinew();
+    command
+        .args(["serve", "--listen", "tcp://127.0.0.1:0"])
+        .env("SINEW_LOG", "sinew_telemetry=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let stderr = child.stderr.take().unwrap();
+    let serve = Killed(child);
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            break address.to_owned();
+        }
+    };
+    // A key nobody put: NOT_FOUND, with a traceparent the caller chose.
+    let output = sinew()
+        .args([
+            "call",
+            &address,
+            "sinew.examples.kv.KeyValue/Get",
+            r#"{"key":"nobody-put-this"}"#,
+            "-H",
+            "traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    drop(serve);
+    let mut logs = String::new();
+    std::io::BufReader::new(stderr)
+        .read_to_string(&mut logs)
+        .unwrap();
+    let failed = logs
+        .lines()
+        .find(|line| line.contains("call failed"))
+        .unwrap_or_else(|| panic!("no failed call in the logs:\n{logs}"));
+    assert!(
+        failed.contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{failed}"
+    );
+    assert!(failed.contains("NOT_FOUND"), "{failed}");
+    assert!(
+        failed.contains("sinew.examples.kv.KeyValue/Get"),
+        "{failed}"
+    );
+}

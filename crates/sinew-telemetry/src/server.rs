@@ -182,6 +182,13 @@ where
                 .record("rpc.response.status_code", status.code().as_str());
             if status.code() != sinew_rpc::Code::Ok {
                 this.span.record("otel.status_code", "ERROR");
+                let _entered = this.span.enter();
+                tracing::debug!(
+                    code = status.code().as_str(),
+                    status_message = status.message(),
+                    elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                    "call failed"
+                );
             }
         }
         if let (Some(export), Some(context)) = (&this.shared.export, this.context.as_ref()) {

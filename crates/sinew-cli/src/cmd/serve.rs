@@ -33,7 +33,8 @@ sinew serve --listen tcp://127.0.0.1:7003 --register etcd://127.0.0.1:2379   # r
 sinew call etcd://127.0.0.1:2379 grpc.examples.echo.Echo/UnaryEcho '{\"message\":\"hi\"}'"
 )]
 pub(crate) struct Args {
-    /// Serve the admin endpoint on this address (HTTP): /metrics (every
+    /// Serve the admin endpoint on this address (HTTP): / (a live
+    /// dashboard), /metrics (every
     /// call's metrics, Prometheus text format), /healthz, /readyz (not ready
     /// until listening, and while draining). It has no authentication:
     /// bind it where only operators reach, e.g. 127.0.0.1:9000.
@@ -496,6 +497,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     // earlier would end the process on the spot, with no drain.
     let signal = shutdown_signal(args.drain_timeout)
         .map_err(|error| CliError::failure(format!("cannot listen for Ctrl-C: {error}")))?;
+    // Listening: ready (before anything is printed, so that whoever reads
+    // the output and asks /readyz hears "ready").
+    telemetry.readiness().set_ready();
     for address in server.local_addresses() {
         println!("listening on {address}");
     }
@@ -514,7 +518,6 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         }
         None => None,
     };
-    telemetry.readiness().set_ready();
     let member = args
         .cluster
         .join(&server, admin.as_ref().map(AdminServer::local_addr))
