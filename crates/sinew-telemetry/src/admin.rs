@@ -39,12 +39,20 @@ use tokio::sync::{watch, Semaphore};
 
 /// Connections the endpoint serves at once; more wait in the listen queue.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Live event streams (open dashboards) at once, of those connections; more
+/// get `503`, so that dashboards never crowd out `/healthz` and `/metrics`.
+pub const MAX_EVENT_STREAMS: usize = 16;
+/// How long one event stream lasts; the browser reconnects by itself, so a
+/// client that stopped reading gives its place back.
+pub const EVENT_STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// How long a client may take to send a request's head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the process is ready for traffic, as `/readyz` says: starts not
-/// ready ("starting"); the server marks itself ready when it listens and
-/// not ready when it drains. Clones share the state.
+/// ready ("starting"), and the application says when it is
+/// ([`Readiness::set_ready`] once its server listens,
+/// [`Readiness::set_not_ready`] when it drains; `sinew serve` does both).
+/// Clones share the state.
 #[derive(Clone, Debug)]
 pub struct Readiness {
     state: Arc<Mutex<Result<(), String>>>,
@@ -162,15 +170,24 @@ impl Site {
     }
 }
 
+/// Resolves when [`AdminServer::shutdown`] is called; never if the handle
+/// was dropped instead (the endpoint then lives with the runtime).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    if stopped.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn accept(listener: TcpListener, site: Site, mut stopped: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let streams = Arc::new(Semaphore::new(MAX_EVENT_STREAMS));
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            _ = stopped.changed() => return,
+            _ = stop_requested(&mut stopped) => return,
         };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -182,15 +199,17 @@ async fn accept(listener: TcpListener, site: Site, mut stopped: watch::Receiver<
                     continue;
                 }
             },
-            _ = stopped.changed() => return,
+            _ = stop_requested(&mut stopped) => return,
         };
         let site = site.clone();
+        let streams = streams.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let site = site.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(site, request).await) }
+                let streams = streams.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(site, streams, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -200,7 +219,7 @@ async fn accept(listener: TcpListener, site: Site, mut stopped: watch::Receiver<
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
-                _ = stopped.changed() => {}
+                _ = stop_requested(&mut stopped) => {}
             }
         });
     }
@@ -310,7 +329,11 @@ impl Snapshot {
     }
 }
 
-async fn respond(site: Site, request: Request<Incoming>) -> Response<Body> {
+async fn respond(
+    site: Site,
+    streams: Arc<Semaphore>,
+    request: Request<Incoming>,
+) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
@@ -325,7 +348,13 @@ async fn respond(site: Site, request: Request<Incoming>) -> Response<Body> {
             response
         }
         "/api/snapshot" => json(site.snapshot(history).await),
-        "/api/events" => events(site),
+        "/api/events" => match streams.try_acquire_owned() {
+            Ok(permit) => events(site, permit),
+            Err(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many live dashboards on this endpoint\n",
+            ),
+        },
         _ => match &site {
             Site::Admin(telemetry) => admin_page(telemetry, request.uri().path()),
             Site::Dashboard(_) => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -389,10 +418,16 @@ fn json(body: Vec<u8>) -> Response<Body> {
 
 /// Server-sent events: each method's newest point, every second, until the
 /// client goes (or the endpoint stops).
-fn events(site: Site) -> Response<Body> {
+fn events(site: Site, permit: tokio::sync::OwnedSemaphorePermit) -> Response<Body> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stream = futures_util::stream::unfold((tick, site), |(mut tick, site)| async move {
+    let end = tokio::time::Instant::now() + EVENT_STREAM_LIFETIME;
+    // The permit lives as long as the stream does.
+    let state = (tick, site, permit);
+    let stream = futures_util::stream::unfold(state, move |(mut tick, site, permit)| async move {
+        if tokio::time::Instant::now() >= end {
+            return None;
+        }
         tick.tick().await;
         let data = site.snapshot(0).await;
         let mut event = Vec::with_capacity(data.len() + 32);
@@ -400,7 +435,7 @@ fn events(site: Site) -> Response<Body> {
         event.extend_from_slice(&data);
         event.extend_from_slice(b"\n\n");
         let frame = hyper::body::Frame::data(Bytes::from(event));
-        Some((Ok::<_, Infallible>(frame), (tick, site)))
+        Some((Ok::<_, Infallible>(frame), (tick, site, permit)))
     });
     let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())));
     response.headers_mut().insert(

@@ -157,11 +157,25 @@ impl Ending {
 pin_project! {
     /// A call or attempt under a client telemetry layer: resolves as the
     /// inner one does, and records the end (at once for a failure, when
-    /// the body ends for a response).
+    /// the body ends for a response, `CANCELLED` if dropped before either).
     pub struct ClientTelemetryFuture<F> {
         #[pin]
         inner: F,
-        ending: Option<Ending>,
+        ending: EndOnDrop,
+    }
+}
+
+/// Records a call that is dropped before its response begins (a timeout
+/// around it, a losing hedge, a cancelled handler) as `CANCELLED`.
+struct EndOnDrop(Option<Ending>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(ending) = self.0.take() {
+            ending.end(&Status::cancelled(
+                "the caller dropped the call before its response began",
+            ));
+        }
     }
 }
 
@@ -174,7 +188,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
-        if let Some(ending) = this.ending.take() {
+        if let Some(ending) = this.ending.0.take() {
             match &mut result {
                 Ok(response) => response.body_mut().on_end(move |status| ending.end(status)),
                 Err(status) => ending.end(status),
@@ -252,7 +266,7 @@ where
         };
         ClientTelemetryFuture {
             inner: response,
-            ending: Some(ending),
+            ending: EndOnDrop(Some(ending)),
         }
     }
 }
@@ -310,7 +324,70 @@ where
         };
         ClientTelemetryFuture {
             inner: self.inner.call(request),
-            ending: Some(ending),
+            ending: EndOnDrop(Some(ending)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Telemetry;
+    use sinew_rpc::call::{CallRequest, CallResponse, Payload, RequestBody};
+    use sinew_rpc::{Code, Status};
+    use tower::{Layer, Service, ServiceExt};
+
+    fn request() -> CallRequest {
+        CallRequest::new(
+            "/a.B/C",
+            RequestBody::single(Payload::from_bytes(bytes::Bytes::new())),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_before_its_response_counts_as_cancelled() {
+        let telemetry = Telemetry::new();
+        let mut service = telemetry
+            .client_layer("t")
+            .layer(tower::service_fn(|_: CallRequest| {
+                std::future::pending::<Result<CallResponse, Status>>()
+            }));
+        let call = service.ready().await.unwrap().call(request());
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(10), call).await;
+        assert!(timed_out.is_err());
+        let target = &telemetry.metrics().client_targets()[0];
+        let method = &target.methods()[0];
+        let codes: Vec<(Code, u64)> = method
+            .call_durations()
+            .iter()
+            .map(|(code, snapshot)| (*code, snapshot.count()))
+            .collect();
+        assert_eq!(codes, [(Code::Cancelled, 1)]);
+        assert_eq!(method.attempts_started(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_is_recorded_once() {
+        let telemetry = Telemetry::new();
+        let mut service = telemetry
+            .client_layer("t")
+            .layer(tower::service_fn(|_: CallRequest| {
+                std::future::ready(Err::<CallResponse, _>(Status::unavailable("down")))
+            }));
+        let status = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        let method = &telemetry.metrics().client_targets()[0].methods()[0];
+        let counts: Vec<(Code, u64)> = method
+            .call_durations()
+            .iter()
+            .map(|(code, snapshot)| (*code, snapshot.count()))
+            .collect();
+        assert_eq!(counts, [(Code::Unavailable, 1)]);
+        assert_eq!(telemetry.recent_calls()[0].code, Code::Unavailable);
     }
 }

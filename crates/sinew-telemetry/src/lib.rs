@@ -20,6 +20,8 @@
 //! let telemetry = Telemetry::new();
 //! let server = sinew_rpc::Server::builder().layer(telemetry.server_layer());
 //! let admin = telemetry.serve_admin("127.0.0.1:9000".parse().unwrap()).await?;
+//! // ... once the server listens (and set_not_ready("draining") when it drains):
+//! telemetry.readiness().set_ready();
 //! # let _ = (server, admin);
 //! # Ok(())
 //! # }

@@ -8,21 +8,16 @@ and grpcio's server reflection, on a free port on 127.0.0.1, writes the port to
 PATH, and runs until SIGTERM or SIGINT.
 """
 import argparse
-import importlib
 import os
 import signal
-import sys
-import tempfile
 import threading
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_tools import protoc
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-PROTO_DIR = os.path.join(ROOT, "crates", "sinew-examples", "proto")
+from interop_client import generate_stubs
 
 
 def main():
@@ -30,13 +25,7 @@ def main():
     parser.add_argument("--port-file", required=True)
     args = parser.parse_args()
 
-    out = tempfile.mkdtemp(prefix="sinew-interop-server-")
-    if protoc.main(["grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                    f"--grpc_python_out={out}", os.path.join(PROTO_DIR, "echo.proto")]) != 0:
-        raise RuntimeError("protoc failed")
-    sys.path.insert(0, out)
-    echo_pb2 = importlib.import_module("echo_pb2")
-    echo_grpc = importlib.import_module("echo_pb2_grpc")
+    echo_pb2, echo_grpc, _, _ = generate_stubs()
 
     class Echo(echo_grpc.EchoServicer):
         def UnaryEcho(self, request, context):

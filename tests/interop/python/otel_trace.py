@@ -11,18 +11,14 @@ server through sinew.
 """
 
 import argparse
-import importlib
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent import futures
 
 import grpc
-from grpc_tools import protoc
 from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcInstrumentorServer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -30,8 +26,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-PROTO_DIR = os.path.join(ROOT, "crates", "sinew-examples", "proto")
+from interop_client import generate_stubs
+
 METHOD = "grpc.examples.echo.Echo/UnaryEcho"
 
 passed = 0
@@ -86,13 +82,7 @@ def main():
     GrpcInstrumentorServer().instrument()
     GrpcInstrumentorClient().instrument()
 
-    out = tempfile.mkdtemp(prefix="sinew-otel-")
-    if protoc.main(["grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                    f"--grpc_python_out={out}", os.path.join(PROTO_DIR, "echo.proto")]) != 0:
-        raise RuntimeError("protoc failed")
-    sys.path.insert(0, out)
-    echo_pb2 = importlib.import_module("echo_pb2")
-    echo_grpc = importlib.import_module("echo_pb2_grpc")
+    echo_pb2, echo_grpc, _, _ = generate_stubs()
 
     class Echo(echo_grpc.EchoServicer):
         def UnaryEcho(self, request, grpc_context):

@@ -10,14 +10,13 @@
 //! unreachable, never waited for. The dashboard keeps the history itself,
 //! and a page gets the whole history of the busiest methods only.
 
-use crate::error::{CliError, ExitCode};
+use crate::error::CliError;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use serde_json::{json, Value};
 use sinew::cluster::gossip::{Member, MemberReport};
-use sinew::cluster::name::gossip::Target;
 use sinew::telemetry::admin::{AdminServer, DashboardSource};
 use sinew::telemetry::timeline::{keep_history, Series, SeriesKey, HISTORY};
 use std::collections::BTreeMap;
@@ -32,6 +31,9 @@ pub(crate) const FETCHES: usize = 16;
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_millis(800);
 /// Largest snapshot read from a member.
 const SNAPSHOT_LIMIT: usize = 16 * 1024 * 1024;
+/// Series kept per member; a member that reports more (new method names
+/// every second, say) cannot grow the dashboard's memory past it.
+const SERIES_PER_MEMBER: usize = 2_000;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -49,12 +51,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let target = Target::parse(&args.target)
-        .map_err(|status| CliError::usage(status.message().to_owned()))?;
-    let observer = target
-        .observe()
-        .await
-        .map_err(|status| CliError::new(ExitCode::Unreachable, status.message().to_owned()))?;
+    let observer = super::members::observe(&args.target).await?;
     let server = AdminServer::bind_dashboard(args.listen, Cluster::start(observer))
         .await
         .map_err(|error| {
@@ -164,6 +161,11 @@ async fn poll(observer: &Member, store: &Mutex<Store>) {
         let series: Vec<Series> =
             serde_json::from_value(snapshot["series"].clone()).unwrap_or_default();
         for incoming in series {
+            if !process.series.contains_key(&incoming.key)
+                && process.series.len() >= SERIES_PER_MEMBER
+            {
+                continue;
+            }
             let known = process
                 .series
                 .entry(incoming.key.clone())

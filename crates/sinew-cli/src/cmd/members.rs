@@ -26,16 +26,24 @@ pub(crate) struct Args {
     wait: Duration,
 }
 
+/// An observer member of the gossip cluster at `target`
+/// (`gossip://HOST:PORT[,HOST:PORT][?cluster=NAME]`).
+pub(crate) async fn observe(target: &str) -> Result<sinew::cluster::gossip::Member, CliError> {
+    let target =
+        Target::parse(target).map_err(|status| CliError::usage(status.message().to_owned()))?;
+    target
+        .observe()
+        .await
+        .map_err(|status| CliError::new(ExitCode::Unreachable, status.message().to_owned()))
+}
+
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     if args.target.starts_with("etcd://") {
         return run_etcd(args).await;
     }
     let target = Target::parse(&args.target)
         .map_err(|status| CliError::usage(status.message().to_owned()))?;
-    let observer = target
-        .observe()
-        .await
-        .map_err(|status| CliError::new(ExitCode::Unreachable, status.message().to_owned()))?;
+    let observer = observe(&args.target).await?;
     let started = Instant::now();
     // Half the wait to learn the services, the rest to connect to them.
     tokio::time::sleep(args.wait / 2).await;

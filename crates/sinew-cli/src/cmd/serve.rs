@@ -225,8 +225,18 @@ impl ClusterArgs {
         if let Some(zone) = &self.zone {
             builder = builder.zone(zone);
         }
-        if let Some(admin) = admin {
-            // Where dashboards find this member's figures.
+        if let Some(mut admin) = admin {
+            // Where dashboards find this member's figures: an admin
+            // endpoint on every interface is told by the gossip address
+            // (0.0.0.0 means nothing to another host).
+            if admin.ip().is_unspecified() {
+                let ip = if listen.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    listen.ip()
+                };
+                admin.set_ip(ip);
+            }
             builder = builder.admin(format!("http://{admin}"));
         }
         let failure = |status: sinew::Status| {

@@ -7,7 +7,6 @@
 use super::dashboard::{fetch, Cluster};
 use crate::error::{CliError, ExitCode};
 use serde_json::Value;
-use sinew::cluster::name::gossip::Target;
 use sinew::telemetry::admin::DashboardSource;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -33,12 +32,8 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let source: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<Value>>> =
-        if let Some(rest) = args.target.strip_prefix("gossip://") {
-            let target = Target::parse(&format!("gossip://{rest}"))
-                .map_err(|status| CliError::usage(status.message().to_owned()))?;
-            let observer = target.observe().await.map_err(|status| {
-                CliError::new(ExitCode::Unreachable, status.message().to_owned())
-            })?;
+        if args.target.starts_with("gossip://") {
+            let observer = super::members::observe(&args.target).await?;
             let cluster = std::sync::Arc::new(Cluster::start(observer));
             Box::new(move || {
                 let cluster = cluster.clone();
@@ -52,9 +47,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             })
         } else {
             return Err(CliError::usage(format!(
-                "{}: give an admin endpoint (http://HOST:PORT) or a gossip member (gossip://HOST:PORT)",
-                args.target
-            )));
+            "{}: give an admin endpoint (http://HOST:PORT) or a gossip member (gossip://HOST:PORT)",
+            args.target
+        )));
         };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The first figures need a second of history on the other side.
@@ -156,7 +151,7 @@ fn render(snapshot: &Value, limit: usize) -> String {
             out,
             "{:<10} {:<6} {:<22} {:<48} {:>10.1} {:>6.1}% {:>9.2} {:>9.2} {:>8} {:>10}",
             cut(&row.member, 10),
-            row.side,
+            cut(&row.side, 6),
             cut(&row.peer, 22),
             cut(&row.method, 48),
             row.qps,
@@ -177,24 +172,33 @@ fn render(snapshot: &Value, limit: usize) -> String {
             let _ = writeln!(
                 out,
                 "  {} {} {} {} {:.1} ms trace {} {}",
-                member,
-                call["side"].as_str().unwrap_or(""),
-                call["method"].as_str().unwrap_or(""),
-                call["code"].as_str().unwrap_or(""),
+                clean(member),
+                clean(call["side"].as_str().unwrap_or("")),
+                clean(call["method"].as_str().unwrap_or("")),
+                clean(call["code"].as_str().unwrap_or("")),
                 call["duration_ms"].as_f64().unwrap_or(0.0),
-                call["trace_id"].as_str().unwrap_or(""),
-                call["message"].as_str().unwrap_or("")
+                clean(call["trace_id"].as_str().unwrap_or("")),
+                cut(call["message"].as_str().unwrap_or(""), 200)
             );
         }
     }
     out
 }
 
-/// At most `width` characters, the end marked when cut.
+/// At most `width` characters, the end marked when cut; control
+/// characters (a member's text could carry terminal escapes) shown as `?`.
 fn cut(text: &str, width: usize) -> String {
+    let text = clean(text);
     if text.chars().count() <= width {
-        return text.to_owned();
+        return text;
     }
     let kept: String = text.chars().take(width.saturating_sub(1)).collect();
     format!("{kept}…")
+}
+
+/// `text` without control characters.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }

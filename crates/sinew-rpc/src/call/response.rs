@@ -102,7 +102,8 @@ impl ResponseBody {
     /// (which cancels the call): for layers that watch a call's end (its
     /// duration, its outcome) without wrapping the body, which would cost
     /// the unary fast path. Callbacks added by several layers all run, the
-    /// last added first.
+    /// last added first. Added after the end was taken, it does not run
+    /// (whoever took the end saw it): add it when the response arrives.
     pub fn on_end(&mut self, on_end: impl FnOnce(&Status) + Send + 'static) {
         if matches!(self.repr, BodyRepr::Ended) {
             // The end is past: whoever took it saw it.

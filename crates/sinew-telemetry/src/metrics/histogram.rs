@@ -29,6 +29,9 @@ const LATENCY_BOUNDS_NANOS: [u64; 40] = {
     nanos
 };
 
+/// The most one observation adds to a sum: a year in 100 ns units.
+const MAX_SUMMAND: u64 = 365 * 24 * 3600 * 10_000_000;
+
 /// Bounds for small counts (retries per call, as A96 has them).
 pub const COUNT_BOUNDS: [u64; 6] = [1, 2, 3, 4, 5, 10];
 const COUNT_BOUNDS_ENCODED: [f64; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
@@ -37,6 +40,8 @@ const COUNT_BOUNDS_ENCODED: [f64; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
 /// durations, encoded in seconds) or a count histogram.
 #[derive(Debug)]
 pub struct Histogram {
+    /// Observations are divided by this before they are summed.
+    sum_unit: u64,
     bounds: &'static [u64],
     /// The bounds as encoded (exactly as written, not through `scale`).
     encoded: &'static [f64],
@@ -59,7 +64,10 @@ impl Histogram {
     }
 
     fn with_bounds(bounds: &'static [u64], encoded: &'static [f64], scale: f64) -> Histogram {
+        // Latencies (nanoseconds) are summed in 100 ns units.
+        let sum_unit = if scale < 1.0 { 100 } else { 1 };
         Histogram {
+            sum_unit,
             bounds,
             encoded,
             scale,
@@ -78,7 +86,11 @@ impl Histogram {
     pub fn observe(&self, value: u64) {
         let bucket = self.bounds.partition_point(|&bound| bound < value);
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
+        // The sum counts latencies in units of 100 ns (and one observation
+        // as at most a year), so that it wraps only after some 58,000 years
+        // of call time: long streams, counted for months, cannot wrap it.
+        let added = (value / self.sum_unit).min(MAX_SUMMAND);
+        self.sum.fetch_add(added, Ordering::Relaxed);
     }
 
     /// The counts so far.
@@ -91,7 +103,7 @@ impl Histogram {
                 .collect(),
             sum: self.sum.load(Ordering::Relaxed),
             bounds: self.encoded,
-            scale: self.scale,
+            scale: self.scale * self.sum_unit as f64,
         }
     }
 }
@@ -226,7 +238,7 @@ mod tests {
         assert_eq!(cumulative[8], (0.003, 3));
         assert_eq!(cumulative[39], (100.0, 3));
         assert_eq!(cumulative[40], (f64::INFINITY, 4));
-        assert!((snapshot.sum() - 1000.003021).abs() < 1e-9);
+        assert!((snapshot.sum() - 1000.003021).abs() < 1e-6);
     }
 
     #[test]

@@ -70,23 +70,18 @@ pub fn inject(context: &TraceContext, metadata: &mut MetadataMap) {
     let mut header = [0u8; 55];
     write_traceparent(context, &mut header);
     let header = std::str::from_utf8(&header).expect("hex digits and dashes");
-    // Valid by construction: ASCII header names and checked values.
+    // What was there goes whatever follows: a stale entry never stays.
+    metadata.remove(TRACEPARENT);
+    metadata.remove(TRACESTATE);
+    metadata.remove(BAGGAGE);
+    // Valid by construction (ASCII keys, checked printable values): these
+    // inserts do not fail.
     let _ = metadata.insert_static(TRACEPARENT, header);
-    match &context.state {
-        Some(state) => {
-            let _ = metadata.insert_static(TRACESTATE, state);
-        }
-        None => {
-            metadata.remove(TRACESTATE);
-        }
+    if let Some(state) = &context.state {
+        let _ = metadata.insert_static(TRACESTATE, state);
     }
-    match &context.baggage {
-        Some(baggage) => {
-            let _ = metadata.insert_static(BAGGAGE, baggage);
-        }
-        None => {
-            metadata.remove(BAGGAGE);
-        }
+    if let Some(baggage) = &context.baggage {
+        let _ = metadata.insert_static(BAGGAGE, baggage);
     }
 }
 
@@ -187,57 +182,89 @@ fn joined(metadata: &MetadataMap, key: &str, limit: usize) -> Option<String> {
     (!joined.is_empty()).then_some(joined)
 }
 
-/// Checks a `tracestate` value: at most 32 entries of `key=value`, keys as
-/// W3C defines them (`vendor` or `tenant@vendor`, lowercase), values of
-/// printable ASCII without `,` and `=`, up to 256 characters.
+/// Checks a `tracestate` value as W3C Trace Context's grammar has it: at
+/// most 32 entries of `key=value`, no key twice; a key is `vendor` (a
+/// lowercase letter, then up to 255 of `[a-z0-9_*/-]`) or `tenant@vendor`
+/// (a tenant of up to 241, starting with a letter or digit, and a vendor of
+/// up to 14 starting with a letter); a value is up to 256 printable ASCII
+/// characters without `,` and `=`, not ending with a space.
 pub(crate) fn check_state(state: &str) -> Result<(), &'static str> {
+    fn key_char(b: u8) -> bool {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b)
+    }
+    fn key_ok(key: &str) -> bool {
+        match key.split_once('@') {
+            None => {
+                key.len() <= 256
+                    && key.starts_with(|c: char| c.is_ascii_lowercase())
+                    && key.bytes().all(key_char)
+            }
+            Some((tenant, system)) => {
+                (1..=241).contains(&tenant.len())
+                    && tenant.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && tenant.bytes().all(key_char)
+                    && (1..=14).contains(&system.len())
+                    && system.starts_with(|c: char| c.is_ascii_lowercase())
+                    && system.bytes().all(key_char)
+            }
+        }
+    }
     if state.len() > MAX_STATE_BYTES {
         return Err("tracestate is longer than 512 bytes");
     }
-    let mut entries = 0;
+    let mut keys: Vec<&str> = Vec::new();
     for member in state.split(',') {
         let member = member.trim_matches([' ', '\t']);
         if member.is_empty() {
             continue;
         }
-        entries += 1;
-        if entries > MAX_STATE_ENTRIES {
+        if keys.len() == MAX_STATE_ENTRIES {
             return Err("tracestate has more than 32 entries");
         }
         let (key, value) = member
             .split_once('=')
             .ok_or("a tracestate entry has no '='")?;
-        let key_ok = !key.is_empty()
-            && key.len() <= 256
-            && key.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b))
-            && key.bytes().filter(|&b| b == b'@').count() <= 1;
         let value_ok = !value.is_empty()
             && value.len() <= 256
             && !value.ends_with(' ')
             && value
                 .bytes()
                 .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=');
-        if !key_ok || !value_ok {
+        if !key_ok(key) || !value_ok {
             return Err("a tracestate entry is malformed");
         }
+        if keys.contains(&key) {
+            return Err("a tracestate key comes twice");
+        }
+        keys.push(key);
     }
     Ok(())
 }
 
 /// Checks a `baggage` value (W3C Baggage): at most 64 entries, at most
-/// 8,192 bytes; each `key=value` with optional `;property` parts, the key a
-/// token, the value of the characters the specification allows (others
+/// 8,192 bytes, printable ASCII (so that it can travel in any metadata);
+/// each `key=value` with optional `;key[=value]` properties, keys tokens,
+/// values of the characters the specification allows (others
 /// percent-encoded).
 pub(crate) fn check_baggage(baggage: &str) -> Result<(), &'static str> {
+    fn value_ok(value: &str) -> bool {
+        value.bytes().all(|b| {
+            b == 0x21
+                || (0x23..=0x2b).contains(&b)
+                || (0x2d..=0x3a).contains(&b)
+                || (0x3c..=0x5b).contains(&b)
+                || (0x5d..=0x7e).contains(&b)
+        })
+    }
     if baggage.len() > MAX_BAGGAGE_BYTES {
         return Err("baggage is longer than 8192 bytes");
     }
+    if !baggage.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err("baggage is not printable ASCII");
+    }
     let mut entries = 0;
     for member in baggage.split(',') {
-        let member = member.trim_matches([' ', '\t']);
+        let member = member.trim_matches(' ');
         if member.is_empty() {
             continue;
         }
@@ -245,20 +272,21 @@ pub(crate) fn check_baggage(baggage: &str) -> Result<(), &'static str> {
         if entries > MAX_BAGGAGE_ENTRIES {
             return Err("baggage has more than 64 entries");
         }
-        let entry = member.split(';').next().unwrap_or_default();
+        let mut parts = member.split(';');
+        let entry = parts.next().unwrap_or_default();
         let (key, value) = entry.split_once('=').ok_or("a baggage entry has no '='")?;
-        let key = key.trim_matches([' ', '\t']);
-        let value = value.trim_matches([' ', '\t']);
-        let key_ok = !key.is_empty() && key.bytes().all(is_token);
-        let value_ok = value.bytes().all(|b| {
-            b == 0x21
-                || (0x23..=0x2b).contains(&b)
-                || (0x2d..=0x3a).contains(&b)
-                || (0x3c..=0x5b).contains(&b)
-                || (0x5d..=0x7e).contains(&b)
-        });
-        if !key_ok || !value_ok {
+        let key = key.trim_matches(' ');
+        if key.is_empty() || !key.bytes().all(is_token) || !value_ok(value.trim_matches(' ')) {
             return Err("a baggage entry is malformed");
+        }
+        for property in parts {
+            let (key, value) = match property.split_once('=') {
+                Some((key, value)) => (key.trim_matches(' '), Some(value.trim_matches(' '))),
+                None => (property.trim_matches(' '), None),
+            };
+            if key.is_empty() || !key.bytes().all(is_token) || !value.is_none_or(value_ok) {
+                return Err("a baggage property is malformed");
+            }
         }
     }
     Ok(())
@@ -317,7 +345,10 @@ mod tests {
     fn reads_the_callers_context_and_writes_a_child() {
         let incoming = metadata(&[
             (TRACEPARENT, PARENT),
-            (TRACESTATE, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+            (
+                TRACESTATE,
+                "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,t0@sys=x",
+            ),
             (BAGGAGE, "user=alice, tenant=acme%20corp;ttl=60"),
         ]);
         let caller = extract(&incoming).unwrap();
@@ -340,7 +371,7 @@ mod tests {
         );
         assert_eq!(
             outgoing.get(TRACESTATE),
-            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,t0@sys=x")
         );
         assert_eq!(
             outgoing.get(BAGGAGE),
@@ -405,6 +436,13 @@ mod tests {
             (TRACESTATE, "Upper=case".to_string()),
             (TRACESTATE, "novalue".to_string()),
             (TRACESTATE, "k=a,b".to_string()),
+            (TRACESTATE, "1abc=v".to_string()),
+            (TRACESTATE, "a@=v".to_string()),
+            (TRACESTATE, "a@1x=v".to_string()),
+            (TRACESTATE, "a@abcdefghijklmno=v".to_string()),
+            (TRACESTATE, "a=1,a=2".to_string()),
+            (BAGGAGE, "a=1;p=\"quoted\"".to_string()),
+            (BAGGAGE, "a=1;=v".to_string()),
             (TRACESTATE, too_many.join(",")),
             (TRACESTATE, format!("k={}", "v".repeat(600))),
             (BAGGAGE, "no value".to_string()),
@@ -439,6 +477,13 @@ mod tests {
         let root = TraceContext::new_root(false);
         assert!(root.clone().with_baggage("a=1,b=2").is_ok());
         assert!(root.clone().with_baggage("a b=1").is_err());
+        assert!(root.clone().with_baggage("a=1,\tb=2").is_err());
+        assert!(root.clone().with_baggage("a=1;ttl=60;secret").is_ok());
+        // A bad baggage never leaves a stale one behind in the metadata.
+        let mut metadata = MetadataMap::new();
+        metadata.insert("baggage", "stale=1").unwrap();
+        inject(&root, &mut metadata);
+        assert_eq!(metadata.get(BAGGAGE), None);
         assert!(
             root.with_baggage("a=%E2%9C%93")
                 .unwrap()
