@@ -7,23 +7,13 @@
 
 mod common;
 
-use common::{sinew, spawn_serve};
+use common::{sinew, spawn_serve, Killed};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Reads `stdout` up to a line starting with `prefix`; the rest of it.
 fn line_after(stdout: &mut impl BufRead, prefix: &str) -> String {

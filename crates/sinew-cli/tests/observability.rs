@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{sinew, spawn_serve};
+use common::{sinew, spawn_serve, Killed};
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `GET path` on `address` over HTTP/1.1: the status code and the body.
@@ -43,16 +43,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Kills the child when dropped (a failed assertion leaves nothing behind).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Prometheus scraping `target` every second, its data in `dir`.

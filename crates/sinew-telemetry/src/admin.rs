@@ -33,7 +33,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -297,10 +297,7 @@ impl From<&RecentCall> for RecentJson {
     }
 }
 
-fn millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
+use crate::timeline::unix_millis as millis;
 
 impl Snapshot {
     /// `telemetry` now: every method, the `history` busiest with their

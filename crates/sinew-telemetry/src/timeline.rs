@@ -203,6 +203,12 @@ impl Timeline {
     }
 }
 
+/// `at` in milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// `series` with only the `history` busiest keeping all their points.
 pub fn keep_history(mut series: Vec<Series>, history: usize) -> Vec<Series> {
     if history < series.len() {
@@ -254,9 +260,7 @@ fn point(
             .map_or(0.0, |seconds| seconds * 1000.0)
     };
     Point {
-        at: now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64),
+        at: unix_millis(now),
         qps: calls as f64 / seconds,
         errors: if calls == 0 {
             0.0

@@ -172,3 +172,13 @@ pub fn usage(pid: u32) -> Usage {
         peak_rss: kib("VmHWM:") * 1024,
     }
 }
+
+/// Kills the child when dropped (a failed assertion leaves nothing behind).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
