@@ -27,6 +27,10 @@ mkdir -p fuzz/corpus/frame_decoder
 printf "$seed" > fuzz/corpus/frame_decoder/seed-unary-call
 cargo fuzz run frame_decoder -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
 echo "frame_decoder: ${seconds}s without a crash"
+# With SINEW_PRUNE_BUILDS=1 (the test command sets it) each fuzz build is
+# removed once its targets passed: the next one needs the room.
+prune() { if [ "${SINEW_PRUNE_BUILDS:-0}" = 1 ]; then rm -rf "$1"; fi; }
+prune "$root/crates/sinew-wire/fuzz/target"
 
 cd "$root"
 mkdir -p fuzz/corpus/server_connection fuzz/corpus/grpc_framing
@@ -41,3 +45,4 @@ ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
 echo "server_connection: ${seconds}s without a crash"
 cargo fuzz run grpc_framing -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
 echo "grpc_framing: ${seconds}s without a crash"
+prune "$root/fuzz/target"

@@ -19,11 +19,21 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-section() { printf '\n== %s\n' "$*"; }
+# Each section says how much disk is left: CI's disk is small, and a build
+# that runs out of it fails far from the cause.
+section() {
+  printf '\n== %s\n' "$*"
+  df -h "$root" | awk 'NR == 2 { print "   (disk: " $4 " free)" }'
+}
 
 # One clean build, not an edit loop: incremental caches would only add
-# gigabytes to the disk CI runs on.
+# gigabytes to the disk CI runs on, and so would full debug info (line
+# tables are enough for a test's backtrace). The loom, Miri and fuzz stages
+# build in directories of their own, removed once they pass (scripts/loom.sh,
+# miri.sh, fuzz.sh), so that the last stage still has room.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+export SINEW_PRUNE_BUILDS="${SINEW_PRUNE_BUILDS:-1}"
 
 section "toolchain"
 cargo --version
