@@ -8,6 +8,7 @@ mod raw;
 
 use common::{eventually, TestServer};
 use raw::{raw_frame, RawClient};
+use sinew::rpc::server::stats::{Limit, Refusal};
 use sinew::transport::Address;
 use sinew::Code;
 use sinew_examples::echo::{echo_client::EchoClient, EchoRequest};
@@ -69,6 +70,10 @@ async fn garbage_instead_of_a_preface_is_refused_with_bad_preface() {
     let frames = raw.read_until_closed().await;
     expect_goaway(&frames, Reason::BadPreface, "preface");
     still_serving(&server).await;
+    // Counted: accepted, then refused at the handshake.
+    let stats = server.handle.stats();
+    assert_eq!(stats.refused(Refusal::Handshake), 1, "{stats:?}");
+    assert_eq!(stats.connections_accepted, 2, "{stats:?}");
     server.shutdown().await;
 }
 
@@ -112,6 +117,17 @@ async fn a_frame_longer_than_the_max_frame_size_is_a_frame_size_error() {
         "exceeds the maximum frame size",
     );
     still_serving(&server).await;
+    let stats = server.handle.stats();
+    assert_eq!(
+        stats.connection_errors(Reason::FrameSizeError),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.connection_errors(Reason::ProtocolError),
+        0,
+        "{stats:?}"
+    );
     server.shutdown().await;
 }
 
@@ -347,6 +363,10 @@ async fn a_peer_that_never_reads_is_held_by_flow_control() {
         bytes <= 2 * 1024 * 1024,
         "{bytes} bytes produced; flow control should stop at about one stream window (1 MiB)"
     );
+    // The wait for window is counted.
+    let stats = server.handle.stats();
+    assert!(stats.flow_control_stalls >= 1, "{stats:?}");
+    assert!(stats.bytes_sent >= bytes / 2, "{stats:?}");
     // Other connections are unaffected.
     still_serving(&server).await;
     drop(raw);
@@ -406,6 +426,12 @@ async fn calls_above_max_concurrent_streams_are_refused_unprocessed() {
     }
     expect_trailers(raw.end_of(1).await, Code::Ok, "");
     expect_trailers(raw.end_of(2).await, Code::Ok, "");
+    let stats = server.handle.stats();
+    assert_eq!(stats.limit_hits(Limit::ConcurrentStreams), 1, "{stats:?}");
+    assert_eq!(
+        stats.calls_started, 2,
+        "the refused call never started: {stats:?}"
+    );
     server.shutdown().await;
 }
 

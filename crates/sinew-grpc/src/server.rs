@@ -12,6 +12,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_rpc::server::external::RequestMessages;
+use sinew_rpc::server::stats::Limit;
 use sinew_rpc::server::{
     Accepted, ActiveCall, ExternalCall, ExternalRequest, LocalConnector, Peer, Protocol,
     ResponseEvent, ResponseHead, Sniff,
@@ -149,7 +150,8 @@ async fn serve_http2(
     let max_concurrent_streams = local.max_concurrent_streams();
     let max_header_list_size = local.max_header_list_size();
     let drain_timeout = local.drain_timeout();
-    let idle = idle_for(connection.activity().clone(), local.idle_timeout());
+    let activity = connection.activity().clone();
+    let idle = idle_for(activity.clone(), local.idle_timeout());
     let keepalive = config.keepalive;
     let context = Arc::new(Connection {
         peer: connection.peer().clone(),
@@ -187,6 +189,7 @@ async fn serve_http2(
         }
         _ = idle => {
             tracing::debug!("gRPC connection idle for the idle timeout; closing it");
+            activity.limit_hit(Limit::IdleTimeout);
             connection.connection().graceful_shutdown();
             let _ = tokio::time::timeout(drain_timeout + SHUTDOWN_GRACE, connection).await;
         }
@@ -347,6 +350,7 @@ async fn handle(request: HttpRequest<Incoming>, connection: Arc<Connection>) -> 
     // the response begins: a unary call is complete by then.
     let buffered = Buffered {
         connection: connection.buffered.clone(),
+        activity: connection.activity.clone(),
         budget: connection.memory_budget,
         mine: 0,
     };
@@ -384,6 +388,8 @@ async fn handle(request: HttpRequest<Incoming>, connection: Arc<Connection>) -> 
 /// partial messages: 8 GB).
 struct Buffered {
     connection: Arc<AtomicUsize>,
+    /// Where a refusal is counted.
+    activity: Arc<sinew_rpc::server::Activity>,
     budget: usize,
     /// This call's share of `connection`.
     mine: usize,
@@ -394,6 +400,7 @@ impl Buffered {
     fn admit(&self, more: usize) -> Result<(), Status> {
         let total = self.connection.load(Ordering::Relaxed);
         if total > 0 && total + more > self.budget {
+            self.activity.limit_hit(Limit::ConnectionMemory);
             return Err(Status::resource_exhausted(format!(
                 "the connection's calls buffer {total} bytes of request messages not \
                  taken yet, and {more} more would pass its memory budget of {} bytes",

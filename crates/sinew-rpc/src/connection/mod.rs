@@ -513,6 +513,11 @@ impl Shared {
         self.lock().queued_len()
     }
 
+    /// What the connection carries, counted ([`Activity`]).
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.open_streams
+    }
+
     /// Streams open on the connection (calls in flight).
     pub(crate) fn streams_open(&self) -> usize {
         self.open_streams.calls() as usize
@@ -607,6 +612,7 @@ impl Locked<'_> {
     /// Reports a connection error to the peer (GOAWAY) and kills the connection.
     pub(crate) fn connection_error(&mut self, error: &WireError) {
         tracing::debug!(%error, "connection error");
+        self.shared.open_streams.connection_error(error.reason());
         let last = self.highest_stream_id;
         encode::goaway(&mut self.pending, last, error.reason(), error.message());
         self.kill(Status::unavailable(format!("connection error: {error}")));
@@ -847,7 +853,7 @@ impl Locked<'_> {
         self.streams.insert(id, stream);
         self.flood.earn();
         self.open_streams += 1;
-        self.shared.open_streams.set(self.open_streams);
+        self.shared.open_streams.set(self.open_streams, true);
     }
 
     /// Removes a stream from the table, waking anyone waiting for a free slot:
@@ -857,7 +863,7 @@ impl Locked<'_> {
         if let Some(stream) = &removed {
             self.release_held(stream.waiting);
             self.open_streams -= 1;
-            self.shared.open_streams.set(self.open_streams);
+            self.shared.open_streams.set(self.open_streams, false);
             let waiters = std::mem::take(&mut self.capacity_waiters);
             self.wake.extend(waiters);
             // Only a draining server waits for streams to close; notifying

@@ -170,6 +170,8 @@ impl StreamRef {
                 if stream.waiting == 0 {
                     let budget = self.shared.limits.memory_budget;
                     if state.held > 0 && state.held.saturating_add(len) > budget {
+                        let limit = crate::server::stats::Limit::ConnectionMemory;
+                        self.shared.activity().limit_hit(limit);
                         return Poll::Ready(Err(Status::resource_exhausted(format!(
                             "the peer is not taking what this connection sends: {} bytes \
                              already wait, and the connection holds at most {budget} \
@@ -179,6 +181,7 @@ impl StreamRef {
                     }
                     stream.waiting = len;
                     state.held += len;
+                    self.shared.activity().stalled();
                 }
                 if stream_blocked {
                     stream.send_waker = Some(cx.waker().clone());

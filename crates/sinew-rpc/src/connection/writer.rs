@@ -154,6 +154,8 @@ pub(crate) async fn run<W: Outbound>(shared: Arc<Shared>, mut io: W) {
             tokio::task::yield_now().await;
             continue;
         }
+        let slab_bytes: usize = slab_frames.iter().map(|(_, slab)| slab.len()).sum();
+        shared.activity().sent(batch.len() + slab_bytes);
         if let Err(error) = write_batch(&mut io, &batch, &mut slab_frames).await {
             tracing::debug!(%error, "connection write failed");
             // A peer that closed may have said why first (a GOAWAY naming the

@@ -14,36 +14,108 @@
 //!
 //! Whether a connection is idle is read from its [`Activity`]: the count of
 //! calls in flight that each protocol keeps (sinew's connections count their
-//! open streams in it; the gRPC bridge counts its calls).
+//! open streams in it; the gRPC bridge counts its calls). The same
+//! `Activity` counts what the connection carries, and the table adds those
+//! counts up for [`ServerStats`] (see `stats.rs`).
 
+use super::stats::{Carried, Events, Limit, Refusal, ServerStats};
+use sinew_transport::SlabPool;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio::sync::watch;
 
-/// Calls in flight on one connection, kept by whoever serves it.
+/// Calls in flight on one connection, kept by whoever serves it, and what
+/// the connection carried: calls started, bytes, flow-control stalls. Only
+/// the connection's own tasks write it; the server reads it for
+/// [`ServerStats`].
 #[derive(Debug, Default)]
 pub struct Activity {
     calls: AtomicU32,
+    started: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+    stalls: AtomicU64,
+    /// The server's counters of rare events (none on a client's connection,
+    /// or an in-process one).
+    events: Option<Arc<Events>>,
+    /// The slabs the connection sends from, over shared memory.
+    slabs: OnceLock<SlabPool>,
 }
 
 impl Activity {
     /// Counts one more call in flight until the returned guard is dropped.
     pub fn call(self: &Arc<Self>) -> ActiveCall {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         ActiveCall(self.clone())
     }
 
-    /// Sets the count (for a protocol that keeps its own count and copies it).
-    pub(crate) fn set(&self, calls: u32) {
+    /// Sets the count (for a protocol that keeps its own count and copies
+    /// it); `opened` says whether a call just started.
+    pub(crate) fn set(&self, calls: u32, opened: bool) {
         self.calls.store(calls, Ordering::Relaxed);
+        if opened {
+            self.started.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Calls in flight now.
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` read from the connection.
+    pub fn received(&self, bytes: usize) {
+        self.received.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` written to the connection.
+    pub fn sent(&self, bytes: usize) {
+        self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a message that had to wait for its peer's flow-control window.
+    pub(crate) fn stalled(&self) {
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `limit` turning a call or the connection away (for a protocol
+    /// extension that enforces one of the server's limits itself).
+    pub fn limit_hit(&self, limit: Limit) {
+        if let Some(events) = &self.events {
+            events.limit_hit(limit);
+        }
+    }
+
+    /// Counts a connection error sent to the peer.
+    pub(crate) fn connection_error(&self, reason: sinew_wire::Reason) {
+        if let Some(events) = &self.events {
+            events.connection_error(reason);
+        }
+    }
+
+    /// Counts a handshake that failed or did not finish in time.
+    pub(crate) fn handshake_failed(&self) {
+        if let Some(events) = &self.events {
+            events.refused(Refusal::Handshake);
+        }
+    }
+
+    /// Remembers the slabs the connection sends from (shared memory).
+    pub(crate) fn set_slabs(&self, pool: SlabPool) {
+        let _ = self.slabs.set(pool);
+    }
+
+    pub(crate) fn carried(&self) -> Carried {
+        Carried {
+            calls_started: self.started.load(Ordering::Relaxed),
+            bytes_received: self.received.load(Ordering::Relaxed),
+            bytes_sent: self.sent.load(Ordering::Relaxed),
+            flow_control_stalls: self.stalls.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -69,6 +141,7 @@ pub(crate) struct Limits {
 pub(crate) struct Admission {
     limits: Limits,
     table: Mutex<Table>,
+    events: Arc<Events>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +149,8 @@ struct Table {
     next_id: u64,
     entries: HashMap<u64, Entry>,
     per_ip: HashMap<IpAddr, usize>,
+    /// What the connections that are gone carried.
+    retired: Carried,
 }
 
 #[derive(Debug)]
@@ -113,6 +188,7 @@ impl Drop for Ticket {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = table.entries.remove(&self.id) {
+            table.retired.add(&entry.activity);
             if let Some(ip) = entry.ip {
                 if let Some(count) = table.per_ip.get_mut(&ip) {
                     *count -= 1;
@@ -130,7 +206,34 @@ impl Admission {
         Arc::new(Admission {
             limits,
             table: Mutex::new(Table::default()),
+            events: Arc::default(),
         })
+    }
+
+    /// The server's figures now: the live connections' counts added to the
+    /// totals of those gone.
+    pub(crate) fn stats(&self) -> ServerStats {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut carried = table.retired;
+        let mut in_flight = 0;
+        let (mut shm, mut slabs_in_use, mut slabs) = (0, 0, 0);
+        for entry in table.entries.values() {
+            carried.add(&entry.activity);
+            in_flight += u64::from(entry.activity.calls());
+            if let Some(pool) = entry.activity.slabs.get() {
+                let count = u64::from(pool.slab_count());
+                shm += 1;
+                slabs += count;
+                slabs_in_use += count.saturating_sub(pool.free_slabs() as u64);
+            }
+        }
+        let open = table.entries.len() as u64;
+        drop(table);
+        let mut stats = ServerStats::new(&self.events, carried, open, in_flight);
+        stats.shm_connections = shm;
+        stats.shm_slabs_in_use = slabs_in_use;
+        stats.shm_slabs = slabs;
+        stats
     }
 
     /// A place for a connection from `ip`: at a limit, the oldest idle
@@ -142,22 +245,30 @@ impl Admission {
         let crowded = ip.filter(|ip| table.per_ip.get(ip).is_some_and(|n| *n >= limit));
         if let Some(address) = crowded {
             if !table.shed_oldest_idle(ip) {
+                self.events.refused(Refusal::AddressLimit);
                 return Err(Refused(format!(
                     "too many connections from {address} (limit {limit}, all busy)"
                 )));
             }
-        } else if table.entries.len() >= self.limits.max_connections
-            && !table.shed_oldest_idle(None)
-        {
-            return Err(Refused(format!(
-                "server at its connection limit ({}, all busy)",
-                self.limits.max_connections
-            )));
+            self.events.limit_hit(Limit::ConnectionLimit);
+        } else if table.entries.len() >= self.limits.max_connections {
+            if !table.shed_oldest_idle(None) {
+                self.events.refused(Refusal::ConnectionLimit);
+                return Err(Refused(format!(
+                    "server at its connection limit ({}, all busy)",
+                    self.limits.max_connections
+                )));
+            }
+            self.events.limit_hit(Limit::ConnectionLimit);
         }
+        self.events.accepted();
         let id = table.next_id;
         table.next_id += 1;
         let (close, close_rx) = watch::channel(false);
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity {
+            events: Some(self.events.clone()),
+            ..Activity::default()
+        });
         table.entries.insert(
             id,
             Entry {
@@ -248,8 +359,22 @@ mod tests {
         let _busy_fourth = fourth.activity.call();
         let refused = admission.admit(ip(5)).unwrap_err();
         assert!(refused.0.contains("connection limit (3"), "{refused:?}");
+        let stats = admission.stats();
+        assert_eq!(stats.connections_accepted, 4);
+        assert_eq!(stats.connections_open, 4, "the closing one still counts");
+        assert_eq!(stats.calls_in_flight, 3);
+        assert_eq!(stats.limit_hits(Limit::ConnectionLimit), 1);
+        assert_eq!(stats.refused(Refusal::ConnectionLimit), 1);
+        // A connection's counts outlive it, in the totals.
+        first.activity.received(100);
+        first.activity.sent(40);
+        second.activity.received(1);
         drop(first);
         assert_eq!(admission.len(), 3);
+        let stats = admission.stats();
+        assert_eq!((stats.bytes_received, stats.bytes_sent), (101, 40));
+        assert_eq!(stats.calls_started, 3);
+        assert_eq!(stats.connections_open, 3);
         admission.close_all();
         assert!(*second.close.borrow() && *third.close.borrow() && *fourth.close.borrow());
     }
@@ -270,6 +395,8 @@ mod tests {
         let _busy_c = c.activity.call();
         let refused = admission.admit(ip(9)).unwrap_err();
         assert!(refused.0.contains("from 10.0.0.9 (limit 2"), "{refused:?}");
+        assert_eq!(admission.stats().refused(Refusal::AddressLimit), 1);
+        assert_eq!(admission.stats().refused(Refusal::ConnectionLimit), 0);
         // Unix sockets and shared memory have no address: only the total counts.
         assert!(admission.admit(None).is_ok());
     }

@@ -236,6 +236,10 @@ impl ServerCall {
         };
         let limit = self.io.request_timeout();
         let bytes = tokio::time::timeout(limit, receive).await.map_err(|_| {
+            if let CallIo::Sinew(stream) = &self.io {
+                let limit = crate::server::stats::Limit::RequestTimeout;
+                stream.shared.activity().limit_hit(limit);
+            }
             Status::deadline_exceeded(format!(
                 "the request did not arrive within {limit:?} of the call's headers \
                  (the server's request timeout)"

@@ -14,6 +14,7 @@
 
 use super::admission::Activity;
 use super::call::{CallIo, ServerCall};
+use super::stats::Limit;
 use super::{MethodKind, Peer, Router, ServerConfig, Serving};
 use crate::connection::stream::StreamRef;
 use crate::connection::writer::Outbound;
@@ -80,10 +81,17 @@ where
         handshake_deadline,
         activity,
     } = setup;
-    let preface = match handshake(&mut reader, &mut buf, handshake_deadline).await {
+    activity.received(buf.len());
+    let preface = match handshake(&mut reader, &mut buf, handshake_deadline, &activity).await {
         Ok(preface) => preface,
-        Err(error) => return refuse(writer_half, &config, &error).await,
+        Err(error) => {
+            activity.handshake_failed();
+            return refuse(writer_half, &config, &error).await;
+        }
     };
+    if let Some(pool) = writer_half.slab_pool() {
+        activity.set_slabs(pool);
+    }
     let shared = Shared::new(
         Role::Server,
         config.settings,
@@ -167,6 +175,7 @@ async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     deadline: Instant,
+    activity: &Activity,
 ) -> Result<Preface, WireError> {
     let read_preface = async {
         loop {
@@ -177,6 +186,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 .read_buf(buf)
                 .await
                 .map_err(|e| WireError::new(Reason::BadPreface, format!("read failed: {e}")))?;
+            activity.received(n);
             if n == 0 {
                 return Err(WireError::new(
                     Reason::BadPreface,
@@ -269,6 +279,7 @@ impl Reader {
                 self.start_drain("server shutting down");
             }
             if close_idle && self.drain_deadline.is_none() {
+                self.shared.activity().limit_hit(Limit::IdleTimeout);
                 self.start_drain("idle connection closed (the server's idle timeout)");
             }
             // While draining, wake when a call leaves the table; stop when none is left.
@@ -301,7 +312,10 @@ impl Reader {
                         }
                         break Ended::Closed;
                     }
-                    Ok(_) => self.shared.received.store(true, std::sync::atomic::Ordering::Relaxed),
+                    Ok(n) => {
+                        self.shared.activity().received(n);
+                        self.shared.received.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(error) => {
                         self.shared.lock().kill(Status::unavailable(format!("connection lost: {error}")));
                         break Ended::Closed;
@@ -323,6 +337,7 @@ impl Reader {
                         _ => Some((now, self.frames)),
                     };
                     if partial.is_some_and(|(since, _)| now >= since + frame_timeout) {
+                        self.shared.activity().limit_hit(Limit::FrameTimeout);
                         self.shared.lock().connection_error(&WireError::new(
                             Reason::EnhanceYourCalm,
                             format!("a frame took longer than {frame_timeout:?} to arrive (the server's frame timeout); {} bytes of it came", buf.len()),
@@ -421,6 +436,7 @@ impl Reader {
                          the client has not taken yet; call not processed",
                         self.shared.limits.memory_budget
                     );
+                    self.shared.activity().limit_hit(Limit::ConnectionMemory);
                     state.encode_refusal(id, &message);
                     return Ok(());
                 }
@@ -428,6 +444,7 @@ impl Reader {
                 if state.open_streams >= limit {
                     let message =
                         format!("too many concurrent streams (limit {limit}); call not processed");
+                    self.shared.activity().limit_hit(Limit::ConcurrentStreams);
                     state.encode_refusal(id, &message);
                     return Ok(());
                 }

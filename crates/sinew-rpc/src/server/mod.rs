@@ -32,6 +32,7 @@ mod peer;
 mod protocol;
 pub mod reflection;
 mod service;
+pub mod stats;
 
 pub use admission::{ActiveCall, Activity};
 pub use call::ServerCall;
@@ -43,6 +44,7 @@ pub use interceptor::{Interceptor, InterceptorLayer};
 pub use peer::Peer;
 pub use protocol::{Accepted, LocalConnector, Protocol, Sniff};
 pub use service::{MethodDescriptor, MethodKind, Service, ServiceDescriptor};
+pub use stats::ServerStats;
 
 use crate::call::BoxError;
 use crate::status::Status;
@@ -566,7 +568,9 @@ impl ServerBuilder {
             .map(|service| service.descriptor().name)
             .collect();
         let (shutdown, _) = watch::channel(false);
+        let admission = admission::Admission::new(self.config.connection_limits);
         Ok(Server {
+            admission,
             listeners,
             local_addresses,
             service_names,
@@ -605,6 +609,8 @@ impl From<std::convert::Infallible> for AddressErrorOrIo {
 
 /// A bound server. Call [`Server::serve`] to run it.
 pub struct Server {
+    /// The table of connections, and the server's figures.
+    admission: Arc<admission::Admission>,
     listeners: Vec<Listener>,
     local_addresses: Vec<Address>,
     /// The names of the services added by the application.
@@ -630,9 +636,17 @@ impl std::fmt::Debug for Server {
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     shutdown: watch::Sender<bool>,
+    admission: Arc<admission::Admission>,
 }
 
 impl ServerHandle {
+    /// The server's figures now: connections, calls, bytes, limits hit (see
+    /// [`ServerStats`]). Cheap enough for every scrape: a lock and a walk
+    /// over the open connections, nothing on the call path.
+    pub fn stats(&self) -> ServerStats {
+        self.admission.stats()
+    }
+
     /// Stops accepting, sends GOAWAY on every connection, lets calls in flight
     /// finish (up to the drain timeout), then makes [`Server::serve`] return.
     pub fn shutdown(&self) {
@@ -733,6 +747,7 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shutdown: self.shutdown.clone(),
+            admission: self.admission.clone(),
         }
     }
 
@@ -755,6 +770,7 @@ impl Server {
     /// and reports what happened to the calls in flight.
     pub async fn serve(self) -> ShutdownReport {
         let Server {
+            admission,
             listeners,
             local_addresses: _,
             service_names: _,
@@ -800,7 +816,6 @@ impl Server {
         );
         let mut connections = JoinSet::new();
         let mut report = ShutdownReport::default();
-        let admission = admission::Admission::new(config.connection_limits);
         if !*shutdown_rx.borrow_and_update() {
             loop {
                 tokio::select! {

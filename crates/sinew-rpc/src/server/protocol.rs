@@ -122,7 +122,10 @@ impl AsyncRead for Accepted {
             self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.activity.received(buf.filled().len() - before);
+        read
     }
 }
 
@@ -132,7 +135,11 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.activity.sent(n);
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -140,7 +147,11 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            self.activity.sent(n);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -332,10 +343,12 @@ pub(crate) async fn route(
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         tracing::debug!(%error, "TLS handshake failed");
+                        ticket.activity.handshake_failed();
                         return DrainCounts::default();
                     }
                     Err(_) => {
                         tracing::debug!("no TLS handshake within the handshake timeout");
+                        ticket.activity.handshake_failed();
                         return DrainCounts::default();
                     }
                 }
@@ -401,6 +414,7 @@ pub(crate) async fn route(
             protocol = protocol.name(),
             "connection claimed by a protocol extension"
         );
+        ticket.activity.received(buf.len());
         let accepted = Accepted {
             prefix: buf,
             stream,
