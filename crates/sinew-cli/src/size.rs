@@ -1,4 +1,5 @@
-//! Byte sizes on the command line: `16384`, `16KiB`, `64MiB`, `1GiB`.
+//! Byte sizes on the command line: `16384`, `16KiB`, `64MiB`, `1GiB`; and
+//! the same units when printing one.
 
 /// Parses a byte count: a bare number of bytes, or a number with a binary
 /// unit (`B`, `KiB`, `MiB`, `GiB`; `k`, `m`, `g` are read the same way).
@@ -33,9 +34,34 @@ pub(crate) fn parse_size_u32(text: &str) -> Result<u32, String> {
     u32::try_from(bytes).map_err(|_| format!("{text:?} is larger than 4 GiB - 1"))
 }
 
+/// `bytes` in the largest binary unit that keeps it at least 1, with one
+/// decimal: `512 B`, `1.5 KiB`, `64.0 MiB`.
+pub(crate) fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_sizes_use_the_largest_unit_that_fits() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(64 << 20), "64.0 MiB");
+        assert_eq!(format_bytes(u64::MAX), "16777216.0 TiB");
+    }
 
     #[test]
     fn sizes_read_with_binary_units() {

@@ -1,9 +1,11 @@
-//! The live dashboard in a real browser: a gossip cluster of two `sinew
-//! serve --admin` members under load, `sinew dashboard` for the cluster, and
-//! Debian's Chromium, headless, driven over the DevTools protocol: the page
-//! loads, lists the members, a calls-a-second chart shows non-zero values,
-//! and it updates within 2 s. With `SINEW_SCREENSHOTS=DIR` it also saves a
-//! screenshot there (how docs/dashboard.png is made).
+//! The live dashboard in a real browser, Debian's Chromium, headless, driven
+//! over the DevTools protocol: `sinew demo --dashboard` (its members, and
+//! its client's view of them), and `sinew dashboard` for a gossip cluster of
+//! `sinew serve --admin` members under load. The page loads, lists the
+//! members, a calls-a-second chart shows non-zero values, the servers'
+//! connections and the clients' endpoints show, and it updates within 2 s.
+//! With `SINEW_SCREENSHOTS=DIR` the cluster test also saves a screenshot
+//! there (how docs/dashboard.png is made).
 
 mod common;
 
@@ -31,13 +33,15 @@ fn line_after(stdout: &mut impl BufRead, prefix: &str) -> String {
 }
 
 /// A `sinew serve` member named `name` (seeding from `join`, or the first)
-/// with an admin endpoint: the child and its gossip address.
-fn member(name: &str, join: Option<&str>) -> (Killed, String) {
+/// with an admin endpoint, and more `flags`: the child and its gossip
+/// address.
+fn member(name: &str, join: Option<&str>, more: &[&str]) -> (Killed, String) {
     let mut flags = vec!["--name", name, "--admin", "127.0.0.1:0"];
     match join {
         Some(seed) => flags.extend(["--join", seed]),
         None => flags.extend(["--gossip", "127.0.0.1:0"]),
     }
+    flags.extend(more);
     let (child, mut stdout, _) =
         spawn_serve(&["tcp://127.0.0.1:0".to_owned()], &flags, Stdio::null());
     let member = line_after(
@@ -90,6 +94,18 @@ impl Page {
     }
 
     /// Polls `expression` until it is `true` (20 s at most).
+    /// Live: the page counts the events it drew; two seconds apart, more.
+    async fn updates_within_2s(&mut self) {
+        let count = "Number(document.getElementById('updates').dataset.count)";
+        let first = self.eval(count).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let second = self.eval(count).await;
+        assert!(
+            second.as_f64() > first.as_f64(),
+            "no update within 2 s: {first} then {second}"
+        );
+    }
+
     async fn wait_for(&mut self, what: &str, expression: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.eval(expression).await != Value::Bool(true) {
@@ -216,11 +232,69 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
         .ok()?
 }
 
+/// A fresh Chromium profile directory (removed by the caller).
+fn profile() -> std::path::PathBuf {
+    let profile = std::env::temp_dir().join(format!(
+        "sinew-chromium-{}-{}",
+        std::process::id(),
+        common::rand_suffix()
+    ));
+    std::fs::create_dir_all(&profile).unwrap();
+    profile
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_a_dashboard_of_its_members_and_its_clients_view() {
+    let mut demo = sinew()
+        .args(["demo", "--dashboard", "127.0.0.1:0"])
+        .args(["--duration", "40s", "-c", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let _demo = Killed(demo);
+    let url = line_after(&mut stdout, "dashboard on ");
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let profile = profile();
+    let (_browser, mut page) = chromium(&profile, &url).await;
+
+    page.wait_for(
+        "the demo's four members",
+        r#"["node-1", "node-2", "node-3", "node-4"].every(name =>
+             document.querySelector(`tr.member[data-member="${name}"]`))"#,
+    )
+    .await;
+    page.wait_for(
+        "a non-zero calls-a-second chart",
+        r#"[...document.querySelectorAll('.chart[data-method^="grpc.examples.echo.Echo/"]')].some(c => Number(c.dataset.qps) > 0)"#,
+    )
+    .await;
+    // The client's balanced channel, as the process "demo client": every
+    // node it calls (the events later change their health).
+    page.wait_for(
+        "the demo client's view of the nodes",
+        r#"document.querySelectorAll('tr.endpoint[data-member="demo client"][data-target="grpc.examples.echo.Echo"]').length >= 4"#,
+    )
+    .await;
+    page.wait_for(
+        "the nodes' servers with connections",
+        r#"[...document.querySelectorAll("tr.server")].filter(r => Number(r.dataset.connections) > 0).length >= 3"#,
+    )
+    .await;
+    page.updates_within_2s().await;
+    drop(page);
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_dashboard_lists_members_charts_calls_and_updates_live() {
-    let (_first, gossip) = member("node-a", None);
-    let (_second, _) = member("node-b", Some(&gossip));
+    let (_first, gossip) = member("node-a", None, &[]);
     let seed = format!("gossip://{gossip}");
+    // node-b forwards what it does not serve to the cluster's Echo members:
+    // a balanced client, whose view of its endpoints the page shows.
+    let upstream = format!("{seed}/grpc.examples.echo.Echo");
+    let (_second, _) = member("node-b", Some(&gossip), &["--forward", &upstream]);
     // Load on the cluster for the whole test (bounded in time).
     let _load = Killed(
         sinew()
@@ -246,12 +320,7 @@ async fn the_cluster_dashboard_lists_members_charts_calls_and_updates_live() {
     let _dashboard = Killed(dashboard);
     let url = line_after(&mut stdout, "dashboard on ");
 
-    let profile = std::env::temp_dir().join(format!(
-        "sinew-chromium-{}-{}",
-        std::process::id(),
-        common::rand_suffix()
-    ));
-    std::fs::create_dir_all(&profile).unwrap();
+    let profile = profile();
     let (_browser, mut page) = chromium(&profile, &url).await;
 
     page.wait_for(
@@ -264,18 +333,7 @@ async fn the_cluster_dashboard_lists_members_charts_calls_and_updates_live() {
         r#"[...document.querySelectorAll('.chart[data-method="grpc.examples.echo.Echo/UnaryEcho"]')].some(c => Number(c.dataset.qps) > 0)"#,
     )
     .await;
-    // Live: the page counts the events it drew; two seconds apart, more.
-    let first = page
-        .eval("Number(document.getElementById('updates').dataset.count)")
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let second = page
-        .eval("Number(document.getElementById('updates').dataset.count)")
-        .await;
-    assert!(
-        second.as_f64() > first.as_f64(),
-        "no update within 2 s: {first} then {second}"
-    );
+    page.updates_within_2s().await;
     // The charts draw lines, and the methods table has both members' rows.
     let drawn = page
         .eval(r#"document.querySelector('.chart .qline').getAttribute('d').length > 10"#)
@@ -285,6 +343,20 @@ async fn the_cluster_dashboard_lists_members_charts_calls_and_updates_live() {
         .eval(r#"[...document.querySelectorAll('tr.method[data-method="grpc.examples.echo.Echo/UnaryEcho"]')].length"#)
         .await;
     assert_eq!(rows, json!(2));
+    // Each member's server: connections open (the load's), bytes moving.
+    page.wait_for(
+        "both members' servers, with connections and traffic",
+        r#"[...document.querySelectorAll("tr.server")].filter(r => Number(r.dataset.connections) > 0
+             && Number(r.querySelector("td:nth-child(4)").textContent.replace(/,/g, "")) > 0).length === 2"#,
+    )
+    .await;
+    // node-b's balanced client sees both members' endpoints, ready.
+    page.wait_for(
+        "node-b's view of its two endpoints",
+        r#"[...document.querySelectorAll('tr.endpoint[data-member="node-b"][data-target="grpc.examples.echo.Echo"]')]
+             .filter(r => r.dataset.health === "ready").length === 2"#,
+    )
+    .await;
 
     if let Ok(dir) = std::env::var("SINEW_SCREENSHOTS") {
         tokio::time::sleep(Duration::from_secs(20)).await;

@@ -173,6 +173,9 @@ fn prometheus_scrapes_the_admin_endpoint_and_promql_finds_the_calls() {
     assert_eq!(status, 200);
     let snapshot: serde_json::Value = serde_json::from_str(&snapshot).unwrap();
     assert_eq!(snapshot["ready"], true);
+    let server = &snapshot["components"]["server"];
+    assert!(server["calls_started"].as_u64().unwrap() >= 4, "{server}");
+    assert!(server["received_bytes"].as_u64().unwrap() > 0, "{server}");
     assert!(snapshot["series"]
         .as_array()
         .unwrap()
@@ -195,6 +198,11 @@ fn prometheus_scrapes_the_admin_endpoint_and_promql_finds_the_calls() {
         row.trim_end().ends_with(" 3"),
         "three calls over sinew: {row}"
     );
+    let server = table
+        .lines()
+        .find(|line| line.starts_with("server: "))
+        .unwrap_or_else(|| panic!("no server line in\n{table}"));
+    assert!(server.contains("refused: none"), "{server}");
 
     let (_prometheus, web) = start_prometheus(admin, &dir);
     let started = query(
@@ -238,6 +246,28 @@ fn prometheus_scrapes_the_admin_endpoint_and_promql_finds_the_calls() {
     );
     let seconds: f64 = p99[0]["value"][1].as_str().unwrap().parse().unwrap();
     assert!(seconds > 0.0 && seconds < 100.0, "p99 {seconds}");
+    // The server's own figures: connections (each `sinew call` made one),
+    // bytes both ways, every refusal reason and limit as a series of its own.
+    let value = |series: &serde_json::Value| -> f64 {
+        series["value"][1].as_str().unwrap().parse().unwrap()
+    };
+    let accepted = query(web, "sinew_server_connections_accepted_total", 1);
+    assert!(value(&accepted[0]) >= 4.0, "{accepted:?}");
+    for moved in [
+        "sinew_server_received_bytes_total > 0",
+        "sinew_server_sent_bytes_total > 0",
+    ] {
+        query(web, moved, 1);
+    }
+    let refused = query(web, "sinew_server_connections_refused_total", 3);
+    let mut reasons: Vec<&str> = refused
+        .iter()
+        .map(|series| series["metric"]["reason"].as_str().unwrap())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["address_limit", "connection_limit", "handshake"]);
+    let limits = query(web, "sinew_server_limit_hits_total", 6);
+    assert_eq!(limits.len(), 6, "{limits:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

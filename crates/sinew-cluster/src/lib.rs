@@ -52,6 +52,6 @@ pub mod name;
 mod registry;
 pub mod resolve;
 
-pub use balance::{Balanced, BalancedBuilder, Policy};
+pub use balance::{Balanced, BalancedBuilder, BalancedObserver, Policy};
 pub use endpoint::Endpoint;
 pub use resolve::{Resolve, Update};

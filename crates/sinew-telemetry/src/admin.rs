@@ -246,6 +246,8 @@ pub struct Snapshot {
     pub series: Vec<Series>,
     /// Recent slow and failed calls, newest first.
     pub recent: Vec<RecentJson>,
+    /// The watched parts: server, balanced clients, breakers, limits.
+    pub components: crate::components::Components,
 }
 
 /// Which process.
@@ -322,6 +324,7 @@ impl Snapshot {
                 .iter()
                 .map(RecentJson::from)
                 .collect(),
+            components: telemetry.components(),
         }
     }
 }

@@ -13,6 +13,10 @@
 //!   retrying layer) for a client's: continues the current trace in the
 //!   request's metadata, opens an `rpc.client` span, counts the call.
 //! * [`Telemetry::serve_admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! * [`Telemetry::watch_server`] (and `watch_balanced`, `watch_breaker`,
+//!   `watch_limit` with features `cluster` and `resilience`): a part's
+//!   state (connections, bytes, limits hit, endpoints, circuits) in the
+//!   metrics and the dashboard, read when asked ([`components`]).
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -45,6 +49,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod components;
 pub mod export;
 pub mod metrics;
 pub mod recent;
@@ -73,6 +78,8 @@ pub struct Telemetry {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
+    /// The parts whose figures the metrics and the dashboard show.
+    watched: Arc<components::Watched>,
     pub(crate) recent: RecentCalls,
     readiness: Readiness,
     sample_ratio: f64,
@@ -137,6 +144,39 @@ impl Telemetry {
                 target,
             }),
         }
+    }
+
+    /// Adds a server's figures (connections, calls in flight, bytes, limits
+    /// hit: see [`components`]) to the metrics and the dashboard.
+    pub fn watch_server(&self, server: &sinew_rpc::server::ServerHandle) {
+        self.shared.watched.server(server.clone());
+    }
+
+    /// Adds a balanced client's view of its endpoints (health, ejection,
+    /// calls in flight, latency estimate) to the metrics and the dashboard.
+    /// The channel is not kept alive by this.
+    #[cfg(feature = "cluster")]
+    pub fn watch_balanced(&self, channel: &sinew_cluster::Balanced) {
+        self.shared.watched.balanced(channel.observer());
+    }
+
+    /// Adds a circuit breaker's circuits, under `name`, to the metrics and
+    /// the dashboard.
+    #[cfg(feature = "resilience")]
+    pub fn watch_breaker(&self, name: &str, breaker: &sinew_resilience::BreakerLayer) {
+        self.shared.watched.breaker(name, breaker.clone());
+    }
+
+    /// Adds an adaptive concurrency limit, under `name`, to the metrics and
+    /// the dashboard.
+    #[cfg(feature = "resilience")]
+    pub fn watch_limit(&self, name: &str, limit: &sinew_resilience::AdaptiveLimitLayer) {
+        self.shared.watched.limit(name, limit.clone());
+    }
+
+    /// Every watched part's figures now.
+    pub fn components(&self) -> components::Components {
+        self.shared.watched.read()
     }
 
     /// The metrics (to read them, or to register more).
@@ -252,9 +292,14 @@ impl TelemetryBuilder {
 
     /// The telemetry.
     pub fn build(self) -> Telemetry {
+        let metrics = Metrics::new();
+        let watched = Arc::new(components::Watched::default());
+        let collector = components::ComponentCollector(watched.clone());
+        metrics.register(|registry| registry.register_collector(Box::new(collector)));
         Telemetry {
             shared: Arc::new(Shared {
-                metrics: Metrics::new(),
+                metrics,
+                watched,
                 recent: RecentCalls::new(self.slow_call, self.recent_calls),
                 readiness: Readiness::default(),
                 sample_ratio: self.sample_ratio,

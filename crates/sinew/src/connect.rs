@@ -32,6 +32,8 @@ pub struct ConnectOptions {
     service: Option<String>,
     #[cfg(feature = "resilience")]
     service_config: Option<crate::resilience::ServiceConfig>,
+    #[cfg(feature = "telemetry")]
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl ConnectOptions {
@@ -68,6 +70,27 @@ impl ConnectOptions {
     pub fn service_config(mut self, config: crate::resilience::ServiceConfig) -> Self {
         self.service_config = Some(config);
         self
+    }
+
+    /// A name's balanced channel shows its endpoints (health, ejection,
+    /// calls in flight, latency estimate) in `telemetry`'s metrics and
+    /// dashboard ([`Telemetry::watch_balanced`](crate::telemetry::Telemetry::watch_balanced)).
+    #[cfg(feature = "telemetry")]
+    pub fn telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// The balanced channel `builder` makes, watched by the telemetry if
+    /// there is one.
+    #[cfg(feature = "cluster")]
+    fn build_balanced(&self, builder: sinew_cluster::BalancedBuilder) -> sinew_cluster::Balanced {
+        let balanced = builder.build();
+        #[cfg(feature = "telemetry")]
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.watch_balanced(&balanced);
+        }
+        balanced
     }
 
     /// The channel to `address`; see [`connect`](crate::connect) for what
@@ -161,7 +184,7 @@ impl ConnectOptions {
         if let Some(tls) = self.endpoint_tls(name) {
             builder = builder.tls(tls);
         }
-        Ok(self.configured(Channel::from_service(builder.build())))
+        Ok(self.configured(Channel::from_service(self.build_balanced(builder))))
     }
 
     /// The TLS settings of a name's endpoints: a `dns:///HOST:PORT` name's
@@ -219,7 +242,7 @@ impl ConnectOptions {
         if let Some(tls) = &self.tls {
             builder = builder.tls(tls.clone());
         }
-        let balanced = builder.build();
+        let balanced = self.build_balanced(builder);
         let handle = resilience::ConfigHandle::new(initial);
         let following = handle.follow_gossip(&member, &service);
         let configured = resilience::ServiceConfigLayer::with_handle(handle).layer(balanced);

@@ -75,6 +75,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
 pub(crate) struct Cluster {
     observer: Member,
     store: Arc<Mutex<Store>>,
+    /// This process's own figures, shown as one more process under a name
+    /// (`sinew demo`'s client: its view of the nodes).
+    local: Option<(String, sinew::telemetry::Telemetry)>,
 }
 
 /// What the poller gathered.
@@ -90,6 +93,10 @@ struct Store {
 struct Process {
     series: BTreeMap<SeriesKey, Series>,
     recent: Value,
+    /// Its server's, clients', breakers' and limits' figures, and when
+    /// it took them.
+    components: Value,
+    at: Value,
     /// Its whole history was fetched once.
     backfilled: bool,
 }
@@ -109,7 +116,17 @@ impl Cluster {
                 poll(&poller, &store).await;
             }
         });
-        Cluster { observer, store }
+        Cluster {
+            observer,
+            store,
+            local: None,
+        }
+    }
+
+    /// Shows `telemetry`'s figures too, as a process named `name`.
+    pub(crate) fn with_local(mut self, name: &str, telemetry: sinew::telemetry::Telemetry) -> Self {
+        self.local = Some((name.to_owned(), telemetry));
+        self
     }
 }
 
@@ -158,6 +175,8 @@ async fn poll(observer: &Member, store: &Mutex<Store>) {
         let process = store.processes.entry(name.clone()).or_default();
         process.backfilled = true;
         process.recent = snapshot["recent"].clone();
+        process.components = snapshot["components"].clone();
+        process.at = snapshot["at"].clone();
         let series: Vec<Series> =
             serde_json::from_value(snapshot["series"].clone()).unwrap_or_default();
         for incoming in series {
@@ -225,6 +244,13 @@ impl DashboardSource for Cluster {
     fn snapshot(&self, history: usize) -> BoxFuture<'static, Vec<u8>> {
         let store = self.store.clone();
         let observer = self.observer.clone();
+        let local = self.local.as_ref().map(|(name, telemetry)| {
+            let mut own =
+                serde_json::to_value(sinew::telemetry::admin::Snapshot::of(telemetry, history))
+                    .unwrap_or_default();
+            own["member"] = json!(name);
+            own
+        });
         Box::pin(async move {
             if !lock(&store).polled {
                 poll(&observer, &store).await;
@@ -255,8 +281,11 @@ impl DashboardSource for Cluster {
                         "member": name,
                         "series": processes.remove(name.as_str()).unwrap_or_default(),
                         "recent": process.recent,
+                        "components": process.components,
+                        "at": process.at,
                     })
                 })
+                .chain(local)
                 .collect();
             serde_json::to_vec(&json!({ "members": store.members, "processes": processes }))
                 .unwrap_or_default()

@@ -17,6 +17,11 @@
 //! The report shows calls per node over time, the calls that failed, and how
 //! long the set took to converge after each event.
 //!
+//! With `--dashboard HOST:PORT`, every node serves its admin endpoint and the
+//! demo serves the cluster's live dashboard there (as `sinew dashboard`),
+//! with the demo's client as one more process: its balanced channel's view
+//! of the nodes, as the events change it.
+//!
 //! With `--tls`, the same over mutual TLS: a CA made at start (rcgen) issues
 //! each node and the client a certificate with a SPIFFE ID
 //! (`spiffe://sinew-demo/node/node-1`, `spiffe://sinew-demo/client`), nodes
@@ -51,6 +56,11 @@ pub(crate) struct Args {
     /// an authorization policy.
     #[arg(long)]
     tls: bool,
+    /// Serve the cluster's live dashboard on this address (HTTP; port 0
+    /// picks a free one, printed) while the demo runs: every node, and this
+    /// client's view of them. Give a longer --duration to watch it.
+    #[arg(long, value_name = "HOST:PORT")]
+    dashboard: Option<std::net::SocketAddr>,
 }
 
 /// The demo's certificates and policy, in a directory removed at the end.
@@ -148,7 +158,14 @@ struct Node {
 impl Node {
     /// Starts `name`, joined through `seed` (or the first node), and waits
     /// until it publishes.
-    async fn start(name: &str, seed: Option<&str>, pki: Option<&Pki>) -> Result<Node, CliError> {
+    /// With `admin`, it serves its admin endpoint on a free port (the
+    /// cluster learns where).
+    async fn start(
+        name: &str,
+        seed: Option<&str>,
+        pki: Option<&Pki>,
+        admin: bool,
+    ) -> Result<Node, CliError> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
         let listen = if pki.is_some() {
@@ -169,6 +186,9 @@ impl Node {
         }
         if let Some(pki) = pki {
             command.args(pki.node_args(name)?);
+        }
+        if admin {
+            command.args(["--admin", "127.0.0.1:0"]);
         }
         let mut child = command
             .spawn()
@@ -226,10 +246,12 @@ struct Event {
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let pki = if args.tls { Some(Pki::new()?) } else { None };
+    let admin = args.dashboard.is_some();
     let mut nodes = Vec::new();
     for i in 1..=NODES {
         let seed = nodes.first().map(|node: &Node| node.gossip.clone());
-        nodes.push(Node::start(&format!("node-{i}"), seed.as_deref(), pki.as_ref()).await?);
+        let node = Node::start(&format!("node-{i}"), seed.as_deref(), pki.as_ref(), admin).await?;
+        nodes.push(node);
     }
     let seed = nodes[0].gossip.clone();
     for node in &nodes {
@@ -255,6 +277,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             "the cluster did not form: not every node was ready within 5s",
         ));
     }
+    let _dashboard = match args.dashboard {
+        Some(address) => Some(serve_dashboard(address, &seed, &channel).await?),
+        None => None,
+    };
     println!(
         "{} client tasks calling {name} for {}: unary and server-streaming echo",
         args.concurrency,
@@ -340,7 +366,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     {
         let joined_at = started.elapsed();
         let joining = Instant::now();
-        let node = Node::start("node-5", Some(&seed), pki.as_ref()).await?;
+        let node = Node::start("node-5", Some(&seed), pki.as_ref(), admin).await?;
         let outcome = tokio::spawn(joined(channel.clone(), node.address.clone(), joining));
         nodes.push(node);
         events.push(Event {
@@ -374,6 +400,26 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         return Err(CliError::failure("the demo made no successful call"));
     }
     Ok(())
+}
+
+/// The cluster's dashboard on `address`: every node's figures, and the
+/// client's (`channel`'s view of the nodes) as the process `demo client`.
+async fn serve_dashboard(
+    address: std::net::SocketAddr,
+    seed: &str,
+    channel: &Balanced,
+) -> Result<sinew::telemetry::AdminServer, CliError> {
+    let telemetry = sinew::telemetry::Telemetry::new();
+    telemetry.watch_balanced(channel);
+    let observer = super::members::observe(&format!("gossip://{seed}?cluster=sinew-demo")).await?;
+    let cluster = super::dashboard::Cluster::start(observer).with_local("demo client", telemetry);
+    let server = sinew::telemetry::AdminServer::bind_dashboard(address, cluster)
+        .await
+        .map_err(|error| {
+            CliError::failure(format!("cannot serve the dashboard on {address}: {error}"))
+        })?;
+    println!("dashboard on http://{}", server.local_addr());
+    Ok(server)
 }
 
 /// One call of the mix (7 in 10 unary, the rest server-streaming, all

@@ -458,9 +458,13 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let telemetry = settings.build();
     builder = builder.layer(telemetry.server_layer());
     if let Some(upstream) = &args.forward {
-        let channel = sinew::connect(upstream).await.map_err(|status| {
-            CliError::failure(format!("cannot reach {upstream}: {}", status.message()))
-        })?;
+        let channel = sinew::ConnectOptions::new()
+            .telemetry(telemetry.clone())
+            .connect(upstream)
+            .await
+            .map_err(|status| {
+                CliError::failure(format!("cannot reach {upstream}: {}", status.message()))
+            })?;
         let upstream_client = tower::Layer::layer(&telemetry.client_layer(upstream), channel);
         builder = builder.fallback(sinew::rpc::server::Forward::new(upstream_client));
     }
@@ -489,9 +493,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         ));
     }
     if args.adaptive_limit {
-        builder = builder.layer(sinew::resilience::AdaptiveLimitLayer::new(
-            sinew::resilience::AdaptiveLimit::default(),
-        ));
+        let limit =
+            sinew::resilience::AdaptiveLimitLayer::new(sinew::resilience::AdaptiveLimit::default());
+        telemetry.watch_limit("server", &limit);
+        builder = builder.layer(limit);
     }
     if matches!(args.example, Example::Echo | Example::All) {
         builder = builder.add_service(EchoServer::new(EchoService));
@@ -503,6 +508,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .bind(&addresses)
         .await
         .map_err(|error| CliError::failure(error.to_string()))?;
+    telemetry.watch_server(&server.handle());
     // Listening for the signals before saying Ctrl-C works: one that came
     // earlier would end the process on the spot, with no drain.
     let signal = shutdown_signal(args.drain_timeout)

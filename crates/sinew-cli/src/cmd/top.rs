@@ -1,6 +1,7 @@
 //! `sinew top`: the dashboard's live figures in the terminal, for SSH
 //! sessions (as `linkerd viz top`): each method's calls a second, errors,
-//! p50 and p99, calls in flight, busiest first, and the latest failures;
+//! p50 and p99, calls in flight, busiest first; each server's connections
+//! and traffic, each balanced client's endpoints; and the latest failures;
 //! redrawn every second. From one process's admin endpoint, or from every
 //! member of a gossip cluster.
 
@@ -100,8 +101,10 @@ fn render(snapshot: &Value, limit: usize) -> String {
     };
     let mut rows = Vec::new();
     let mut recent = Vec::new();
-    for process in processes {
+    let mut parts = String::new();
+    for process in &processes {
         let member = process["member"].as_str().unwrap_or("").to_owned();
+        components(&mut parts, &member, &process["components"]);
         for series in process["series"].as_array().into_iter().flatten() {
             let point = series["points"]
                 .as_array()
@@ -165,6 +168,9 @@ fn render(snapshot: &Value, limit: usize) -> String {
     if rows.len() > limit {
         let _ = writeln!(out, "... {} more", rows.len() - limit);
     }
+    if !parts.is_empty() {
+        let _ = write!(out, "\n{parts}");
+    }
     recent.sort_by_key(|(_, call)| std::cmp::Reverse(call["ended"].as_u64().unwrap_or(0)));
     if !recent.is_empty() {
         let _ = writeln!(out, "\nrecent slow and failed calls:");
@@ -183,6 +189,64 @@ fn render(snapshot: &Value, limit: usize) -> String {
         }
     }
     out
+}
+
+/// A process's server line and its balanced clients' endpoint lines.
+fn components(out: &mut String, member: &str, components: &Value) {
+    let count = |value: &Value| value.as_u64().unwrap_or(0);
+    // The reasons with a non-zero count, as `name count, ...`.
+    let nonzero = |map: &Value| {
+        let listed: Vec<String> = map
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| count(n) > 0)
+            .map(|(name, n)| format!("{} {}", clean(name), count(n)))
+            .collect();
+        if listed.is_empty() {
+            "none".to_owned()
+        } else {
+            listed.join(", ")
+        }
+    };
+    // "server node-a: ...", or "server: ..." for a single process.
+    let whose = match member {
+        "" => String::new(),
+        name => format!(" {}", cut(name, 20)),
+    };
+    let server = &components["server"];
+    if server.is_object() {
+        let _ = writeln!(
+            out,
+            "server{whose}: {} connections, {} open streams, {} in, {} out, {} stalls; refused: {}; limits hit: {}",
+            count(&server["connections"]),
+            count(&server["open_streams"]),
+            crate::size::format_bytes(count(&server["received_bytes"])),
+            crate::size::format_bytes(count(&server["sent_bytes"])),
+            count(&server["flow_control_stalls"]),
+            nonzero(&server["refused"]),
+            nonzero(&server["limit_hits"]),
+        );
+    }
+    for client in components["clients"].as_array().into_iter().flatten() {
+        for endpoint in client["endpoints"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "client{whose} -> {} {}: {}{}, {} in flight, {} calls, {:.2} ms estimate",
+                cut(client["target"].as_str().unwrap_or(""), 40),
+                cut(endpoint["address"].as_str().unwrap_or(""), 40),
+                clean(endpoint["health"].as_str().unwrap_or("")),
+                if endpoint["ejected"] == Value::Bool(true) {
+                    " (ejected)"
+                } else {
+                    ""
+                },
+                count(&endpoint["in_flight"]),
+                count(&endpoint["calls"]),
+                endpoint["rtt_ms"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
 }
 
 /// At most `width` characters, the end marked when cut; control

@@ -102,6 +102,34 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use subset::Subset;
 
+/// Reads a [`Balanced`] channel's endpoints while the channel lives
+/// ([`Balanced::observer`]).
+#[derive(Clone)]
+pub struct BalancedObserver {
+    handle: std::sync::Weak<Handle>,
+}
+
+impl fmt::Debug for BalancedObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancedObserver")
+            .field("service", &self.service())
+            .finish()
+    }
+}
+
+impl BalancedObserver {
+    /// The service the channel calls, while a clone of it lives.
+    pub fn service(&self) -> Option<String> {
+        Some(self.handle.upgrade()?.shared.service.clone())
+    }
+
+    /// Every endpoint as the channel sees it now ([`Balanced::endpoints`]);
+    /// `None` once every clone of the channel is gone.
+    pub fn endpoints(&self) -> Option<Vec<EndpointReport>> {
+        Some(self.handle.upgrade()?.shared.reports())
+    }
+}
+
 /// Makes the channel of a new endpoint.
 type MakeChannel = Arc<dyn Fn(&Endpoint) -> Channel + Send + Sync>;
 
@@ -162,6 +190,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Every endpoint of the set as it is now.
+    fn reports(&self) -> Vec<EndpointReport> {
+        let now = Instant::now();
+        self.set
+            .load()
+            .endpoints()
+            .iter()
+            .map(|state| state.report(now))
+            .collect()
+    }
+
     /// Wakes every caller waiting in `poll_ready`: an endpoint's health or
     /// the set changed.
     pub(crate) fn wake_waiters(&self) {
@@ -434,12 +473,16 @@ impl Balanced {
     /// latency estimate, last connect error. With a
     /// [`subset`](BalancedBuilder::subset), the subset's endpoints only.
     pub fn endpoints(&self) -> Vec<EndpointReport> {
-        let now = Instant::now();
-        let set = self.handle.shared.set.load();
-        set.endpoints()
-            .iter()
-            .map(|state| state.report(now))
-            .collect()
+        self.handle.shared.reports()
+    }
+
+    /// A handle that reads this channel's endpoints without keeping the
+    /// channel alive: for metrics and dashboards, which must not hold a
+    /// balancer (its connections, its worker) after the application let go.
+    pub fn observer(&self) -> BalancedObserver {
+        BalancedObserver {
+            handle: Arc::downgrade(&self.handle),
+        }
     }
 
     /// Resolves once at least `count` endpoints are ready (connected, with

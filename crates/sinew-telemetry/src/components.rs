@@ -1,0 +1,533 @@
+//! The figures of the parts a process runs, besides its calls: its
+//! servers' connections, bytes and limits, each balanced client's view of
+//! its endpoints, circuit breakers and adaptive concurrency limits.
+//!
+//! A part is registered once ([`Telemetry::watch_server`](crate::Telemetry::watch_server)
+//! and its siblings) and read when asked: at each Prometheus scrape and each
+//! dashboard snapshot, into one [`Components`] value that both encode.
+//! Nothing is added to the call path, and a watched balanced channel is held
+//! weakly: telemetry never keeps one alive.
+//!
+//! | metric | type | labels |
+//! |--------|------|--------|
+//! | `sinew_server_connections` | gauge | |
+//! | `sinew_server_connections_accepted_total` | counter | |
+//! | `sinew_server_connections_refused_total` | counter | `reason` (`connection_limit`, `address_limit`, `handshake`) |
+//! | `sinew_server_open_streams` | gauge (calls in flight) | |
+//! | `sinew_server_received_bytes_total`, `sinew_server_sent_bytes_total` | counter | |
+//! | `sinew_server_flow_control_stalls_total` | counter | |
+//! | `sinew_server_limit_hits_total` | counter | `limit` (`max_concurrent_streams`, `connection_memory`, `request_timeout`, `frame_timeout`, `idle_timeout`, `max_connections`) |
+//! | `sinew_server_connection_errors_total` | counter | `reason` (the GOAWAY's: `PROTOCOL_ERROR`, `ENHANCE_YOUR_CALM`, ...) |
+//! | `sinew_server_shm_connections`, `sinew_server_shm_slabs`, `sinew_server_shm_slabs_in_use` | gauge | |
+//! | `sinew_client_endpoint_up` | gauge (1 ready, 0 not) | `target`, `endpoint`, `health` |
+//! | `sinew_client_endpoint_ejected` | gauge (1 ejected by outlier detection) | `target`, `endpoint` |
+//! | `sinew_client_endpoint_in_flight` | gauge | `target`, `endpoint` |
+//! | `sinew_client_endpoint_calls_total` | counter | `target`, `endpoint` |
+//! | `sinew_client_endpoint_rtt_estimate_seconds` | gauge (peak EWMA) | `target`, `endpoint` |
+//! | `sinew_circuit_breaker_state` | gauge (1 for the circuit's state) | `breaker`, `circuit`, `state` (`closed`, `open`, `half-open`) |
+//! | `sinew_adaptive_limit`, `sinew_adaptive_limit_in_flight` | gauge | `limit` |
+//! | `sinew_adaptive_limit_shed_total` | counter | `limit` |
+//!
+//! With several servers watched, the server figures are their sums.
+
+use serde::Serialize;
+use sinew_rpc::server::stats::{Limit, Refusal};
+use sinew_rpc::server::{ServerHandle, ServerStats};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// What is watched.
+#[derive(Default)]
+pub(crate) struct Watched {
+    servers: Mutex<Vec<ServerHandle>>,
+    #[cfg(feature = "cluster")]
+    balanced: Mutex<Vec<sinew_cluster::BalancedObserver>>,
+    #[cfg(feature = "resilience")]
+    breakers: Mutex<Vec<(Arc<str>, sinew_resilience::breaker::BreakerLayer)>>,
+    #[cfg(feature = "resilience")]
+    limits: Mutex<Vec<(Arc<str>, sinew_resilience::limit::AdaptiveLimitLayer)>>,
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Watched {
+    pub(crate) fn server(&self, handle: ServerHandle) {
+        lock(&self.servers).push(handle);
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn balanced(&self, observer: sinew_cluster::BalancedObserver) {
+        let mut balanced = lock(&self.balanced);
+        // Channels that are gone leave the list when a new one comes.
+        balanced.retain(|known| known.service().is_some());
+        balanced.push(observer);
+    }
+
+    #[cfg(feature = "resilience")]
+    pub(crate) fn breaker(&self, name: &str, layer: sinew_resilience::breaker::BreakerLayer) {
+        lock(&self.breakers).push((Arc::from(name), layer));
+    }
+
+    #[cfg(feature = "resilience")]
+    pub(crate) fn limit(&self, name: &str, layer: sinew_resilience::limit::AdaptiveLimitLayer) {
+        lock(&self.limits).push((Arc::from(name), layer));
+    }
+
+    /// Every watched part, read now.
+    pub(crate) fn read(&self) -> Components {
+        let servers = lock(&self.servers);
+        let server = (!servers.is_empty()).then(|| {
+            let mut sum = ServerFigures::default();
+            for handle in servers.iter() {
+                sum.add(&handle.stats());
+            }
+            sum
+        });
+        drop(servers);
+        #[allow(unused_mut)]
+        let mut components = Components {
+            server,
+            clients: Vec::new(),
+            breakers: Vec::new(),
+            limits: Vec::new(),
+        };
+        #[cfg(feature = "cluster")]
+        for observer in lock(&self.balanced).iter() {
+            let (Some(target), Some(endpoints)) = (observer.service(), observer.endpoints()) else {
+                continue;
+            };
+            components.clients.push(ClientFigures {
+                target,
+                endpoints: endpoints.iter().map(EndpointFigures::from).collect(),
+            });
+        }
+        #[cfg(feature = "resilience")]
+        {
+            for (name, layer) in lock(&self.breakers).iter() {
+                components.breakers.push(BreakerFigures {
+                    name: name.to_string(),
+                    circuits: layer
+                        .states()
+                        .into_iter()
+                        .map(|(key, state)| CircuitFigures {
+                            key: key.to_string(),
+                            state: circuit_state(state),
+                        })
+                        .collect(),
+                });
+            }
+            for (name, layer) in lock(&self.limits).iter() {
+                components.limits.push(LimitFigures {
+                    name: name.to_string(),
+                    limit: layer.limit() as u64,
+                    in_flight: layer.in_flight() as u64,
+                    shed: layer.shed() as u64,
+                });
+            }
+        }
+        components
+    }
+}
+
+#[cfg(feature = "resilience")]
+fn circuit_state(state: sinew_resilience::breaker::CircuitState) -> &'static str {
+    use sinew_resilience::breaker::CircuitState;
+    match state {
+        CircuitState::Closed => "closed",
+        CircuitState::Open => "open",
+        CircuitState::HalfOpen => "half-open",
+    }
+}
+
+/// Every watched part's figures at one moment (the dashboard's
+/// `components`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Components {
+    /// The servers' figures, summed; none without a watched server.
+    pub server: Option<ServerFigures>,
+    /// Each balanced client's view of its endpoints.
+    pub clients: Vec<ClientFigures>,
+    /// Each circuit breaker's circuits.
+    pub breakers: Vec<BreakerFigures>,
+    /// Each adaptive concurrency limit.
+    pub limits: Vec<LimitFigures>,
+}
+
+/// A server's figures ([`ServerStats`]) with names for every reason.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServerFigures {
+    /// Connections open now.
+    pub connections: u64,
+    /// Connections accepted so far.
+    pub accepted: u64,
+    /// Connections turned away so far, by reason.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Calls in flight now (open streams).
+    pub open_streams: u64,
+    /// Calls started so far.
+    pub calls_started: u64,
+    /// Bytes read so far.
+    pub received_bytes: u64,
+    /// Bytes written so far.
+    pub sent_bytes: u64,
+    /// Messages that waited for flow-control window so far.
+    pub flow_control_stalls: u64,
+    /// Limits that turned something away so far, by limit.
+    pub limit_hits: BTreeMap<&'static str, u64>,
+    /// Connections ended with an error so far, by reason.
+    pub connection_errors: BTreeMap<&'static str, u64>,
+    /// Shared-memory connections open now.
+    pub shm_connections: u64,
+    /// Their slabs in all.
+    pub shm_slabs: u64,
+    /// Their slabs in use now.
+    pub shm_slabs_in_use: u64,
+}
+
+impl ServerFigures {
+    fn add(&mut self, stats: &ServerStats) {
+        self.connections += stats.connections_open;
+        self.accepted += stats.connections_accepted;
+        self.open_streams += stats.calls_in_flight;
+        self.calls_started += stats.calls_started;
+        self.received_bytes += stats.bytes_received;
+        self.sent_bytes += stats.bytes_sent;
+        self.flow_control_stalls += stats.flow_control_stalls;
+        self.shm_connections += stats.shm_connections;
+        self.shm_slabs += stats.shm_slabs;
+        self.shm_slabs_in_use += stats.shm_slabs_in_use;
+        for why in Refusal::ALL {
+            *self.refused.entry(why.as_str()).or_default() += stats.refused(why);
+        }
+        for limit in Limit::ALL {
+            *self.limit_hits.entry(limit.as_str()).or_default() += stats.limit_hits(limit);
+        }
+        for (reason, count) in stats.connection_errors_by_reason() {
+            *self.connection_errors.entry(reason.as_str()).or_default() += count;
+        }
+    }
+}
+
+/// One balanced client's endpoints.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientFigures {
+    /// The service it calls.
+    pub target: String,
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointFigures>,
+}
+
+/// One endpoint as its balanced client sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointFigures {
+    /// Its address.
+    pub address: String,
+    /// `connecting`, `ready` or `failed`.
+    pub health: &'static str,
+    /// Left out for a while by outlier detection.
+    pub ejected: bool,
+    /// What its health service last said.
+    pub serving: bool,
+    /// Calls sent, not yet answered.
+    pub in_flight: u64,
+    /// Calls sent so far.
+    pub calls: u64,
+    /// The peak-EWMA latency estimate, milliseconds.
+    pub rtt_ms: f64,
+    /// Why its last connect failed, while it backs off.
+    pub last_error: Option<String>,
+}
+
+#[cfg(feature = "cluster")]
+impl From<&sinew_cluster::balance::EndpointReport> for EndpointFigures {
+    fn from(report: &sinew_cluster::balance::EndpointReport) -> EndpointFigures {
+        EndpointFigures {
+            address: report.endpoint.address().to_string(),
+            health: report.health.as_str(),
+            ejected: report.ejected,
+            serving: report.serving,
+            in_flight: report.in_flight as u64,
+            calls: report.calls,
+            rtt_ms: report.rtt_estimate.as_secs_f64() * 1000.0,
+            last_error: report.last_error.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// One circuit breaker.
+#[derive(Clone, Debug, Serialize)]
+pub struct BreakerFigures {
+    /// The name it was watched under.
+    pub name: String,
+    /// Its circuits.
+    pub circuits: Vec<CircuitFigures>,
+}
+
+/// One circuit.
+#[derive(Clone, Debug, Serialize)]
+pub struct CircuitFigures {
+    /// Its key (a method, a service, or `*`).
+    pub key: String,
+    /// `closed`, `open` or `half-open`.
+    pub state: &'static str,
+}
+
+/// One adaptive concurrency limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct LimitFigures {
+    /// The name it was watched under.
+    pub name: String,
+    /// The limit now, in calls.
+    pub limit: u64,
+    /// Calls running under it now.
+    pub in_flight: u64,
+    /// Calls it refused so far.
+    pub shed: u64,
+}
+
+/// Encodes the watched parts at each scrape.
+pub(crate) struct ComponentCollector(pub(crate) Arc<Watched>);
+
+impl std::fmt::Debug for ComponentCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentCollector").finish_non_exhaustive()
+    }
+}
+
+mod encode {
+    use super::*;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::registry::Unit;
+    use std::fmt::Error;
+
+    /// One family: its name, help, type, unit, and each series' labels and value.
+    struct Family<'a> {
+        name: &'a str,
+        help: &'a str,
+        kind: MetricType,
+        unit: Option<Unit>,
+        series: Vec<(Vec<(&'a str, &'a str)>, f64)>,
+    }
+
+    impl<'a> Family<'a> {
+        fn new(name: &'a str, help: &'a str, kind: MetricType) -> Family<'a> {
+            Family {
+                name,
+                help,
+                kind,
+                unit: None,
+                series: Vec::new(),
+            }
+        }
+
+        fn seconds(mut self) -> Self {
+            self.unit = Some(Unit::Seconds);
+            self
+        }
+
+        fn one(mut self, value: u64) -> Self {
+            self.series.push((Vec::new(), value as f64));
+            self
+        }
+
+        fn push(&mut self, labels: Vec<(&'a str, &'a str)>, value: f64) {
+            self.series.push((labels, value));
+        }
+
+        fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), Error> {
+            if self.series.is_empty() {
+                return Ok(());
+            }
+            let mut family =
+                encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), self.kind)?;
+            for (labels, value) in &self.series {
+                let mut metric = family.encode_family(labels)?;
+                match self.kind {
+                    MetricType::Counter => {
+                        metric.encode_counter::<NoLabelSet, _, u64>(&(*value as u64), None)?
+                    }
+                    _ => metric.encode_gauge(value)?,
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn counter<'a>(name: &'a str, help: &'a str) -> Family<'a> {
+        Family::new(name, help, MetricType::Counter)
+    }
+
+    fn gauge<'a>(name: &'a str, help: &'a str) -> Family<'a> {
+        Family::new(name, help, MetricType::Gauge)
+    }
+
+    /// The families of `server`, keyed where a map gives the labels.
+    fn server_families(server: &ServerFigures) -> Vec<Family<'_>> {
+        let keyed = |mut family: Family<'static>,
+                     label: &'static str,
+                     map: &BTreeMap<&'static str, u64>| {
+            for (key, count) in map {
+                family.push(vec![(label, *key)], *count as f64);
+            }
+            family
+        };
+        vec![
+            gauge("sinew_server_connections", "Connections open now.").one(server.connections),
+            counter("sinew_server_connections_accepted", "Connections accepted.")
+                .one(server.accepted),
+            keyed(
+                counter(
+                    "sinew_server_connections_refused",
+                    "Connections turned away, by reason.",
+                ),
+                "reason",
+                &server.refused,
+            ),
+            gauge("sinew_server_open_streams", "Calls in flight now.").one(server.open_streams),
+            counter(
+                "sinew_server_received_bytes",
+                "Bytes read from connections.",
+            )
+            .one(server.received_bytes),
+            counter("sinew_server_sent_bytes", "Bytes written to connections.")
+                .one(server.sent_bytes),
+            counter(
+                "sinew_server_flow_control_stalls",
+                "Messages that waited for their peer's flow-control window.",
+            )
+            .one(server.flow_control_stalls),
+            keyed(
+                counter(
+                    "sinew_server_limit_hits",
+                    "Times a server limit turned a call or a connection away, by limit.",
+                ),
+                "limit",
+                &server.limit_hits,
+            ),
+            keyed(
+                counter(
+                    "sinew_server_connection_errors",
+                    "Connections ended with a connection error (GOAWAY), by reason.",
+                ),
+                "reason",
+                &server.connection_errors,
+            ),
+            gauge(
+                "sinew_server_shm_connections",
+                "Shared-memory connections open now.",
+            )
+            .one(server.shm_connections),
+            gauge(
+                "sinew_server_shm_slabs",
+                "Slabs of the shared-memory connections.",
+            )
+            .one(server.shm_slabs),
+            gauge(
+                "sinew_server_shm_slabs_in_use",
+                "Slabs sent and not yet taken back from the peer.",
+            )
+            .one(server.shm_slabs_in_use),
+        ]
+    }
+
+    impl Collector for ComponentCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), Error> {
+            let components = self.0.read();
+            if let Some(server) = &components.server {
+                for family in server_families(server) {
+                    family.encode(&mut encoder)?;
+                }
+            }
+            let mut up = gauge(
+                "sinew_client_endpoint_up",
+                "1 while the endpoint is connected with room for calls.",
+            );
+            let mut ejected = gauge(
+                "sinew_client_endpoint_ejected",
+                "1 while outlier detection leaves the endpoint out.",
+            );
+            let mut in_flight = gauge(
+                "sinew_client_endpoint_in_flight",
+                "Calls sent, not yet answered.",
+            );
+            let mut calls = counter("sinew_client_endpoint_calls", "Calls sent to the endpoint.");
+            let mut rtt = gauge(
+                "sinew_client_endpoint_rtt_estimate",
+                "The balancer's peak-EWMA latency estimate of the endpoint.",
+            )
+            .seconds();
+            for client in &components.clients {
+                for endpoint in &client.endpoints {
+                    let labels = vec![
+                        ("target", client.target.as_str()),
+                        ("endpoint", endpoint.address.as_str()),
+                    ];
+                    let mut with_health = labels.clone();
+                    with_health.push(("health", endpoint.health));
+                    up.push(with_health, f64::from(u8::from(endpoint.health == "ready")));
+                    ejected.push(labels.clone(), f64::from(u8::from(endpoint.ejected)));
+                    in_flight.push(labels.clone(), endpoint.in_flight as f64);
+                    calls.push(labels.clone(), endpoint.calls as f64);
+                    rtt.push(labels, endpoint.rtt_ms / 1000.0);
+                }
+            }
+            let mut breaker = gauge(
+                "sinew_circuit_breaker_state",
+                "1 for each circuit's state (closed, open, half-open), 0 for the others.",
+            );
+            for one in &components.breakers {
+                for circuit in &one.circuits {
+                    for state in ["closed", "open", "half-open"] {
+                        breaker.push(
+                            vec![
+                                ("breaker", one.name.as_str()),
+                                ("circuit", circuit.key.as_str()),
+                                ("state", state),
+                            ],
+                            f64::from(u8::from(circuit.state == state)),
+                        );
+                    }
+                }
+            }
+            let mut limit = gauge(
+                "sinew_adaptive_limit",
+                "The adaptive concurrency limit now, in calls.",
+            );
+            let mut limit_in_flight = gauge(
+                "sinew_adaptive_limit_in_flight",
+                "Calls running under the limit now.",
+            );
+            let mut shed = counter("sinew_adaptive_limit_shed", "Calls the limit refused.");
+            for one in &components.limits {
+                let labels = vec![("limit", one.name.as_str())];
+                limit.push(labels.clone(), one.limit as f64);
+                limit_in_flight.push(labels.clone(), one.in_flight as f64);
+                shed.push(labels, one.shed as f64);
+            }
+            for family in [
+                up,
+                ejected,
+                in_flight,
+                calls,
+                rtt,
+                breaker,
+                limit,
+                limit_in_flight,
+                shed,
+            ] {
+                family.encode(&mut encoder)?;
+            }
+            Ok(())
+        }
+    }
+}
