@@ -55,6 +55,9 @@ async fn every_transport_and_grpc_count_their_connections_calls_and_bytes() {
     assert!(stats.bytes_received < 2 * carried, "{stats:?}");
     assert!(stats.bytes_sent < 2 * carried, "{stats:?}");
     assert_eq!(stats.shm_connections, 1, "{stats:?}");
+    // Two rings, every answer read: at most a keepalive PING waits in them.
+    assert!(stats.shm_ring_bytes > 0, "{stats:?}");
+    assert!(stats.shm_ring_bytes_used < 4096, "{stats:?}");
     assert!(stats.shm_slabs > 0, "{stats:?}");
     assert!(stats.shm_slabs_in_use <= stats.shm_slabs, "{stats:?}");
     assert_eq!(stats.refused(Refusal::Handshake), 0, "{stats:?}");
@@ -69,7 +72,11 @@ async fn every_transport_and_grpc_count_their_connections_calls_and_bytes() {
     assert_eq!(gone.calls_started, stats.calls_started, "{gone:?}");
     assert!(gone.bytes_sent >= stats.bytes_sent, "{gone:?}");
     assert!(gone.bytes_received >= stats.bytes_received, "{gone:?}");
-    assert_eq!((gone.shm_connections, gone.shm_slabs), (0, 0), "{gone:?}");
+    assert_eq!(
+        (gone.shm_connections, gone.shm_slabs, gone.shm_ring_bytes),
+        (0, 0, 0),
+        "{gone:?}"
+    );
     server.shutdown().await;
 }
 

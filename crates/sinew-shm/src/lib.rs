@@ -103,4 +103,4 @@ mod sync;
 
 pub use handshake::{connect, PeerCredentials, ShmListener, ShmOptions};
 pub use slab::{SlabBuf, SlabPool};
-pub use stream::{ShmReadHalf, ShmStream, ShmWriteHalf};
+pub use stream::{RingGauge, ShmReadHalf, ShmStream, ShmWriteHalf};

@@ -75,6 +75,16 @@ impl RingMemory {
         unsafe { self.control.as_ref() }
     }
 
+    /// Bytes written and not yet consumed, as the two indexes say now (a
+    /// gauge: either side may move meanwhile, and a broken peer's index is
+    /// clamped to the capacity).
+    pub(crate) fn used(&self) -> u64 {
+        let control = self.control();
+        let head = control.head.0.load(Ordering::Acquire);
+        let tail = control.tail.0.load(Ordering::Acquire);
+        tail.wrapping_sub(head).min(self.capacity)
+    }
+
     /// Where `n` bytes (at most the capacity) from running position `position`
     /// lie in the data area: their offset, and how many fit before the end
     /// (the rest continue at offset 0).

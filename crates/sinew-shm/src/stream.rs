@@ -40,6 +40,8 @@ pub(crate) struct Connection {
     control: std::os::unix::net::UnixStream,
     /// How long a reader or writer spins before it sleeps.
     spin: Duration,
+    /// Which of the region's rings we write (0 connecting side, 1 accepting).
+    outbound_ring: usize,
     /// Last, so that it is unmapped after everything else is gone (slab
     /// pools and buffers hold it too).
     region: Arc<Region>,
@@ -146,6 +148,7 @@ impl ShmStream {
             peer_gone: AtomicBool::new(false),
             control,
             spin,
+            outbound_ring,
             region,
         });
         watch_peer(
@@ -382,7 +385,40 @@ impl ShmReadHalf {
     }
 }
 
+/// How full a connection's two rings are, readable from anywhere (metrics)
+/// without keeping the connection's memory mapped
+/// ([`ShmWriteHalf::ring_gauge`]).
+#[derive(Clone, Debug)]
+pub struct RingGauge {
+    region: Weak<Region>,
+    outbound_ring: usize,
+}
+
+impl RingGauge {
+    /// Bytes each ring holds.
+    pub fn capacity(&self) -> Option<u64> {
+        Some(self.region.upgrade()?.capacity())
+    }
+
+    /// Bytes waiting now in the ring we write and in the one we read
+    /// (written, not yet read); `None` once the connection is gone.
+    pub fn used(&self) -> Option<(u64, u64)> {
+        let region = self.region.upgrade()?;
+        let outbound = region.ring(self.outbound_ring).used();
+        let inbound = region.ring(1 - self.outbound_ring).used();
+        Some((outbound, inbound))
+    }
+}
+
 impl ShmWriteHalf {
+    /// A gauge of this connection's rings.
+    pub fn ring_gauge(&self) -> RingGauge {
+        RingGauge {
+            region: Arc::downgrade(&self.connection.region),
+            outbound_ring: self.connection.outbound_ring,
+        }
+    }
+
     /// The slabs this side sends large messages from, if the connection has
     /// any ([`ShmOptions::slab_count`](crate::ShmOptions::slab_count)): fill a
     /// [`SlabBuf`] from [`SlabPool::alloc`], then [`ShmWriteHalf::send_slab`].

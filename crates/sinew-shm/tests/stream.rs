@@ -296,3 +296,28 @@ async fn bad_hellos_are_refused_with_a_reason_and_the_listener_goes_on() {
     read.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"hello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_gauge_sees_unread_bytes_from_both_ends_and_outlives_nothing() {
+    let dir = TempDir::new("gauge");
+    let (_listener, client, server) = pair(&dir, small_rings()).await;
+    let (_client_read, mut client_write) = client.into_split();
+    let (mut server_read, server_write) = server.into_split();
+    let writer_gauge = client_write.ring_gauge();
+    let reader_gauge = server_write.ring_gauge();
+    assert_eq!(writer_gauge.capacity(), Some(64 * 1024));
+    assert_eq!(writer_gauge.used(), Some((0, 0)));
+    // Written, not read: the writer's outbound ring is the reader's inbound.
+    client_write.write_all(&pattern(1000, 3)).await.unwrap();
+    assert_eq!(writer_gauge.used(), Some((1000, 0)));
+    assert_eq!(reader_gauge.used(), Some((0, 1000)));
+    let mut read = vec![0; 1000];
+    server_read.read_exact(&mut read).await.unwrap();
+    assert_eq!(read, pattern(1000, 3));
+    assert_eq!(reader_gauge.used(), Some((0, 0)));
+    // The gauge does not keep the memory: once both halves of every side
+    // are gone, it reads nothing.
+    drop((client_write, _client_read, server_read, server_write));
+    assert_eq!(writer_gauge.used(), None);
+    assert_eq!(writer_gauge.capacity(), None);
+}

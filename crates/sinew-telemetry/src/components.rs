@@ -18,7 +18,7 @@
 //! | `sinew_server_flow_control_stalls_total` | counter | |
 //! | `sinew_server_limit_hits_total` | counter | `limit` (`max_concurrent_streams`, `connection_memory`, `request_timeout`, `frame_timeout`, `idle_timeout`, `max_connections`) |
 //! | `sinew_server_connection_errors_total` | counter | `reason` (the GOAWAY's: `PROTOCOL_ERROR`, `ENHANCE_YOUR_CALM`, ...) |
-//! | `sinew_server_shm_connections`, `sinew_server_shm_slabs`, `sinew_server_shm_slabs_in_use` | gauge | |
+//! | `sinew_server_shm_connections`, `sinew_server_shm_ring_bytes`, `sinew_server_shm_ring_used_bytes`, `sinew_server_shm_slabs`, `sinew_server_shm_slabs_in_use` | gauge | |
 //! | `sinew_client_endpoint_up` | gauge (1 ready, 0 not) | `target`, `endpoint`, `health` |
 //! | `sinew_client_endpoint_ejected` | gauge (1 ejected by outlier detection) | `target`, `endpoint` |
 //! | `sinew_client_endpoint_in_flight` | gauge | `target`, `endpoint` |
@@ -186,6 +186,10 @@ pub struct ServerFigures {
     pub connection_errors: BTreeMap<&'static str, u64>,
     /// Shared-memory connections open now.
     pub shm_connections: u64,
+    /// Bytes their rings hold in all.
+    pub shm_ring_bytes: u64,
+    /// Bytes waiting in their rings now.
+    pub shm_ring_bytes_used: u64,
     /// Their slabs in all.
     pub shm_slabs: u64,
     /// Their slabs in use now.
@@ -202,6 +206,8 @@ impl ServerFigures {
         self.sent_bytes += stats.bytes_sent;
         self.flow_control_stalls += stats.flow_control_stalls;
         self.shm_connections += stats.shm_connections;
+        self.shm_ring_bytes += stats.shm_ring_bytes;
+        self.shm_ring_bytes_used += stats.shm_ring_bytes_used;
         self.shm_slabs += stats.shm_slabs;
         self.shm_slabs_in_use += stats.shm_slabs_in_use;
         for why in Refusal::ALL {
@@ -427,6 +433,16 @@ mod encode {
                 "Shared-memory connections open now.",
             )
             .one(server.shm_connections),
+            gauge(
+                "sinew_server_shm_ring_bytes",
+                "Bytes the shared-memory connections' rings hold, both directions.",
+            )
+            .one(server.shm_ring_bytes),
+            gauge(
+                "sinew_server_shm_ring_used_bytes",
+                "Bytes waiting in the shared-memory rings, written and not yet read.",
+            )
+            .one(server.shm_ring_bytes_used),
             gauge(
                 "sinew_server_shm_slabs",
                 "Slabs of the shared-memory connections.",

@@ -4,7 +4,7 @@ use crate::address::Address;
 use crate::identity::{CertificateIdentity, PeerCredentials, PeerIdentity};
 use crate::tls::{Buffered, ClientTls, ALPN_SINEW};
 use crate::TransportOptions;
-use sinew_shm::{ShmReadHalf, ShmStream, ShmWriteHalf, SlabBuf, SlabPool};
+use sinew_shm::{RingGauge, ShmReadHalf, ShmStream, ShmWriteHalf, SlabBuf, SlabPool};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -62,6 +62,14 @@ impl WriteHalf {
     pub fn slab_pool(&self) -> Option<SlabPool> {
         match self {
             WriteHalf::Shm(half) => half.slab_pool(),
+            _ => None,
+        }
+    }
+
+    /// A gauge of the shared-memory rings (`None` for the other transports).
+    pub fn ring_gauge(&self) -> Option<RingGauge> {
+        match self {
+            WriteHalf::Shm(half) => Some(half.ring_gauge()),
             _ => None,
         }
     }

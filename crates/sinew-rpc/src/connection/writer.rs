@@ -16,6 +16,11 @@ pub(crate) trait Outbound: AsyncWrite + Unpin + Send + 'static {
         None
     }
 
+    /// How full the transport's shared-memory rings are, if it has them.
+    fn ring_gauge(&self) -> Option<sinew_transport::RingGauge> {
+        None
+    }
+
     /// Sends a filled slab as the stream's next bytes.
     fn send_slab(&mut self, _buf: SlabBuf) -> io::Result<()> {
         Err(io::Error::new(
@@ -28,6 +33,10 @@ pub(crate) trait Outbound: AsyncWrite + Unpin + Send + 'static {
 impl Outbound for sinew_transport::WriteHalf {
     fn slab_pool(&self) -> Option<SlabPool> {
         sinew_transport::WriteHalf::slab_pool(self)
+    }
+
+    fn ring_gauge(&self) -> Option<sinew_transport::RingGauge> {
+        sinew_transport::WriteHalf::ring_gauge(self)
     }
 
     fn send_slab(&mut self, buf: SlabBuf) -> io::Result<()> {

@@ -19,7 +19,7 @@
 //! counts up for [`ServerStats`] (see `stats.rs`).
 
 use super::stats::{Carried, Events, Limit, Refusal, ServerStats};
-use sinew_transport::SlabPool;
+use sinew_transport::{RingGauge, SlabPool};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -41,8 +41,8 @@ pub struct Activity {
     /// The server's counters of rare events (none on a client's connection,
     /// or an in-process one).
     events: Option<Arc<Events>>,
-    /// The slabs the connection sends from, over shared memory.
-    slabs: OnceLock<SlabPool>,
+    /// Over shared memory: its rings, and the slabs it sends from.
+    shm: OnceLock<(RingGauge, Option<SlabPool>)>,
 }
 
 impl Activity {
@@ -104,9 +104,10 @@ impl Activity {
         }
     }
 
-    /// Remembers the slabs the connection sends from (shared memory).
-    pub(crate) fn set_slabs(&self, pool: SlabPool) {
-        let _ = self.slabs.set(pool);
+    /// Remembers the rings of a shared-memory connection, and the slabs
+    /// it sends from.
+    pub(crate) fn set_shm(&self, rings: RingGauge, slabs: Option<SlabPool>) {
+        let _ = self.shm.set((rings, slabs));
     }
 
     pub(crate) fn carried(&self) -> Carried {
@@ -216,23 +217,32 @@ impl Admission {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let mut carried = table.retired;
         let mut in_flight = 0;
-        let (mut shm, mut slabs_in_use, mut slabs) = (0, 0, 0);
+        let mut shm = Vec::new();
         for entry in table.entries.values() {
             carried.add(&entry.activity);
             in_flight += u64::from(entry.activity.calls());
-            if let Some(pool) = entry.activity.slabs.get() {
-                let count = u64::from(pool.slab_count());
-                shm += 1;
-                slabs += count;
-                slabs_in_use += count.saturating_sub(pool.free_slabs() as u64);
+            if let Some(parts) = entry.activity.shm.get() {
+                shm.push(parts.clone());
             }
         }
         let open = table.entries.len() as u64;
+        // The shared memory is read without the table's lock.
         drop(table);
         let mut stats = ServerStats::new(&self.events, carried, open, in_flight);
-        stats.shm_connections = shm;
-        stats.shm_slabs_in_use = slabs_in_use;
-        stats.shm_slabs = slabs;
+        for (rings, slabs) in shm {
+            let (Some(capacity), Some((outbound, inbound))) = (rings.capacity(), rings.used())
+            else {
+                continue; // closed meanwhile
+            };
+            stats.shm_connections += 1;
+            stats.shm_ring_bytes += 2 * capacity;
+            stats.shm_ring_bytes_used += outbound + inbound;
+            if let Some(pool) = slabs {
+                let count = u64::from(pool.slab_count());
+                stats.shm_slabs += count;
+                stats.shm_slabs_in_use += count.saturating_sub(pool.free_slabs() as u64);
+            }
+        }
         stats
     }
 

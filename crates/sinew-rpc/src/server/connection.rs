@@ -89,8 +89,8 @@ where
             return refuse(writer_half, &config, &error).await;
         }
     };
-    if let Some(pool) = writer_half.slab_pool() {
-        activity.set_slabs(pool);
+    if let Some(rings) = writer_half.ring_gauge() {
+        activity.set_shm(rings, writer_half.slab_pool());
     }
     let shared = Shared::new(
         Role::Server,

@@ -181,6 +181,11 @@ pub struct ServerStats {
     pub flow_control_stalls: u64,
     /// Connections over shared memory open now.
     pub shm_connections: u64,
+    /// Bytes their rings hold in all (two rings each, one per direction),
+    /// and how many of those wait now, written and not yet read.
+    pub shm_ring_bytes: u64,
+    /// See `shm_ring_bytes`.
+    pub shm_ring_bytes_used: u64,
     /// Of their slabs (large messages written in place), how many are in
     /// use now (sent, not yet taken back from the peer), and how many there
     /// are in all.
@@ -236,6 +241,8 @@ impl ServerStats {
             bytes_sent: carried.bytes_sent,
             flow_control_stalls: carried.flow_control_stalls,
             shm_connections: 0,
+            shm_ring_bytes: 0,
+            shm_ring_bytes_used: 0,
             shm_slabs_in_use: 0,
             shm_slabs: 0,
             refused: events.refused.each_ref().map(load),
