@@ -352,3 +352,60 @@ fn a_service_config_published_to_the_cluster_reaches_callers_and_changes_live() 
     assert!(stdout.contains("hi"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sinew top etcd://...` (and `sinew dashboard`, which reads the same
+/// way): the servers registered with an admin endpoint, each one's figures
+/// fetched from the address in its records' metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_registered_in_etcd_with_an_admin_endpoint_show_in_sinew_top() {
+    let cluster = EtcdCluster::start(1).await;
+    let registry = format!("etcd://{}", cluster.client_address(0));
+    let flags = [
+        "--register",
+        &registry,
+        "--ttl",
+        "2s",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    let mut servers = [Serve::start_with(&flags), Serve::start_with(&flags)];
+    for server in &mut servers {
+        until_line(server, "registered ");
+    }
+    for server in &servers {
+        let output = common::sinew()
+            .args([
+                "call",
+                &server.tcp,
+                "grpc.examples.echo.Echo/UnaryEcho",
+                r#"{"message":"hi"}"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+    let output = common::sinew()
+        .args(["top", &registry, "--once"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    for server in &servers {
+        // Each one, named by its registered address: its server line, and
+        // its echo row with the call made to it.
+        let member = server.tcp.trim_start_matches("tcp://");
+        assert!(
+            table
+                .lines()
+                .any(|line| line.starts_with(&format!("server {member}: "))
+                    && line.contains("refused: none")),
+            "no server line for {member} in\n{table}"
+        );
+        assert!(
+            table.lines().any(|line| line.starts_with(member)
+                && line.contains("grpc.examples.echo.Echo/UnaryEcho")
+                && line.trim_end().ends_with(" 1")),
+            "no echo row of {member} in\n{table}"
+        );
+    }
+}

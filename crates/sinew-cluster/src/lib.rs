@@ -53,5 +53,10 @@ mod registry;
 pub mod resolve;
 
 pub use balance::{Balanced, BalancedBuilder, BalancedObserver, Policy};
+
+/// Where a process's admin endpoint is (`http://HOST:PORT`, the figures
+/// `sinew dashboard` reads): the gossip member key a member publishes it
+/// under, and the endpoint metadata key of an etcd registration.
+pub const ADMIN_METADATA: &str = "sinew.admin";
 pub use endpoint::Endpoint;
 pub use resolve::{Resolve, Update};

@@ -1,9 +1,10 @@
-//! `sinew dashboard`: a live web page for a whole gossip cluster.
+//! `sinew dashboard`: a live web page for a whole cluster, found through its
+//! registry: a gossip cluster (joined as an observer) or etcd.
 //!
-//! Joins the cluster as an observer and serves the dashboard page (the one
-//! each `sinew serve --admin` serves for itself) with every member: what
-//! each publishes, and the figures of each member that serves an admin
-//! endpoint (`sinew serve --admin` tells the cluster where), gathered from
+//! Serves the dashboard page (the one each `sinew serve --admin` serves for
+//! itself) with every member: what each publishes, and the figures of each
+//! member that serves an admin endpoint (`sinew serve --admin` tells the
+//! registry where: a gossip key, or the etcd records' metadata), gathered from
 //! their `/api/snapshot` every second (newest points; a member's whole
 //! history once, when first seen), at most [`FETCHES`] at once, each within
 //! [`FETCH_TIMEOUT`]; a member that does not answer is shown as
@@ -16,9 +17,11 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use serde_json::{json, Value};
-use sinew::cluster::gossip::{Member, MemberReport};
+use sinew::cluster::gossip::Member;
+use sinew::cluster::Endpoint;
 use sinew::telemetry::admin::{AdminServer, DashboardSource};
 use sinew::telemetry::timeline::{keep_history, Series, SeriesKey, HISTORY};
+use sinew::transport::Address;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -38,11 +41,14 @@ const SERIES_PER_MEMBER: usize = 2_000;
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Example:\n  sinew serve --listen tcp://127.0.0.1:7001 --gossip 127.0.0.1:7946 --admin 127.0.0.1:9001\n  \
-sinew dashboard gossip://127.0.0.1:7946 --listen 127.0.0.1:9100   # then open http://127.0.0.1:9100"
+sinew dashboard gossip://127.0.0.1:7946 --listen 127.0.0.1:9100   # then open http://127.0.0.1:9100\n  \
+sinew dashboard etcd://127.0.0.1:2379      # servers started with --register etcd://127.0.0.1:2379 --admin ..."
 )]
 pub(crate) struct Args {
     /// A member of the cluster, as gossip://HOST:PORT (more seeds after
-    /// commas; ?cluster=NAME for a cluster other than sinew).
+    /// commas; ?cluster=NAME for a cluster other than sinew), or an etcd
+    /// registry, as etcd://HOST:PORT (more members after commas;
+    /// ?prefix=PREFIX for a key prefix other than /sinew/endpoints/).
     target: String,
     /// Where to serve the page (HTTP). Port 0 picks a free one; the address
     /// is printed.
@@ -51,8 +57,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let observer = super::members::observe(&args.target).await?;
-    let server = AdminServer::bind_dashboard(args.listen, Cluster::start(observer))
+    let directory = Directory::of(&args.target).await?;
+    let server = AdminServer::bind_dashboard(args.listen, Cluster::start(directory))
         .await
         .map_err(|error| {
             CliError::failure(format!(
@@ -73,7 +79,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
 /// members every second for their newest points (a member's whole history
 /// once, when first seen), so a page load costs the members nothing.
 pub(crate) struct Cluster {
-    observer: Member,
+    directory: Arc<Directory>,
     store: Arc<Mutex<Store>>,
     /// This process's own figures, shown as one more process under a name
     /// (`sinew demo`'s client: its view of the nodes).
@@ -103,10 +109,11 @@ struct Process {
 
 impl Cluster {
     /// Starts following the cluster through `observer`.
-    pub(crate) fn start(observer: Member) -> Cluster {
+    pub(crate) fn start(directory: Directory) -> Cluster {
+        let directory = Arc::new(directory);
         let store = Arc::new(Mutex::new(Store::default()));
         let weak = Arc::downgrade(&store);
-        let poller = observer.clone();
+        let poller = directory.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,7 +124,7 @@ impl Cluster {
             }
         });
         Cluster {
-            observer,
+            directory,
             store,
             local: None,
         }
@@ -130,14 +137,99 @@ impl Cluster {
     }
 }
 
+/// Where the members are listed: a gossip cluster or an etcd registry.
+pub(crate) enum Directory {
+    /// Through an observer member.
+    Gossip(Member),
+    /// The endpoints registered under the registry's prefix.
+    Etcd(sinew::cluster::etcd::Registry),
+}
+
+/// A member as the dashboard lists it.
+struct Listed {
+    name: String,
+    endpoints: Vec<(Address, Vec<String>)>,
+    zone: Option<String>,
+    admin: Option<String>,
+}
+
+impl Directory {
+    /// The directory at `target`: `gossip://...` or `etcd://...`.
+    pub(crate) async fn of(target: &str) -> Result<Directory, CliError> {
+        if target.starts_with("etcd://") {
+            let parsed = sinew::cluster::name::etcd::Target::parse(target)
+                .map_err(|status| CliError::usage(status.message().to_owned()))?;
+            let registry = parsed
+                .registry()
+                .map_err(|status| CliError::usage(status.message().to_owned()))?;
+            return Ok(Directory::Etcd(registry));
+        }
+        Ok(Directory::Gossip(super::members::observe(target).await?))
+    }
+
+    /// The live members; `None` when the registry could not be read.
+    async fn members(&self) -> Option<Vec<Listed>> {
+        match self {
+            Directory::Gossip(observer) => Some(
+                observer
+                    .members()
+                    .await
+                    .into_iter()
+                    .filter(|member| member.live && member.role != "observer")
+                    .map(|member| Listed {
+                        name: member.name,
+                        endpoints: member.endpoints,
+                        zone: member.zone,
+                        admin: member.admin,
+                    })
+                    .collect(),
+            ),
+            Directory::Etcd(registry) => {
+                let registered = registry.registered_endpoints().await.ok()?;
+                Some(processes(registered))
+            }
+        }
+    }
+}
+
+/// etcd's records grouped into processes: the addresses that name the same
+/// admin endpoint are one process (named by its first address, without a
+/// `tcp://`), each address without one a process of its own.
+fn processes(registered: Vec<(Endpoint, Vec<String>)>) -> Vec<Listed> {
+    let mut listed: Vec<Listed> = Vec::new();
+    for (endpoint, services) in registered {
+        let admin = endpoint
+            .metadata()
+            .get(sinew::cluster::ADMIN_METADATA)
+            .cloned();
+        let known = admin
+            .as_ref()
+            .and_then(|admin| listed.iter_mut().find(|p| p.admin.as_ref() == Some(admin)));
+        match known {
+            Some(process) => process
+                .endpoints
+                .push((endpoint.address().clone(), services)),
+            None => listed.push(Listed {
+                name: endpoint
+                    .address()
+                    .to_string()
+                    .trim_start_matches("tcp://")
+                    .to_owned(),
+                zone: endpoint.zone().map(str::to_owned),
+                endpoints: vec![(endpoint.address().clone(), services)],
+                admin,
+            }),
+        }
+    }
+    listed
+}
+
 /// One round: the live members, and each one's newest points.
-async fn poll(observer: &Member, store: &Mutex<Store>) {
-    let members: Vec<MemberReport> = observer
-        .members()
-        .await
-        .into_iter()
-        .filter(|member| member.live && member.role != "observer")
-        .collect();
+async fn poll(directory: &Directory, store: &Mutex<Store>) {
+    let Some(members) = directory.members().await else {
+        // The registry did not answer: the figures so far stay.
+        return;
+    };
     let wanted: Vec<(String, String, &'static str)> = {
         let store = lock(store);
         members
@@ -243,7 +335,7 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 impl DashboardSource for Cluster {
     fn snapshot(&self, history: usize) -> BoxFuture<'static, Vec<u8>> {
         let store = self.store.clone();
-        let observer = self.observer.clone();
+        let directory = self.directory.clone();
         let local = self.local.as_ref().map(|(name, telemetry)| {
             let mut own =
                 serde_json::to_value(sinew::telemetry::admin::Snapshot::of(telemetry, history))
@@ -253,7 +345,7 @@ impl DashboardSource for Cluster {
         });
         Box::pin(async move {
             if !lock(&store).polled {
-                poll(&observer, &store).await;
+                poll(&directory, &store).await;
             }
             let store = lock(&store);
             // The busiest series cluster-wide keep their history.

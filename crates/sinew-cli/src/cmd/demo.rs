@@ -411,8 +411,9 @@ async fn serve_dashboard(
 ) -> Result<sinew::telemetry::AdminServer, CliError> {
     let telemetry = sinew::telemetry::Telemetry::new();
     telemetry.watch_balanced(channel);
-    let observer = super::members::observe(&format!("gossip://{seed}?cluster=sinew-demo")).await?;
-    let cluster = super::dashboard::Cluster::start(observer).with_local("demo client", telemetry);
+    let directory =
+        super::dashboard::Directory::of(&format!("gossip://{seed}?cluster=sinew-demo")).await?;
+    let cluster = super::dashboard::Cluster::start(directory).with_local("demo client", telemetry);
     let server = sinew::telemetry::AdminServer::bind_dashboard(address, cluster)
         .await
         .map_err(|error| {

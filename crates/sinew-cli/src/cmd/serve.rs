@@ -127,10 +127,13 @@ pub(crate) struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// Registers `server`, when asked to.
+    /// Registers `server`, when asked to; with the admin endpoint at
+    /// `admin` in each endpoint's metadata (`sinew dashboard etcd://...`
+    /// finds the process's figures there).
     async fn register(
         &self,
         server: &Server,
+        admin: Option<std::net::SocketAddr>,
     ) -> Result<Option<sinew::cluster::etcd::Registration>, CliError> {
         let Some(name) = &self.register else {
             return Ok(None);
@@ -146,7 +149,23 @@ impl RegistryArgs {
             CliError::failure(format!("registering in etcd: {}", status.message()))
         };
         let registry = target.registry().map_err(failure)?.with_ttl(self.ttl);
-        let registration = registry.register_server(server).await.map_err(failure)?;
+        let endpoint = |address: sinew::Address| {
+            let mut endpoint = sinew::cluster::Endpoint::new(address.clone());
+            if let Some(mut admin) = admin {
+                // On every interface: told by the address registered (which
+                // is this host's as other hosts reach it).
+                if admin.ip().is_unspecified() {
+                    admin.set_ip(host_ip(&address).unwrap_or([127, 0, 0, 1].into()));
+                }
+                endpoint = endpoint
+                    .with_metadata(sinew::cluster::ADMIN_METADATA, format!("http://{admin}"));
+            }
+            endpoint
+        };
+        let registration = registry
+            .register_server_with(server, endpoint)
+            .await
+            .map_err(failure)?;
         for address in registration.addresses() {
             println!(
                 "registered {address} in etcd at {} under {}: {}",
@@ -156,6 +175,19 @@ impl RegistryArgs {
             );
         }
         Ok(Some(registration))
+    }
+}
+
+/// The IP of a TCP or TLS address (none for the other transports, or a
+/// host name).
+fn host_ip(address: &sinew::Address) -> Option<std::net::IpAddr> {
+    match address {
+        sinew::Address::Tcp { host, .. } | sinew::Address::Tls { host, .. } => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok(),
+        _ => None,
     }
 }
 
@@ -206,12 +238,7 @@ impl ClusterArgs {
             let ip = server
                 .local_addresses()
                 .iter()
-                .find_map(|address| match address {
-                    sinew::Address::Tcp { host, .. } | sinew::Address::Tls { host, .. } => {
-                        host.parse().ok()
-                    }
-                    _ => None,
-                })
+                .find_map(host_ip)
                 .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
             std::net::SocketAddr::new(ip, 0)
         });
@@ -538,7 +565,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .cluster
         .join(&server, admin.as_ref().map(AdminServer::local_addr))
         .await?;
-    let registration = args.registry.register(&server).await?;
+    let registration = args
+        .registry
+        .register(&server, admin.as_ref().map(AdminServer::local_addr))
+        .await?;
     // A member leaves the cluster (and a registration is removed) first, so
     // that clients stop sending here before the server refuses calls.
     let readiness = telemetry.readiness().clone();

@@ -3,9 +3,9 @@
 //! p50 and p99, calls in flight, busiest first; each server's connections
 //! and traffic, each balanced client's endpoints; and the latest failures;
 //! redrawn every second. From one process's admin endpoint, or from every
-//! member of a gossip cluster.
+//! member of a cluster (gossip, or registered in etcd).
 
-use super::dashboard::{fetch, Cluster};
+use super::dashboard::{fetch, Cluster, Directory};
 use crate::error::{CliError, ExitCode};
 use serde_json::Value;
 use sinew::telemetry::admin::DashboardSource;
@@ -17,11 +17,13 @@ use std::time::Duration;
 #[command(
     after_help = "Examples:\n  sinew top http://127.0.0.1:9000            # a server started with --admin 127.0.0.1:9000\n  \
 sinew top gossip://127.0.0.1:7946          # every member of a cluster that serves an admin endpoint\n  \
+sinew top etcd://127.0.0.1:2379            # every server registered in etcd with an admin endpoint\n  \
 sinew top http://127.0.0.1:9000 --once     # one table, for scripts"
 )]
 pub(crate) struct Args {
     /// An admin endpoint (http://HOST:PORT, as `sinew serve --admin`
-    /// serves), or a member of a gossip cluster (gossip://HOST:PORT).
+    /// serves), a member of a gossip cluster (gossip://HOST:PORT), or an
+    /// etcd registry (etcd://HOST:PORT).
     target: String,
     /// Print one table (after a second of figures) and exit.
     #[arg(long)]
@@ -32,26 +34,29 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let source: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<Value>>> =
-        if args.target.starts_with("gossip://") {
-            let observer = super::members::observe(&args.target).await?;
-            let cluster = std::sync::Arc::new(Cluster::start(observer));
-            Box::new(move || {
-                let cluster = cluster.clone();
-                Box::pin(async move { serde_json::from_slice(&cluster.snapshot(0).await).ok() })
-            })
-        } else if args.target.starts_with("http://") {
-            let admin = args.target.clone();
-            Box::new(move || {
-                let admin = admin.clone();
-                Box::pin(async move { fetch(&admin, "/api/snapshot?latest=1").await })
-            })
-        } else {
-            return Err(CliError::usage(format!(
-            "{}: give an admin endpoint (http://HOST:PORT) or a gossip member (gossip://HOST:PORT)",
+    let source: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<Value>>> = if args
+        .target
+        .starts_with("gossip://")
+        || args.target.starts_with("etcd://")
+    {
+        let directory = Directory::of(&args.target).await?;
+        let cluster = std::sync::Arc::new(Cluster::start(directory));
+        Box::new(move || {
+            let cluster = cluster.clone();
+            Box::pin(async move { serde_json::from_slice(&cluster.snapshot(0).await).ok() })
+        })
+    } else if args.target.starts_with("http://") {
+        let admin = args.target.clone();
+        Box::new(move || {
+            let admin = admin.clone();
+            Box::pin(async move { fetch(&admin, "/api/snapshot?latest=1").await })
+        })
+    } else {
+        return Err(CliError::usage(format!(
+            "{}: give an admin endpoint (http://HOST:PORT), a gossip member (gossip://HOST:PORT) or an etcd registry (etcd://HOST:PORT)",
             args.target
         )));
-        };
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The first figures need a second of history on the other side.
     tick.tick().await;
@@ -137,7 +142,7 @@ fn render(snapshot: &Value, limit: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<6} {:<22} {:<48} {:>10} {:>7} {:>9} {:>9} {:>8} {:>10}",
+        "{:<21} {:<6} {:<22} {:<48} {:>10} {:>7} {:>9} {:>9} {:>8} {:>10}",
         "MEMBER",
         "SIDE",
         "PROTOCOL/TARGET",
@@ -152,8 +157,8 @@ fn render(snapshot: &Value, limit: usize) -> String {
     for row in rows.iter().take(limit) {
         let _ = writeln!(
             out,
-            "{:<10} {:<6} {:<22} {:<48} {:>10.1} {:>6.1}% {:>9.2} {:>9.2} {:>8} {:>10}",
-            cut(&row.member, 10),
+            "{:<21} {:<6} {:<22} {:<48} {:>10.1} {:>6.1}% {:>9.2} {:>9.2} {:>8} {:>10}",
+            cut(&row.member, 21),
             cut(&row.side, 6),
             cut(&row.peer, 22),
             cut(&row.method, 48),
@@ -212,7 +217,7 @@ fn components(out: &mut String, member: &str, components: &Value) {
     // "server node-a: ...", or "server: ..." for a single process.
     let whose = match member {
         "" => String::new(),
-        name => format!(" {}", cut(name, 20)),
+        name => format!(" {}", cut(name, 40)),
     };
     let server = &components["server"];
     if server.is_object() {

@@ -92,6 +92,18 @@ impl Registry {
         &self,
         server: &sinew_rpc::Server,
     ) -> Result<Registration, Status> {
+        self.register_server_with(server, Endpoint::new).await
+    }
+
+    /// [`register_server`](Registry::register_server), each address
+    /// registered as the endpoint `endpoint` makes of it: with a weight, a
+    /// zone, metadata (such as [`ADMIN_METADATA`](crate::ADMIN_METADATA),
+    /// where dashboards find the process's figures).
+    pub async fn register_server_with(
+        &self,
+        server: &sinew_rpc::Server,
+        endpoint: impl Fn(Address) -> Endpoint,
+    ) -> Result<Registration, Status> {
         let services = server.service_names();
         let advertise = registry::local_ip_towards(&self.etcd.members()[0])
             .await
@@ -100,8 +112,7 @@ impl Registry {
         let records = addresses
             .into_iter()
             .map(|address| {
-                let record =
-                    Record::new(&Endpoint::new(address.clone()), services.iter().copied())?;
+                let record = Record::new(&endpoint(address.clone()), services.iter().copied())?;
                 Ok((address, record))
             })
             .collect::<Result<Vec<_>, Status>>()?;
@@ -111,11 +122,25 @@ impl Registry {
     /// Every address registered now, with its services, sorted by address
     /// (values that do not parse are left out).
     pub async fn registered(&self) -> Result<Vec<(Address, Vec<String>)>, Status> {
+        Ok(self
+            .registered_endpoints()
+            .await?
+            .into_iter()
+            .map(|(endpoint, services)| (endpoint.address().clone(), services))
+            .collect())
+    }
+
+    /// Every endpoint registered now (weight, zone, metadata), with its
+    /// services, sorted by address.
+    pub async fn registered_endpoints(&self) -> Result<Vec<(Endpoint, Vec<String>)>, Status> {
         let listing = self.etcd.get_prefix(self.prefix.as_bytes()).await?;
         let records = parse_records(&self.prefix, &listing.kvs);
         Ok(records
             .into_values()
-            .map(|(address, record)| (address, record.services.into_iter().collect()))
+            .map(|(address, record)| {
+                let endpoint = record.endpoint(address, None);
+                (endpoint, record.services.into_iter().collect())
+            })
             .collect())
     }
 

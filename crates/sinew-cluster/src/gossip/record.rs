@@ -30,7 +30,7 @@ pub(super) const ZONE_KEY: &str = "sinew.zone";
 pub(super) const ROLE_KEY: &str = "sinew.role";
 /// The member's admin endpoint (`http://host:port`), if it serves one: where
 /// `sinew dashboard` reads its figures.
-pub(super) const ADMIN_KEY: &str = "sinew.admin";
+pub(super) const ADMIN_KEY: &str = crate::ADMIN_METADATA;
 /// `leaving` once the member has begun to leave.
 pub(super) const STATE_KEY: &str = "sinew.state";
 /// The value of [`STATE_KEY`] once the member has begun to leave.
