@@ -173,7 +173,11 @@ async fn chromium(profile: &std::path::Path, url: &str) -> (Group, Page) {
     };
     // The page's own WebSocket, from the DevTools HTTP endpoint.
     let list: Value = loop {
-        let body = http_get(port, "/json/list").await;
+        let devtools = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let body = tokio::task::spawn_blocking(move || common::http_get(devtools, "/json/list"))
+            .await
+            .unwrap()
+            .map(|(_, body)| body);
         if let Some(list) = body.and_then(|body| serde_json::from_str(&body).ok()) {
             break list;
         }
@@ -193,43 +197,6 @@ async fn chromium(profile: &std::path::Path, url: &str) -> (Group, Page) {
     page.command("Page.enable", json!({})).await;
     page.command("Page.navigate", json!({ "url": url })).await;
     (child, page)
-}
-
-/// `GET path` on 127.0.0.1:`port`: the body, if any (read to its
-/// Content-Length: Chromium's DevTools server keeps the connection open).
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        let mut buffer = [0u8; 16 * 1024];
-        loop {
-            let read = stream.read(&mut buffer).await.ok()?;
-            response.extend_from_slice(&buffer[..read]);
-            let text = String::from_utf8_lossy(&response).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head.lines().find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())?
-                });
-                if read == 0 || length.is_some_and(|length| body.len() >= length) {
-                    return Some(body.to_owned());
-                }
-            }
-            if read == 0 {
-                return None;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()?
 }
 
 /// A fresh Chromium profile directory (removed by the caller).
@@ -360,6 +327,13 @@ async fn the_cluster_dashboard_lists_members_charts_calls_and_updates_live() {
 
     if let Ok(dir) = std::env::var("SINEW_SCREENSHOTS") {
         tokio::time::sleep(Duration::from_secs(20)).await;
+        // The whole page, every table in.
+        let height = page.eval("document.documentElement.scrollHeight").await;
+        page.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
         let shot = page
             .command("Page.captureScreenshot", json!({ "format": "png" }))
             .await;

@@ -6,34 +6,15 @@
 mod common;
 
 use common::{sinew, spawn_serve, Killed};
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `GET path` on `address` over HTTP/1.1: the status code and the body.
+/// `GET path` on `address`: the status code and the body.
 fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    common::http_get(address, path)
+        .unwrap_or_else(|| panic!("no HTTP answer to GET {path} from {address}"))
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for a child to take).

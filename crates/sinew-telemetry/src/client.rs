@@ -57,15 +57,25 @@ impl<S> Layer<S> for ClientTelemetryLayer {
         ClientTelemetry {
             inner,
             side: self.side.clone(),
+            role: Role::Call,
         }
     }
 }
 
-/// A client stack behind a [`ClientTelemetryLayer`].
+/// A client stack behind a [`ClientTelemetryLayer`] (each call) or an
+/// [`AttemptTelemetryLayer`] (each attempt).
 #[derive(Clone, Debug)]
 pub struct ClientTelemetry<S> {
     inner: S,
     side: Arc<ClientSide>,
+    role: Role,
+}
+
+/// What a [`ClientTelemetry`] sees pass: whole calls, or attempts.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    Call,
+    Attempt,
 }
 
 /// How many attempts a call took, shared by the copies of its request that
@@ -210,7 +220,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+    fn call(&mut self, request: CallRequest) -> Self::Future {
+        match self.role {
+            Role::Call => self.whole_call(request),
+            Role::Attempt => self.attempt(request),
+        }
+    }
+}
+
+impl<S> ClientTelemetry<S>
+where
+    S: Service<CallRequest, Response = CallResponse, Error = Status>,
+{
+    /// A call: its span, its trace context sent on, its end recorded.
+    fn whole_call(&mut self, mut request: CallRequest) -> ClientTelemetryFuture<S::Future> {
         let start = Instant::now();
         let target = &self.side.target;
         let stats = target.get(request.path().as_str());
@@ -279,36 +302,23 @@ pub struct AttemptTelemetryLayer {
 }
 
 impl<S> Layer<S> for AttemptTelemetryLayer {
-    type Service = AttemptTelemetry<S>;
+    type Service = ClientTelemetry<S>;
 
-    fn layer(&self, inner: S) -> AttemptTelemetry<S> {
-        AttemptTelemetry {
+    fn layer(&self, inner: S) -> ClientTelemetry<S> {
+        ClientTelemetry {
             inner,
             side: self.side.clone(),
+            role: Role::Attempt,
         }
     }
 }
 
-/// A client stack behind an [`AttemptTelemetryLayer`].
-#[derive(Clone, Debug)]
-pub struct AttemptTelemetry<S> {
-    inner: S,
-    side: Arc<ClientSide>,
-}
-
-impl<S> Service<CallRequest> for AttemptTelemetry<S>
+impl<S> ClientTelemetry<S>
 where
     S: Service<CallRequest, Response = CallResponse, Error = Status>,
 {
-    type Response = CallResponse;
-    type Error = Status;
-    type Future = ClientTelemetryFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: CallRequest) -> Self::Future {
+    /// An attempt: counted, its duration recorded, and the call told.
+    fn attempt(&mut self, request: CallRequest) -> ClientTelemetryFuture<S::Future> {
         let start = Instant::now();
         let stats = self.side.target.get(request.path().as_str());
         stats.attempts_started.fetch_add(1, Ordering::Relaxed);
@@ -389,5 +399,70 @@ mod tests {
             .collect();
         assert_eq!(counts, [(Code::Unavailable, 1)]);
         assert_eq!(telemetry.recent_calls()[0].code, Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn under_a_retrying_layer_each_attempt_counts_and_the_call_once() {
+        use sinew_rpc::call::ResponseBody;
+        use sinew_wire::MetadataMap;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let telemetry = Telemetry::new();
+        // The first attempt fails, the second is answered.
+        let sent = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let server = tower::service_fn(move |_: CallRequest| {
+            std::future::ready(match counter.fetch_add(1, Ordering::Relaxed) {
+                0 => Err(Status::unavailable("first attempt lost")),
+                _ => Ok(CallResponse::new(
+                    MetadataMap::new(),
+                    ResponseBody::from_status(Status::new(Code::Ok, "")),
+                )),
+            })
+        });
+        let attempt = telemetry.attempt_layer("t").layer(server);
+        // A retrying layer of two attempts, between the two telemetry layers.
+        let retrying = tower::service_fn(move |request: CallRequest| {
+            let mut attempt = attempt.clone();
+            async move {
+                let copy = request
+                    .try_clone()
+                    .expect("a request that can be sent again");
+                match attempt.ready().await?.call(request).await {
+                    Ok(response) => Ok(response),
+                    Err(_) => attempt.ready().await?.call(copy).await,
+                }
+            }
+        });
+        let mut service = telemetry.client_layer("t").layer(retrying);
+        let mut response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        // The call ends when its body does.
+        while std::future::poll_fn(|cx| response.body_mut().poll_frame(cx))
+            .await
+            .is_some()
+        {}
+        assert_eq!(sent.load(Ordering::Relaxed), 2);
+        let target = &telemetry.metrics().client_targets()[0];
+        assert!(target.counts_attempts());
+        let method = &target.methods()[0];
+        assert_eq!(method.attempts_started(), 2);
+        let counts = |durations: Vec<(Code, crate::metrics::Snapshot)>| -> Vec<(Code, u64)> {
+            durations
+                .iter()
+                .map(|(code, snapshot)| (*code, snapshot.count()))
+                .collect()
+        };
+        let mut attempts = counts(method.attempt_durations());
+        attempts.sort_by_key(|(code, _)| *code as i32);
+        assert_eq!(attempts, [(Code::Ok, 1), (Code::Unavailable, 1)]);
+        assert_eq!(counts(method.call_durations()), [(Code::Ok, 1)]);
+        // One call retried once.
+        let retries = method.retries().snapshot();
+        assert_eq!((retries.count(), retries.sum()), (1, 1.0));
     }
 }

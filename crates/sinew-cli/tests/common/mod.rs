@@ -182,3 +182,41 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// `GET path` on `address` over HTTP/1.1: the status code and the body,
+/// read to its Content-Length (some servers, Chromium's DevTools one, keep
+/// the connection open), or to the end without one; `None` if the exchange
+/// fails or takes over 10 s.
+pub fn http_get(address: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let read = stream.read(&mut buffer).ok()?;
+        response.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            if read == 0 || length.is_some_and(|length| body.len() >= length) {
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((status, body.to_owned()));
+            }
+        }
+        if read == 0 {
+            return None;
+        }
+    }
+}
