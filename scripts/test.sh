@@ -42,9 +42,11 @@ rustc --version
 section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers, h2load, etcd, prometheus, chromium)"
 scripts/install-peers.sh
 go version
-h2load --version | head -1
-etcd --version | head -1
-prometheus --version 2>&1 | head -1
+# (`sed -n 1p` reads all of the output: `head -1` would close the pipe
+# early, and a writer killed by SIGPIPE fails the script under pipefail.)
+h2load --version | sed -n 1p
+etcd --version | sed -n 1p
+prometheus --version 2>&1 | sed -n 1p
 /usr/lib/chromium/chromium --version
 
 section "format"
