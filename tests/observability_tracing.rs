@@ -271,12 +271,32 @@ async fn one_trace_crosses_sinew_and_grpc_hops_with_parent_links_intact() {
             ("rpc.client", "sinew"), // caller -> A
         ]
     );
+    // Every hop passed the same request on and the same answer back: each
+    // span counts one message each way, of those sizes.
+    let request_size = sinew::prost::Message::encoded_len(&EchoRequest {
+        message: "hello".into(),
+    });
+    let response_size = sinew::prost::Message::encoded_len(&EchoResponse {
+        message: answer.clone(),
+    });
     for span in &spans {
         assert_eq!(
             span.field("rpc.method"),
             "grpc.examples.echo.Echo/UnaryEcho"
         );
         assert_eq!(span.field("rpc.response.status_code"), "OK", "{span:?}");
+        assert_eq!(
+            span.field("rpc.request.size"),
+            request_size.to_string(),
+            "{span:?}"
+        );
+        assert_eq!(
+            span.field("rpc.response.size"),
+            response_size.to_string(),
+            "{span:?}"
+        );
+        assert_eq!(span.field("rpc.request.messages"), "1", "{span:?}");
+        assert_eq!(span.field("rpc.response.messages"), "1", "{span:?}");
     }
     let server_a = spans
         .iter()

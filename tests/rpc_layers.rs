@@ -704,3 +704,59 @@ async fn a_timeout_as_a_server_layer_ends_the_call_and_cancels_the_handler() {
     .await;
     server.shutdown().await;
 }
+
+/// A layer that asks for each call's message tally sees the messages both
+/// ways, whatever the call's shape and protocol: a client stream in, one
+/// answer out; one request in, a stream out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_tallies_the_messages_of_streaming_calls_both_ways() {
+    use sinew_tests::testing::{Chunk, FloodRequest};
+    let tallies: Log<Arc<sinew::rpc::call::MessageTally>> = Log::default();
+    let recorded = tallies.clone();
+    let (server, channels) = server_and_channels(move |builder| {
+        builder.layer(Observe::new(
+            move |call| recorded.lock().unwrap().push(call.tally_messages()),
+            |_, _| {},
+        ))
+    })
+    .await;
+    for (protocol, channel) in channels {
+        let client = TestingClient::new(channel);
+        let chunks: Vec<Chunk> = (0..3)
+            .map(|index| Chunk {
+                data: vec![7; 100],
+                index,
+            })
+            .collect();
+        let chunk_size = sinew::prost::Message::encoded_len(&chunks[1]) as u64;
+        let summary = client
+            .sink(futures_util::stream::iter(chunks))
+            .await
+            .unwrap()
+            .into_inner();
+        let summary_size = sinew::prost::Message::encoded_len(&summary) as u64;
+        let mut flood = client
+            .flood(FloodRequest { count: 4, size: 50 })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut sent = 0;
+        while let Some(chunk) = flood.message().await.unwrap() {
+            sent += sinew::prost::Message::encoded_len(&chunk) as u64;
+        }
+        let taken = take(&tallies);
+        assert_eq!(taken.len(), 2, "{protocol}");
+        // The first chunk has index 0, which is not encoded: two bytes less.
+        assert_eq!(
+            taken[0].received(),
+            (3, 3 * chunk_size - 2),
+            "{protocol}: the client stream"
+        );
+        assert_eq!(taken[0].sent(), (1, summary_size), "{protocol}");
+        let request_size =
+            sinew::prost::Message::encoded_len(&FloodRequest { count: 4, size: 50 }) as u64;
+        assert_eq!(taken[1].received(), (1, request_size), "{protocol}");
+        assert_eq!(taken[1].sent(), (4, sent), "{protocol}: the server stream");
+    }
+    server.shutdown().await;
+}

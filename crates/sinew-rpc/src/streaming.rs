@@ -37,8 +37,9 @@ enum Source {
     /// Client side: the response body (it enforces the call's deadline, and
     /// dropping it cancels the call).
     Client(ResponseBody),
-    /// Server side: the call task owns the stream.
-    Server(CallIo),
+    /// Server side: the call task owns the stream (and counts its messages
+    /// into the call's tally, if a layer asked for one).
+    Server(CallIo, Option<std::sync::Arc<crate::call::MessageTally>>),
 }
 
 impl<T> Streaming<T> {
@@ -46,8 +47,12 @@ impl<T> Streaming<T> {
         Streaming::new(Source::Client(body), decoder)
     }
 
-    pub(crate) fn server(stream: CallIo, decoder: Decoder<T>) -> Streaming<T> {
-        Streaming::new(Source::Server(stream), decoder)
+    pub(crate) fn server(
+        stream: CallIo,
+        decoder: Decoder<T>,
+        tally: Option<std::sync::Arc<crate::call::MessageTally>>,
+    ) -> Streaming<T> {
+        Streaming::new(Source::Server(stream, tally), decoder)
     }
 
     fn new(source: Source, decoder: Decoder<T>) -> Streaming<T> {
@@ -94,9 +99,12 @@ impl<T> Streaming<T> {
                 }
                 Err(status) => Err(status),
             },
-            Source::Server(io) => loop {
+            Source::Server(io, tally) => loop {
                 match std::task::ready!(io.poll_recv(cx)) {
-                    Inbound::Message(bytes) => break Ok(Some(bytes)),
+                    Inbound::Message(bytes) => {
+                        crate::call::tally::count_received(tally, bytes.len());
+                        break Ok(Some(bytes));
+                    }
                     Inbound::Headers(_) => continue,
                     Inbound::End => break Ok(None),
                     Inbound::Trailers(status) | Inbound::Reset(status) => break Err(status),

@@ -21,10 +21,10 @@ use crate::export::{FinishedSpan, SpanKind};
 use crate::metrics::calls::ClientTarget;
 use crate::metrics::ClientMethod;
 use crate::recent::{RecentCall, Side};
-use crate::trace::{propagation, TraceContext};
+use crate::trace::{propagation, MessageSizes, TraceContext};
 use crate::Shared;
 use pin_project_lite::pin_project;
-use sinew_rpc::call::{CallRequest, CallResponse};
+use sinew_rpc::call::{CallRequest, CallResponse, MessageTally};
 use sinew_rpc::{Code, Status};
 use std::future::Future;
 use std::pin::Pin;
@@ -92,6 +92,16 @@ struct Ending {
     /// counter when an attempt layer counts them.
     call: Option<(TraceContext, Option<AttemptCount>)>,
     side: Arc<ClientSide>,
+    /// For a call whose span is recorded or exported: its messages (the
+    /// request's known at the start for a single message, the response's
+    /// counted as they are read).
+    sizes: Option<Sizes>,
+}
+
+/// What a call sent and is receiving, for its span.
+struct Sizes {
+    request: Option<(u64, u64)>,
+    response: Option<Arc<MessageTally>>,
 }
 
 impl Ending {
@@ -118,10 +128,17 @@ impl Ending {
                         self.stats.retries().observe(u64::from(attempts - 1));
                     }
                 }
+                let sizes = self.sizes.as_ref().map(|sizes| MessageSizes {
+                    request: sizes.request,
+                    response: sizes.response.as_ref().map(|tally| tally.received()),
+                });
                 if !self.span.is_disabled() {
                     self.span.record("rpc.response.status_code", code.as_str());
                     if code != Code::Ok {
                         self.span.record("otel.status_code", "ERROR");
+                    }
+                    if let Some(sizes) = &sizes {
+                        sizes.record(&self.span);
                     }
                 }
                 if self.side.shared.recent.wants(code, elapsed) {
@@ -139,6 +156,15 @@ impl Ending {
                 if let Some(export) = &self.side.shared.export {
                     if context.is_sampled() {
                         let end = SystemTime::now();
+                        let mut attributes = vec![
+                            ("rpc.system.name", "sinew".to_owned()),
+                            ("rpc.method", self.stats.method.to_string()),
+                            ("rpc.response.status_code", code.as_str().to_owned()),
+                            ("server.address", self.side.target.target.to_string()),
+                        ];
+                        if let Some(sizes) = &sizes {
+                            sizes.push_attributes(&mut attributes);
+                        }
                         export.send(FinishedSpan {
                             name: self.stats.method.clone(),
                             kind: SpanKind::Client,
@@ -148,12 +174,7 @@ impl Ending {
                             parent_is_remote: false,
                             start: end.checked_sub(elapsed).unwrap_or(end),
                             end,
-                            attributes: vec![
-                                ("rpc.system.name", "sinew".to_owned()),
-                                ("rpc.method", self.stats.method.to_string()),
-                                ("rpc.response.status_code", code.as_str().to_owned()),
-                                ("server.address", self.side.target.target.to_string()),
-                            ],
+                            attributes,
                             code,
                             message: status.message().to_owned(),
                         });
@@ -198,9 +219,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
-        if let Some(ending) = this.ending.0.take() {
+        if let Some(mut ending) = this.ending.0.take() {
             match &mut result {
-                Ok(response) => response.body_mut().on_end(move |status| ending.end(status)),
+                Ok(response) => {
+                    if let Some(sizes) = &mut ending.sizes {
+                        sizes.response = Some(response.body_mut().tally_messages());
+                    }
+                    response.body_mut().on_end(move |status| ending.end(status))
+                }
                 Err(status) => ending.end(status),
             }
         }
@@ -267,6 +293,10 @@ where
             rpc.method = &*stats.method,
             rpc.response.status_code = Empty,
             server.address = &*target.target,
+            rpc.request.size = Empty,
+            rpc.request.messages = Empty,
+            rpc.response.size = Empty,
+            rpc.response.messages = Empty,
             trace_id = %context.trace_id(),
             span_id = %context.span_id(),
             parent_span_id = Empty,
@@ -276,6 +306,16 @@ where
                 span.record("parent_span_id", tracing::field::display(parent));
             }
         }
+        // Message sizes only for a span someone records or exports: a
+        // single request's now, a stream's not counted.
+        let exported = context.is_sampled() && self.side.shared.export.is_some();
+        let sizes = (!span.is_disabled() || exported).then(|| Sizes {
+            request: request
+                .body()
+                .as_single()
+                .map(|payload| (1, payload.encoded_len() as u64)),
+            response: None,
+        });
         let response = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -286,6 +326,7 @@ where
             span,
             call: Some((context, attempts)),
             side: self.side.clone(),
+            sizes,
         };
         ClientTelemetryFuture {
             inner: response,
@@ -331,6 +372,7 @@ where
             span: tracing::Span::none(),
             call: None,
             side: self.side.clone(),
+            sizes: None,
         };
         ClientTelemetryFuture {
             inner: self.inner.call(request),

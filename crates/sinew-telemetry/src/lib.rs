@@ -33,7 +33,10 @@
 //!
 //! The spans are `tracing` spans at `INFO`, with the OpenTelemetry RPC
 //! attributes (`rpc.system.name`, `rpc.method`, `rpc.response.status_code`,
-//! `network.peer.address`) and the call's `trace_id` and `span_id`, so
+//! `network.peer.address`), the messages each way (`rpc.request.size` and
+//! `rpc.response.size` in encoded bytes, `rpc.request.messages`,
+//! `rpc.response.messages`; counted only for a span a subscriber records or
+//! an exporter sends) and the call's `trace_id` and `span_id`, so
 //! whatever a handler logs inside its call carries the trace id; a
 //! subscriber that does not want them filters the target
 //! `sinew_telemetry`. Metric names are listed in [`metrics`].

@@ -18,9 +18,10 @@
 use crate::export::{FinishedSpan, SpanKind};
 use crate::metrics::ServerMethod;
 use crate::recent::{RecentCall, Side};
-use crate::trace::{self, propagation, TraceContext};
+use crate::trace::{self, propagation, MessageSizes, TraceContext};
 use crate::Shared;
 use pin_project_lite::pin_project;
+use sinew_rpc::call::MessageTally;
 use sinew_rpc::server::ServerCall;
 use sinew_rpc::Status;
 use std::future::Future;
@@ -68,7 +69,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, mut call: ServerCall) -> Self::Future {
         let start = Instant::now();
         let protocol = call.protocol();
         let stats = self
@@ -94,6 +95,10 @@ where
             rpc.method_original = Empty,
             rpc.response.status_code = Empty,
             network.peer.address = Empty,
+            rpc.request.size = Empty,
+            rpc.request.messages = Empty,
+            rpc.response.size = Empty,
+            rpc.response.messages = Empty,
             trace_id = %context.trace_id(),
             span_id = %context.span_id(),
             parent_span_id = Empty,
@@ -120,6 +125,9 @@ where
         let original =
             (context.is_sampled() && self.shared.export.is_some() && call.method().is_none())
                 .then(|| call.path().to_owned());
+        // Message sizes only for a span someone records or exports.
+        let exported = context.is_sampled() && self.shared.export.is_some();
+        let tally = (!span.is_disabled() || exported).then(|| call.tally_messages());
         let mut context = Some(context);
         let inner = {
             let _entered = span.enter();
@@ -135,6 +143,7 @@ where
             stats,
             shared: self.shared.clone(),
             exported: (peer, original),
+            tally,
         }
     }
 }
@@ -153,6 +162,8 @@ pin_project! {
         // For an exported span: the peer's address and the path as sent
         // (for a method no service offers).
         exported: (Option<String>, Option<String>),
+        // The call's messages both ways, for a recorded or exported span.
+        tally: Option<Arc<MessageTally>>,
     }
 }
 
@@ -177,7 +188,15 @@ where
             .durations
             .get(status.code())
             .observe_duration(elapsed);
+        // The server received the request and sent the response.
+        let sizes = this.tally.as_ref().map(|tally| MessageSizes {
+            request: Some(tally.received()),
+            response: Some(tally.sent()),
+        });
         if !this.span.is_disabled() {
+            if let Some(sizes) = &sizes {
+                sizes.record(this.span);
+            }
             this.span
                 .record("rpc.response.status_code", status.code().as_str());
             if status.code() != sinew_rpc::Code::Ok {
@@ -204,6 +223,9 @@ where
                 ];
                 if let Some(peer) = peer {
                     attributes.push(("network.peer.address", peer));
+                }
+                if let Some(sizes) = &sizes {
+                    sizes.push_attributes(&mut attributes);
                 }
                 // A path no service describes (a forwarding server's
                 // calls) names the span as sent; the metrics keep `_OTHER`.

@@ -39,6 +39,7 @@ mod attempts;
 mod payload;
 mod request;
 mod response;
+pub(crate) mod tally;
 
 pub use attempts::{Attempts, Destination};
 pub use payload::Payload;
@@ -46,6 +47,7 @@ pub use request::{
     CallRequest, CallRequestParts, Extensions, Idempotency, MethodPath, PayloadStream, RequestBody,
 };
 pub use response::{CallResponse, ResponseBody, ResponseFrame};
+pub use tally::MessageTally;
 
 use crate::status::Status;
 use std::future::Future;

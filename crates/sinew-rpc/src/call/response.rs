@@ -1,6 +1,7 @@
 //! [`CallResponse`]: a call's answer as it arrives, whatever carried it.
 
 use super::request::Extensions;
+use super::tally::{count_received, MessageTally};
 use crate::client::call::SinewBody;
 use crate::status::Status;
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use sinew_wire::{Code, MetadataMap};
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// One item of a response body: a message, or the call's final status (with
@@ -33,6 +35,9 @@ pub struct ResponseBody {
     trailers: Option<MetadataMap>,
     /// Told the final status once (see [`ResponseBody::on_end`]).
     on_end: Option<OnEnd>,
+    /// Counts the messages read, once a layer asked
+    /// ([`ResponseBody::tally_messages`]).
+    tally: Option<Arc<MessageTally>>,
 }
 
 /// What [`ResponseBody::on_end`] runs.
@@ -58,6 +63,7 @@ impl ResponseBody {
             repr: BodyRepr::Boxed(Box::pin(frames)),
             trailers: None,
             on_end: None,
+            tally: None,
         }
     }
 
@@ -73,6 +79,7 @@ impl ResponseBody {
             repr: BodyRepr::Sinew(body),
             trailers: None,
             on_end: None,
+            tally: None,
         }
     }
 
@@ -88,6 +95,9 @@ impl ResponseBody {
             },
             BodyRepr::Ended => return Poll::Ready(None),
         };
+        if let ResponseFrame::Message(bytes) = &frame {
+            count_received(&self.tally, bytes.len());
+        }
         if let ResponseFrame::Status(status) = &frame {
             self.repr = BodyRepr::Ended;
             if let Some(on_end) = self.on_end.take() {
@@ -116,6 +126,14 @@ impl ResponseBody {
                 earlier(status);
             }),
         });
+    }
+
+    /// Counts the messages read from here on (the same tally to every
+    /// layer that asks): for a layer that reports sizes, read when the body
+    /// ends ([`ResponseBody::on_end`]). Nothing is counted for bodies no
+    /// layer asked about.
+    pub fn tally_messages(&mut self) -> Arc<MessageTally> {
+        self.tally.get_or_insert_with(Arc::default).clone()
     }
 
     /// The next message; `Ok(None)` at an OK end (the trailing metadata is
@@ -149,6 +167,9 @@ impl ResponseBody {
         };
         let whole = body.take_whole_single()?;
         self.repr = BodyRepr::Ended;
+        if let Ok((message, _)) = &whole {
+            count_received(&self.tally, message.len());
+        }
         if let Some(on_end) = self.on_end.take() {
             match &whole {
                 Ok(_) => on_end(&Status::new(Code::Ok, "")),

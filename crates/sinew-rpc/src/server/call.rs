@@ -12,7 +12,8 @@
 
 use super::external::ExternalIo;
 use super::Peer;
-use crate::call::Extensions;
+use crate::call::tally::{count_received, count_sent};
+use crate::call::{Extensions, MessageTally};
 use crate::codec::Decoder;
 use crate::connection::stream::{Outgoing, StreamRef};
 use crate::connection::Inbound;
@@ -106,6 +107,9 @@ pub struct ServerCall {
     /// What the handler's own calls leave of the deadline
     /// ([`ServerBuilder::deadline_margin`](super::ServerBuilder::deadline_margin)).
     pub(crate) deadline_margin: Duration,
+    /// Counts the messages both ways, once a layer asked
+    /// ([`ServerCall::tally_messages`]).
+    pub(crate) tally: Option<Arc<MessageTally>>,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -205,9 +209,18 @@ impl ServerCall {
         poll_fn(move |cx| io.poll_cancelled(cx))
     }
 
+    /// Counts this call's messages, both ways, from now on (the same
+    /// tally to every layer that asks): for a layer that reports sizes,
+    /// read once the call ended. Nothing is counted for calls no layer
+    /// asked about.
+    pub fn tally_messages(&mut self) -> Arc<MessageTally> {
+        self.tally.get_or_insert_with(Arc::default).clone()
+    }
+
     /// Reads the single request message of a unary or server-streaming call.
     async fn single_request<Req: prost::Message + Default>(&mut self) -> Result<Req, Status> {
         if let Some(bytes) = self.prefetched.take() {
+            count_received(&self.tally, bytes.len());
             return Req::decode(bytes).map_err(|error| {
                 Status::invalid_argument(format!("request is not a valid message: {error}"))
             });
@@ -245,6 +258,7 @@ impl ServerCall {
                  (the server's request timeout)"
             ))
         })??;
+        count_received(&self.tally, bytes.len());
         Req::decode(bytes).map_err(|error| {
             Status::invalid_argument(format!("request is not a valid message: {error}"))
         })
@@ -284,6 +298,7 @@ impl ServerCall {
             Err(status) => return self.finish(status).await,
         };
         let (metadata, message) = response.into_parts();
+        count_sent(&self.tally, message.encoded_len());
         let ok = ok_status();
         let sent = self
             .io
@@ -327,6 +342,7 @@ impl ServerCall {
         while let Some(item) = responses.next().await {
             match item {
                 Ok(message) => {
+                    count_sent(&self.tally, message.encoded_len());
                     let sent = self
                         .io
                         .send(Outgoing {
@@ -392,7 +408,7 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
-    let requests = Streaming::server(call.io.clone(), Decoder::prost());
+    let requests = Streaming::server(call.io.clone(), Decoder::prost(), call.tally.clone());
     let request = call.request(requests);
     let result = handler(request).await;
     call.respond(result).await
@@ -407,7 +423,7 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut,
     Fut: Future<Output = Result<Response<S>, Status>>,
 {
-    let requests = Streaming::server(call.io.clone(), Decoder::prost());
+    let requests = Streaming::server(call.io.clone(), Decoder::prost(), call.tally.clone());
     let request = call.request(requests);
     let result = handler(request).await;
     call.respond_stream(result).await
@@ -425,8 +441,9 @@ where
     Fut: Future<Output = Result<Response<S>, Status>>,
 {
     let path = call.path().to_owned();
-    let mut requests = Streaming::server(call.io.clone(), Decoder::raw());
+    let mut requests = Streaming::server(call.io.clone(), Decoder::raw(), call.tally.clone());
     if let Some(bytes) = call.prefetched.take() {
+        count_received(&call.tally, bytes.len());
         requests.push_front(crate::RawMessage(bytes));
     }
     let request = call.request(requests);

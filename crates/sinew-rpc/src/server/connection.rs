@@ -479,6 +479,7 @@ impl Reader {
                     peer: self.peer.clone(),
                     route,
                     prefetched: None,
+                    tally: None,
                     deadline_margin: self.config.deadline_margin,
                 });
                 Ok(())

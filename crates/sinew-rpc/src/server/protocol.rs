@@ -276,6 +276,7 @@ impl LocalConnector {
                     peer: parts.peer,
                     route,
                     prefetched: None,
+                    tally: None,
                     deadline_margin: self.config.deadline_margin,
                 };
                 Some(Box::pin(self.router.serve(call).map(drop)))

@@ -369,3 +369,46 @@ mod tests {
         assert!(TraceContext::current().is_none());
     }
 }
+
+/// A call's messages, as span attributes: what the request and the
+/// response carried, as (messages, encoded bytes summed), for whichever
+/// side the span is; `None` for a side not counted (a client's streaming
+/// request).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MessageSizes {
+    pub(crate) request: Option<(u64, u64)>,
+    pub(crate) response: Option<(u64, u64)>,
+}
+
+impl MessageSizes {
+    /// Each attribute counted, with its value.
+    fn attributes(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let request = self.request.map(|(messages, bytes)| {
+            [
+                ("rpc.request.size", bytes),
+                ("rpc.request.messages", messages),
+            ]
+        });
+        let response = self.response.map(|(messages, bytes)| {
+            [
+                ("rpc.response.size", bytes),
+                ("rpc.response.messages", messages),
+            ]
+        });
+        request.into_iter().chain(response).flatten()
+    }
+
+    /// Records them on `span` (declared with the four fields).
+    pub(crate) fn record(&self, span: &tracing::Span) {
+        for (name, value) in self.attributes() {
+            span.record(name, value);
+        }
+    }
+
+    /// Adds them to an exported span's attributes.
+    pub(crate) fn push_attributes(&self, attributes: &mut Vec<(&'static str, String)>) {
+        for (name, value) in self.attributes() {
+            attributes.push((name, value.to_string()));
+        }
+    }
+}
