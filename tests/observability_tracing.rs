@@ -285,6 +285,7 @@ async fn one_trace_crosses_sinew_and_grpc_hops_with_parent_links_intact() {
             "grpc.examples.echo.Echo/UnaryEcho"
         );
         assert_eq!(span.field("rpc.response.status_code"), "OK", "{span:?}");
+        assert_eq!(span.field("rpc.service"), "grpc.examples.echo.Echo");
         assert_eq!(
             span.field("rpc.request.size"),
             request_size.to_string(),

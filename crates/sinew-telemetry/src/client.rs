@@ -21,7 +21,7 @@ use crate::export::{FinishedSpan, SpanKind};
 use crate::metrics::calls::ClientTarget;
 use crate::metrics::ClientMethod;
 use crate::recent::{RecentCall, Side};
-use crate::trace::{propagation, MessageSizes, TraceContext};
+use crate::trace::{self, propagation, MessageSizes, TraceContext};
 use crate::Shared;
 use pin_project_lite::pin_project;
 use sinew_rpc::call::{CallRequest, CallResponse, MessageTally};
@@ -159,6 +159,10 @@ impl Ending {
                         let mut attributes = vec![
                             ("rpc.system.name", "sinew".to_owned()),
                             ("rpc.method", self.stats.method.to_string()),
+                            (
+                                "rpc.service",
+                                trace::service_of(&self.stats.method).to_owned(),
+                            ),
                             ("rpc.response.status_code", code.as_str().to_owned()),
                             ("server.address", self.side.target.target.to_string()),
                         ];
@@ -291,6 +295,7 @@ where
             otel.status_code = Empty,
             rpc.system.name = "sinew",
             rpc.method = &*stats.method,
+            rpc.service = trace::service_of(&stats.method),
             rpc.response.status_code = Empty,
             server.address = &*target.target,
             rpc.request.size = Empty,

@@ -32,7 +32,7 @@
 //! ```
 //!
 //! The spans are `tracing` spans at `INFO`, with the OpenTelemetry RPC
-//! attributes (`rpc.system.name`, `rpc.method`, `rpc.response.status_code`,
+//! attributes (`rpc.system.name`, `rpc.method`, `rpc.service`, `rpc.response.status_code`,
 //! `network.peer.address`), the messages each way (`rpc.request.size` and
 //! `rpc.response.size` in encoded bytes, `rpc.request.messages`,
 //! `rpc.response.messages`; counted only for a span a subscriber records or

@@ -92,6 +92,7 @@ where
             otel.status_code = Empty,
             rpc.system.name = protocol,
             rpc.method = &*stats.method,
+            rpc.service = trace::service_of(&stats.method),
             rpc.method_original = Empty,
             rpc.response.status_code = Empty,
             network.peer.address = Empty,
@@ -216,6 +217,10 @@ where
                 let mut attributes = vec![
                     ("rpc.system.name", this.stats.system.to_owned()),
                     ("rpc.method", this.stats.method.to_string()),
+                    (
+                        "rpc.service",
+                        trace::service_of(&this.stats.method).to_owned(),
+                    ),
                     (
                         "rpc.response.status_code",
                         status.code().as_str().to_owned(),

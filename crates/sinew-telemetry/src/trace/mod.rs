@@ -412,3 +412,12 @@ impl MessageSizes {
         }
     }
 }
+
+/// The service of a `package.Service/Method` name (`rpc.service`, which
+/// OpenTelemetry's older RPC conventions and many backends still group
+/// by); the whole name when it has no method part (`_OTHER`).
+pub(crate) fn service_of(method: &str) -> &str {
+    method
+        .split_once('/')
+        .map_or(method, |(service, _)| service)
+}
