@@ -285,7 +285,7 @@ where
             Some(attempts)
         } else {
             // The call is its one attempt.
-            stats.attempts_started.fetch_add(1, Ordering::Relaxed);
+            stats.attempts_started.increment();
             None
         };
         let span = tracing::info_span!(
@@ -367,7 +367,7 @@ where
     fn attempt(&mut self, request: CallRequest) -> ClientTelemetryFuture<S::Future> {
         let start = Instant::now();
         let stats = self.side.target.get(request.path().as_str());
-        stats.attempts_started.fetch_add(1, Ordering::Relaxed);
+        stats.attempts_started.increment();
         if let Some(attempts) = request.extensions().get::<AttemptCount>() {
             attempts.0.fetch_add(1, Ordering::Relaxed);
         }

@@ -78,9 +78,7 @@ where
             .calls()
             .server
             .get(protocol, call.method());
-        stats
-            .started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.started.increment();
         let context = match propagation::extract(call.metadata()) {
             Some(caller) => caller.child(),
             None => TraceContext::new_root(self.shared.sample_root()),

@@ -11,11 +11,12 @@
 //! whole when a method is first seen (rare: once per method).
 
 use super::histogram::{Histogram, Snapshot};
+use super::shard::Counter;
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 use sinew_wire::Code;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The method label of server calls to paths no service offers (the
@@ -64,7 +65,7 @@ impl ByStatus {
 pub struct ServerMethod {
     pub(crate) system: &'static str,
     pub(crate) method: Arc<str>,
-    pub(crate) started: AtomicU64,
+    pub(crate) started: Counter,
     pub(crate) durations: ByStatus,
 }
 
@@ -81,7 +82,7 @@ impl ServerMethod {
 
     /// Calls started.
     pub fn started(&self) -> u64 {
-        self.started.load(Ordering::Relaxed)
+        self.started.get()
     }
 
     /// Calls in progress now.
@@ -99,7 +100,7 @@ impl ServerMethod {
 #[derive(Debug)]
 pub struct ClientMethod {
     pub(crate) method: Arc<str>,
-    pub(crate) attempts_started: AtomicU64,
+    pub(crate) attempts_started: Counter,
     pub(crate) attempt_durations: ByStatus,
     pub(crate) call_durations: ByStatus,
     pub(crate) retries: OnceLock<Histogram>,
@@ -113,7 +114,7 @@ impl ClientMethod {
 
     /// Calls (or attempts, under a retrying layer) started.
     pub fn attempts_started(&self) -> u64 {
-        self.attempts_started.load(Ordering::Relaxed)
+        self.attempts_started.get()
     }
 
     /// The durations of the calls that ended, per status code, as the
@@ -222,7 +223,7 @@ impl ServerMethods {
                 ServerMethod {
                     system: protocol,
                     method: name,
-                    started: AtomicU64::new(0),
+                    started: Counter::default(),
                     durations: ByStatus::default(),
                 },
             )
@@ -237,7 +238,7 @@ impl ServerMethods {
                         ServerMethod {
                             system: "other",
                             method: Arc::from(SERVER_OTHER_METHOD),
-                            started: AtomicU64::new(0),
+                            started: Counter::default(),
                             durations: ByStatus::default(),
                         },
                     )
@@ -308,7 +309,7 @@ impl ClientTarget {
 fn client_method(method: Arc<str>) -> ClientMethod {
     ClientMethod {
         method,
-        attempts_started: AtomicU64::new(0),
+        attempts_started: Counter::default(),
         attempt_durations: ByStatus::default(),
         call_durations: ByStatus::default(),
         retries: OnceLock::new(),
@@ -324,7 +325,7 @@ mod tests {
         let target = ClientTarget::new(Arc::from("t"));
         for index in 0..MAX_CLIENT_METHODS + 10 {
             let method = target.get(&format!("/s.S/M{index}"));
-            method.attempts_started.fetch_add(1, Ordering::Relaxed);
+            method.attempts_started.increment();
         }
         let methods = target.methods();
         assert_eq!(methods.len(), MAX_CLIENT_METHODS + 1);

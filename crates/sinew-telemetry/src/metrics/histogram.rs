@@ -1,12 +1,14 @@
 //! [`Histogram`]: counts of observations per bucket, updated without locks.
 //!
 //! Every call updates one, so an observation is two relaxed atomic
-//! additions (its bucket, the sum) after a binary search over the bounds;
-//! the cumulative counts Prometheus wants are added up at scrape time. A
-//! scrape that races an observation may see its bucket without its sum for
-//! that instant; the next scrape sees both.
+//! additions (its bucket, the sum) after a binary search over the bounds,
+//! in the observing thread's shard (`shard.rs`: threads observing the same
+//! method do not share cache lines); the shards, and the cumulative counts
+//! Prometheus wants, are added up at scrape time. A scrape that races an
+//! observation may see its bucket without its sum for that instant; the
+//! next scrape sees both.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::shard::{Cells, CELLS};
 use std::time::Duration;
 
 /// Latency bucket bounds in seconds: gRPC's OpenTelemetry plugin's (A66),
@@ -47,9 +49,9 @@ pub struct Histogram {
     encoded: &'static [f64],
     /// Multiplies a bound or the sum into the encoded unit.
     scale: f64,
-    /// One per bound, then the overflow (`+Inf`) bucket; not cumulative.
-    counts: Box<[AtomicU64]>,
-    sum: AtomicU64,
+    /// One per bound, then the overflow (`+Inf`) bucket (not cumulative),
+    /// then the sum.
+    cells: Cells,
 }
 
 impl Histogram {
@@ -66,14 +68,20 @@ impl Histogram {
     fn with_bounds(bounds: &'static [u64], encoded: &'static [f64], scale: f64) -> Histogram {
         // Latencies (nanoseconds) are summed in 100 ns units.
         let sum_unit = if scale < 1.0 { 100 } else { 1 };
+        // The buckets, +Inf and the sum.
+        assert!(bounds.len() + 2 <= CELLS, "too many buckets for a shard");
         Histogram {
             sum_unit,
             bounds,
             encoded,
             scale,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
+            cells: Cells::default(),
         }
+    }
+
+    /// The cell of the sum.
+    fn sum_cell(&self) -> usize {
+        self.bounds.len() + 1
     }
 
     /// Counts a duration (in a latency histogram).
@@ -85,23 +93,21 @@ impl Histogram {
     /// latency histogram).
     pub fn observe(&self, value: u64) {
         let bucket = self.bounds.partition_point(|&bound| bound < value);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.cells.add(bucket, 1);
         // The sum counts latencies in units of 100 ns (and one observation
         // as at most a year), so that it wraps only after some 58,000 years
         // of call time: long streams, counted for months, cannot wrap it.
         let added = (value / self.sum_unit).min(MAX_SUMMAND);
-        self.sum.fetch_add(added, Ordering::Relaxed);
+        self.cells.add(self.sum_cell(), added);
     }
 
     /// The counts so far.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            counts: self
-                .counts
-                .iter()
-                .map(|count| count.load(Ordering::Relaxed))
+            counts: (0..=self.bounds.len())
+                .map(|bucket| self.cells.get(bucket))
                 .collect(),
-            sum: self.sum.load(Ordering::Relaxed),
+            sum: self.cells.get(self.sum_cell()),
             bounds: self.encoded,
             scale: self.scale * self.sum_unit as f64,
         }

@@ -23,6 +23,7 @@
 
 pub mod calls;
 pub mod histogram;
+mod shard;
 
 pub use calls::ClientTarget;
 use calls::ServerMethods;
@@ -284,9 +285,8 @@ mod tests {
     fn the_exposition_has_cumulative_buckets_at_the_bounds_as_written() {
         let metrics = Metrics::new();
         let other = metrics.calls().server.get("sinew", None);
-        other
-            .started
-            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        other.started.increment();
+        other.started.increment();
         let durations = other.durations.get(Code::NotFound);
         durations.observe_duration(Duration::from_micros(250));
         durations.observe_duration(Duration::from_secs(3));
