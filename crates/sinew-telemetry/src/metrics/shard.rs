@@ -8,8 +8,8 @@
 //! line back and forth on every addition, which costs more than the rest
 //! of the bookkeeping. Shards are padded to 128 bytes (two cache lines,
 //! as adjacent-line prefetchers pair them); a thread takes its shard once,
-//! round robin, and there are twice as many shards as CPUs (at least 2, at
-//! most 16), so that the runtime's worker threads rarely share one. A
+//! round robin, and there are twice as many shards as CPUs (rounded up to
+//! a power of two, at least 2, at most 16), so that the runtime's worker threads rarely share one. A
 //! latency histogram takes 384 bytes per shard (6 KiB at most), a counter
 //! 128.
 
@@ -51,7 +51,8 @@ impl Cells {
     /// shard.
     #[inline]
     pub(crate) fn add(&self, cell: usize, value: u64) {
-        let shard = &self.shards[this_thread() % self.shards.len()];
+        // (A power of two of shards: a mask, not a division.)
+        let shard = &self.shards[this_thread() & (self.shards.len() - 1)];
         shard.0[cell].fetch_add(value, Ordering::Relaxed);
     }
 
@@ -87,7 +88,7 @@ impl Counter {
     /// Adds one, in this thread's shard.
     #[inline]
     pub(crate) fn increment(&self) {
-        let shard = &self.shards[this_thread() % self.shards.len()];
+        let shard = &self.shards[this_thread() & (self.shards.len() - 1)];
         shard.0.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -100,12 +101,13 @@ impl Counter {
     }
 }
 
-/// How many shards a counter has: twice the CPUs, 2 to 16.
+/// How many shards a counter has: twice the CPUs, rounded up to a power
+/// of two, 2 to 16.
 fn shard_count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        (2 * cpus).clamp(2, 16)
+        (2 * cpus).next_power_of_two().clamp(2, 16)
     })
 }
 
