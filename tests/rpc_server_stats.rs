@@ -59,7 +59,6 @@ async fn every_transport_and_grpc_count_their_connections_calls_and_bytes() {
     assert!(stats.shm_ring_bytes > 0, "{stats:?}");
     assert!(stats.shm_ring_bytes_used < 4096, "{stats:?}");
     assert!(stats.shm_slabs > 0, "{stats:?}");
-    assert!(stats.shm_slabs_in_use <= stats.shm_slabs, "{stats:?}");
     assert_eq!(stats.refused(Refusal::Handshake), 0, "{stats:?}");
 
     // Connections that go keep their counts in the totals.

@@ -424,10 +424,51 @@ impl sinew::telemetry::admin::DashboardSource for Synthetic {
                 }
             }
             let all = keep_history(all, history);
+            // Each member's server, and its client's view of ten of the
+            // others; the first member's figures are malformed (what a
+            // broken or hostile member could send), which must cost the
+            // page nothing but that member's rows.
+            let components = |m: usize| {
+                if m == 0 {
+                    return json!({
+                        "server": null,
+                        "clients": [null, 5, {
+                            "target": "<b>shop</b>",
+                            "endpoints": [null, { "address": "<img src=x onerror=alert(1)>", "health": "ready" }],
+                        }],
+                        "breakers": [null, { "name": 7, "circuits": "none" }],
+                        "limits": "none",
+                    });
+                }
+                json!({
+                    "server": {
+                        "connections": 10 + m, "open_streams": m % 7, "received_bytes": 1000 * m,
+                        "sent_bytes": 2000 * m, "flow_control_stalls": 0,
+                        "refused": { "connection_limit": 0, "address_limit": 0, "handshake": m % 2 },
+                        "limit_hits": { "idle_timeout": 1 }, "connection_errors": {},
+                    },
+                    "clients": [{
+                        "target": "shop.v1.Service00",
+                        "endpoints": (1..=10).map(|e| json!({
+                            "address": format!("tcp://10.0.0.{}:7000", (m + e) % members),
+                            "health": if e == 1 { "failed" } else { "ready" },
+                            "ejected": false, "serving": true, "in_flight": e, "calls": 100 * e,
+                            "rtt_ms": 0.5 * e as f64,
+                        })).collect::<Vec<_>>(),
+                    }],
+                    "breakers": [],
+                    "limits": [],
+                })
+            };
             let processes: Vec<Value> = all
                 .chunks(methods)
                 .enumerate()
-                .map(|(m, series)| json!({ "member": format!("node-{m:03}"), "series": series, "recent": [] }))
+                .map(|(m, series)| {
+                    json!({
+                        "member": format!("node-{m:03}"), "series": series, "recent": [],
+                        "components": components(m), "at": now,
+                    })
+                })
                 .collect();
             serde_json::to_vec(&json!({ "members": member_list, "processes": processes })).unwrap()
         })
@@ -462,6 +503,21 @@ async fn a_thousand_methods_over_a_hundred_endpoints_render() {
         "document.querySelectorAll('tr.member').length === 100 && document.querySelectorAll('tr.method').length === 1000",
     )
     .await;
+    // 99 servers and 990 endpoint rows of well-formed members; the
+    // malformed member's one well-formed endpoint shown as text.
+    page.wait_for(
+        "99 server rows and 991 endpoint rows",
+        "document.querySelectorAll('tr.server').length === 99 && document.querySelectorAll('tr.endpoint').length === 991",
+    )
+    .await;
+    let shown = page
+        .eval(
+            r#"(() => { const row = document.querySelector('tr.endpoint[data-member="node-000"]');
+                 return row.textContent.includes("<img src=x") && row.querySelector("img") === null
+                     && row.textContent.includes("<b>shop</b>"); })()"#,
+        )
+        .await;
+    assert_eq!(shown, Value::Bool(true), "member text shown as text");
     // From the start of navigation to the end of the first full render
     // (the snapshot fetched, parsed and drawn).
     let timing = page

@@ -247,8 +247,8 @@ fn prometheus_scrapes_the_admin_endpoint_and_promql_finds_the_calls() {
         .collect();
     reasons.sort();
     assert_eq!(reasons, ["address_limit", "connection_limit", "handshake"]);
-    let limits = query(web, "sinew_server_limit_hits_total", 6);
-    assert_eq!(limits.len(), 6, "{limits:?}");
+    let limits = query(web, "sinew_server_limit_hits_total", 7);
+    assert_eq!(limits.len(), 7, "{limits:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -102,5 +102,5 @@ mod stream;
 mod sync;
 
 pub use handshake::{connect, PeerCredentials, ShmListener, ShmOptions};
-pub use slab::{SlabBuf, SlabPool};
+pub use slab::{SlabBuf, SlabGauge, SlabPool};
 pub use stream::{RingGauge, ShmReadHalf, ShmStream, ShmWriteHalf};

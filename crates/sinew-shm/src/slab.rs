@@ -169,6 +169,30 @@ struct PoolInner {
     _mapping: Mapping,
 }
 
+/// How many of a pool's slabs are out (being filled, or sent and not yet
+/// taken back by the sender), read for metrics ([`SlabPool::gauge`]).
+#[derive(Debug, Clone)]
+pub struct SlabGauge {
+    inner: std::sync::Weak<PoolInner>,
+}
+
+impl SlabGauge {
+    /// `(out, in all)`; `None` once the pool is gone. Slabs the peer has
+    /// finished with count as out until the sender takes them back at its
+    /// next allocation (the gauge writes nothing to take them back itself).
+    pub fn in_use(&self) -> Option<(u32, u32)> {
+        let inner = self.inner.upgrade()?;
+        let count = inner.memory.count;
+        let free = inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .free
+            .len() as u32;
+        Some((count.saturating_sub(free), count))
+    }
+}
+
 /// The slabs one side of a connection sends from. Cheap to clone; every clone
 /// is the same pool. Get it from
 /// [`ShmWriteHalf::slab_pool`](crate::ShmWriteHalf::slab_pool).
@@ -217,6 +241,14 @@ impl SlabPool {
     /// Slabs in the pool.
     pub fn slab_count(&self) -> u32 {
         self.inner.memory.count
+    }
+
+    /// A gauge of this pool's slabs in use, that neither keeps the pool
+    /// (and the connection's memory) alive nor touches shared memory.
+    pub fn gauge(&self) -> SlabGauge {
+        SlabGauge {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Slabs free right now (after taking back those the peer is done with).

@@ -71,6 +71,10 @@ pub struct ClientTelemetry<S> {
     role: Role,
 }
 
+/// A client stack behind an [`AttemptTelemetryLayer`]: the same service
+/// as for calls, counting attempts.
+pub type AttemptTelemetry<S> = ClientTelemetry<S>;
+
 /// What a [`ClientTelemetry`] sees pass: whole calls, or attempts.
 #[derive(Clone, Copy, Debug)]
 enum Role {

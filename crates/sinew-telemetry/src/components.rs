@@ -16,10 +16,10 @@
 //! | `sinew_server_open_streams` | gauge (calls in flight) | |
 //! | `sinew_server_received_bytes_total`, `sinew_server_sent_bytes_total` | counter | |
 //! | `sinew_server_flow_control_stalls_total` | counter | |
-//! | `sinew_server_limit_hits_total` | counter | `limit` (`max_concurrent_streams`, `connection_memory`, `request_timeout`, `frame_timeout`, `idle_timeout`, `max_connections`) |
+//! | `sinew_server_limit_hits_total` | counter | `limit` (`max_concurrent_streams`, `connection_memory`, `request_timeout`, `frame_timeout`, `idle_timeout`, `max_connections`, `max_connections_per_ip`) |
 //! | `sinew_server_connection_errors_total` | counter | `reason` (the GOAWAY's: `PROTOCOL_ERROR`, `ENHANCE_YOUR_CALM`, ...) |
 //! | `sinew_server_shm_connections`, `sinew_server_shm_ring_bytes`, `sinew_server_shm_ring_used_bytes`, `sinew_server_shm_slabs`, `sinew_server_shm_slabs_in_use` | gauge | |
-//! | `sinew_client_endpoint_up` | gauge (1 ready, 0 not) | `target`, `endpoint`, `health` |
+//! | `sinew_client_endpoint_up` | gauge (1 ready, 0 not) | `target`, `endpoint` |
 //! | `sinew_client_endpoint_ejected` | gauge (1 ejected by outlier detection) | `target`, `endpoint` |
 //! | `sinew_client_endpoint_in_flight` | gauge | `target`, `endpoint` |
 //! | `sinew_client_endpoint_calls_total` | counter | `target`, `endpoint` |
@@ -28,7 +28,10 @@
 //! | `sinew_adaptive_limit`, `sinew_adaptive_limit_in_flight` | gauge | `limit` |
 //! | `sinew_adaptive_limit_shed_total` | counter | `limit` |
 //!
-//! With several servers watched, the server figures are their sums.
+//! With several servers watched, the server figures are their sums; two
+//! balanced channels to the same service share their endpoints' series
+//! (the dashboard lists each channel's); a breaker or a limit watched
+//! again under a name already taken replaces the earlier one.
 
 use serde::Serialize;
 use sinew_rpc::server::stats::{Limit, Refusal};
@@ -60,25 +63,34 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Watched {
     pub(crate) fn server(&self, handle: ServerHandle) {
-        lock(&self.servers).push(handle);
+        let mut servers = lock(&self.servers);
+        // The same server watched twice counts once.
+        if !servers.contains(&handle) {
+            servers.push(handle);
+        }
     }
 
     #[cfg(feature = "cluster")]
     pub(crate) fn balanced(&self, observer: sinew_cluster::BalancedObserver) {
         let mut balanced = lock(&self.balanced);
-        // Channels that are gone leave the list when a new one comes.
-        balanced.retain(|known| known.service().is_some());
+        // Channels that are gone leave the list when a new one comes; the
+        // same channel watched twice is listed once.
+        balanced.retain(|known| known.service().is_some() && *known != observer);
         balanced.push(observer);
     }
 
     #[cfg(feature = "resilience")]
     pub(crate) fn breaker(&self, name: &str, layer: sinew_resilience::breaker::BreakerLayer) {
-        lock(&self.breakers).push((Arc::from(name), layer));
+        let mut breakers = lock(&self.breakers);
+        breakers.retain(|(known, _)| **known != *name);
+        breakers.push((Arc::from(name), layer));
     }
 
     #[cfg(feature = "resilience")]
     pub(crate) fn limit(&self, name: &str, layer: sinew_resilience::limit::AdaptiveLimitLayer) {
-        lock(&self.limits).push((Arc::from(name), layer));
+        let mut limits = lock(&self.limits);
+        limits.retain(|(known, _)| **known != *name);
+        limits.push((Arc::from(name), layer));
     }
 
     /// Every watched part, read now.
@@ -322,7 +334,15 @@ mod encode {
         help: &'a str,
         kind: MetricType,
         unit: Option<Unit>,
-        series: Vec<(Vec<(&'a str, &'a str)>, f64)>,
+        series: Vec<(Vec<(&'a str, &'a str)>, Value)>,
+    }
+
+    /// A series' value: counters stay integers (no precision lost past
+    /// 2^53), gauges may be fractions.
+    #[derive(Clone, Copy)]
+    enum Value {
+        Count(u64),
+        Gauge(f64),
     }
 
     impl<'a> Family<'a> {
@@ -342,12 +362,20 @@ mod encode {
         }
 
         fn one(mut self, value: u64) -> Self {
-            self.series.push((Vec::new(), value as f64));
+            let value = match self.kind {
+                MetricType::Counter => Value::Count(value),
+                _ => Value::Gauge(value as f64),
+            };
+            self.series.push((Vec::new(), value));
             self
         }
 
         fn push(&mut self, labels: Vec<(&'a str, &'a str)>, value: f64) {
-            self.series.push((labels, value));
+            self.series.push((labels, Value::Gauge(value)));
+        }
+
+        fn push_count(&mut self, labels: Vec<(&'a str, &'a str)>, value: u64) {
+            self.series.push((labels, Value::Count(value)));
         }
 
         fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), Error> {
@@ -358,11 +386,15 @@ mod encode {
                 encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), self.kind)?;
             for (labels, value) in &self.series {
                 let mut metric = family.encode_family(labels)?;
-                match self.kind {
-                    MetricType::Counter => {
-                        metric.encode_counter::<NoLabelSet, _, u64>(&(*value as u64), None)?
+                match (self.kind, value) {
+                    (MetricType::Counter, Value::Count(count)) => {
+                        metric.encode_counter::<NoLabelSet, _, u64>(count, None)?
                     }
-                    _ => metric.encode_gauge(value)?,
+                    (MetricType::Counter, Value::Gauge(value)) => {
+                        metric.encode_counter::<NoLabelSet, _, f64>(value, None)?
+                    }
+                    (_, Value::Count(count)) => metric.encode_gauge(&(*count as f64))?,
+                    (_, Value::Gauge(value)) => metric.encode_gauge(value)?,
                 }
             }
             Ok(())
@@ -383,7 +415,7 @@ mod encode {
                      label: &'static str,
                      map: &BTreeMap<&'static str, u64>| {
             for (key, count) in map {
-                family.push(vec![(label, *key)], *count as f64);
+                family.push_count(vec![(label, *key)], *count);
             }
             family
         };
@@ -409,7 +441,7 @@ mod encode {
                 .one(server.sent_bytes),
             counter(
                 "sinew_server_flow_control_stalls",
-                "Messages that waited for their peer's flow-control window.",
+                "Messages that waited to be sent: for the peer's flow-control window, or the socket.",
             )
             .one(server.flow_control_stalls),
             keyed(
@@ -482,20 +514,39 @@ mod encode {
                 "The balancer's peak-EWMA latency estimate of the endpoint.",
             )
             .seconds();
+            // Two channels to the same service share their series: one
+            // series per target and endpoint (up and ejected if either
+            // says so, calls added up, the higher estimate).
+            let mut merged: BTreeMap<(&str, &str), EndpointFigures> = BTreeMap::new();
             for client in &components.clients {
                 for endpoint in &client.endpoints {
-                    let labels = vec![
-                        ("target", client.target.as_str()),
-                        ("endpoint", endpoint.address.as_str()),
-                    ];
-                    let mut with_health = labels.clone();
-                    with_health.push(("health", endpoint.health));
-                    up.push(with_health, f64::from(u8::from(endpoint.health == "ready")));
-                    ejected.push(labels.clone(), f64::from(u8::from(endpoint.ejected)));
-                    in_flight.push(labels.clone(), endpoint.in_flight as f64);
-                    calls.push(labels.clone(), endpoint.calls as f64);
-                    rtt.push(labels, endpoint.rtt_ms / 1000.0);
+                    let key = (client.target.as_str(), endpoint.address.as_str());
+                    match merged.get_mut(&key) {
+                        None => {
+                            merged.insert(key, endpoint.clone());
+                        }
+                        Some(known) => {
+                            if endpoint.health == "ready" {
+                                known.health = "ready";
+                            }
+                            known.ejected |= endpoint.ejected;
+                            known.in_flight += endpoint.in_flight;
+                            known.calls += endpoint.calls;
+                            known.rtt_ms = known.rtt_ms.max(endpoint.rtt_ms);
+                        }
+                    }
                 }
+            }
+            for ((target, address), endpoint) in &merged {
+                let labels = vec![("target", *target), ("endpoint", *address)];
+                up.push(
+                    labels.clone(),
+                    f64::from(u8::from(endpoint.health == "ready")),
+                );
+                ejected.push(labels.clone(), f64::from(u8::from(endpoint.ejected)));
+                in_flight.push(labels.clone(), endpoint.in_flight as f64);
+                calls.push_count(labels.clone(), endpoint.calls);
+                rtt.push(labels, endpoint.rtt_ms / 1000.0);
             }
             let mut breaker = gauge(
                 "sinew_circuit_breaker_state",
@@ -528,7 +579,7 @@ mod encode {
                 let labels = vec![("limit", one.name.as_str())];
                 limit.push(labels.clone(), one.limit as f64);
                 limit_in_flight.push(labels.clone(), one.in_flight as f64);
-                shed.push(labels, one.shed as f64);
+                shed.push_count(labels, one.shed);
             }
             for family in [
                 up,

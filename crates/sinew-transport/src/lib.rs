@@ -26,7 +26,7 @@ pub mod tls;
 pub use address::{Address, AddressError};
 pub use identity::{CertificateIdentity, PeerCredentials, PeerIdentity};
 pub use listener::{Incoming, Listener};
-pub use sinew_shm::{RingGauge, ShmOptions, SlabBuf, SlabPool};
+pub use sinew_shm::{RingGauge, ShmOptions, SlabBuf, SlabGauge, SlabPool};
 pub use stream::{connect, connect_with, ReadHalf, Stream, TlsStream, WriteHalf};
 
 /// Settings of the transports that have any (shared memory, TLS). The

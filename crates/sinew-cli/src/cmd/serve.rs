@@ -151,14 +151,22 @@ impl RegistryArgs {
         let registry = target.registry().map_err(failure)?.with_ttl(self.ttl);
         let endpoint = |address: sinew::Address| {
             let mut endpoint = sinew::cluster::Endpoint::new(address.clone());
-            if let Some(mut admin) = admin {
-                // On every interface: told by the address registered (which
-                // is this host's as other hosts reach it).
-                if admin.ip().is_unspecified() {
-                    admin.set_ip(host_ip(&address).unwrap_or([127, 0, 0, 1].into()));
-                }
-                endpoint = endpoint
-                    .with_metadata(sinew::cluster::ADMIN_METADATA, format!("http://{admin}"));
+            if let Some(admin) = admin {
+                // On every interface: told by the host of the address
+                // registered (this host as other hosts reach it).
+                let url = match (&address, admin.ip().is_unspecified()) {
+                    (sinew::Address::Tcp { host, .. } | sinew::Address::Tls { host, .. }, true)
+                        if host.contains(':') =>
+                    {
+                        format!("http://[{host}]:{}", admin.port())
+                    }
+                    (sinew::Address::Tcp { host, .. } | sinew::Address::Tls { host, .. }, true) => {
+                        format!("http://{host}:{}", admin.port())
+                    }
+                    (_, true) => format!("http://127.0.0.1:{}", admin.port()),
+                    (_, false) => format!("http://{admin}"),
+                };
+                endpoint = endpoint.with_metadata(sinew::cluster::ADMIN_METADATA, url);
             }
             endpoint
         };

@@ -117,6 +117,13 @@ impl fmt::Debug for BalancedObserver {
     }
 }
 
+/// Observers of the same channel are equal.
+impl PartialEq for BalancedObserver {
+    fn eq(&self, other: &BalancedObserver) -> bool {
+        self.handle.ptr_eq(&other.handle)
+    }
+}
+
 impl BalancedObserver {
     /// The service the channel calls, while a clone of it lives.
     pub fn service(&self) -> Option<String> {

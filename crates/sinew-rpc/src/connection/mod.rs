@@ -177,6 +177,8 @@ pub(crate) struct StreamState {
     /// Bytes of the message this stream's call is waiting to send (counted
     /// in [`State::held`]).
     pub(crate) waiting: usize,
+    /// The message waiting now was counted as a stall (once per message).
+    pub(crate) stalled: bool,
 }
 
 impl StreamState {
@@ -195,6 +197,7 @@ impl StreamState {
             cancelled: None,
             queued_in_batch: 0,
             waiting: 0,
+            stalled: false,
         }
     }
 
@@ -612,7 +615,11 @@ impl Locked<'_> {
     /// Reports a connection error to the peer (GOAWAY) and kills the connection.
     pub(crate) fn connection_error(&mut self, error: &WireError) {
         tracing::debug!(%error, "connection error");
-        self.shared.open_streams.connection_error(error.reason());
+        // Once per connection: an error on a connection already dead was
+        // never sent.
+        if self.dead.is_none() {
+            self.shared.open_streams.connection_error(error.reason());
+        }
         let last = self.highest_stream_id;
         encode::goaway(&mut self.pending, last, error.reason(), error.message());
         self.kill(Status::unavailable(format!("connection error: {error}")));

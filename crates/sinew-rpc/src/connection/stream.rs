@@ -181,6 +181,9 @@ impl StreamRef {
                     }
                     stream.waiting = len;
                     state.held += len;
+                }
+                if !stream.stalled {
+                    stream.stalled = true;
                     self.shared.activity().stalled();
                 }
                 if stream_blocked {
@@ -191,6 +194,7 @@ impl StreamRef {
                 return Poll::Pending;
             }
             waited = std::mem::take(&mut stream.waiting);
+            stream.stalled = false;
             let cost = flow_cost(len) as i64;
             stream.send_window -= cost;
             state.send_window -= cost;

@@ -164,7 +164,7 @@ pub(crate) async fn run<W: Outbound>(shared: Arc<Shared>, mut io: W) {
             continue;
         }
         let slab_bytes: usize = slab_frames.iter().map(|(_, slab)| slab.len()).sum();
-        shared.activity().sent(batch.len() + slab_bytes);
+        let bytes = batch.len() + slab_bytes;
         if let Err(error) = write_batch(&mut io, &batch, &mut slab_frames).await {
             tracing::debug!(%error, "connection write failed");
             // A peer that closed may have said why first (a GOAWAY naming the
@@ -180,6 +180,7 @@ pub(crate) async fn run<W: Outbound>(shared: Arc<Shared>, mut io: W) {
             )));
             break;
         }
+        shared.activity().sent(bytes);
         if batch.capacity() > KEEP_CAPACITY {
             batch = BytesMut::with_capacity(64 * 1024);
         } else {

@@ -19,7 +19,7 @@
 //! counts up for [`ServerStats`] (see `stats.rs`).
 
 use super::stats::{Carried, Events, Limit, Refusal, ServerStats};
-use sinew_transport::{RingGauge, SlabPool};
+use sinew_transport::{RingGauge, SlabGauge};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -41,8 +41,9 @@ pub struct Activity {
     /// The server's counters of rare events (none on a client's connection,
     /// or an in-process one).
     events: Option<Arc<Events>>,
-    /// Over shared memory: its rings, and the slabs it sends from.
-    shm: OnceLock<(RingGauge, Option<SlabPool>)>,
+    /// Over shared memory: gauges of its rings and of the slabs it sends
+    /// from (weak: they keep none of the connection's memory).
+    shm: OnceLock<(RingGauge, Option<SlabGauge>)>,
 }
 
 impl Activity {
@@ -67,13 +68,14 @@ impl Activity {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Counts `bytes` read from the connection.
-    pub fn received(&self, bytes: usize) {
+    /// Counts `bytes` read from the connection (the server counts what
+    /// it reads itself, also for protocol extensions, through [`Accepted`](super::Accepted)).
+    pub(crate) fn received(&self, bytes: usize) {
         self.received.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Counts `bytes` written to the connection.
-    pub fn sent(&self, bytes: usize) {
+    pub(crate) fn sent(&self, bytes: usize) {
         self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -106,7 +108,7 @@ impl Activity {
 
     /// Remembers the rings of a shared-memory connection, and the slabs
     /// it sends from.
-    pub(crate) fn set_shm(&self, rings: RingGauge, slabs: Option<SlabPool>) {
+    pub(crate) fn set_shm(&self, rings: RingGauge, slabs: Option<SlabGauge>) {
         let _ = self.shm.set((rings, slabs));
     }
 
@@ -237,10 +239,9 @@ impl Admission {
             stats.shm_connections += 1;
             stats.shm_ring_bytes += 2 * capacity;
             stats.shm_ring_bytes_used += outbound + inbound;
-            if let Some(pool) = slabs {
-                let count = u64::from(pool.slab_count());
-                stats.shm_slabs += count;
-                stats.shm_slabs_in_use += count.saturating_sub(pool.free_slabs() as u64);
+            if let Some((out, count)) = slabs.and_then(|slabs| slabs.in_use()) {
+                stats.shm_slabs += u64::from(count);
+                stats.shm_slabs_in_use += u64::from(out);
             }
         }
         stats
@@ -260,7 +261,7 @@ impl Admission {
                     "too many connections from {address} (limit {limit}, all busy)"
                 )));
             }
-            self.events.limit_hit(Limit::ConnectionLimit);
+            self.events.limit_hit(Limit::AddressLimit);
         } else if table.entries.len() >= self.limits.max_connections {
             if !table.shed_oldest_idle(None) {
                 self.events.refused(Refusal::ConnectionLimit);
@@ -406,6 +407,8 @@ mod tests {
         let refused = admission.admit(ip(9)).unwrap_err();
         assert!(refused.0.contains("from 10.0.0.9 (limit 2"), "{refused:?}");
         assert_eq!(admission.stats().refused(Refusal::AddressLimit), 1);
+        assert_eq!(admission.stats().limit_hits(Limit::AddressLimit), 1);
+        assert_eq!(admission.stats().limit_hits(Limit::ConnectionLimit), 0);
         assert_eq!(admission.stats().refused(Refusal::ConnectionLimit), 0);
         // Unix sockets and shared memory have no address: only the total counts.
         assert!(admission.admit(None).is_ok());

@@ -298,7 +298,7 @@ impl ServerCall {
             Err(status) => return self.finish(status).await,
         };
         let (metadata, message) = response.into_parts();
-        count_sent(&self.tally, message.encoded_len());
+        let size = message.encoded_len();
         let ok = ok_status();
         let sent = self
             .io
@@ -310,7 +310,10 @@ impl ServerCall {
             })
             .await;
         match sent {
-            Ok(()) => ok,
+            Ok(()) => {
+                count_sent(&self.tally, size);
+                ok
+            }
             // Too large for the client, typically; anything else means the
             // stream is gone and this is a no-op.
             Err(status) => self.finish(status).await,
@@ -342,7 +345,6 @@ impl ServerCall {
         while let Some(item) = responses.next().await {
             match item {
                 Ok(message) => {
-                    count_sent(&self.tally, message.encoded_len());
                     let sent = self
                         .io
                         .send(Outgoing {
@@ -350,6 +352,9 @@ impl ServerCall {
                             ..Outgoing::default()
                         })
                         .await;
+                    if sent.is_ok() {
+                        count_sent(&self.tally, message.encoded_len());
+                    }
                     if let Err(status) = sent {
                         if status.code() == Code::ResourceExhausted {
                             return self.finish(status).await;

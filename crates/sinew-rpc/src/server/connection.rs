@@ -90,7 +90,7 @@ where
         }
     };
     if let Some(rings) = writer_half.ring_gauge() {
-        activity.set_shm(rings, writer_half.slab_pool());
+        activity.set_shm(rings, writer_half.slab_pool().map(|pool| pool.gauge()));
     }
     let shared = Shared::new(
         Role::Server,

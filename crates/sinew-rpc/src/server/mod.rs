@@ -639,6 +639,15 @@ pub struct ServerHandle {
     admission: Arc<admission::Admission>,
 }
 
+/// Handles of the same server are equal.
+impl PartialEq for ServerHandle {
+    fn eq(&self, other: &ServerHandle) -> bool {
+        Arc::ptr_eq(&self.admission, &other.admission)
+    }
+}
+
+impl Eq for ServerHandle {}
+
 impl ServerHandle {
     /// The server's figures now: connections, calls, bytes, limits hit (see
     /// [`ServerStats`]). Cheap enough for every scrape: a lock and a walk

@@ -12,10 +12,11 @@
 //!
 //! | figure | sinew's protocol | protocol extensions (gRPC) |
 //! |---|---|---|
-//! | connections, refusals, handshake failures | yes | yes |
+//! | connections, refusals | yes | yes |
+//! | handshake failures | TLS, the first bytes, sinew's preface | TLS, the first bytes (the HTTP/2 preface is the HTTP/2 stack's) |
 //! | calls in flight and started | yes | yes (their [`Activity::call`] guards) |
-//! | bytes in and out | the socket's bytes (shared-memory slabs included) | the socket's bytes |
-//! | flow-control stalls | a message waiting for window | not seen (the HTTP/2 stack's own) |
+//! | bytes in and out | the connection's stream (the plaintext under TLS; shared-memory slabs included) | the same |
+//! | flow-control stalls | a message waiting to be sent | not seen (the HTTP/2 stack's own) |
 //! | limits hit | every one | those the extension reports ([`Activity::limit_hit`]) |
 //! | connection errors | by GOAWAY reason | not seen |
 
@@ -71,22 +72,27 @@ pub enum Limit {
     /// An idle connection closed to make room for a new one at the
     /// connection limit.
     ConnectionLimit,
+    /// An idle connection closed to make room for a new one from the same
+    /// address, at the per-address limit.
+    AddressLimit,
 }
 
 impl Limit {
     /// Every limit, in a fixed order.
-    pub const ALL: [Limit; 6] = [
+    pub const ALL: [Limit; 7] = [
         Limit::ConcurrentStreams,
         Limit::ConnectionMemory,
         Limit::RequestTimeout,
         Limit::FrameTimeout,
         Limit::IdleTimeout,
         Limit::ConnectionLimit,
+        Limit::AddressLimit,
     ];
 
     /// A name for labels and logs, as the builder's setting is named:
     /// `max_concurrent_streams`, `connection_memory`, `request_timeout`,
-    /// `frame_timeout`, `idle_timeout`, `max_connections`.
+    /// `frame_timeout`, `idle_timeout`, `max_connections`,
+    /// `max_connections_per_ip`.
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::ConcurrentStreams => "max_concurrent_streams",
@@ -95,6 +101,7 @@ impl Limit {
             Limit::FrameTimeout => "frame_timeout",
             Limit::IdleTimeout => "idle_timeout",
             Limit::ConnectionLimit => "max_connections",
+            Limit::AddressLimit => "max_connections_per_ip",
         }
     }
 }
@@ -167,7 +174,9 @@ impl Carried {
 pub struct ServerStats {
     /// Connections open now (accepted, not yet closed), every protocol.
     pub connections_open: u64,
-    /// Connections given a place so far (refused ones not included).
+    /// Connections given a place so far: those turned away at the
+    /// connection limits are not, those refused at the handshake are (a
+    /// connection gets its place before its first byte is read).
     pub connections_accepted: u64,
     /// Calls in flight now, every connection.
     pub calls_in_flight: u64,
@@ -177,7 +186,9 @@ pub struct ServerStats {
     pub bytes_received: u64,
     /// Bytes written to connections so far.
     pub bytes_sent: u64,
-    /// Times a message had to wait for its peer's flow-control window.
+    /// Messages that had to wait before they could be sent: for the peer's
+    /// flow-control window (a peer reading slowly), or for the socket to
+    /// take what is queued (over 1 MiB).
     pub flow_control_stalls: u64,
     /// Connections over shared memory open now.
     pub shm_connections: u64,

@@ -8,7 +8,7 @@
 //! observation may see its bucket without its sum for that instant; the
 //! next scrape sees both.
 
-use super::shard::{Cells, CELLS};
+use super::shard::Cells;
 use std::time::Duration;
 
 /// Latency bucket bounds in seconds: gRPC's OpenTelemetry plugin's (A66),
@@ -68,14 +68,13 @@ impl Histogram {
     fn with_bounds(bounds: &'static [u64], encoded: &'static [f64], scale: f64) -> Histogram {
         // Latencies (nanoseconds) are summed in 100 ns units.
         let sum_unit = if scale < 1.0 { 100 } else { 1 };
-        // The buckets, +Inf and the sum.
-        assert!(bounds.len() + 2 <= CELLS, "too many buckets for a shard");
         Histogram {
             sum_unit,
             bounds,
             encoded,
             scale,
-            cells: Cells::default(),
+            // The buckets, +Inf and the sum.
+            cells: Cells::new(bounds.len() + 2),
         }
     }
 

@@ -9,58 +9,67 @@
 //! of the bookkeeping. Shards are padded to 128 bytes (two cache lines,
 //! as adjacent-line prefetchers pair them); a thread takes its shard once,
 //! round robin, and there are twice as many shards as CPUs (rounded up to
-//! a power of two, at least 2, at most 16), so that the runtime's worker threads rarely share one. A
-//! latency histogram takes 384 bytes per shard (6 KiB at most), a counter
-//! 128.
+//! a power of two, at least 2, at most 16), so that the runtime's worker
+//! threads rarely share one. A latency histogram takes 384 bytes per shard
+//! (6 KiB at most), a small one (retries) or a counter 128.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Cells per shard: enough for a latency histogram's 41 buckets and its
-/// sum.
-pub(crate) const CELLS: usize = 48;
+/// Counters per 128-byte line.
+const PER_LINE: usize = 16;
 
-/// One shard: `CELLS` counters on lines of their own.
+/// Sixteen counters on a line pair of their own.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Shard([AtomicU64; CELLS]);
+struct Line([AtomicU64; PER_LINE]);
 
-impl Default for Shard {
+impl Default for Line {
     fn default() -> Self {
-        Shard(std::array::from_fn(|_| AtomicU64::new(0)))
+        Line(std::array::from_fn(|_| AtomicU64::new(0)))
     }
 }
 
-/// `CELLS` counters, each split in shards.
+/// A fixed number of counters, each split in shards: each shard is the
+/// lines that hold them all.
 #[derive(Debug)]
 pub(crate) struct Cells {
-    shards: Box<[Shard]>,
-}
-
-impl Default for Cells {
-    fn default() -> Self {
-        Cells {
-            shards: (0..shard_count()).map(|_| Shard::default()).collect(),
-        }
-    }
+    lines: Box<[Line]>,
+    /// Lines per shard.
+    stride: usize,
+    /// Shards, a power of two.
+    shards: usize,
 }
 
 impl Cells {
-    /// Adds `value` to counter `cell` (below [`CELLS`]), in this thread's
-    /// shard.
+    /// `count` counters at zero.
+    pub(crate) fn new(count: usize) -> Cells {
+        let stride = count.div_ceil(PER_LINE).max(1);
+        let shards = shard_count();
+        Cells {
+            lines: (0..stride * shards).map(|_| Line::default()).collect(),
+            stride,
+            shards,
+        }
+    }
+
+    /// Adds `value` to counter `cell`, in this thread's shard.
     #[inline]
     pub(crate) fn add(&self, cell: usize, value: u64) {
         // (A power of two of shards: a mask, not a division.)
-        let shard = &self.shards[this_thread() & (self.shards.len() - 1)];
-        shard.0[cell].fetch_add(value, Ordering::Relaxed);
+        let shard = this_thread() & (self.shards - 1);
+        let line = &self.lines[shard * self.stride + cell / PER_LINE];
+        line.0[cell % PER_LINE].fetch_add(value, Ordering::Relaxed);
     }
 
     /// Counter `cell`, every shard added up.
     pub(crate) fn get(&self, cell: usize) -> u64 {
-        self.shards
-            .iter()
-            .map(|shard| shard.0[cell].load(Ordering::Relaxed))
+        (0..self.shards)
+            .map(|shard| {
+                let line = &self.lines[shard * self.stride + cell / PER_LINE];
+                line.0[cell % PER_LINE].load(Ordering::Relaxed)
+            })
             .fold(0, u64::wrapping_add)
     }
 }
