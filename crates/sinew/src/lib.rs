@@ -178,6 +178,11 @@ pub use sinew_auth as auth;
 #[cfg(feature = "telemetry")]
 pub use sinew_telemetry as telemetry;
 
+/// Messaging: publish/subscribe, queue groups, request/reply (feature
+/// `messaging`, default).
+#[cfg(feature = "messaging")]
+pub use sinew_messaging as messaging;
+
 mod connect;
 pub use connect::ConnectOptions;
 
