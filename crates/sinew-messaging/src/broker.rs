@@ -12,6 +12,13 @@
 //! Subscribers with the same queue group on a filter share its messages:
 //! each message goes to one of them (round robin), while every plain
 //! subscriber still gets its copy.
+//!
+//! What a publisher sends is checked before anyone sees it: the subject
+//! ([`crate::subject`]), the payload's size (at most
+//! [`BrokerBuilder::max_payload`], 1 MiB by default, as NATS), and each
+//! header (a name of visible characters without `:`, a value without line
+//! breaks). A message that breaks a rule is refused with an error saying
+//! which; the broker and its subscribers are unaffected.
 
 use crate::subject::{Filter, Subject, SubjectError};
 use bytes::Bytes;
@@ -55,6 +62,43 @@ impl Message {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
+
+    /// Adds a header (checked when the message is published).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// A message to `subject` whose payload is `message`, encoded.
+    pub fn encode<M: prost::Message>(subject: Subject, message: &M) -> Message {
+        Message::new(subject, message.encode_to_vec())
+    }
+
+    /// The payload, decoded as an `M`.
+    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, prost::DecodeError> {
+        M::decode(self.payload.clone())
+    }
+}
+
+/// Checks a header: a name of visible characters without `:`, a value
+/// without line breaks or other control characters (tab allowed).
+fn check_header(name: &str, value: &str) -> Result<(), Error> {
+    let bad_name = name.is_empty()
+        || name
+            .chars()
+            .any(|c| c == ':' || c.is_whitespace() || c.is_control());
+    let bad_value = value.chars().any(|c| c.is_control() && c != '\t');
+    if bad_name || bad_value {
+        return Err(Error::InvalidHeader {
+            name: name.chars().take(80).collect(),
+            reason: if bad_name {
+                "a header name is visible characters, without `:`"
+            } else {
+                "a header value has no line break or other control character"
+            },
+        });
+    }
+    Ok(())
 }
 
 /// What a full subscription does with one more message.
@@ -110,6 +154,22 @@ pub enum Error {
     /// A request found nobody subscribed to its subject.
     #[error("no responders for {0}")]
     NoResponders(Subject),
+    /// The payload is larger than the broker takes.
+    #[error("a payload of {size} bytes is over the broker's limit of {max}")]
+    PayloadTooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The limit ([`BrokerBuilder::max_payload`]).
+        max: usize,
+    },
+    /// A header broke a rule.
+    #[error("invalid header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header's name (cut to 80 characters).
+        name: String,
+        /// The rule.
+        reason: &'static str,
+    },
     /// A request's answer did not come in time.
     #[error("no answer to a request on {subject} within {timeout:?}")]
     TimedOut {
@@ -205,8 +265,11 @@ struct Entry {
     queue: Arc<Queue>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
+    max_payload: usize,
+    published: AtomicU64,
+    delivered: AtomicU64,
     entries: Mutex<Vec<Entry>>,
     next_id: AtomicU64,
     /// Round-robin position of the queue groups.
@@ -228,15 +291,96 @@ impl Drop for Inner {
 }
 
 /// The embedded broker. Clones share it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Broker {
     inner: Arc<Inner>,
 }
 
+impl Default for Broker {
+    fn default() -> Self {
+        Broker::builder().build()
+    }
+}
+
+/// The largest payload a broker takes by default: 1 MiB, as NATS.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Settings of a [`Broker`].
+#[derive(Clone, Debug)]
+pub struct BrokerBuilder {
+    max_payload: usize,
+}
+
+impl BrokerBuilder {
+    /// The largest payload published (default [`DEFAULT_MAX_PAYLOAD`]).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// The broker.
+    pub fn build(self) -> Broker {
+        Broker {
+            inner: Arc::new(Inner {
+                max_payload: self.max_payload,
+                published: AtomicU64::new(0),
+                delivered: AtomicU64::new(0),
+                entries: Mutex::default(),
+                next_id: AtomicU64::new(0),
+                cursor: AtomicUsize::new(0),
+                slow_consumers: AtomicU64::new(0),
+                inbox: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// A broker's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// Messages published (refused ones not included).
+    pub published: u64,
+    /// Copies delivered to subscriptions.
+    pub delivered: u64,
+    /// Subscriptions now.
+    pub subscriptions: u64,
+    /// Subscriptions ended as slow consumers.
+    pub slow_consumers: u64,
+}
+
 impl Broker {
-    /// A broker with no subscription.
+    /// A broker with the default settings and no subscription.
     pub fn new() -> Broker {
         Broker::default()
+    }
+
+    /// Settings, then [`BrokerBuilder::build`].
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+
+    /// The broker's figures now.
+    pub fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            published: self.inner.published.load(Ordering::Relaxed),
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+            subscriptions: self.subscriptions() as u64,
+            slow_consumers: self.slow_consumers(),
+        }
+    }
+
+    /// Publishes `message` encoded to `subject`; returns how many
+    /// subscriptions took it.
+    pub async fn publish_proto<M: prost::Message>(
+        &self,
+        subject: &str,
+        message: &M,
+    ) -> Result<usize, Error> {
+        self.publish_message(Message::encode(Subject::new(subject)?, message))
+            .await
     }
 
     /// Every message published to a subject `filter` matches, from now on.
@@ -287,12 +431,31 @@ impl Broker {
     /// took it. Waits while a back-pressured subscription is full.
     pub async fn publish(&self, subject: &str, payload: impl Into<Bytes>) -> Result<usize, Error> {
         let message = Message::new(Subject::new(subject)?, payload);
-        Ok(self.publish_message(message).await)
+        self.publish_message(message).await
     }
 
     /// Publishes a whole message (headers, a reply subject); returns how
-    /// many subscriptions took it.
-    pub async fn publish_message(&self, message: Message) -> usize {
+    /// many subscriptions took it, or why it was refused.
+    pub async fn publish_message(&self, message: Message) -> Result<usize, Error> {
+        if message.payload.len() > self.inner.max_payload {
+            return Err(Error::PayloadTooLarge {
+                size: message.payload.len(),
+                max: self.inner.max_payload,
+            });
+        }
+        for (name, value) in &message.headers {
+            check_header(name, value)?;
+        }
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        let delivered = self.deliver(message).await;
+        self.inner
+            .delivered
+            .fetch_add(delivered as u64, Ordering::Relaxed);
+        Ok(delivered)
+    }
+
+    /// Offers `message` to every target; how many took it.
+    async fn deliver(&self, message: Message) -> usize {
         let targets = self.targets(&message.subject);
         let mut delivered = 0;
         for queue in targets {
@@ -337,7 +500,7 @@ impl Broker {
         let mut answers = self.subscribe(inbox.as_str())?;
         let mut message = Message::new(subject.clone(), payload);
         message.reply = Some(inbox);
-        if self.publish_message(message).await == 0 {
+        if self.publish_message(message).await? == 0 {
             return Err(Error::NoResponders(subject));
         }
         match tokio::time::timeout(timeout, answers.next_message()).await {
@@ -601,7 +764,7 @@ mod tests {
                 let request = service.next_message().await.unwrap();
                 let mut answer = Message::new(request.reply.unwrap(), "noon");
                 answer.headers.push(("served-by".into(), "clock".into()));
-                broker.publish_message(answer).await;
+                broker.publish_message(answer).await.unwrap();
                 // The next request gets no answer.
                 let _ignored = service.next_message().await;
             })
@@ -647,5 +810,67 @@ mod tests {
         assert_eq!(next(&mut subscription).await.payload, "last");
         let end = tokio::time::timeout(WAIT, subscription.next_message()).await;
         assert_eq!(end.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn oversize_payloads_and_bad_headers_are_refused_and_counted_nowhere() {
+        let broker = Broker::builder().max_payload(16).build();
+        let mut subscription = broker.subscribe("in").unwrap();
+        let big = broker.publish("in", vec![0u8; 17]).await.unwrap_err();
+        assert!(
+            matches!(big, Error::PayloadTooLarge { size: 17, max: 16 }),
+            "{big}"
+        );
+        let subject = Subject::new("in").unwrap();
+        for (name, value, rule) in [
+            ("", "v", "name"),
+            ("a:b", "v", "name"),
+            ("a b", "v", "name"),
+            ("trace", "line\r\nbreak", "value"),
+        ] {
+            let message = Message::new(subject.clone(), "x").with_header(name, value);
+            let error = broker.publish_message(message).await.unwrap_err();
+            match &error {
+                Error::InvalidHeader { reason, .. } => assert!(reason.contains(rule), "{error}"),
+                other => panic!("{other}"),
+            }
+        }
+        let fine = Message::new(subject, "ok").with_header("trace-id", "7\tb");
+        assert_eq!(broker.publish_message(fine).await.unwrap(), 1);
+        assert_eq!(
+            next(&mut subscription).await.header("trace-id"),
+            Some("7\tb")
+        );
+        let stats = broker.stats();
+        assert_eq!(
+            (stats.published, stats.delivered, stats.subscriptions),
+            (1, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn protobuf_messages_go_through_encoded_and_come_out_decoded() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Order {
+            #[prost(uint64, tag = "1")]
+            id: u64,
+            #[prost(string, tag = "2")]
+            item: String,
+        }
+        let broker = Broker::new();
+        let mut orders = broker.subscribe("orders.>").unwrap();
+        let order = Order {
+            id: 17,
+            item: "tea".into(),
+        };
+        broker.publish_proto("orders.new", &order).await.unwrap();
+        let message = next(&mut orders).await;
+        assert_eq!(message.decode::<Order>().unwrap(), order);
+        // A payload that is not the message says so.
+        broker
+            .publish("orders.bad", vec![0xff_u8; 3])
+            .await
+            .unwrap();
+        assert!(next(&mut orders).await.decode::<Order>().is_err());
     }
 }

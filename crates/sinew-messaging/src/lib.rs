@@ -29,5 +29,7 @@
 pub mod broker;
 pub mod subject;
 
-pub use broker::{Broker, Message, SlowConsumer, SubscribeOptions, Subscription};
+pub use broker::{
+    Broker, BrokerBuilder, BrokerStats, Message, SlowConsumer, SubscribeOptions, Subscription,
+};
 pub use subject::{Filter, Subject, SubjectError};
