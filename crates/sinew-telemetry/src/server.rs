@@ -114,18 +114,16 @@ where
             }
         }
         // Only a span that will be exported needs its peer as text.
-        let peer = (context.is_sampled() && self.shared.export.is_some())
+        let exported = context.is_sampled() && self.shared.export.is_some();
+        let peer = exported
             .then(|| {
                 call.peer()
                     .and_then(|peer| peer.address())
                     .map(ToString::to_string)
             })
             .flatten();
-        let original =
-            (context.is_sampled() && self.shared.export.is_some() && call.method().is_none())
-                .then(|| call.path().to_owned());
+        let original = (exported && call.method().is_none()).then(|| call.path().to_owned());
         // Message sizes only for a span someone records or exports.
-        let exported = context.is_sampled() && self.shared.export.is_some();
         let tally = (!span.is_disabled() || exported).then(|| call.tally_messages());
         let mut context = Some(context);
         let inner = {
