@@ -1,35 +1,57 @@
 //! Messaging for sinew: publish/subscribe over subjects with NATS
-//! wildcards, queue groups, request/reply.
+//! wildcards, queue groups, request/reply, and durable work queues, with
+//! one API whatever the backend.
 //!
 //! * [`subject`]: [`Subject`]s messages are published to and [`Filter`]s
 //!   subscriptions listen to (`orders.*.created`, `orders.>`), checked
 //!   with a clear error for every rule broken.
-//! * [`broker`]: the embedded [`Broker`], in this process: bounded
+//! * [`broker`]: the [`Broker`]: embedded in this process by default,
+//!   served to other processes by any sinew server ([`Broker::service`]),
+//!   or reached in another process ([`Broker::connect`]). Bounded
 //!   subscriptions with an explicit [`SlowConsumer`] policy (back-pressure
 //!   the publisher, drop the oldest, or disconnect), counted, never a
 //!   silent loss; queue groups; request/reply with a timeout.
+//! * [`work`]: durable [`WorkQueue`]s, at least once: push with an
+//!   idempotency id, pull with a limit of jobs in flight, ack, nak with a
+//!   delay, in-progress, terminate; an ack wait, a dead-letter queue after
+//!   the last delivery, ordering per key; kept in an embedded
+//!   transactional store (redb).
+//! * [`message`]: the [`Message`] itself, and [`error`]: the [`Error`]
+//!   every backend returns.
 //!
 //! ```
-//! # async fn example() -> Result<(), sinew_messaging::broker::Error> {
-//! use sinew_messaging::Broker;
+//! # async fn example() -> Result<(), sinew_messaging::Error> {
+//! use sinew_messaging::{Broker, Job, QueueConfig};
 //! let broker = Broker::new();
-//! let mut created = broker.subscribe("orders.*.created")?;
+//! let mut created = broker.subscribe("orders.*.created").await?;
 //! broker.publish("orders.eu.created", "order 17").await?;
 //! let message = created.next_message().await.expect("delivered");
 //! assert_eq!(message.payload, "order 17");
+//!
+//! let emails = broker.work_queue("emails", QueueConfig::default()).await?;
+//! emails.push(Job::new("welcome, ada").id("signup-ada")).await?;
+//! let mut worker = emails.pull(8).await?;
+//! let job = worker.next_job().await.expect("a job");
+//! assert_eq!(job.payload(), "welcome, ada");
+//! job.ack().await?;
 //! # Ok(()) }
 //! ```
-//!
-//! The same API is to be served by any sinew server (so that processes on
-//! several machines share a broker), backed by NATS, and extended with
-//! durable work queues and distributed tasks (issue 18).
 
 #![forbid(unsafe_code)]
 
 pub mod broker;
+mod embedded;
+pub mod error;
+pub mod message;
+mod proto;
+mod remote;
 pub mod subject;
+pub mod work;
 
 pub use broker::{
-    Broker, BrokerBuilder, BrokerStats, Message, SlowConsumer, SubscribeOptions, Subscription,
+    Broker, BrokerBuilder, BrokerStats, SlowConsumer, SubscribeOptions, Subscription,
 };
+pub use error::Error;
+pub use message::Message;
 pub use subject::{Filter, Subject, SubjectError};
+pub use work::{Delivery, FsyncPolicy, Job, Pushed, QueueConfig, QueueStats, WorkQueue, Worker};
