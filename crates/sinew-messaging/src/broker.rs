@@ -357,6 +357,16 @@ impl Broker {
     /// The work queue `name`, created with `config` if it does not exist;
     /// if it does, its settings become `config`'s.
     pub async fn work_queue(&self, name: &str, config: QueueConfig) -> Result<WorkQueue, Error> {
+        self.declare(name, Some(config)).await
+    }
+
+    /// The work queue `name` with the settings it has;
+    /// [`Error::UnknownQueue`] if it was never created.
+    pub async fn open_queue(&self, name: &str) -> Result<WorkQueue, Error> {
+        self.declare(name, None).await
+    }
+
+    async fn declare(&self, name: &str, config: Option<QueueConfig>) -> Result<WorkQueue, Error> {
         let name = Subject::new(name)?;
         match &self.backend {
             Backend::Embedded { store, .. } => {

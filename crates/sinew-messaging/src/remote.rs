@@ -302,11 +302,11 @@ impl Remote {
     pub(crate) async fn declare(
         &self,
         queue: &str,
-        config: QueueConfig,
+        config: Option<QueueConfig>,
     ) -> Result<QueueConfig, Error> {
         let request = proto::DeclareRequest {
             queue: queue.to_owned(),
-            config: Some(config.to_proto()),
+            config: config.map(|config| config.to_proto()),
         };
         let answer = self
             .inner
@@ -634,12 +634,15 @@ impl proto::broker_server::Broker for Served {
         request: Request<proto::DeclareRequest>,
     ) -> Result<Response<proto::DeclareResponse>, Status> {
         let request = request.into_inner();
-        let config = QueueConfig::from_proto(&request.config.unwrap_or_default());
-        let queue = self
-            .broker
-            .work_queue(&request.queue, config)
-            .await
-            .map_err(status)?;
+        let queue = match request.config {
+            Some(config) => {
+                self.broker
+                    .work_queue(&request.queue, QueueConfig::from_proto(&config))
+                    .await
+            }
+            None => self.broker.open_queue(&request.queue).await,
+        }
+        .map_err(status)?;
         Ok(Response::new(proto::DeclareResponse {
             config: Some(queue.config().to_proto()),
         }))

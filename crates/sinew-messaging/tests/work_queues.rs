@@ -61,6 +61,11 @@ async fn a_job_is_delivered_acked_and_counted(backend: Backend) {
         (stats.pushed, stats.acked, stats.in_flight, stats.bytes),
         (1, 1, 0, 0)
     );
+    // Opened by name, it has the settings it was made with.
+    let opened = broker.open_queue("emails").await.unwrap();
+    assert_eq!(opened.config(), queue.config());
+    let missing = broker.open_queue("nobody").await.unwrap_err();
+    assert!(matches!(missing, Error::UnknownQueue(_)), "{missing}");
     let all = broker.stats().await.unwrap();
     assert_eq!(all.queues.len(), 1);
     assert_eq!(all.queues[0].queue, "emails");

@@ -90,7 +90,8 @@ fn now_ms() -> u64 {
 enum Command {
     Declare {
         queue: Arc<str>,
-        config: QueueConfig,
+        /// `None`: open the queue as it is.
+        config: Option<QueueConfig>,
         reply: oneshot::Sender<Result<QueueConfig, Error>>,
     },
     Push {
@@ -185,7 +186,7 @@ impl Store {
     pub(crate) async fn declare(
         &self,
         queue: &str,
-        config: QueueConfig,
+        config: Option<QueueConfig>,
     ) -> Result<QueueConfig, Error> {
         let queue = Arc::from(queue);
         self.ask(|reply| Command::Declare {
@@ -713,8 +714,14 @@ impl Engine {
         &mut self,
         tables: &mut Tables<'_>,
         name: &Arc<str>,
-        config: QueueConfig,
+        config: Option<QueueConfig>,
     ) -> Result<QueueConfig, Error> {
+        let Some(config) = config else {
+            return match self.queues.get(name) {
+                Some(queue) => Ok(queue.config.clone()),
+                None => Err(Error::UnknownQueue(name.to_string())),
+            };
+        };
         let queue = self
             .queues
             .entry(name.clone())
@@ -736,7 +743,11 @@ impl Engine {
     ) -> Result<Arc<str>, Error> {
         let name: Arc<str> = Arc::from(name);
         if !self.queues.contains_key(&name) {
-            self.declare(tables, &name, QueueConfig::default().unlimited_deliveries())?;
+            self.declare(
+                tables,
+                &name,
+                Some(QueueConfig::default().unlimited_deliveries()),
+            )?;
         }
         Ok(name)
     }
