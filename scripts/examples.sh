@@ -46,7 +46,7 @@ wait "$server" || { cat "$work/echo_server.out"; echo "echo_server failed" >&2; 
 server=""
 
 # The self-contained ones.
-for example in kv grpc_bridge shared_memory middleware; do
+for example in kv grpc_bridge shared_memory middleware messaging; do
     run "$example"
 done
 echo "every example ran"

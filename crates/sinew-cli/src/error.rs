@@ -77,3 +77,16 @@ impl From<std::io::Error> for CliError {
         CliError::failure(error.to_string())
     }
 }
+
+impl From<sinew::messaging::Error> for CliError {
+    /// A broker's refusal, or a failure to reach it.
+    fn from(error: sinew::messaging::Error) -> CliError {
+        match error {
+            sinew::messaging::Error::Remote(status) => CliError::from(status),
+            sinew::messaging::Error::Subject(_)
+            | sinew::messaging::Error::InvalidHeader { .. }
+            | sinew::messaging::Error::PayloadTooLarge { .. } => CliError::usage(error.to_string()),
+            other => CliError::new(ExitCode::ErrorStatus, other.to_string()),
+        }
+    }
+}

@@ -70,6 +70,14 @@ enum Command {
     Top(cmd::top::Args),
     /// Make a throwaway CA and certificates, for trying TLS and mutual TLS.
     Certs(cmd::certs::Args),
+    /// Run a standalone message broker: publish/subscribe and durable work queues.
+    Broker(cmd::broker::Args),
+    /// Publish a message to a broker.
+    Pub(cmd::publish::Args),
+    /// Print the messages published to subjects a filter matches.
+    Sub(cmd::subscribe::Args),
+    /// Declare work queues, push jobs, work on them, and see each queue's figures.
+    Queue(cmd::queue::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,6 +114,10 @@ fn main() -> std::process::ExitCode {
             Command::Dashboard(args) => cmd::dashboard::run(args).await,
             Command::Top(args) => cmd::top::run(args).await,
             Command::Certs(args) => cmd::certs::run(args).await,
+            Command::Broker(args) => cmd::broker::run(args).await,
+            Command::Pub(args) => cmd::publish::run(args).await,
+            Command::Sub(args) => cmd::subscribe::run(args).await,
+            Command::Queue(args) => cmd::queue::run(args).await,
         }
     });
     // Do not wait for tasks left behind (streams being cancelled, pumps).

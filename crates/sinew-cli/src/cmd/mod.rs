@@ -1,6 +1,7 @@
 //! One module per verb of the `sinew` command, plus the options calls share.
 
 pub(crate) mod bench;
+pub(crate) mod broker;
 pub(crate) mod call;
 pub(crate) mod certs;
 pub(crate) mod dashboard;
@@ -8,8 +9,11 @@ pub(crate) mod demo;
 pub(crate) mod describe;
 pub(crate) mod list;
 pub(crate) mod members;
+pub(crate) mod publish;
+pub(crate) mod queue;
 pub(crate) mod security;
 pub(crate) mod serve;
+pub(crate) mod subscribe;
 pub(crate) mod top;
 
 use crate::error::CliError;
