@@ -7,7 +7,8 @@
 # and shared-state tests start their own members on free ports), and
 # prometheus (the observability test starts one that scrapes a sinew
 # server's admin endpoint), and chromium (the dashboard test drives it
-# headless). Used by
+# headless), and nats-server (NATS 2.9 with JetStream: the messaging tests
+# and benchmark start their own on free ports). Used by
 # test.sh and interop-go.sh.
 set -euo pipefail
 missing=()
@@ -17,6 +18,7 @@ command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
+command -v nats-server >/dev/null || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian..."
   export DEBIAN_FRONTEND=noninteractive

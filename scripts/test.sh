@@ -39,7 +39,7 @@ section "toolchain"
 cargo --version
 rustc --version
 
-section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers, h2load, etcd, prometheus, chromium)"
+section "set-up: Debian packages the tests use (the benchmark's and interop's Go peers, h2load, etcd, prometheus, chromium, nats-server)"
 scripts/install-peers.sh
 go version
 # (`sed -n 1p` reads all of the output: `head -1` would close the pipe
@@ -48,6 +48,7 @@ h2load --version | sed -n 1p
 etcd --version | sed -n 1p
 prometheus --version 2>&1 | sed -n 1p
 /usr/lib/chromium/chromium --version
+nats-server --version
 
 section "format"
 cargo fmt --all -- --check

@@ -9,6 +9,9 @@
 //!   over gRPC on the same port.
 //! * **Remote** ([`Broker::connect`]): a broker served by another process,
 //!   behind the same methods.
+//! * **NATS** ([`Broker::nats`], feature `nats`): a NATS server, core NATS
+//!   for messages and JetStream for work queues; [`crate::nats`] says what
+//!   differs.
 //!
 //! Each subscription has a bounded buffer and a [`SlowConsumer`] policy
 //! that says what happens when it is full: the publisher waits
@@ -110,6 +113,10 @@ pub struct BrokerStats {
     pub slow_consumers: u64,
     /// Messages waiting in subscriptions' buffers now.
     pub buffered: u64,
+    /// Messages dropped for slow subscribers (dropped oldest, or the one
+    /// that disconnected a subscription; on NATS, also those the client
+    /// dropped for a full subscription).
+    pub dropped: u64,
     /// Each work queue's figures, by name.
     pub queues: Vec<QueueStats>,
 }
@@ -174,6 +181,8 @@ enum Backend {
         store: work::Store,
     },
     Remote(Remote),
+    #[cfg(feature = "nats")]
+    Nats(crate::nats::Nats),
 }
 
 impl Default for Broker {
@@ -226,6 +235,17 @@ impl Broker {
         })
     }
 
+    /// A NATS server (`nats://host:port`, or several comma-separated) as
+    /// the broker: core NATS for publish/subscribe and requests, JetStream
+    /// for work queues (NATS 2.9 or later, started with `-js`). See
+    /// [`crate::nats`] for what differs from the embedded broker.
+    #[cfg(feature = "nats")]
+    pub async fn nats(url: &str) -> Result<Broker, Error> {
+        Ok(Broker {
+            backend: Backend::Nats(crate::nats::Nats::connect(url).await?),
+        })
+    }
+
     /// The broker service offering this broker to other processes: add it
     /// to a sinew server (`Server::builder().add_service(broker.service())`).
     pub fn service(&self) -> impl sinew_rpc::Service {
@@ -237,6 +257,8 @@ impl Broker {
         match &self.backend {
             Backend::Embedded { engine, .. } => engine.max_payload(),
             Backend::Remote(remote) => remote.max_payload(),
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => nats.max_payload(),
         }
     }
 
@@ -268,6 +290,8 @@ impl Broker {
         match &self.backend {
             Backend::Embedded { engine, .. } => engine.publish(message).await.map(drop),
             Backend::Remote(remote) => remote.publish(message).await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => nats.publish(message).await,
         }
     }
 
@@ -278,6 +302,8 @@ impl Broker {
         match &self.backend {
             Backend::Embedded { .. } => Ok(()),
             Backend::Remote(remote) => remote.flush().await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => nats.flush().await,
         }
     }
 
@@ -314,6 +340,8 @@ impl Broker {
             Backend::Remote(remote) => {
                 Source::Remote(Box::new(remote.subscribe(filter, group, options).await?))
             }
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => Source::Embedded(nats.subscribe(filter, group, options).await?),
         };
         Ok(Subscription { source })
     }
@@ -339,6 +367,8 @@ impl Broker {
         match &self.backend {
             Backend::Embedded { engine, .. } => engine.request(message, timeout).await,
             Backend::Remote(remote) => remote.request(message, timeout).await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => nats.request(message, timeout).await,
         }
     }
 
@@ -368,15 +398,21 @@ impl Broker {
 
     async fn declare(&self, name: &str, config: Option<QueueConfig>) -> Result<WorkQueue, Error> {
         let name = Subject::new(name)?;
+        let config = match &self.backend {
+            Backend::Embedded { store, .. } => store.declare(name.as_str(), config).await?,
+            Backend::Remote(remote) => remote.declare(name.as_str(), config).await?,
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => crate::nats::queue::declare(nats, name.as_str(), config).await?,
+        };
+        Ok(WorkQueue::new(name, config, self.queue_backend()))
+    }
+
+    fn queue_backend(&self) -> work::Backend {
         match &self.backend {
-            Backend::Embedded { store, .. } => {
-                let config = store.declare(name.as_str(), config).await?;
-                Ok(WorkQueue::embedded(name, config, store.clone()))
-            }
-            Backend::Remote(remote) => {
-                let config = remote.declare(name.as_str(), config).await?;
-                Ok(WorkQueue::remote(name, config, remote.clone()))
-            }
+            Backend::Embedded { store, .. } => work::Backend::Embedded(store.clone()),
+            Backend::Remote(remote) => work::Backend::Remote(remote.clone()),
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => work::Backend::Nats(nats.clone()),
         }
     }
 
@@ -384,14 +420,7 @@ impl Broker {
     /// (for the served broker: a queue the store does not know is refused
     /// at each call).
     pub(crate) fn existing_queue(&self, name: Subject) -> WorkQueue {
-        match &self.backend {
-            Backend::Embedded { store, .. } => {
-                WorkQueue::embedded(name, QueueConfig::default(), store.clone())
-            }
-            Backend::Remote(remote) => {
-                WorkQueue::remote(name, QueueConfig::default(), remote.clone())
-            }
-        }
+        WorkQueue::new(name, QueueConfig::default(), self.queue_backend())
     }
 
     /// The broker's figures now, its work queues' included.
@@ -405,10 +434,13 @@ impl Broker {
                     subscriptions: figures.subscriptions,
                     slow_consumers: figures.slow_consumers,
                     buffered: figures.buffered,
+                    dropped: figures.dropped,
                     queues: store.all_stats().await?,
                 })
             }
             Backend::Remote(remote) => remote.stats().await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => nats.stats().await,
         }
     }
 }

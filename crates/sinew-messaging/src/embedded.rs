@@ -61,6 +61,36 @@ enum Offered {
 }
 
 impl Queue {
+    fn new(options: SubscribeOptions) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState::default()),
+            writable: Notify::new(),
+            capacity: options.capacity,
+            policy: options.policy,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Offers `message`, waiting for room under back-pressure; whether
+    /// the queue took it (false: it is closed, or disconnected now).
+    async fn offer_waiting(&self, mut message: Message) -> bool {
+        loop {
+            // Registered before offering, so that a take in between wakes
+            // this publisher.
+            let writable = self.writable.notified();
+            tokio::pin!(writable);
+            writable.as_mut().enable();
+            match self.offer(message) {
+                Offered::Taken => return true,
+                Offered::Closed => return false,
+                Offered::Full(back) => {
+                    message = back;
+                    writable.await;
+                }
+            }
+        }
+    }
+
     fn offer(&self, message: Message) -> Offered {
         let mut state = lock(&self.state);
         if state.closed {
@@ -115,6 +145,9 @@ struct Inner {
     cursor: AtomicUsize,
     slow_consumers: AtomicU64,
     inbox: AtomicU64,
+    /// Drops of subscriptions that are gone (the live ones count their
+    /// own).
+    dropped_before: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -143,6 +176,7 @@ pub(crate) struct Figures {
     pub(crate) subscriptions: u64,
     pub(crate) slow_consumers: u64,
     pub(crate) buffered: u64,
+    pub(crate) dropped: u64,
 }
 
 impl Embedded {
@@ -157,6 +191,7 @@ impl Embedded {
                 cursor: AtomicUsize::new(0),
                 slow_consumers: AtomicU64::new(0),
                 inbox: AtomicU64::new(0),
+                dropped_before: AtomicU64::new(0),
             }),
         }
     }
@@ -171,12 +206,18 @@ impl Embedded {
             .iter()
             .map(|entry| lock(&entry.queue.state).messages.len() as u64)
             .sum();
+        let dropped = entries
+            .iter()
+            .map(|entry| entry.queue.dropped.load(Ordering::Relaxed))
+            .sum::<u64>()
+            + self.inner.dropped_before.load(Ordering::Relaxed);
         Figures {
             published: self.inner.published.load(Ordering::Relaxed),
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             subscriptions: entries.len() as u64,
             slow_consumers: self.inner.slow_consumers.load(Ordering::Relaxed),
             buffered,
+            dropped,
         }
     }
 
@@ -187,13 +228,7 @@ impl Embedded {
         group: Option<&str>,
         options: SubscribeOptions,
     ) -> Receiver {
-        let queue = Arc::new(Queue {
-            state: Mutex::new(QueueState::default()),
-            writable: Notify::new(),
-            capacity: options.capacity,
-            policy: options.policy,
-            dropped: AtomicU64::new(0),
-        });
+        let queue = Arc::new(Queue::new(options));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.entries).push(Entry {
             id,
@@ -202,9 +237,11 @@ impl Embedded {
             queue: queue.clone(),
         });
         Receiver {
-            broker: Arc::downgrade(&self.inner),
-            id,
             queue,
+            owner: Owner::Engine {
+                broker: Arc::downgrade(&self.inner),
+                id,
+            },
         }
     }
 
@@ -225,29 +262,10 @@ impl Embedded {
         let targets = self.targets(&message.subject);
         let mut delivered = 0;
         for queue in targets {
-            let mut message = message.clone();
-            loop {
-                // Registered before offering, so that a take in between
-                // wakes this publisher.
-                let writable = queue.writable.notified();
-                tokio::pin!(writable);
-                writable.as_mut().enable();
-                match queue.offer(message) {
-                    Offered::Taken => {
-                        delivered += 1;
-                        break;
-                    }
-                    Offered::Closed => {
-                        if lock(&queue.state).disconnected {
-                            self.forget(&queue);
-                        }
-                        break;
-                    }
-                    Offered::Full(back) => {
-                        message = back;
-                        writable.await;
-                    }
-                }
+            if queue.offer_waiting(message.clone()).await {
+                delivered += 1;
+            } else if lock(&queue.state).disconnected {
+                self.forget(&queue);
             }
         }
         delivered
@@ -307,6 +325,9 @@ impl Embedded {
         entries.retain(|entry| !Arc::ptr_eq(&entry.queue, queue));
         if entries.len() < before {
             self.inner.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .dropped_before
+                .fetch_add(queue.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 }
@@ -314,9 +335,64 @@ impl Embedded {
 /// The subscriber's end of one subscription; dropping it unsubscribes.
 #[derive(Debug)]
 pub(crate) struct Receiver {
-    broker: std::sync::Weak<Inner>,
-    id: u64,
     queue: Arc<Queue>,
+    owner: Owner,
+}
+
+/// Who fills a subscription's queue, to tell when the subscriber leaves.
+#[derive(Debug)]
+enum Owner {
+    /// The engine, which lists it under `id`.
+    Engine {
+        broker: std::sync::Weak<Inner>,
+        id: u64,
+    },
+    /// A task feeding it from elsewhere (a NATS subscription).
+    Feeder(tokio::task::AbortHandle),
+}
+
+/// The feeding end of a subscription's queue that is not the engine's:
+/// another backend's messages, under the same bound and policy.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    queue: Arc<Queue>,
+}
+
+impl Feed {
+    /// Offers `message` (waiting under back-pressure); false once the
+    /// subscription is over (the subscriber left, or it was disconnected).
+    pub(crate) async fn deliver(&self, message: Message) -> bool {
+        self.queue.offer_waiting(message).await
+    }
+
+    /// Whether it was disconnected as a slow consumer.
+    pub(crate) fn disconnected(&self) -> bool {
+        lock(&self.queue.state).disconnected
+    }
+
+    /// Ends the subscription: its stream ends after what it holds.
+    pub(crate) fn close(&self) {
+        let reader = lock(&self.queue.state).close();
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+}
+
+/// A subscription whose queue is filled by the task `start` spawns with
+/// its [`Feed`]; the task is stopped when the subscriber leaves.
+pub(crate) fn fed(
+    options: SubscribeOptions,
+    start: impl FnOnce(Feed) -> tokio::task::AbortHandle,
+) -> Receiver {
+    let queue = Arc::new(Queue::new(options));
+    let feeder = start(Feed {
+        queue: queue.clone(),
+    });
+    Receiver {
+        queue,
+        owner: Owner::Feeder(feeder),
+    }
 }
 
 impl Receiver {
@@ -360,8 +436,20 @@ impl Drop for Receiver {
         let _ = lock(&self.queue.state).close();
         // A publisher waiting on this subscription's room goes on.
         self.queue.writable.notify_waiters();
-        if let Some(inner) = self.broker.upgrade() {
-            lock(&inner.entries).retain(|entry| entry.id != self.id);
+        match &self.owner {
+            Owner::Engine { broker, id } => {
+                if let Some(inner) = broker.upgrade() {
+                    let mut entries = lock(&inner.entries);
+                    let before = entries.len();
+                    entries.retain(|entry| entry.id != *id);
+                    if entries.len() < before {
+                        inner
+                            .dropped_before
+                            .fetch_add(self.dropped(), Ordering::Relaxed);
+                    }
+                }
+            }
+            Owner::Feeder(feeder) => feeder.abort(),
         }
     }
 }

@@ -72,6 +72,12 @@ pub enum Error {
     /// The broker is shut down.
     #[error("the broker is shut down")]
     Closed,
+    /// The NATS server could not be reached, or refused a call.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// The backend cannot do what was asked.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// A remote broker could not be reached, or answered with an error of
     /// its own.
     #[error("remote broker: {0}")]
@@ -87,7 +93,9 @@ impl Error {
     /// connection to it was unavailable, or a queue was full.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::QueueFull { .. } | Error::Closed | Error::TimedOut { .. } => true,
+            Error::QueueFull { .. } | Error::Closed | Error::TimedOut { .. } | Error::Nats(_) => {
+                true
+            }
             Error::Remote(status) => matches!(
                 status.code(),
                 Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
@@ -111,6 +119,8 @@ impl Error {
             Error::LeaseLost { .. } => (Code::FailedPrecondition, "lease-lost"),
             Error::Storage(_) => (Code::Internal, "storage"),
             Error::Closed => (Code::Unavailable, "closed"),
+            Error::Nats(_) => (Code::Unavailable, "nats"),
+            Error::Unsupported(_) => (Code::Unimplemented, "unsupported"),
             Error::Remote(status) => return status.clone(),
         };
         let mut status = Status::new(code, self.to_string());

@@ -7,7 +7,8 @@
 //!   with a clear error for every rule broken.
 //! * [`broker`]: the [`Broker`]: embedded in this process by default,
 //!   served to other processes by any sinew server ([`Broker::service`]),
-//!   or reached in another process ([`Broker::connect`]). Bounded
+//!   reached in another process ([`Broker::connect`]), or a NATS server
+//!   ([`Broker::nats`], [`nats`]). Bounded
 //!   subscriptions with an explicit [`SlowConsumer`] policy (back-pressure
 //!   the publisher, drop the oldest, or disconnect), counted, never a
 //!   silent loss; queue groups; request/reply with a timeout.
@@ -43,6 +44,8 @@ pub mod broker;
 mod embedded;
 pub mod error;
 pub mod message;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod proto;
 mod remote;
 pub mod subject;

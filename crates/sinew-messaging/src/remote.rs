@@ -73,6 +73,8 @@ pub(crate) fn leased(job: proto::Job) -> Leased {
         key: Some(job.key).filter(|key| !key.is_empty()),
         headers: proto::headers_from_proto(job.headers),
         payload: job.payload,
+        #[cfg(feature = "nats")]
+        nats: None,
     }
 }
 
@@ -291,6 +293,7 @@ impl Remote {
             subscriptions: stats.subscriptions,
             slow_consumers: stats.slow_consumers,
             buffered: stats.buffered,
+            dropped: stats.dropped,
             queues: stats
                 .queues
                 .into_iter()
@@ -625,6 +628,7 @@ impl proto::broker_server::Broker for Served {
             subscriptions: stats.subscriptions,
             slow_consumers: stats.slow_consumers,
             buffered: stats.buffered,
+            dropped: stats.dropped,
             queues: stats.queues.iter().map(QueueStats::to_proto).collect(),
         }))
     }

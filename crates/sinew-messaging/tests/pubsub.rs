@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::{broker, broker_with, next, quiet, Backend, WAIT};
+use common::{broker, broker_with, eventually, next, quiet, Backend, WAIT};
 use futures_util::StreamExt;
 use sinew_messaging::{Broker, Error, Message, SlowConsumer, Subject, SubscribeOptions};
 use std::time::Duration;
 
-on_both_backends!(
+on_every_backend!(
     messages_reach_every_matching_subscription_and_no_other,
     a_queue_group_shares_the_messages_and_plain_subscribers_get_them_all,
     a_full_subscription_drops_its_oldest_when_told_to,
@@ -40,11 +40,10 @@ async fn messages_reach_every_matching_subscription_and_no_other(backend: Backen
     // Dropping a subscription unsubscribes it (at the broker, once the
     // call's end reaches it, for a remote one).
     drop(other);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while broker.stats().await.unwrap().subscriptions != 2 {
-        assert!(tokio::time::Instant::now() < deadline, "unsubscribed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("unsubscribed", async || {
+        broker.stats().await.unwrap().subscriptions == 2
+    })
+    .await;
 }
 
 async fn a_queue_group_shares_the_messages_and_plain_subscribers_get_them_all(backend: Backend) {
@@ -64,7 +63,12 @@ async fn a_queue_group_shares_the_messages_and_plain_subscribers_get_them_all(ba
         while !quiet_or_push(member, &mut seen).await {
             mine += 1;
         }
-        assert_eq!(mine, 10, "round robin over three members");
+        if backend == Backend::Nats {
+            // NATS picks a member at random.
+            assert!(mine > 0, "every member gets some");
+        } else {
+            assert_eq!(mine, 10, "round robin over three members");
+        }
     }
     seen.sort();
     seen.dedup();
@@ -120,7 +124,8 @@ async fn a_full_subscription_drops_its_oldest_when_told_to(backend: Backend) {
     for n in 0..5 {
         broker.publish("ticks", n.to_string()).await.unwrap();
     }
-    assert_eq!(slow.dropped(), 3);
+    // NATS delivers to the subscription's queue a moment later.
+    eventually("three dropped", async || slow.dropped() == 3).await;
     assert_eq!(next(&mut slow).await.payload, "3");
     assert_eq!(next(&mut slow).await.payload, "4");
 }
@@ -158,10 +163,12 @@ async fn under_backpressure_nothing_is_lost_and_order_is_kept(backend: Backend) 
     let broker = broker(backend).await;
     let options = SubscribeOptions::default().capacity(1);
     let mut subscription = broker.subscribe_with("work", None, options).await.unwrap();
-    let count = if backend == Backend::Embedded {
-        100
-    } else {
-        5000
+    // Over NATS a publisher is never held back: what fits the client's
+    // buffer for the subscription (1,024) is kept, nothing more.
+    let count = match backend {
+        Backend::Embedded => 100,
+        Backend::Remote => 5000,
+        Backend::Nats => 1000,
     };
     let publisher = {
         let broker = broker.clone();
@@ -249,12 +256,17 @@ async fn bad_subjects_are_refused_and_the_broker_goes_on(backend: Backend) {
 }
 
 async fn oversize_payloads_and_bad_headers_are_refused_and_counted_nowhere(backend: Backend) {
-    let broker = broker_with(backend, Broker::builder().max_payload(16)).await;
-    assert_eq!(broker.max_payload(), 16);
+    // NATS's limit counts the headers too: room for the one used below.
+    let limit = if backend == Backend::Nats { 64 } else { 16 };
+    let broker = broker_with(backend, Some(limit)).await;
+    assert_eq!(broker.max_payload(), limit);
     let mut subscription = broker.subscribe("in").await.unwrap();
-    let big = broker.publish("in", vec![0u8; 17]).await.unwrap_err();
+    let big = broker
+        .publish("in", vec![0u8; limit + 1])
+        .await
+        .unwrap_err();
     assert!(
-        matches!(big, Error::PayloadTooLarge { size: 17, max: 16 }),
+        matches!(big, Error::PayloadTooLarge { size, max } if size == limit + 1 && max == limit),
         "{big}"
     );
     let subject = Subject::new("in").unwrap();

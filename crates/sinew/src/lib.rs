@@ -121,6 +121,7 @@
 //! | [`cluster`] (feature `cluster`, default) | discovery (resolvers) and the balanced channel over a service's endpoints |
 //! | [`auth`] (feature `auth`, default) | who may call what: [`auth::AuthorizeLayer`] with a [`auth::Policy`] over certificate, process and token identities; bearer tokens ([`auth::AuthenticateLayer`], [`auth::BearerToken`]) |
 //! | [`resilience`] (feature `resilience`, default) | gRPC service configs applied to calls: timeouts, retries, size limits |
+//! | [`messaging`] (features `messaging` and `nats`, default) | publish/subscribe, queue groups, request/reply and durable work queues: [`messaging::Broker`] embedded in the process, served by a sinew server, or on NATS |
 //! | [`telemetry`] (feature `telemetry`, default) | a span per call, W3C trace context across services ([`telemetry::TraceContext`]), Prometheus metrics, the admin endpoint (`/metrics`, `/healthz`, `/readyz`) |
 //!
 //! # Features
@@ -178,8 +179,9 @@ pub use sinew_auth as auth;
 #[cfg(feature = "telemetry")]
 pub use sinew_telemetry as telemetry;
 
-/// Messaging: publish/subscribe, queue groups, request/reply (feature
-/// `messaging`, default).
+/// Messaging: publish/subscribe, queue groups, request/reply and durable
+/// work queues, on the embedded broker or NATS (features `messaging` and
+/// `nats`, default).
 #[cfg(feature = "messaging")]
 pub use sinew_messaging as messaging;
 

@@ -128,7 +128,8 @@ impl QueueConfig {
     }
 
     /// How long a job's [`id`](Job::id) is remembered to drop a duplicate
-    /// push (default [`DEFAULT_DUPLICATE_WINDOW`]).
+    /// push (default [`DEFAULT_DUPLICATE_WINDOW`]; JetStream takes 100 ms
+    /// at least).
     pub fn duplicate_window(mut self, window: Duration) -> Self {
         self.duplicate_window = window;
         self
@@ -367,19 +368,32 @@ pub(crate) enum Settlement {
 pub(crate) enum Backend {
     Embedded(Store),
     Remote(Remote),
+    #[cfg(feature = "nats")]
+    Nats(crate::nats::Nats),
 }
 
 impl Backend {
+    /// Settles delivery `attempt` of job `sequence`, by number (the
+    /// embedded and remote backends), or through the delivery's own lease
+    /// (NATS).
     async fn settle(
         &self,
         queue: &str,
         sequence: u64,
         attempt: u32,
         settlement: Settlement,
+        #[cfg(feature = "nats")] lease: Option<&crate::nats::queue::Lease>,
     ) -> Result<(), Error> {
         match self {
             Backend::Embedded(store) => store.settle(queue, sequence, attempt, settlement).await,
             Backend::Remote(remote) => remote.settle(queue, sequence, attempt, settlement).await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(_) => match lease {
+                Some(lease) => lease.settle(settlement).await,
+                None => Err(Error::Unsupported(
+                    "settling a NATS job by number: settle the delivery itself",
+                )),
+            },
         }
     }
 }
@@ -393,19 +407,11 @@ pub struct WorkQueue {
 }
 
 impl WorkQueue {
-    pub(crate) fn embedded(name: Subject, config: QueueConfig, store: Store) -> WorkQueue {
+    pub(crate) fn new(name: Subject, config: QueueConfig, backend: Backend) -> WorkQueue {
         WorkQueue {
             name: Arc::from(name.as_str()),
             config,
-            backend: Backend::Embedded(store),
-        }
-    }
-
-    pub(crate) fn remote(name: Subject, config: QueueConfig, remote: Remote) -> WorkQueue {
-        WorkQueue {
-            name: Arc::from(name.as_str()),
-            config,
-            backend: Backend::Remote(remote),
+            backend,
         }
     }
 
@@ -425,6 +431,8 @@ impl WorkQueue {
         match &self.backend {
             Backend::Embedded(store) => store.push(&self.name, job).await,
             Backend::Remote(remote) => remote.push(&self.name, job).await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => crate::nats::queue::push(nats, &self.name, job).await,
         }
     }
 
@@ -440,6 +448,10 @@ impl WorkQueue {
             Backend::Remote(remote) => {
                 WorkerSource::Remote(Box::new(remote.pull(&self.name, max_in_flight).await?))
             }
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => WorkerSource::Nats(
+                crate::nats::queue::pull(nats, &self.name, &self.config, max_in_flight).await?,
+            ),
         };
         Ok(Worker {
             queue: self.name.clone(),
@@ -458,7 +470,14 @@ impl WorkQueue {
         settlement: Settlement,
     ) -> Result<(), Error> {
         self.backend
-            .settle(&self.name, sequence, attempt, settlement)
+            .settle(
+                &self.name,
+                sequence,
+                attempt,
+                settlement,
+                #[cfg(feature = "nats")]
+                None,
+            )
             .await
     }
 
@@ -467,6 +486,8 @@ impl WorkQueue {
         match &self.backend {
             Backend::Embedded(store) => store.stats(&self.name).await,
             Backend::Remote(remote) => remote.queue_stats(&self.name).await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(nats) => crate::nats::queue::stats(nats, &self.name).await,
         }
     }
 }
@@ -480,11 +501,16 @@ pub(crate) struct Leased {
     pub(crate) key: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) payload: Bytes,
+    /// A NATS delivery's lease (the other backends settle by number).
+    #[cfg(feature = "nats")]
+    pub(crate) nats: Option<crate::nats::queue::Lease>,
 }
 
 pub(crate) enum WorkerSource {
     Embedded(store::Pulling),
     Remote(Box<sinew_rpc::Streaming<crate::proto::Job>>),
+    #[cfg(feature = "nats")]
+    Nats(crate::nats::queue::Fetched),
 }
 
 impl fmt::Debug for WorkerSource {
@@ -492,6 +518,8 @@ impl fmt::Debug for WorkerSource {
         f.write_str(match self {
             WorkerSource::Embedded(_) => "Embedded",
             WorkerSource::Remote(_) => "Remote",
+            #[cfg(feature = "nats")]
+            WorkerSource::Nats(_) => "Nats",
         })
     }
 }
@@ -541,6 +569,19 @@ impl Worker {
                     Poll::Pending => return Poll::Pending,
                 }
             }
+            #[cfg(feature = "nats")]
+            WorkerSource::Nats(fetched) => match fetched.poll_recv(cx) {
+                Poll::Ready(Some(Ok(leased))) => leased,
+                Poll::Ready(Some(Err(error))) => {
+                    self.error = Some(error);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(None) => {
+                    self.error = Some(Error::Closed);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            },
         };
         Poll::Ready(Some(Delivery {
             queue: self.queue.clone(),
@@ -620,6 +661,8 @@ impl Delivery {
                 self.leased.sequence,
                 self.leased.attempt,
                 settlement,
+                #[cfg(feature = "nats")]
+                self.leased.nats.as_ref(),
             )
             .await
     }

@@ -1033,6 +1033,8 @@ impl Engine {
                             key: Some(record.key).filter(|key| !key.is_empty()),
                             headers: headers_from_proto(record.headers),
                             payload: record.payload,
+                            #[cfg(feature = "nats")]
+                            nats: None,
                         },
                     ));
                 }
