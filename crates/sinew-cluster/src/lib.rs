@@ -19,6 +19,9 @@
 //!   Servers register under a lease a supervisor keeps alive (and grants
 //!   again when lost); clients list and watch a prefix, resuming from the
 //!   last revision. The etcd v3 client is sinew's own gRPC client.
+//! * [`scatter`]: scatter/gather: one request to every endpoint of a
+//!   service (or a sample, or until a quorum answered), each with its own
+//!   deadline, the replies partial when some failed.
 //! * [`name`]: names as addresses (`dns:///host:port`,
 //!   `gossip://seed:7946/package.Service`, `etcd://host:2379/package.Service`),
 //!   each a balanced channel.
@@ -51,6 +54,7 @@ pub mod name;
 #[cfg(any(feature = "gossip", feature = "etcd"))]
 mod registry;
 pub mod resolve;
+pub mod scatter;
 
 pub use balance::{Balanced, BalancedBuilder, BalancedObserver, Policy};
 

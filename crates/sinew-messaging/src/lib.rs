@@ -17,6 +17,9 @@
 //!   delay, in-progress, terminate; an ack wait, a dead-letter queue after
 //!   the last delivery, ordering per key; kept in an embedded
 //!   transactional store (redb).
+//! * [`task`]: distributed tasks on a work queue: [`TaskQueue::submit`] a
+//!   task and await its result; [`TaskQueue::serve`] runs a handler on the
+//!   tasks, in as many processes as you like.
 //! * [`message`]: the [`Message`] itself, and [`error`]: the [`Error`]
 //!   every backend returns.
 //!
@@ -49,6 +52,7 @@ pub mod nats;
 mod proto;
 mod remote;
 pub mod subject;
+pub mod task;
 pub mod work;
 
 pub use broker::{
@@ -57,4 +61,5 @@ pub use broker::{
 pub use error::Error;
 pub use message::Message;
 pub use subject::{Filter, Subject, SubjectError};
+pub use task::{Pending, Task, TaskError, TaskQueue};
 pub use work::{Delivery, FsyncPolicy, Job, Pushed, QueueConfig, QueueStats, WorkQueue, Worker};

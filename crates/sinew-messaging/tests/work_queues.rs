@@ -436,3 +436,119 @@ async fn stored_jobs_ids_and_delivery_counts_outlive_the_store() {
         ]
     );
 }
+
+on_every_backend!(
+    tasks_run_on_workers_and_their_results_come_back,
+    a_task_that_keeps_failing_reports_its_failure_once,
+);
+
+async fn tasks_run_on_workers_and_their_results_come_back(backend: Backend) {
+    use sinew_messaging::TaskQueue;
+    let broker = broker(backend).await;
+    let tasks = TaskQueue::new(&broker, "thumbnails", QueueConfig::default())
+        .await
+        .unwrap();
+    // Two workers (on other machines, in production), each running two
+    // tasks at a time.
+    let mut workers = Vec::new();
+    for worker in 0..2 {
+        let tasks = tasks.clone();
+        workers.push(tokio::spawn(async move {
+            tasks
+                .serve(2, move |task| async move {
+                    let size = task.payload().len();
+                    Ok(format!("worker {worker}: {size} bytes").into())
+                })
+                .await
+        }));
+    }
+    let mut pending = Vec::new();
+    for n in 0..20 {
+        pending.push(
+            tasks
+                .submit(Job::new(vec![0u8; n]).id(format!("photo-{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut by_worker = [0, 0];
+    for (n, task) in pending.into_iter().enumerate() {
+        assert_eq!(task.id(), format!("photo-{n}"));
+        let result = task.result(WAIT).await.unwrap();
+        let text = String::from_utf8(result.to_vec()).unwrap();
+        assert!(text.ends_with(&format!(": {n} bytes")), "{text}");
+        by_worker[usize::from(text.starts_with("worker 1"))] += 1;
+    }
+    assert_eq!(by_worker[0] + by_worker[1], 20);
+    // A task submitted again with the same id runs once: the second
+    // submission is dropped, and its result never comes.
+    let again = tasks.submit(Job::new("x").id("photo-3")).await.unwrap();
+    let error = again.result(Duration::from_millis(300)).await.unwrap_err();
+    assert!(
+        matches!(error, sinew_messaging::TaskError::TimedOut(_)),
+        "{error}"
+    );
+    for worker in workers {
+        worker.abort();
+    }
+}
+
+async fn a_task_that_keeps_failing_reports_its_failure_once(backend: Backend) {
+    use sinew_messaging::{TaskError, TaskQueue};
+    let broker = broker(backend).await;
+    let config = QueueConfig::default().max_deliveries(3);
+    let tasks = TaskQueue::new(&broker, "flaky", config).await.unwrap();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = attempts.clone();
+    let worker = {
+        let tasks = tasks.clone();
+        tokio::spawn(async move {
+            tasks
+                .serve(1, move |task| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if task.payload() == "fine" {
+                            Ok("done".into())
+                        } else {
+                            Err(format!("attempt {} failed", task.attempt()))
+                        }
+                    }
+                })
+                .await
+        })
+    };
+    let error = tasks.run(Job::new("doomed"), WAIT).await.unwrap_err();
+    match error {
+        TaskError::Failed(message) => assert_eq!(message, "attempt 3 failed"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // The queue goes on.
+    assert_eq!(tasks.run(Job::new("fine"), WAIT).await.unwrap(), "done");
+    // The failed task is in the dead letters (moved there just after its
+    // failure was published).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let dead = loop {
+        match broker.open_queue("flaky.dead").await {
+            Ok(dead) => break dead,
+            Err(Error::UnknownQueue(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
+    eventually_pending(&dead, 1).await;
+    worker.abort();
+}
+
+async fn eventually_pending(queue: &sinew_messaging::WorkQueue, jobs: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while queue.stats().await.unwrap().pending != jobs {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{jobs} jobs pending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

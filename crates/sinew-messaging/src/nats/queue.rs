@@ -151,13 +151,13 @@ pub(crate) async fn push(nats: &Nats, queue: &str, job: Job) -> Result<Pushed, E
         .await
         .map_err(|error| {
             let text = error.to_string();
-            if text.contains("maximum messages") || text.contains("maximum bytes") {
+            if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                Error::UnknownQueue(queue.to_owned())
+            } else if text.contains("maximum messages") || text.contains("maximum bytes") {
                 Error::QueueFull {
                     queue: queue.to_owned(),
                     limit: text,
                 }
-            } else if text.contains("no responders") || text.contains("not found") {
-                Error::UnknownQueue(queue.to_owned())
             } else {
                 nats_error(error)
             }

@@ -594,6 +594,11 @@ impl Worker {
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
     }
+
+    /// Why the deliveries ended, owned.
+    pub(crate) fn into_error(self) -> Option<Error> {
+        self.error
+    }
 }
 
 impl futures_core::Stream for Worker {
