@@ -5,8 +5,9 @@
 //!   in this process; nothing to run. Work queues are kept in an embedded
 //!   transactional store ([`BrokerBuilder::storage`]), in memory by default.
 //! * **Served** ([`Broker::service`]): any sinew server offers an embedded
-//!   broker to other processes, over sinew's protocol (tcp, unix, shm) and
-//!   over gRPC on the same port.
+//!   broker to other processes, over sinew's protocol (tcp, unix, shm), and
+//!   over gRPC on the same port when the server adds the gRPC protocol
+//!   (`sinew broker` does).
 //! * **Remote** ([`Broker::connect`]): a broker served by another process,
 //!   behind the same methods.
 //! * **NATS** ([`Broker::nats`], feature `nats`): a NATS server, core NATS
@@ -341,7 +342,9 @@ impl Broker {
                 Source::Remote(Box::new(remote.subscribe(filter, group, options).await?))
             }
             #[cfg(feature = "nats")]
-            Backend::Nats(nats) => Source::Embedded(nats.subscribe(filter, group, options).await?),
+            Backend::Nats(nats) => {
+                Source::Nats(Box::new(nats.subscribe(filter, group, options).await?))
+            }
         };
         Ok(Subscription { source })
     }
@@ -423,20 +426,35 @@ impl Broker {
         WorkQueue::new(name, QueueConfig::default(), self.queue_backend())
     }
 
-    /// The broker's figures now, its work queues' included.
-    pub async fn stats(&self) -> Result<BrokerStats, Error> {
+    /// An embedded broker's figures without waiting: its subscriptions'
+    /// now, its work queues' as of at most a quarter of a second ago (what
+    /// metrics read at each scrape). `None` for a remote or NATS broker
+    /// (ask [`stats`](Broker::stats)).
+    pub fn stats_now(&self) -> Option<BrokerStats> {
         match &self.backend {
             Backend::Embedded { engine, store } => {
                 let figures = engine.figures();
-                Ok(BrokerStats {
+                Some(BrokerStats {
                     published: figures.published,
                     delivered: figures.delivered,
                     subscriptions: figures.subscriptions,
                     slow_consumers: figures.slow_consumers,
                     buffered: figures.buffered,
                     dropped: figures.dropped,
-                    queues: store.all_stats().await?,
+                    queues: store.snapshot(),
                 })
+            }
+            _ => None,
+        }
+    }
+
+    /// The broker's figures now, its work queues' included.
+    pub async fn stats(&self) -> Result<BrokerStats, Error> {
+        match &self.backend {
+            Backend::Embedded { store, .. } => {
+                let mut stats = self.stats_now().unwrap_or_default();
+                stats.queues = store.all_stats().await?;
+                Ok(stats)
             }
             Backend::Remote(remote) => remote.stats().await,
             #[cfg(feature = "nats")]
@@ -455,6 +473,8 @@ pub struct Subscription {
 enum Source {
     Embedded(embedded::Receiver),
     Remote(Box<remote::RemoteSubscription>),
+    #[cfg(feature = "nats")]
+    Nats(Box<crate::nats::NatsSubscription>),
 }
 
 impl Subscription {
@@ -470,6 +490,8 @@ impl Subscription {
         match &mut self.source {
             Source::Embedded(receiver) => receiver.poll_message(cx),
             Source::Remote(remote) => remote.poll_message(cx),
+            #[cfg(feature = "nats")]
+            Source::Nats(nats) => nats.poll_message(cx),
         }
     }
 
@@ -479,6 +501,8 @@ impl Subscription {
         match &self.source {
             Source::Embedded(receiver) => receiver.dropped(),
             Source::Remote(remote) => remote.dropped(),
+            #[cfg(feature = "nats")]
+            Source::Nats(nats) => nats.dropped(),
         }
     }
 
@@ -487,6 +511,8 @@ impl Subscription {
         match &self.source {
             Source::Embedded(receiver) => receiver.disconnected(),
             Source::Remote(remote) => remote.disconnected(),
+            #[cfg(feature = "nats")]
+            Source::Nats(nats) => nats.disconnected(),
         }
     }
 
@@ -496,6 +522,8 @@ impl Subscription {
         match &self.source {
             Source::Embedded(_) => None,
             Source::Remote(remote) => remote.error(),
+            #[cfg(feature = "nats")]
+            Source::Nats(_) => None,
         }
     }
 }

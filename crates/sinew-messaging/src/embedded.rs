@@ -91,37 +91,60 @@ impl Queue {
         }
     }
 
+    /// Makes room for one more message under the policy (the caller
+    /// holds the lock): whether there is room now.
+    fn make_room(&self, state: &mut QueueState) -> Room {
+        if state.messages.len() < self.capacity {
+            return Room::Yes;
+        }
+        match self.policy {
+            SlowConsumer::Backpressure => Room::Full,
+            SlowConsumer::DropOldest => {
+                state.messages.pop_front();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Room::Yes
+            }
+            SlowConsumer::Disconnect => {
+                state.disconnected = true;
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Room::Disconnected(state.close())
+            }
+        }
+    }
+
     fn offer(&self, message: Message) -> Offered {
         let mut state = lock(&self.state);
         if state.closed {
             return Offered::Closed;
         }
-        if state.messages.len() >= self.capacity {
-            match self.policy {
-                SlowConsumer::Backpressure => return Offered::Full(message),
-                SlowConsumer::DropOldest => {
-                    state.messages.pop_front();
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                SlowConsumer::Disconnect => {
-                    state.disconnected = true;
-                    let reader = state.close();
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    drop(state);
-                    if let Some(reader) = reader {
-                        reader.wake();
-                    }
-                    return Offered::Closed;
-                }
+        match self.make_room(&mut state) {
+            Room::Yes => {}
+            Room::Full => return Offered::Full(message),
+            Room::Disconnected(reader) => {
+                drop(state);
+                wake(reader);
+                return Offered::Closed;
             }
         }
         state.messages.push_back(message);
         let reader = state.reader.take();
         drop(state);
-        if let Some(reader) = reader {
-            reader.wake();
-        }
+        wake(reader);
         Offered::Taken
+    }
+}
+
+/// Whether a queue has room for one more message.
+enum Room {
+    Yes,
+    Full,
+    /// The policy ended the subscription; its reader to wake.
+    Disconnected(Option<Waker>),
+}
+
+fn wake(reader: Option<Waker>) {
+    if let Some(reader) = reader {
+        reader.wake();
     }
 }
 
@@ -237,11 +260,9 @@ impl Embedded {
             queue: queue.clone(),
         });
         Receiver {
+            broker: Arc::downgrade(&self.inner),
+            id,
             queue,
-            owner: Owner::Engine {
-                broker: Arc::downgrade(&self.inner),
-                id,
-            },
         }
     }
 
@@ -335,64 +356,9 @@ impl Embedded {
 /// The subscriber's end of one subscription; dropping it unsubscribes.
 #[derive(Debug)]
 pub(crate) struct Receiver {
+    broker: std::sync::Weak<Inner>,
+    id: u64,
     queue: Arc<Queue>,
-    owner: Owner,
-}
-
-/// Who fills a subscription's queue, to tell when the subscriber leaves.
-#[derive(Debug)]
-enum Owner {
-    /// The engine, which lists it under `id`.
-    Engine {
-        broker: std::sync::Weak<Inner>,
-        id: u64,
-    },
-    /// A task feeding it from elsewhere (a NATS subscription).
-    Feeder(tokio::task::AbortHandle),
-}
-
-/// The feeding end of a subscription's queue that is not the engine's:
-/// another backend's messages, under the same bound and policy.
-#[derive(Debug)]
-pub(crate) struct Feed {
-    queue: Arc<Queue>,
-}
-
-impl Feed {
-    /// Offers `message` (waiting under back-pressure); false once the
-    /// subscription is over (the subscriber left, or it was disconnected).
-    pub(crate) async fn deliver(&self, message: Message) -> bool {
-        self.queue.offer_waiting(message).await
-    }
-
-    /// Whether it was disconnected as a slow consumer.
-    pub(crate) fn disconnected(&self) -> bool {
-        lock(&self.queue.state).disconnected
-    }
-
-    /// Ends the subscription: its stream ends after what it holds.
-    pub(crate) fn close(&self) {
-        let reader = lock(&self.queue.state).close();
-        if let Some(reader) = reader {
-            reader.wake();
-        }
-    }
-}
-
-/// A subscription whose queue is filled by the task `start` spawns with
-/// its [`Feed`]; the task is stopped when the subscriber leaves.
-pub(crate) fn fed(
-    options: SubscribeOptions,
-    start: impl FnOnce(Feed) -> tokio::task::AbortHandle,
-) -> Receiver {
-    let queue = Arc::new(Queue::new(options));
-    let feeder = start(Feed {
-        queue: queue.clone(),
-    });
-    Receiver {
-        queue,
-        owner: Owner::Feeder(feeder),
-    }
 }
 
 impl Receiver {
@@ -436,20 +402,15 @@ impl Drop for Receiver {
         let _ = lock(&self.queue.state).close();
         // A publisher waiting on this subscription's room goes on.
         self.queue.writable.notify_waiters();
-        match &self.owner {
-            Owner::Engine { broker, id } => {
-                if let Some(inner) = broker.upgrade() {
-                    let mut entries = lock(&inner.entries);
-                    let before = entries.len();
-                    entries.retain(|entry| entry.id != *id);
-                    if entries.len() < before {
-                        inner
-                            .dropped_before
-                            .fetch_add(self.dropped(), Ordering::Relaxed);
-                    }
-                }
+        if let Some(inner) = self.broker.upgrade() {
+            let mut entries = lock(&inner.entries);
+            let before = entries.len();
+            entries.retain(|entry| entry.id != self.id);
+            if entries.len() < before {
+                inner
+                    .dropped_before
+                    .fetch_add(self.dropped(), Ordering::Relaxed);
             }
-            Owner::Feeder(feeder) => feeder.abort(),
         }
     }
 }

@@ -5,14 +5,15 @@
 //!
 //! What differs from the embedded broker, because NATS is built so:
 //! * A NATS publisher is never held back by a subscriber (core NATS is at
-//!   most once). A subscription here still has its bounded buffer and
-//!   [`SlowConsumer`](crate::SlowConsumer) policy, filled by a task that
-//!   reads the NATS subscription; under `Backpressure` that task waits, the
-//!   client's own buffer for the subscription (1,024 messages) fills, and
-//!   further messages are dropped by the client, counted in
-//!   [`BrokerStats::dropped`](crate::BrokerStats::dropped) (never logged
-//!   per message). A subscription's own drops (`DropOldest`) are counted by
-//!   [`Subscription::dropped`](crate::Subscription::dropped).
+//!   most once). Messages wait in the client's own buffer for the
+//!   subscription (65,536 messages, as async-nats has it); each time the
+//!   subscriber reads, what has arrived moves to the subscription's
+//!   bounded buffer under its [`SlowConsumer`] policy:
+//!   the oldest dropped (`DropOldest`), the subscription ended if it does
+//!   not fit (`Disconnect`), or left in the client's buffer (`Backpressure`),
+//!   which when full drops what comes (counted in
+//!   [`BrokerStats::dropped`](crate::BrokerStats::dropped), never logged
+//!   per message).
 //! * Figures are what this client saw: its publishes, its subscriptions'
 //!   deliveries.
 //! * Headers keep their order within a name, not across names (NATS
@@ -48,14 +49,15 @@
 
 pub(crate) mod queue;
 
-use crate::broker::{BrokerStats, SubscribeOptions};
-use crate::embedded::{self, Feed, Receiver};
+use crate::broker::{BrokerStats, SlowConsumer, SubscribeOptions};
 use crate::error::Error;
 use crate::message::Message;
 use crate::subject::{Filter, Subject};
 use futures_util::StreamExt;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// A NATS client, as a broker backend. Clones share the connection.
@@ -87,7 +89,7 @@ pub(crate) fn nats_error(error: impl std::fmt::Display) -> Error {
 
 /// The client's own buffer for each subscription, in messages (between
 /// the connection and the task filling the subscription's queue).
-const CLIENT_BUFFER: usize = 1024;
+const CLIENT_BUFFER: usize = 65_536;
 
 impl Nats {
     /// Connects to the NATS server at `url` (`nats://host:port`, or
@@ -137,21 +139,29 @@ impl Nats {
         self.check(&message)?;
         let client = &self.inner.client;
         let subject = message.subject.as_str().to_owned();
-        let headers = to_headers(&message.headers);
-        match message.reply {
-            Some(reply) => {
+        // Without headers, a plain PUB: HPUB would make every subscriber
+        // parse an empty header block.
+        let reply = message.reply.map(|reply| reply.as_str().to_owned());
+        match (reply, message.headers.is_empty()) {
+            (None, true) => client.publish(subject, message.payload).await,
+            (Some(reply), true) => {
+                client
+                    .publish_with_reply(subject, reply, message.payload)
+                    .await
+            }
+            (None, false) => {
+                client
+                    .publish_with_headers(subject, to_headers(&message.headers), message.payload)
+                    .await
+            }
+            (Some(reply), false) => {
                 client
                     .publish_with_reply_and_headers(
                         subject,
-                        reply.as_str().to_owned(),
-                        headers,
+                        reply,
+                        to_headers(&message.headers),
                         message.payload,
                     )
-                    .await
-            }
-            None => {
-                client
-                    .publish_with_headers(subject, headers, message.payload)
                     .await
             }
         }
@@ -172,7 +182,7 @@ impl Nats {
         filter: Filter,
         group: Option<&str>,
         options: SubscribeOptions,
-    ) -> Result<Receiver, Error> {
+    ) -> Result<NatsSubscription, Error> {
         let client = &self.inner.client;
         let filter = filter.as_str().to_owned();
         let subscriber = match group {
@@ -184,9 +194,17 @@ impl Nats {
         // SUB is flushed: from then on it gets every message.
         client.flush().await.map_err(nats_error)?;
         let counters = self.inner.counters.clone();
-        Ok(embedded::fed(options, move |feed| {
-            tokio::spawn(pump(subscriber, feed, counters)).abort_handle()
-        }))
+        counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(NatsSubscription {
+            subscriber: Some(subscriber),
+            buffer: VecDeque::new(),
+            options,
+            dropped: 0,
+            disconnected: false,
+            ended: false,
+            last: None,
+            counters,
+        })
     }
 
     pub(crate) async fn request(
@@ -217,7 +235,8 @@ impl Nats {
             .counters
             .published
             .fetch_add(1, Ordering::Relaxed);
-        from_nats(answer).ok_or_else(|| Error::Nats("an answer with an invalid subject".into()))
+        from_nats(answer, &mut None)
+            .ok_or_else(|| Error::Nats("an answer with an invalid subject".into()))
     }
 
     pub(crate) async fn stats(&self) -> Result<BrokerStats, Error> {
@@ -248,41 +267,93 @@ pub(crate) fn wire_size(message: &Message) -> usize {
     message.payload.len() + "NATS/1.0\r\n".len() + headers + 2
 }
 
-/// Counts a live subscription; uncounts it when its task ends or is
-/// stopped.
-struct Live(Arc<Counters>);
+/// A NATS subscription: the client's own buffer for it (filled by the
+/// connection), and the subscription's buffer, filled from it each time the
+/// subscriber reads, under the subscription's policy: under `DropOldest`
+/// and `Disconnect` everything that has arrived is taken at once (so that
+/// what is dropped, or whether it is disconnected, is decided over all of
+/// it), under `Backpressure` up to the capacity.
+#[derive(Debug)]
+pub(crate) struct NatsSubscription {
+    /// `None` once disconnected as a slow consumer (dropping it
+    /// unsubscribes).
+    subscriber: Option<async_nats::Subscriber>,
+    buffer: VecDeque<Message>,
+    options: SubscribeOptions,
+    dropped: u64,
+    disconnected: bool,
+    ended: bool,
+    /// The subject of the last message: a subscription mostly sees the
+    /// same few subjects, checked and allocated once instead of each time.
+    last: Option<Subject>,
+    counters: Arc<Counters>,
+}
 
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.subscriptions.fetch_sub(1, Ordering::Relaxed);
+impl NatsSubscription {
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let (capacity, policy) = (self.options.capacity, self.options.policy);
+        while let Some(subscriber) = self.subscriber.as_mut().filter(|_| !self.ended) {
+            if policy == SlowConsumer::Backpressure && self.buffer.len() >= capacity {
+                break;
+            }
+            let message = match subscriber.poll_next_unpin(cx) {
+                Poll::Ready(Some(message)) => message,
+                // The connection is closed for good.
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            };
+            // A message whose subject breaks sinew's rules (another NATS
+            // client can publish one) is counted as dropped, not delivered.
+            let Some(message) = from_nats(message, &mut self.last) else {
+                self.dropped += 1;
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if self.buffer.len() >= capacity {
+                self.dropped += 1;
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if policy == SlowConsumer::Disconnect {
+                    // Ended: unsubscribed, uncounted; what it holds is
+                    // still read.
+                    self.disconnected = true;
+                    self.ended = true;
+                    self.subscriber = None;
+                    self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    break;
+                }
+                self.buffer.pop_front();
+            }
+            self.buffer.push_back(message);
+        }
+        match self.buffer.pop_front() {
+            Some(message) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                Poll::Ready(Some(message))
+            }
+            None if self.ended => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub(crate) fn disconnected(&self) -> bool {
+        self.disconnected
     }
 }
 
-/// Moves a NATS subscription's messages into the subscription's queue,
-/// under its policy, until either side ends.
-async fn pump(mut subscriber: async_nats::Subscriber, feed: Feed, counters: Arc<Counters>) {
-    counters.subscriptions.fetch_add(1, Ordering::Relaxed);
-    let _live = Live(counters.clone());
-    while let Some(message) = subscriber.next().await {
-        // A message whose subject breaks sinew's rules (another NATS
-        // client can publish one) is counted as dropped, not delivered.
-        let Some(message) = from_nats(message) else {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        // Counted before it is handed over, so that a subscriber who sees
-        // the message sees it counted.
-        counters.delivered.fetch_add(1, Ordering::Relaxed);
-        if !feed.deliver(message).await {
-            counters.delivered.fetch_sub(1, Ordering::Relaxed);
-            if feed.disconnected() {
-                counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            }
-            return;
+impl Drop for NatsSubscription {
+    fn drop(&mut self) {
+        if !self.disconnected {
+            self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    // The connection is closed for good.
-    feed.close();
 }
 
 pub(crate) fn to_headers(headers: &[(String, String)]) -> async_nats::HeaderMap {
@@ -306,8 +377,16 @@ pub(crate) fn from_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(Stri
 }
 
 /// A NATS message as sinew's; `None` if its subject breaks sinew's rules.
-fn from_nats(message: async_nats::Message) -> Option<Message> {
-    let subject = Subject::new(message.subject.as_str()).ok()?;
+/// `last` is the subject of the message before, reused when it is the same.
+fn from_nats(message: async_nats::Message, last: &mut Option<Subject>) -> Option<Message> {
+    let subject = match last {
+        Some(subject) if subject.as_str() == message.subject.as_str() => subject.clone(),
+        _ => {
+            let subject = Subject::new(message.subject.as_str()).ok()?;
+            *last = Some(subject.clone());
+            subject
+        }
+    };
     let reply = match message.reply {
         Some(reply) => Some(Subject::new(reply.as_str()).ok()?),
         None => None,

@@ -32,7 +32,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransactio
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -109,6 +109,8 @@ enum Command {
     Leave {
         queue: Arc<str>,
         worker: u64,
+        /// Deliveries the worker never took: back to the queue at once.
+        unseen: Vec<(u64, u32)>,
     },
     Settle {
         queue: Arc<str>,
@@ -135,7 +137,14 @@ struct Shared {
     commands: mpsc::Sender<Command>,
     budget: Arc<Semaphore>,
     max_payload: usize,
+    /// Every queue's figures, as the thread last published them.
+    snapshot: Arc<Mutex<Vec<QueueStats>>>,
 }
+
+/// How often, at most, the thread publishes the queues' figures for
+/// [`Store::snapshot`] (metrics read them at each scrape, without asking the
+/// thread).
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Store {
     /// A store in memory (what [`Broker::new`](crate::Broker::new) uses).
@@ -156,7 +165,9 @@ impl Store {
                 .create_with_backend(redb::backends::InMemoryBackend::new())
                 .map_err(storage)?,
         };
-        let engine = Engine::load(db, fsync)?;
+        let snapshot = Arc::new(Mutex::new(Vec::new()));
+        let mut engine = Engine::load(db, fsync, snapshot.clone())?;
+        engine.publish_snapshot();
         let (commands, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("sinew-work-queues".into())
@@ -167,6 +178,7 @@ impl Store {
                 commands,
                 budget: Arc::new(Semaphore::new(PUSH_BUDGET)),
                 max_payload,
+                snapshot,
             }),
         })
     }
@@ -269,6 +281,16 @@ impl Store {
             .ok_or_else(|| Error::UnknownQueue(queue.to_string()))
     }
 
+    /// Every queue's figures as of at most a quarter of a second ago,
+    /// without waiting for the thread.
+    pub(crate) fn snapshot(&self) -> Vec<QueueStats> {
+        self.shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
     pub(crate) async fn all_stats(&self) -> Result<Vec<QueueStats>, Error> {
         self.ask(|reply| Command::Stats { queue: None, reply })
             .await
@@ -293,9 +315,17 @@ impl Pulling {
 
 impl Drop for Pulling {
     fn drop(&mut self) {
+        // Jobs sent that the worker never took go back at once, not after
+        // their ack wait.
+        self.receiver.close();
+        let mut unseen = Vec::new();
+        while let Ok(leased) = self.receiver.try_recv() {
+            unseen.push((leased.sequence, leased.attempt));
+        }
         let _ = self.store.shared.commands.send(Command::Leave {
             queue: self.queue.clone(),
             worker: self.worker,
+            unseen,
         });
     }
 }
@@ -405,6 +435,11 @@ struct Engine {
     pending_durability: bool,
     queues: BTreeMap<Arc<str>, Queue>,
     next_worker: u64,
+    /// Where the figures are published, when they were last, and whether
+    /// they changed since.
+    snapshot: Arc<Mutex<Vec<QueueStats>>>,
+    snapshot_at: Instant,
+    snapshot_stale: bool,
 }
 
 /// The tables of one write transaction.
@@ -428,7 +463,11 @@ impl<'t> Tables<'t> {
 
 impl Engine {
     /// The engine over `db`, every queue's jobs loaded.
-    fn load(db: Database, fsync: FsyncPolicy) -> Result<Engine, Error> {
+    fn load(
+        db: Database,
+        fsync: FsyncPolicy,
+        snapshot: Arc<Mutex<Vec<QueueStats>>>,
+    ) -> Result<Engine, Error> {
         let mut engine = Engine {
             db,
             fsync,
@@ -436,6 +475,9 @@ impl Engine {
             pending_durability: false,
             queues: BTreeMap::new(),
             next_worker: 0,
+            snapshot,
+            snapshot_at: Instant::now(),
+            snapshot_stale: false,
         };
         engine.reload()?;
         Ok(engine)
@@ -542,6 +584,10 @@ impl Engine {
                 }
             }
             self.step(batch);
+            self.snapshot_stale = true;
+            if self.snapshot_at.elapsed() >= SNAPSHOT_EVERY {
+                self.publish_snapshot();
+            }
         }
         // Everyone is gone: what was written without a flush is flushed.
         if self.pending_durability {
@@ -552,7 +598,7 @@ impl Engine {
     }
 
     /// When the thread must wake without a command: a lease runs out, a
-    /// delay ends, or writes are due to be flushed.
+    /// delay ends, writes are due to be flushed, or figures published.
     fn next_timer(&self) -> Option<Instant> {
         let flush = match self.fsync {
             FsyncPolicy::Interval(interval) if self.pending_durability => {
@@ -560,11 +606,30 @@ impl Engine {
             }
             _ => None,
         };
+        let snapshot = self
+            .snapshot_stale
+            .then_some(self.snapshot_at + SNAPSHOT_EVERY);
         self.queues
             .values()
             .filter_map(|queue| queue.schedule.next_timer())
             .chain(flush)
+            .chain(snapshot)
             .min()
+    }
+
+    /// Publishes every queue's figures for [`Store::snapshot`].
+    fn publish_snapshot(&mut self) {
+        let figures = self
+            .queues
+            .iter()
+            .map(|(name, queue)| queue.stats(name))
+            .collect();
+        *self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = figures;
+        self.snapshot_at = Instant::now();
+        self.snapshot_stale = false;
     }
 
     /// Applies `batch` and what time did, in one transaction; answers
@@ -682,9 +747,22 @@ impl Engine {
                 };
                 reply_after(replies, reply, result);
             }
-            Command::Leave { queue, worker } => {
+            Command::Leave {
+                queue,
+                worker,
+                unseen,
+            } => {
                 if let Some(state) = self.queues.get_mut(&queue) {
                     state.workers.remove(&worker);
+                    for (sequence, attempt) in unseen {
+                        if state
+                            .schedule
+                            .lease(sequence, attempt)
+                            .is_ok_and(|lease| lease.worker == worker)
+                        {
+                            state.schedule.unlease(sequence);
+                        }
+                    }
                 }
             }
             Command::Settle {
