@@ -158,3 +158,82 @@ async fn without_watched_parts_no_component_series_are_exposed() {
     let components = telemetry.components();
     assert!(components.server.is_none() && components.clients.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brokers_messages_and_work_queues_show_in_the_metrics() {
+    use sinew::messaging::{Broker, Job, QueueConfig, SlowConsumer, SubscribeOptions};
+    let broker = Broker::new();
+    let telemetry = Telemetry::new();
+    telemetry.watch_broker("events", &broker);
+    let mut all = broker.subscribe("orders.>").await.unwrap();
+    let options = SubscribeOptions::default()
+        .capacity(1)
+        .slow_consumer(SlowConsumer::DropOldest);
+    let _slow = broker
+        .subscribe_with("orders.>", None, options)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        broker.publish("orders.new", n.to_string()).await.unwrap();
+    }
+    all.next_message().await.unwrap();
+    let queue = broker
+        .work_queue("emails", QueueConfig::default())
+        .await
+        .unwrap();
+    for n in 0..4 {
+        queue
+            .push(Job::new("x").id(format!("mail-{n}")))
+            .await
+            .unwrap();
+    }
+    queue.push(Job::new("x").id("mail-0")).await.unwrap();
+    let mut worker = queue.pull(1).await.unwrap();
+    worker.next_job().await.unwrap().ack().await.unwrap();
+    let _held = worker.next_job().await.unwrap();
+
+    // The queues' figures are published by the store's thread a quarter of
+    // a second apart at most.
+    let mut text = String::new();
+    eventually(Duration::from_secs(5), "the queue's figures", || {
+        text = telemetry.metrics().encode();
+        text.contains(r#"sinew_queue_acked_total{broker="events",queue="emails"} 1"#)
+    })
+    .await;
+    assert_eq!(
+        value(&text, r#"sinew_broker_published_total{broker="events"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(&text, r#"sinew_broker_delivered_total{broker="events"}"#),
+        6.0
+    );
+    assert_eq!(
+        value(&text, r#"sinew_broker_subscriptions{broker="events"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(&text, r#"sinew_broker_dropped_total{broker="events"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(&text, r#"sinew_broker_buffered{broker="events"}"#),
+        3.0
+    );
+    let emails = r#"{broker="events",queue="emails"}"#;
+    for (name, expected) in [
+        ("sinew_queue_pending", 2.0),
+        ("sinew_queue_in_flight", 1.0),
+        ("sinew_queue_workers", 1.0),
+        ("sinew_queue_pushed_total", 4.0),
+        ("sinew_queue_duplicates_total", 1.0),
+        ("sinew_queue_acked_total", 1.0),
+        ("sinew_queue_dead_lettered_total", 0.0),
+    ] {
+        assert_eq!(value(&text, &format!("{name}{emails}")), expected, "{name}");
+    }
+    // And in the dashboard's data.
+    let components = telemetry.components();
+    assert_eq!(components.brokers.len(), 1);
+    assert_eq!(components.brokers[0].queues[0].name, "emails");
+}

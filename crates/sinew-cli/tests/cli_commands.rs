@@ -407,6 +407,12 @@ fn check_demo(args: &[&str], tls: bool) {
         report.contains("calls per node:") && report.contains("node-5"),
         "{report}"
     );
+    // Every task submitted was completed, those of the killed node by
+    // another.
+    assert!(
+        report.contains("work queue: ") && report.contains(" failed, 0 lost"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -289,4 +289,13 @@ async fn bad_input_to_the_broker_service_gets_clear_errors_and_harms_nothing() {
     let stats = sinew().args(["queue", "stats", &address]).output().unwrap();
     let stats = String::from_utf8_lossy(&stats.stdout);
     assert!(stats.contains("published 1"), "{stats}");
+    // The broker service over gRPC too (the same port): sinew call through
+    // the gRPC bridge.
+    let grpc = address.replace("tcp://", "grpc://");
+    let info = sinew()
+        .args(["call", &grpc, "sinew.messaging.v1.Broker/Info", "{}"])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("\"maxPayload\": \"64\""), "{info}");
 }

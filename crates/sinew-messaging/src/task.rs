@@ -146,6 +146,15 @@ impl TaskQueue {
         })
     }
 
+    /// The task queue `name` on `broker` as it is ([`Error::UnknownQueue`]
+    /// if it was never created).
+    pub async fn open(broker: &Broker, name: &str) -> Result<TaskQueue, Error> {
+        Ok(TaskQueue {
+            broker: broker.clone(),
+            queue: broker.open_queue(name).await?,
+        })
+    }
+
     /// The queue the tasks are jobs of.
     pub fn queue(&self) -> &WorkQueue {
         &self.queue
@@ -187,13 +196,37 @@ impl TaskQueue {
         F: Fn(Arc<Task>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
     {
+        self.serve_until(max_in_flight, handler, std::future::pending())
+            .await
+    }
+
+    /// As [`serve`](TaskQueue::serve), until `stop` completes: then no
+    /// task is taken any more, the tasks running finish and are settled,
+    /// and those delivered but not started go back to the queue at once (a
+    /// graceful shutdown).
+    pub async fn serve_until<F, Fut>(
+        &self,
+        max_in_flight: usize,
+        handler: F,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), Error>
+    where
+        F: Fn(Arc<Task>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
+    {
         // The worker holds at most `max_in_flight` tasks unsettled: as many
         // handlers run at once, at most.
         let mut worker = self.queue.pull(max_in_flight).await?;
         let handler = Arc::new(handler);
         let last = self.queue.config().get_max_deliveries();
         let mut running = tokio::task::JoinSet::new();
-        while let Some(delivery) = worker.next_job().await {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let delivery = tokio::select! {
+                delivery = worker.next_job() => delivery,
+                () = &mut stop => None,
+            };
+            let Some(delivery) = delivery else { break };
             // Finished handlers' tasks are reaped as new ones start.
             while running.try_join_next().is_some() {}
             let broker = self.broker.clone();
@@ -209,8 +242,11 @@ impl TaskQueue {
                 let _ = finish(&broker, task.delivery, outcome, last).await;
             });
         }
+        // What was delivered and not started goes back now (the worker's
+        // end tells the broker), what runs finishes.
+        let error = worker.into_error();
         running.join_all().await;
-        match worker.into_error() {
+        match error {
             Some(Error::Closed) | None => Ok(()),
             Some(error) => Err(error),
         }

@@ -1,6 +1,7 @@
 //! The figures of the parts a process runs, besides its calls: its
 //! servers' connections, bytes and limits, each balanced client's view of
-//! its endpoints, circuit breakers and adaptive concurrency limits.
+//! its endpoints, circuit breakers and adaptive concurrency limits, message
+//! brokers and their work queues.
 //!
 //! A part is registered once ([`Telemetry::watch_server`](crate::Telemetry::watch_server)
 //! and its siblings) and read when asked: at each Prometheus scrape and each
@@ -27,6 +28,10 @@
 //! | `sinew_circuit_breaker_state` | gauge (1 for the circuit's state) | `breaker`, `circuit`, `state` (`closed`, `open`, `half-open`) |
 //! | `sinew_adaptive_limit`, `sinew_adaptive_limit_in_flight` | gauge | `limit` |
 //! | `sinew_adaptive_limit_shed_total` | counter | `limit` |
+//! | `sinew_broker_published_total`, `sinew_broker_delivered_total`, `sinew_broker_slow_consumers_total`, `sinew_broker_dropped_total` | counter | `broker` |
+//! | `sinew_broker_subscriptions`, `sinew_broker_buffered` | gauge | `broker` |
+//! | `sinew_queue_pending`, `sinew_queue_in_flight`, `sinew_queue_delayed`, `sinew_queue_bytes`, `sinew_queue_workers` | gauge | `broker`, `queue` |
+//! | `sinew_queue_pushed_total`, `sinew_queue_duplicates_total`, `sinew_queue_acked_total`, `sinew_queue_redelivered_total`, `sinew_queue_dead_lettered_total`, `sinew_queue_terminated_total` | counter | `broker`, `queue` |
 //!
 //! With several servers watched, the server figures are their sums; two
 //! balanced channels to the same service share their endpoints' series
@@ -49,6 +54,8 @@ pub(crate) struct Watched {
     breakers: Mutex<Vec<(Arc<str>, sinew_resilience::breaker::BreakerLayer)>>,
     #[cfg(feature = "resilience")]
     limits: Mutex<Vec<(Arc<str>, sinew_resilience::limit::AdaptiveLimitLayer)>>,
+    #[cfg(feature = "messaging")]
+    brokers: Mutex<Vec<(Arc<str>, sinew_messaging::Broker)>>,
 }
 
 impl std::fmt::Debug for Watched {
@@ -93,6 +100,13 @@ impl Watched {
         limits.push((Arc::from(name), layer));
     }
 
+    #[cfg(feature = "messaging")]
+    pub(crate) fn broker(&self, name: &str, broker: sinew_messaging::Broker) {
+        let mut brokers = lock(&self.brokers);
+        brokers.retain(|(known, _)| **known != *name);
+        brokers.push((Arc::from(name), broker));
+    }
+
     /// Every watched part, read now.
     pub(crate) fn read(&self) -> Components {
         let servers = lock(&self.servers);
@@ -110,7 +124,14 @@ impl Watched {
             clients: Vec::new(),
             breakers: Vec::new(),
             limits: Vec::new(),
+            brokers: Vec::new(),
         };
+        #[cfg(feature = "messaging")]
+        for (name, broker) in lock(&self.brokers).iter() {
+            if let Some(stats) = broker.stats_now() {
+                components.brokers.push(BrokerFigures::new(name, stats));
+            }
+        }
         #[cfg(feature = "cluster")]
         for observer in lock(&self.balanced).iter() {
             let (Some(target), Some(endpoints)) = (observer.service(), observer.endpoints()) else {
@@ -171,6 +192,91 @@ pub struct Components {
     pub breakers: Vec<BreakerFigures>,
     /// Each adaptive concurrency limit.
     pub limits: Vec<LimitFigures>,
+    /// Each message broker.
+    pub brokers: Vec<BrokerFigures>,
+}
+
+/// One message broker and its work queues.
+#[derive(Clone, Debug, Serialize)]
+pub struct BrokerFigures {
+    /// The name it was watched under.
+    pub name: String,
+    /// Messages published so far.
+    pub published: u64,
+    /// Copies delivered to subscriptions so far.
+    pub delivered: u64,
+    /// Subscriptions now.
+    pub subscriptions: u64,
+    /// Subscriptions ended as slow consumers so far.
+    pub slow_consumers: u64,
+    /// Messages dropped for slow subscribers so far.
+    pub dropped: u64,
+    /// Messages waiting in subscriptions' buffers now.
+    pub buffered: u64,
+    /// Each work queue.
+    pub queues: Vec<QueueFigures>,
+}
+
+/// One work queue.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueFigures {
+    /// Its name.
+    pub name: String,
+    /// Jobs waiting to be delivered.
+    pub pending: u64,
+    /// Jobs delivered and not settled.
+    pub in_flight: u64,
+    /// Jobs waiting for a nak's delay.
+    pub delayed: u64,
+    /// Bytes of payload held.
+    pub bytes: u64,
+    /// Workers pulling now.
+    pub workers: u64,
+    /// Jobs pushed so far.
+    pub pushed: u64,
+    /// Pushes dropped as duplicates so far.
+    pub duplicates: u64,
+    /// Jobs acked so far.
+    pub acked: u64,
+    /// Deliveries after the first so far.
+    pub redelivered: u64,
+    /// Jobs moved to the dead-letter queue so far.
+    pub dead_lettered: u64,
+    /// Jobs terminated so far.
+    pub terminated: u64,
+}
+
+#[cfg(feature = "messaging")]
+impl BrokerFigures {
+    fn new(name: &str, stats: sinew_messaging::BrokerStats) -> BrokerFigures {
+        BrokerFigures {
+            name: name.to_owned(),
+            published: stats.published,
+            delivered: stats.delivered,
+            subscriptions: stats.subscriptions,
+            slow_consumers: stats.slow_consumers,
+            dropped: stats.dropped,
+            buffered: stats.buffered,
+            queues: stats
+                .queues
+                .into_iter()
+                .map(|queue| QueueFigures {
+                    name: queue.queue,
+                    pending: queue.pending,
+                    in_flight: queue.in_flight,
+                    delayed: queue.delayed,
+                    bytes: queue.bytes,
+                    workers: queue.workers,
+                    pushed: queue.pushed,
+                    duplicates: queue.duplicates,
+                    acked: queue.acked,
+                    redelivered: queue.redelivered,
+                    dead_lettered: queue.dead_lettered,
+                    terminated: queue.terminated,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A server's figures ([`ServerStats`]) with names for every reason.
@@ -488,6 +594,119 @@ mod encode {
         ]
     }
 
+    /// The families of every broker and its queues.
+    fn broker_families(brokers: &[BrokerFigures]) -> Vec<Family<'_>> {
+        type Of = fn(&BrokerFigures) -> u64;
+        let broker_figures: [(Family<'static>, Of); 6] = [
+            (
+                counter("sinew_broker_published", "Messages published."),
+                |b| b.published,
+            ),
+            (
+                counter(
+                    "sinew_broker_delivered",
+                    "Copies delivered to subscriptions.",
+                ),
+                |b| b.delivered,
+            ),
+            (
+                gauge("sinew_broker_subscriptions", "Subscriptions now."),
+                |b| b.subscriptions,
+            ),
+            (
+                counter(
+                    "sinew_broker_slow_consumers",
+                    "Subscriptions ended as slow consumers.",
+                ),
+                |b| b.slow_consumers,
+            ),
+            (
+                counter(
+                    "sinew_broker_dropped",
+                    "Messages dropped for slow subscribers.",
+                ),
+                |b| b.dropped,
+            ),
+            (
+                gauge(
+                    "sinew_broker_buffered",
+                    "Messages waiting in subscriptions' buffers.",
+                ),
+                |b| b.buffered,
+            ),
+        ];
+        type OfQueue = fn(&QueueFigures) -> u64;
+        let queue_figures: [(Family<'static>, OfQueue); 11] = [
+            (
+                gauge("sinew_queue_pending", "Jobs waiting to be delivered."),
+                |q| q.pending,
+            ),
+            (
+                gauge("sinew_queue_in_flight", "Jobs delivered and not settled."),
+                |q| q.in_flight,
+            ),
+            (
+                gauge("sinew_queue_delayed", "Jobs waiting for a nak's delay."),
+                |q| q.delayed,
+            ),
+            (gauge("sinew_queue_bytes", "Bytes of payload held."), |q| {
+                q.bytes
+            }),
+            (gauge("sinew_queue_workers", "Workers pulling now."), |q| {
+                q.workers
+            }),
+            (counter("sinew_queue_pushed", "Jobs pushed."), |q| q.pushed),
+            (
+                counter("sinew_queue_duplicates", "Pushes dropped as duplicates."),
+                |q| q.duplicates,
+            ),
+            (counter("sinew_queue_acked", "Jobs acked."), |q| q.acked),
+            (
+                counter("sinew_queue_redelivered", "Deliveries after the first."),
+                |q| q.redelivered,
+            ),
+            (
+                counter(
+                    "sinew_queue_dead_lettered",
+                    "Jobs moved to the dead-letter queue.",
+                ),
+                |q| q.dead_lettered,
+            ),
+            (counter("sinew_queue_terminated", "Jobs terminated."), |q| {
+                q.terminated
+            }),
+        ];
+        let mut families = Vec::new();
+        for (mut family, of) in broker_figures {
+            for broker in brokers {
+                let value = of(broker);
+                let labels = vec![("broker", broker.name.as_str())];
+                match family.kind {
+                    MetricType::Counter => family.push_count(labels, value),
+                    _ => family.push(labels, value as f64),
+                }
+            }
+            families.push(family);
+        }
+        for (mut family, of) in queue_figures {
+            for broker in brokers {
+                for queue in &broker.queues {
+                    let value = of(queue);
+                    let labels = vec![
+                        ("broker", broker.name.as_str()),
+                        ("queue", queue.name.as_str()),
+                    ];
+                    match family.kind {
+                        MetricType::Counter => family.push_count(labels, value),
+                        _ => family.push(labels, value as f64),
+                    }
+                }
+            }
+            families.push(family);
+        }
+        families
+    }
+
     impl Collector for ComponentCollector {
         fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), Error> {
             let components = self.0.read();
@@ -592,6 +811,9 @@ mod encode {
                 limit_in_flight,
                 shed,
             ] {
+                family.encode(&mut encoder)?;
+            }
+            for family in broker_families(&components.brokers) {
                 family.encode(&mut encoder)?;
             }
             Ok(())

@@ -177,6 +177,15 @@ impl Telemetry {
         self.shared.watched.limit(name, limit.clone());
     }
 
+    /// Adds a broker's figures (messages published and delivered, slow
+    /// consumers, each work queue's depth, in flight, dead letters) to the
+    /// metrics and the dashboard, under `name`. An embedded broker only
+    /// (the one that keeps the queues); the broker is kept alive by this.
+    #[cfg(feature = "messaging")]
+    pub fn watch_broker(&self, name: &str, broker: &sinew_messaging::Broker) {
+        self.shared.watched.broker(name, broker.clone());
+    }
+
     /// Every watched part's figures now.
     pub fn components(&self) -> components::Components {
         self.shared.watched.read()

@@ -26,6 +26,11 @@ pub(crate) struct Args {
     /// The largest payload published or pushed, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sinew::messaging::broker::DEFAULT_MAX_PAYLOAD)]
     max_payload: usize,
+    /// Serve the admin endpoint on this address (HTTP: /metrics with the
+    /// broker's and each work queue's figures, /healthz, /readyz, the
+    /// dashboard's data).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<std::net::SocketAddr>,
     /// At shutdown, how long subscriptions and workers (calls that last)
     /// may run before they are ended.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::time::parse_duration)]
@@ -49,17 +54,39 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let broker = builder
         .build()
         .map_err(|error| CliError::failure(format!("cannot open the broker's store: {error}")))?;
+    let telemetry = sinew::telemetry::Telemetry::new();
+    // sinew's protocol and gRPC (HTTP/2) on every listener: any gRPC
+    // client can use the broker too.
     let server = sinew::Server::builder()
         .drain_timeout(args.drain_timeout)
+        .add_protocol(sinew_grpc::GrpcProtocol::default())
+        .layer(telemetry.server_layer())
         .add_service(broker.service())
         .bind(&args.listen)
         .await
         .map_err(|error| CliError::failure(error.to_string()))?;
+    telemetry.watch_server(&server.handle());
+    telemetry.watch_broker("broker", &broker);
+    let admin = match args.admin {
+        Some(address) => Some(telemetry.serve_admin(address).await.map_err(|error| {
+            CliError::failure(format!(
+                "cannot serve the admin endpoint on {address}: {error}"
+            ))
+        })?),
+        None => None,
+    };
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     for address in server.local_addresses() {
         println!("listening on {address}");
+    }
+    telemetry.readiness().set_ready();
+    if let Some(admin) = &admin {
+        println!(
+            "admin endpoint on http://{} (/metrics /healthz /readyz)",
+            admin.local_addr()
+        );
     }
     match &args.storage {
         Some(path) => println!("work queues stored in {}", path.display()),
@@ -75,6 +102,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             }
         })
         .await;
+    if let Some(admin) = admin {
+        admin.shutdown().await;
+    }
     println!(
         "shut down: {} calls drained, {} ended at the drain deadline",
         report.drained_calls, report.cancelled_calls

@@ -17,6 +17,11 @@
 //! The report shows calls per node over time, the calls that failed, and how
 //! long the set took to converge after each event.
 //!
+//! Meanwhile every node works on the tasks of a work queue on a broker in
+//! this process ([`super::demo_tasks`]): tasks the killed node was running
+//! are completed by another after the ack wait, the drained node finishes
+//! its own; the report counts them, and the tasks lost (none).
+//!
 //! With `--dashboard HOST:PORT`, every node serves its admin endpoint and the
 //! demo serves the cluster's live dashboard there (as `sinew dashboard`),
 //! with the demo's client as one more process: its balanced channel's view
@@ -165,6 +170,7 @@ impl Node {
         seed: Option<&str>,
         pki: Option<&Pki>,
         admin: bool,
+        tasks: &str,
     ) -> Result<Node, CliError> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
@@ -190,6 +196,10 @@ impl Node {
         if admin {
             command.args(["--admin", "127.0.0.1:0"]);
         }
+        command
+            .args(["--tasks", tasks, "--task-queue", super::demo_tasks::QUEUE])
+            .args(["--task-time", super::demo_tasks::TASK_TIME])
+            .args(["--task-concurrency", super::demo_tasks::TASK_CONCURRENCY]);
         let mut child = command
             .spawn()
             .map_err(|e| CliError::failure(format!("starting node {name}: {e}")))?;
@@ -247,10 +257,18 @@ struct Event {
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let pki = if args.tls { Some(Pki::new()?) } else { None };
     let admin = args.dashboard.is_some();
+    let tasks = super::demo_tasks::Tasks::start().await?;
     let mut nodes = Vec::new();
     for i in 1..=NODES {
         let seed = nodes.first().map(|node: &Node| node.gossip.clone());
-        let node = Node::start(&format!("node-{i}"), seed.as_deref(), pki.as_ref(), admin).await?;
+        let node = Node::start(
+            &format!("node-{i}"),
+            seed.as_deref(),
+            pki.as_ref(),
+            admin,
+            &tasks.address,
+        )
+        .await?;
         nodes.push(node);
     }
     let seed = nodes[0].gossip.clone();
@@ -296,6 +314,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     });
     let started = Instant::now();
     let deadline = started + args.duration;
+    let submitting = tasks.submit_until(deadline);
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|worker| {
             let (client, tally) = (EchoClient::new(channel.clone()), tally.clone());
@@ -366,7 +385,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     {
         let joined_at = started.elapsed();
         let joining = Instant::now();
-        let node = Node::start("node-5", Some(&seed), pki.as_ref(), admin).await?;
+        let node = Node::start("node-5", Some(&seed), pki.as_ref(), admin, &tasks.address).await?;
         let outcome = tokio::spawn(joined(channel.clone(), node.address.clone(), joining));
         nodes.push(node);
         events.push(Event {
@@ -380,6 +399,8 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         let _ = worker.await;
     }
     let elapsed = started.elapsed();
+    // The last tasks' results (each waited for 10 s at most).
+    let _ = submitting.await;
     let samples = sampler.await.unwrap_or_default();
     let mut outcomes = Vec::new();
     for event in events {
@@ -396,8 +417,12 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), node.child.wait()).await;
     }
     print!("{}", report(&args, &tally, elapsed, &outcomes, &samples));
+    print!("{}", tasks.report());
     if tally.ok.load(Ordering::Relaxed) == 0 {
         return Err(CliError::failure("the demo made no successful call"));
+    }
+    if !tasks.all_completed() {
+        return Err(CliError::failure("the demo lost tasks"));
     }
     Ok(())
 }

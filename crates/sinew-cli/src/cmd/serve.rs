@@ -108,6 +108,71 @@ pub(crate) struct Args {
     cluster: ClusterArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    tasks: TaskArgs,
+}
+
+/// Working on a task queue beside serving (what `sinew demo`'s nodes do).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Tasks")]
+pub(crate) struct TaskArgs {
+    /// Work on the tasks of a broker's task queue (a served broker's
+    /// address, or nats://...): each task takes --task-time, and its result
+    /// names this server (--name) and the delivery. At shutdown no task is
+    /// taken any more and the running ones finish.
+    #[arg(long = "tasks", value_name = "BROKER")]
+    broker: Option<String>,
+    /// The task queue (it must exist).
+    #[arg(
+        long,
+        value_name = "QUEUE",
+        default_value = "demo.tasks",
+        requires = "broker"
+    )]
+    task_queue: String,
+    /// How long each task takes.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = crate::time::parse_duration, requires = "broker")]
+    task_time: Duration,
+    /// Tasks worked on at once.
+    #[arg(long, value_name = "TASKS", default_value_t = 4, requires = "broker")]
+    task_concurrency: usize,
+}
+
+impl TaskArgs {
+    /// Starts the worker, if asked for: it stops taking tasks once `stop`
+    /// says so, and its handle ends when the running ones are done.
+    async fn start(
+        &self,
+        name: String,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, CliError> {
+        let Some(address) = &self.broker else {
+            return Ok(None);
+        };
+        let broker = if address.starts_with("nats://") {
+            sinew::messaging::Broker::nats(address).await?
+        } else {
+            sinew::messaging::Broker::connect(address).await?
+        };
+        let tasks = sinew::messaging::TaskQueue::open(&broker, &self.task_queue).await?;
+        let (time, concurrency) = (self.task_time, self.task_concurrency);
+        println!("working on the tasks of {} at {address}", self.task_queue);
+        Ok(Some(tokio::spawn(async move {
+            let handler = move |task: std::sync::Arc<sinew::messaging::Task>| {
+                let result = format!("{name} (delivery {})", task.attempt());
+                async move {
+                    tokio::time::sleep(time).await;
+                    Ok(result.into())
+                }
+            };
+            let stopped = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) = tasks.serve_until(concurrency, handler, stopped).await {
+                eprintln!("the task worker stopped: {error}");
+            }
+        })))
+    }
 }
 
 /// Registration in etcd.
@@ -577,12 +642,21 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .registry
         .register(&server, admin.as_ref().map(AdminServer::local_addr))
         .await?;
+    let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+    let node_name = args
+        .cluster
+        .name
+        .clone()
+        .unwrap_or_else(|| server.local_addresses()[0].to_string());
+    let task_worker = args.tasks.start(node_name, tasks_stopped).await?;
     // A member leaves the cluster (and a registration is removed) first, so
-    // that clients stop sending here before the server refuses calls.
+    // that clients stop sending here before the server refuses calls; the
+    // task worker stops taking tasks.
     let readiness = telemetry.readiness().clone();
     let shutdown = async move {
         signal.await;
         readiness.set_not_ready("draining");
+        stop_tasks.send_replace(true);
         if let Some(registration) = registration {
             registration.deregister().await;
             eprintln!("deregistered from etcd");
@@ -596,6 +670,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     println!("press Ctrl-C to shut down gracefully");
     let _ = std::io::stdout().flush();
     let report = server.serve_with_shutdown(shutdown).await;
+    if let Some(worker) = task_worker {
+        // The tasks running finish (within the drain timeout).
+        let _ = tokio::time::timeout(args.drain_timeout, worker).await;
+    }
     // The spans of the last calls, before the process ends.
     telemetry.flush().await;
     if let Some(admin) = admin {
