@@ -51,6 +51,20 @@ fn is_not_found(error: &impl std::fmt::Display) -> bool {
     text.contains("not found") || text.contains("10059") || text.contains("10014")
 }
 
+/// The stream of queue `queue`, which must exist.
+async fn existing(nats: &Nats, queue: &str) -> Result<stream::Stream, Error> {
+    nats.jetstream()
+        .get_stream(stream_name(queue))
+        .await
+        .map_err(|error| {
+            if is_not_found(&error) {
+                Error::UnknownQueue(queue.to_owned())
+            } else {
+                nats_error(error)
+            }
+        })
+}
+
 /// Creates or updates queue `name` (or, without a config, opens it).
 pub(crate) async fn declare(
     nats: &Nats,
@@ -60,13 +74,7 @@ pub(crate) async fn declare(
     let jetstream = nats.jetstream();
     let name = stream_name(queue);
     let Some(config) = config else {
-        let mut stream = jetstream.get_stream(&name).await.map_err(|error| {
-            if is_not_found(&error) {
-                Error::UnknownQueue(queue.to_owned())
-            } else {
-                nats_error(error)
-            }
-        })?;
+        let mut stream = existing(nats, queue).await?;
         let info = stream.info().await.map_err(nats_error)?.clone();
         let consumer: jetstream::consumer::Consumer<pull::Config> =
             stream.get_consumer(CONSUMER).await.map_err(nats_error)?;
@@ -224,17 +232,7 @@ pub(crate) async fn pull(
     config: &QueueConfig,
     max_in_flight: usize,
 ) -> Result<Fetched, Error> {
-    let mut stream = nats
-        .jetstream()
-        .get_stream(stream_name(queue))
-        .await
-        .map_err(|error| {
-            if is_not_found(&error) {
-                Error::UnknownQueue(queue.to_owned())
-            } else {
-                nats_error(error)
-            }
-        })?;
+    let mut stream = existing(nats, queue).await?;
     let consumer: jetstream::consumer::Consumer<pull::Config> =
         stream.get_consumer(CONSUMER).await.map_err(nats_error)?;
     let _ = stream.info().await;
@@ -472,17 +470,7 @@ impl Lease {
 }
 
 pub(crate) async fn stats(nats: &Nats, queue: &str) -> Result<QueueStats, Error> {
-    let mut stream = nats
-        .jetstream()
-        .get_stream(stream_name(queue))
-        .await
-        .map_err(|error| {
-            if is_not_found(&error) {
-                Error::UnknownQueue(queue.to_owned())
-            } else {
-                nats_error(error)
-            }
-        })?;
+    let mut stream = existing(nats, queue).await?;
     let state = stream.info().await.map_err(nats_error)?.state.clone();
     let consumer = stream.consumer_info(CONSUMER).await.map_err(nats_error)?;
     Ok(QueueStats {
