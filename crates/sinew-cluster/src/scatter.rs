@@ -281,12 +281,13 @@ impl Scatter {
             Targets::Quorum(n) => n.clamp(1, endpoints.len()),
         };
         let mut calls = tokio::task::JoinSet::new();
+        let mut shard_of = HashMap::new();
         for (index, endpoint) in endpoints.iter().enumerate() {
             let client = Client::new(self.channel(endpoint.address()));
             let request = request.clone();
             let path = path.to_owned();
             let timeout = gather.shard_timeout;
-            calls.spawn(async move {
+            let call = calls.spawn(async move {
                 let started = Instant::now();
                 let mut request = Request::new(request);
                 request.set_timeout(timeout);
@@ -297,14 +298,23 @@ impl Scatter {
                         "no answer within the shard timeout of {timeout:?}"
                     ))),
                 };
-                (index, result, started.elapsed())
+                (result, started.elapsed())
             });
+            shard_of.insert(call.id(), index);
         }
         let mut results: Vec<Option<(Result<Resp, Status>, Duration)>> =
             (0..endpoints.len()).map(|_| None).collect();
         let mut answered = 0;
-        while let Some(joined) = calls.join_next().await {
-            let Ok((index, result, elapsed)) = joined else {
+        while let Some(joined) = calls.join_next_with_id().await {
+            let (id, result, elapsed) = match joined {
+                Ok((id, (result, elapsed))) => (id, result, elapsed),
+                Err(error) => (
+                    error.id(),
+                    Err(Status::internal("the shard's call panicked")),
+                    Duration::ZERO,
+                ),
+            };
+            let Some(&index) = shard_of.get(&id) else {
                 continue;
             };
             if result.is_ok() {

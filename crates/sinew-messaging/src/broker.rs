@@ -419,6 +419,15 @@ impl Broker {
         }
     }
 
+    /// Whether this is the NATS backend.
+    pub(crate) fn is_nats(&self) -> bool {
+        #[cfg(feature = "nats")]
+        if let Backend::Nats(_) = &self.backend {
+            return true;
+        }
+        false
+    }
+
     /// A handle on the work queue `name` as it is, without declaring it
     /// (for the served broker: a queue the store does not know is refused
     /// at each call).

@@ -308,12 +308,18 @@ impl Embedded {
         );
         let subject = message.subject.clone();
         message.reply = Some(inbox);
-        if self.publish(message).await? == 0 {
-            return Err(Error::NoResponders(subject));
-        }
-        match tokio::time::timeout(timeout, answers.next_message()).await {
-            Ok(Some(answer)) => Ok(answer),
-            _ => Err(Error::TimedOut { subject, timeout }),
+        // The publish counts in the timeout: a request waiting for room in
+        // a back-pressured subscription does not outlive its deadline.
+        let asked = async {
+            if self.publish(message).await? == 0 {
+                return Err(Error::NoResponders(subject.clone()));
+            }
+            Ok(answers.next_message().await)
+        };
+        match tokio::time::timeout(timeout, asked).await {
+            Ok(Ok(Some(answer))) => Ok(answer),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(None)) | Err(_) => Err(Error::TimedOut { subject, timeout }),
         }
     }
 

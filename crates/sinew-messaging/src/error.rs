@@ -6,11 +6,15 @@ use std::time::Duration;
 
 /// Why a call to a broker failed.
 ///
-/// The same error comes from every backend: a remote broker's refusal is
-/// turned back into the variant the embedded broker would have returned
-/// (a payload too large is [`Error::PayloadTooLarge`] either way), and only
-/// what has no such variant (the connection lost, a call refused by a
-/// server layer) is [`Error::Remote`].
+/// The same error comes from every backend. What a client checks before
+/// sending (subjects, headers, the payload's size against the limit the
+/// broker told it) is refused by the client itself, with the embedded
+/// broker's variant; a remote broker's own refusals come back as the
+/// variant the embedded broker returns ([`Error::NoResponders`],
+/// [`Error::TimedOut`], [`Error::QueueFull`], [`Error::UnknownQueue`],
+/// [`Error::LeaseLost`], [`Error::Storage`], [`Error::Closed`]); anything
+/// else (the connection lost, a call refused by a server layer) is
+/// [`Error::Remote`], or [`Error::Nats`] from NATS.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -143,13 +143,22 @@ impl Remote {
         self.inner.max_payload
     }
 
-    /// The open publish stream, or a new one.
-    fn publisher(&self) -> Publisher {
+    /// The open publish stream, or a new one. A stream that failed is
+    /// reported once (what was sent on it and not yet delivered may be
+    /// lost: the caller learns so), and replaced at the next call.
+    fn publisher(&self) -> Result<Publisher, Error> {
         let mut current = lock(&self.inner.publisher);
-        if let Some(publisher) = current.as_ref() {
-            if publisher.state.failed().is_none() && !publisher.frames.is_closed() {
-                return publisher.clone();
+        if let Some(publisher) = current.take() {
+            if let Some(status) = publisher.state.failed() {
+                return Err(Error::Remote(status));
             }
+            if !publisher.frames.is_closed() {
+                *current = Some(publisher.clone());
+                return Ok(publisher);
+            }
+            return Err(Error::Remote(Status::unavailable(
+                "the publish stream ended",
+            )));
         }
         let (frames, outgoing) = mpsc::channel(PUBLISH_BUFFER);
         let state = Arc::new(PublishState::default());
@@ -168,7 +177,7 @@ impl Remote {
                         match acks.message().await {
                             Ok(Some(ack)) => {
                                 let mut waiters = lock(&state.waiters);
-                                let later = waiters.split_off(&(ack.flushed + 1));
+                                let later = waiters.split_off(&ack.flushed.saturating_add(1));
                                 for (_, waiter) in std::mem::replace(&mut *waiters, later) {
                                     let _ = waiter.send(());
                                 }
@@ -182,12 +191,13 @@ impl Remote {
                 }
                 Err(status) => status,
             };
+            // Under the waiters' lock: a flush either sees the failure or
+            // has its waiter dropped here (and learns of it so).
+            let mut waiters = lock(&state.waiters);
             *lock(&state.failure) = Some(failure);
-            // Flushes still waiting learn of the failure from their
-            // dropped senders.
-            lock(&state.waiters).clear();
+            waiters.clear();
         });
-        publisher
+        Ok(publisher)
     }
 
     /// Forgets `publisher` (if it is still the current one) and returns
@@ -210,7 +220,7 @@ impl Remote {
 
     pub(crate) async fn publish(&self, message: Message) -> Result<(), Error> {
         message.check(self.inner.max_payload)?;
-        let publisher = self.publisher();
+        let publisher = self.publisher()?;
         let frame = proto::PublishFrame {
             frame: Some(Frame::Message(message.into())),
         };
@@ -221,10 +231,17 @@ impl Remote {
     }
 
     pub(crate) async fn flush(&self) -> Result<(), Error> {
-        let publisher = self.publisher();
+        let publisher = self.publisher()?;
         let token = self.inner.flush_tokens.fetch_add(1, Ordering::Relaxed);
         let (done, flushed) = oneshot::channel();
-        lock(&publisher.state.waiters).insert(token, done);
+        {
+            let mut waiters = lock(&publisher.state.waiters);
+            if publisher.state.failed().is_some() {
+                drop(waiters);
+                return Err(self.publish_failed(&publisher));
+            }
+            waiters.insert(token, done);
+        }
         let frame = proto::PublishFrame {
             frame: Some(Frame::Flush(token)),
         };
@@ -269,7 +286,7 @@ impl Remote {
         });
         // The call outlives the wait at the broker by a margin, so that
         // the broker's answer (TimedOut) is what comes back.
-        request.set_timeout(timeout + Duration::from_secs(1));
+        request.set_timeout(timeout.saturating_add(Duration::from_secs(1)));
         match self.inner.client.request(request).await {
             Ok(answer) => answer.into_inner().into_message(),
             Err(status) => Err(match kind(&status) {
@@ -429,7 +446,7 @@ impl RemoteSubscription {
             ));
             match item {
                 Some(Ok(delivery)) => {
-                    self.dropped += delivery.dropped;
+                    self.dropped = self.dropped.saturating_add(delivery.dropped);
                     let Some(message) = delivery.message else {
                         continue;
                     };
@@ -485,6 +502,14 @@ impl Served {
     /// A handle on queue `name` without declaring it (an unknown queue is
     /// refused by the store).
     fn queue(&self, name: &str) -> Result<WorkQueue, Status> {
+        if self.broker.is_nats() {
+            // A NATS job is settled through its own delivery, which does
+            // not cross this service: workers go to NATS themselves.
+            return Err(Error::Unsupported(
+                "the work queues of a NATS-backed broker through a sinew server (use NATS directly)",
+            )
+            .to_status());
+        }
         let name = Subject::new(name).map_err(|error| Error::from(error).to_status())?;
         Ok(self.broker.existing_queue(name))
     }

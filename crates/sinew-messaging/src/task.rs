@@ -4,9 +4,12 @@
 //! process reaches: a served embedded broker, or NATS).
 //!
 //! A task is a job whose headers say where its result goes: the submitter
-//! subscribes to an inbox of its own (`_TASK.<queue>.<nonce>`) before it
-//! pushes, and the worker that completes the task publishes the result
-//! there, then acks the job. Everything else is the work queue's: a task
+//! subscribes to the task's inbox (`_TASK.<queue>.<the task id in hex>`)
+//! before it pushes, and the worker that completes the task publishes the
+//! result there, then acks the job. Because the inbox is the task's, a
+//! second submission of a task still running (a retry) gets the same
+//! result; one made after the result was published gets none
+//! ([`Pending::is_duplicate`] says the push was dropped). Everything else is the work queue's: a task
 //! whose worker dies is delivered to another after the ack wait, one whose
 //! handler fails is tried again (after a delay growing with each attempt)
 //! until the queue's last delivery, when the submitter is told it failed
@@ -98,6 +101,7 @@ impl Task {
 #[derive(Debug)]
 pub struct Pending {
     id: String,
+    duplicate: bool,
     inbox: Subscription,
 }
 
@@ -105,6 +109,14 @@ impl Pending {
     /// The task's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether a task with this id was submitted already (within the
+    /// queue's duplicate window): this submission was dropped, and waits
+    /// for the first one's result (which it misses if it was published
+    /// before this submission).
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate
     }
 
     /// The task's result, waiting up to `timeout`.
@@ -121,6 +133,11 @@ impl Pending {
             Err(_) => Err(TaskError::TimedOut(timeout)),
         }
     }
+}
+
+/// `text` as one subject token: its bytes in hex.
+fn hex(text: &str) -> String {
+    text.bytes().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A name no other submitter uses: the process, the time, a counter.
@@ -165,19 +182,22 @@ impl TaskQueue {
     /// for the returned [`Pending`].
     pub async fn submit(&self, task: Job) -> Result<Pending, Error> {
         let id = task.id.clone().unwrap_or_else(nonce);
-        let inbox = Subject::new(&format!("_TASK.{}.{}", self.queue.name(), nonce()))?;
+        let inbox = Subject::new(&format!("_TASK.{}.{}", self.queue.name(), hex(&id)))?;
+        // Never a publisher held back by a submitter that does not read:
+        // a task run twice (its first worker's lease ran out) answers
+        // twice, and the oldest answer goes.
+        let options = SubscribeOptions::default()
+            .capacity(2)
+            .slow_consumer(crate::SlowConsumer::DropOldest);
         let subscription = self
             .broker
-            .subscribe_with(
-                inbox.as_str(),
-                None,
-                SubscribeOptions::default().capacity(1),
-            )
+            .subscribe_with(inbox.as_str(), None, options)
             .await?;
         let job = task.id(id.clone()).header(REPLY_HEADER, inbox.as_str());
-        self.queue.push(job).await?;
+        let pushed = self.queue.push(job).await?;
         Ok(Pending {
             id,
+            duplicate: pushed.duplicate,
             inbox: subscription,
         })
     }
@@ -201,9 +221,10 @@ impl TaskQueue {
     }
 
     /// As [`serve`](TaskQueue::serve), until `stop` completes: then no
-    /// task is taken any more, the tasks running finish and are settled,
-    /// and those delivered but not started go back to the queue at once (a
-    /// graceful shutdown).
+    /// task is taken any more, and the tasks running finish and are
+    /// settled (a graceful shutdown). Tasks delivered but not started go
+    /// back to the queue: at once on the embedded broker, after their ack
+    /// wait on a remote one or NATS.
     pub async fn serve_until<F, Fut>(
         &self,
         max_in_flight: usize,

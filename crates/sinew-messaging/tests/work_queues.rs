@@ -21,6 +21,7 @@ on_every_backend!(
     the_last_delivery_moves_the_job_to_the_dead_letter_queue,
     a_keys_jobs_go_one_at_a_time_in_order,
     a_full_queue_refuses_pushes,
+    a_full_dead_letter_queue_holds_the_job_back_until_it_has_room,
     a_terminated_job_is_gone,
     bad_names_and_unknown_queues_are_refused,
 );
@@ -318,6 +319,41 @@ async fn a_full_queue_refuses_pushes(backend: Backend) {
         .unwrap();
     let full = bytes.push(Job::new(vec![0u8; 11])).await.unwrap_err();
     assert!(matches!(full, Error::QueueFull { .. }), "{full}");
+}
+
+async fn a_full_dead_letter_queue_holds_the_job_back_until_it_has_room(backend: Backend) {
+    let broker = broker(backend).await;
+    let dead = broker
+        .work_queue(
+            "invoices.dead",
+            QueueConfig::default().unlimited_deliveries().max_jobs(1),
+        )
+        .await
+        .unwrap();
+    dead.push(Job::new("already dead")).await.unwrap();
+    let queue = broker
+        .work_queue("invoices", QueueConfig::default().max_deliveries(1))
+        .await
+        .unwrap();
+    queue.push(Job::new("poison")).await.unwrap();
+    let mut worker = queue.pull(1).await.unwrap();
+    next(&mut worker).await.nak(Duration::ZERO).await.unwrap();
+    // No room in the dead letters: the job waits, delivered to no one.
+    assert!(nothing_within(&mut worker, Duration::from_millis(300)).await);
+    let mut inspector = dead.pull(1).await.unwrap();
+    let first = next(&mut inspector).await;
+    assert_eq!(first.payload(), "already dead");
+    first.ack().await.unwrap();
+    // Room: the job moves (on NATS, when it comes back, a second later).
+    let moved = tokio::time::timeout(Duration::from_secs(10), inspector.next_job())
+        .await
+        .expect("moved once there is room")
+        .unwrap();
+    assert_eq!(moved.payload(), "poison");
+    assert_eq!(moved.header(DEAD_LETTER_FROM), Some("invoices"));
+    moved.ack().await.unwrap();
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight), (0, 0));
 }
 
 async fn a_terminated_job_is_gone(backend: Backend) {

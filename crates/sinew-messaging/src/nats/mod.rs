@@ -31,21 +31,26 @@
 //! |---|---|
 //! | queue `emails.eu` | stream `SINEW_Q_emails_2eeu` (`.` and `_` escaped), subject `sinew.queue.emails.eu` |
 //! | idempotency id | `Nats-Msg-Id`, the stream's duplicate window |
-//! | ack wait, max deliveries | the consumer's `ack_wait`, `max_deliver` (+1, below) |
+//! | ack wait | the consumer's `ack_wait` |
+//! | max deliveries, dead-letter queue | the stream's description (`max_deliver` stays unlimited, below) |
 //! | max jobs, max bytes | the stream's limits, `discard: new` (a push beyond is refused) |
 //! | ack, nak(delay), in progress, term | `+ACK`, `-NAK {"delay"}`, `+WPI`, `+TERM` (acks and terms wait for the server's answer) |
 //!
-//! JetStream stops delivering a job after `max_deliver` and leaves it in
-//! the stream; sinew moves it to the dead-letter queue instead: the
-//! consumer allows one delivery more than asked, and a worker that
-//! receives that extra delivery (or naks the last one) publishes the job to
-//! the dead-letter queue, with a message id that makes a second move a
-//! duplicate, then terminates it. Ordering keys are refused
+//! JetStream would stop delivering a job after `max_deliver` and leave it
+//! in the stream; sinew moves it to the dead-letter queue instead: the
+//! consumer's `max_deliver` is unlimited, and a worker that receives a
+//! delivery past the last (or naks the last one) publishes the job to the
+//! dead-letter queue, with a message id that makes a second move a
+//! duplicate, then terminates it. A move that fails (the dead-letter queue
+//! full, the connection lost) naks the job with a delay: it comes back and
+//! the move is tried again, so that no job is left stuck or dropped. Ordering keys are refused
 //! ([`Error::Unsupported`]): NATS 2.9 has no way to hold back a key's
 //! later jobs while one is out.
 //!
-//! Pull requests carry a heartbeat: a pull whose heartbeats stop (a
-//! silent stall, nats.rs#860) is abandoned and made again.
+//! Pull requests last a second at most, so that a pull that silently
+//! stalled (nats.rs#860) is replaced within it. (Not idle heartbeats: with
+//! NATS 2.9 a job delivered to a pull request after its idle heartbeats
+//! was not handed over by the client, and waited out its ack wait.)
 
 pub(crate) mod queue;
 

@@ -17,10 +17,18 @@ use tokio::time::Instant;
 
 const STREAM_PREFIX: &str = "SINEW_Q_";
 const CONSUMER: &str = "sinew-workers";
-/// How long a pull request waits at the server for jobs.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// The heartbeat asked of the server during a pull request.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a pull request waits at the server for jobs: short, so that a
+/// pull that silently stalled (nats.rs#860) is replaced within it. No idle
+/// heartbeat is asked for: with NATS 2.9 and async-nats 0.51, a job
+/// delivered to a pull request after its idle heartbeats was not handed
+/// over, and waited out its ack wait (found by
+/// `a_full_dead_letter_queue_holds_the_job_back_until_it_has_room`).
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// How long after a failed pull request the next one is made.
+const PULL_RETRY: Duration = Duration::from_secs(1);
+/// How soon a job whose move to the dead-letter queue failed is tried
+/// again.
+const BURY_RETRY: Duration = Duration::from_secs(1);
 
 /// The stream of queue `name`: `.` and `_` escaped, so that no two queue
 /// names share one.
@@ -84,12 +92,20 @@ pub(crate) async fn declare(
             .duplicate_window(info.config.duplicate_window)
             .max_jobs(info.config.max_messages.max(1) as u64)
             .max_bytes(info.config.max_bytes.max(1) as u64);
-        found = match consumer_config.max_deliver {
-            max if max > 1 => found.max_deliveries((max - 1) as u32),
-            _ => found.unlimited_deliveries(),
-        };
-        if let Some(dead_letter) = info.config.description.filter(|name| !name.is_empty()) {
-            found = found.dead_letter(dead_letter);
+        // The rest is sinew's own, in the stream's description.
+        let description = info.config.description.unwrap_or_default();
+        for setting in description.split(';').map(str::trim) {
+            if let Some(max) = setting.strip_prefix("max_deliveries=") {
+                found = match max.parse() {
+                    Ok(max) => found.max_deliveries(max),
+                    Err(_) => found.unlimited_deliveries(),
+                };
+            }
+            if let Some(dead_letter) = setting.strip_prefix("dead_letter=") {
+                if !dead_letter.is_empty() {
+                    found = found.dead_letter(dead_letter);
+                }
+            }
         }
         return Ok(found);
     };
@@ -103,7 +119,14 @@ pub(crate) async fn declare(
         max_bytes: config.max_bytes.min(i64::MAX as u64) as i64,
         max_message_size: nats.max_payload().min(i32::MAX as usize) as i32,
         duplicate_window: config.duplicate_window,
-        description: config.dead_letter.clone(),
+        // JetStream has no place for these; sinew keeps them here.
+        description: Some(format!(
+            "sinew work queue; max_deliveries={}; dead_letter={}",
+            config
+                .get_max_deliveries()
+                .map_or("unlimited".to_owned(), |max| max.to_string()),
+            config.dead_letter.clone().unwrap_or_default()
+        )),
         ..Default::default()
     };
     let stream = match jetstream.get_stream(&name).await {
@@ -123,9 +146,10 @@ pub(crate) async fn declare(
         durable_name: Some(CONSUMER.to_owned()),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: config.ack_wait,
-        // One more than asked: that delivery moves the job to the
-        // dead-letter queue (see the module docs).
-        max_deliver: config.max_deliveries.map_or(-1, |max| i64::from(max) + 1),
+        // Unlimited for JetStream: sinew's workers move a job past its
+        // last delivery to the dead-letter queue (see the module docs), and
+        // one whose move failed must come back to be tried again.
+        max_deliver: -1,
         max_ack_pending: 1_000_000,
         ..Default::default()
     };
@@ -310,25 +334,23 @@ impl WorkerTask {
                     .batch()
                     .max_messages(room)
                     .expires(PULL_EXPIRES)
-                    .heartbeat(PULL_HEARTBEAT)
                     .messages() => batch,
                 // The worker is gone.
                 () = self.jobs.closed() => return,
             };
             let mut batch = match batch {
                 Ok(batch) => batch,
-                Err(error) => {
+                // The connection lost, typically: the client reconnects by
+                // itself, and pulls are made again, a second apart.
+                Err(_) => {
                     self.slots.add_permits(room);
-                    if self.jobs.send(Err(nats_error(error))).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(PULL_HEARTBEAT).await;
+                    tokio::time::sleep(PULL_RETRY).await;
                     continue;
                 }
             };
             let mut left = room;
             while left > 0 {
-                // A missed heartbeat, or a connection lost: this pull is
+                // The pull expired, or the connection was lost: it is
                 // over, the next one is made at once.
                 let Some(Ok(message)) = batch.next().await else {
                     break;
@@ -369,9 +391,8 @@ impl WorkerTask {
             slot,
         };
         if self.max_deliveries.is_some_and(|max| attempt > max) {
-            // Failures here leave the job in place: the next delivery
-            // tries again.
-            let _ = lease.bury(attempt - 1).await;
+            // A failed move leaves the job in place, back in a while.
+            lease.bury_or_retry(attempt - 1).await;
             return true;
         }
         let leased = Leased {
@@ -396,6 +417,22 @@ impl WorkerTask {
 }
 
 impl Lease {
+    /// Moves the job to the dead-letter queue; if that fails (the
+    /// dead-letter queue full, the connection lost), the job comes back
+    /// after a while to be moved then: never left stuck, never dropped.
+    async fn bury_or_retry(&self, deliveries: u32) {
+        if self.bury(deliveries).await.is_err() {
+            // Held a while, then given back at once (a nak's own delay is
+            // not kept by NATS 2.9 when the message is delivered to a
+            // pull request made meanwhile).
+            let message = self.message.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(BURY_RETRY).await;
+                let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+            });
+        }
+    }
+
     /// Moves the job to the dead-letter queue (a second move is a
     /// duplicate there), then terminates it here.
     async fn bury(&self, deliveries: u32) -> Result<(), Error> {
@@ -460,7 +497,8 @@ impl Lease {
             Settlement::Nak(delay) => {
                 if self.dead_letter.is_some() {
                     let deliveries = self.message.info().map_or(0, |info| info.delivered as u32);
-                    return self.bury(deliveries).await;
+                    self.bury_or_retry(deliveries).await;
+                    return Ok(());
                 }
                 jetstream::AckKind::Nak((!delay.is_zero()).then_some(delay))
             }

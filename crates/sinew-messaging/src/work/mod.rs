@@ -84,6 +84,9 @@ pub const DEFAULT_MAX_JOBS: u64 = 1_000_000;
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 /// Jobs a worker may hold unsettled at most, whatever it asks.
 pub const MAX_IN_FLIGHT: usize = 10_000;
+/// The longest ack wait, duplicate window or nak delay taken: a year
+/// (longer ones are cut to it).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -102,7 +105,7 @@ impl QueueConfig {
     /// How long a delivered job is leased to its worker before it is
     /// delivered again (default [`DEFAULT_ACK_WAIT`]; at least 1 ms).
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
-        self.ack_wait = ack_wait.max(Duration::from_millis(1));
+        self.ack_wait = ack_wait.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 
@@ -131,7 +134,7 @@ impl QueueConfig {
     /// push (default [`DEFAULT_DUPLICATE_WINDOW`]; JetStream takes 100 ms
     /// at least).
     pub fn duplicate_window(mut self, window: Duration) -> Self {
-        self.duplicate_window = window;
+        self.duplicate_window = window.min(MAX_DURATION);
         self
     }
 
@@ -179,10 +182,11 @@ impl QueueConfig {
     /// The settings a broker service was sent, defaults for zeros.
     pub(crate) fn from_proto(proto: &crate::proto::QueueConfig) -> QueueConfig {
         let default = QueueConfig::default();
+        let millis = |ms: u64| Duration::from_millis(ms).min(MAX_DURATION);
         QueueConfig {
             ack_wait: match proto.ack_wait_ms {
                 0 => default.ack_wait,
-                ms => Duration::from_millis(ms),
+                ms => millis(ms),
             },
             max_deliveries: match proto.max_deliveries {
                 0 => default.max_deliveries,
@@ -192,7 +196,7 @@ impl QueueConfig {
             dead_letter: Some(proto.dead_letter.clone()).filter(|name| !name.is_empty()),
             duplicate_window: match proto.duplicate_window_ms {
                 0 => default.duplicate_window,
-                ms => Duration::from_millis(ms),
+                ms => millis(ms),
             },
             max_jobs: match proto.max_jobs {
                 0 => default.max_jobs,

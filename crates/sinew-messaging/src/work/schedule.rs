@@ -1,9 +1,10 @@
 //! [`Schedule`]: which job of one work queue goes out next, in memory.
 //!
-//! Every job held is in exactly one of four places: ready (deliverable
+//! Every job held is in exactly one of five places: ready (deliverable
 //! now), leased (delivered, not settled, until its deadline), delayed (a
-//! nak's delay), or waiting behind an earlier job with the same ordering
-//! key. A key's jobs go out one at a time in push order: only the first
+//! nak's delay), held (delivered for the last time, waiting to move to the
+//! dead-letter queue), or waiting behind an earlier job with the same
+//! ordering key. A key's jobs go out one at a time in push order: only the first
 //! one of a key is ever ready, leased or delayed; the rest wait until it is
 //! removed (acked, terminated or dead-lettered), then the next one becomes
 //! ready. Jobs without a key are delivered in sequence order, as workers
@@ -42,6 +43,7 @@ pub(crate) struct Schedule {
     leased: HashMap<u64, Lease>,
     deadlines: BTreeSet<(Instant, u64)>,
     delayed: BTreeSet<(Instant, u64)>,
+    held: BTreeSet<u64>,
     bytes: u64,
 }
 
@@ -70,6 +72,21 @@ impl Schedule {
 
     pub(crate) fn delayed_len(&self) -> usize {
         self.delayed.len()
+    }
+
+    /// Deliveries of a job so far.
+    pub(crate) fn attempts(&self, sequence: u64) -> u32 {
+        self.jobs.get(&sequence).map_or(0, |meta| meta.attempts)
+    }
+
+    /// Jobs waiting to move to the dead-letter queue.
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Jobs waiting to move to the dead-letter queue, in order.
+    pub(crate) fn held(&self) -> Vec<u64> {
+        self.held.iter().copied().collect()
     }
 
     /// Jobs not ready because an earlier job of their key is out.
@@ -179,6 +196,22 @@ impl Schedule {
         }
     }
 
+    /// Ends a lease and holds the job for the dead-letter queue: never
+    /// delivered again, its key still taken, until it is forgotten.
+    pub(crate) fn hold(&mut self, sequence: u64, attempt: u32) -> Result<Lease, NotLeased> {
+        let lease = self.end_lease(sequence, attempt)?;
+        self.held.insert(sequence);
+        Ok(lease)
+    }
+
+    /// Holds a job whose lease expired (see `expire`) for the dead-letter
+    /// queue.
+    pub(crate) fn hold_expired(&mut self, sequence: u64) {
+        if self.jobs.contains_key(&sequence) {
+            self.held.insert(sequence);
+        }
+    }
+
     /// Ends a lease and forgets the job (acked, terminated, or
     /// dead-lettered); the next job of its key, if any, becomes ready.
     pub(crate) fn settle(&mut self, sequence: u64, attempt: u32) -> Result<Lease, NotLeased> {
@@ -187,8 +220,7 @@ impl Schedule {
         Ok(lease)
     }
 
-    /// Forgets a job that is ready, delayed or leased (dead-lettered when
-    /// its lease ran out).
+    /// Forgets a job wherever it is (dead-lettered, typically).
     pub(crate) fn forget(&mut self, sequence: u64) -> Option<Meta> {
         let meta = self.jobs.remove(&sequence)?;
         self.ready.remove(&sequence);
@@ -196,6 +228,7 @@ impl Schedule {
             self.deadlines.remove(&(lease.deadline, sequence));
         }
         self.delayed.retain(|&(_, delayed)| delayed != sequence);
+        self.held.remove(&sequence);
         self.bytes -= meta.size;
         if let Some(key) = &meta.key {
             if let Some(behind) = self.keys.get_mut(key) {
@@ -350,6 +383,20 @@ mod tests {
         assert_eq!(schedule.lease_next(0, later(30)), None);
         schedule.wake_delayed(until);
         assert_eq!(schedule.lease_next(0, later(30)), Some((1, 2)));
+    }
+
+    #[test]
+    fn a_held_job_goes_out_no_more_and_keeps_its_key_until_forgotten() {
+        let mut schedule = Schedule::default();
+        schedule.add(1, meta(Some("k")));
+        schedule.add(2, meta(Some("k")));
+        schedule.lease_next(0, later(30));
+        schedule.hold(1, 1).unwrap();
+        assert_eq!(schedule.held(), [1]);
+        assert_eq!(schedule.lease_next(0, later(30)), None);
+        schedule.forget(1).unwrap();
+        assert!(schedule.held().is_empty());
+        assert_eq!(schedule.lease_next(0, later(30)), Some((2, 1)));
     }
 
     #[test]

@@ -382,7 +382,7 @@ impl Queue {
         let schedule = &self.schedule;
         QueueStats {
             queue: name.to_owned(),
-            pending: (schedule.ready_len() + schedule.waiting_len()) as u64,
+            pending: (schedule.ready_len() + schedule.waiting_len() + schedule.held_len()) as u64,
             in_flight: schedule.leased_len() as u64,
             delayed: schedule.delayed_len() as u64,
             bytes: schedule.bytes(),
@@ -440,6 +440,24 @@ struct Engine {
     snapshot: Arc<Mutex<Vec<QueueStats>>>,
     snapshot_at: Instant,
     snapshot_stale: bool,
+    /// Why the store refuses everything: a failed transaction whose
+    /// effects on memory could not be undone.
+    broken: Option<String>,
+}
+
+/// Answers every command of `batch` that waits for an answer with the
+/// transaction's error (through `replies`); a worker leaving is done.
+fn refuse(batch: Vec<Command>, replies: &mut Vec<Reply>) {
+    for command in batch {
+        match command {
+            Command::Declare { reply, .. } => reply_after(replies, reply, Err(Error::Closed)),
+            Command::Push { reply, .. } => reply_after(replies, reply, Err(Error::Closed)),
+            Command::Pull { reply, .. } => reply_after(replies, reply, Err(Error::Closed)),
+            Command::Settle { reply, .. } => reply_after(replies, reply, Err(Error::Closed)),
+            Command::Stats { reply, .. } => reply_after(replies, reply, Err(Error::Closed)),
+            Command::Leave { .. } => {}
+        }
+    }
 }
 
 /// The tables of one write transaction.
@@ -478,6 +496,7 @@ impl Engine {
             snapshot,
             snapshot_at: Instant::now(),
             snapshot_stale: false,
+            broken: None,
         };
         engine.reload()?;
         Ok(engine)
@@ -487,10 +506,7 @@ impl Engine {
     /// commit (so that memory says what the disk says). Leases are lost:
     /// the jobs are delivered again.
     fn reload(&mut self) -> Result<(), Error> {
-        let mut workers: BTreeMap<Arc<str>, BTreeMap<u64, Slot>> = std::mem::take(&mut self.queues)
-            .into_iter()
-            .map(|(name, queue)| (name, queue.workers))
-            .collect();
+        let mut loaded = BTreeMap::new();
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let tables = Tables::open(&txn)?;
@@ -530,7 +546,7 @@ impl Engine {
                         break;
                     }
                     let (sequence, pushed_at) = value.value();
-                    if pushed_at + window > now {
+                    if pushed_at.saturating_add(window) > now {
                         ids.push((pushed_at, id.to_owned(), sequence));
                     }
                 }
@@ -539,24 +555,28 @@ impl Engine {
                     queue.ids.insert(id.clone(), sequence);
                     queue.id_order.push_back((pushed_at, id));
                 }
-                if let Some(slots) = workers.remove(&name) {
-                    queue.workers = slots
-                        .into_iter()
-                        .map(|(id, slot)| {
-                            (
-                                id,
-                                Slot {
-                                    in_flight: 0,
-                                    ..slot
-                                },
-                            )
-                        })
-                        .collect();
-                }
-                self.queues.insert(name, queue);
+                loaded.insert(name, queue);
             }
         }
         txn.abort().map_err(storage)?;
+        // Workers stay, with nothing in flight: the leases are gone.
+        for (name, old) in std::mem::replace(&mut self.queues, loaded) {
+            if let Some(queue) = self.queues.get_mut(&name) {
+                queue.workers = old
+                    .workers
+                    .into_iter()
+                    .map(|(id, slot)| {
+                        (
+                            id,
+                            Slot {
+                                in_flight: 0,
+                                ..slot
+                            },
+                        )
+                    })
+                    .collect();
+            }
+        }
         Ok(())
     }
 
@@ -651,10 +671,14 @@ impl Engine {
                     }
                 }
             }
-            Some(_) => {
+            Some(error) => {
                 // The disk refused the transaction: memory goes back to
-                // what the disk says.
-                let _ = self.reload();
+                // what the disk says; if it cannot be read either, every
+                // call is refused from now on (never served from a memory
+                // that disagrees with the disk).
+                if self.broken.is_none() && self.reload().is_err() {
+                    self.broken = Some(error);
+                }
             }
         }
     }
@@ -674,17 +698,37 @@ impl Engine {
         replies: &mut Vec<Reply>,
         deliveries: &mut Vec<Delivering>,
     ) -> Result<(), Error> {
-        let mut txn = self.db.begin_write().map_err(storage)?;
+        if let Some(broken) = &self.broken {
+            let error = Error::Storage(broken.clone());
+            refuse(batch, replies);
+            return Err(error);
+        }
         let now = Instant::now();
         let durable = match self.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(interval) => now.duration_since(self.last_durable) >= interval,
         };
-        if !durable {
-            txn.set_durability(Durability::None).map_err(storage)?;
-        }
+        let opened = self.db.begin_write().map_err(storage).and_then(|mut txn| {
+            if !durable {
+                txn.set_durability(Durability::None).map_err(storage)?;
+            }
+            Ok(txn)
+        });
+        let txn = match opened {
+            Ok(txn) => txn,
+            Err(error) => {
+                refuse(batch, replies);
+                return Err(error);
+            }
+        };
         {
-            let mut tables = Tables::open(&txn)?;
+            let mut tables = match Tables::open(&txn) {
+                Ok(tables) => tables,
+                Err(error) => {
+                    refuse(batch, replies);
+                    return Err(error);
+                }
+            };
             for command in batch {
                 self.apply(command, &mut tables, now, replies)?;
             }
@@ -955,13 +999,10 @@ impl Engine {
                     .max_deliveries
                     .is_some_and(|max| attempt >= max)
                 {
-                    queue
-                        .schedule
-                        .settle(sequence, attempt)
-                        .map_err(|_| lost())?;
-                    self.dead_letter(tables, name, sequence, attempt)?;
+                    // Moved by `expire`, in this same transaction.
+                    queue.schedule.hold(sequence, attempt).map_err(|_| lost())?;
                 } else {
-                    let until = (!delay.is_zero()).then(|| now + delay);
+                    let until = (!delay.is_zero()).then(|| now + delay.min(super::MAX_DURATION));
                     queue
                         .schedule
                         .release(sequence, attempt, until)
@@ -977,52 +1018,58 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves job `sequence` of `name` (already out of its schedule) to the
-    /// queue's dead-letter queue, with headers saying where it came from.
+    /// Moves job `sequence` of `name` (held in its schedule) to the queue's
+    /// dead-letter queue, with headers saying where it came from and how
+    /// many times it was delivered. False if the dead-letter queue is full:
+    /// the job stays held, and is moved when there is room.
     fn dead_letter(
         &mut self,
         tables: &mut Tables<'_>,
         name: &Arc<str>,
         sequence: u64,
-        deliveries: u32,
-    ) -> Result<(), Error> {
-        let Some(queue) = self.queues.get_mut(name) else {
-            return Ok(());
+    ) -> Result<bool, Error> {
+        let Some(queue) = self.queues.get(name) else {
+            return Ok(false);
         };
-        queue.counters.dead_lettered += 1;
+        let deliveries = queue.schedule.attempts(sequence);
         let target = queue.config.dead_letter_of(name);
         let record = tables
             .jobs
             .get((&**name, sequence))
             .map_err(storage)?
-            .map(|guard| StoredJob::decode(guard.value()));
-        remove_job(tables, name, sequence)?;
-        let Some(Ok(record)) = record else {
-            return Ok(());
-        };
-        let target = self.dead_letter_queue(tables, &target)?;
-        let mut headers = headers_from_proto(record.headers);
-        headers.push((DEAD_LETTER_FROM.to_owned(), name.to_string()));
-        headers.push((DEAD_LETTER_DELIVERIES.to_owned(), deliveries.to_string()));
-        let job = Job {
-            // The id stays out: the dead-letter queue is no producer's
-            // retry target, and its window must not drop a second job.
-            id: None,
-            key: Some(record.key).filter(|key| !key.is_empty()),
-            headers,
-            payload: record.payload,
-        };
-        match self.push(tables, &target, job) {
-            Ok(_) => Ok(()),
-            // A full dead-letter queue must not stop the source queue: the
-            // job is dropped, and counted as such.
-            Err(Error::QueueFull { .. }) => Ok(()),
-            Err(error) => Err(error),
+            .map(|guard| StoredJob::decode(guard.value()))
+            .transpose()
+            .map_err(storage)?;
+        if let Some(record) = record {
+            let target = self.dead_letter_queue(tables, &target)?;
+            let mut headers = headers_from_proto(record.headers);
+            headers.push((DEAD_LETTER_FROM.to_owned(), name.to_string()));
+            headers.push((DEAD_LETTER_DELIVERIES.to_owned(), deliveries.to_string()));
+            let job = Job {
+                // The id stays out: the dead-letter queue is no producer's
+                // retry target, and its window must not drop a second job.
+                id: None,
+                key: Some(record.key).filter(|key| !key.is_empty()),
+                headers,
+                payload: record.payload,
+            };
+            match self.push(tables, &target, job) {
+                Ok(_) => {}
+                Err(Error::QueueFull { .. }) => return Ok(false),
+                Err(error) => return Err(error),
+            }
         }
+        remove_job(tables, name, sequence)?;
+        if let Some(queue) = self.queues.get_mut(name) {
+            queue.schedule.forget(sequence);
+            queue.counters.dead_lettered += 1;
+        }
+        Ok(true)
     }
 
-    /// Leases that ran out: the job goes back, or to the dead-letter queue
-    /// after its last delivery; delays that ended make jobs ready.
+    /// Leases that ran out: the job goes back, or is held for the
+    /// dead-letter queue after its last delivery; held jobs move there
+    /// (when it has room); delays that ended make jobs ready.
     fn expire(&mut self, tables: &mut Tables<'_>, now: Instant) -> Result<(), Error> {
         let names: Vec<Arc<str>> = self.queues.keys().cloned().collect();
         for name in names {
@@ -1032,20 +1079,21 @@ impl Engine {
             queue.schedule.wake_delayed(now);
             let expired = queue.schedule.expire(now);
             let max = queue.config.max_deliveries;
-            let mut dead = Vec::new();
             for (sequence, lease) in expired {
                 if let Some(slot) = queue.workers.get_mut(&lease.worker) {
                     slot.in_flight = slot.in_flight.saturating_sub(1);
                 }
                 if max.is_some_and(|max| lease.attempt >= max) {
-                    queue.schedule.forget(sequence);
-                    dead.push((sequence, lease.attempt));
+                    queue.schedule.hold_expired(sequence);
                 } else {
                     queue.schedule.requeue_expired(sequence);
                 }
             }
-            for (sequence, attempt) in dead {
-                self.dead_letter(tables, &name, sequence, attempt)?;
+            for sequence in queue.schedule.held() {
+                if !self.dead_letter(tables, &name, sequence)? {
+                    // Full: the rest waits too, in order.
+                    break;
+                }
             }
         }
         Ok(())
@@ -1140,7 +1188,7 @@ fn forget_old_ids(
 ) -> Result<(), Error> {
     let window = queue.config.duplicate_window.as_millis() as u64;
     while let Some((pushed_at, _)) = queue.id_order.front() {
-        if pushed_at + window > now {
+        if pushed_at.saturating_add(window) > now {
             break;
         }
         if let Some((_, id)) = queue.id_order.pop_front() {
