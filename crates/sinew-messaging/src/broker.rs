@@ -22,7 +22,10 @@
 //! disconnections are counted ([`Subscription::dropped`],
 //! [`BrokerStats::slow_consumers`]), never logged per message. A remote
 //! subscription's buffer is at the broker; between it and the subscriber,
-//! the call's flow control carries the back-pressure.
+//! the call's flow control carries the back-pressure, for a bounded time:
+//! a remote subscriber that holds publishers back longer than
+//! [`BrokerBuilder::remote_max_wait`] (10 s) is ended as a slow consumer,
+//! so that no peer can stall a broker's publishers for good.
 //!
 //! Subscribers with the same queue group on a filter share its messages:
 //! each message goes to one of them (round robin), while every plain
@@ -67,6 +70,7 @@ pub enum SlowConsumer {
 pub struct SubscribeOptions {
     pub(crate) capacity: usize,
     pub(crate) policy: SlowConsumer,
+    pub(crate) max_wait: Option<Duration>,
 }
 
 /// Messages a subscription buffers by default.
@@ -81,6 +85,7 @@ impl Default for SubscribeOptions {
         SubscribeOptions {
             capacity: DEFAULT_CAPACITY,
             policy: SlowConsumer::Backpressure,
+            max_wait: None,
         }
     }
 }
@@ -96,6 +101,16 @@ impl SubscribeOptions {
     /// What a full buffer does (default [`SlowConsumer::Backpressure`]).
     pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Under [`SlowConsumer::Backpressure`], how long a publisher waits
+    /// for room at most: then the subscription is ended as a slow consumer
+    /// (default: for as long as it takes; a served broker bounds remote
+    /// subscribers' wait, see [`BrokerBuilder::remote_max_wait`]; NATS
+    /// never holds a publisher back).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = Some(wait);
         self
     }
 }
@@ -131,7 +146,11 @@ pub struct BrokerBuilder {
     max_payload: usize,
     storage: Option<PathBuf>,
     fsync: work::FsyncPolicy,
+    remote_max_wait: Duration,
 }
+
+/// Default [`BrokerBuilder::remote_max_wait`]: 10 seconds.
+pub const DEFAULT_REMOTE_MAX_WAIT: Duration = Duration::from_secs(10);
 
 impl BrokerBuilder {
     /// The largest payload published or pushed (default
@@ -156,6 +175,16 @@ impl BrokerBuilder {
         self
     }
 
+    /// When served ([`Broker::service`]), how long publishers wait at most
+    /// for a remote subscriber that holds them back (back-pressure, its
+    /// buffer full): then it is ended as a slow consumer, so that no peer
+    /// can stall the broker's publishers for good (default
+    /// [`DEFAULT_REMOTE_MAX_WAIT`]; a subscriber may ask for less).
+    pub fn remote_max_wait(mut self, wait: Duration) -> Self {
+        self.remote_max_wait = wait;
+        self
+    }
+
     /// The broker; fails if the storage file cannot be opened.
     pub fn build(self) -> Result<Broker, Error> {
         let store = work::Store::open(self.storage.as_deref(), self.fsync, self.max_payload)?;
@@ -164,6 +193,7 @@ impl BrokerBuilder {
                 engine: Embedded::new(self.max_payload),
                 store,
             },
+            remote_max_wait: self.remote_max_wait,
         })
     }
 }
@@ -173,6 +203,8 @@ impl BrokerBuilder {
 #[derive(Clone, Debug)]
 pub struct Broker {
     backend: Backend,
+    /// See [`BrokerBuilder::remote_max_wait`].
+    remote_max_wait: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -200,6 +232,7 @@ impl Broker {
                 engine: Embedded::new(DEFAULT_MAX_PAYLOAD),
                 store: work::Store::in_memory(DEFAULT_MAX_PAYLOAD),
             },
+            remote_max_wait: DEFAULT_REMOTE_MAX_WAIT,
         }
     }
 
@@ -209,6 +242,7 @@ impl Broker {
             max_payload: DEFAULT_MAX_PAYLOAD,
             storage: None,
             fsync: work::FsyncPolicy::default(),
+            remote_max_wait: DEFAULT_REMOTE_MAX_WAIT,
         }
     }
 
@@ -233,6 +267,7 @@ impl Broker {
     {
         Ok(Broker {
             backend: Backend::Remote(Remote::new(channel).await?),
+            remote_max_wait: DEFAULT_REMOTE_MAX_WAIT,
         })
     }
 
@@ -244,6 +279,7 @@ impl Broker {
     pub async fn nats(url: &str) -> Result<Broker, Error> {
         Ok(Broker {
             backend: Backend::Nats(crate::nats::Nats::connect(url).await?),
+            remote_max_wait: DEFAULT_REMOTE_MAX_WAIT,
         })
     }
 
@@ -417,6 +453,11 @@ impl Broker {
             #[cfg(feature = "nats")]
             Backend::Nats(nats) => work::Backend::Nats(nats.clone()),
         }
+    }
+
+    /// See [`BrokerBuilder::remote_max_wait`].
+    pub(crate) fn remote_max_wait(&self) -> Duration {
+        self.remote_max_wait
     }
 
     /// Whether this is the NATS backend.

@@ -27,6 +27,9 @@ struct Queue {
     writable: Notify,
     capacity: usize,
     policy: SlowConsumer,
+    /// Under back-pressure, how long a publisher waits for room before the
+    /// subscription is disconnected as a slow consumer (none: for ever).
+    max_wait: Option<Duration>,
     dropped: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl Queue {
             writable: Notify::new(),
             capacity: options.capacity,
             policy: options.policy,
+            max_wait: options.max_wait,
             dropped: AtomicU64::new(0),
         }
     }
@@ -85,7 +89,23 @@ impl Queue {
                 Offered::Closed => return false,
                 Offered::Full(back) => {
                     message = back;
-                    writable.await;
+                    match self.max_wait {
+                        None => writable.await,
+                        Some(wait) => {
+                            if tokio::time::timeout(wait, writable).await.is_err() {
+                                // Held the publisher too long: a slow
+                                // consumer, ended (the message counted as
+                                // the one it dropped).
+                                let mut state = lock(&self.state);
+                                state.disconnected = true;
+                                let reader = state.close();
+                                drop(state);
+                                self.dropped.fetch_add(1, Ordering::Relaxed);
+                                wake(reader);
+                                return false;
+                            }
+                        }
+                    }
                 }
             }
         }

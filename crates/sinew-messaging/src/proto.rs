@@ -73,7 +73,10 @@ impl SubscribeRequest {
             Ok(SlowConsumer::Disconnect) => Policy::Disconnect,
             _ => Policy::Backpressure,
         };
-        let options = SubscribeOptions::default().slow_consumer(policy);
+        let mut options = SubscribeOptions::default().slow_consumer(policy);
+        if self.max_wait_ms > 0 {
+            options = options.max_wait(std::time::Duration::from_millis(self.max_wait_ms));
+        }
         match self.capacity {
             0 => options,
             capacity => options.capacity(capacity as usize),

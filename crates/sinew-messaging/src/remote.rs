@@ -262,6 +262,9 @@ impl Remote {
             queue_group: group.unwrap_or_default().to_owned(),
             capacity: options.capacity as u32,
             slow_consumer: proto::SlowConsumer::from(options.policy) as i32,
+            max_wait_ms: options.max_wait.map_or(0, |wait| {
+                wait.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+            }),
         };
         let stream = self.inner.client.subscribe(request).await?.into_inner();
         Ok(RemoteSubscription {
@@ -584,9 +587,18 @@ impl proto::broker_server::Broker for Served {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let request = request.into_inner();
         let group = Some(request.queue_group.as_str()).filter(|group| !group.is_empty());
+        // A remote subscriber holds the broker's publishers back for a
+        // bounded time at most (see BrokerBuilder::remote_max_wait).
+        let mut options = request.options();
+        let wait = options
+            .max_wait
+            .map_or(self.broker.remote_max_wait(), |asked| {
+                asked.min(self.broker.remote_max_wait())
+            });
+        options = options.max_wait(wait);
         let subscription = self
             .broker
-            .subscribe_with(&request.filter, group, request.options())
+            .subscribe_with(&request.filter, group, options)
             .await
             .map_err(status)?;
         // State: the subscription, drops already reported, whether it ended.

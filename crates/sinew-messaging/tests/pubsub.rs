@@ -391,3 +391,39 @@ async fn a_remote_subscription_says_why_it_ended_when_the_server_goes() {
     let flushed = broker.flush().await;
     assert!(error.is_err() || flushed.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_subscriber_that_stops_reading_holds_publishers_back_only_so_long() {
+    let served = Broker::builder()
+        .remote_max_wait(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let server = sinew_rpc::Server::builder()
+        .add_service(served.service())
+        .bind(["tcp://127.0.0.1:0"])
+        .await
+        .unwrap();
+    let address = server.local_addresses()[0].to_string();
+    tokio::spawn(server.serve());
+    let broker = Broker::connect(&address).await.unwrap();
+    // Back-pressure, a buffer of one, and never read.
+    let options = SubscribeOptions::default().capacity(1);
+    let stuck = broker.subscribe_with("feed", None, options).await.unwrap();
+    let mut reader = served.subscribe("feed").await.unwrap();
+    // Large messages fill the call's window, then the buffer: publishers
+    // wait 200 ms, then the subscriber is ended and they go on.
+    let payload = vec![1u8; 256 * 1024];
+    let published = tokio::time::timeout(WAIT * 4, async {
+        for _ in 0..64 {
+            served.publish("feed", payload.clone()).await.unwrap();
+        }
+    })
+    .await;
+    assert!(published.is_ok(), "publishers were held back for good");
+    for _ in 0..64 {
+        next(&mut reader).await;
+    }
+    let stats = served.stats().await.unwrap();
+    assert_eq!((stats.slow_consumers, stats.subscriptions), (1, 1));
+    drop(stuck);
+}
