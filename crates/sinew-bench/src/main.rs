@@ -18,6 +18,7 @@
 //!
 //! See `docs/benchmarks.md` for how to run it and how to read it.
 
+mod cpu;
 mod isolate;
 mod load;
 mod report;

@@ -36,6 +36,7 @@
 //! one endpoint) and it does not retry: a shard that failed is reported,
 //! and whether the rest is enough is the caller's to decide.
 
+use crate::balance::lock;
 use crate::endpoint::Endpoint;
 use crate::resolve::{Resolve, Update};
 use futures_util::StreamExt;
@@ -230,11 +231,7 @@ impl Scatter {
     }
 
     fn channel(&self, address: &Address) -> Channel {
-        let mut channels = self
-            .shared
-            .channels
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut channels = lock(&self.shared.channels);
         channels
             .entry(address.clone())
             .or_insert_with(|| Channel::builder(address.clone()).lazy())
@@ -263,11 +260,7 @@ impl Scatter {
         }
         // Channels of endpoints that left are dropped.
         {
-            let mut channels = self
-                .shared
-                .channels
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let mut channels = lock(&self.shared.channels);
             channels.retain(|address, _| endpoints.iter().any(|e| e.address() == address));
         }
         let needed = match gather.targets {

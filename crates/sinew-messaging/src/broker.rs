@@ -482,18 +482,7 @@ impl Broker {
     /// (ask [`stats`](Broker::stats)).
     pub fn stats_now(&self) -> Option<BrokerStats> {
         match &self.backend {
-            Backend::Embedded { engine, store } => {
-                let figures = engine.figures();
-                Some(BrokerStats {
-                    published: figures.published,
-                    delivered: figures.delivered,
-                    subscriptions: figures.subscriptions,
-                    slow_consumers: figures.slow_consumers,
-                    buffered: figures.buffered,
-                    dropped: figures.dropped,
-                    queues: store.snapshot(),
-                })
-            }
+            Backend::Embedded { engine, store } => Some(embedded_stats(engine, store.snapshot())),
             _ => None,
         }
     }
@@ -501,15 +490,27 @@ impl Broker {
     /// The broker's figures now, its work queues' included.
     pub async fn stats(&self) -> Result<BrokerStats, Error> {
         match &self.backend {
-            Backend::Embedded { store, .. } => {
-                let mut stats = self.stats_now().unwrap_or_default();
-                stats.queues = store.all_stats().await?;
-                Ok(stats)
+            Backend::Embedded { engine, store } => {
+                Ok(embedded_stats(engine, store.all_stats().await?))
             }
             Backend::Remote(remote) => remote.stats().await,
             #[cfg(feature = "nats")]
             Backend::Nats(nats) => nats.stats().await,
         }
+    }
+}
+
+/// An embedded broker's figures: its subscriptions' now, with `queues`.
+fn embedded_stats(engine: &Embedded, queues: Vec<QueueStats>) -> BrokerStats {
+    let figures = engine.figures();
+    BrokerStats {
+        published: figures.published,
+        delivered: figures.delivered,
+        subscriptions: figures.subscriptions,
+        slow_consumers: figures.slow_consumers,
+        buffered: figures.buffered,
+        dropped: figures.dropped,
+        queues,
     }
 }
 

@@ -10,11 +10,12 @@
 
 use crate::broker::{SlowConsumer, SubscribeOptions};
 use crate::error::Error;
+use crate::lock;
 use crate::message::Message;
 use crate::subject::{Filter, Subject};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -49,10 +50,6 @@ impl QueueState {
         self.closed = true;
         self.reader.take()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// What offering a message to a queue did.

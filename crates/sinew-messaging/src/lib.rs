@@ -55,6 +55,13 @@ pub mod subject;
 pub mod task;
 pub mod work;
 
+/// Locks `mutex`, whatever a panicking holder left behind: the data
+/// guarded here (queues, waiters, figures) stays consistent between
+/// statements, so a poisoned lock is no reason to fail every caller after.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 pub use broker::{
     Broker, BrokerBuilder, BrokerStats, SlowConsumer, SubscribeOptions, Subscription,
 };

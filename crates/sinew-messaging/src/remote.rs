@@ -18,6 +18,7 @@
 
 use crate::broker::{Broker, BrokerStats, SubscribeOptions};
 use crate::error::{Error, ERROR_KIND};
+use crate::lock;
 use crate::message::Message;
 use crate::proto::{self, broker_client::BrokerClient, publish_frame::Frame};
 use crate::subject::{Filter, Subject};
@@ -40,10 +41,6 @@ use tower::ServiceExt;
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publish frames queued for the stream at most, per client.
 const PUBLISH_BUFFER: usize = 1024;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
 
 /// The error kind a served broker named a status with.
 fn kind(status: &Status) -> Option<&str> {

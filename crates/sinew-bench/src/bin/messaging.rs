@@ -16,6 +16,9 @@
 //! cargo run --release -p sinew-bench --bin sinew-bench-messaging -- --runs 5 --json docs/benchmarks/messaging.json
 //! ```
 
+#[path = "../cpu.rs"]
+mod cpu;
+
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use futures_util::StreamExt;
@@ -297,7 +300,7 @@ impl NatsServer {
     }
 
     fn cpu(&self) -> Duration {
-        process_cpu(&self.child.id().to_string())
+        cpu::of_process(self.child.id())
     }
 }
 
@@ -307,19 +310,6 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// CPU time (user + system) of process `pid` ("self" for this one).
-fn process_cpu(pid: &str) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 /// The broker a cell runs on, and what must live as long as the cell.
@@ -333,7 +323,8 @@ struct Setup {
 
 impl Setup {
     fn cpu(&self) -> Duration {
-        process_cpu("self") + self.nats.as_ref().map_or(Duration::ZERO, NatsServer::cpu)
+        cpu::of_process(std::process::id())
+            + self.nats.as_ref().map_or(Duration::ZERO, NatsServer::cpu)
     }
 }
 

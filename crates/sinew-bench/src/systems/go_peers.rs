@@ -135,26 +135,6 @@ impl Drop for GoServer {
     }
 }
 
-/// CPU time (user + system) of process `pid`, from `/proc/PID/stat`.
-fn cpu_of(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime, in clock ticks (100 per second on Linux).
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
 /// grpc-go's server, driven by tonic's client.
 pub(crate) fn run_grpc_go(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyhow::Result<Stats> {
     let server = GoServer::start(&binary("grpcserver"), &[], plan)?;
@@ -167,7 +147,14 @@ pub(crate) fn run_grpc_go(runtimes: &Runtimes, plan: &Plan, cell: Cell) -> anyho
 /// the server's when process `pid` is another one.
 pub(crate) fn with_server_cpu(pid: u32) -> impl Fn() -> Duration + Send + 'static {
     let other = pid != std::process::id();
-    move || process_cpu() + if other { cpu_of(pid) } else { Duration::ZERO }
+    move || {
+        process_cpu()
+            + if other {
+                crate::cpu::of_process(pid)
+            } else {
+                Duration::ZERO
+            }
+    }
 }
 
 /// grpc-go's server alone (for h2load), its CPU read from `/proc`.
@@ -177,7 +164,7 @@ pub(crate) fn start_grpc_go(plan: &Plan) -> anyhow::Result<RunningServer<'static
     Ok(RunningServer {
         address,
         pid,
-        cpu: Box::new(move || cpu_of(pid)),
+        cpu: Box::new(move || crate::cpu::of_process(pid)),
         stop: Box::new(move || {
             drop(server);
             Ok(())

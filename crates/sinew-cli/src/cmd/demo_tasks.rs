@@ -7,6 +7,7 @@
 //! runs. The report counts tasks submitted, completed, completed on a later
 //! delivery, and lost (none).
 
+use super::demo::lock;
 use crate::error::CliError;
 use sinew::messaging::{Broker, Job, QueueConfig, TaskError, TaskQueue};
 use std::collections::BTreeMap;
@@ -141,8 +142,4 @@ impl Tasks {
         let completed: u64 = results.by_node.values().map(|(done, _)| done).sum();
         completed == results.submitted
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }

@@ -2,6 +2,7 @@
 
 use super::{from_headers, nats_error, to_headers, Nats};
 use crate::error::Error;
+use crate::lock;
 use crate::work::{
     Job, Leased, Pushed, QueueConfig, QueueStats, Settlement, DEAD_LETTER_DELIVERIES,
     DEAD_LETTER_FROM,
@@ -232,10 +233,7 @@ impl Slot {
     }
 
     fn deadline(&self) -> Instant {
-        *self
-            .deadline
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        *lock(&self.deadline)
     }
 }
 
@@ -246,7 +244,7 @@ impl Drop for Lease {
 }
 
 /// The jobs a worker's task fetched for it.
-pub(crate) type Fetched = mpsc::Receiver<Result<Leased, Error>>;
+pub(crate) type Fetched = mpsc::Receiver<Leased>;
 
 /// Starts a worker on queue `name`: a task that fetches at most
 /// `max_in_flight` jobs not yet settled.
@@ -286,7 +284,7 @@ struct WorkerTask {
     slots: Arc<Semaphore>,
     /// The slots of deliveries out, to free those whose lease ran out.
     out: Vec<Arc<Slot>>,
-    jobs: mpsc::Sender<Result<Leased, Error>>,
+    jobs: mpsc::Sender<Leased>,
 }
 
 impl WorkerTask {
@@ -412,7 +410,7 @@ impl WorkerTask {
             payload: lease.message.payload.clone(),
             nats: Some(lease),
         };
-        self.jobs.send(Ok(leased)).await.is_ok()
+        self.jobs.send(leased).await.is_ok()
     }
 }
 
@@ -478,11 +476,7 @@ impl Lease {
         let result = self.send(settlement).await;
         match settlement {
             Settlement::InProgress => {
-                *self
-                    .slot
-                    .deadline
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner()) = Instant::now() + self.ack_wait;
+                *lock(&self.slot.deadline) = Instant::now() + self.ack_wait;
             }
             _ => self.slot.release(),
         }

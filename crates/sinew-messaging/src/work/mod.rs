@@ -575,11 +575,7 @@ impl Worker {
             }
             #[cfg(feature = "nats")]
             WorkerSource::Nats(fetched) => match fetched.poll_recv(cx) {
-                Poll::Ready(Some(Ok(leased))) => leased,
-                Poll::Ready(Some(Err(error))) => {
-                    self.error = Some(error);
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(Some(leased)) => leased,
                 Poll::Ready(None) => {
                     self.error = Some(Error::Closed);
                     return Poll::Ready(None);
