@@ -25,6 +25,7 @@
 use super::schedule::{Meta, Schedule};
 use super::{FsyncPolicy, Job, Leased, Pushed, QueueConfig, QueueStats, Settlement};
 use crate::error::Error;
+use crate::lock;
 use crate::proto::{headers_from_proto, headers_to_proto};
 use bytes::Bytes;
 use prost::Message as _;
@@ -284,11 +285,7 @@ impl Store {
     /// Every queue's figures as of at most a quarter of a second ago,
     /// without waiting for the thread.
     pub(crate) fn snapshot(&self) -> Vec<QueueStats> {
-        self.shared
-            .snapshot
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone()
+        lock(&self.shared.snapshot).clone()
     }
 
     pub(crate) async fn all_stats(&self) -> Result<Vec<QueueStats>, Error> {
@@ -443,6 +440,9 @@ struct Engine {
     /// Why the store refuses everything: a failed transaction whose
     /// effects on memory could not be undone.
     broken: Option<String>,
+    /// Queues pushed to in the transaction under way, whose records are
+    /// written before its commit.
+    unsaved: Vec<Arc<str>>,
 }
 
 /// Answers every command of `batch` that waits for an answer with the
@@ -497,6 +497,7 @@ impl Engine {
             snapshot_at: Instant::now(),
             snapshot_stale: false,
             broken: None,
+            unsaved: Vec::new(),
         };
         engine.reload()?;
         Ok(engine)
@@ -559,6 +560,7 @@ impl Engine {
             }
         }
         txn.abort().map_err(storage)?;
+        self.unsaved.clear();
         // Workers stay, with nothing in flight: the leases are gone.
         for (name, old) in std::mem::replace(&mut self.queues, loaded) {
             if let Some(queue) = self.queues.get_mut(&name) {
@@ -644,10 +646,7 @@ impl Engine {
             .iter()
             .map(|(name, queue)| queue.stats(name))
             .collect();
-        *self
-            .snapshot
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = figures;
+        *lock(&self.snapshot) = figures;
         self.snapshot_at = Instant::now();
         self.snapshot_stale = false;
     }
@@ -734,6 +733,7 @@ impl Engine {
             }
             self.expire(&mut tables, now)?;
             self.dispatch(&mut tables, now, deliveries)?;
+            self.save_records(&mut tables)?;
         }
         txn.commit().map_err(storage)?;
         if durable {
@@ -857,6 +857,21 @@ impl Engine {
         Ok(config)
     }
 
+    /// Writes the record (the next sequence) of every queue pushed to in
+    /// this transaction, once however many pushes changed it.
+    fn save_records(&mut self, tables: &mut Tables<'_>) -> Result<(), Error> {
+        for name in std::mem::take(&mut self.unsaved) {
+            if let Some(queue) = self.queues.get(&name) {
+                let record = queue.stored().encode_to_vec();
+                tables
+                    .queues
+                    .insert(&*name, record.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Declares the dead-letter queue `name` if it does not exist.
     fn dead_letter_queue(
         &mut self,
@@ -922,11 +937,6 @@ impl Engine {
             .jobs
             .insert((&**name, sequence), record.as_slice())
             .map_err(storage)?;
-        let stored = queue.stored().encode_to_vec();
-        tables
-            .queues
-            .insert(&**name, stored.as_slice())
-            .map_err(storage)?;
         if let Some(id) = job.id {
             tables
                 .ids
@@ -944,6 +954,9 @@ impl Engine {
             },
         );
         queue.counters.pushed += 1;
+        if !self.unsaved.contains(name) {
+            self.unsaved.push(name.clone());
+        }
         Ok(Pushed {
             sequence,
             duplicate: false,
