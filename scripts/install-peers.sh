@@ -8,7 +8,9 @@
 # prometheus (the observability test starts one that scrapes a sinew
 # server's admin endpoint), and chromium (the dashboard test drives it
 # headless), and nats-server (NATS 2.9 with JetStream: the messaging tests
-# and benchmark start their own on free ports). Used by
+# and benchmark start their own on free ports), and nginx and wrk (the
+# gateway's tests and benchmark run nginx as the proxy to compare against and
+# wrk as the HTTP load generator). Used by
 # test.sh and interop-go.sh.
 set -euo pipefail
 missing=()
@@ -19,6 +21,8 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
 command -v nats-server >/dev/null || missing+=(nats-server)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian..."
   export DEBIAN_FRONTEND=noninteractive

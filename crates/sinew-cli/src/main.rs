@@ -78,6 +78,8 @@ enum Command {
     Sub(cmd::subscribe::Args),
     /// Declare work queues, push jobs, work on them, and see each queue's figures.
     Queue(cmd::queue::Args),
+    /// Run the HTTP gateway: a reverse proxy in place of an nginx upstream block.
+    Gateway(cmd::gateway::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,10 +94,13 @@ fn main() -> std::process::ExitCode {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Gateway(args) = &cli.command {
+        if let Some(workers) = args.workers() {
+            builder.worker_threads(workers);
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("sinew: cannot start the async runtime: {error}");
@@ -118,6 +123,7 @@ fn main() -> std::process::ExitCode {
             Command::Pub(args) => cmd::publish::run(args).await,
             Command::Sub(args) => cmd::subscribe::run(args).await,
             Command::Queue(args) => cmd::queue::run(args).await,
+            Command::Gateway(args) => cmd::gateway::run(args).await,
         }
     });
     // Do not wait for tasks left behind (streams being cancelled, pumps).

@@ -47,24 +47,36 @@ pub async fn connect_service(name: &str, service: &str) -> Result<Balanced, Stat
 /// The builder of the balanced channel of [`connect`] (or, with `service`,
 /// [`connect_service`]), for settings of one's own (a policy, a zone).
 pub async fn builder(name: &str, service: Option<&str>) -> Result<BalancedBuilder, Status> {
+    let (resolver, service) = resolver(name, service).await?;
+    Ok(Balanced::builder(resolver, service))
+}
+
+/// The resolver `name` stands for and the service to resolve with it: what
+/// [`builder`] balances over, for those who keep endpoints of their own
+/// (the HTTP gateway's upstream groups). A DNS name's service is `service`
+/// or empty (DNS names no service).
+pub async fn resolver(
+    name: &str,
+    service: Option<&str>,
+) -> Result<(std::sync::Arc<dyn crate::resolve::Resolve>, String), Status> {
     let scheme = name.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
-        Some("dns" | "dns+srv") => {
-            let dns = Dns::parse(name)?;
-            Ok(Balanced::builder(dns, service.unwrap_or_default()))
-        }
+        Some("dns" | "dns+srv") => Ok((
+            std::sync::Arc::new(Dns::parse(name)?),
+            service.unwrap_or_default().to_owned(),
+        )),
         #[cfg(feature = "gossip")]
         Some("gossip") => {
             let target = gossip::Target::parse(name)?;
             let service = service_of(name, service, target.service.as_deref())?;
             let member = target.observe().await?;
-            Ok(Balanced::builder(member.resolver(), service))
+            Ok((std::sync::Arc::new(member.resolver()), service))
         }
         #[cfg(feature = "etcd")]
         Some("etcd") => {
             let target = etcd::Target::parse(name)?;
             let service = service_of(name, service, target.service.as_deref())?;
-            Ok(Balanced::builder(target.registry()?.resolver(), service))
+            Ok((std::sync::Arc::new(target.registry()?.resolver()), service))
         }
         _ => Err(Status::invalid_argument(format!(
             "{name:?} is not a name: expected one of {}",

@@ -122,6 +122,7 @@
 //! | [`auth`] (feature `auth`, default) | who may call what: [`auth::AuthorizeLayer`] with a [`auth::Policy`] over certificate, process and token identities; bearer tokens ([`auth::AuthenticateLayer`], [`auth::BearerToken`]) |
 //! | [`resilience`] (feature `resilience`, default) | gRPC service configs applied to calls: timeouts, retries, size limits |
 //! | [`messaging`] (features `messaging` and `nats`, default) | publish/subscribe, queue groups, request/reply and durable work queues: [`messaging::Broker`] embedded in the process, served by a sinew server, or on NATS |
+//! | [`gateway`] (feature `gateway`, default) | the HTTP edge: [`gateway::Gateway`], a reverse proxy with routes, balanced upstream groups (nginx's policies and peak EWMA), passive and active health, keep-alive pools, bounded retries and reloads, run by `sinew gateway` |
 //! | [`telemetry`] (feature `telemetry`, default) | a span per call, W3C trace context across services ([`telemetry::TraceContext`]), Prometheus metrics, the admin endpoint (`/metrics`, `/healthz`, `/readyz`) |
 //!
 //! # Features
@@ -154,6 +155,11 @@
 //!   Prometheus.
 //! * `otlp`: the spans of sampled calls sent to an OpenTelemetry collector
 //!   over OTLP/gRPC ([`telemetry::export`]), on `opentelemetry-otlp`.
+//! * `gateway` (default): the HTTP edge ([`gateway`]): a reverse proxy
+//!   for HTTP/1.1 and h2c clients with routes, upstream groups balanced as
+//!   nginx balances them (and by peak EWMA), static or discovered, passive
+//!   and active health, keep-alive pools, bounded retries and reloads; the
+//!   engine of `sinew gateway`.
 //! * `dev-certs`: a throwaway certificate authority (`sinew::tls::dev`) for
 //!   tests, demos and development.
 
@@ -184,6 +190,11 @@ pub use sinew_telemetry as telemetry;
 /// `nats`, default).
 #[cfg(feature = "messaging")]
 pub use sinew_messaging as messaging;
+
+/// The HTTP edge: a reverse proxy in place of an nginx upstream block
+/// (feature `gateway`, default).
+#[cfg(feature = "gateway")]
+pub use sinew_gateway as gateway;
 
 mod connect;
 pub use connect::ConnectOptions;

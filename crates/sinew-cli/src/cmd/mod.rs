@@ -8,6 +8,7 @@ pub(crate) mod dashboard;
 pub(crate) mod demo;
 pub(crate) mod demo_tasks;
 pub(crate) mod describe;
+pub(crate) mod gateway;
 pub(crate) mod list;
 pub(crate) mod members;
 pub(crate) mod publish;

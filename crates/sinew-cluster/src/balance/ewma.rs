@@ -25,7 +25,7 @@ fn epoch() -> Instant {
 
 /// A peak-EWMA estimate of an endpoint's round-trip time.
 #[derive(Debug)]
-pub(crate) struct PeakEwma {
+pub struct PeakEwma {
     decay_ns: f64,
     /// The estimate in nanoseconds, as `f64` bits.
     rtt_ns: AtomicU64,
@@ -35,7 +35,7 @@ pub(crate) struct PeakEwma {
 
 impl PeakEwma {
     /// An estimate starting at `initial`, decaying over `decay`.
-    pub(crate) fn new(initial: Duration, decay: Duration, now: Instant) -> PeakEwma {
+    pub fn new(initial: Duration, decay: Duration, now: Instant) -> PeakEwma {
         PeakEwma {
             decay_ns: decay.as_nanos().max(1) as f64,
             rtt_ns: AtomicU64::new((initial.as_nanos() as f64).to_bits()),
@@ -44,7 +44,7 @@ impl PeakEwma {
     }
 
     /// Takes one response's round-trip time into the estimate.
-    pub(crate) fn observe(&self, rtt: Duration, now: Instant) {
+    pub fn observe(&self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_nanos() as f64;
         let (estimate, decay) = self.stored(now);
         let next = if rtt > estimate {
@@ -58,7 +58,7 @@ impl PeakEwma {
 
     /// The estimate now, in nanoseconds: the stored one decayed by the time
     /// since it was set.
-    pub(crate) fn estimate(&self, now: Instant) -> f64 {
+    pub fn estimate(&self, now: Instant) -> f64 {
         let (estimate, decay) = self.stored(now);
         estimate * decay
     }

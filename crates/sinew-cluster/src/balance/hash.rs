@@ -142,9 +142,11 @@ struct Point {
     endpoint: u32,
 }
 
-/// A ketama ring over a group's endpoints.
+/// A ketama ring over a group's endpoints: the points nginx's `hash $key
+/// consistent` puts on its ring, so that a key goes to the same server
+/// through nginx, sinew's balanced channel and sinew's gateway.
 #[derive(Debug)]
-pub(crate) struct Ring {
+pub struct Ring {
     /// Sorted by hash, hashes distinct.
     points: Vec<Point>,
 }
@@ -161,6 +163,13 @@ impl Ring {
                 )
             })
             .collect();
+        Ring::from_servers(&servers)
+    }
+
+    /// The ring of servers named as nginx writes them in an `upstream`
+    /// block (`host:port`, `unix:path`), each with its weight, in the
+    /// group's order: [`candidates`](Ring::candidates) yields indices into it.
+    pub fn from_servers(servers: &[(String, u64)]) -> Ring {
         let total_weight: u64 = servers.iter().map(|(_, weight)| weight).sum();
         let scale = |weight: u64| match total_weight * POINTS_PER_WEIGHT {
             all if all <= MAX_POINTS => weight * POINTS_PER_WEIGHT,
@@ -196,6 +205,17 @@ impl Ring {
         Ring { points }
     }
 
+    /// The servers (indices in the ring's order) in the order `key` tries
+    /// them: the owner of the first point at or after the key's hash, then
+    /// the owners of the points after it, around the ring (a server comes
+    /// once per point it has).
+    pub fn candidates(&self, key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+        let hash = ketama_key(key);
+        let start = self.points.partition_point(|point| point.hash < hash);
+        let count = self.points.len();
+        (0..count).map(move |step| self.points[(start + step) % count].endpoint as usize)
+    }
+
     /// The endpoint for `key`: the first usable one under its bound from
     /// the key's point on.
     pub(crate) fn pick<'a>(
@@ -209,12 +229,7 @@ impl Ring {
         if self.points.is_empty() {
             return None;
         }
-        let hash = ketama_key(key);
-        let start = self.points.partition_point(|point| point.hash < hash);
-        let count = self.points.len();
-        let candidates =
-            (0..count).map(|step| self.points[(start + step) % count].endpoint as usize);
-        walk(endpoints, weights, candidates, load_bound, usable)
+        walk(endpoints, weights, self.candidates(key), load_bound, usable)
     }
 
     #[cfg(test)]

@@ -84,9 +84,12 @@ mod weighted;
 mod worker;
 
 pub use endpoints::{EndpointReport, Health};
+pub use ewma::PeakEwma;
 pub use future::ResponseFuture;
+pub use hash::Ring as KetamaRing;
 pub use outlier::OutlierDetection;
 pub use policy::{ParsePolicyError, Policy};
+pub use weighted::Smooth;
 
 use crate::endpoint::Endpoint;
 use crate::resolve::Resolve;

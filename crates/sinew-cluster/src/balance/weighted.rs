@@ -29,33 +29,31 @@ use super::lock;
 use super::policy::Usable;
 use std::sync::{Arc, Mutex};
 
-/// The current weights of one group's endpoints.
+/// The current weights of one group's endpoints: nginx's smooth weighted
+/// round robin, also behind the gateway's `round_robin` upstreams.
 #[derive(Debug)]
-pub(crate) struct Smooth {
+pub struct Smooth {
     weights: Vec<i64>,
     current: Mutex<Vec<i64>>,
 }
 
 impl Smooth {
     /// State for endpoints of these weights, in the group's order.
-    pub(crate) fn new(weights: &[u32]) -> Smooth {
+    pub fn new(weights: &[u32]) -> Smooth {
         Smooth {
             weights: weights.iter().map(|&weight| i64::from(weight)).collect(),
             current: Mutex::new(vec![0; weights.len()]),
         }
     }
 
-    /// The next endpoint of the smooth weighted round, among the usable.
-    pub(crate) fn pick<'a>(
-        &self,
-        endpoints: &'a [Arc<EndpointState>],
-        usable: Usable<'_>,
-    ) -> Option<&'a Arc<EndpointState>> {
+    /// The index of the next endpoint of the smooth weighted round, among
+    /// those `admits` lets through (`None` if it lets none).
+    pub fn pick_index(&self, mut admits: impl FnMut(usize) -> bool) -> Option<usize> {
         let mut current = lock(&self.current);
         let mut total = 0;
         let mut best: Option<usize> = None;
-        for (index, state) in endpoints.iter().enumerate() {
-            if !usable.admits(state) {
+        for index in 0..self.weights.len() {
+            if !admits(index) {
                 continue;
             }
             // Weights are u32, current weights stay within ± the sum of
@@ -68,7 +66,21 @@ impl Smooth {
         }
         let best = best?;
         current[best] -= total;
-        Some(&endpoints[best])
+        Some(best)
+    }
+
+    /// The next endpoint of the smooth weighted round, among the usable.
+    pub(crate) fn pick<'a>(
+        &self,
+        endpoints: &'a [Arc<EndpointState>],
+        usable: Usable<'_>,
+    ) -> Option<&'a Arc<EndpointState>> {
+        let index = self.pick_index(|index| {
+            endpoints
+                .get(index)
+                .is_some_and(|state| usable.admits(state))
+        })?;
+        Some(&endpoints[index])
     }
 }
 

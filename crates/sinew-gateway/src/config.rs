@@ -1,0 +1,697 @@
+//! The gateway's configuration: what `gateway.toml` says, read and checked
+//! before anything is started (or swapped in, on a reload).
+//!
+//! ```toml
+//! [server]
+//! listen = ["127.0.0.1:8080"]
+//!
+//! [upstreams.api]
+//! balance = "round_robin"          # as nginx's default; see Balance
+//! servers = [
+//!   { address = "10.0.0.1:8080", weight = 5 },
+//!   { address = "10.0.0.2:8080", max_fails = 3, fail_timeout = "30s" },
+//!   { address = "10.0.0.3:8080", backup = true },
+//! ]
+//! keepalive = 32                    # idle connections kept per server
+//!
+//! [upstreams.api.health_check]      # active checks (nginx has none)
+//! path = "/healthz"
+//! interval = "2s"
+//!
+//! [[routes]]
+//! path = "/api/"
+//! upstream = "api"
+//! retry = { tries = 3, on = ["error", "timeout", "http_503"] }
+//! ```
+//!
+//! Durations are written with a unit (`500ms`, `10s`, `2m`, `1h`); sizes in
+//! bytes. Every table refuses keys it does not know, so a misspelt setting
+//! is an error at load, not a default silently in force. [`Config::check`]
+//! (called by [`Config::from_toml`]) refuses what could not work: a route to
+//! an unknown upstream, a group without servers, a hash balance without a
+//! key, weights of zero.
+//!
+//! Not here: the listeners' sockets and the upstreams' state; see
+//! [`Gateway`](crate::Gateway) for what a reload keeps.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole gateway configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The front: listeners and the limits every client is held to.
+    #[serde(default)]
+    pub server: Server,
+    /// Upstream groups by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Routes, tried in order: the first that matches a request takes it.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// The front's listeners and the limits on what clients send.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    /// Addresses to listen on (HTTP/1.1 and h2c on each).
+    pub listen: Vec<SocketAddr>,
+    /// The most bytes a request's line and headers may take (431 beyond).
+    pub max_header_bytes: usize,
+    /// The most headers a request may have (431 beyond).
+    pub max_headers: usize,
+    /// The largest request body accepted (413 beyond), streamed or not.
+    pub max_body_bytes: u64,
+    /// How long a client has to send a request's headers once it has
+    /// started, and how long a kept-alive connection may sit idle
+    /// (slowloris clients are closed after it).
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// The most client connections open at once; beyond, new ones wait in
+    /// the listen backlog.
+    pub max_connections: usize,
+    /// The most concurrent streams an HTTP/2 client may open.
+    pub max_concurrent_streams: u32,
+    /// How long a stop (or the end of a listener) waits for requests in
+    /// flight before closing their connections.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            listen: Vec::new(),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 16 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_concurrent_streams: 256,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An upstream group: the servers a route's requests are spread over.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upstream {
+    /// The servers, as nginx's `server` lines. Either these or `resolve`.
+    pub servers: Vec<ServerEntry>,
+    /// A name whose endpoints are the servers, followed as they change:
+    /// `dns:///host:port`, `dns+srv:///name`, `gossip://SEED/SERVICE`,
+    /// `etcd://HOST:PORT/SERVICE`.
+    pub resolve: Option<String>,
+    /// The service to resolve, when the name does not carry it.
+    pub service: Option<String>,
+    /// How a request's server is chosen.
+    pub balance: Balance,
+    /// The key of `balance = "hash"`: `$remote_addr`, `$request_uri`,
+    /// `$uri`, `$host`, `$http_<header>` (dashes as `_`), `$arg_<name>`,
+    /// `$cookie_<name>`, or text mixing them (`$host$uri`).
+    pub hash_key: Option<String>,
+    /// `balance = "hash"`: a ketama ring (nginx's `consistent`), so that
+    /// adding or removing a server moves few keys. Otherwise the key's
+    /// CRC-32 modulo the total weight, as nginx's plain `hash`.
+    pub consistent: bool,
+    /// Idle connections kept per server (nginx's `keepalive`, which counts
+    /// per group); 0 closes each after its response.
+    pub keepalive: usize,
+    /// How long an idle kept connection stays open (`keepalive_timeout`).
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// Requests a connection carries before it is closed
+    /// (`keepalive_requests`).
+    pub keepalive_requests: u32,
+    /// How long a connect to a server may take (`proxy_connect_timeout`).
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// The default of each server's `max_fails`.
+    pub max_fails: u32,
+    /// The default of each server's `fail_timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub fail_timeout: Duration,
+    /// Active health checks of every server.
+    pub health_check: Option<HealthCheck>,
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            servers: Vec::new(),
+            resolve: None,
+            service: None,
+            balance: Balance::default(),
+            hash_key: None,
+            consistent: false,
+            keepalive: 64,
+            keepalive_timeout: Duration::from_secs(60),
+            keepalive_requests: 10_000,
+            connect_timeout: Duration::from_secs(5),
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            health_check: None,
+        }
+    }
+}
+
+/// How an upstream group picks a request's server. Every policy skips
+/// servers that are `down`, failed (passive or active health) or at their
+/// `max_conns`, and turns to the `backup` servers only when no other is
+/// left.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin, nginx's default.
+    #[default]
+    RoundRobin,
+    /// The fewest requests in flight for the weight (`least_conn`).
+    LeastConn,
+    /// The client's address (`ip_hash`: the first three bytes of IPv4, all
+    /// of IPv6), as nginx hashes it.
+    IpHash,
+    /// A key made of the request (`hash $key [consistent]`).
+    Hash,
+    /// Two servers at random by weight, the one with fewer requests in
+    /// flight (`random two least_conn`).
+    RandomTwo,
+    /// Two servers at random, the one with the lower peak-EWMA latency
+    /// times requests in flight: sinew's default for calls, quick to
+    /// avoid a server that turns slow.
+    P2cEwma,
+}
+
+/// One server of a static group.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEntry {
+    /// `host:port` (an IP address; resolve names with `resolve`).
+    pub address: SocketAddr,
+    /// Its share of requests against the others' (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Used only when no server without `backup` can take a request.
+    #[serde(default)]
+    pub backup: bool,
+    /// Never used (kept in the file, as nginx's `down`).
+    #[serde(default)]
+    pub down: bool,
+    /// The most requests in flight to it at once (0: no limit).
+    #[serde(default)]
+    pub max_conns: usize,
+    /// Failures within `fail_timeout` that take it out for `fail_timeout`
+    /// (0: never taken out). Default: the group's.
+    #[serde(default)]
+    pub max_fails: Option<u32>,
+    /// See `max_fails`. Default: the group's.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub fail_timeout: Option<Duration>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Active health checks: a request to every server at an interval, which
+/// takes it out after `fails` failed checks in a row and back after
+/// `passes` good ones.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheck {
+    /// The path requested with GET.
+    pub path: String,
+    /// The Host header sent (default: the server's address).
+    pub host: Option<String>,
+    /// Time between two checks of a server.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// How long a check may take, connect included.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Failed checks in a row that take a server out.
+    pub fails: u32,
+    /// Good checks in a row that bring it back.
+    pub passes: u32,
+    /// The statuses that count as good, as `"200-399"` or `"200,204"`.
+    pub status: String,
+}
+
+impl Default for HealthCheck {
+    fn default() -> HealthCheck {
+        HealthCheck {
+            path: "/".to_owned(),
+            host: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            fails: 2,
+            passes: 2,
+            status: "200-399".to_owned(),
+        }
+    }
+}
+
+/// A route: which requests it takes and where they go.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The Host (or `:authority`) the request names, without port;
+    /// `*.example.com` matches any subdomain. Default: any.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The path prefix, matched by whole segments when it ends in `/` or
+    /// as written otherwise (nginx's `location /prefix`). Default: `/`.
+    #[serde(default = "root")]
+    pub path: String,
+    /// The methods taken. Default: all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Headers the request must carry with these values (`"*"`: present).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The upstream group the requests go to.
+    pub upstream: String,
+    /// Replaces the matched prefix before forwarding (nginx's
+    /// `proxy_pass http://up/new/;`). Default: the path as it came.
+    #[serde(default)]
+    pub rewrite_prefix: Option<String>,
+    /// How long one try may wait for the response's headers
+    /// (`proxy_read_timeout` for the first byte).
+    #[serde(default = "minute", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Retries to the next server.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Headers set on the request to the upstream (replacing any of the
+    /// same name); `$remote_addr`, `$host`, `$request_id` and the other
+    /// `hash_key` variables expand.
+    #[serde(default)]
+    pub set_request_headers: BTreeMap<String, String>,
+    /// Headers removed from the request to the upstream.
+    #[serde(default)]
+    pub remove_request_headers: Vec<String>,
+    /// Headers set on the response to the client.
+    #[serde(default)]
+    pub set_response_headers: BTreeMap<String, String>,
+    /// Headers removed from the response to the client.
+    #[serde(default)]
+    pub remove_response_headers: Vec<String>,
+    /// Keep the client's Host header (default); otherwise the server's
+    /// address is sent, as nginx's default `Host $proxy_host`.
+    #[serde(default = "yes")]
+    pub preserve_host: bool,
+}
+
+fn root() -> String {
+    "/".to_owned()
+}
+
+fn minute() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// When a request goes to the next server (`proxy_next_upstream`).
+///
+/// A request is sent again only if its body can be (none, or one small
+/// enough to have been held: up to `buffer_bytes`), and a non-idempotent
+/// one (POST, PATCH, LOCK) only if it never reached a server (the connect
+/// failed) unless `non_idempotent` is set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retry {
+    /// Tries in all, the first included (`proxy_next_upstream_tries`);
+    /// 1 never retries.
+    pub tries: u32,
+    /// The time all tries may take together
+    /// (`proxy_next_upstream_timeout`); none by default, each try bounded
+    /// by the route's `timeout`.
+    #[serde(deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// What sends a request on: `error` (connect or I/O failure),
+    /// `timeout`, `http_500`, `http_502`, `http_503`, `http_504`,
+    /// `http_429`, `http_403`, `http_404`.
+    pub on: Vec<RetryOn>,
+    /// Retry POST, PATCH and LOCK after they were sent, too.
+    pub non_idempotent: bool,
+    /// The largest request body held so that it can be sent again.
+    pub buffer_bytes: usize,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            tries: 3,
+            timeout: None,
+            on: vec![RetryOn::Error, RetryOn::Timeout],
+            non_idempotent: false,
+            buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// One condition of [`Retry::on`].
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The connection failed, or broke before a response.
+    Error,
+    /// No response within the route's timeout.
+    Timeout,
+    /// A 500 answer.
+    #[serde(rename = "http_500")]
+    Http500,
+    /// A 502 answer.
+    #[serde(rename = "http_502")]
+    Http502,
+    /// A 503 answer.
+    #[serde(rename = "http_503")]
+    Http503,
+    /// A 504 answer.
+    #[serde(rename = "http_504")]
+    Http504,
+    /// A 429 answer.
+    #[serde(rename = "http_429")]
+    Http429,
+    /// A 403 answer.
+    #[serde(rename = "http_403")]
+    Http403,
+    /// A 404 answer.
+    #[serde(rename = "http_404")]
+    Http404,
+}
+
+impl RetryOn {
+    /// The status this condition names, if it names one.
+    pub fn status(self) -> Option<u16> {
+        Some(match self {
+            RetryOn::Error | RetryOn::Timeout => return None,
+            RetryOn::Http500 => 500,
+            RetryOn::Http502 => 502,
+            RetryOn::Http503 => 503,
+            RetryOn::Http504 => 504,
+            RetryOn::Http429 => 429,
+            RetryOn::Http403 => 403,
+            RetryOn::Http404 => 404,
+        })
+    }
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError(message.into())
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration in TOML.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses what could not work; see the module docs.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (name, upstream) in &self.upstreams {
+            match (&upstream.resolve, upstream.servers.is_empty()) {
+                (None, true) => {
+                    return Err(ConfigError(format!(
+                        "upstream {name:?} has neither servers nor a name to resolve"
+                    )))
+                }
+                (Some(_), false) => {
+                    return Err(ConfigError(format!(
+                        "upstream {name:?} has both servers and a name to resolve: keep one"
+                    )))
+                }
+                _ => {}
+            }
+            if let Some(server) = upstream.servers.iter().find(|server| server.weight == 0) {
+                return Err(ConfigError(format!(
+                    "upstream {name:?}: server {} has weight 0 (use down = true to keep it out)",
+                    server.address
+                )));
+            }
+            if upstream.balance == Balance::Hash && upstream.hash_key.is_none() {
+                return Err(ConfigError(format!(
+                    "upstream {name:?}: balance = \"hash\" needs a hash_key, such as \"$request_uri\""
+                )));
+            }
+            if upstream.balance != Balance::Hash && upstream.consistent {
+                return Err(ConfigError(format!(
+                    "upstream {name:?}: consistent = true goes with balance = \"hash\""
+                )));
+            }
+            if let Some(check) = &upstream.health_check {
+                if !check.path.starts_with('/') {
+                    return Err(ConfigError(format!(
+                        "upstream {name:?}: health_check.path {:?} must start with /",
+                        check.path
+                    )));
+                }
+                if check.fails == 0 || check.passes == 0 {
+                    return Err(ConfigError(format!(
+                        "upstream {name:?}: health_check fails and passes must be at least 1"
+                    )));
+                }
+                StatusRanges::parse(&check.status).map_err(|e| {
+                    ConfigError(format!("upstream {name:?}: health_check.status: {e}"))
+                })?;
+            }
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            let which = format!("route {} (path {:?})", index + 1, route.path);
+            if !self.upstreams.contains_key(&route.upstream) {
+                return Err(ConfigError(format!(
+                    "{which} goes to upstream {:?}, which is not defined",
+                    route.upstream
+                )));
+            }
+            if !route.path.starts_with('/') {
+                return Err(ConfigError(format!("{which}: the path must start with /")));
+            }
+            if let Some(prefix) = &route.rewrite_prefix {
+                if !prefix.starts_with('/') {
+                    return Err(ConfigError(format!(
+                        "{which}: rewrite_prefix must start with /"
+                    )));
+                }
+            }
+            for method in &route.methods {
+                http::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| ConfigError(format!("{which}: {method:?} is not a method")))?;
+            }
+            for name in route
+                .headers
+                .keys()
+                .chain(route.set_request_headers.keys())
+                .chain(route.set_response_headers.keys())
+                .chain(&route.remove_request_headers)
+                .chain(&route.remove_response_headers)
+            {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ConfigError(format!("{which}: {name:?} is not a header name")))?;
+            }
+            if route.retry.tries == 0 {
+                return Err(ConfigError(format!(
+                    "{which}: retry.tries counts the first try: at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A set of status codes, as `"200-399"` or `"200,204,300-302"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StatusRanges(Vec<(u16, u16)>);
+
+impl StatusRanges {
+    pub(crate) fn parse(text: &str) -> Result<StatusRanges, String> {
+        let mut ranges = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let (low, high) = part.split_once('-').unwrap_or((part, part));
+            let parse = |code: &str| {
+                code.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|code| (100..=599).contains(code))
+                    .ok_or_else(|| format!("{part:?} is not a status or a range of them"))
+            };
+            let (low, high) = (parse(low)?, parse(high)?);
+            if low > high {
+                return Err(format!("{part:?} is an empty range"));
+            }
+            ranges.push((low, high));
+        }
+        Ok(StatusRanges(ranges))
+    }
+
+    pub(crate) fn contains(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
+}
+
+/// Parses `<number><unit>`, unit `ms`, `s`, `m` or `h` (`1.5s`, `250ms`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "" => return Err(format!("{text:?} has no unit: write {text}s or {text}ms")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    if !seconds.is_finite() || !(0.0..=1e8).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a duration such as \"500ms\", \"10s\" or \"2m\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Visitor)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_reads() {
+        let config = Config::from_toml(
+            r#"
+            [server]
+            listen = ["127.0.0.1:8080"]
+            header_timeout = "5s"
+
+            [upstreams.api]
+            balance = "hash"
+            hash_key = "$request_uri"
+            consistent = true
+            servers = [
+              { address = "127.0.0.1:9001", weight = 5, max_conns = 10 },
+              { address = "127.0.0.1:9002", backup = true, fail_timeout = "30s" },
+            ]
+            [upstreams.api.health_check]
+            path = "/healthz"
+            interval = "250ms"
+            status = "200,204"
+
+            [[routes]]
+            host = "*.example.com"
+            path = "/api/"
+            methods = ["GET", "POST"]
+            upstream = "api"
+            retry = { tries = 2, timeout = "3s", on = ["error", "http_503"] }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.header_timeout, Duration::from_secs(5));
+        let api = &config.upstreams["api"];
+        assert_eq!(api.servers[0].weight, 5);
+        assert_eq!(api.servers[1].fail_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(
+            api.health_check.as_ref().unwrap().interval,
+            Duration::from_millis(250)
+        );
+        let route = &config.routes[0];
+        assert_eq!(route.retry.tries, 2);
+        assert_eq!(route.retry.on, vec![RetryOn::Error, RetryOn::Http503]);
+        assert!(route.preserve_host);
+    }
+
+    #[test]
+    fn what_could_not_work_is_refused() {
+        for (text, says) in [
+            (
+                "[[routes]]\nupstream = \"nowhere\"",
+                "not defined",
+            ),
+            ("[upstreams.a]\n", "neither servers"),
+            (
+                "[upstreams.a]\nservers = [{ address = \"127.0.0.1:1\", weight = 0 }]",
+                "weight 0",
+            ),
+            (
+                "[upstreams.a]\nbalance = \"hash\"\nservers = [{ address = \"127.0.0.1:1\" }]",
+                "hash_key",
+            ),
+            (
+                "[upstreams.a]\nservers = [{ address = \"127.0.0.1:1\" }]\nkeepalive_timeout = \"10\"",
+                "no unit",
+            ),
+            (
+                "[upstreams.a]\nservers = [{ address = \"127.0.0.1:1\" }]\nkeepalive_timout = \"10s\"",
+                "unknown field",
+            ),
+            (
+                "[upstreams.a]\nservers = [{ address = \"127.0.0.1:1\" }]\n[[routes]]\nupstream = \"a\"\nmethods = [\"G ET\"]",
+                "not a method",
+            ),
+            (
+                "[upstreams.a]\nservers = [{ address = \"127.0.0.1:1\" }]\n[upstreams.a.health_check]\nstatus = \"300-200\"",
+                "empty range",
+            ),
+            (
+                "[upstreams.a]\nservers = [{ address = \"127.0.0.1:1\" }]\n[[routes]]\nupstream = \"a\"\nretry = { tries = 0 }",
+                "at least 1",
+            ),
+        ] {
+            let error = Config::from_toml(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn status_ranges() {
+        let ranges = StatusRanges::parse("200-299, 301").unwrap();
+        assert!(ranges.contains(204) && ranges.contains(301));
+        assert!(!ranges.contains(300) && !ranges.contains(500));
+        assert!(StatusRanges::parse("20x").is_err());
+        assert!(StatusRanges::parse("99").is_err());
+    }
+}

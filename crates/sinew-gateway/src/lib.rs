@@ -1,0 +1,256 @@
+//! sinew's HTTP edge: a reverse proxy that takes the place of an nginx
+//! `upstream` block and its `location`s, on hyper and tower.
+//!
+//! ```text
+//!  clients ──HTTP/1.1, h2c──▶ front (server.rs) ──▶ routes (route.rs) ──▶ proxy (proxy.rs)
+//!                              limits, drain         host, prefix,          retries, headers
+//!                                                    method, headers             │
+//!                                   upstream groups (upstream/): pick, health, pools ◀┘
+//!                                   ──HTTP/1.1, kept alive──▶ servers
+//! ```
+//!
+//! * [`config`]: the `gateway.toml` a [`Gateway`] runs from.
+//! * The front (`server.rs`) serves HTTP/1.1 and h2c on each listener,
+//!   holding clients to the configured limits.
+//! * Routes (`route.rs`) match by host, path prefix, method and headers.
+//! * The proxy (`proxy.rs`) forwards with header rewrites and request ids,
+//!   and retries on the next server within bounds of tries and time.
+//! * Upstream groups (`upstream/`): nginx's balancing (`round_robin`,
+//!   `least_conn`, `ip_hash`, `hash` with `consistent`, `random two`) and
+//!   sinew's peak EWMA; `weight`, `backup`, `down`, `max_conns`, passive
+//!   health (`max_fails`, `fail_timeout`), active health checks, keep-alive
+//!   pools; static servers or a resolver's (`dns:///`, `gossip://`,
+//!   `etcd://`).
+//!
+//! Not here: TLS in front, JSON transcoding to sinew and gRPC services, and
+//! the middleware layers (authentication, rate limits, caching, CORS,
+//! access logs); see the README's gateway section for what each release
+//! has.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use sinew_gateway::{config::Config, Gateway};
+//! let config = Config::from_toml(r#"
+//!     [server]
+//!     listen = ["127.0.0.1:8080"]
+//!     [upstreams.app]
+//!     servers = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
+//!     [[routes]]
+//!     upstream = "app"
+//! "#)?;
+//! let gateway = Gateway::new(config).await?;
+//! gateway.run().await?; // until gateway.shutdown()
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod body;
+pub mod config;
+mod proxy;
+mod route;
+mod server;
+mod upstream;
+mod vars;
+
+pub use body::ResponseBody;
+pub use config::{Config, ConfigError};
+pub use proxy::ClientAddr;
+pub use upstream::ServerReport;
+
+use arc_swap::ArcSwap;
+use route::Route;
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use tokio::net::TcpListener;
+use upstream::Group;
+
+/// Locks `mutex`, through a poisoning: every critical section in this
+/// crate leaves its data consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The routes and upstream groups of one configuration, swapped in whole.
+pub(crate) struct Table {
+    pub(crate) config: Config,
+    pub(crate) routes: Vec<Route>,
+    groups: HashMap<String, Arc<Group>>,
+}
+
+impl Table {
+    async fn build(config: Config, previous: Option<&Table>) -> Result<Table, ConfigError> {
+        config.check()?;
+        let mut groups = HashMap::new();
+        for (name, upstream) in &config.upstreams {
+            let earlier = previous.and_then(|table| table.groups.get(name));
+            let group = Group::build(name, upstream, earlier.map(|group| &**group)).await?;
+            groups.insert(name.clone(), group);
+        }
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| Route::new(index, route, &groups))
+            .collect::<Result<_, _>>()?;
+        Ok(Table {
+            config,
+            routes,
+            groups,
+        })
+    }
+}
+
+struct Shared {
+    table: ArcSwap<Table>,
+    /// One reload at a time: each builds on the table before it.
+    reloading: tokio::sync::Mutex<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// A gateway: its routes and upstream groups, served on listeners.
+///
+/// Cheap to clone; every clone is the same gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let table = self.table();
+        f.debug_struct("Gateway")
+            .field("routes", &table.routes.len())
+            .field("upstreams", &table.groups.len())
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// A gateway for `config`: its upstream groups are built (discovered
+    /// ones resolved, for up to 3 s) and their health checks started.
+    /// Nothing listens until [`run`](Gateway::run) or
+    /// [`serve`](Gateway::serve).
+    pub async fn new(config: Config) -> Result<Gateway, ConfigError> {
+        let table = Table::build(config, None).await?;
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                table: ArcSwap::from_pointee(table),
+                reloading: tokio::sync::Mutex::new(()),
+                stop: tokio::sync::watch::channel(false).0,
+            }),
+        })
+    }
+
+    /// Swaps in a new configuration, or leaves the running one if `config`
+    /// is refused. Requests in flight finish as they started; connections,
+    /// client and upstream, stay open; the next request follows the new
+    /// routes. Servers whose settings did not change keep their health,
+    /// load and idle connections. The listeners and their limits stay as
+    /// they started (a changed `[server]` is reported and takes a restart).
+    pub async fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let _one_at_a_time = self.shared.reloading.lock().await;
+        let current = self.table();
+        if config.server != current.config.server {
+            tracing::warn!(
+                "[server] changed: listeners and limits stay as they are until a restart"
+            );
+        }
+        let table = Table::build(config, Some(&current)).await?;
+        self.shared.table.store(Arc::new(table));
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.table().config.clone()
+    }
+
+    /// Every upstream group's servers as they are now.
+    pub fn upstreams(&self) -> BTreeMap<String, Vec<ServerReport>> {
+        self.table()
+            .groups
+            .iter()
+            .map(|(name, group)| (name.clone(), group.report()))
+            .collect()
+    }
+
+    /// Binds every `listen` address of the configuration and serves them
+    /// until [`shutdown`](Gateway::shutdown).
+    pub async fn run(&self) -> io::Result<()> {
+        let addresses = self.table().config.server.listen.clone();
+        if addresses.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the configuration's [server] listen has no address",
+            ));
+        }
+        let mut listeners = Vec::new();
+        for address in addresses {
+            let listener = TcpListener::bind(address).await.map_err(|error| {
+                io::Error::new(error.kind(), format!("listen on {address}: {error}"))
+            })?;
+            listeners.push(listener);
+        }
+        let serving = listeners.into_iter().map(|listener| self.serve(listener));
+        for result in futures_util::future::join_all(serving).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Serves clients on `listener` until [`shutdown`](Gateway::shutdown),
+    /// then drains.
+    pub async fn serve(&self, listener: TcpListener) -> io::Result<()> {
+        server::serve(self.clone(), listener).await
+    }
+
+    /// Stops every listener of the gateway: no new connections; requests in
+    /// flight get `drain_timeout` to finish.
+    pub fn shutdown(&self) {
+        self.shared.stop.send_replace(true);
+    }
+
+    /// The gateway as a tower service, to serve from a server of one's own
+    /// (put a [`ClientAddr`] in each request's extensions).
+    pub fn service(&self) -> GatewayService {
+        GatewayService {
+            gateway: self.clone(),
+        }
+    }
+
+    pub(crate) fn table(&self) -> Arc<Table> {
+        self.shared.table.load_full()
+    }
+
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.stop.subscribe()
+    }
+}
+
+/// [`Gateway::service`]: the proxy as a `tower::Service`.
+#[derive(Clone, Debug)]
+pub struct GatewayService {
+    gateway: Gateway,
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for GatewayService {
+    type Response = http::Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let table = self.gateway.table();
+        Box::pin(async move { Ok(proxy::proxy(table, request).await) })
+    }
+}

@@ -1,0 +1,508 @@
+//! The reverse proxy: one request from a client to a server of its route's
+//! upstream group and the response back, with retries to the next server.
+//!
+//! ```text
+//!  request ─▶ route ─▶ pick server ─▶ connection (pool, or connect) ─▶ send ─▶ response headers
+//!                          ▲                                                      │
+//!                          └──── next server: error / timeout / chosen status ◀───┘
+//!                                (tries and time bounded; see below)
+//! ```
+//!
+//! What the upstream gets: the method, the path (rewritten if the route
+//! says so) and query, the headers without the hop-by-hop ones
+//! (`Connection` and those it names, `Keep-Alive`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`), `X-Forwarded-For`
+//! (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Request-Id`
+//! (the client's if it sent a sane one, otherwise a new one, also set on
+//! the response), and the route's header rewrites. Always HTTP/1.1, on
+//! kept-alive connections.
+//!
+//! **Retries** (the route's `retry`, nginx's `proxy_next_upstream`): a try
+//! that fails with a connect or I/O error, a timeout, or one of the chosen
+//! statuses goes to another server of the group (never one this request
+//! tried), within `tries` tries in all and `retry.timeout` of time. A
+//! request is sent again only if its body can be: none, or held because
+//! it was small enough (`buffer_bytes`); and a POST, PATCH or LOCK only if
+//! it never left the gateway (its connect failed, or a kept-alive
+//! connection closed as it was written: hyper hands such a request back
+//! unsent) unless `non_idempotent` is set. When the tries run out on a
+//! chosen status, the client gets that last response, as from nginx.
+//!
+//! **Failures count** against the server (passive health): connect and I/O
+//! errors, timeouts, and the 5xx statuses among the route's retry
+//! conditions (nginx counts those too; a 403, 404 or 429 never counts).
+//!
+//! The gateway's own answers: 404 when no route takes the request, 503
+//! when no server of the group can take it, 502 when the servers failed,
+//! 504 when they timed out, 413 when the body is over the limit.
+
+use crate::body::{Release, RequestBody, ResponseBody, TooLarge};
+use crate::config::RetryOn;
+use crate::route::{host_of, Route};
+use crate::upstream::select::PickContext;
+use crate::upstream::InFlight;
+use crate::vars::RequestVars;
+use crate::Table;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The client's address, put in each request's extensions by the
+/// gateway's front (or by whoever serves [`Gateway::service`]).
+///
+/// [`Gateway::service`]: crate::Gateway::service
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Connections that close as a request is written to them before another
+/// is made: a pool of kept connections the server timed out all at once
+/// costs a few handed-back requests, not a failure.
+const STALE_CONNECTIONS: usize = 3;
+
+/// A response the gateway writes itself.
+pub(crate) fn answer(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(format!("{message}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Removes the hop-by-hop headers: those of RFC 9110 §7.6.1 and those the
+/// `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The client's request id if it is sane (visible ASCII, at most 128
+/// bytes), otherwise a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        let bytes = id.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return id.clone();
+        }
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+fn idempotent(method: &Method) -> bool {
+    !matches!(method.as_str(), "POST" | "PATCH" | "LOCK")
+}
+
+/// How the last try ended, for the answer when none is left.
+enum Outcome {
+    /// No server could be picked at all.
+    NoServer,
+    Error(String),
+    Timeout,
+    TooLarge(u64),
+    /// The client's body could not be read to its end.
+    BadBody(String),
+    /// A response with a chosen status, held in case it is the last.
+    Response(Response<Incoming>, Release),
+}
+
+/// Proxies one request by the routes of `table`.
+pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let (mut parts, incoming) = request.into_parts();
+    let remote = parts
+        .extensions
+        .get::<ClientAddr>()
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |client| client.0);
+    let host = host_of(&parts);
+    let Some(route) = table
+        .routes
+        .iter()
+        .find(|route| route.matches(&host, &parts))
+    else {
+        return answer(StatusCode::NOT_FOUND, "no route takes this request");
+    };
+    let limit = table.config.server.max_body_bytes;
+    if incoming.size_hint().lower() > limit {
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than the limit of {limit} bytes"),
+        );
+    }
+    let id = request_id(&parts.headers);
+    let mut response = forward(route, &mut parts, incoming, remote, &host, &id, limit).await;
+    let headers = response.headers_mut();
+    strip_hop_by_hop(headers);
+    for name in &route.remove_response_headers {
+        headers.remove(name);
+    }
+    if !route.set_response_headers.is_empty() {
+        let vars = RequestVars {
+            parts: &parts,
+            remote,
+            host: &host,
+            request_id: id.to_str().unwrap_or_default(),
+        };
+        for (name, template) in &route.set_response_headers {
+            if let Ok(value) = HeaderValue::from_str(&template.expand(&vars)) {
+                response.headers_mut().insert(name.clone(), value);
+            }
+        }
+    }
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    response
+}
+
+/// The head of the request to send upstream, made once and cloned per try.
+fn upstream_head(
+    route: &Route,
+    parts: &http::request::Parts,
+    remote: SocketAddr,
+    host: &str,
+    id: &HeaderValue,
+) -> Result<(Uri, HeaderMap), String> {
+    let uri: Uri = route
+        .upstream_path(&parts.uri)
+        .parse()
+        .map_err(|e| format!("the rewritten path is not a valid URI: {e}"))?;
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    // HTTP/2 clients name the host in the URI, not in a header.
+    if !headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, value);
+            }
+        }
+    }
+    let client_ip = remote.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(original) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), original);
+    }
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    for name in &route.remove_request_headers {
+        headers.remove(name);
+    }
+    if !route.set_request_headers.is_empty() {
+        let vars = RequestVars {
+            parts,
+            remote,
+            host,
+            request_id: id.to_str().unwrap_or_default(),
+        };
+        for (name, template) in &route.set_request_headers {
+            let value = template.expand(&vars);
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("header {name} would be set to an invalid value"))?;
+            headers.insert(name.clone(), value);
+        }
+    }
+    Ok((uri, headers))
+}
+
+async fn forward(
+    route: &Route,
+    parts: &mut http::request::Parts,
+    incoming: Incoming,
+    remote: SocketAddr,
+    host: &str,
+    id: &HeaderValue,
+    limit: u64,
+) -> Response<ResponseBody> {
+    let (uri, headers) = match upstream_head(route, parts, remote, host, id) {
+        Ok(head) => head,
+        Err(message) => return answer(StatusCode::BAD_REQUEST, &message),
+    };
+    let retry = &route.settings.retry;
+    let started = Instant::now();
+    let deadline = retry.timeout.map(|timeout| started + timeout);
+    let may_resend_sent = idempotent(&parts.method) || retry.non_idempotent;
+    // The body: none; held, if retries may need it again; or streamed once.
+    let mut held: Option<Option<Bytes>> = None;
+    let mut stream = None;
+    if incoming.is_end_stream() {
+        held = Some(None);
+    } else if retry.tries > 1
+        && incoming
+            .size_hint()
+            .upper()
+            .is_some_and(|upper| upper <= retry.buffer_bytes as u64)
+    {
+        match tokio::time::timeout(route.settings.timeout, incoming.collect()).await {
+            Ok(Ok(collected)) => held = Some(Some(collected.to_bytes())),
+            Ok(Err(error)) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the request body failed: {error}"),
+                )
+            }
+            Err(_) => {
+                return answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                )
+            }
+        }
+    } else {
+        stream = Some(incoming);
+    }
+    let group = &route.group;
+    let key = match (&group.hash_key, group.balance) {
+        (Some(template), crate::config::Balance::Hash) => template.expand(&RequestVars {
+            parts,
+            remote,
+            host,
+            request_id: id.to_str().unwrap_or_default(),
+        }),
+        _ => String::new(),
+    };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut outcome = Outcome::NoServer;
+    for attempt in 0..retry.tries {
+        let now = Instant::now();
+        let per_try = match deadline {
+            Some(deadline) if attempt > 0 => {
+                let left = deadline.saturating_duration_since(now);
+                if left.is_zero() {
+                    break;
+                }
+                left.min(route.settings.timeout)
+            }
+            _ => route.settings.timeout,
+        };
+        let set = group.set();
+        let Some(index) = set.pick(
+            group.balance,
+            &PickContext {
+                client: remote.ip(),
+                key: key.as_bytes(),
+                tried: &tried,
+                now,
+            },
+        ) else {
+            break;
+        };
+        tried.push(index);
+        let peer = set.peers[index].clone();
+        drop(set);
+        let in_flight = InFlight::new(peer.clone());
+        let body = match (&held, stream.take()) {
+            (Some(bytes), _) => RequestBody::Full(bytes.clone()),
+            (None, Some(incoming)) => RequestBody::Stream {
+                incoming,
+                left: limit,
+                limit,
+            },
+            // The streamed body went with an earlier try.
+            (None, None) => break,
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers.clone();
+        if !route.settings.preserve_host {
+            if let Ok(value) = HeaderValue::from_str(&peer.name) {
+                request.headers_mut().insert(header::HOST, value);
+            }
+        }
+        let sent_at = Instant::now();
+        let result = tokio::time::timeout(per_try, send(&peer, request)).await;
+        let now = Instant::now();
+        match result {
+            Ok(Ok((response, pooled))) => {
+                peer.ewma.observe(now - sent_at, now);
+                let status = response.status().as_u16();
+                let release = Release { pooled, in_flight };
+                if route.retry_statuses.contains(&status) {
+                    if status >= 500 {
+                        peer.failed(now);
+                    }
+                    let replayable = held.is_some() && may_resend_sent;
+                    outcome = Outcome::Response(response, release);
+                    if replayable {
+                        continue;
+                    }
+                    break;
+                }
+                peer.succeeded();
+                let (head, incoming) = response.into_parts();
+                return Response::from_parts(head, ResponseBody::upstream(incoming, release));
+            }
+            Ok(Err(failure)) if failure.too_large => {
+                outcome = Outcome::TooLarge(limit);
+                break;
+            }
+            Ok(Err(failure)) if failure.client_body => {
+                // The client's body broke off: not the server's fault.
+                outcome = Outcome::BadBody(failure.message);
+                break;
+            }
+            Ok(Err(failure)) => {
+                peer.failed(now);
+                outcome = Outcome::Error(format!(
+                    "upstream {} failed: {}",
+                    peer.settings.address, failure.message
+                ));
+                if failure.unsent {
+                    // The connect failed: no server saw the request, any
+                    // method may go on.
+                    if retry.on.contains(&RetryOn::Error) {
+                        stream = failure.body_back.or(stream);
+                        continue;
+                    }
+                    break;
+                }
+                if retry.on.contains(&RetryOn::Error) && held.is_some() && may_resend_sent {
+                    continue;
+                }
+                break;
+            }
+            Err(_) => {
+                peer.failed(now);
+                outcome = Outcome::Timeout;
+                if retry.on.contains(&RetryOn::Timeout) && held.is_some() && may_resend_sent {
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+    match outcome {
+        Outcome::NoServer => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("no server of upstream {:?} is available", group.name),
+        ),
+        Outcome::Error(message) => {
+            tracing::warn!(upstream = %group.name, %message, "request failed");
+            answer(StatusCode::BAD_GATEWAY, &message)
+        }
+        Outcome::Timeout => answer(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "upstream {:?} did not answer within {:?}",
+                group.name, route.settings.timeout
+            ),
+        ),
+        Outcome::TooLarge(limit) => answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than the limit of {limit} bytes"),
+        ),
+        Outcome::BadBody(message) => answer(
+            StatusCode::BAD_REQUEST,
+            &format!("the request body could not be read: {message}"),
+        ),
+        Outcome::Response(response, release) => {
+            let (head, incoming) = response.into_parts();
+            Response::from_parts(head, ResponseBody::upstream(incoming, release))
+        }
+    }
+}
+
+/// Why a send failed.
+struct SendFailure {
+    message: String,
+    /// The request never reached the server (connect failed).
+    unsent: bool,
+    /// The streamed body, if the request came back unsent with it.
+    body_back: Option<Incoming>,
+    /// The client's body went over the limit.
+    too_large: bool,
+    /// The client's body failed (cut off, malformed).
+    client_body: bool,
+}
+
+/// Sends `request` on a kept connection to the peer, or a new one.
+async fn send(
+    peer: &crate::upstream::peer::Peer,
+    mut request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, crate::upstream::pool::Pooled), SendFailure> {
+    let mut stale = 0;
+    loop {
+        let (mut pooled, fresh) = match peer.pool.checkout() {
+            Some(pooled) if stale < STALE_CONNECTIONS => (pooled, false),
+            _ => match peer.pool.connect().await {
+                Ok(pooled) => (pooled, true),
+                Err(error) => {
+                    let body_back = match request.into_body() {
+                        RequestBody::Stream { incoming, .. } => Some(incoming),
+                        RequestBody::Full(_) => None,
+                    };
+                    return Err(SendFailure {
+                        message: error.to_string(),
+                        unsent: true,
+                        body_back,
+                        too_large: false,
+                        client_body: false,
+                    });
+                }
+            },
+        };
+        if !fresh && pooled.sender.ready().await.is_err() {
+            stale += 1;
+            continue;
+        }
+        match pooled.sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, pooled)),
+            Err(mut error) => match error.take_message() {
+                // Handed back unsent: the kept connection closed under it.
+                Some(unsent) if !fresh => {
+                    stale += 1;
+                    request = unsent;
+                }
+                _ => {
+                    let error = error.into_error();
+                    let too_large = std::error::Error::source(&error)
+                        .is_some_and(|source| source.downcast_ref::<TooLarge>().is_some());
+                    return Err(SendFailure {
+                        message: error.to_string(),
+                        unsent: false,
+                        body_back: None,
+                        too_large,
+                        client_body: error.is_user(),
+                    });
+                }
+            },
+        }
+    }
+}
