@@ -1,13 +1,13 @@
 //! The bodies the gateway passes on: a request's to the upstream (held, so
 //! that a retry can send it again, or streamed with the size limit
-//! enforced), and a response's to the client (the upstream's, streamed,
-//! giving its connection back to the pool at its end; or one the gateway
-//! wrote itself).
+//! enforced), and a response's to the client (the upstream's, read from
+//! its connection as the client takes it, the connection given back to its
+//! pool at the end; or one the gateway wrote itself).
 //!
 //! No body is copied: frames go through as the upstream or client sent
 //! them.
 
-use crate::upstream::pool::Pooled;
+use crate::upstream::conn::UpstreamBody;
 use crate::upstream::InFlight;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -86,21 +86,6 @@ impl Body for RequestBody {
     }
 }
 
-/// What a finished upstream response gives back: its connection, to the
-/// pool it came from.
-pub(crate) struct Release {
-    pub(crate) pooled: Pooled,
-    pub(crate) in_flight: InFlight,
-}
-
-impl Release {
-    fn done(self) {
-        let Release { pooled, in_flight } = self;
-        in_flight.peer().pool.checkin(pooled);
-        drop(in_flight);
-    }
-}
-
 /// A response's body on its way to the client: an upstream's, streamed,
 /// or one the gateway wrote.
 pub struct ResponseBody(Kind);
@@ -108,13 +93,12 @@ pub struct ResponseBody(Kind);
 enum Kind {
     /// Written by the gateway (an error page, a health answer).
     Full(Option<Bytes>),
-    /// An upstream's, streamed.
+    /// An upstream's, read from its connection as the client takes it.
     Upstream {
-        /// The upstream's body.
-        incoming: Incoming,
-        /// Given back at the body's end; dropped (closing the connection,
-        /// whose response was not read to its end) if the client leaves.
-        release: Option<Release>,
+        body: UpstreamBody,
+        /// The request in flight to the server, until the body's end; it
+        /// takes the connection back to the server's pool then.
+        in_flight: Option<InFlight>,
     },
 }
 
@@ -129,10 +113,10 @@ impl ResponseBody {
         ResponseBody(Kind::Full(None))
     }
 
-    pub(crate) fn upstream(incoming: Incoming, release: Release) -> ResponseBody {
+    pub(crate) fn upstream(body: UpstreamBody, in_flight: InFlight) -> ResponseBody {
         let mut body = ResponseBody(Kind::Upstream {
-            incoming,
-            release: Some(release),
+            body,
+            in_flight: Some(in_flight),
         });
         body.release_if_ended();
         body
@@ -140,10 +124,12 @@ impl ResponseBody {
 
     /// Gives the connection back once the upstream's body is all read.
     fn release_if_ended(&mut self) {
-        if let Kind::Upstream { incoming, release } = &mut self.0 {
-            if incoming.is_end_stream() {
-                if let Some(release) = release.take() {
-                    release.done();
+        if let Kind::Upstream { body, in_flight } = &mut self.0 {
+            if body.is_done() {
+                if let Some(in_flight) = in_flight.take() {
+                    if let Some(conn) = body.reusable() {
+                        in_flight.peer().pool.checkin(conn);
+                    }
                 }
             }
         }
@@ -171,35 +157,29 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match &mut this.0 {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            Kind::Upstream { incoming, release } => {
-                match Pin::new(&mut *incoming).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        this.release_if_ended();
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(Some(Err(error))) => {
-                        // The connection broke mid-body: it is not given back.
-                        release.take();
-                        Poll::Ready(Some(Err(Box::new(error))))
-                    }
-                    Poll::Ready(None) => {
-                        if let Some(release) = release.take() {
-                            release.done();
-                        }
-                        Poll::Ready(None)
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
+        let polled = match &mut this.0 {
+            Kind::Full(bytes) => {
+                return Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes))))
             }
+            Kind::Upstream { body, .. } => body.poll_data(cx),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(data))) => {
+                this.release_if_ended();
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(None) => {
+                this.release_if_ended();
+                Poll::Ready(None)
+            }
+            other => other.map(|result| result.map(|result| result.map(Frame::data))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { incoming, .. } => incoming.is_end_stream(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -207,7 +187,7 @@ impl Body for ResponseBody {
         match &self.0 {
             Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream { incoming, .. } => incoming.size_hint(),
+            Kind::Upstream { body, .. } => body.size_hint(),
         }
     }
 }

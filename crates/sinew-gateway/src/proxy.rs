@@ -36,16 +36,17 @@
 //! when no server of the group can take it, 502 when the servers failed,
 //! 504 when they timed out, 413 when the body is over the limit.
 
-use crate::body::{Release, RequestBody, ResponseBody, TooLarge};
+use crate::body::{RequestBody, ResponseBody};
 use crate::config::RetryOn;
 use crate::route::{host_of, Route};
+use crate::upstream::conn::{SendError, UpstreamBody};
 use crate::upstream::select::PickContext;
 use crate::upstream::InFlight;
 use crate::vars::RequestVars;
 use crate::Table;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -118,8 +119,24 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return id.clone();
         }
     }
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u128(..);
+    let id: Vec<u8> = (0..32)
+        .map(|digit| HEX[((random >> (124 - 4 * digit)) & 0xf) as usize])
+        .collect();
+    HeaderValue::from_maybe_shared(Bytes::from(id)).expect("hex is a valid header value")
+}
+
+/// `X-Forwarded-For`: the client's address after those already there.
+fn forwarded_for(earlier: Option<&HeaderValue>, client: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::fmt::Write as _;
+    let mut value = String::with_capacity(earlier.map_or(0, |v| v.len() + 2) + 15);
+    if let Some(earlier) = earlier.and_then(|v| v.to_str().ok()) {
+        value.push_str(earlier);
+        value.push_str(", ");
+    }
+    let _ = write!(value, "{client}");
+    HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
 }
 
 fn idempotent(method: &Method) -> bool {
@@ -136,12 +153,12 @@ enum Outcome {
     /// The client's body could not be read to its end.
     BadBody(String),
     /// A response with a chosen status, held in case it is the last.
-    Response(Response<Incoming>, Release),
+    Response(Box<(http::response::Parts, UpstreamBody, InFlight)>),
 }
 
 /// Proxies one request by the routes of `table`.
 pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Response<ResponseBody> {
-    let (mut parts, incoming) = request.into_parts();
+    let (parts, incoming) = request.into_parts();
     let remote = parts
         .extensions
         .get::<ClientAddr>()
@@ -162,7 +179,7 @@ pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Resp
         );
     }
     let id = request_id(&parts.headers);
-    let mut response = forward(route, &mut parts, incoming, remote, &host, &id, limit).await;
+    let mut response = forward(route, &parts, incoming, remote, &host, &id, limit).await;
     let headers = response.headers_mut();
     strip_hop_by_hop(headers);
     for name in &route.remove_response_headers {
@@ -186,17 +203,19 @@ pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Resp
 }
 
 /// The head of the request to send upstream, made once and cloned per try.
-fn upstream_head(
+fn upstream_head<'a>(
     route: &Route,
-    parts: &http::request::Parts,
+    parts: &'a http::request::Parts,
     remote: SocketAddr,
     host: &str,
     id: &HeaderValue,
-) -> Result<(Uri, HeaderMap), String> {
-    let uri: Uri = route
-        .upstream_path(&parts.uri)
-        .parse()
-        .map_err(|e| format!("the rewritten path is not a valid URI: {e}"))?;
+) -> Result<(std::borrow::Cow<'a, str>, HeaderMap), String> {
+    let path = route.upstream_path(&parts.uri);
+    if let std::borrow::Cow::Owned(rewritten) = &path {
+        // What the client sent hyper checked; a rewrite is checked here.
+        http::uri::PathAndQuery::try_from(rewritten.as_str())
+            .map_err(|e| format!("the rewritten path is not a valid URI: {e}"))?;
+    }
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     // HTTP/2 clients name the host in the URI, not in a header.
@@ -207,12 +226,7 @@ fn upstream_head(
             }
         }
     }
-    let client_ip = remote.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for(headers.get(&X_FORWARDED_FOR), remote.ip()) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -237,20 +251,21 @@ fn upstream_head(
             headers.insert(name.clone(), value);
         }
     }
-    Ok((uri, headers))
+    Ok((path, headers))
 }
 
 async fn forward(
     route: &Route,
-    parts: &mut http::request::Parts,
+    parts: &http::request::Parts,
     incoming: Incoming,
     remote: SocketAddr,
     host: &str,
     id: &HeaderValue,
     limit: u64,
 ) -> Response<ResponseBody> {
-    let (uri, headers) = match upstream_head(route, parts, remote, host, id) {
-        Ok(head) => head,
+    // The first try's head; a retry makes its own again from `parts`.
+    let mut head = match upstream_head(route, parts, remote, host, id) {
+        Ok(head) => Some(head),
         Err(message) => return answer(StatusCode::BAD_REQUEST, &message),
     };
     let retry = &route.settings.retry;
@@ -336,64 +351,69 @@ async fn forward(
             // The streamed body went with an earlier try.
             (None, None) => break,
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri.clone();
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers.clone();
+        let (path, mut headers) = match head.take() {
+            Some(head) => head,
+            None => match upstream_head(route, parts, remote, host, id) {
+                Ok(head) => head,
+                Err(message) => return answer(StatusCode::BAD_REQUEST, &message),
+            },
+        };
         if !route.settings.preserve_host {
             if let Ok(value) = HeaderValue::from_str(&peer.name) {
-                request.headers_mut().insert(header::HOST, value);
+                headers.insert(header::HOST, value);
             }
         }
         let sent_at = Instant::now();
-        let result = tokio::time::timeout(per_try, send(&peer, request)).await;
+        let result = tokio::time::timeout(
+            per_try,
+            send(&peer, &parts.method, &path, &headers, body, may_resend_sent),
+        )
+        .await;
         let now = Instant::now();
         match result {
-            Ok(Ok((response, pooled))) => {
+            Ok(Ok((head, body))) => {
                 peer.ewma.observe(now - sent_at, now);
-                let status = response.status().as_u16();
-                let release = Release { pooled, in_flight };
+                let status = head.status.as_u16();
                 if route.retry_statuses.contains(&status) {
                     if status >= 500 {
                         peer.failed(now);
                     }
                     let replayable = held.is_some() && may_resend_sent;
-                    outcome = Outcome::Response(response, release);
+                    outcome = Outcome::Response(Box::new((head, body, in_flight)));
                     if replayable {
                         continue;
                     }
                     break;
                 }
                 peer.succeeded();
-                let (head, incoming) = response.into_parts();
-                return Response::from_parts(head, ResponseBody::upstream(incoming, release));
+                return Response::from_parts(head, ResponseBody::upstream(body, in_flight));
             }
-            Ok(Err(failure)) if failure.too_large => {
+            Ok(Err((SendError::TooLarge(limit), _))) => {
                 outcome = Outcome::TooLarge(limit);
                 break;
             }
-            Ok(Err(failure)) if failure.client_body => {
+            Ok(Err((SendError::ClientBody(message), _))) => {
                 // The client's body broke off: not the server's fault.
-                outcome = Outcome::BadBody(failure.message);
+                outcome = Outcome::BadBody(message);
                 break;
             }
-            Ok(Err(failure)) => {
+            Ok(Err((error, body_back))) => {
                 peer.failed(now);
                 outcome = Outcome::Error(format!(
-                    "upstream {} failed: {}",
-                    peer.settings.address, failure.message
+                    "upstream {} failed: {error}",
+                    peer.settings.address
                 ));
-                if failure.unsent {
-                    // The connect failed: no server saw the request, any
-                    // method may go on.
-                    if retry.on.contains(&RetryOn::Error) {
-                        stream = failure.body_back.or(stream);
-                        continue;
-                    }
+                if !retry.on.contains(&RetryOn::Error) {
                     break;
                 }
-                if retry.on.contains(&RetryOn::Error) && held.is_some() && may_resend_sent {
+                if let SendError::Unsent(_) = error {
+                    // No server saw the request: any method may go on.
+                    if let Some(RequestBody::Stream { incoming, .. }) = body_back {
+                        stream = Some(incoming);
+                    }
+                    continue;
+                }
+                if held.is_some() && may_resend_sent {
                     continue;
                 }
                 break;
@@ -432,77 +452,67 @@ async fn forward(
             StatusCode::BAD_REQUEST,
             &format!("the request body could not be read: {message}"),
         ),
-        Outcome::Response(response, release) => {
-            let (head, incoming) = response.into_parts();
-            Response::from_parts(head, ResponseBody::upstream(incoming, release))
+        Outcome::Response(held) => {
+            let (head, body, in_flight) = *held;
+            Response::from_parts(head, ResponseBody::upstream(body, in_flight))
         }
     }
 }
 
-/// Why a send failed.
-struct SendFailure {
-    message: String,
-    /// The request never reached the server (connect failed).
-    unsent: bool,
-    /// The streamed body, if the request came back unsent with it.
-    body_back: Option<Incoming>,
-    /// The client's body went over the limit.
-    too_large: bool,
-    /// The client's body failed (cut off, malformed).
-    client_body: bool,
-}
-
-/// Sends `request` on a kept connection to the peer, or a new one.
+/// Sends the request on a kept connection to the peer, or a new one. A
+/// kept connection the server closed as the request crossed it costs a
+/// try on another (up to [`STALE_CONNECTIONS`]), not a failure: nothing
+/// was answered, and such closes come from idle connections only. When it
+/// closed after the request was written, a request that must not be sent
+/// twice (`resend_sent` false) fails instead.
 async fn send(
     peer: &crate::upstream::peer::Peer,
-    mut request: Request<RequestBody>,
-) -> Result<(Response<Incoming>, crate::upstream::pool::Pooled), SendFailure> {
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    mut body: RequestBody,
+    resend_sent: bool,
+) -> Result<(http::response::Parts, UpstreamBody), (SendError, Option<RequestBody>)> {
     let mut stale = 0;
     loop {
-        let (mut pooled, fresh) = match peer.pool.checkout() {
-            Some(pooled) if stale < STALE_CONNECTIONS => (pooled, false),
+        let conn = match peer.pool.checkout() {
+            Some(conn) if stale < STALE_CONNECTIONS => conn,
             _ => match peer.pool.connect().await {
-                Ok(pooled) => (pooled, true),
-                Err(error) => {
-                    let body_back = match request.into_body() {
-                        RequestBody::Stream { incoming, .. } => Some(incoming),
-                        RequestBody::Full(_) => None,
-                    };
-                    return Err(SendFailure {
-                        message: error.to_string(),
-                        unsent: true,
-                        body_back,
-                        too_large: false,
-                        client_body: false,
-                    });
-                }
+                Ok(conn) => conn,
+                Err(error) => return Err((SendError::Unsent(error), Some(body))),
             },
         };
-        if !fresh && pooled.sender.ready().await.is_err() {
-            stale += 1;
-            continue;
-        }
-        match pooled.sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, pooled)),
-            Err(mut error) => match error.take_message() {
-                // Handed back unsent: the kept connection closed under it.
-                Some(unsent) if !fresh => {
-                    stale += 1;
-                    request = unsent;
+        let resend = match &body {
+            RequestBody::Full(bytes) => Some(RequestBody::Full(bytes.clone())),
+            RequestBody::Stream { .. } => None,
+        };
+        match conn.send(method, path, headers, body).await {
+            // Sent, closed unanswered: only what may be sent twice goes on.
+            Err((SendError::ClosedAfterSend, _)) if !resend_sent => {
+                return Err((SendError::ClosedAfterSend, None))
+            }
+            Err((error @ (SendError::ClosedIdle | SendError::ClosedAfterSend), back)) => {
+                stale += 1;
+                if let SendError::ClosedAfterSend = error {
+                    // Once only, and on a new connection: its answer (or
+                    // failure) settles the try.
+                    stale = STALE_CONNECTIONS;
                 }
-                _ => {
-                    let error = error.into_error();
-                    let too_large = std::error::Error::source(&error)
-                        .is_some_and(|source| source.downcast_ref::<TooLarge>().is_some());
-                    return Err(SendFailure {
-                        message: error.to_string(),
-                        unsent: false,
-                        body_back: None,
-                        too_large,
-                        client_body: error.is_user(),
-                    });
-                }
-            },
+                body = match resend.or(back) {
+                    Some(body) => body,
+                    // A streamed body partly sent cannot go again.
+                    None => {
+                        return Err((
+                            SendError::Failed(
+                                "the kept connection closed while the body was being sent"
+                                    .to_owned(),
+                            ),
+                            None,
+                        ))
+                    }
+                };
+            }
+            other => return other,
         }
     }
 }

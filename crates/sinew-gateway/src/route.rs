@@ -174,30 +174,29 @@ impl Route {
 }
 
 /// The request's host: the URI's authority (HTTP/2, absolute-form) or the
-/// Host header, lowercase, without port. Empty if there is none.
-pub(crate) fn host_of(parts: &http::request::Parts) -> String {
-    let raw = parts
-        .uri
-        .host()
-        .map(str::to_owned)
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|value| value.to_str().ok())
-                .map(|host| {
-                    // [v6]:port, name:port, name
-                    if let Some(rest) = host.strip_prefix('[') {
-                        rest.split(']').next().unwrap_or(rest).to_owned()
-                    } else {
-                        host.rsplit_once(':')
-                            .map_or(host, |(name, _)| name)
-                            .to_owned()
-                    }
-                })
-        })
-        .unwrap_or_default();
-    raw.to_ascii_lowercase()
+/// Host header, lowercase, without port. Empty if there is none. Borrowed
+/// when it is lowercase already, as hosts nearly always are.
+pub(crate) fn host_of(parts: &http::request::Parts) -> std::borrow::Cow<'_, str> {
+    let raw = match parts.uri.host() {
+        Some(host) => host,
+        None => match parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+        {
+            // [v6]:port, name:port, name
+            Some(host) => match host.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().unwrap_or(rest),
+                None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+            },
+            None => "",
+        },
+    };
+    if raw.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    }
 }
 
 #[cfg(test)]

@@ -200,13 +200,13 @@ async fn retries_follow_the_conditions_and_spare_non_idempotent_requests() {
         before + 1
     );
     // A server that closes without answering: the GET goes on (and fails
-    // on both), the POST is not sent again.
+    // on both; a try on a kept connection is sent once more on a new one,
+    // as an idle close crossing the request looks the same), the POST is
+    // not sent again.
     let before = a.requests.load(Ordering::SeqCst) + b.requests.load(Ordering::SeqCst);
     assert_eq!(client.get("/close").await.status, 502);
-    assert_eq!(
-        a.requests.load(Ordering::SeqCst) + b.requests.load(Ordering::SeqCst),
-        before + 2
-    );
+    let sent = a.requests.load(Ordering::SeqCst) + b.requests.load(Ordering::SeqCst) - before;
+    assert!((2..=4).contains(&sent), "sent {sent} times");
     let before = a.requests.load(Ordering::SeqCst) + b.requests.load(Ordering::SeqCst);
     let reply = client
         .send(

@@ -7,8 +7,8 @@
 //! A check fails on a connect error, a timeout, or a status outside the
 //! configured ranges.
 
+use super::conn::Conn;
 use super::peer::Peer;
-use super::pool;
 use crate::body::RequestBody;
 use crate::config::{HealthCheck, StatusRanges};
 use std::sync::Arc;
@@ -41,20 +41,32 @@ impl Checker {
     async fn check(&self, peer: &Peer) -> bool {
         let address = peer.settings.address;
         let attempt = async {
-            let mut sender = pool::connect(address, self.settings.timeout).await.ok()?;
+            let conn = Conn::connect(address, self.settings.timeout).await.ok()?;
             let host = self
                 .settings
                 .host
                 .clone()
                 .unwrap_or_else(|| address.to_string());
-            let request = http::Request::get(&self.settings.path)
-                .header(http::header::HOST, host)
-                .header(http::header::USER_AGENT, "sinew-gateway health check")
-                .header(http::header::CONNECTION, "close")
-                .body(RequestBody::Full(None))
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::HOST, http::HeaderValue::from_str(&host).ok()?);
+            headers.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static("sinew-gateway health check"),
+            );
+            headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            let (parts, _body) = conn
+                .send(
+                    &http::Method::GET,
+                    &self.settings.path,
+                    &headers,
+                    RequestBody::Full(None),
+                )
+                .await
                 .ok()?;
-            let response = sender.send_request(request).await.ok()?;
-            Some(self.good.contains(response.status().as_u16()))
+            Some(self.good.contains(parts.status.as_u16()))
         };
         match tokio::time::timeout(self.settings.timeout, attempt).await {
             Ok(Some(good)) => good,

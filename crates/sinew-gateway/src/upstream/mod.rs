@@ -19,6 +19,7 @@
 //! leaves as they were keep their state: health, load estimate and idle
 //! connections.
 
+pub(crate) mod conn;
 pub(crate) mod health;
 pub(crate) mod peer;
 pub(crate) mod pool;

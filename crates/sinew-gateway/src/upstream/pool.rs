@@ -11,24 +11,11 @@
 //! written to it hands the request back unsent, and the proxy tries
 //! another (see `proxy.rs`).
 
-use crate::body::RequestBody;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use super::conn::Conn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-
-/// The sending half of one HTTP/1.1 connection to a server.
-pub(crate) type Sender = http1::SendRequest<RequestBody>;
-
-/// A connection checked out of its pool (or just made).
-pub(crate) struct Pooled {
-    pub(crate) sender: Sender,
-    /// Requests it has carried, this one included.
-    served: u32,
-}
 
 /// How a pool keeps connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +27,7 @@ pub(crate) struct PoolSettings {
 }
 
 struct Idle {
-    sender: Sender,
-    served: u32,
+    conn: Conn,
     since: Instant,
 }
 
@@ -62,45 +48,41 @@ impl Pool {
     }
 
     /// The most recently used idle connection still open, if any.
-    pub(crate) fn checkout(&self) -> Option<Pooled> {
+    pub(crate) fn checkout(&self) -> Option<Conn> {
         let mut idle = crate::lock(&self.idle);
         let now = Instant::now();
         while let Some(entry) = idle.pop() {
-            if entry.sender.is_closed()
-                || now.saturating_duration_since(entry.since) >= self.settings.idle_timeout
+            if now.saturating_duration_since(entry.since) < self.settings.idle_timeout
+                && entry.conn.idle_and_open()
             {
-                continue;
+                return Some(entry.conn);
             }
-            return Some(Pooled {
-                sender: entry.sender,
-                served: entry.served + 1,
-            });
         }
         None
     }
 
     /// Gives a connection whose response was read to its end back, unless
     /// it has carried its share of requests or the pool is full.
-    pub(crate) fn checkin(&self, pooled: Pooled) {
-        if pooled.served >= self.settings.max_requests || pooled.sender.is_closed() {
+    pub(crate) fn checkin(&self, conn: Conn) {
+        if conn.served >= self.settings.max_requests {
             return;
         }
         let mut idle = crate::lock(&self.idle);
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
-                sender: pooled.sender,
-                served: pooled.served,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    /// Closes the connections idle for longer than the timeout.
+    /// Closes the connections idle for longer than the timeout, or closed
+    /// by the server.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let timeout = self.settings.idle_timeout;
         crate::lock(&self.idle).retain(|entry| {
-            !entry.sender.is_closed() && now.saturating_duration_since(entry.since) < timeout
+            now.saturating_duration_since(entry.since) < timeout && entry.conn.idle_and_open()
         });
     }
 
@@ -109,34 +91,8 @@ impl Pool {
         crate::lock(&self.idle).len()
     }
 
-    /// A new connection to the server, its task spawned.
-    pub(crate) async fn connect(&self) -> io::Result<Pooled> {
-        let sender = connect(self.address, self.settings.connect_timeout).await?;
-        Ok(Pooled { sender, served: 1 })
+    /// A new connection to the server.
+    pub(crate) async fn connect(&self) -> io::Result<Conn> {
+        Conn::connect(self.address, self.settings.connect_timeout).await
     }
-}
-
-/// Opens an HTTP/1.1 connection to `address` within `timeout`, and spawns
-/// the task that drives it (it ends when the connection closes or every
-/// sender is dropped).
-pub(crate) async fn connect(address: SocketAddr, timeout: Duration) -> io::Result<Sender> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect to {address} timed out after {timeout:?}"),
-            )
-        })??;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%address, %error, "upstream connection ended");
-        }
-    });
-    Ok(sender)
 }
