@@ -10,7 +10,8 @@
 # headless), and nats-server (NATS 2.9 with JetStream: the messaging tests
 # and benchmark start their own on free ports), and nginx and wrk (the
 # gateway's tests and benchmark run nginx as the proxy to compare against and
-# wrk as the HTTP load generator). Used by
+# wrk as the HTTP load generator), and curl (the gateway's CLI test calls
+# through it). Used by
 # test.sh and interop-go.sh.
 set -euo pipefail
 missing=()
@@ -23,6 +24,7 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v nats-server >/dev/null || missing+=(nats-server)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian..."
   export DEBIAN_FRONTEND=noninteractive

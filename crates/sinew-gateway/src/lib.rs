@@ -47,6 +47,7 @@
 
 mod body;
 pub mod config;
+pub mod nginx;
 mod proxy;
 mod route;
 mod server;

@@ -476,3 +476,37 @@ async fn a_reload_under_load_fails_no_request() {
     // The last reload went to a: the next request goes there.
     assert_eq!(get(address, "/").await.upstream(), "a");
 }
+
+#[tokio::test]
+async fn a_group_can_be_a_name_resolved_as_it_changes() {
+    let a = Upstream::start("a").await;
+    // localhost resolves to 127.0.0.1 (and ::1, where nothing listens:
+    // requests sent there go on to the other, and it is taken out).
+    let running = gateway(&format!(
+        r#"
+        [upstreams.app]
+        resolve = "dns:///localhost:{}"
+        [[routes]]
+        upstream = "app"
+        "#,
+        a.address.port()
+    ))
+    .await;
+    let report = running.gateway.upstreams();
+    assert!(
+        report["app"]
+            .iter()
+            .any(|server| server.address == a.address),
+        "{report:?}"
+    );
+    let mut client = Client::connect(running.address).await;
+    for _ in 0..10 {
+        let reply = client.get("/").await;
+        assert_eq!(
+            (reply.status, reply.upstream()),
+            (200, "a"),
+            "{}",
+            reply.body
+        );
+    }
+}

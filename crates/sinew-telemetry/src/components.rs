@@ -1,7 +1,7 @@
 //! The figures of the parts a process runs, besides its calls: its
 //! servers' connections, bytes and limits, each balanced client's view of
 //! its endpoints, circuit breakers and adaptive concurrency limits, message
-//! brokers and their work queues.
+//! brokers and their work queues, HTTP gateways' upstream servers.
 //!
 //! A part is registered once ([`Telemetry::watch_server`](crate::Telemetry::watch_server)
 //! and its siblings) and read when asked: at each Prometheus scrape and each
@@ -32,6 +32,8 @@
 //! | `sinew_broker_subscriptions`, `sinew_broker_buffered` | gauge | `broker` |
 //! | `sinew_queue_pending`, `sinew_queue_in_flight`, `sinew_queue_delayed`, `sinew_queue_bytes`, `sinew_queue_workers` | gauge | `broker`, `queue` |
 //! | `sinew_queue_pushed_total`, `sinew_queue_duplicates_total`, `sinew_queue_acked_total`, `sinew_queue_redelivered_total`, `sinew_queue_dead_lettered_total`, `sinew_queue_terminated_total` | counter | `broker`, `queue` |
+//! | `sinew_gateway_upstream_up` (1 while requests may go to it), `sinew_gateway_upstream_healthy` (its active checks), `sinew_gateway_upstream_in_flight`, `sinew_gateway_upstream_idle_connections` | gauge | `gateway`, `upstream`, `server` |
+//! | `sinew_gateway_upstream_requests_total`, `sinew_gateway_upstream_failures_total` | counter | `gateway`, `upstream`, `server` |
 //!
 //! With several servers watched, the server figures are their sums; two
 //! balanced channels to the same service share their endpoints' series
@@ -56,6 +58,8 @@ pub(crate) struct Watched {
     limits: Mutex<Vec<(Arc<str>, sinew_resilience::limit::AdaptiveLimitLayer)>>,
     #[cfg(feature = "messaging")]
     brokers: Mutex<Vec<(Arc<str>, sinew_messaging::Broker)>>,
+    #[cfg(feature = "gateway")]
+    gateways: Mutex<Vec<(Arc<str>, sinew_gateway::Gateway)>>,
 }
 
 impl std::fmt::Debug for Watched {
@@ -107,6 +111,13 @@ impl Watched {
         brokers.push((Arc::from(name), broker));
     }
 
+    #[cfg(feature = "gateway")]
+    pub(crate) fn gateway(&self, name: &str, gateway: sinew_gateway::Gateway) {
+        let mut gateways = lock(&self.gateways);
+        gateways.retain(|(known, _)| **known != *name);
+        gateways.push((Arc::from(name), gateway));
+    }
+
     /// Every watched part, read now.
     pub(crate) fn read(&self) -> Components {
         let servers = lock(&self.servers);
@@ -125,7 +136,12 @@ impl Watched {
             breakers: Vec::new(),
             limits: Vec::new(),
             brokers: Vec::new(),
+            gateways: Vec::new(),
         };
+        #[cfg(feature = "gateway")]
+        for (name, gateway) in lock(&self.gateways).iter() {
+            components.gateways.push(GatewayFigures::new(name, gateway));
+        }
         #[cfg(feature = "messaging")]
         for (name, broker) in lock(&self.brokers).iter() {
             if let Some(stats) = broker.stats_now() {
@@ -194,6 +210,64 @@ pub struct Components {
     pub limits: Vec<LimitFigures>,
     /// Each message broker.
     pub brokers: Vec<BrokerFigures>,
+    /// Each HTTP gateway.
+    pub gateways: Vec<GatewayFigures>,
+}
+
+/// One HTTP gateway's upstream servers.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayFigures {
+    /// The name it was watched under.
+    pub name: String,
+    /// Every server of every upstream group.
+    pub servers: Vec<GatewayServerFigures>,
+}
+
+/// One upstream server of a gateway.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayServerFigures {
+    /// Its upstream group.
+    pub upstream: String,
+    /// Its address.
+    pub server: String,
+    /// Whether a request may go to it now.
+    pub up: bool,
+    /// What its active health checks say (true without checks).
+    pub healthy: bool,
+    /// Requests in flight to it.
+    pub in_flight: u64,
+    /// Requests sent to it so far.
+    pub requests: u64,
+    /// Requests to it that failed so far.
+    pub failures: u64,
+    /// Idle kept-alive connections to it.
+    pub idle_connections: u64,
+}
+
+#[cfg(feature = "gateway")]
+impl GatewayFigures {
+    fn new(name: &str, gateway: &sinew_gateway::Gateway) -> GatewayFigures {
+        let servers = gateway
+            .upstreams()
+            .into_iter()
+            .flat_map(|(upstream, servers)| {
+                servers.into_iter().map(move |server| GatewayServerFigures {
+                    upstream: upstream.clone(),
+                    server: server.address.to_string(),
+                    up: server.usable,
+                    healthy: server.healthy,
+                    in_flight: server.in_flight as u64,
+                    requests: server.requests,
+                    failures: server.failures,
+                    idle_connections: server.idle_connections as u64,
+                })
+            })
+            .collect();
+        GatewayFigures {
+            name: name.to_owned(),
+            servers,
+        }
+    }
 }
 
 /// One message broker and its work queues.
@@ -707,6 +781,74 @@ mod encode {
         families
     }
 
+    /// The families of every gateway's upstream servers.
+    fn gateway_families(gateways: &[GatewayFigures]) -> Vec<Family<'_>> {
+        type Of = fn(&GatewayServerFigures) -> u64;
+        let figures: [(Family<'static>, Of); 6] = [
+            (
+                gauge(
+                    "sinew_gateway_upstream_up",
+                    "1 while requests may go to the upstream server.",
+                ),
+                |s| u64::from(s.up),
+            ),
+            (
+                gauge(
+                    "sinew_gateway_upstream_healthy",
+                    "1 while the upstream server passes its active health checks.",
+                ),
+                |s| u64::from(s.healthy),
+            ),
+            (
+                gauge(
+                    "sinew_gateway_upstream_in_flight",
+                    "Requests in flight to the upstream server.",
+                ),
+                |s| s.in_flight,
+            ),
+            (
+                gauge(
+                    "sinew_gateway_upstream_idle_connections",
+                    "Idle kept-alive connections to the upstream server.",
+                ),
+                |s| s.idle_connections,
+            ),
+            (
+                counter(
+                    "sinew_gateway_upstream_requests",
+                    "Requests sent to the upstream server.",
+                ),
+                |s| s.requests,
+            ),
+            (
+                counter(
+                    "sinew_gateway_upstream_failures",
+                    "Requests to the upstream server that failed (connect, I/O, timeout, a 5xx retried on).",
+                ),
+                |s| s.failures,
+            ),
+        ];
+        let mut families = Vec::new();
+        for (mut family, of) in figures {
+            for gateway in gateways {
+                for server in &gateway.servers {
+                    let value = of(server);
+                    let labels = vec![
+                        ("gateway", gateway.name.as_str()),
+                        ("upstream", server.upstream.as_str()),
+                        ("server", server.server.as_str()),
+                    ];
+                    match family.kind {
+                        MetricType::Counter => family.push_count(labels, value),
+                        _ => family.push(labels, value as f64),
+                    }
+                }
+            }
+            families.push(family);
+        }
+        families
+    }
+
     impl Collector for ComponentCollector {
         fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), Error> {
             let components = self.0.read();
@@ -814,6 +956,9 @@ mod encode {
                 family.encode(&mut encoder)?;
             }
             for family in broker_families(&components.brokers) {
+                family.encode(&mut encoder)?;
+            }
+            for family in gateway_families(&components.gateways) {
                 family.encode(&mut encoder)?;
             }
             Ok(())

@@ -186,6 +186,14 @@ impl Telemetry {
         self.shared.watched.broker(name, broker.clone());
     }
 
+    /// Reports an HTTP gateway's upstream servers (the
+    /// `sinew_gateway_upstream_*` metrics: up, healthy, in flight,
+    /// requests, failures, idle connections) under `name`.
+    #[cfg(feature = "gateway")]
+    pub fn watch_gateway(&self, name: &str, gateway: &sinew_gateway::Gateway) {
+        self.shared.watched.gateway(name, gateway.clone());
+    }
+
     /// Every watched part's figures now.
     pub fn components(&self) -> components::Components {
         self.shared.watched.read()

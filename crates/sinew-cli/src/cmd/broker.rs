@@ -67,14 +67,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .map_err(|error| CliError::failure(error.to_string()))?;
     telemetry.watch_server(&server.handle());
     telemetry.watch_broker("broker", &broker);
-    let admin = match args.admin {
-        Some(address) => Some(telemetry.serve_admin(address).await.map_err(|error| {
-            CliError::failure(format!(
-                "cannot serve the admin endpoint on {address}: {error}"
-            ))
-        })?),
-        None => None,
-    };
+
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -82,12 +75,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         println!("listening on {address}");
     }
     telemetry.readiness().set_ready();
-    if let Some(admin) = &admin {
-        println!(
-            "admin endpoint on http://{} (/metrics /healthz /readyz)",
-            admin.local_addr()
-        );
-    }
+    let admin = super::serve_admin(&telemetry, args.admin).await?;
     match &args.storage {
         Some(path) => println!("work queues stored in {}", path.display()),
         None => println!("work queues in memory (--storage FILE to keep them)"),

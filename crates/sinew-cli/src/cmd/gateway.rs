@@ -1,7 +1,9 @@
 //! `sinew gateway`: the HTTP edge, run from a `gateway.toml`: a reverse
 //! proxy in place of an nginx upstream block. SIGHUP reloads the file
 //! (a refused file leaves the running configuration); SIGINT or SIGTERM
-//! stops it, letting requests in flight finish.
+//! stops it, letting requests in flight finish. `sinew gateway
+//! import-nginx nginx.conf` writes the gateway.toml of an nginx
+//! configuration and says what it could not convert.
 
 use crate::error::CliError;
 use sinew::gateway::{Config, Gateway};
@@ -10,11 +12,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Option<GatewayCommand>,
     /// The configuration file (TOML: [server], [upstreams.NAME], [[routes]];
     /// see the README's gateway section).
     #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Listen here instead of the file's [server] listen (repeatable).
     #[arg(long = "listen", value_name = "HOST:PORT")]
     listen: Vec<SocketAddr>,
@@ -25,6 +30,25 @@ pub(crate) struct Args {
     /// Check the file and exit: 0 if it would run.
     #[arg(long)]
     check: bool,
+    /// Serve the admin endpoint on this address (HTTP: /metrics with every
+    /// upstream server's figures, /healthz, /readyz).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<SocketAddr>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum GatewayCommand {
+    /// Convert an nginx configuration (upstream, server, location,
+    /// proxy_pass, proxy_next_upstream, proxy_*_timeout, keepalive,
+    /// limit_req, ...) into a gateway.toml, printed or written with -o;
+    /// what could not be converted is listed on stderr.
+    ImportNginx {
+        /// The nginx configuration file.
+        file: PathBuf,
+        /// Write the gateway.toml here instead of printing it.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 impl Args {
@@ -45,12 +69,47 @@ fn read(path: &Path, listen: &[SocketAddr]) -> Result<Config, CliError> {
     Ok(config)
 }
 
+/// `sinew gateway import-nginx`.
+fn import_nginx(file: &Path, output: Option<&Path>) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| CliError::usage(format!("cannot read {}: {error}", file.display())))?;
+    let imported = sinew::gateway::nginx::import(&text)
+        .map_err(|error| CliError::usage(format!("{}: {error}", file.display())))?;
+    match output {
+        Some(path) => std::fs::write(path, &imported.toml).map_err(|error| {
+            CliError::failure(format!("cannot write {}: {error}", path.display()))
+        })?,
+        None => print!("{}", imported.toml),
+    }
+    if imported.notes.is_empty() {
+        eprintln!("{}: every directive converted", file.display());
+    } else {
+        eprintln!(
+            "{}: {} things not converted as they are:",
+            file.display(),
+            imported.notes.len()
+        );
+        for note in &imported.notes {
+            eprintln!("  {note}");
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(args: Args) -> Result<(), CliError> {
-    let config = read(&args.config, &args.listen)?;
+    if let Some(GatewayCommand::ImportNginx { file, output }) = &args.command {
+        return import_nginx(file, output.as_deref());
+    }
+    let Some(path) = args.config.clone() else {
+        return Err(CliError::usage(
+            "sinew gateway needs --config FILE (or: sinew gateway import-nginx nginx.conf)",
+        ));
+    };
+    let config = read(&path, &args.listen)?;
     if args.check {
         println!(
             "{}: {} upstream groups, {} routes: ok",
-            args.config.display(),
+            path.display(),
             config.upstreams.len(),
             config.routes.len()
         );
@@ -59,12 +118,14 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     if config.server.listen.is_empty() {
         return Err(CliError::usage(format!(
             "{} has no [server] listen address, and no --listen was given",
-            args.config.display()
+            path.display()
         )));
     }
     let gateway = Gateway::new(config.clone())
         .await
         .map_err(|error| CliError::failure(error.to_string()))?;
+    let telemetry = sinew::telemetry::Telemetry::new();
+    telemetry.watch_gateway("gateway", &gateway);
     let mut listeners = Vec::new();
     for address in &config.server.listen {
         let listener = tokio::net::TcpListener::bind(address)
@@ -77,8 +138,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         "{} upstream groups, {} routes; SIGHUP reloads {}, Ctrl-C stops",
         config.upstreams.len(),
         config.routes.len(),
-        args.config.display()
+        path.display()
     );
+    let admin = super::serve_admin(&telemetry, args.admin).await?;
+    telemetry.readiness().set_ready();
     let _ = std::io::stdout().flush();
     let serving = futures_util::future::join_all(listeners.into_iter().map(|listener| {
         let gateway = gateway.clone();
@@ -92,12 +155,12 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
-                    let reloaded = match read(&args.config, &args.listen) {
+                    let reloaded = match read(&path, &args.listen) {
                         Ok(config) => gateway.reload(config).await.map_err(|error| error.to_string()),
                         Err(error) => Err(error.message()),
                     };
                     match reloaded {
-                        Ok(()) => println!("reloaded {}", args.config.display()),
+                        Ok(()) => println!("reloaded {}", path.display()),
                         Err(error) => eprintln!("reload refused, the running configuration stays: {error}"),
                     }
                     let _ = std::io::stdout().flush();
@@ -109,6 +172,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         gateway.shutdown();
     };
     let (results, ()) = tokio::join!(serving, signals);
+    if let Some(admin) = admin {
+        admin.shutdown().await;
+    }
     for result in results {
         result?;
     }

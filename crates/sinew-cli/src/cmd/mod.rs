@@ -21,6 +21,27 @@ pub(crate) mod top;
 use crate::error::CliError;
 use sinew::Request;
 
+/// Serves `telemetry`'s admin endpoint on `address`, when one was asked
+/// for, and says where it listens.
+pub(crate) async fn serve_admin(
+    telemetry: &sinew::telemetry::Telemetry,
+    address: Option<std::net::SocketAddr>,
+) -> Result<Option<sinew::telemetry::AdminServer>, CliError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let admin = telemetry.serve_admin(address).await.map_err(|error| {
+        CliError::failure(format!(
+            "cannot serve the admin endpoint on {address}: {error}"
+        ))
+    })?;
+    println!(
+        "admin endpoint on http://{} (/metrics /healthz /readyz)",
+        admin.local_addr()
+    );
+    Ok(Some(admin))
+}
+
 /// Options of every command that makes calls.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub(crate) struct CallOptions {

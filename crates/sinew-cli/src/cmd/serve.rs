@@ -619,21 +619,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     for address in server.local_addresses() {
         println!("listening on {address}");
     }
-    let admin = match args.admin {
-        Some(address) => {
-            let admin = telemetry.serve_admin(address).await.map_err(|error| {
-                CliError::failure(format!(
-                    "cannot serve the admin endpoint on {address}: {error}"
-                ))
-            })?;
-            println!(
-                "admin endpoint on http://{} (/metrics /healthz /readyz)",
-                admin.local_addr()
-            );
-            Some(admin)
-        }
-        None => None,
-    };
+    let admin = super::serve_admin(&telemetry, args.admin).await?;
     let member = args
         .cluster
         .join(&server, admin.as_ref().map(AdminServer::local_addr))
