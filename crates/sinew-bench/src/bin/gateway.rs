@@ -24,6 +24,9 @@
 //! cargo run --release -p sinew-bench --bin sinew-bench-gateway -- --runs 5 --json docs/benchmarks/gateway.json
 //! ```
 
+#[path = "../cpu.rs"]
+mod cpu;
+
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -90,7 +93,7 @@ fn main() -> anyhow::Result<()> {
             for (system, proxy) in &proxies {
                 // A short warm-up fills the pools.
                 wrk(proxy.address, connections, 1000)?;
-                let figures = wrk(proxy.address, connections, options.duration_ms)?;
+                let figures = proxy.measure(connections, options.duration_ms)?;
                 eprintln!("round {round} rps-{connections} {system}: {figures}");
                 samples.push((format!("rps-{connections}"), system, figures));
             }
@@ -146,14 +149,33 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped: SIGTERM (nginx's master then
+/// stops its worker; a SIGKILLed master would leave it running), SIGKILL
+/// if it is still there after a second.
 struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// SIGKILLs a process at once, as a crash.
+fn sigkill(process: Process) {
+    let mut process = std::mem::ManuallyDrop::new(process);
+    let _ = process.0.kill();
+    let _ = process.0.wait();
+    // Not dropped: the process is reaped and its pid may be reused, so
+    // no signal may follow.
 }
 
 /// Waits until something listens on `address`.
@@ -201,13 +223,15 @@ impl Upstreams {
 
     /// SIGKILLs the upstream `index`.
     fn kill(&mut self, index: usize) {
-        self.processes[index].take();
+        if let Some(process) = self.processes[index].take() {
+            sigkill(process);
+        }
     }
 }
 
 struct Proxy {
     address: SocketAddr,
-    _process: Process,
+    process: Process,
 }
 
 impl Proxy {
@@ -270,10 +294,32 @@ impl Proxy {
         };
         let process = Process(child);
         wait_listening(address)?;
-        Ok(Proxy {
-            address,
-            _process: process,
-        })
+        Ok(Proxy { address, process })
+    }
+
+    /// CPU time of the proxy's processes (nginx: its master and workers).
+    fn cpu(&self) -> Duration {
+        let pid = self.process.0.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        std::iter::once(pid)
+            .chain(
+                children
+                    .split_whitespace()
+                    .filter_map(|child| child.parse().ok()),
+            )
+            .map(cpu::of_process)
+            .sum()
+    }
+
+    /// A wrk run against it, with the proxy's CPU time per request.
+    fn measure(&self, connections: usize, duration_ms: u64) -> anyhow::Result<Value> {
+        let before = self.cpu();
+        let mut figures = wrk(self.address, connections, duration_ms)?;
+        let spent = self.cpu().saturating_sub(before);
+        let requests = figures["requests"].as_f64().unwrap_or(0.0).max(1.0);
+        figures["cpu_us_per_request"] = json!(spent.as_secs_f64() * 1e6 / requests);
+        Ok(figures)
     }
 }
 
@@ -371,7 +417,7 @@ fn report(samples: &[(String, &'static str, Value)]) -> Value {
         let figures: &[&str] = if cell == "kill" {
             &["errors", "requests"]
         } else {
-            &["rps", "p99_ms"]
+            &["rps", "p99_ms", "cpu_us_per_request"]
         };
         for figure in figures {
             let nginx = median(samples, cell, "nginx", figure);
