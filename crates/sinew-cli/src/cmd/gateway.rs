@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 pub(crate) struct Args {
     #[command(subcommand)]
     command: Option<GatewayCommand>,
-    /// The configuration file (TOML: [server], [upstreams.NAME], [[routes]];
-    /// see the README's gateway section).
+    /// The configuration file (TOML: a server table, upstreams.NAME
+    /// tables, routes; see the README's gateway section).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listen here instead of the file's [server] listen (repeatable).
+    /// Listen here instead of the file's server listen addresses
+    /// (repeatable).
     #[arg(long = "listen", value_name = "HOST:PORT")]
     listen: Vec<SocketAddr>,
     /// Threads serving requests (default: one per core). nginx's
