@@ -463,6 +463,11 @@ impl Config {
                         check.path
                     )));
                 }
+                if check.interval.is_zero() || check.timeout.is_zero() {
+                    return Err(ConfigError(format!(
+                        "upstream {name:?}: health_check interval and timeout must be more than 0"
+                    )));
+                }
                 if check.fails == 0 || check.passes == 0 {
                     return Err(ConfigError(format!(
                         "upstream {name:?}: health_check fails and passes must be at least 1"
@@ -505,6 +510,9 @@ impl Config {
             {
                 http::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| ConfigError(format!("{which}: {name:?} is not a header name")))?;
+            }
+            if route.timeout.is_zero() {
+                return Err(ConfigError(format!("{which}: timeout must be more than 0")));
             }
             if route.retry.tries == 0 {
                 return Err(ConfigError(format!(

@@ -157,7 +157,9 @@ impl Gateway {
     /// client and upstream, stay open; the next request follows the new
     /// routes. Servers whose settings did not change keep their health,
     /// load and idle connections. The listeners and their limits stay as
-    /// they started (a changed `[server]` is reported and takes a restart).
+    /// they started (a changed `[server]` is reported and takes a restart),
+    /// but for `max_body_bytes`, which the next request reads from the new
+    /// configuration.
     pub async fn reload(&self, config: Config) -> Result<(), ConfigError> {
         let _one_at_a_time = self.shared.reloading.lock().await;
         let current = self.table();
@@ -168,6 +170,9 @@ impl Gateway {
         }
         let table = Table::build(config, Some(&current)).await?;
         self.shared.table.store(Arc::new(table));
+        for group in current.groups.values() {
+            group.retire();
+        }
         tracing::info!("configuration reloaded");
         Ok(())
     }

@@ -93,6 +93,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        // A client may not have Host removed this way (it is what the
+        // request was routed by).
+        .filter(|name| name != header::HOST)
         .collect();
     for name in named {
         headers.remove(name);
@@ -218,12 +221,19 @@ fn upstream_head<'a>(
     }
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
-    // HTTP/2 clients name the host in the URI, not in a header.
-    if !headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, value);
-            }
+    // One Host, the one the route was matched by: a URI's authority
+    // (HTTP/2, absolute-form) wins over the header, as RFC 9112 §3.2.2 has
+    // it; repeated Host headers are cut to the first.
+    let host_value = match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    match host_value {
+        Some(value) => {
+            headers.insert(header::HOST, value);
+        }
+        None => {
+            headers.remove(header::HOST);
         }
     }
     if let Some(value) = forwarded_for(headers.get(&X_FORWARDED_FOR), remote.ip()) {
@@ -311,7 +321,8 @@ async fn forward(
         }),
         _ => String::new(),
     };
-    let mut tried: Vec<usize> = Vec::new();
+    // By address: a retry may pick from a newer set of servers.
+    let mut tried: Vec<SocketAddr> = Vec::new();
     let mut outcome = Outcome::NoServer;
     for attempt in 0..retry.tries {
         let now = Instant::now();
@@ -337,8 +348,8 @@ async fn forward(
         ) else {
             break;
         };
-        tried.push(index);
         let peer = set.peers[index].clone();
+        tried.push(peer.settings.address);
         drop(set);
         let in_flight = InFlight::new(peer.clone());
         let body = match (&held, stream.take()) {
@@ -364,14 +375,19 @@ async fn forward(
             }
         }
         let sent_at = Instant::now();
-        let result = tokio::time::timeout(
+        let result = send(
+            &peer,
+            &parts.method,
+            &path,
+            &headers,
+            body,
+            may_resend_sent,
             per_try,
-            send(&peer, &parts.method, &path, &headers, body, may_resend_sent),
         )
         .await;
         let now = Instant::now();
         match result {
-            Ok(Ok((head, body))) => {
+            Ok((head, body)) => {
                 peer.ewma.observe(now - sent_at, now);
                 let status = head.status.as_u16();
                 if route.retry_statuses.contains(&status) {
@@ -388,17 +404,29 @@ async fn forward(
                 peer.succeeded();
                 return Response::from_parts(head, ResponseBody::upstream(body, in_flight));
             }
-            Ok(Err((SendError::TooLarge(limit), _))) => {
+            Err((SendError::TooLarge(limit), _)) => {
                 outcome = Outcome::TooLarge(limit);
                 break;
             }
-            Ok(Err((SendError::ClientBody(message), _))) => {
+            Err((SendError::ClientBody(message), _)) => {
                 // The client's body broke off: not the server's fault.
                 outcome = Outcome::BadBody(message);
                 break;
             }
-            Ok(Err((error, body_back))) => {
+            Err((SendError::Timeout(_), _)) => {
                 peer.failed(now);
+                outcome = Outcome::Timeout;
+                if retry.on.contains(&RetryOn::Timeout) && held.is_some() && may_resend_sent {
+                    continue;
+                }
+                break;
+            }
+            Err((error, body_back)) => {
+                // A kept connection closing as a request crossed it is the
+                // keep-alive race, not a sign of a failing server.
+                if !matches!(error, SendError::ClosedAfterSend) {
+                    peer.failed(now);
+                }
                 outcome = Outcome::Error(format!(
                     "upstream {} failed: {error}",
                     peer.settings.address
@@ -414,14 +442,6 @@ async fn forward(
                     continue;
                 }
                 if held.is_some() && may_resend_sent {
-                    continue;
-                }
-                break;
-            }
-            Err(_) => {
-                peer.failed(now);
-                outcome = Outcome::Timeout;
-                if retry.on.contains(&RetryOn::Timeout) && held.is_some() && may_resend_sent {
                     continue;
                 }
                 break;
@@ -472,12 +492,20 @@ async fn send(
     headers: &HeaderMap,
     mut body: RequestBody,
     resend_sent: bool,
+    timeout: std::time::Duration,
 ) -> Result<(http::response::Parts, UpstreamBody), (SendError, Option<RequestBody>)> {
     let mut stale = 0;
     loop {
-        let conn = match peer.pool.checkout() {
-            Some(conn) if stale < STALE_CONNECTIONS => conn,
-            _ => match peer.pool.connect().await {
+        // Past a few stale kept connections, a new one (the others are
+        // likely as stale, but not worth closing here).
+        let kept = if stale < STALE_CONNECTIONS {
+            peer.pool.checkout()
+        } else {
+            None
+        };
+        let conn = match kept {
+            Some(conn) => conn,
+            None => match peer.pool.connect().await {
                 Ok(conn) => conn,
                 Err(error) => return Err((SendError::Unsent(error), Some(body))),
             },
@@ -486,7 +514,7 @@ async fn send(
             RequestBody::Full(bytes) => Some(RequestBody::Full(bytes.clone())),
             RequestBody::Stream { .. } => None,
         };
-        match conn.send(method, path, headers, body).await {
+        match conn.send(method, path, headers, body, timeout).await {
             // Sent, closed unanswered: only what may be sent twice goes on.
             Err((SendError::ClosedAfterSend, _)) if !resend_sent => {
                 return Err((SendError::ClosedAfterSend, None))

@@ -18,7 +18,8 @@
 //! listener, lets requests in flight finish (connections are told to close
 //! after them) for up to `drain_timeout`, then closes what is left. The
 //! limits are those of the configuration the listener started with; a
-//! reload changes routes and upstreams, not them.
+//! reload changes routes and upstreams, not them (but `max_body_bytes`,
+//! which the proxy reads per request).
 
 use crate::config::Server as Limits;
 use crate::proxy::ClientAddr;

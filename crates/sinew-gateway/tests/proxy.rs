@@ -510,3 +510,92 @@ async fn a_group_can_be_a_name_resolved_as_it_changes() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_lone_server_is_not_refused_for_its_health() {
+    let a = Upstream::start("a").await;
+    let running = gateway(&format!(
+        "[upstreams.app]\n{}\n[[routes]]\nupstream = \"app\"\nretry = {{ tries = 1 }}\n",
+        servers(&[&a], "max_fails = 1, fail_timeout = \"60s\"")
+    ))
+    .await;
+    let mut client = Client::connect(running.address).await;
+    assert_eq!(client.get("/close").await.status, 502);
+    assert!(!running.gateway.upstreams()["app"][0].usable);
+    // Out by its health, but the group has no other: it is tried anyway
+    // (as nginx does), not refused for the next 60 s.
+    let reply = client.get("/").await;
+    assert_eq!(
+        (reply.status, reply.upstream()),
+        (200, "a"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        running.gateway.upstreams()["app"][0].usable,
+        "a success clears it"
+    );
+}
+
+#[tokio::test]
+async fn broken_or_stalled_upstream_answers_end_cleanly() {
+    use common::raw_upstream;
+    let wait = Duration::from_secs(5);
+    // Another coding than chunked: refused (the client would get it
+    // unlabelled), as is a length beside it.
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxyz"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 99 Odd\r\n\r\n",
+        b"garbage\r\n\r\n",
+    ] {
+        let (address, _task) = raw_upstream(reply, Duration::from_millis(10)).await;
+        let running = gateway(&format!(
+            "[upstreams.app]\nservers = [{{ address = \"{address}\" }}]\n[[routes]]\nupstream = \"app\"\nretry = {{ tries = 1 }}\n"
+        ))
+        .await;
+        let reply_text = common::raw(
+            running.address,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            wait,
+        )
+        .await;
+        assert!(reply_text.starts_with("HTTP/1.1 502"), "{reply_text}");
+    }
+    // A length and chunked together: chunked, the length dropped.
+    let (address, _task) = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        Duration::from_millis(10),
+    )
+    .await;
+    let running = gateway(&format!(
+        "[upstreams.app]\nservers = [{{ address = \"{address}\" }}]\n[[routes]]\nupstream = \"app\"\n"
+    ))
+    .await;
+    let reply = common::get(running.address, "/").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "abc"));
+    // A body that stops coming: the client's response ends at the route's
+    // timeout instead of hanging.
+    let (address, _task) = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        Duration::from_secs(30),
+    )
+    .await;
+    let running = gateway(&format!(
+        "[upstreams.app]\nservers = [{{ address = \"{address}\" }}]\n[[routes]]\nupstream = \"app\"\ntimeout = \"300ms\"\n"
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let reply_text = common::raw(
+        running.address,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(reply_text.starts_with("HTTP/1.1 200"), "{reply_text}");
+    assert!(!reply_text.ends_with("abcdefghij"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stalled body was cut off"
+    );
+}

@@ -268,6 +268,21 @@ impl Converter {
         }
     }
 
+    /// [`time`](Converter::time), refusing 0 (with a note): a timeout of
+    /// nothing is one the gateway does not take.
+    fn positive_time(&mut self, directive: &Directive) -> Option<Duration> {
+        let timeout = self.time(directive)?;
+        if timeout.is_zero() {
+            let text = format!(
+                "{} 0: not converted (a timeout must be more than 0; the gateway's default stays)",
+                directive.name
+            );
+            self.note(directive.line, text);
+            return None;
+        }
+        Some(timeout)
+    }
+
     fn number<T: std::str::FromStr>(&mut self, directive: &Directive) -> Option<T> {
         let value = self.single(directive)?;
         match value.parse() {

@@ -31,7 +31,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future as _};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -53,6 +53,9 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(crate) struct Conn {
     stream: TcpStream,
     read: BytesMut,
+    /// Where the socket is read into before `read`: an initialized buffer
+    /// (no unsafe code to read into spare capacity).
+    scratch: Box<[u8]>,
     write: Vec<u8>,
     /// Requests it has carried, the current one included.
     pub(crate) served: u32,
@@ -74,6 +77,9 @@ pub(crate) enum SendError {
     /// written, before any byte of an answer: most likely the server's
     /// idle close crossing the request, but it may have been processed.
     ClosedAfterSend,
+    /// The server did not take the request, or did not answer it, within
+    /// the try's time.
+    Timeout(Duration),
     /// The client's body went over the limit.
     TooLarge(u64),
     /// The client's body broke off.
@@ -89,6 +95,7 @@ impl std::fmt::Display for SendError {
             SendError::ClosedAfterSend => {
                 f.write_str("the kept connection closed after the request, before an answer")
             }
+            SendError::Timeout(after) => write!(f, "no answer within {after:?}"),
             SendError::TooLarge(limit) => write!(f, "{}", TooLarge(*limit)),
             SendError::ClientBody(message) => f.write_str(message),
         }
@@ -131,6 +138,7 @@ impl Conn {
         Ok(Conn {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             write: Vec::with_capacity(1024),
             served: 0,
         })
@@ -149,12 +157,16 @@ impl Conn {
     /// Sends a request and reads the response's head. The body is read
     /// through the returned [`UpstreamBody`], which gives the connection
     /// back (if it can be reused) at its end.
+    /// `timeout` bounds each wait on the server: taking the request (each
+    /// write), its response's head, and then each read of its body; and
+    /// each wait on the client for the next piece of a streamed body.
     pub(crate) async fn send(
         mut self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
         body: RequestBody,
+        timeout: Duration,
     ) -> Result<(http::response::Parts, UpstreamBody), (SendError, Option<RequestBody>)> {
         let reused = self.served > 0;
         self.served += 1;
@@ -172,7 +184,12 @@ impl Conn {
         if let RequestBody::Full(Some(bytes)) = &body {
             self.write.extend_from_slice(bytes);
         }
-        if let Err(error) = self.stream.write_all(&self.write).await {
+        let written = match tokio::time::timeout(timeout, self.stream.write_all(&self.write)).await
+        {
+            Ok(written) => written,
+            Err(_) => return Err((SendError::Timeout(timeout), None)),
+        };
+        if let Err(error) = written {
             let back = Some(body);
             // A write that fails at once sent nothing.
             return Err((
@@ -185,18 +202,24 @@ impl Conn {
             ));
         }
         if let RequestBody::Stream { .. } = &body {
-            if let Err(error) = self.stream_body(&mut body, chunked).await {
+            if let Err(error) = self.stream_body(&mut body, chunked, reused, timeout).await {
                 return Err((error, None));
             }
         }
         let head_only = *method == Method::HEAD;
-        match self.read_head(head_only, reused).await {
+        let head = match tokio::time::timeout(timeout, self.read_head(head_only, reused)).await {
+            Ok(head) => head,
+            Err(_) => return Err((SendError::Timeout(timeout), None)),
+        };
+        match head {
             Ok((parts, framing, keep_alive)) => {
                 let mut upstream = UpstreamBody {
                     conn: Some(self),
                     framing,
                     keep_alive,
                     done: false,
+                    read_timeout: timeout,
+                    idle: None,
                 };
                 if framing == Framing::Length(0) {
                     upstream.done = true;
@@ -212,9 +235,23 @@ impl Conn {
         &mut self,
         body: &mut RequestBody,
         chunked: bool,
+        reused: bool,
+        timeout: Duration,
     ) -> Result<(), SendError> {
+        let write_failed = |error: io::Error| {
+            if reused && is_reset(&error) {
+                SendError::ClosedAfterSend
+            } else {
+                SendError::Failed(format!("writing the request body failed: {error}"))
+            }
+        };
         loop {
-            let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+            let next = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
+            let Ok(frame) = tokio::time::timeout(timeout, next).await else {
+                return Err(SendError::ClientBody(format!(
+                    "the request body stalled for {timeout:?}"
+                )));
+            };
             match frame {
                 None => break,
                 Some(Err(error)) => {
@@ -230,26 +267,27 @@ impl Conn {
                     if data.is_empty() {
                         continue;
                     }
-                    let result = if chunked {
+                    let write = if chunked {
                         self.write.clear();
                         self.write
                             .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
                         self.write.extend_from_slice(&data);
                         self.write.extend_from_slice(b"\r\n");
-                        self.stream.write_all(&self.write).await
+                        tokio::time::timeout(timeout, self.stream.write_all(&self.write)).await
                     } else {
-                        self.stream.write_all(&data).await
+                        tokio::time::timeout(timeout, self.stream.write_all(&data)).await
                     };
-                    result.map_err(|error| {
-                        SendError::Failed(format!("writing the request body failed: {error}"))
-                    })?;
+                    write
+                        .map_err(|_| SendError::Timeout(timeout))?
+                        .map_err(write_failed)?;
                 }
             }
         }
         if chunked {
-            self.stream.write_all(b"0\r\n\r\n").await.map_err(|error| {
-                SendError::Failed(format!("writing the request body failed: {error}"))
-            })?;
+            tokio::time::timeout(timeout, self.stream.write_all(b"0\r\n\r\n"))
+                .await
+                .map_err(|_| SendError::Timeout(timeout))?
+                .map_err(write_failed)?;
         }
         Ok(())
     }
@@ -277,7 +315,8 @@ impl Conn {
                     None => {}
                 }
             }
-            let read = poll_fn(|cx| poll_fill(&self.stream, &mut self.read, cx)).await;
+            let read =
+                poll_fn(|cx| poll_fill(&self.stream, &mut self.scratch, &mut self.read, cx)).await;
             match read {
                 Ok(0) if !received_any && reused => return Err(SendError::ClosedAfterSend),
                 Ok(0) => {
@@ -309,34 +348,39 @@ fn is_reset(error: &io::Error) -> bool {
 }
 
 /// Reads what the socket has into `buffer`: `Ok(0)` at its end.
+///
+/// The read happens inside the runtime's readiness check (`try_io`): a
+/// short read (the socket drained) answers `WouldBlock` to it, which clears
+/// the readiness the runtime had *before* the read, so an idle connection
+/// reads as ready again only when something arrives (see
+/// [`Conn::idle_and_open`]) and an event that came in during the read is
+/// kept. An end of stream stays ready.
 fn poll_fill(
     stream: &TcpStream,
+    scratch: &mut [u8],
     buffer: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
-        buffer.reserve(READ_CHUNK);
-    }
+    use std::io::Read as _;
     loop {
         ready!(stream.poll_read_ready(cx))?;
-        let room = buffer.capacity() - buffer.len();
-        match stream.try_read_buf(buffer) {
-            Ok(read) => {
-                if read > 0 && read < room {
-                    // A short read emptied the socket: say so to the
-                    // runtime (no system call), so that an idle connection
-                    // reads as ready again only when something arrives
-                    // (see `idle_and_open`). Should more have come in the
-                    // meantime, the runtime's newer event keeps it ready.
-                    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                    });
-                }
-                return Poll::Ready(Ok(read));
+        let mut read = 0;
+        let result = stream.try_io(tokio::io::Interest::READABLE, || {
+            read = (&*socket2::SockRef::from(stream)).read(scratch)?;
+            if read > 0 && read < scratch.len() {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
             }
+        });
+        match result {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock && read > 0 => {}
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
             Err(error) => return Poll::Ready(Err(error)),
         }
+        buffer.extend_from_slice(&scratch[..read]);
+        return Poll::Ready(Ok(read));
     }
 }
 
@@ -439,17 +483,29 @@ fn parse_head(buffer: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, 
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Length(0)
-    } else if let Some(codings) = last_value(&headers, &header::TRANSFER_ENCODING) {
-        if codings
-            .rsplit(',')
-            .next()
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Only `chunked` alone: another coding would reach the client
+        // unlabelled once the hop-by-hop header is dropped, and a length
+        // beside it must not be passed on (RFC 9112 §6.3).
+        let codings: Vec<&HeaderValue> =
+            headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+        if codings.len() != 1
+            || !codings[0]
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
         {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            keep_alive = false;
-            Framing::UntilClose
+            return Err(malformed(format!(
+                "transfer-encoding {:?} (only chunked is passed on)",
+                codings
+                    .iter()
+                    .map(|value| String::from_utf8_lossy(value.as_bytes()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
+        headers.remove(header::CONTENT_LENGTH);
+        Framing::Chunked(Chunk::Size)
     } else {
         let mut length = None;
         for value in headers.get_all(header::CONTENT_LENGTH) {
@@ -475,21 +531,11 @@ fn parse_head(buffer: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, 
     };
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
-    parts.version = if version == 0 {
-        http::Version::HTTP_10
-    } else {
-        http::Version::HTTP_11
-    };
+    // The client's connection has its own version; the front frames the
+    // body for it.
+    parts.version = http::Version::HTTP_11;
     parts.headers = headers;
     Ok(Some(Parsed::Final(parts, framing, keep_alive)))
-}
-
-fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
 }
 
 /// A response's body, read from its connection as the client takes it.
@@ -498,6 +544,12 @@ pub(crate) struct UpstreamBody {
     framing: Framing,
     keep_alive: bool,
     done: bool,
+    /// How long the server may send nothing while the body is read
+    /// (nginx's `proxy_read_timeout`).
+    read_timeout: Duration,
+    /// Armed while a read waits (only then: a body already buffered costs
+    /// no timer).
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -569,7 +621,27 @@ impl UpstreamBody {
                     }
                 },
             }
-            match ready!(poll_fill(&conn.stream, &mut conn.read, cx)) {
+            let filled = match poll_fill(&conn.stream, &mut conn.scratch, &mut conn.read, cx) {
+                Poll::Ready(filled) => {
+                    self.idle = None;
+                    filled
+                }
+                Poll::Pending => {
+                    let timeout = self.read_timeout;
+                    let idle = self
+                        .idle
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if idle.as_mut().poll(cx).is_ready() {
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(format!(
+                            "the upstream sent nothing of the body for {timeout:?}"
+                        )
+                        .into())));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match filled {
                 Ok(0) if self.framing == Framing::UntilClose => {
                     self.done = true;
                     self.keep_alive = false;
@@ -727,11 +799,16 @@ mod tests {
             (Framing::Length(12), true)
         );
         assert_eq!(
-            framing(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n"
-            ),
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
             (Framing::Chunked(Chunk::Size), true)
         );
+        match head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n") {
+            Ok(Some(Parsed::Final(parts, ..))) => assert!(
+                !parts.headers.contains_key(header::CONTENT_LENGTH),
+                "the length beside chunked is dropped"
+            ),
+            _ => panic!("did not parse"),
+        }
         assert_eq!(
             framing("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n"),
             (Framing::Length(1), false)
@@ -765,6 +842,9 @@ mod tests {
             "HTXP/1.1 200 OK\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(head(text).is_err(), "{text:?}");
         }

@@ -63,6 +63,7 @@ impl Checker {
                     &self.settings.path,
                     &headers,
                     RequestBody::Full(None),
+                    self.settings.timeout,
                 )
                 .await
                 .ok()?;

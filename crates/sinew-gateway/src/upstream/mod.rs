@@ -132,9 +132,19 @@ impl Group {
                         })?;
                 let mut stream = resolver.resolve(&service);
                 let mut endpoints = BTreeMap::new();
-                if let Ok(Some(first)) = tokio::time::timeout(FIRST_RESOLUTION, stream.next()).await
-                {
-                    apply(&mut endpoints, first, name);
+                match tokio::time::timeout(FIRST_RESOLUTION, stream.next()).await {
+                    Ok(Some(first)) => apply(&mut endpoints, first, name),
+                    // No answer yet: on a reload of the same name, the
+                    // servers it gave last, rather than none.
+                    _ => {
+                        if let Some(previous) =
+                            previous.filter(|group| group.config.resolve == config.resolve)
+                        {
+                            for peer in &previous.set().peers {
+                                endpoints.insert(peer.settings.address, peer.settings.weight);
+                            }
+                        }
+                    }
                 }
                 let settings = endpoints
                     .iter()
@@ -156,6 +166,16 @@ impl Group {
         let task = tokio::spawn(run(Arc::downgrade(&group), updates));
         *crate::lock(&group.task) = Some(task);
         Ok(group)
+    }
+
+    /// Stops the group's task (checks, sweeps, resolver): a reload replaced
+    /// the group. Requests still holding it finish; its servers' state
+    /// lives on in the new group where their settings did not change, under
+    /// the new group's checks only.
+    pub(crate) fn retire(&self) {
+        if let Some(task) = crate::lock(&self.task).take() {
+            task.abort();
+        }
     }
 
     /// The servers as they are now.

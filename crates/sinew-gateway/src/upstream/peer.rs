@@ -112,6 +112,13 @@ impl Peer {
             && (self.settings.max_conns == 0 || self.in_flight() < self.settings.max_conns)
     }
 
+    /// Whether it may take a request whatever its health: not `down`, and
+    /// room under `max_conns`.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.settings.down
+            && (self.settings.max_conns == 0 || self.in_flight() < self.settings.max_conns)
+    }
+
     fn passively_out(&self, now: Instant) -> bool {
         let until = self.out_until.load(Ordering::Relaxed);
         until != 0 && nanos(now) < until

@@ -11,7 +11,7 @@
 use super::peer::Peer;
 use crate::config::Balance;
 use sinew_cluster::balance::{KetamaRing, Smooth};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,8 +64,8 @@ pub(crate) struct PickContext<'a> {
     pub(crate) client: IpAddr,
     /// The expanded hash key (for `Balance::Hash`).
     pub(crate) key: &'a [u8],
-    /// Indices (into the set's peers) this request already tried.
-    pub(crate) tried: &'a [usize],
+    /// The servers this request already tried.
+    pub(crate) tried: &'a [SocketAddr],
     pub(crate) now: Instant,
 }
 
@@ -80,20 +80,40 @@ impl PeerSet {
         }
     }
 
-    /// The index of the server for this request, or `None` when none is
-    /// usable.
+    /// The index of the server for this request, or `None` when none can
+    /// take it.
+    ///
+    /// When every server not tried yet is out by health (passive or
+    /// active), one is picked anyway, as nginx does once all its servers
+    /// failed: a group whose every server looks down is more likely seeing
+    /// a passing fault, or a wrong health check, than a total outage, and
+    /// refusing everything for `fail_timeout` would make it one. `down`
+    /// servers and full `max_conns` stay out.
     pub(crate) fn pick(&self, balance: Balance, context: &PickContext<'_>) -> Option<usize> {
-        self.pick_in(&self.primary, balance, context)
-            .or_else(|| self.pick_in(&self.backup, balance, context))
+        self.pick_in(&self.primary, balance, context, false)
+            .or_else(|| self.pick_in(&self.backup, balance, context, false))
+            .or_else(|| self.pick_in(&self.primary, balance, context, true))
+            .or_else(|| self.pick_in(&self.backup, balance, context, true))
     }
 
-    fn pick_in(&self, tier: &Tier, balance: Balance, context: &PickContext<'_>) -> Option<usize> {
+    fn pick_in(
+        &self,
+        tier: &Tier,
+        balance: Balance,
+        context: &PickContext<'_>,
+        despite_health: bool,
+    ) -> Option<usize> {
         if tier.members.is_empty() {
             return None;
         }
         let admits = |member: usize| {
-            let index = tier.members[member];
-            !context.tried.contains(&index) && self.peers[index].usable(context.now)
+            let peer = &self.peers[tier.members[member]];
+            !context.tried.contains(&peer.settings.address)
+                && if despite_health {
+                    peer.has_room()
+                } else {
+                    peer.usable(context.now)
+                }
         };
         let member = match balance {
             Balance::RoundRobin => tier.smooth.pick_index(admits),
@@ -282,7 +302,7 @@ mod tests {
         PeerSet::new(peers, consistent)
     }
 
-    fn context<'a>(key: &'a [u8], tried: &'a [usize], now: Instant) -> PickContext<'a> {
+    fn context<'a>(key: &'a [u8], tried: &'a [SocketAddr], now: Instant) -> PickContext<'a> {
         PickContext {
             client: "192.168.1.20".parse().unwrap(),
             key,
@@ -311,6 +331,7 @@ mod tests {
     fn backups_only_when_no_primary_is_usable() {
         let set = set(&[(1, false), (1, true)], false);
         let now = Instant::now();
+        let (first, second) = (set.peers[0].settings.address, set.peers[1].settings.address);
         for balance in [
             Balance::RoundRobin,
             Balance::LeastConn,
@@ -320,12 +341,26 @@ mod tests {
             Balance::P2cEwma,
         ] {
             assert_eq!(set.pick(balance, &context(b"k", &[], now)), Some(0));
-            assert_eq!(set.pick(balance, &context(b"k", &[0], now)), Some(1));
-            assert_eq!(set.pick(balance, &context(b"k", &[0, 1], now)), None);
+            assert_eq!(set.pick(balance, &context(b"k", &[first], now)), Some(1));
+            assert_eq!(
+                set.pick(balance, &context(b"k", &[first, second], now)),
+                None
+            );
         }
         set.peers[0].failed(now);
         assert_eq!(
             set.pick(Balance::RoundRobin, &context(b"k", &[], now)),
+            Some(1)
+        );
+        // Both out by health: one is picked anyway, the primary first.
+        set.peers[1].failed(now);
+        assert_eq!(
+            set.pick(Balance::RoundRobin, &context(b"k", &[], now)),
+            Some(0)
+        );
+        // With the primary tried, the backup, out or not.
+        assert_eq!(
+            set.pick(Balance::RoundRobin, &context(b"k", &[first], now)),
             Some(1)
         );
     }
@@ -362,8 +397,9 @@ mod tests {
                 })
                 .collect();
             assert_eq!(spread.len(), 3, "keys spread over every server");
+            let tried = [set.peers[first].settings.address];
             let next = set
-                .pick(Balance::Hash, &context(b"/a", &[first], now))
+                .pick(Balance::Hash, &context(b"/a", &tried, now))
                 .unwrap();
             assert_ne!(next, first);
         }

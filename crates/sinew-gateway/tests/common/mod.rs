@@ -261,3 +261,37 @@ pub(crate) async fn raw(address: SocketAddr, bytes: &[u8], wait: Duration) -> St
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut read)).await;
     String::from_utf8_lossy(&read).into_owned()
 }
+
+/// A server that answers every request with `reply` as it is (bytes on the
+/// wire, malformed or cut short as a test needs), then keeps the connection
+/// open for `hold` before closing it.
+pub(crate) async fn raw_upstream(
+    reply: &'static [u8],
+    hold: Duration,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                break;
+            };
+            connections.spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                let _ = stream.write_all(reply).await;
+                tokio::time::sleep(hold).await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    });
+    (address, task)
+}

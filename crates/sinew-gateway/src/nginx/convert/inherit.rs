@@ -123,17 +123,18 @@ impl Converter {
                 }
             }
             "proxy_next_upstream_timeout" => {
-                if let Some(timeout) = self.time(directive) {
+                // nginx's 0 turns the limit off: the gateway's default.
+                if let Some(timeout) = self.time(directive).filter(|timeout| !timeout.is_zero()) {
                     settings.retry_timeout = Some(timeout);
                 }
             }
             "proxy_read_timeout" => {
-                if let Some(timeout) = self.time(directive) {
+                if let Some(timeout) = self.positive_time(directive) {
                     settings.read_timeout = Some(timeout);
                 }
             }
             "proxy_connect_timeout" => {
-                if let Some(timeout) = self.time(directive) {
+                if let Some(timeout) = self.positive_time(directive) {
                     settings.connect_timeout = Some((line, timeout));
                 }
             }
