@@ -196,7 +196,10 @@ mod tests {
             .methods()
             .next()
             .unwrap();
-        assert_eq!(http::rule(&method).unwrap().path, "/v1/{name=shelves/*/books/*}");
+        assert_eq!(
+            http::rule(&method).unwrap().path,
+            "/v1/{name=shelves/*/books/*}"
+        );
     }
 
     #[test]
