@@ -6,7 +6,10 @@
 //! its [`ServiceDescriptor`]: no `.proto` file is needed at
 //! run time, by the server or by the client (`sinew list`, `sinew call`, grpcurl).
 //! File answers include every transitive dependency, so a client can build a
-//! complete descriptor pool from one answer.
+//! complete descriptor pool from one answer. Each file is served as the bytes
+//! it was embedded as, so its options reach the client whole, extensions such
+//! as `(google.api.http)` included (decoding into `prost_types` and encoding
+//! again would drop them).
 
 use super::ServiceDescriptor;
 use crate::request::{Request, Response};
@@ -15,7 +18,7 @@ use crate::streaming::Streaming;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message;
-use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
+use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -41,6 +44,15 @@ use v1::{
     ServerReflectionRequest, ServerReflectionResponse, ServiceResponse,
 };
 
+/// A `FileDescriptorSet` with its files left encoded: the set's field 1, as
+/// bytes. Decoding the set this way keeps every file exactly as it was
+/// embedded, unknown fields (extension options) included.
+#[derive(Clone, PartialEq, Message)]
+struct EncodedFileSet {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    file: Vec<Bytes>,
+}
+
 /// What reflection knows: files by name, and which file defines each symbol.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -61,18 +73,24 @@ impl Index {
         for service in services {
             index.services.insert(service.name.to_owned());
             // Generated code embeds a set that protox produced: it decodes. A
-            // hand-written Service with an empty set simply adds no files.
-            let Ok(set) = FileDescriptorSet::decode(service.file_descriptor_set) else {
+            // hand-written Service with an empty set simply adds no files, and
+            // one with a malformed set or file adds what decodes.
+            let embedded = Bytes::from_static(service.file_descriptor_set);
+            let Ok(set) = EncodedFileSet::decode(embedded) else {
                 continue;
             };
-            for file in set.file {
-                index.add_file(file);
+            for encoded in set.file {
+                if let Ok(file) = FileDescriptorProto::decode(encoded.clone()) {
+                    index.add_file(&file, encoded);
+                }
             }
         }
         index
     }
 
-    fn add_file(&mut self, file: prost_types::FileDescriptorProto) {
+    /// Indexes `file`, which is `encoded` decoded (to learn its name,
+    /// imports and symbols only: the answers carry `encoded`).
+    fn add_file(&mut self, file: &FileDescriptorProto, encoded: Bytes) {
         let name = file.name().to_owned();
         if self.files.contains_key(&name) {
             return;
@@ -101,8 +119,7 @@ impl Index {
         for extension in &file.extension {
             self.add_extension(&prefix, extension, &name);
         }
-        let encoded = Bytes::from(file.encode_to_vec());
-        self.files.insert(name, (encoded, file.dependency));
+        self.files.insert(name, (encoded, file.dependency.clone()));
     }
 
     fn add_message(&mut self, prefix: &str, message: &DescriptorProto, file: &str) {
@@ -298,6 +315,187 @@ impl v1::server_reflection_server::ServerReflection for Reflection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Field `tag` of a message, length-delimited, holding `value`.
+    fn field(tag: u32, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(value.len() as u64, &mut out);
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// A set of the files, encoded.
+    fn set_of(files: &[&[u8]]) -> Vec<u8> {
+        files.iter().flat_map(|file| field(1, file)).collect()
+    }
+
+    /// A descriptor of service `name` embedding `set`, leaked as generated
+    /// descriptors are static.
+    pub(super) fn leaked(name: &str, set: Vec<u8>) -> &'static ServiceDescriptor {
+        Box::leak(Box::new(ServiceDescriptor {
+            name: Box::leak(name.to_owned().into_boxed_str()),
+            methods: &[],
+            file_descriptor_set: Box::leak(set.into_boxed_slice()),
+        }))
+    }
+
+    /// `t.proto`, encoded by hand: service `t.S` whose method `Get` has
+    /// options holding field 72295728 (`(google.api.http)`'s number, a
+    /// `get` rule in it), which prost_types does not know.
+    fn file_with_method_extension() -> Vec<u8> {
+        let rule = field(2, b"/v1/{name=books/*}"); // HttpRule.get
+        let options = field(72295728, &rule);
+        let mut method = prost_types::MethodDescriptorProto {
+            name: Some("Get".into()),
+            input_type: Some(".t.M".into()),
+            output_type: Some(".t.M".into()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        method.extend(field(4, &options)); // MethodDescriptorProto.options
+        let mut service = prost_types::ServiceDescriptorProto {
+            name: Some("S".into()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        service.extend(field(2, &method)); // ServiceDescriptorProto.method
+        let mut file = FileDescriptorProto {
+            name: Some("t.proto".into()),
+            package: Some("t".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("M".into()),
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        file.extend(field(6, &service)); // FileDescriptorProto.service
+        file
+    }
+
+    /// The encoded set sinew-build would embed for `library.proto`: service
+    /// `test.library.Library`, whose `GetBook` has a `(google.api.http)`
+    /// rule, with its imports (google/api/*, descriptor.proto).
+    pub(super) fn compiled_library() -> Vec<u8> {
+        static DIRECTORIES: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sinew-rpc-reflection-{}-{}",
+            std::process::id(),
+            DIRECTORIES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("library.proto"),
+            r#"syntax = "proto3";
+               package test.library;
+               import "google/api/annotations.proto";
+               service Library {
+                 rpc GetBook(Book) returns (Book) {
+                   option (google.api.http) = { get: "/v1/{name=shelves/*/books/*}" };
+                 }
+               }
+               message Book { string name = 1; }"#,
+        )
+        .unwrap();
+        let set = sinew_schema::compile(["library.proto"], [&dir]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        set.unwrap()
+    }
+
+    /// The `(google.api.http)` path of `test.library.Library/GetBook` in a
+    /// pool built from `files`, as a client builds it.
+    pub(super) fn library_rule_path(files: &[impl AsRef<[u8]>]) -> String {
+        let pool = sinew_schema::pool_from_files(files).unwrap();
+        let method = pool
+            .get_service_by_name("test.library.Library")
+            .and_then(|service| service.methods().find(|m| m.name() == "GetBook"))
+            .unwrap();
+        sinew_schema::http::rule(&method)
+            .expect("the rule survives")
+            .path
+    }
+
+    fn served_files(index: &Index, request: MessageRequest) -> Vec<Vec<u8>> {
+        match answer(index, request) {
+            MessageResponse::FileDescriptorResponse(files) => files.file_descriptor_proto,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_method_options_extension_is_served_byte_for_byte() {
+        let file = file_with_method_extension();
+        // What serving through prost_types did: the option is lost.
+        let through_prost_types = FileDescriptorProto::decode(file.as_slice())
+            .unwrap()
+            .encode_to_vec();
+        assert!(through_prost_types.len() < file.len());
+
+        let index = Index::new([leaked("t.S", set_of(&[&file]))]);
+        for request in [
+            MessageRequest::FileContainingSymbol("t.S.Get".into()),
+            MessageRequest::FileContainingSymbol("t.M".into()),
+            MessageRequest::FileByFilename("t.proto".into()),
+        ] {
+            assert_eq!(served_files(&index, request), std::slice::from_ref(&file));
+        }
+    }
+
+    #[test]
+    fn http_rules_of_a_compiled_schema_reach_a_client_pool() {
+        let index = Index::new([leaked("test.library.Library", compiled_library())]);
+        let files = served_files(
+            &index,
+            MessageRequest::FileContainingSymbol("test.library.Library".into()),
+        );
+        let names: Vec<String> = files
+            .iter()
+            .map(|file| {
+                FileDescriptorProto::decode(file.as_slice())
+                    .unwrap()
+                    .name()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(names[0], "library.proto");
+        assert!(
+            names.iter().any(|name| name == "google/api/http.proto"),
+            "{names:?}"
+        );
+        assert_eq!(library_rule_path(&files), "/v1/{name=shelves/*/books/*}");
+    }
+
+    #[test]
+    fn a_malformed_set_or_file_is_skipped_and_the_rest_served() {
+        let file = file_with_method_extension();
+        // A truncated file: field 1 (its name) says 255 bytes follow, none do.
+        let truncated: &[u8] = b"\x0a\xff\x01";
+        let index = Index::new([
+            leaked("bad.Set", b"\xff\xff\xff".to_vec()),
+            leaked("t.S", set_of(&[truncated, &file])),
+        ]);
+        match answer(&index, MessageRequest::ListServices(String::new())) {
+            MessageResponse::ListServicesResponse(list) => {
+                let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+                assert_eq!(names, ["bad.Set", "t.S"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            served_files(&index, MessageRequest::FileByFilename("t.proto".into())),
+            [file]
+        );
+        match answer(
+            &index,
+            MessageRequest::FileContainingSymbol("bad.Set".into()),
+        ) {
+            MessageResponse::ErrorResponse(error) => assert_eq!(error.error_code, 5),
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn answer(index: &Index, request: MessageRequest) -> MessageResponse {
         index
