@@ -10,6 +10,9 @@
 //! it was embedded as, so its options reach the client whole, extensions such
 //! as `(google.api.http)` included (decoding into `prost_types` and encoding
 //! again would drop them).
+//!
+//! [`client`] is the other side: listing a server's services and fetching
+//! their files, from sinew servers and others.
 
 use super::ServiceDescriptor;
 use crate::request::{Request, Response};
@@ -23,6 +26,8 @@ use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
+
+pub mod client;
 
 /// Code generated from `proto/grpc/reflection/v1/reflection.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, rustdoc::all)]
