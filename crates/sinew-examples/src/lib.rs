@@ -5,6 +5,9 @@
 //! * [`kv`]: a key-value store with versions, compare-and-set and watches
 //!   (`sinew.examples.kv.KeyValue`), showing errors and deadlines in a service with
 //!   real state.
+//! * [`library`]: books on shelves (`sinew.examples.library.Library`), with
+//!   `google.api.http` annotations: the service the HTTP gateway's JSON
+//!   transcoding is tested and demonstrated against.
 //!
 //! Each module holds the code generated from its `.proto` (in `proto/`) and an
 //! implementation of the generated server trait.
@@ -13,3 +16,4 @@
 
 pub mod echo;
 pub mod kv;
+pub mod library;
