@@ -1,17 +1,16 @@
 //! Schemas at run time: connecting, fetching descriptors from the server (gRPC
 //! server reflection) or a `.proto` file, finding methods, and JSON <-> messages.
+//!
+//! The reflection protocol is `sinew::rpc::server::reflection::client`'s and
+//! the descriptor pools are `sinew-schema`'s; this module puts them together
+//! and says what went wrong in the command line's words.
 
 use crate::cmd::security::ClientSecurity;
 use crate::error::{CliError, ExitCode};
-use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
-use sinew::rpc::server::reflection::v1::{
-    server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-    server_reflection_response::MessageResponse, ServerReflectionRequest,
-};
+use sinew::rpc::server::reflection::client as reflection;
 use sinew::transport::Address;
 use sinew::Channel;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Parses an address (a malformed one is a usage error).
@@ -51,131 +50,45 @@ pub(crate) async fn connect_for(
     security.with_token(channel)
 }
 
-/// Sends reflection queries on one stream and returns the answers. Asks
-/// `grpc.reflection.v1` first and falls back to `v1alpha` (which older servers,
-/// grpcio's among them, offer alone), as grpcurl does.
-async fn reflect(
-    channel: &Channel,
-    queries: Vec<MessageRequest>,
-) -> Result<Vec<MessageResponse>, CliError> {
-    let requests: Vec<ServerReflectionRequest> = queries
-        .into_iter()
-        .map(|query| ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(query),
-        })
-        .collect();
-    match reflect_v1(channel, requests.clone()).await {
-        Err(status) if status.code() == sinew::Code::Unimplemented => {}
-        Err(status) => return Err(CliError::from(status)),
-        Ok(answers) => return Ok(answers),
+/// What a reflection failure means on the command line: a server that
+/// offers no reflection (`UNIMPLEMENTED` from both versions) needs `--proto`.
+fn reflection_error(status: sinew::Status) -> CliError {
+    if status.code() == sinew::Code::Unimplemented {
+        CliError::new(
+            ExitCode::ErrorStatus,
+            "the server does not offer gRPC server reflection; pass --proto FILE",
+        )
+    } else {
+        CliError::from(status)
     }
-    reflect_v1alpha(channel, requests).await.map_err(|status| {
-        if status.code() == sinew::Code::Unimplemented {
-            CliError::new(
-                ExitCode::ErrorStatus,
-                "the server does not offer gRPC server reflection; pass --proto FILE",
-            )
-        } else {
-            CliError::from(status)
-        }
-    })
-}
-
-async fn reflect_v1(
-    channel: &Channel,
-    requests: Vec<ServerReflectionRequest>,
-) -> Result<Vec<MessageResponse>, sinew::Status> {
-    let client = ServerReflectionClient::new(channel.clone());
-    let mut answers = client
-        .server_reflection_info(futures_util::stream::iter(requests))
-        .await?
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(answer) = answers.message().await? {
-        out.extend(answer.message_response);
-    }
-    Ok(out)
-}
-
-async fn reflect_v1alpha(
-    channel: &Channel,
-    requests: Vec<ServerReflectionRequest>,
-) -> Result<Vec<MessageResponse>, sinew::Status> {
-    use sinew::rpc::server::reflection::{convert, v1alpha};
-    let client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
-    let requests: Vec<v1alpha::ServerReflectionRequest> = requests.iter().map(convert).collect();
-    let mut answers = client
-        .server_reflection_info(futures_util::stream::iter(requests))
-        .await?
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(answer) = answers.message().await? {
-        let answer: sinew::rpc::server::reflection::v1::ServerReflectionResponse = convert(&answer);
-        out.extend(answer.message_response);
-    }
-    Ok(out)
 }
 
 /// The services a server offers, sorted.
 pub(crate) async fn list_services(channel: &Channel) -> Result<Vec<String>, CliError> {
-    let answers = reflect(channel, vec![MessageRequest::ListServices(String::new())]).await?;
-    let mut names: Vec<String> = answers
-        .into_iter()
-        .flat_map(|answer| match answer {
-            MessageResponse::ListServicesResponse(list) => {
-                list.service.into_iter().map(|s| s.name).collect()
-            }
-            _ => Vec::new(),
-        })
-        .collect();
-    names.sort();
-    Ok(names)
+    reflection::list_services(channel)
+        .await
+        .map_err(reflection_error)
 }
 
 /// A descriptor pool holding `symbols` (and everything they use), from `--proto`
 /// when given, otherwise from the server's reflection service. Symbols the server
-/// does not know are simply absent from the pool.
+/// does not know are simply absent from the pool. Either way the descriptors
+/// keep their options, `(google.api.http)` rules included, and a `--proto`
+/// file may import `google/api/annotations.proto` without a copy of it.
 pub(crate) async fn load(
     channel: &Channel,
     proto: Option<&Path>,
     symbols: &[String],
 ) -> Result<DescriptorPool, CliError> {
     if let Some(proto) = proto {
-        let include = proto.parent().unwrap_or(Path::new("."));
-        let include = if include.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            include
-        };
-        let set = protox::compile([proto], [include]).map_err(|error| {
-            CliError::usage(format!("cannot compile {}: {error}", proto.display()))
-        })?;
-        return DescriptorPool::from_file_descriptor_set(set)
-            .map_err(|error| CliError::usage(format!("{}: {error}", proto.display())));
+        return sinew_schema::compile_pool([proto], [sinew_schema::include_of(proto)]).map_err(
+            |error| CliError::usage(format!("cannot compile {}: {error}", proto.display())),
+        );
     }
-    let queries = symbols
-        .iter()
-        .map(|symbol| MessageRequest::FileContainingSymbol(symbol.clone()))
-        .collect();
-    let mut files = BTreeMap::new();
-    for answer in reflect(channel, queries).await? {
-        if let MessageResponse::FileDescriptorResponse(response) = answer {
-            for bytes in response.file_descriptor_proto {
-                let file =
-                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
-                        CliError::failure(format!(
-                            "the server sent an invalid file descriptor: {e}"
-                        ))
-                    })?;
-                files.entry(file.name().to_owned()).or_insert(file);
-            }
-        }
-    }
-    DescriptorPool::from_file_descriptor_set(prost_types::FileDescriptorSet {
-        file: files.into_values().collect(),
-    })
-    .map_err(|error| {
+    let files = reflection::file_descriptors(channel, symbols)
+        .await
+        .map_err(reflection_error)?;
+    sinew_schema::pool_from_files(&files).map_err(|error| {
         CliError::failure(format!(
             "the server's descriptors do not fit together: {error}"
         ))

@@ -601,3 +601,82 @@ fn serve_limits_callers_by_rate_and_refuses_with_resource_exhausted() {
         assert_eq!(refused.status.code(), Some(2), "{bad:?}");
     }
 }
+
+#[test]
+fn without_reflection_a_proto_importing_google_api_annotations_is_the_schema() {
+    use sinew_examples::echo::{echo_server::EchoServer, EchoService};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime
+        .block_on(
+            sinew::rpc::Server::builder()
+                .reflection(false)
+                .add_service(EchoServer::new(EchoService))
+                .bind(["tcp://127.0.0.1:0"]),
+        )
+        .unwrap();
+    let address = server.local_addresses()[0].to_string();
+    runtime.spawn(server.serve());
+    let method = "grpc.examples.echo.Echo/UnaryEcho";
+
+    // Neither reflection version answers: the message says what to do.
+    let advice = "does not offer gRPC server reflection; pass --proto FILE";
+    fails(&run(&["list", &address]), 8, advice);
+    fails(&run(&["call", &address, method, "{}"]), 8, advice);
+
+    // The echo schema with an HTTP rule, importing googleapis' annotations
+    // that are nowhere on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let proto = dir.path().join("echo.proto");
+    std::fs::write(
+        &proto,
+        r#"syntax = "proto3";
+           package grpc.examples.echo;
+           import "google/api/annotations.proto";
+           message EchoRequest { string message = 1; }
+           message EchoResponse { string message = 1; }
+           service Echo {
+             rpc UnaryEcho(EchoRequest) returns (EchoResponse) {
+               option (google.api.http) = { post: "/v1/echo" body: "*" };
+             }
+           }"#,
+    )
+    .unwrap();
+    let proto = proto.display().to_string();
+    let echoed = stdout(&run(&[
+        "call",
+        &address,
+        method,
+        r#"{"message":"annotated"}"#,
+        "--proto",
+        &proto,
+    ]));
+    assert_eq!(json(&echoed)["message"], "annotated");
+    let described = stdout(&run(&[
+        "describe",
+        &address,
+        "grpc.examples.echo.Echo",
+        "--proto",
+        &proto,
+    ]));
+    assert!(described.contains("UnaryEcho"), "{described}");
+
+    // A --proto file whose import is nowhere: a usage error naming it.
+    let broken = dir.path().join("broken.proto");
+    std::fs::write(
+        &broken,
+        "syntax = \"proto3\"; import \"google/api/nowhere.proto\";",
+    )
+    .unwrap();
+    fails(
+        &run(&[
+            "call",
+            &address,
+            method,
+            "{}",
+            "--proto",
+            &broken.display().to_string(),
+        ]),
+        2,
+        "google/api/nowhere.proto",
+    );
+}
