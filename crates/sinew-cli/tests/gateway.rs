@@ -175,7 +175,8 @@ fn check_says_whether_a_file_would_run() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("1 upstream groups, 1 routes: ok"));
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .contains("1 upstream groups, 0 services, 1 routes: ok"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,

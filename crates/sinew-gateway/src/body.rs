@@ -2,7 +2,8 @@
 //! that a retry can send it again, or streamed with the size limit
 //! enforced), and a response's to the client (the upstream's, read from
 //! its connection as the client takes it, the connection given back to its
-//! pool at the end; or one the gateway wrote itself).
+//! pool at the end; one the gateway wrote itself; or one made as the
+//! client takes it, from a transcoded call's stream of responses).
 //!
 //! No body is copied: frames go through as the upstream or client sent
 //! them.
@@ -10,6 +11,7 @@
 use crate::upstream::conn::UpstreamBody;
 use crate::upstream::InFlight;
 use bytes::Bytes;
+use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
@@ -100,6 +102,9 @@ enum Kind {
         /// takes the connection back to the server's pool then.
         in_flight: Option<InFlight>,
     },
+    /// Made as the client takes it (a transcoded call's streamed
+    /// responses).
+    Stream(Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>),
 }
 
 impl ResponseBody {
@@ -111,6 +116,13 @@ impl ResponseBody {
     /// An empty body.
     pub fn empty() -> ResponseBody {
         ResponseBody(Kind::Full(None))
+    }
+
+    /// A body of the chunks `chunks` yields, as the client takes them.
+    pub(crate) fn stream(
+        chunks: impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
+    ) -> ResponseBody {
+        ResponseBody(Kind::Stream(Box::pin(chunks)))
     }
 
     pub(crate) fn upstream(body: UpstreamBody, in_flight: InFlight) -> ResponseBody {
@@ -144,6 +156,7 @@ impl std::fmt::Debug for ResponseBody {
                 .field(&bytes.as_ref().map_or(0, Bytes::len))
                 .finish(),
             Kind::Upstream { .. } => f.write_str("Upstream"),
+            Kind::Stream(_) => f.write_str("Stream"),
         }
     }
 }
@@ -162,6 +175,12 @@ impl Body for ResponseBody {
                 return Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes))))
             }
             Kind::Upstream { body, .. } => body.poll_data(cx),
+            Kind::Stream(chunks) => {
+                return chunks
+                    .as_mut()
+                    .poll_next(cx)
+                    .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data)))
+            }
         };
         match polled {
             Poll::Ready(Some(Ok(data))) => {
@@ -180,6 +199,7 @@ impl Body for ResponseBody {
         match &self.0 {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Stream(_) => false,
         }
     }
 
@@ -188,6 +208,7 @@ impl Body for ResponseBody {
             Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -50,9 +50,88 @@ pub struct Config {
     /// Upstream groups by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// RPC services by name, called from HTTP/JSON (transcoding): a route
+    /// with `service = "NAME"` goes to them.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
     /// Routes, tried in order: the first that matches a request takes it.
     #[serde(default)]
     pub routes: Vec<Route>,
+}
+
+/// RPC services that a route's HTTP/JSON requests are transcoded into
+/// calls of, by the methods' `google.api.http` rules (and
+/// `POST /package.Service/Method` for every method).
+///
+/// ```toml
+/// [services.library]
+/// address = "tcp://127.0.0.1:7000"     # sinew's protocol, gRPC, or a name
+/// protos = ["proto/library.proto"]     # or none: the server's reflection
+///
+/// [[routes]]
+/// path = "/v1/"
+/// service = "library"
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Service {
+    /// Where the services are served: any address the gateway's connector
+    /// takes. With the `sinew` command (and `sinew::gateway_connector`)
+    /// every scheme of `sinew::connect`: `tcp://`, `unix://`, `shm://`,
+    /// `tls://`, `grpc://`, `http://`, `grpcs://`, `dns:///`,
+    /// `gossip://`, `etcd://`; a bare [`Gateway::new`](crate::Gateway::new)
+    /// connects with sinew's protocol only.
+    pub address: String,
+    /// `.proto` files describing the services; none: the descriptors are
+    /// fetched from the server's reflection service at start (so the
+    /// server must be up then, which it need not be with protos).
+    pub protos: Vec<std::path::PathBuf>,
+    /// Directories imports are found in (default: each proto's own);
+    /// `google/api/annotations.proto` and `google/protobuf/*` are built in.
+    pub includes: Vec<std::path::PathBuf>,
+    /// The services (`package.Service`) offered over HTTP; default: every
+    /// service of the protos or of the server's reflection, but reflection
+    /// and health.
+    pub services: Vec<String>,
+    /// Offer `POST /package.Service/Method` (a JSON body, the whole request
+    /// message) for every method, annotated or not. Default true.
+    pub method_paths: bool,
+    /// JSON out: write fields at their default values (0, "", false, [])
+    /// too, rather than leaving them out as proto3 JSON does.
+    pub emit_defaults: bool,
+    /// JSON out: 64-bit integers as numbers rather than strings (proto3
+    /// JSON writes them as strings, since JavaScript cannot hold them).
+    pub int64_as_numbers: bool,
+    /// JSON out: fields by their proto names (`page_size`) rather than
+    /// lowerCamelCase (`pageSize`). Both are read in.
+    pub proto_names: bool,
+    /// JSON out: enums as numbers rather than names.
+    pub enums_as_numbers: bool,
+    /// JSON in: ignore fields the message does not have, rather than
+    /// answering 400.
+    pub ignore_unknown_fields: bool,
+    /// Request headers passed to the call as metadata, besides
+    /// `authorization`, `traceparent`, `tracestate`, the request id and
+    /// every `grpc-metadata-NAME` header (as `NAME`).
+    pub forward_headers: Vec<String>,
+}
+
+impl Default for Service {
+    fn default() -> Service {
+        Service {
+            address: String::new(),
+            protos: Vec::new(),
+            includes: Vec::new(),
+            services: Vec::new(),
+            method_paths: true,
+            emit_defaults: false,
+            int64_as_numbers: false,
+            proto_names: false,
+            enums_as_numbers: false,
+            ignore_unknown_fields: false,
+            forward_headers: Vec::new(),
+        }
+    }
 }
 
 /// The front's listeners and the limits on what clients send.
@@ -274,8 +353,17 @@ pub struct Route {
     /// Headers the request must carry with these values (`"*"`: present).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// The upstream group the requests go to.
+    /// The upstream group the requests go to (proxied). Either this or
+    /// `service`.
+    #[serde(default)]
     pub upstream: String,
+    /// The RPC services the requests go to (transcoded from HTTP/JSON):
+    /// a name of `[services]`. Either this or `upstream`. The request's
+    /// path, after `rewrite_prefix`, is matched against the methods' HTTP
+    /// rules; the route's `timeout` is each call's deadline, `retry` does
+    /// not apply (calls follow the channel's own policies).
+    #[serde(default)]
+    pub service: Option<String>,
     /// Replaces the matched prefix before forwarding (nginx's
     /// `proxy_pass http://up/new/;`). Default: the path as it came.
     #[serde(default)]
@@ -424,6 +512,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads and checks the configuration in `path`. Relative `protos`
+    /// and `includes` of its services are taken from the file's directory.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError(format!("cannot read {}: {error}", path.display())))?;
+        let mut config = Config::from_toml(&text)
+            .map_err(|error| ConfigError(format!("{}: {error}", path.display())))?;
+        let base = path.parent().unwrap_or(std::path::Path::new(""));
+        for service in config.services.values_mut() {
+            for file in service.protos.iter_mut().chain(service.includes.iter_mut()) {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+        Ok(config)
+    }
+
     /// Refuses what could not work; see the module docs.
     pub fn check(&self) -> Result<(), ConfigError> {
         for (name, upstream) in &self.upstreams {
@@ -478,13 +584,43 @@ impl Config {
                 })?;
             }
         }
+        for (name, service) in &self.services {
+            if service.address.is_empty() {
+                return Err(ConfigError(format!(
+                    "service {name:?} has no address (such as \"tcp://127.0.0.1:7000\")"
+                )));
+            }
+            for header in &service.forward_headers {
+                http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                    ConfigError(format!("service {name:?}: {header:?} is not a header name"))
+                })?;
+            }
+        }
         for (index, route) in self.routes.iter().enumerate() {
             let which = format!("route {} (path {:?})", index + 1, route.path);
-            if !self.upstreams.contains_key(&route.upstream) {
-                return Err(ConfigError(format!(
-                    "{which} goes to upstream {:?}, which is not defined",
-                    route.upstream
-                )));
+            match (&route.service, route.upstream.is_empty()) {
+                (None, true) => {
+                    return Err(ConfigError(format!(
+                        "{which} has neither an upstream nor a service to go to"
+                    )))
+                }
+                (Some(_), false) => {
+                    return Err(ConfigError(format!(
+                        "{which} has both an upstream and a service: keep one"
+                    )))
+                }
+                (Some(service), true) if !self.services.contains_key(service) => {
+                    return Err(ConfigError(format!(
+                        "{which} goes to service {service:?}, which is not defined"
+                    )))
+                }
+                (None, false) if !self.upstreams.contains_key(&route.upstream) => {
+                    return Err(ConfigError(format!(
+                        "{which} goes to upstream {:?}, which is not defined",
+                        route.upstream
+                    )))
+                }
+                _ => {}
             }
             if !route.path.starts_with('/') {
                 return Err(ConfigError(format!("{which}: the path must start with /")));

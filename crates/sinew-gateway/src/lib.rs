@@ -22,8 +22,11 @@
 //!   pools; static servers or a resolver's (`dns:///`, `gossip://`,
 //!   `etcd://`).
 //!
-//! Not here: TLS in front, JSON transcoding to sinew and gRPC services, and
-//! the middleware layers (authentication, rate limits, caching, CORS,
+//! * Transcoding (`transcode/`): routes with `service = "NAME"` turn
+//!   HTTP/JSON into calls of sinew and gRPC services, by the methods'
+//!   `google.api.http` rules.
+//!
+//! Not here: TLS in front, gRPC-Web, and the middleware layers (authentication, rate limits, caching, CORS,
 //! access logs); see the README's gateway section for what each release
 //! has.
 //!
@@ -51,9 +54,6 @@ pub mod nginx;
 mod proxy;
 mod route;
 mod server;
-// Path templates of the coming transcoder, tested ahead of it (see the
-// module's docs); not part of the build until the transcoder uses them.
-#[cfg(test)]
 mod transcode;
 mod upstream;
 mod vars;
@@ -61,6 +61,7 @@ mod vars;
 pub use body::ResponseBody;
 pub use config::{Config, ConfigError};
 pub use proxy::ClientAddr;
+pub use transcode::Connector;
 pub use upstream::ServerReport;
 
 use arc_swap::ArcSwap;
@@ -73,6 +74,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use tokio::net::TcpListener;
+use transcode::Transcoder;
 use upstream::Group;
 
 /// Locks `mutex`, through a poisoning: every critical section in this
@@ -86,10 +88,15 @@ pub(crate) struct Table {
     pub(crate) config: Config,
     pub(crate) routes: Vec<Route>,
     groups: HashMap<String, Arc<Group>>,
+    services: HashMap<String, Arc<Transcoder>>,
 }
 
 impl Table {
-    async fn build(config: Config, previous: Option<&Table>) -> Result<Table, ConfigError> {
+    async fn build(
+        config: Config,
+        previous: Option<&Table>,
+        connector: &Arc<dyn Connector>,
+    ) -> Result<Table, ConfigError> {
         config.check()?;
         let mut groups = HashMap::new();
         for (name, upstream) in &config.upstreams {
@@ -97,16 +104,23 @@ impl Table {
             let group = Group::build(name, upstream, earlier.map(|group| &**group)).await?;
             groups.insert(name.clone(), group);
         }
+        let mut services = HashMap::new();
+        for (name, service) in &config.services {
+            let earlier = previous.and_then(|table| table.services.get(name));
+            let transcoder = Transcoder::build(name, service, connector, earlier).await?;
+            services.insert(name.clone(), transcoder);
+        }
         let routes = config
             .routes
             .iter()
             .enumerate()
-            .map(|(index, route)| Route::new(index, route, &groups))
+            .map(|(index, route)| Route::new(index, route, &groups, &services))
             .collect::<Result<_, _>>()?;
         Ok(Table {
             config,
             routes,
             groups,
+            services,
         })
     }
 }
@@ -116,6 +130,7 @@ struct Shared {
     /// One reload at a time: each builds on the table before it.
     reloading: tokio::sync::Mutex<()>,
     stop: tokio::sync::watch::Sender<bool>,
+    connector: Arc<dyn Connector>,
 }
 
 /// A gateway: its routes and upstream groups, served on listeners.
@@ -138,16 +153,29 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// A gateway for `config`: its upstream groups are built (discovered
-    /// ones resolved, for up to 3 s) and their health checks started.
-    /// Nothing listens until [`run`](Gateway::run) or
-    /// [`serve`](Gateway::serve).
+    /// ones resolved, for up to 3 s) and their health checks started; its
+    /// services' descriptors are loaded (from their protos, or from their
+    /// servers' reflection). Nothing listens until [`run`](Gateway::run)
+    /// or [`serve`](Gateway::serve). Services are reached over sinew's
+    /// own protocol; see [`with_connector`](Gateway::with_connector).
     pub async fn new(config: Config) -> Result<Gateway, ConfigError> {
-        let table = Table::build(config, None).await?;
+        Gateway::with_connector(config, transcode::sinew_connector()).await
+    }
+
+    /// [`new`](Gateway::new), with the services of `[services]` reached
+    /// through `connector` (the `sinew` facade's `gateway_connector()`
+    /// takes every address `sinew::connect` does).
+    pub async fn with_connector(
+        config: Config,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Gateway, ConfigError> {
+        let table = Table::build(config, None, &connector).await?;
         Ok(Gateway {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(table),
                 reloading: tokio::sync::Mutex::new(()),
                 stop: tokio::sync::watch::channel(false).0,
+                connector,
             }),
         })
     }
@@ -168,7 +196,7 @@ impl Gateway {
                 "[server] changed: listeners and limits stay as they are until a restart"
             );
         }
-        let table = Table::build(config, Some(&current)).await?;
+        let table = Table::build(config, Some(&current), &self.shared.connector).await?;
         self.shared.table.store(Arc::new(table));
         for group in current.groups.values() {
             group.retire();

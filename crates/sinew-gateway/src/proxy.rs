@@ -38,9 +38,11 @@
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::RetryOn;
-use crate::route::{host_of, Route};
+use crate::route::{host_of, Route, Target};
+use crate::transcode;
 use crate::upstream::conn::{SendError, UpstreamBody};
 use crate::upstream::select::PickContext;
+use crate::upstream::Group;
 use crate::upstream::InFlight;
 use crate::vars::RequestVars;
 use crate::Table;
@@ -182,7 +184,22 @@ pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Resp
         );
     }
     let id = request_id(&parts.headers);
-    let mut response = forward(route, &parts, incoming, remote, &host, &id, limit).await;
+    let mut response = match &route.target {
+        Target::Upstream(group) => {
+            forward(route, group, &parts, incoming, remote, &host, &id, limit).await
+        }
+        Target::Service(transcoder) => {
+            let request = transcode::Incoming {
+                route,
+                parts: &parts,
+                body: incoming,
+                remote,
+                request_id: &id,
+                limit,
+            };
+            transcoder.handle(request).await
+        }
+    };
     let headers = response.headers_mut();
     strip_hop_by_hop(headers);
     for name in &route.remove_response_headers {
@@ -264,8 +281,10 @@ fn upstream_head<'a>(
     Ok((path, headers))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     route: &Route,
+    group: &Group,
     parts: &http::request::Parts,
     incoming: Incoming,
     remote: SocketAddr,
@@ -311,7 +330,6 @@ async fn forward(
     } else {
         stream = Some(incoming);
     }
-    let group = &route.group;
     let key = match (&group.hash_key, group.balance) {
         (Some(template), crate::config::Balance::Hash) => template.expand(&RequestVars {
             parts,

@@ -11,6 +11,7 @@
 //! the upstream gets.
 
 use crate::config::{self, ConfigError};
+use crate::transcode::Transcoder;
 use crate::upstream::Group;
 use crate::vars::Template;
 use http::{HeaderName, HeaderValue, Method};
@@ -23,7 +24,7 @@ pub(crate) struct Route {
     pub(crate) prefix: String,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, Option<HeaderValue>)>,
-    pub(crate) group: Arc<Group>,
+    pub(crate) target: Target,
     pub(crate) rewrite_prefix: Option<String>,
     pub(crate) settings: config::Route,
     pub(crate) set_request_headers: Vec<(HeaderName, Template)>,
@@ -32,6 +33,14 @@ pub(crate) struct Route {
     pub(crate) remove_response_headers: Vec<HeaderName>,
     /// Statuses that send the request on to the next server.
     pub(crate) retry_statuses: Vec<u16>,
+}
+
+/// Where a route's requests go.
+pub(crate) enum Target {
+    /// Proxied to a server of an upstream group.
+    Upstream(Arc<Group>),
+    /// Transcoded into calls of RPC services.
+    Service(Arc<Transcoder>),
 }
 
 enum HostMatch {
@@ -70,14 +79,22 @@ impl Route {
         index: usize,
         settings: &config::Route,
         groups: &HashMap<String, Arc<Group>>,
+        services: &HashMap<String, Arc<Transcoder>>,
     ) -> Result<Route, ConfigError> {
         let which = format!("route {} (path {:?})", index + 1, settings.path);
-        let group = groups.get(&settings.upstream).cloned().ok_or_else(|| {
-            ConfigError::new(format!(
-                "{which} goes to upstream {:?}, which is not defined",
-                settings.upstream
-            ))
-        })?;
+        let target = match &settings.service {
+            Some(service) => Target::Service(services.get(service).cloned().ok_or_else(|| {
+                ConfigError::new(format!(
+                    "{which} goes to service {service:?}, which is not defined"
+                ))
+            })?),
+            None => Target::Upstream(groups.get(&settings.upstream).cloned().ok_or_else(|| {
+                ConfigError::new(format!(
+                    "{which} goes to upstream {:?}, which is not defined",
+                    settings.upstream
+                ))
+            })?),
+        };
         let host = settings.host.as_deref().map(|host| {
             let host = host.to_ascii_lowercase();
             match host.strip_prefix('*') {
@@ -114,7 +131,7 @@ impl Route {
             prefix: settings.path.clone(),
             methods,
             headers,
-            group,
+            target,
             rewrite_prefix: settings.rewrite_prefix.clone(),
             set_request_headers: headers_of(&which, &settings.set_request_headers)?,
             remove_request_headers: names_of(&which, &settings.remove_request_headers)?,
@@ -217,7 +234,7 @@ mod tests {
             .routes
             .iter()
             .enumerate()
-            .map(|(index, route)| Route::new(index, route, &groups).unwrap())
+            .map(|(index, route)| Route::new(index, route, &groups, &HashMap::new()).unwrap())
             .collect()
     }
 
@@ -227,7 +244,10 @@ mod tests {
         routes
             .iter()
             .find(|route| route.matches(&host, &parts))
-            .map(|route| route.group.name.as_str())
+            .map(|route| match &route.target {
+                Target::Upstream(group) => group.name.as_str(),
+                Target::Service(_) => "service",
+            })
     }
 
     #[tokio::test]

@@ -196,6 +196,21 @@ pub use sinew_messaging as messaging;
 #[cfg(feature = "gateway")]
 pub use sinew_gateway as gateway;
 
+/// The gateway's [`Connector`](gateway::Connector) over [`connect`]: the
+/// services of its `[services]` may be at any address this build
+/// understands (sinew's protocol, gRPC, names).
+///
+/// ```no_run
+/// # async fn example(config: sinew::gateway::Config) -> Result<(), Box<dyn std::error::Error>> {
+/// let gateway = sinew::gateway::Gateway::with_connector(config, sinew::gateway_connector()).await?;
+/// gateway.run().await?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "gateway")]
+pub fn gateway_connector() -> std::sync::Arc<dyn gateway::Connector> {
+    std::sync::Arc::new(|address: String| async move { connect(&address).await })
+}
+
 mod connect;
 pub use connect::ConnectOptions;
 

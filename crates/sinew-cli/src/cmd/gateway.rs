@@ -60,10 +60,7 @@ impl Args {
 }
 
 fn read(path: &Path, listen: &[SocketAddr]) -> Result<Config, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| CliError::usage(format!("cannot read {}: {error}", path.display())))?;
-    let mut config = Config::from_toml(&text)
-        .map_err(|error| CliError::usage(format!("{}: {error}", path.display())))?;
+    let mut config = Config::from_file(path).map_err(|error| CliError::usage(error.to_string()))?;
     if !listen.is_empty() {
         config.server.listen = listen.to_vec();
     }
@@ -109,9 +106,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let config = read(&path, &args.listen)?;
     if args.check {
         println!(
-            "{}: {} upstream groups, {} routes: ok",
+            "{}: {} upstream groups, {} services, {} routes: ok",
             path.display(),
             config.upstreams.len(),
+            config.services.len(),
             config.routes.len()
         );
         return Ok(());
@@ -122,7 +120,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             path.display()
         )));
     }
-    let gateway = Gateway::new(config.clone())
+    let gateway = Gateway::with_connector(config.clone(), sinew::gateway_connector())
         .await
         .map_err(|error| CliError::failure(error.to_string()))?;
     let telemetry = sinew::telemetry::Telemetry::new();
@@ -136,8 +134,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         listeners.push(listener);
     }
     println!(
-        "{} upstream groups, {} routes; SIGHUP reloads {}, Ctrl-C stops",
+        "{} upstream groups, {} services, {} routes; SIGHUP reloads {}, Ctrl-C stops",
         config.upstreams.len(),
+        config.services.len(),
         config.routes.len(),
         path.display()
     );

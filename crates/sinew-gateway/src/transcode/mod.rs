@@ -1,10 +1,461 @@
-//! HTTP/JSON to RPC calls, as `google.api.http` rules describe them.
+//! HTTP/JSON to RPC calls: a route with `service = "NAME"` turns each
+//! request into a call of a sinew or gRPC service, as the methods'
+//! `google.api.http` rules describe, and the call's answer into JSON.
 //!
-//! In progress: the rules' path templates ([`template`]) are written and
-//! tested; the transcoder that routes requests by them (descriptors from
-//! server reflection or `.proto` files, query parameters, bodies, proto3
-//! JSON, gRPC statuses as HTTP statuses, streaming, gRPC-Web) builds on
-//! them next, and until it does this module is compiled for its tests
-//! only (`lib.rs`).
+//! ```text
+//!  request ─▶ rules.rs: binding (method + path template) ─▶ message.rs: body, query, path
+//!                                                                  │  call (sinew or gRPC)
+//!  response ◀─ reply.rs: JSON / NDJSON / SSE, status as HTTP ◀─────┘
+//! ```
+//!
+//! * [`template`]: `google.api.http` path templates, parsed and matched.
+//! * `rules.rs`: the bindings of every method offered (their rules,
+//!   additional bindings, and `POST /package.Service/Method`), and which
+//!   one a request goes to.
+//! * `message.rs`: the request message from the body, the query and the
+//!   path.
+//! * `reply.rs`: JSON out, failures as grpc-gateway writes them, streams.
+//!
+//! The descriptors come from the service's `.proto` files (compiled at
+//! start, `google/api/annotations.proto` built in) or from the server's
+//! reflection service. The channel is made by the gateway's [`Connector`]
+//! at the first request (or at start, for reflection) and kept; a failed
+//! connect is the request's 503 and the next request tries again.
+//!
+//! Calls: unary ones get the route's `timeout` as their deadline; a
+//! server stream has none and lasts until it ends or the client goes
+//! away. A client stream's body is a sequence of JSON messages (one per
+//! line, or simply one after the other), path and query left aside. The
+//! request's `authorization`, `traceparent`, `tracestate`, request id,
+//! `X-Forwarded-For` / `-Host` and `grpc-metadata-NAME` headers (and the
+//! service's `forward_headers`) become the call's metadata.
 
+mod message;
+mod reply;
+mod rules;
 pub(crate) mod template;
+
+use crate::body::{RequestBody, ResponseBody, TooLarge};
+use crate::config::{self, ConfigError};
+use crate::route::Route;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use prost::Message as _;
+use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use rules::{BodyRule, Lookup, Rules};
+use sinew_rpc::{Channel, Client, Code, Decoder, MetadataMap, RawMessage, Request, Status};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the gateway connects to the RPC services of its `[services]`:
+/// an address in, a channel out.
+///
+/// [`Gateway::new`](crate::Gateway::new) uses sinew's own protocol
+/// (`tcp://`, `unix://`, `shm://`, `tls://`); the `sinew` facade's
+/// `gateway_connector()` takes every address `sinew::connect` does (gRPC
+/// servers and names included), and any `Fn(String) -> Future` returning
+/// a channel is one.
+pub trait Connector: Send + Sync + 'static {
+    /// A channel to `address`.
+    fn connect(&self, address: &str) -> BoxFuture<'static, Result<Channel, Status>>;
+}
+
+impl<F, Fut> Connector for F
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Channel, Status>> + Send + 'static,
+{
+    fn connect(&self, address: &str) -> BoxFuture<'static, Result<Channel, Status>> {
+        Box::pin(self(address.to_owned()))
+    }
+}
+
+/// [`Connector`] over sinew's own protocol.
+pub(crate) fn sinew_connector() -> Arc<dyn Connector> {
+    Arc::new(|address: String| async move { Channel::connect(&address).await })
+}
+
+/// How long the start of a gateway waits for a server's reflection.
+const REFLECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The services of one `[services.NAME]`, ready to take requests.
+pub(crate) struct Transcoder {
+    name: String,
+    settings: config::Service,
+    rules: Rules,
+    json: reply::Json,
+    json_in: DeserializeOptions,
+    forward: Vec<HeaderName>,
+    connector: Arc<dyn Connector>,
+    client: tokio::sync::OnceCell<Client<Channel>>,
+}
+
+/// A request on its way to a transcoder.
+pub(crate) struct Incoming<'a> {
+    pub(crate) route: &'a Route,
+    pub(crate) parts: &'a http::request::Parts,
+    pub(crate) body: hyper::body::Incoming,
+    pub(crate) remote: SocketAddr,
+    pub(crate) request_id: &'a HeaderValue,
+    pub(crate) limit: u64,
+}
+
+impl Transcoder {
+    /// The transcoder of `settings`: the previous one if they did not
+    /// change (its channel kept), otherwise one with descriptors loaded
+    /// and rules checked.
+    pub(crate) async fn build(
+        name: &str,
+        settings: &config::Service,
+        connector: &Arc<dyn Connector>,
+        previous: Option<&Arc<Transcoder>>,
+    ) -> Result<Arc<Transcoder>, ConfigError> {
+        if let Some(previous) = previous.filter(|p| p.settings == *settings) {
+            return Ok(previous.clone());
+        }
+        let which = |message: String| ConfigError::new(format!("service {name:?}: {message}"));
+        let client = tokio::sync::OnceCell::new();
+        let pool = if settings.protos.is_empty() {
+            let connected = tokio::time::timeout(
+                REFLECTION_TIMEOUT,
+                reflect(connector.as_ref(), &settings.address, &settings.services),
+            )
+            .await
+            .map_err(|_| {
+                which(format!(
+                    "{} did not answer reflection in time",
+                    settings.address
+                ))
+            })?;
+            let (channel, pool) = connected.map_err(which)?;
+            let _ = client.set(Client::new(channel));
+            pool
+        } else {
+            let includes = if settings.includes.is_empty() {
+                settings
+                    .protos
+                    .iter()
+                    .map(|proto| sinew_schema::include_of(proto))
+                    .collect()
+            } else {
+                settings.includes.clone()
+            };
+            sinew_schema::compile_pool(&settings.protos, &includes)
+                .map_err(|e| which(format!("the protos do not compile: {e}")))?
+        };
+        let rules =
+            Rules::build(&pool, &settings.services, settings.method_paths).map_err(which)?;
+        tracing::info!(service = name, bindings = rules.len(), "transcoding");
+        let forward = settings
+            .forward_headers
+            .iter()
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        Ok(Arc::new(Transcoder {
+            name: name.to_owned(),
+            rules,
+            json: reply::Json {
+                options: SerializeOptions::new()
+                    .skip_default_fields(!settings.emit_defaults)
+                    .stringify_64_bit_integers(!settings.int64_as_numbers)
+                    .use_proto_field_name(settings.proto_names)
+                    .use_enum_numbers(settings.enums_as_numbers),
+                proto_names: settings.proto_names,
+            },
+            json_in: DeserializeOptions::new().deny_unknown_fields(!settings.ignore_unknown_fields),
+            forward,
+            connector: connector.clone(),
+            client,
+            settings: settings.clone(),
+        }))
+    }
+
+    /// The channel, connected at the first request that needs it.
+    async fn client(&self, timeout: Duration) -> Result<Client<Channel>, Status> {
+        let connect = self.client.get_or_try_init(|| async {
+            let connecting = self.connector.connect(&self.settings.address);
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected.map(Client::new),
+                Err(_) => Err(Status::unavailable(format!(
+                    "{} did not accept a connection in time",
+                    self.settings.address
+                ))),
+            }
+        });
+        connect.await.cloned()
+    }
+
+    /// Answers one request.
+    pub(crate) async fn handle(&self, request: Incoming<'_>) -> Response<ResponseBody> {
+        match self.call(request).await {
+            Ok(response) => response,
+            Err(status) => {
+                if status.code() == Code::Unavailable {
+                    tracing::warn!(service = %self.name, message = status.message(), "call failed");
+                }
+                reply::failure(&status)
+            }
+        }
+    }
+
+    async fn call(&self, request: Incoming<'_>) -> Result<Response<ResponseBody>, Status> {
+        let Incoming {
+            route,
+            parts,
+            body,
+            remote,
+            request_id,
+            limit,
+        } = request;
+        let target = route.upstream_path(&parts.uri);
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let (binding, values) = match self.rules.find(&parts.method, path) {
+            Lookup::Found(binding, values) => (binding, values),
+            Lookup::NotAllowed(methods) => {
+                let allow = methods.join(", ");
+                let mut response = reply::refuse(
+                    Code::Unimplemented,
+                    Some(StatusCode::METHOD_NOT_ALLOWED),
+                    format!("{} is not allowed on {path}: {allow}", parts.method),
+                );
+                if let Ok(value) = HeaderValue::from_str(&allow) {
+                    response.headers_mut().insert(http::header::ALLOW, value);
+                }
+                return Ok(response);
+            }
+            Lookup::NotFound => {
+                return Err(Status::not_found(format!(
+                    "no method is bound to {} {path}",
+                    parts.method
+                )))
+            }
+        };
+        let timeout = route.settings.timeout;
+        let body = match read_body(body, limit, timeout).await {
+            Ok(body) => body,
+            Err(response) => return Ok(response),
+        };
+        let method = &binding.method;
+        let mut metadata = self.metadata(parts, remote, request_id);
+        let client = self.client(timeout).await?;
+        let output = method.output();
+        let decoder = Decoder::new(move |bytes| DynamicMessage::decode(output.clone(), bytes));
+        let invalid = |message: String| Status::invalid_argument(message);
+        if method.is_client_streaming() {
+            let messages = messages(&method.input(), &body, &self.json_in).map_err(invalid)?;
+            let messages = futures_util::stream::iter(messages);
+            let mut call = Request::new(messages);
+            std::mem::swap(call.metadata_mut(), &mut metadata);
+            if method.is_server_streaming() {
+                let response = client
+                    .bidirectional_with(binding.call_path.clone(), call, decoder)
+                    .await?;
+                return Ok(self.stream(parts, response, binding.response_body.clone()));
+            }
+            call.set_timeout(timeout);
+            let response = client
+                .client_streaming_with(binding.call_path.clone(), call, &decoder)
+                .await?;
+            let (metadata, message) = response.into_parts();
+            return Ok(reply::message(
+                &self.json,
+                &metadata,
+                &message,
+                binding.response_body.as_ref(),
+            ));
+        }
+        let input = method.input();
+        let mut message =
+            message::from_body(&input, &binding.body, &body, &self.json_in).map_err(invalid)?;
+        if !matches!(binding.body, BodyRule::Whole) {
+            let body_field = match &binding.body {
+                BodyRule::Field(field) => Some(field.name().to_owned()),
+                _ => None,
+            };
+            let skip = |path: &[String]| {
+                binding.path_fields().any(|bound| bound == path)
+                    || body_field.as_deref().is_some_and(|field| path[0] == field)
+            };
+            message::apply_query(
+                &mut message,
+                query,
+                skip,
+                self.settings.ignore_unknown_fields,
+            )
+            .map_err(invalid)?;
+        }
+        for (field_path, value) in &values {
+            message::set_text(&mut message, field_path, value).map_err(invalid)?;
+        }
+        let encoded = Bytes::from(message.encode_to_vec());
+        let mut call = Request::new(RawMessage(encoded));
+        std::mem::swap(call.metadata_mut(), &mut metadata);
+        if method.is_server_streaming() {
+            let response = client
+                .server_streaming_with(binding.call_path.clone(), call, decoder)
+                .await?;
+            return Ok(self.stream(parts, response, binding.response_body.clone()));
+        }
+        call.set_timeout(timeout);
+        let response = client
+            .unary_with(binding.call_path.clone(), call, &decoder)
+            .await?;
+        let (metadata, message) = response.into_parts();
+        Ok(reply::message(
+            &self.json,
+            &metadata,
+            &message,
+            binding.response_body.as_ref(),
+        ))
+    }
+
+    fn stream(
+        &self,
+        parts: &http::request::Parts,
+        response: sinew_rpc::Response<sinew_rpc::Streaming<DynamicMessage>>,
+        field: Option<prost_reflect::FieldDescriptor>,
+    ) -> Response<ResponseBody> {
+        let format = reply::StreamFormat::for_accept(&parts.headers);
+        let (metadata, messages) = response.into_parts();
+        reply::stream(self.json.clone(), format, &metadata, messages, field)
+    }
+
+    /// The call's metadata from the request's headers.
+    fn metadata(
+        &self,
+        parts: &http::request::Parts,
+        remote: SocketAddr,
+        request_id: &HeaderValue,
+    ) -> MetadataMap {
+        const PREFIX: &str = "grpc-metadata-";
+        let mut metadata = MetadataMap::new();
+        for (name, value) in &parts.headers {
+            let Ok(value) = value.to_str() else { continue };
+            let key = name.as_str();
+            let key = match key.strip_prefix(PREFIX) {
+                Some(stripped) => stripped,
+                None if matches!(key, "authorization" | "traceparent" | "tracestate")
+                    || self.forward.contains(name) =>
+                {
+                    key
+                }
+                None => continue,
+            };
+            let _ = metadata.append(key, value);
+        }
+        if let Ok(id) = request_id.to_str() {
+            let _ = metadata.insert("x-request-id", id);
+        }
+        let forwarded = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(earlier) => format!("{earlier}, {}", remote.ip()),
+            None => remote.ip().to_string(),
+        };
+        let _ = metadata.insert("x-forwarded-for", &forwarded);
+        if let Some(host) = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+        {
+            let _ = metadata.insert("x-forwarded-host", host);
+        }
+        metadata
+    }
+}
+
+/// Connects to `address` and loads the descriptors of `services` (every
+/// one the server lists when empty) from its reflection service.
+async fn reflect(
+    connector: &dyn Connector,
+    address: &str,
+    services: &[String],
+) -> Result<(Channel, prost_reflect::DescriptorPool), String> {
+    use sinew_rpc::server::reflection::client;
+    let channel = connector
+        .connect(address)
+        .await
+        .map_err(|status| format!("cannot reach {address}: {}", status.message()))?;
+    let failed = |status: Status| match status.code() {
+        Code::Unimplemented => {
+            format!("{address} does not offer server reflection: give the service's protos")
+        }
+        _ => format!("reflection from {address} failed: {}", status.message()),
+    };
+    let services = if services.is_empty() {
+        client::list_services(&channel).await.map_err(failed)?
+    } else {
+        services.to_vec()
+    };
+    let files = client::file_descriptors(&channel, &services)
+        .await
+        .map_err(failed)?;
+    let pool = sinew_schema::pool_from_files(files)
+        .map_err(|e| format!("the descriptors {address} sent do not fit together: {e}"))?;
+    Ok((channel, pool))
+}
+
+/// The whole request body, within `limit` bytes and `timeout`; or the
+/// answer when it cannot be had.
+async fn read_body(
+    body: hyper::body::Incoming,
+    limit: u64,
+    timeout: Duration,
+) -> Result<Bytes, Response<ResponseBody>> {
+    let body = RequestBody::Stream {
+        incoming: body,
+        left: limit,
+        limit,
+    };
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<TooLarge>() => Err(reply::refuse(
+            Code::ResourceExhausted,
+            Some(StatusCode::PAYLOAD_TOO_LARGE),
+            error.to_string(),
+        )),
+        Ok(Err(error)) => Err(reply::refuse(
+            Code::InvalidArgument,
+            None,
+            format!("reading the request body failed: {error}"),
+        )),
+        Err(_) => Err(reply::refuse(
+            Code::DeadlineExceeded,
+            Some(StatusCode::REQUEST_TIMEOUT),
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+/// A client stream's messages: JSON values one after the other.
+fn messages(
+    input: &MessageDescriptor,
+    body: &[u8],
+    options: &DeserializeOptions,
+) -> Result<Vec<RawMessage>, String> {
+    let mut out = Vec::new();
+    for (index, value) in serde_json::Deserializer::from_slice(body)
+        .into_iter::<serde_json::Value>()
+        .enumerate()
+    {
+        let value =
+            value.map_err(|e| format!("message {} of the body is not JSON: {e}", index + 1))?;
+        let message = DynamicMessage::deserialize_with_options(input.clone(), value, options)
+            .map_err(|e| {
+                format!(
+                    "message {} does not fit {}: {e}",
+                    index + 1,
+                    input.full_name()
+                )
+            })?;
+        out.push(RawMessage(Bytes::from(message.encode_to_vec())));
+    }
+    Ok(out)
+}
