@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// CPU time (user + system) of process `pid`, from `/proc/PID/stat`.
-pub(crate) fn of_process(pid: u32) -> Duration {
+pub fn of_process(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };

@@ -18,7 +18,6 @@
 //!
 //! See `docs/benchmarks.md` for how to run it and how to read it.
 
-mod cpu;
 mod isolate;
 mod load;
 mod report;
@@ -27,6 +26,7 @@ mod scratch;
 mod systems;
 
 use clap::Parser;
+use sinew_bench::cpu;
 use std::path::PathBuf;
 use std::time::Duration;
 use systems::System;

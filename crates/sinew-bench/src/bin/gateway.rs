@@ -24,16 +24,15 @@
 //! cargo run --release -p sinew-bench --bin sinew-bench-gateway -- --runs 5 --json docs/benchmarks/gateway.json
 //! ```
 
-#[path = "../cpu.rs"]
-mod cpu;
-
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde_json::{json, Value};
+use sinew_bench::cpu;
+use sinew_bench::process::{free_port, require, wait_listening, Process};
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -73,8 +72,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(config) = &options.gateway {
         return gateway(config);
     }
-    which("nginx")?;
-    which("wrk")?;
+    require("nginx")?;
+    require("wrk")?;
     let dir = tempfile_dir()?;
     let mut samples: Vec<(String, &'static str, Value)> = Vec::new();
     for round in 0..options.runs {
@@ -124,74 +123,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn which(program: &str) -> anyhow::Result<()> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "command -v {program} || test -x /usr/sbin/{program}"
-        ))
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    if !found {
-        bail!("{program} is not installed: run scripts/install-peers.sh");
-    }
-    Ok(())
-}
-
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("sinew-bench-gateway-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A child process stopped when dropped: SIGTERM (nginx's master then
-/// stops its worker; a SIGKILLed master would leave it running), SIGKILL
-/// if it is still there after a second.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// SIGKILLs a process at once, as a crash.
-fn sigkill(process: Process) {
-    let mut process = std::mem::ManuallyDrop::new(process);
-    let _ = process.0.kill();
-    let _ = process.0.wait();
-    // Not dropped: the process is reaped and its pid may be reused, so
-    // no signal may follow.
-}
-
-/// Waits until something listens on `address`.
-fn wait_listening(address: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(address).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    bail!("nothing listens on {address} after 5 s")
-}
-
 struct Upstreams {
     addresses: Vec<SocketAddr>,
-    processes: Vec<Option<Process>>,
+    processes: Vec<Process>,
 }
 
 impl Upstreams {
@@ -201,17 +141,18 @@ impl Upstreams {
         let mut processes = Vec::new();
         for _ in 0..3 {
             let port = free_port()?;
-            let child = Command::new(&me)
-                .args([
-                    "--upstream",
-                    &port.to_string(),
-                    "--body-bytes",
-                    &body_bytes.to_string(),
-                ])
-                .stdout(Stdio::null())
-                .spawn()?;
+            let process = Process::spawn(
+                Command::new(&me)
+                    .args([
+                        "--upstream",
+                        &port.to_string(),
+                        "--body-bytes",
+                        &body_bytes.to_string(),
+                    ])
+                    .stdout(Stdio::null()),
+            )?;
             let address = SocketAddr::from(([127, 0, 0, 1], port));
-            processes.push(Some(Process(child)));
+            processes.push(process);
             wait_listening(address)?;
             addresses.push(address);
         }
@@ -223,9 +164,7 @@ impl Upstreams {
 
     /// SIGKILLs the upstream `index`.
     fn kill(&mut self, index: usize) {
-        if let Some(process) = self.processes[index].take() {
-            sigkill(process);
-        }
+        self.processes[index].kill();
     }
 }
 
@@ -238,7 +177,7 @@ impl Proxy {
     fn start(system: &str, upstreams: &[SocketAddr], dir: &Path) -> anyhow::Result<Proxy> {
         let port = free_port()?;
         let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = match system {
+        let process = match system {
             "nginx" => {
                 let prefix = dir.join(format!("nginx-{port}"));
                 std::fs::create_dir_all(&prefix)?;
@@ -260,17 +199,18 @@ impl Proxy {
                 );
                 let path = prefix.join("nginx.conf");
                 std::fs::write(&path, conf)?;
-                Command::new("nginx")
-                    .arg("-e")
-                    .arg(prefix.join("error.log"))
-                    .arg("-p")
-                    .arg(&prefix)
-                    .arg("-c")
-                    .arg(&path)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .context("start nginx")?
+                Process::spawn(
+                    Command::new("nginx")
+                        .arg("-e")
+                        .arg(prefix.join("error.log"))
+                        .arg("-p")
+                        .arg(&prefix)
+                        .arg("-c")
+                        .arg(&path)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::inherit()),
+                )
+                .context("start nginx")?
             }
             _ => {
                 let servers: Vec<String> = upstreams
@@ -285,21 +225,21 @@ impl Proxy {
                 );
                 let path = dir.join(format!("gateway-{port}.toml"));
                 std::fs::write(&path, conf)?;
-                Command::new(std::env::current_exe()?)
-                    .arg("--gateway")
-                    .arg(&path)
-                    .stdout(Stdio::null())
-                    .spawn()?
+                Process::spawn(
+                    Command::new(std::env::current_exe()?)
+                        .arg("--gateway")
+                        .arg(&path)
+                        .stdout(Stdio::null()),
+                )?
             }
         };
-        let process = Process(child);
         wait_listening(address)?;
         Ok(Proxy { address, process })
     }
 
     /// CPU time of the proxy's processes (nginx: its master and workers).
     fn cpu(&self) -> Duration {
-        let pid = self.process.0.id();
+        let pid = self.process.id();
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         std::iter::once(pid)

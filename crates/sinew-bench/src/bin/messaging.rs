@@ -16,16 +16,15 @@
 //! cargo run --release -p sinew-bench --bin sinew-bench-messaging -- --runs 5 --json docs/benchmarks/messaging.json
 //! ```
 
-#[path = "../cpu.rs"]
-mod cpu;
-
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use sinew::messaging::{Broker, FsyncPolicy, Job, QueueConfig};
+use sinew_bench::cpu;
+use sinew_bench::process::Process;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -257,9 +256,10 @@ fn report(
 }
 
 /// A nats-server child: `GOMAXPROCS=1` (one thread of work, as the sinew
-/// server's runtime), JetStream in a temporary directory.
+/// server's runtime), JetStream in a temporary directory; SIGKILLed when
+/// dropped.
 struct NatsServer {
-    child: Child,
+    process: Process,
     url: String,
     dir: std::path::PathBuf,
 }
@@ -277,6 +277,8 @@ impl NatsServer {
             .spawn()
             .context("nats-server (scripts/install-peers.sh installs it)")?;
         let mut log = BufReader::new(child.stderr.take().context("its log")?);
+        // Stopped from here on, should it never get ready.
+        let process = Process::from_child(child);
         let mut url = None;
         let mut line = String::new();
         loop {
@@ -293,21 +295,20 @@ impl NatsServer {
         }
         std::thread::spawn(move || for _ in log.lines() {});
         Ok(NatsServer {
-            child,
+            process,
             url: url.context("where nats-server listens")?,
             dir,
         })
     }
 
     fn cpu(&self) -> Duration {
-        cpu::of_process(self.child.id())
+        cpu::of_process(self.process.id())
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
