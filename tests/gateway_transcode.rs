@@ -439,13 +439,18 @@ async fn open_stream(gateway: SocketAddr, path: &str, accept: &str) -> BufReader
 }
 
 /// The next chunk's payload of a chunked body.
-async fn chunk(reader: &mut BufReader<TcpStream>) -> String {
+async fn chunk_bytes(reader: &mut BufReader<TcpStream>) -> Vec<u8> {
     let size = line(reader).await;
     let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
     let mut payload = vec![0; size + 2];
     reader.read_exact(&mut payload).await.unwrap();
     payload.truncate(size);
-    String::from_utf8(payload).unwrap()
+    payload
+}
+
+/// [`chunk_bytes`], as text.
+async fn chunk(reader: &mut BufReader<TcpStream>) -> String {
+    String::from_utf8(chunk_bytes(reader).await).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,4 +585,198 @@ async fn a_service_without_reflection_or_protos_is_a_clear_start_error() {
     let error = Gateway::new(config).await.unwrap_err().to_string();
     assert!(error.contains("do not compile"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gRPC-Web body: each message framed (flag 0, big-endian length).
+fn grpc_web_frames(messages: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for message in messages {
+        body.push(0);
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(message);
+    }
+    body
+}
+
+/// A gRPC-Web answer's messages and its trailer block.
+fn grpc_web_answer(mut body: &[u8]) -> (Vec<Vec<u8>>, String) {
+    let mut messages = Vec::new();
+    let mut trailers = String::new();
+    while !body.is_empty() {
+        let flag = body[0];
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let payload = &body[5..5 + len];
+        if flag & 0x80 != 0 {
+            trailers = String::from_utf8(payload.to_vec()).unwrap();
+        } else {
+            messages.push(payload.to_vec());
+        }
+        body = &body[5 + len..];
+    }
+    (messages, trailers)
+}
+
+async fn grpc_web(gateway: SocketAddr, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+    let stream = TcpStream::connect(gateway).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(path)
+        .header("host", "api.test")
+        .header("content-type", content_type)
+        .header("x-grpc-web", "1")
+        .header("grpc-metadata-ignored", "x")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_pass_through_in_binary_and_text() {
+    use base64::Engine;
+    use prost::Message;
+    use sinew_examples::library::{Book, GetBookRequest};
+    let (server, handle) = library(0).await;
+    let (gateway, _gateway) = gateway(&config(&server, "method_paths = false")).await;
+    let request = GetBookRequest {
+        name: "shelves/1/books/cosmos".to_owned(),
+    }
+    .encode_to_vec();
+    let path = "/sinew.examples.library.Library/GetBook";
+
+    // Binary: the book, then grpc-status 0 in the trailer frame.
+    let answer = grpc_web(
+        gateway,
+        path,
+        "application/grpc-web+proto",
+        grpc_web_frames(&[&request]),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["content-type"], "application/grpc-web+proto");
+    let (messages, trailers) = grpc_web_answer(&answer.body);
+    assert_eq!(messages.len(), 1);
+    let book = Book::decode(messages[0].as_slice()).unwrap();
+    assert_eq!(book.name, "shelves/1/books/cosmos");
+    assert!(trailers.contains("grpc-status:0\r\n"), "{trailers:?}");
+
+    // Text: the same, base64 both ways.
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let body = engine.encode(grpc_web_frames(&[&request])).into_bytes();
+    let answer = grpc_web(gateway, path, "application/grpc-web-text", body).await;
+    assert_eq!(
+        answer.headers["content-type"],
+        "application/grpc-web-text+proto"
+    );
+    let mut decoded = Vec::new();
+    // Each frame is encoded on its own: padded chunks one after another.
+    let text = String::from_utf8(answer.body.to_vec()).unwrap();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let end = rest.find('=').map_or(rest.len(), |at| {
+            at + rest[at..].chars().take_while(|&c| c == '=').count()
+        });
+        decoded.extend(engine.decode(&rest[..end]).unwrap());
+        rest = &rest[end..];
+    }
+    let (messages, trailers) = grpc_web_answer(&decoded);
+    assert_eq!(Book::decode(messages[0].as_slice()).unwrap(), book);
+    assert!(trailers.contains("grpc-status:0"), "{trailers:?}");
+
+    // The service's failure, in the trailer frame.
+    let missing = GetBookRequest {
+        name: "shelves/1/books/none".to_owned(),
+    }
+    .encode_to_vec();
+    let answer = grpc_web(
+        gateway,
+        path,
+        "application/grpc-web",
+        grpc_web_frames(&[&missing]),
+    )
+    .await;
+    let (messages, trailers) = grpc_web_answer(&answer.body);
+    assert!(messages.is_empty());
+    assert!(trailers.contains("grpc-status:5\r\n"), "{trailers:?}");
+
+    // The gateway's own refusals, the same way: no such method, two
+    // messages to a unary method, a frame cut short, a GET.
+    for (path, body, code) in [
+        (
+            "/sinew.examples.library.Library/Nope",
+            grpc_web_frames(&[&request]),
+            12,
+        ),
+        ("/grpc.health.v1.Health/Check", grpc_web_frames(&[b""]), 12),
+        (path, grpc_web_frames(&[&request, &request]), 3),
+        (path, grpc_web_frames(&[&request])[..6].to_vec(), 3),
+    ] {
+        let answer = grpc_web(gateway, path, "application/grpc-web", body).await;
+        assert_eq!(answer.status, 200);
+        let (_, trailers) = grpc_web_answer(&answer.body);
+        assert!(
+            trailers.contains(&format!("grpc-status:{code}\r\n")),
+            "{path}: {trailers:?}"
+        );
+    }
+
+    // A server stream: the shelf's books come as they are read.
+    let watch = sinew_examples::library::WatchShelfRequest {
+        parent: "shelves/1".to_owned(),
+    }
+    .encode_to_vec();
+    let mut stream = TcpStream::connect(gateway).await.unwrap();
+    let body = grpc_web_frames(&[&watch]);
+    let head = format!(
+        "POST /sinew.examples.library.Library/WatchShelf HTTP/1.1\r\nHost: api.test\r\n\
+         Content-Type: application/grpc-web+proto\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut reader = BufReader::new(stream);
+    let status = line(&mut reader).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    while line(&mut reader).await != "\r\n" {}
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received.extend(chunk_bytes(&mut reader).await);
+        if whole_frames(&received).len() >= 3 {
+            break;
+        }
+    }
+    let books: Vec<Book> = whole_frames(&received)
+        .iter()
+        .map(|frame| Book::decode(&frame[5..]).unwrap())
+        .collect();
+    assert_eq!(books.len(), 3, "the shelf's three books, no trailer yet");
+    assert!(books
+        .iter()
+        .all(|book| book.name.starts_with("shelves/1/books/")));
+    handle.shutdown();
+}
+
+/// The whole frames at the start of a streamed answer.
+fn whole_frames(mut body: &[u8]) -> Vec<&[u8]> {
+    let mut frames = Vec::new();
+    while body.len() >= 5 {
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        if body.len() < 5 + len {
+            break;
+        }
+        frames.push(&body[..5 + len]);
+        body = &body[5 + len..];
+    }
+    frames
 }

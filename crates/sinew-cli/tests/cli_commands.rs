@@ -73,6 +73,7 @@ fn full_round_trip_serve_list_describe_call_stream_bench() {
                 "grpc.reflection.v1.ServerReflection",
                 "grpc.reflection.v1alpha.ServerReflection",
                 "sinew.examples.kv.KeyValue",
+                "sinew.examples.library.Library",
                 // Served because this server also listens on local addresses.
                 "sinew.local.v1.Local",
             ]

@@ -24,9 +24,10 @@
 //! retry = { tries = 3, on = ["error", "timeout", "http_503"] }
 //! ```
 //!
-//! Durations are written with a unit (`500ms`, `10s`, `2m`, `1h`); sizes in
-//! bytes. Every table refuses keys it does not know, so a misspelt setting
-//! is an error at load, not a default silently in force. [`Config::check`]
+//! Durations are written with a unit (`250us`, `500ms`, `1.5s`, `2m`, `1h`;
+//! see [`parse_duration`]); sizes in bytes. Every table refuses keys it does
+//! not know, so a misspelt setting is an error at load, not a default
+//! silently in force. [`Config::check`]
 //! (called by [`Config::from_toml`]) refuses what could not work: a route to
 //! an unknown upstream, a group without servers, a hash balance without a
 //! key, weights of zero.
@@ -692,9 +693,42 @@ impl StatusRanges {
     }
 }
 
-/// Parses `<number><unit>`, unit `ms`, `s`, `m` or `h` (`1.5s`, `250ms`).
+/// The longest duration [`parse_duration`] takes, in seconds: a little over
+/// three years, far past any timeout or interval yet well inside what a
+/// [`Duration`] (or an `Instant` plus it) can hold.
+const LONGEST_SECONDS: f64 = 1e8;
+
+/// Parses `<number><unit>`, unit `us` (or `µs`), `ms`, `s`, `m` or `h`, the
+/// number whole or decimal: `250us`, `500ms`, `1.5s`, `2m`, `1h`. Spaces
+/// around the whole are ignored, spaces inside are not.
+///
+/// This is the one duration reader of sinew's configuration text: the
+/// gateway's `gateway.toml` and the `sinew` command line's flags both read
+/// through it, so a duration written for one is written right for the other.
+///
+/// Refused, each with a message that says what to write instead: an empty
+/// text, a negative duration, a bare number (`5` could as well mean 5 ms as
+/// 5 s, and a wrong guess fails far from the typo), an unknown unit, and
+/// anything longer than 10⁸ seconds.
+///
+/// ```
+/// use sinew_gateway::config::parse_duration;
+/// use std::time::Duration;
+///
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+/// assert!(parse_duration("5").unwrap_err().contains("has no unit"));
+/// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if text.is_empty() {
+        return Err("an empty text is not a duration: write one like 500ms, 10s or 2m".into());
+    }
+    if let Some(positive) = text.strip_prefix('-') {
+        return Err(format!(
+            "{text:?} is negative: a duration is 0 or more, as in {positive}"
+        ));
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
@@ -702,22 +736,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let value: f64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "" => return Err(format!("{text:?} has no unit: write {text}s or {text}ms")),
+    // Nanoseconds per unit.
+    let scale = match unit {
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        "" => {
+            return Err(format!(
+                "{text} has no unit: add one, as in {text}s, {text}ms, {text}us or {text}m"
+            ))
+        }
         _ => {
             return Err(format!(
-                "unknown unit {unit:?} in {text:?}: use ms, s, m or h"
+                "unknown unit {unit:?} in {text:?}: use us, ms, s, m or h"
             ))
         }
     };
-    if !seconds.is_finite() || !(0.0..=1e8).contains(&seconds) {
-        return Err(format!("{text:?} is out of range"));
+    let nanoseconds = value * scale;
+    // Only digits and dots reach here, so the value is not negative (nor
+    // NaN); a long run of digits can still be past any sensible length, or
+    // even infinite.
+    if nanoseconds > LONGEST_SECONDS * 1e9 {
+        return Err(format!(
+            "{text:?} is too long: the longest duration taken is {LONGEST_SECONDS:.0}s"
+        ));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // Rounded to the nanosecond, so that `0.3s` is 300ms exactly rather
+    // than a nanosecond short of it.
+    Ok(Duration::from_nanos(nanoseconds.round() as u64))
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -828,6 +876,68 @@ mod tests {
             let error = Config::from_toml(text).unwrap_err().to_string();
             assert!(error.contains(says), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn durations_read_in_every_unit() {
+        for (text, expected) in [
+            ("250us", Duration::from_micros(250)),
+            ("250µs", Duration::from_micros(250)),
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("0s", Duration::ZERO),
+            ("1.5s", Duration::from_millis(1500)),
+            ("0.3s", Duration::from_millis(300)),
+            ("1.5us", Duration::from_nanos(1500)),
+            (".5m", Duration::from_secs(30)),
+            ("2.s", Duration::from_secs(2)),
+            (" 3s ", Duration::from_secs(3)),
+            ("100000000s", Duration::from_secs(100_000_000)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text:?}");
+        }
+    }
+
+    /// Each class of bad duration, with the part of its message that tells
+    /// the writer what to do about it.
+    #[test]
+    fn bad_durations_are_refused_with_what_to_write() {
+        for (text, says) in [
+            // Empty, or only spaces.
+            ("", "empty"),
+            ("   ", "empty"),
+            // Negative.
+            ("-5s", "negative"),
+            ("-0.5ms", "negative"),
+            // A bare number.
+            ("5", "5 has no unit: add one, as in 5s, 5ms, 5us or 5m"),
+            ("1.5", "1.5 has no unit"),
+            // No number, or not one number.
+            ("soon", "not a duration"),
+            ("s", "not a duration"),
+            ("1.2.3s", "not a duration"),
+            ("+5s", "not a duration"),
+            (".s", "not a duration"),
+            // A unit not taken, or spelt another way.
+            ("5d", "unknown unit \"d\""),
+            ("5 s", "unknown unit \" s\""),
+            ("5sec", "unknown unit"),
+            ("5S", "unknown unit"),
+            ("1e3s", "unknown unit"),
+            ("5ns", "use us, ms, s, m or h"),
+            // Too long, up to more digits than an f64 holds.
+            ("100000001s", "too long"),
+            ("30000h", "too long"),
+            ("2000000000s", "too long"),
+        ] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains(says), "{text:?}: {error}");
+        }
+        // 400 nines read as an infinite f64.
+        let huge = format!("{}s", "9".repeat(400));
+        assert!(parse_duration(&huge).unwrap_err().contains("too long"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use sinew::telemetry::{AdminServer, Telemetry};
 use sinew::Server;
 use sinew_examples::echo::{echo_server::EchoServer, EchoService};
 use sinew_examples::kv::{key_value_server::KeyValueServer, KeyValueStore};
+use sinew_examples::library::LibraryService;
 use std::io::Write;
 use std::time::Duration;
 
@@ -19,7 +20,10 @@ pub(crate) enum Example {
     Echo,
     /// sinew.examples.kv.KeyValue
     Kv,
-    /// Both.
+    /// sinew.examples.library.Library (books on shelves, with
+    /// google.api.http rules for the gateway's JSON transcoding)
+    Library,
+    /// Every one.
     All,
 }
 
@@ -603,6 +607,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     }
     if matches!(args.example, Example::Kv | Example::All) {
         builder = builder.add_service(KeyValueServer::new(KeyValueStore::default()));
+    }
+    if matches!(args.example, Example::Library | Example::All) {
+        builder = builder.add_service(LibraryService::with_sample_books().into_server());
     }
     let server = builder
         .bind(&addresses)

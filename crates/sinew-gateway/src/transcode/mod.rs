@@ -15,6 +15,8 @@
 //! * `message.rs`: the request message from the body, the query and the
 //!   path.
 //! * `reply.rs`: JSON out, failures as grpc-gateway writes them, streams.
+//! * `grpc_web.rs`: gRPC-Web (binary and text) calls by their paths, for
+//!   browsers, messages passed through as bytes.
 //!
 //! The descriptors come from the service's `.proto` files (compiled at
 //! start, `google/api/annotations.proto` built in) or from the server's
@@ -30,6 +32,7 @@
 //! `X-Forwarded-For` / `-Host` and `grpc-metadata-NAME` headers (and the
 //! service's `forward_headers`) become the call's metadata.
 
+mod grpc_web;
 mod message;
 mod reply;
 mod rules;
@@ -214,6 +217,16 @@ impl Transcoder {
         } = request;
         let target = route.upstream_path(&parts.uri);
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let timeout = route.settings.timeout;
+        if let Some(flavour) = grpc_web::Flavour::of(&parts.headers) {
+            let body = match read_body(body, limit, timeout).await {
+                Ok(body) => body,
+                Err(response) => return Ok(response),
+            };
+            return Ok(self
+                .grpc_web(flavour, parts, path, body, timeout, limit)
+                .await);
+        }
         let (binding, values) = match self.rules.find(&parts.method, path) {
             Lookup::Found(binding, values) => (binding, values),
             Lookup::NotAllowed(methods) => {
@@ -235,7 +248,6 @@ impl Transcoder {
                 )))
             }
         };
-        let timeout = route.settings.timeout;
         let body = match read_body(body, limit, timeout).await {
             Ok(body) => body,
             Err(response) => return Ok(response),

@@ -62,8 +62,10 @@ pub(crate) enum Lookup<'a> {
 pub(crate) struct Rules {
     /// By specificity, most specific first (stable: rules in order).
     bindings: Vec<Binding>,
-    /// `POST /package.Service/Method`.
+    /// Every method by its call path (`/package.Service/Method`): for
+    /// gRPC-Web, and for JSON when `method_paths` is on.
     by_call_path: HashMap<String, Binding>,
+    method_paths: bool,
 }
 
 /// Services nobody calls over HTTP unless named.
@@ -108,17 +110,15 @@ impl Rules {
                         bindings.push(binding);
                     }
                 }
-                if method_paths {
-                    let binding = Binding {
-                        method: method.clone(),
-                        call_path: call_path.clone(),
-                        http_method: Some(http::Method::POST),
-                        template: None,
-                        body: BodyRule::Whole,
-                        response_body: None,
-                    };
-                    by_call_path.insert(call_path.to_string(), binding);
-                }
+                let binding = Binding {
+                    method: method.clone(),
+                    call_path: call_path.clone(),
+                    http_method: Some(http::Method::POST),
+                    template: None,
+                    body: BodyRule::Whole,
+                    response_body: None,
+                };
+                by_call_path.insert(call_path.to_string(), binding);
             }
         }
         // Stable: equal templates keep the rules' order.
@@ -128,6 +128,7 @@ impl Rules {
         Ok(Rules {
             bindings,
             by_call_path,
+            method_paths,
         })
     }
 
@@ -148,7 +149,7 @@ impl Rules {
                 _ => return Lookup::Found(binding, values),
             }
         }
-        if let Some(binding) = self.by_call_path.get(path) {
+        if let Some(binding) = self.by_call_path.get(path).filter(|_| self.method_paths) {
             if method == http::Method::POST {
                 return Lookup::Found(binding, Vec::new());
             }
@@ -161,10 +162,21 @@ impl Rules {
         }
     }
 
+    /// The method a call path (`/package.Service/Method`) names, if it is
+    /// one of the services offered.
+    pub(crate) fn call(&self, path: &str) -> Option<&Binding> {
+        self.by_call_path.get(path)
+    }
+
     /// How many bindings there are, `POST /package.Service/Method` ones
     /// included.
     pub(crate) fn len(&self) -> usize {
-        self.bindings.len() + self.by_call_path.len()
+        let call_paths = if self.method_paths {
+            self.by_call_path.len()
+        } else {
+            0
+        };
+        self.bindings.len() + call_paths
     }
 }
 
