@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{gateway, get, servers, Client, Upstream};
+use common::{gateway, get, one_group, servers, Client, Upstream};
 use http_body_util::Full;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -21,20 +21,17 @@ fn count(replies: &[String]) -> HashMap<String, usize> {
 #[tokio::test]
 async fn forwards_requests_and_rewrites_headers() {
     let a = Upstream::start("a").await;
-    let running = gateway(&format!(
+    let running = gateway(&one_group(
+        &[a.address],
+        "",
         r#"
-        [upstreams.app]
-        {}
-        [[routes]]
         path = "/api/"
         rewrite_prefix = "/v2/"
-        upstream = "app"
-        set_request_headers = {{ "x-client" = "$remote_addr", "x-route" = "api" }}
+        set_request_headers = { "x-client" = "$remote_addr", "x-route" = "api" }
         remove_request_headers = ["x-secret"]
-        set_response_headers = {{ "x-served-by" = "gateway" }}
+        set_response_headers = { "x-served-by" = "gateway" }
         remove_response_headers = ["x-upstream"]
         "#,
-        servers(&[&a], "")
     ))
     .await;
     let mut client = Client::connect(running.address).await;
@@ -171,17 +168,13 @@ async fn a_dead_server_is_retried_past_and_taken_out() {
 #[tokio::test]
 async fn retries_follow_the_conditions_and_spare_non_idempotent_requests() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let running = gateway(&format!(
+    let running = gateway(&one_group(
+        &[a.address, b.address],
+        "max_fails = 0",
         r#"
-        [upstreams.app]
-        {}
-        max_fails = 0
-        [[routes]]
-        upstream = "app"
-        retry = {{ tries = 2, on = ["error", "timeout", "http_503"] }}
+        retry = { tries = 2, on = ["error", "timeout", "http_503"] }
         timeout = "300ms"
         "#,
-        servers(&[&a, &b], "")
     ))
     .await;
     let mut client = Client::connect(running.address).await;
@@ -278,20 +271,17 @@ async fn max_conns_bounds_the_requests_in_flight_to_a_server() {
 #[tokio::test]
 async fn active_health_checks_take_a_server_out_and_bring_it_back() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let running = gateway(&format!(
+    let running = gateway(&one_group(
+        &[a.address, b.address],
         r#"
-        [upstreams.app]
-        {}
         [upstreams.app.health_check]
         path = "/healthz"
         interval = "50ms"
         timeout = "500ms"
         fails = 2
         passes = 2
-        [[routes]]
-        upstream = "app"
         "#,
-        servers(&[&a, &b], "")
+        "",
     ))
     .await;
     b.set_health(503);
@@ -336,17 +326,14 @@ async fn hashing_keeps_a_key_on_one_server() {
         Upstream::start("b").await,
         Upstream::start("c").await,
     );
-    let running = gateway(&format!(
+    let running = gateway(&one_group(
+        &[a.address, b.address, c.address],
         r#"
-        [upstreams.app]
         balance = "hash"
         hash_key = "$arg_user"
         consistent = true
-        {}
-        [[routes]]
-        upstream = "app"
         "#,
-        servers(&[&a, &b, &c], "")
+        "",
     ))
     .await;
     let mut client = Client::connect(running.address).await;
@@ -372,11 +359,7 @@ async fn hashing_keeps_a_key_on_one_server() {
 #[tokio::test]
 async fn h2c_clients_are_served() {
     let a = Upstream::start("a").await;
-    let running = gateway(&format!(
-        "[upstreams.app]\n{}\n[[routes]]\nupstream = \"app\"\n",
-        servers(&[&a], "")
-    ))
-    .await;
+    let running = gateway(&one_group(&[a.address], "", "")).await;
     let stream = tokio::net::TcpStream::connect(running.address)
         .await
         .unwrap();
@@ -410,12 +393,7 @@ async fn h2c_clients_are_served() {
 #[tokio::test]
 async fn a_reload_under_load_fails_no_request() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let config = |upstream: &Upstream| {
-        format!(
-            "[upstreams.app]\n{}\n[[routes]]\nupstream = \"app\"\n",
-            servers(&[upstream], "")
-        )
-    };
+    let config = |upstream: &Upstream| one_group(&[upstream.address], "", "");
     let running = gateway(&config(&a)).await;
     let address = running.address;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -514,9 +492,10 @@ async fn a_group_can_be_a_name_resolved_as_it_changes() {
 #[tokio::test]
 async fn a_lone_server_is_not_refused_for_its_health() {
     let a = Upstream::start("a").await;
-    let running = gateway(&format!(
-        "[upstreams.app]\n{}\n[[routes]]\nupstream = \"app\"\nretry = {{ tries = 1 }}\n",
-        servers(&[&a], "max_fails = 1, fail_timeout = \"60s\"")
+    let running = gateway(&one_group(
+        &[a.address],
+        "max_fails = 1\nfail_timeout = \"60s\"",
+        "retry = { tries = 1 }",
     ))
     .await;
     let mut client = Client::connect(running.address).await;
@@ -550,10 +529,7 @@ async fn broken_or_stalled_upstream_answers_end_cleanly() {
         b"garbage\r\n\r\n",
     ] {
         let (address, _task) = raw_upstream(reply, Duration::from_millis(10)).await;
-        let running = gateway(&format!(
-            "[upstreams.app]\nservers = [{{ address = \"{address}\" }}]\n[[routes]]\nupstream = \"app\"\nretry = {{ tries = 1 }}\n"
-        ))
-        .await;
+        let running = gateway(&one_group(&[address], "", "retry = { tries = 1 }")).await;
         let reply_text = common::raw(
             running.address,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -568,10 +544,7 @@ async fn broken_or_stalled_upstream_answers_end_cleanly() {
         Duration::from_millis(10),
     )
     .await;
-    let running = gateway(&format!(
-        "[upstreams.app]\nservers = [{{ address = \"{address}\" }}]\n[[routes]]\nupstream = \"app\"\n"
-    ))
-    .await;
+    let running = gateway(&one_group(&[address], "", "")).await;
     let reply = common::get(running.address, "/").await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "abc"));
     // A body that stops coming: the client's response ends at the route's
@@ -581,10 +554,7 @@ async fn broken_or_stalled_upstream_answers_end_cleanly() {
         Duration::from_secs(30),
     )
     .await;
-    let running = gateway(&format!(
-        "[upstreams.app]\nservers = [{{ address = \"{address}\" }}]\n[[routes]]\nupstream = \"app\"\ntimeout = \"300ms\"\n"
-    ))
-    .await;
+    let running = gateway(&one_group(&[address], "", "timeout = \"300ms\"")).await;
     let started = std::time::Instant::now();
     let reply_text = common::raw(
         running.address,

@@ -188,6 +188,28 @@ pub(crate) fn servers(upstreams: &[&Upstream], extra: &str) -> String {
     format!("servers = [{}]", entries.join(", "))
 }
 
+/// A `gateway.toml` of one upstream group, `app`, of the servers at
+/// `addresses`, and one route to it: what most tests need, with the lines
+/// that make each test what it is passed in. `group` is more lines of the
+/// `[upstreams.app]` table (after `servers`, so they may end in a sub-table
+/// such as `[upstreams.app.health_check]`); `route` is more lines of the
+/// `[[routes]]` entry, whose `upstream = "app"` is written here. Everything
+/// else is at its default; a `[server]` table goes in front of the result.
+///
+/// Settings of one server rather than the group (`weight`, `backup`,
+/// `max_conns`, ...) are not taken: a test about them writes its `servers`
+/// out, where they show.
+pub(crate) fn one_group(addresses: &[SocketAddr], group: &str, route: &str) -> String {
+    let servers: Vec<String> = addresses
+        .iter()
+        .map(|address| format!("{{ address = \"{address}\" }}"))
+        .collect();
+    format!(
+        "[upstreams.app]\nservers = [{}]\n{group}\n[[routes]]\nupstream = \"app\"\n{route}\n",
+        servers.join(", ")
+    )
+}
+
 /// A response read whole.
 #[derive(Debug)]
 pub(crate) struct Reply {
