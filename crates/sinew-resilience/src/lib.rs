@@ -23,7 +23,9 @@
 //!   state changes are events.
 //! * [`limit`]: overload protection on the server: an adaptive
 //!   concurrency limit (Netflix's Vegas or Gradient2) with priorities, and rate
-//!   limits per key; refusals are `RESOURCE_EXHAUSTED` with a pushback.
+//!   limits per key; refusals are `RESOURCE_EXHAUSTED` with a pushback. The
+//!   rate limit's token buckets, [`RateLimiter`], serve other protocols too
+//!   (the HTTP gateway's limits per client).
 //! * [`fault`]: [`FaultLayer`], fault injection as Envoy's fault filter
 //!   does it (delay or fail a share of the calls by method and metadata),
 //!   on either side of a call, for tests, benchmarks and drills.
@@ -75,6 +77,6 @@ pub use fault::{FaultHandle, FaultLayer, FaultRule};
 pub use hedge::HedgingPolicy;
 pub use limit::{
     AdaptiveLimit, AdaptiveLimitLayer, LimitAlgorithm, Priority, RateLimit, RateLimitKey,
-    RateLimitLayer,
+    RateLimitLayer, RateLimiter,
 };
 pub use retry::{RetryPolicy, RetryThrottle, RetryThrottling};

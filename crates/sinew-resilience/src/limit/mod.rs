@@ -23,14 +23,19 @@
 //!   not shut the server to everything else.
 //! * [`RateLimitLayer`]: a token bucket per key (the peer's IP address, or
 //!   a metadata entry such as an API key), with a bounded number of keys.
+//!   Its buckets are a [`RateLimiter`] (`buckets.rs`), which knows nothing
+//!   of calls: anything that can name its callers by a string (the HTTP
+//!   gateway, by client address or API key) limits them with it.
 //!
 //! Server layers: add them with `ServerBuilder::layer`, outermost first.
 
+mod buckets;
 mod gradient;
 mod rate;
 mod vegas;
 
-pub use rate::{RateLimit, RateLimitKey, RateLimitLayer};
+pub use buckets::{RateLimit, RateLimiter};
+pub use rate::{RateLimitKey, RateLimitLayer};
 
 use crate::retry::PUSHBACK;
 use futures_util::future::BoxFuture;
