@@ -161,6 +161,25 @@ pub struct Server {
     /// flight before closing their connections.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
+    /// Where every request is logged, one line each: `"stdout"`,
+    /// `"stderr"` or a file path (appended to); none by default.
+    pub access_log: Option<String>,
+    /// The lines' format: `combined` (nginx's and Apache's, with the
+    /// request id and duration appended) or `json`.
+    pub access_log_format: AccessLogFormat,
+}
+
+/// The format of access log lines.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// `$remote_addr - $remote_user [$time_local] "$request" $status
+    /// $body_bytes_sent "$http_referer" "$http_user_agent"`, then the
+    /// request id and the seconds the response head took.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Server {
@@ -174,6 +193,8 @@ impl Default for Server {
             max_connections: 10_000,
             max_concurrent_streams: 256,
             drain_timeout: Duration::from_secs(30),
+            access_log: None,
+            access_log_format: AccessLogFormat::Combined,
         }
     }
 }
@@ -394,6 +415,159 @@ pub struct Route {
     /// address is sent, as nginx's default `Host $proxy_host`.
     #[serde(default = "yes")]
     pub preserve_host: bool,
+    /// Cross-origin requests from browsers: preflights answered, CORS
+    /// headers on responses.
+    #[serde(default)]
+    pub cors: Option<Cors>,
+    /// Who may make the requests: API keys or bearer tokens (JWT); 401
+    /// without either.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// Requests a second per client (or per key); 429 beyond.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// GET and HEAD responses kept and served again for a while.
+    #[serde(default)]
+    pub cache: Option<Cache>,
+}
+
+/// Cross-origin resource sharing for a route.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cors {
+    /// Origins allowed (`https://app.example.com`), or `"*"` for any.
+    pub allow_origins: Vec<String>,
+    /// Methods a preflight allows.
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight allows.
+    pub allow_headers: Vec<String>,
+    /// Response headers the page's script may read.
+    pub expose_headers: Vec<String>,
+    /// Let requests carry cookies and credentials (not with `"*"`).
+    pub allow_credentials: bool,
+    /// How long a browser may keep a preflight's answer.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for Cors {
+    fn default() -> Cors {
+        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        Cors {
+            allow_origins: Vec::new(),
+            allow_methods: strings(&["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+            allow_headers: strings(&[
+                "content-type",
+                "authorization",
+                "x-api-key",
+                "x-request-id",
+                "x-grpc-web",
+                "x-user-agent",
+                "grpc-timeout",
+            ]),
+            expose_headers: strings(&["x-request-id", "grpc-status", "grpc-message"]),
+            allow_credentials: false,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Authentication for a route: a request passes with one of the API keys
+/// (in `api_key_header`) or a bearer token the JWT settings verify.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// API keys accepted.
+    pub api_keys: Vec<String>,
+    /// A file of API keys, one a line (blank lines and `#` comments
+    /// skipped), read at load and at each reload.
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// The header an API key comes in.
+    pub api_key_header: String,
+    /// Bearer tokens (JWT, HS256/384/512) verified with the secret in this
+    /// file.
+    pub jwt_secret_file: Option<std::path::PathBuf>,
+    /// Bearer tokens (JWT) verified with this public key (PEM).
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// Bearer tokens (JWT) verified with the keys of this JWK set (JSON).
+    pub jwt_jwks_file: Option<std::path::PathBuf>,
+    /// Tokens only from these issuers (any when empty).
+    pub jwt_issuers: Vec<String>,
+    /// Tokens only for these audiences (any when empty).
+    pub jwt_audiences: Vec<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth {
+            api_keys: Vec::new(),
+            api_keys_file: None,
+            api_key_header: "x-api-key".to_owned(),
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_issuers: Vec::new(),
+            jwt_audiences: Vec::new(),
+        }
+    }
+}
+
+/// A rate limit for a route: a token bucket per key (nginx's
+/// `limit_req`), `rate` requests a second on average and `burst` at once.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests a second per key.
+    pub rate: f64,
+    /// Requests at once per key (at least 1).
+    pub burst: u32,
+    /// What a request's bucket is chosen by: `$remote_addr` (default),
+    /// `$http_x_api_key`, `$auth_subject` (who the route's `auth` let in),
+    /// or any text of the `hash_key` variables.
+    pub key: String,
+    /// Keys tracked at most (beyond, new keys share a few buckets).
+    pub max_keys: usize,
+}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit {
+            rate: 10.0,
+            burst: 20,
+            key: "$remote_addr".to_owned(),
+            max_keys: 10_000,
+        }
+    }
+}
+
+/// A response cache for a route's GET and HEAD requests.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cache {
+    /// How long a response is served from the cache when it does not say
+    /// (`Cache-Control: max-age` or `s-maxage` wins when it does).
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Responses kept at most; the oldest go first.
+    pub max_entries: usize,
+    /// Bytes of bodies kept at most, all entries together.
+    pub max_bytes: usize,
+    /// The largest body kept (larger responses pass through uncached).
+    pub max_entry_bytes: usize,
+    /// What tells requests apart (default `$host$request_uri`).
+    pub key: String,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            ttl: Duration::from_secs(10),
+            max_entries: 1000,
+            max_bytes: 64 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            key: "$host$request_uri".to_owned(),
+        }
+    }
 }
 
 fn root() -> String {

@@ -26,9 +26,11 @@
 //!   HTTP/JSON into calls of sinew and gRPC services, by the methods'
 //!   `google.api.http` rules.
 //!
-//! Not here: TLS in front, gRPC-Web, and the middleware layers (authentication, rate limits, caching, CORS,
-//! access logs); see the README's gateway section for what each release
-//! has.
+//! * Middleware (`middleware/`): per route, CORS, API keys and bearer
+//!   tokens, rate limits and a response cache, as tower layers; the access
+//!   log for every request.
+//!
+//! Not here: TLS in front; see the README's gateway section.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,6 +52,7 @@
 
 mod body;
 pub mod config;
+mod middleware;
 pub mod nginx;
 mod proxy;
 mod route;
@@ -65,6 +68,7 @@ pub use transcode::Connector;
 pub use upstream::ServerReport;
 
 use arc_swap::ArcSwap;
+use middleware::access_log::AccessLog;
 use route::Route;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -86,9 +90,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The routes and upstream groups of one configuration, swapped in whole.
 pub(crate) struct Table {
     pub(crate) config: Config,
-    pub(crate) routes: Vec<Route>,
+    pub(crate) routes: Vec<Arc<Route>>,
     groups: HashMap<String, Arc<Group>>,
     services: HashMap<String, Arc<Transcoder>>,
+    /// The access log, opened at start and kept across reloads.
+    pub(crate) access_log: Option<Arc<AccessLog>>,
 }
 
 impl Table {
@@ -110,17 +116,27 @@ impl Table {
             let transcoder = Transcoder::build(name, service, connector, earlier).await?;
             services.insert(name.clone(), transcoder);
         }
+        let limit = config.server.max_body_bytes;
         let routes = config
             .routes
             .iter()
             .enumerate()
-            .map(|(index, route)| Route::new(index, route, &groups, &services))
+            .map(|(index, route)| Route::new(index, route, &groups, &services, limit).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        let access_log = match (previous, &config.server.access_log) {
+            (Some(previous), _) => previous.access_log.clone(),
+            (None, None) => None,
+            (None, Some(target)) => Some(Arc::new(
+                AccessLog::open(target, config.server.access_log_format)
+                    .map_err(|e| ConfigError::new(e.to_string()))?,
+            )),
+        };
         Ok(Table {
             config,
             routes,
             groups,
             services,
+            access_log,
         })
     }
 }

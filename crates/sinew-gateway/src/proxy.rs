@@ -161,13 +161,66 @@ enum Outcome {
     Response(Box<(http::response::Parts, UpstreamBody, InFlight)>),
 }
 
-/// Proxies one request by the routes of `table`.
-pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Response<ResponseBody> {
-    let (parts, incoming) = request.into_parts();
-    let remote = parts
+fn client_addr(parts: &http::request::Parts) -> SocketAddr {
+    parts
         .extensions
         .get::<ClientAddr>()
-        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |client| client.0);
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |client| client.0)
+}
+
+/// Answers one request by the routes of `table`: the route that matches
+/// takes it, through its middleware if it has any; the access log, if
+/// there is one, gets a line.
+pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let Some(log) = table.access_log.clone() else {
+        return dispatch(&table, request).await;
+    };
+    let started = std::time::Instant::now();
+    let time = std::time::SystemTime::now();
+    let remote = client_addr_of(&request);
+    let (method, uri, version) = (
+        request.method().clone(),
+        request.uri().clone(),
+        request.version(),
+    );
+    let header = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (referer, user_agent) = (header(header::REFERER), header(header::USER_AGENT));
+    let response = dispatch(&table, request).await;
+    let request_id = response
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok());
+    log.log(&crate::middleware::access_log::Record {
+        remote,
+        method: &method,
+        uri: &uri,
+        version,
+        status: response.status().as_u16(),
+        bytes: response.body().size_hint().exact(),
+        referer: referer.as_deref(),
+        user_agent: user_agent.as_deref(),
+        request_id,
+        elapsed: started.elapsed(),
+        time,
+    });
+    response
+}
+
+fn client_addr_of<B>(request: &Request<B>) -> SocketAddr {
+    request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |client| client.0)
+}
+
+async fn dispatch(table: &Table, request: Request<Incoming>) -> Response<ResponseBody> {
+    let (parts, incoming) = request.into_parts();
     let host = host_of(&parts);
     let Some(route) = table
         .routes
@@ -176,7 +229,29 @@ pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Resp
     else {
         return answer(StatusCode::NOT_FOUND, "no route takes this request");
     };
-    let limit = table.config.server.max_body_bytes;
+    let mut request = Request::from_parts(parts, incoming);
+    match &route.middleware {
+        None => handle(route, request).await,
+        Some(stack) => {
+            use tower::ServiceExt;
+            request
+                .extensions_mut()
+                .insert(crate::middleware::Matched(route.clone()));
+            match stack.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+/// What a matched route does with a request: proxy it or transcode it,
+/// with its header rewrites and the request id.
+pub(crate) async fn handle(route: &Route, request: Request<Incoming>) -> Response<ResponseBody> {
+    let (parts, incoming) = request.into_parts();
+    let remote = client_addr(&parts);
+    let host = host_of(&parts);
+    let limit = route.max_body_bytes;
     if incoming.size_hint().lower() > limit {
         return answer(
             StatusCode::PAYLOAD_TOO_LARGE,

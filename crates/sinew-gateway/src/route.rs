@@ -11,6 +11,7 @@
 //! the upstream gets.
 
 use crate::config::{self, ConfigError};
+use crate::middleware::Stack;
 use crate::transcode::Transcoder;
 use crate::upstream::Group;
 use crate::vars::Template;
@@ -33,6 +34,10 @@ pub(crate) struct Route {
     pub(crate) remove_response_headers: Vec<HeaderName>,
     /// Statuses that send the request on to the next server.
     pub(crate) retry_statuses: Vec<u16>,
+    /// The largest request body taken (the server's `max_body_bytes`).
+    pub(crate) max_body_bytes: u64,
+    /// Its middleware (CORS, auth, rate limit, cache), if it has any.
+    pub(crate) middleware: Option<Stack>,
 }
 
 /// Where a route's requests go.
@@ -80,6 +85,7 @@ impl Route {
         settings: &config::Route,
         groups: &HashMap<String, Arc<Group>>,
         services: &HashMap<String, Arc<Transcoder>>,
+        max_body_bytes: u64,
     ) -> Result<Route, ConfigError> {
         let which = format!("route {} (path {:?})", index + 1, settings.path);
         let target = match &settings.service {
@@ -143,6 +149,8 @@ impl Route {
                 .iter()
                 .filter_map(|on| on.status())
                 .collect(),
+            max_body_bytes,
+            middleware: crate::middleware::stack(&which, settings)?,
             settings: settings.clone(),
         })
     }
@@ -234,7 +242,7 @@ mod tests {
             .routes
             .iter()
             .enumerate()
-            .map(|(index, route)| Route::new(index, route, &groups, &HashMap::new()).unwrap())
+            .map(|(index, route)| Route::new(index, route, &groups, &HashMap::new(), 0).unwrap())
             .collect()
     }
 

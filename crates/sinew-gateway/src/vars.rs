@@ -1,6 +1,8 @@
 //! Request variables, as nginx writes them: `$remote_addr`, `$host`,
 //! `$request_uri`, `$uri`, `$args`, `$scheme`, `$request_method`,
-//! `$request_id`, `$http_<header>`, `$arg_<name>`, `$cookie_<name>`, and
+//! `$request_id`, `$auth_subject` (who a route's `auth` let in: the API
+//! key or the token's subject), `$http_<header>`, `$arg_<name>`,
+//! `$cookie_<name>`, and
 //! text mixing them (`$host$uri`, `v=${arg_v}`).
 //!
 //! A [`Template`] is parsed once, at configuration load, and expanded per
@@ -30,6 +32,7 @@ enum Part {
     Scheme,
     Method,
     RequestId,
+    AuthSubject,
     Header(http::HeaderName),
     Arg(String),
     Cookie(String),
@@ -91,6 +94,7 @@ impl Part {
             "scheme" => Part::Scheme,
             "request_method" => Part::Method,
             "request_id" => Part::RequestId,
+            "auth_subject" => Part::AuthSubject,
             _ => {
                 if let Some(header) = name.strip_prefix("http_") {
                     let header = header.replace('_', "-").to_ascii_lowercase();
@@ -104,7 +108,7 @@ impl Part {
                     Part::Cookie(cookie.to_owned())
                 } else {
                     return Err(format!(
-                        "${name} is not a variable the gateway knows (remote_addr, host, request_uri, uri, args, scheme, request_method, request_id, http_*, arg_*, cookie_*)"
+                        "${name} is not a variable the gateway knows (remote_addr, host, request_uri, uri, args, scheme, request_method, request_id, auth_subject, http_*, arg_*, cookie_*)"
                     ));
                 }
             }
@@ -125,6 +129,15 @@ impl Part {
             Part::Scheme => out.push_str("http"),
             Part::Method => out.push_str(vars.parts.method.as_str()),
             Part::RequestId => out.push_str(vars.request_id),
+            Part::AuthSubject => {
+                if let Some(who) = vars
+                    .parts
+                    .extensions
+                    .get::<crate::middleware::Authenticated>()
+                {
+                    out.push_str(who.subject());
+                }
+            }
             Part::Header(name) => {
                 let mut values = vars.parts.headers.get_all(name).iter();
                 if let Some(first) = values.next() {
