@@ -7,15 +7,16 @@
 //! With `SINEW_SCREENSHOTS=DIR` the cluster test also saves a screenshot
 //! there (how docs/dashboard.png is made).
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
+use browser::{chromium, profile, Page};
 use common::{sinew, spawn_serve, Killed};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
+use std::process::Stdio;
+use std::time::Duration;
 
 /// Reads `stdout` up to a line starting with `prefix`; the rest of it.
 fn line_after(stdout: &mut impl BufRead, prefix: &str) -> String {
@@ -53,161 +54,16 @@ fn member(name: &str, join: Option<&str>, more: &[&str]) -> (Killed, String) {
     (Killed(child), member)
 }
 
-/// A DevTools protocol session with one page.
-struct Page {
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    next: u64,
-}
-
-impl Page {
-    async fn command(&mut self, method: &str, params: Value) -> Value {
-        self.next += 1;
-        let id = self.next;
-        let message = json!({ "id": id, "method": method, "params": params }).to_string();
-        self.socket.send(Message::text(message)).await.unwrap();
-        loop {
-            let reply = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
-                .await
-                .expect("DevTools answered")
-                .expect("DevTools connection open")
-                .unwrap();
-            let Message::Text(text) = reply else { continue };
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["id"] == id {
-                assert!(value.get("error").is_none(), "{method}: {value}");
-                return value["result"].clone();
-            }
-        }
-    }
-
-    /// The value of a JavaScript expression in the page.
-    async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .command(
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true }),
-            )
-            .await;
-        result["result"]["value"].clone()
-    }
-
-    /// Polls `expression` until it is `true` (20 s at most).
-    /// Live: the page counts the events it drew; two seconds apart, more.
-    async fn updates_within_2s(&mut self) {
-        let count = "Number(document.getElementById('updates').dataset.count)";
-        let first = self.eval(count).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let second = self.eval(count).await;
-        assert!(
-            second.as_f64() > first.as_f64(),
-            "no update within 2 s: {first} then {second}"
-        );
-    }
-
-    async fn wait_for(&mut self, what: &str, expression: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.eval(expression).await != Value::Bool(true) {
-            assert!(Instant::now() < deadline, "the page never showed {what}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// A process and everything it started (Chromium's zygote, renderers,
-/// GPU process), in a process group of their own, killed together.
-struct Group(Child);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.wait();
-    }
-}
-
-/// Headless Chromium with a DevTools port; its page's session.
-async fn chromium(profile: &std::path::Path, url: &str) -> (Group, Page) {
-    use std::os::unix::process::CommandExt;
-    let binary = ["/usr/lib/chromium/chromium", "chromium"]
-        .into_iter()
-        .find(|path| !path.starts_with('/') || std::path::Path::new(path).exists())
-        .unwrap();
-    let child = Command::new(binary)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--remote-debugging-port=0",
-            "--window-size=1400,1000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("about:blank")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("chromium (Debian's `chromium` package; scripts/install-peers.sh installs it)");
-    let child = Group(child);
-    // Chromium writes its DevTools port to this file once it listens.
-    let port_file = profile.join("DevToolsActivePort");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let port = loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            if let Some(port) = text
-                .lines()
-                .next()
-                .and_then(|line| line.parse::<u16>().ok())
-            {
-                break port;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chromium did not open its DevTools port"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // The page's own WebSocket, from the DevTools HTTP endpoint.
-    let list: Value = loop {
-        let devtools = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let body = tokio::task::spawn_blocking(move || common::http_get(devtools, "/json/list"))
-            .await
-            .unwrap()
-            .map(|(_, body)| body);
-        if let Some(list) = body.and_then(|body| serde_json::from_str(&body).ok()) {
-            break list;
-        }
-        assert!(Instant::now() < deadline, "no DevTools target list");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let page_url = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|target| target["type"] == "page")
-        .and_then(|target| target["webSocketDebuggerUrl"].as_str())
-        .expect("a page target")
-        .to_owned();
-    let (socket, _) = tokio_tungstenite::connect_async(page_url).await.unwrap();
-    let mut page = Page { socket, next: 0 };
-    page.command("Page.enable", json!({})).await;
-    page.command("Page.navigate", json!({ "url": url })).await;
-    (child, page)
-}
-
-/// A fresh Chromium profile directory (removed by the caller).
-fn profile() -> std::path::PathBuf {
-    let profile = std::env::temp_dir().join(format!(
-        "sinew-chromium-{}-{}",
-        std::process::id(),
-        common::rand_suffix()
-    ));
-    std::fs::create_dir_all(&profile).unwrap();
-    profile
+/// Live: the page counts the events it drew; two seconds apart, more.
+async fn updates_within_2s(page: &mut Page) {
+    let count = "Number(document.getElementById('updates').dataset.count)";
+    let first = page.eval(count).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = page.eval(count).await;
+    assert!(
+        second.as_f64() > first.as_f64(),
+        "no update within 2 s: {first} then {second}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +105,7 @@ async fn the_demo_serves_a_dashboard_of_its_members_and_its_clients_view() {
         r#"[...document.querySelectorAll("tr.server")].filter(r => Number(r.dataset.connections) > 0).length >= 3"#,
     )
     .await;
-    page.updates_within_2s().await;
+    updates_within_2s(&mut page).await;
     drop(page);
     let _ = std::fs::remove_dir_all(&profile);
 }
@@ -300,7 +156,7 @@ async fn the_cluster_dashboard_lists_members_charts_calls_and_updates_live() {
         r#"[...document.querySelectorAll('.chart[data-method="grpc.examples.echo.Echo/UnaryEcho"]')].some(c => Number(c.dataset.qps) > 0)"#,
     )
     .await;
-    page.updates_within_2s().await;
+    updates_within_2s(&mut page).await;
     // The charts draw lines, and the methods table has both members' rows.
     let drawn = page
         .eval(r#"document.querySelector('.chart .qline').getAttribute('d').length > 10"#)
