@@ -141,6 +141,11 @@ impl Default for Service {
 pub struct Server {
     /// Addresses to listen on (HTTP/1.1 and h2c on each).
     pub listen: Vec<SocketAddr>,
+    /// Addresses to listen on with TLS (HTTP/2 and HTTP/1.1 by ALPN);
+    /// they need `tls`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// The certificate of the `tls_listen` listeners.
+    pub tls: Option<Tls>,
     /// The most bytes a request's line and headers may take (431 beyond).
     pub max_header_bytes: usize,
     /// The most headers a request may have (431 beyond).
@@ -169,6 +174,25 @@ pub struct Server {
     pub access_log_format: AccessLogFormat,
 }
 
+/// The certificate and key the TLS listeners present, and the clients
+/// they accept. The files are read again when they change (checked every
+/// 5 s) and on SIGHUP with `sinew gateway`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain (PEM), the server's first.
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+    /// Client certificates must chain to these CA certificates (PEM):
+    /// mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
+    /// With `client_ca`: accept clients without a certificate too.
+    #[serde(default)]
+    pub client_certificate_optional: bool,
+}
+
 /// The format of access log lines.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -186,6 +210,8 @@ impl Default for Server {
     fn default() -> Server {
         Server {
             listen: Vec::new(),
+            tls_listen: Vec::new(),
+            tls: None,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_body_bytes: 16 * 1024 * 1024,
@@ -687,14 +713,25 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and checks the configuration in `path`. Relative `protos`
-    /// and `includes` of its services are taken from the file's directory.
+    /// Reads and checks the configuration in `path`. Relative paths of
+    /// its services' `protos` and `includes` and of `[server] tls` are
+    /// taken from the file's directory.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| ConfigError(format!("cannot read {}: {error}", path.display())))?;
         let mut config = Config::from_toml(&text)
             .map_err(|error| ConfigError(format!("{}: {error}", path.display())))?;
         let base = path.parent().unwrap_or(std::path::Path::new(""));
+        if let Some(tls) = &mut config.server.tls {
+            for file in [&mut tls.cert, &mut tls.key]
+                .into_iter()
+                .chain(tls.client_ca.as_mut())
+            {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
         for service in config.services.values_mut() {
             for file in service.protos.iter_mut().chain(service.includes.iter_mut()) {
                 if file.is_relative() {
@@ -758,6 +795,11 @@ impl Config {
                     ConfigError(format!("upstream {name:?}: health_check.status: {e}"))
                 })?;
             }
+        }
+        if !self.server.tls_listen.is_empty() && self.server.tls.is_none() {
+            return Err(ConfigError(
+                "[server] tls_listen needs tls = { cert = \"...\", key = \"...\" }".to_owned(),
+            ));
         }
         for (name, service) in &self.services {
             if service.address.is_empty() {

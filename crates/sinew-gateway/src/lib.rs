@@ -2,7 +2,7 @@
 //! `upstream` block and its `location`s, on hyper and tower.
 //!
 //! ```text
-//!  clients ──HTTP/1.1, h2c──▶ front (server.rs) ──▶ routes (route.rs) ──▶ proxy (proxy.rs)
+//!  clients ──HTTP/1.1, h2c, TLS──▶ front (server.rs) ──▶ routes (route.rs) ──▶ proxy (proxy.rs)
 //!                              limits, drain         host, prefix,          retries, headers
 //!                                                    method, headers             │
 //!                                   upstream groups (upstream/): pick, health, pools ◀┘
@@ -29,8 +29,6 @@
 //! * Middleware (`middleware/`): per route, CORS, API keys and bearer
 //!   tokens, rate limits and a response cache, as tower layers; the access
 //!   log for every request.
-//!
-//! Not here: TLS in front; see the README's gateway section.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -70,6 +68,7 @@ pub use upstream::ServerReport;
 use arc_swap::ArcSwap;
 use middleware::access_log::AccessLog;
 use route::Route;
+use sinew_transport::tls::ServerTls;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
@@ -147,6 +146,24 @@ struct Shared {
     reloading: tokio::sync::Mutex<()>,
     stop: tokio::sync::watch::Sender<bool>,
     connector: Arc<dyn Connector>,
+    /// The TLS listeners' certificate, from the configuration the gateway
+    /// started with.
+    tls: Option<ServerTls>,
+}
+
+/// The TLS settings of `[server] tls`, read and checked.
+fn server_tls(tls: &config::Tls) -> Result<ServerTls, ConfigError> {
+    use sinew_transport::tls::{ClientAuth, ALPN_H2, ALPN_HTTP1};
+    let mut builder = ServerTls::from_pem_files(&tls.cert, &tls.key).alpn(&[ALPN_H2, ALPN_HTTP1]);
+    if let Some(ca) = &tls.client_ca {
+        builder = builder.client_ca_file(ca);
+        if tls.client_certificate_optional {
+            builder = builder.client_auth(ClientAuth::Optional);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::new(format!("[server] tls: {e}")))
 }
 
 /// A gateway: its routes and upstream groups, served on listeners.
@@ -185,6 +202,7 @@ impl Gateway {
         config: Config,
         connector: Arc<dyn Connector>,
     ) -> Result<Gateway, ConfigError> {
+        let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
         let table = Table::build(config, None, &connector).await?;
         Ok(Gateway {
             shared: Arc::new(Shared {
@@ -192,6 +210,7 @@ impl Gateway {
                 reloading: tokio::sync::Mutex::new(()),
                 stop: tokio::sync::watch::channel(false).0,
                 connector,
+                tls,
             }),
         })
     }
@@ -238,31 +257,65 @@ impl Gateway {
     /// Binds every `listen` address of the configuration and serves them
     /// until [`shutdown`](Gateway::shutdown).
     pub async fn run(&self) -> io::Result<()> {
-        let addresses = self.table().config.server.listen.clone();
-        if addresses.is_empty() {
+        let server = self.table().config.server.clone();
+        if server.listen.is_empty() && server.tls_listen.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "the configuration's [server] listen has no address",
+                "the configuration's [server] has no listen or tls_listen address",
             ));
         }
-        let mut listeners = Vec::new();
-        for address in addresses {
+        let mut serving = Vec::new();
+        for (address, tls) in server
+            .listen
+            .iter()
+            .map(|address| (address, false))
+            .chain(server.tls_listen.iter().map(|address| (address, true)))
+        {
             let listener = TcpListener::bind(address).await.map_err(|error| {
                 io::Error::new(error.kind(), format!("listen on {address}: {error}"))
             })?;
-            listeners.push(listener);
+            serving.push(async move {
+                if tls {
+                    self.serve_tls(listener).await
+                } else {
+                    self.serve(listener).await
+                }
+            });
         }
-        let serving = listeners.into_iter().map(|listener| self.serve(listener));
         for result in futures_util::future::join_all(serving).await {
             result?;
         }
         Ok(())
     }
 
-    /// Serves clients on `listener` until [`shutdown`](Gateway::shutdown),
-    /// then drains.
+    /// Serves clients on `listener` (HTTP/1.1 and h2c) until
+    /// [`shutdown`](Gateway::shutdown), then drains.
     pub async fn serve(&self, listener: TcpListener) -> io::Result<()> {
-        server::serve(self.clone(), listener).await
+        server::serve(self.clone(), listener, None).await
+    }
+
+    /// [`serve`](Gateway::serve), over TLS with the certificate of
+    /// `[server] tls` (an error if the configuration has none).
+    pub async fn serve_tls(&self, listener: TcpListener) -> io::Result<()> {
+        let Some(tls) = self.shared.tls.clone() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the configuration has no [server] tls certificate",
+            ));
+        };
+        server::serve(self.clone(), listener, Some(tls)).await
+    }
+
+    /// Reads the TLS certificate, key and client CA files again now (they
+    /// are also read when they change on disk); on an error the ones in
+    /// use stay, and the error says why.
+    pub fn reload_tls(&self) -> Result<(), ConfigError> {
+        match &self.shared.tls {
+            Some(tls) => tls
+                .reload()
+                .map_err(|e| ConfigError::new(format!("[server] tls: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// Stops every listener of the gateway: no new connections; requests in

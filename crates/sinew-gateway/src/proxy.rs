@@ -331,7 +331,12 @@ fn upstream_head<'a>(
     if let Some(value) = forwarded_for(headers.get(&X_FORWARDED_FOR), remote.ip()) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let scheme = if parts.extensions.get::<crate::server::OverTls>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     if let Some(original) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), original);
     }

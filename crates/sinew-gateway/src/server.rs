@@ -1,6 +1,9 @@
 //! The front: accepting clients and serving HTTP/1.1 and HTTP/2 over
 //! cleartext (h2c, by prior knowledge; told apart by the connection's
-//! first bytes) on each listener.
+//! first bytes) on each listener, and over TLS on the `tls_listen` ones
+//! (ALPN offers `h2` and `http/1.1`; certificates reloaded as they change
+//! on disk, by `sinew_transport`'s `ServerTls`, client certificates
+//! required or accepted with a client CA).
 //!
 //! Limits hold every client to a bound, whatever it sends: a request's
 //! line and headers to `max_header_bytes` and `max_headers` (431), its body
@@ -26,6 +29,7 @@ use crate::proxy::ClientAddr;
 use crate::Gateway;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use sinew_transport::tls::ServerTls;
 use std::io;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -56,8 +60,19 @@ async fn stopped(flag: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
 }
 
-/// Serves `listener` until the gateway stops.
-pub(crate) async fn serve(gateway: Gateway, listener: TcpListener) -> io::Result<()> {
+/// Put in the extensions of requests that came over TLS (`$scheme` is
+/// `https`, and so is `X-Forwarded-Proto`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OverTls;
+
+/// Serves `listener` until the gateway stops, with TLS when `tls` is
+/// given (the handshake bounded by `header_timeout`; HTTP/2 or HTTP/1.1
+/// as ALPN settles).
+pub(crate) async fn serve(
+    gateway: Gateway,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+) -> io::Result<()> {
     let limits = gateway.table().config.server.clone();
     let builder = builder(&limits);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -85,30 +100,71 @@ pub(crate) async fn serve(gateway: Gateway, listener: TcpListener) -> io::Result
         };
         let _ = stream.set_nodelay(true);
         let service_gateway = gateway.clone();
+        let secure = tls.is_some();
         let service =
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ClientAddr(remote));
+                if secure {
+                    request.extensions_mut().insert(OverTls);
+                }
                 let table = service_gateway.table();
                 async move {
                     Ok::<_, std::convert::Infallible>(crate::proxy::proxy(table, request).await)
                 }
             });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
         let mut closed = closed.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                result = connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(%remote, %error, "client connection ended with an error");
+        match &tls {
+            None => {
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        result = connection => {
+                            if let Err(error) = result {
+                                tracing::debug!(%remote, %error, "client connection ended with an error");
+                            }
+                        }
+                        () = stopped(&mut closed) => {}
                     }
-                }
-                () = stopped(&mut closed) => {}
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+                let handshake_timeout = limits.header_timeout;
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(handshake_timeout, tls.accept(stream));
+                    let stream = tokio::select! {
+                        accepted = handshake => match accepted {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%remote, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake too slow");
+                                return;
+                            }
+                        },
+                        () = stopped(&mut closed) => return,
+                    };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    tokio::select! {
+                        result = watcher.watch(connection) => {
+                            if let Err(error) = result {
+                                tracing::debug!(%remote, %error, "client connection ended with an error");
+                            }
+                        }
+                        () = stopped(&mut closed) => {}
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())

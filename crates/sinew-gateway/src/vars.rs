@@ -126,7 +126,18 @@ impl Part {
             Part::RequestUri => out.push_str(uri.path_and_query().map_or("/", |pq| pq.as_str())),
             Part::Uri => out.push_str(uri.path()),
             Part::Args => out.push_str(uri.query().unwrap_or("")),
-            Part::Scheme => out.push_str("http"),
+            Part::Scheme => out.push_str(
+                if vars
+                    .parts
+                    .extensions
+                    .get::<crate::server::OverTls>()
+                    .is_some()
+                {
+                    "https"
+                } else {
+                    "http"
+                },
+            ),
             Part::Method => out.push_str(vars.parts.method.as_str()),
             Part::RequestId => out.push_str(vars.request_id),
             Part::AuthSubject => {

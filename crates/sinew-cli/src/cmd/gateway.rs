@@ -114,9 +114,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    if config.server.listen.is_empty() {
+    if config.server.listen.is_empty() && config.server.tls_listen.is_empty() {
         return Err(CliError::usage(format!(
-            "{} has no [server] listen address, and no --listen was given",
+            "{} has no [server] listen or tls_listen address, and no --listen was given",
             path.display()
         )));
     }
@@ -126,12 +126,19 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let telemetry = sinew::telemetry::Telemetry::new();
     telemetry.watch_gateway("gateway", &gateway);
     let mut listeners = Vec::new();
-    for address in &config.server.listen {
+    let plain = config.server.listen.iter().map(|address| (address, false));
+    let secure = config
+        .server
+        .tls_listen
+        .iter()
+        .map(|address| (address, true));
+    for (address, tls) in plain.chain(secure) {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|error| CliError::failure(format!("cannot listen on {address}: {error}")))?;
-        println!("listening on http://{}", listener.local_addr()?);
-        listeners.push(listener);
+        let scheme = if tls { "https" } else { "http" };
+        println!("listening on {scheme}://{}", listener.local_addr()?);
+        listeners.push((listener, tls));
     }
     println!(
         "{} upstream groups, {} services, {} routes; SIGHUP reloads {}, Ctrl-C stops",
@@ -143,9 +150,15 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let admin = super::serve_admin(&telemetry, args.admin).await?;
     telemetry.readiness().set_ready();
     let _ = std::io::stdout().flush();
-    let serving = futures_util::future::join_all(listeners.into_iter().map(|listener| {
+    let serving = futures_util::future::join_all(listeners.into_iter().map(|(listener, tls)| {
         let gateway = gateway.clone();
-        async move { gateway.serve(listener).await }
+        async move {
+            if tls {
+                gateway.serve_tls(listener).await
+            } else {
+                gateway.serve(listener).await
+            }
+        }
     }));
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup())?;
@@ -162,6 +175,9 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
                     match reloaded {
                         Ok(()) => println!("reloaded {}", path.display()),
                         Err(error) => eprintln!("reload refused, the running configuration stays: {error}"),
+                    }
+                    if let Err(error) = gateway.reload_tls() {
+                        eprintln!("certificate reload refused, the one in use stays: {error}");
                     }
                     let _ = std::io::stdout().flush();
                 }

@@ -44,6 +44,10 @@ pub const ALPN_SINEW: &[u8] = b"sinew";
 /// The ALPN protocol id of HTTP/2, which gRPC speaks.
 pub const ALPN_H2: &[u8] = b"h2";
 
+/// ALPN's name for HTTP/1.1, which an HTTP server such as the gateway
+/// offers beside [`ALPN_H2`] ([`ServerTlsBuilder::alpn`]).
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
 /// A TLS configuration that could not be built: a file that cannot be read,
 /// PEM without a certificate or a key, a key that does not match its
 /// certificate. The message says which and why.

@@ -49,6 +49,7 @@ pub struct ServerTlsBuilder {
     client_ca: Option<Source>,
     client_auth: Option<ClientAuth>,
     watch: Watch,
+    alpn: Vec<Vec<u8>>,
 }
 
 impl ServerTls {
@@ -103,7 +104,17 @@ impl ServerTlsBuilder {
             client_ca: None,
             client_auth: None,
             watch: Watch::default(),
+            alpn: vec![ALPN_SINEW.to_vec(), ALPN_H2.to_vec()],
         }
+    }
+
+    /// The application protocols offered in the handshake (ALPN), the
+    /// preferred first; default `sinew` then `h2`, what a sinew server's
+    /// `tls://` listeners speak. An HTTP server offers `h2` and
+    /// [`ALPN_HTTP1`](super::ALPN_HTTP1).
+    pub fn alpn(mut self, protocols: &[&[u8]]) -> Self {
+        self.alpn = protocols.iter().map(|protocol| protocol.to_vec()).collect();
+        self
     }
 
     /// Accepts client certificates that chain to the CA certificates in this
@@ -164,13 +175,18 @@ impl ServerTlsBuilder {
             key,
             client_ca,
             watch,
+            alpn,
             ..
         } = self;
         let config = Reloading::new(
             "server certificate",
             files,
             watch,
-            Box::new(move || build_config(&chain, &key, client_ca.as_ref(), client_auth)),
+            Box::new(move || {
+                let mut config = build_config(&chain, &key, client_ca.as_ref(), client_auth)?;
+                config.alpn_protocols = alpn.clone();
+                Ok(config)
+            }),
         )?;
         Ok(ServerTls {
             config,
@@ -208,7 +224,6 @@ fn build_config(
     let mut config = builder
         .with_single_cert(chain.certificates()?, key.private_key()?)
         .map_err(|e| TlsError::new(format!("server certificate and key: {e}")))?;
-    config.alpn_protocols = vec![ALPN_SINEW.to_vec(), ALPN_H2.to_vec()];
     if client_auth == ClientAuth::None {
         // Stateless resumption: a returning client skips the certificate
         // exchange and its signatures.
