@@ -144,6 +144,16 @@ fn serves_reloads_on_sighup_and_stops_on_sigterm() {
     );
     assert!(metrics.contains(&series), "{series} in\n{metrics}");
     assert!(metrics.contains("sinew_gateway_upstream_up{"), "{metrics}");
+    // And per route: three 2xx responses, and the time they took.
+    let route =
+        "sinew_gateway_route_responses_total{gateway=\"gateway\",route=\"/\",code=\"2xx\"} 3";
+    assert!(metrics.contains(route), "{route} in\n{metrics}");
+    assert!(
+        metrics.contains(
+            "sinew_gateway_route_response_seconds_total{gateway=\"gateway\",route=\"/\"}"
+        ),
+        "{metrics}"
+    );
 
     // SIGHUP with a new file: the next requests go to b.
     std::fs::write(&path, config(&b)).unwrap();

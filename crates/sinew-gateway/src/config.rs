@@ -387,6 +387,9 @@ impl Default for HealthCheck {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// Its name in metrics (`route` label); default: its host and path.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The Host (or `:authority`) the request names, without port;
     /// `*.example.com` matches any subdomain. Default: any.
     #[serde(default)]

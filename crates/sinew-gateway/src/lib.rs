@@ -55,6 +55,7 @@ pub mod nginx;
 mod proxy;
 mod route;
 mod server;
+mod stats;
 mod transcode;
 mod upstream;
 mod vars;
@@ -62,6 +63,7 @@ mod vars;
 pub use body::ResponseBody;
 pub use config::{Config, ConfigError};
 pub use proxy::ClientAddr;
+pub use stats::RouteReport;
 pub use transcode::Connector;
 pub use upstream::ServerReport;
 
@@ -101,6 +103,7 @@ impl Table {
         config: Config,
         previous: Option<&Table>,
         connector: &Arc<dyn Connector>,
+        registry: &stats::Registry,
     ) -> Result<Table, ConfigError> {
         config.check()?;
         let mut groups = HashMap::new();
@@ -120,7 +123,9 @@ impl Table {
             .routes
             .iter()
             .enumerate()
-            .map(|(index, route)| Route::new(index, route, &groups, &services, limit).map(Arc::new))
+            .map(|(index, route)| {
+                Route::new(index, route, &groups, &services, limit, registry).map(Arc::new)
+            })
             .collect::<Result<_, _>>()?;
         let access_log = match (previous, &config.server.access_log) {
             (Some(previous), _) => previous.access_log.clone(),
@@ -149,6 +154,8 @@ struct Shared {
     /// The TLS listeners' certificate, from the configuration the gateway
     /// started with.
     tls: Option<ServerTls>,
+    /// Every route's request counts, by name, across reloads.
+    stats: stats::Registry,
 }
 
 /// The TLS settings of `[server] tls`, read and checked.
@@ -203,7 +210,8 @@ impl Gateway {
         connector: Arc<dyn Connector>,
     ) -> Result<Gateway, ConfigError> {
         let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
-        let table = Table::build(config, None, &connector).await?;
+        let stats = stats::Registry::default();
+        let table = Table::build(config, None, &connector, &stats).await?;
         Ok(Gateway {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(table),
@@ -211,6 +219,7 @@ impl Gateway {
                 stop: tokio::sync::watch::channel(false).0,
                 connector,
                 tls,
+                stats,
             }),
         })
     }
@@ -231,7 +240,13 @@ impl Gateway {
                 "[server] changed: listeners and limits stay as they are until a restart"
             );
         }
-        let table = Table::build(config, Some(&current), &self.shared.connector).await?;
+        let table = Table::build(
+            config,
+            Some(&current),
+            &self.shared.connector,
+            &self.shared.stats,
+        )
+        .await?;
         self.shared.table.store(Arc::new(table));
         for group in current.groups.values() {
             group.retire();
@@ -252,6 +267,12 @@ impl Gateway {
             .iter()
             .map(|(name, group)| (name.clone(), group.report()))
             .collect()
+    }
+
+    /// Every route's request counts so far, by route name (kept across
+    /// reloads).
+    pub fn routes(&self) -> Vec<RouteReport> {
+        self.shared.stats.report()
     }
 
     /// Binds every `listen` address of the configuration and serves them

@@ -229,8 +229,9 @@ async fn dispatch(table: &Table, request: Request<Incoming>) -> Response<Respons
     else {
         return answer(StatusCode::NOT_FOUND, "no route takes this request");
     };
+    let started = std::time::Instant::now();
     let mut request = Request::from_parts(parts, incoming);
-    match &route.middleware {
+    let response = match &route.middleware {
         None => handle(route, request).await,
         Some(stack) => {
             use tower::ServiceExt;
@@ -242,7 +243,9 @@ async fn dispatch(table: &Table, request: Request<Incoming>) -> Response<Respons
                 Err(never) => match never {},
             }
         }
-    }
+    };
+    route.stats.record(response.status(), started.elapsed());
+    response
 }
 
 /// What a matched route does with a request: proxy it or transcode it,

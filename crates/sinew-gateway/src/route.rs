@@ -12,6 +12,7 @@
 
 use crate::config::{self, ConfigError};
 use crate::middleware::Stack;
+use crate::stats::{Registry, RouteStats};
 use crate::transcode::Transcoder;
 use crate::upstream::Group;
 use crate::vars::Template;
@@ -38,6 +39,8 @@ pub(crate) struct Route {
     pub(crate) max_body_bytes: u64,
     /// Its middleware (CORS, auth, rate limit, cache), if it has any.
     pub(crate) middleware: Option<Stack>,
+    /// Its request counts.
+    pub(crate) stats: Arc<RouteStats>,
 }
 
 /// Where a route's requests go.
@@ -79,6 +82,18 @@ fn names_of(which: &str, names: &[String]) -> Result<Vec<HeaderName>, ConfigErro
         .collect()
 }
 
+/// A route's name in metrics: its `name`, or its host and path.
+pub(crate) fn name_of(settings: &config::Route) -> String {
+    match &settings.name {
+        Some(name) => name.clone(),
+        None => format!(
+            "{}{}",
+            settings.host.as_deref().unwrap_or(""),
+            settings.path
+        ),
+    }
+}
+
 impl Route {
     pub(crate) fn new(
         index: usize,
@@ -86,6 +101,7 @@ impl Route {
         groups: &HashMap<String, Arc<Group>>,
         services: &HashMap<String, Arc<Transcoder>>,
         max_body_bytes: u64,
+        registry: &Registry,
     ) -> Result<Route, ConfigError> {
         let which = format!("route {} (path {:?})", index + 1, settings.path);
         let target = match &settings.service {
@@ -151,6 +167,7 @@ impl Route {
                 .collect(),
             max_body_bytes,
             middleware: crate::middleware::stack(&which, settings)?,
+            stats: registry.route(&name_of(settings)),
             settings: settings.clone(),
         })
     }
@@ -242,7 +259,17 @@ mod tests {
             .routes
             .iter()
             .enumerate()
-            .map(|(index, route)| Route::new(index, route, &groups, &HashMap::new(), 0).unwrap())
+            .map(|(index, route)| {
+                Route::new(
+                    index,
+                    route,
+                    &groups,
+                    &HashMap::new(),
+                    0,
+                    &Registry::default(),
+                )
+                .unwrap()
+            })
             .collect()
     }
 

@@ -34,6 +34,8 @@
 //! | `sinew_queue_pushed_total`, `sinew_queue_duplicates_total`, `sinew_queue_acked_total`, `sinew_queue_redelivered_total`, `sinew_queue_dead_lettered_total`, `sinew_queue_terminated_total` | counter | `broker`, `queue` |
 //! | `sinew_gateway_upstream_up` (1 while requests may go to it), `sinew_gateway_upstream_healthy` (its active checks), `sinew_gateway_upstream_in_flight`, `sinew_gateway_upstream_idle_connections` | gauge | `gateway`, `upstream`, `server` |
 //! | `sinew_gateway_upstream_requests_total`, `sinew_gateway_upstream_failures_total` | counter | `gateway`, `upstream`, `server` |
+//! | `sinew_gateway_route_responses_total` | counter | `gateway`, `route`, `code` (`1xx` to `5xx`) |
+//! | `sinew_gateway_route_response_seconds_total` (to response heads, summed) | counter | `gateway`, `route` |
 //!
 //! With several servers watched, the server figures are their sums; two
 //! balanced channels to the same service share their endpoints' series
@@ -214,13 +216,26 @@ pub struct Components {
     pub gateways: Vec<GatewayFigures>,
 }
 
-/// One HTTP gateway's upstream servers.
+/// One HTTP gateway's upstream servers and routes.
 #[derive(Clone, Debug, Serialize)]
 pub struct GatewayFigures {
     /// The name it was watched under.
     pub name: String,
     /// Every server of every upstream group.
     pub servers: Vec<GatewayServerFigures>,
+    /// Every route's responses.
+    pub routes: Vec<GatewayRouteFigures>,
+}
+
+/// One route of a gateway.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayRouteFigures {
+    /// The route's name (its `name`, or its host and path).
+    pub route: String,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses: [u64; 5],
+    /// Seconds from requests to their response heads, summed.
+    pub seconds: f64,
 }
 
 /// One upstream server of a gateway.
@@ -263,9 +278,19 @@ impl GatewayFigures {
                 })
             })
             .collect();
+        let routes = gateway
+            .routes()
+            .into_iter()
+            .map(|route| GatewayRouteFigures {
+                route: route.route,
+                responses: route.responses,
+                seconds: route.seconds,
+            })
+            .collect();
         GatewayFigures {
             name: name.to_owned(),
             servers,
+            routes,
         }
     }
 }
@@ -846,6 +871,35 @@ mod encode {
             }
             families.push(family);
         }
+        let mut responses = counter(
+            "sinew_gateway_route_responses",
+            "Responses the route gave, by status class (1xx to 5xx).",
+        );
+        let mut seconds = counter(
+            "sinew_gateway_route_response",
+            "Seconds from the route's requests to their response heads, summed (over sinew_gateway_route_responses_total: the mean).",
+        )
+        .seconds();
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        for gateway in gateways {
+            for route in &gateway.routes {
+                for (class, count) in CLASSES.iter().zip(route.responses) {
+                    let labels = vec![
+                        ("gateway", gateway.name.as_str()),
+                        ("route", route.route.as_str()),
+                        ("code", *class),
+                    ];
+                    responses.push_count(labels, count);
+                }
+                let labels = vec![
+                    ("gateway", gateway.name.as_str()),
+                    ("route", route.route.as_str()),
+                ];
+                seconds.push(labels, route.seconds);
+            }
+        }
+        families.push(responses);
+        families.push(seconds);
         families
     }
 
