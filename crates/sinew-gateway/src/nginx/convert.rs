@@ -5,7 +5,8 @@
 //! has its submodule: `inherit` (the directives passed down, such as
 //! `proxy_set_header` and the timeouts), `upstream` (upstream blocks and
 //! the groups `proxy_pass` names), `server` (`listen`, `server_name`),
-//! `location` (locations and the routes they become) and `merge` (what
+//! `location` (locations and the routes they become), `limit` (the
+//! `limit_req*` directives and the routes' rate limits) and `merge` (what
 //! only the whole file decides: one listener list, one `[server]` limit,
 //! the order of routes).
 //!
@@ -13,12 +14,14 @@
 //! (`units`), writing TOML (`emit`).
 
 mod inherit;
+mod limit;
 mod location;
 mod merge;
 mod server;
 mod upstream;
 
 use self::inherit::{NextUpstream, Replaced, RequestHeader};
+use self::limit::{LimitReq, Zone};
 use self::server::ServerSummary;
 use super::emit;
 use super::parse::{shape, Directive};
@@ -53,13 +56,12 @@ pub(super) struct Inherited {
     read_timeout: Option<Duration>,
     /// `proxy_connect_timeout`, with its line.
     connect_timeout: Option<(usize, Duration)>,
-}
-
-/// A `limit_req_zone`.
-#[derive(Debug)]
-struct Zone {
-    key: String,
-    rate: String,
+    /// The `limit_req`s in force, those of the zones the gateway can take.
+    limit_reqs: Vec<LimitReq>,
+    /// `limit_req_status`, with its line.
+    limit_req_status: Option<(usize, u16)>,
+    /// `limit_req_dry_run on`: nginx refuses nothing.
+    limit_req_dry_run: bool,
 }
 
 /// One server of an upstream group.
@@ -134,6 +136,19 @@ pub(super) struct RouteDraft {
     pub(super) remove_request_headers: Vec<String>,
     pub(super) set_response_headers: BTreeMap<String, String>,
     pub(super) remove_response_headers: Vec<String>,
+    pub(super) rate_limit: Option<RateLimitDraft>,
+}
+
+/// A route's `rate_limit`, from its `limit_req` and the zone it names.
+#[derive(Clone, Debug)]
+pub(super) struct RateLimitDraft {
+    /// Requests a second.
+    pub(super) rate: f64,
+    /// Requests at once: nginx's `burst` + 1.
+    pub(super) burst: u32,
+    pub(super) key: String,
+    /// From the zone's size; the gateway's default without one.
+    pub(super) max_keys: Option<usize>,
 }
 
 /// `client_max_body_size`, where it was set.
@@ -169,6 +184,9 @@ pub(super) struct Converter {
     header_bytes: Vec<(usize, usize)>,
     header_timeouts: Vec<(usize, Duration)>,
     max_connections: Option<usize>,
+    /// Whether nginx's default 503 for requests over a rate limit has had
+    /// its note: it is said once.
+    limit_status_noted: bool,
 }
 
 /// Why a directive has no counterpart, where a few words say it.
@@ -187,7 +205,9 @@ fn reason(name: &str) -> &'static str {
         | "proxy_temp_path"
         | "client_body_buffer_size" => " (the gateway streams bodies through)",
         _ if name.starts_with("ssl") || name.starts_with("proxy_ssl") => " (TLS is not converted)",
-        "access_log" | "error_log" | "log_format" => " (the gateway logs through tracing)",
+        "access_log" | "error_log" | "log_format" | "limit_req_log_level" => {
+            " (the gateway logs through tracing)"
+        }
         _ if name.starts_with("gzip") => " (the gateway does not compress)",
         "root" | "alias" | "index" | "try_files" | "autoindex" | "sendfile" | "tcp_nopush"
         | "default_type" | "types" | "expires" | "error_page" | "return" | "rewrite" => {
@@ -210,9 +230,8 @@ fn reason(name: &str) -> &'static str {
         "if" => " (the gateway has no conditions: what is inside is left out)",
         "map" | "geo" | "split_clients" => " (the gateway has no variables of its own)",
         "limit_except" => " (a route's methods can say which methods it takes)",
-        "http" | "server" | "location" | "upstream" | "proxy_pass" | "listen" | "server_name" => {
-            " (not in its place)"
-        }
+        "http" | "server" | "location" | "upstream" | "proxy_pass" | "listen" | "server_name"
+        | "limit_req_zone" => " (not in its place)",
         _ => "",
     }
 }
@@ -324,35 +343,6 @@ impl Converter {
             }
         }
         Ok(())
-    }
-
-    fn limit_req_zone(&mut self, directive: &Directive) {
-        let mut key = String::new();
-        let mut zone = None;
-        let mut rate = String::from("?");
-        for arg in &directive.args {
-            if let Some(value) = arg.strip_prefix("zone=") {
-                zone = Some(value.split(':').next().unwrap_or(value).to_owned());
-            } else if let Some(value) = arg.strip_prefix("rate=") {
-                value.clone_into(&mut rate);
-            } else if key.is_empty() {
-                arg.clone_into(&mut key);
-            }
-        }
-        let Some(zone) = zone else {
-            self.note(
-                directive.line,
-                "limit_req_zone: no zone=NAME: not converted",
-            );
-            return;
-        };
-        self.note(
-            directive.line,
-            format!(
-                "limit_req_zone {zone} ({rate} per {key}): not converted yet: rate limiting comes with the gateway's middleware"
-            ),
-        );
-        self.zones.insert(zone, Zone { key, rate });
     }
 
     // -- The second pass: levels, servers, locations. -------------------------

@@ -114,6 +114,20 @@ pub(super) fn document(
         if !retry.is_empty() {
             writeln!(out, "retry = {{ {} }}", retry.join(", "))?;
         }
+        if let Some(limit) = &route.rate_limit {
+            // Debug, not Display: a float TOML reads as one (`10.0`).
+            write!(
+                out,
+                "rate_limit = {{ rate = {:?}, burst = {}, key = {}",
+                limit.rate,
+                limit.burst,
+                toml_string(&limit.key)
+            )?;
+            if let Some(keys) = limit.max_keys {
+                write!(out, ", max_keys = {keys}")?;
+            }
+            writeln!(out, " }}")?;
+        }
         if !route.set_request_headers.is_empty() {
             writeln!(
                 out,

@@ -10,21 +10,23 @@
 //!  proxy_next_upstream*, proxy_*_timeout     ──▶  retry, timeout, the group's connect_timeout
 //!  proxy_set_header, add_header, ..hide..    ──▶  the route's header rewrites
 //!  client_max_body_size, client_header_*     ──▶  [server] limits
+//!  limit_req_zone + limit_req                ──▶  each route's rate_limit
 //! ```
 //!
 //! nginx's inheritance is followed: a `proxy_*` directive of `http` holds
 //! in every `server` and `location` inside that does not set it again, and
-//! a `proxy_set_header` (or `add_header`, `proxy_hide_header`) at one level
-//! replaces all of those of the levels around it. Routes come out in the
-//! order nginx would choose among them (exact host names, then wildcards,
-//! then any host; the longest prefix first), because the gateway takes the
-//! first route that matches.
+//! a `proxy_set_header` (or `add_header`, `proxy_hide_header`,
+//! `limit_req`) at one level replaces all of those of the levels around
+//! it. Routes come out in the order nginx would choose among them (exact
+//! host names, then wildcards, then any host; the longest prefix first),
+//! because the gateway takes the first route that matches.
 //!
 //! Not here: following `include`s (the importer has the text, not the
-//! files), regular-expression and exact locations, TLS, caching, rate
-//! limits and the other directives the gateway has no counterpart for
-//! yet: those become [`Imported::notes`], for a person to decide on. Text
-//! that is not nginx at all is an [`ImportError`] naming its line.
+//! files), regular-expression and exact locations, TLS, caching, nginx's
+//! queue of delayed requests and the other directives the gateway has no
+//! counterpart for yet: those become [`Imported::notes`], for a person to
+//! decide on. Text that is not nginx at all is an [`ImportError`] naming
+//! its line.
 
 mod convert;
 mod emit;
@@ -42,7 +44,9 @@ use std::fmt;
 use {
     self::convert::UNLIMITED_BODY,
     self::emit::{toml_key, toml_string},
-    self::units::{gateway_duration, nginx_duration, nginx_size},
+    self::units::{
+        gateway_duration, may_expand_to_nothing, nginx_duration, nginx_rate, nginx_size,
+    },
     std::{collections::BTreeMap, net::SocketAddr, time::Duration},
 };
 

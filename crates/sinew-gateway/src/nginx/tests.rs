@@ -7,7 +7,7 @@
 //! integration tests run the gateway itself).
 
 use super::*;
-use crate::config::{Balance, RetryOn, Route, Upstream};
+use crate::config::{Balance, RateLimit, RetryOn, Route, Upstream};
 
 /// Imports `nginx`, and reads the result back as the gateway would.
 fn convert(nginx: &str) -> (Config, Vec<String>) {
@@ -563,41 +563,340 @@ fn an_unlimited_body_size_is_a_large_one() {
     );
 }
 
+/// The `rate_limit` of `config`'s route `path` (any host).
+#[track_caller]
+fn rate_limit<'a>(config: &'a Config, host: Option<&str>, path: &str) -> &'a RateLimit {
+    route(config, host, path)
+        .rate_limit
+        .as_ref()
+        .unwrap_or_else(|| panic!("no rate_limit on route {host:?} {path}"))
+}
+
+/// Whether a note of `line` says `says`.
+fn noted(notes: &[String], line: usize, says: &str) -> bool {
+    let prefix = format!("line {line}: ");
+    notes
+        .iter()
+        .any(|note| note.starts_with(&prefix) && note.contains(says))
+}
+
 #[test]
-fn limit_req_is_reported_with_zone_rate_and_burst() {
-    let (config, notes) = convert(
-        r#"http {
+fn limit_req_and_its_zone_become_the_route_s_rate_limit() {
+    let nginx = r#"http {
     limit_req_zone $binary_remote_addr zone=api:10m rate=10r/s;
-    limit_req_zone $binary_remote_addr zone=login:1m rate=1r/m;
-    limit_req zone=login burst=5;
     upstream app { server 10.0.0.1:80; }
     server {
         listen 80;
-        location /api/ { limit_req zone=api burst=20 nodelay; proxy_pass http://app; proxy_set_header Host $host; }
-        location /other/ { limit_req zone=missing; proxy_pass http://app; proxy_set_header Host $host; }
+        proxy_set_header Host $host;
+        location /api/ { limit_req zone=api burst=20 nodelay; proxy_pass http://app; }
+        location /free/ { proxy_pass http://app; }
+    }
+}
+"#;
+    let (config, notes) = convert(nginx);
+    assert_eq!(
+        *rate_limit(&config, None, "/api/"),
+        RateLimit {
+            rate: 10.0,
+            // nginx passes burst + 1 at once: the first has no excess.
+            burst: 21,
+            key: "$binary_remote_addr".to_owned(),
+            // 10 MiB of 128-byte states.
+            max_keys: 81_920,
+        }
+    );
+    assert_eq!(route(&config, None, "/free/").rate_limit, None);
+    assert!(import(nginx).unwrap().toml.contains(
+        r#"rate_limit = { rate = 10.0, burst = 21, key = "$binary_remote_addr", max_keys = 81920 }"#
+    ));
+    note(&notes, 2, "limit_req_zone api:10m: max_keys = 81920");
+    assert_eq!(
+        note(&notes, 7, "503"),
+        "line 7: limit_req: nginx refuses requests over the limit with 503 (limit_req_status is not set); the gateway answers 429 Too Many Requests, with Retry-After"
+    );
+    // nodelay is what the gateway does: nothing else to say.
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+}
+
+#[test]
+fn limit_req_is_inherited_unless_a_level_has_its_own() {
+    let (config, notes) = convert(
+        r#"http {
+    limit_req_zone $binary_remote_addr zone=wide:1m rate=100r/s;
+    limit_req_zone $binary_remote_addr zone=narrow:1m rate=5r/s;
+    limit_req zone=wide burst=50 nodelay;
+    upstream app { server 10.0.0.1:80; }
+    proxy_set_header Host $host;
+    server {
+        listen 80;
+        server_name a.example.com;
+        location / { proxy_pass http://app; }
+        location /login/ {
+            limit_req zone=narrow nodelay;
+            proxy_pass http://app;
+            location /login/admin/ { proxy_pass http://app; }
+        }
+    }
+    server {
+        listen 80;
+        server_name b.example.com;
+        limit_req zone=narrow burst=2 nodelay;
+        location / { proxy_pass http://app; }
+        location /bulk/ { limit_req zone=wide burst=50 nodelay; proxy_pass http://app; }
     }
 }
 "#,
     );
-    assert_eq!(config.routes.len(), 2);
-    note(
-        &notes,
-        2,
-        "limit_req_zone api (10r/s per $binary_remote_addr): not converted yet",
-    );
-    note(
-        &notes,
-        4,
-        "limit_req zone login (1r/m per $binary_remote_addr, burst 5)",
-    );
+    let a = Some("a.example.com");
+    let b = Some("b.example.com");
+    let limit = |host, path| {
+        let limit = rate_limit(&config, host, path);
+        (limit.rate, limit.burst)
+    };
+    assert_eq!(limit(a, "/"), (100.0, 51), "from http");
+    assert_eq!(limit(a, "/login/"), (5.0, 1), "its own");
+    assert_eq!(limit(a, "/login/admin/"), (5.0, 1), "from its location");
+    assert_eq!(limit(b, "/"), (5.0, 3), "from its server");
+    assert_eq!(limit(b, "/bulk/"), (100.0, 51), "its own");
+    assert_eq!(rate_limit(&config, a, "/").max_keys, 8192);
+    // Each zone's size is said once, however many routes use it.
     assert_eq!(
-            note(&notes, 8, "limit_req"),
-            "line 8: limit_req zone api (10r/s per $binary_remote_addr, burst 20, nodelay): not converted yet: rate limiting comes with the gateway's middleware"
-        );
+        notes
+            .iter()
+            .filter(|note| note.contains("max_keys = 8192"))
+            .count(),
+        2,
+        "{notes:#?}"
+    );
+}
+
+#[test]
+fn limit_req_zone_rates_per_second_and_per_minute() {
+    let (config, notes) = convert(
+        r#"http {
+    limit_req_zone $binary_remote_addr zone=slow:1m rate=30r/m;
+    limit_req_zone $binary_remote_addr zone=slowest:1m rate=1r/m;
+    limit_req_zone $binary_remote_addr zone=bare:1m rate=5;
+    limit_req_zone $binary_remote_addr zone=bad:1m rate=0.5r/s;
+    upstream app { server 10.0.0.1:80; }
+    server {
+        listen 80;
+        proxy_set_header Host $host;
+        location /a/ { limit_req zone=slow nodelay; proxy_pass http://app; }
+        location /b/ { limit_req zone=slowest nodelay; proxy_pass http://app; }
+        location /c/ { limit_req zone=bare nodelay; proxy_pass http://app; }
+        location /d/ { limit_req zone=bad nodelay; proxy_pass http://app; }
+    }
+}
+"#,
+    );
+    assert_eq!(rate_limit(&config, None, "/a/").rate, 0.5);
+    assert!((rate_limit(&config, None, "/b/").rate - 1.0 / 60.0).abs() < 1e-12);
+    assert_eq!(rate_limit(&config, None, "/c/").rate, 5.0);
+    assert_eq!(route(&config, None, "/d/").rate_limit, None);
+    note(
+        &notes,
+        5,
+        "limit_req_zone bad: rate=0.5r/s is not a rate such as 10r/s or 30r/m: not converted",
+    );
+    note(
+        &notes,
+        13,
+        "limit_req zone=bad nodelay: its limit_req_zone (line 5) could not be converted",
+    );
+
+    assert_eq!(nginx_rate("10r/s"), Ok(10.0));
+    assert_eq!(nginx_rate("120r/m"), Ok(2.0));
+    assert_eq!(nginx_rate("7"), Ok(7.0));
+    for bad in ["0r/s", "-1r/s", "+1r/s", "r/s", "fast", "1r/h", ""] {
+        assert!(nginx_rate(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn limit_req_burst_nodelay_and_delay() {
+    let (config, notes) = convert(
+        r#"http {
+    limit_req_zone $binary_remote_addr zone=api:1m rate=10r/s;
+    upstream app { server 10.0.0.1:80; }
+    server {
+        listen 80;
+        proxy_set_header Host $host;
+        location /one/ { limit_req zone=api; proxy_pass http://app; }
+        location /queued/ { limit_req zone=api burst=5; proxy_pass http://app; }
+        location /some/ { limit_req zone=api burst=5 delay=2; proxy_pass http://app; }
+        location /all/ { limit_req zone=api burst=5 delay=5; proxy_pass http://app; }
+        location /bad/ { limit_req zone=api burst=many; proxy_pass http://app; }
+    }
+}
+"#,
+    );
+    // nginx's default burst=0: one request at a time, never delayed.
+    assert_eq!(rate_limit(&config, None, "/one/").burst, 1);
+    assert!(!noted(&notes, 7, "no queue"), "{notes:#?}");
+    assert_eq!(rate_limit(&config, None, "/queued/").burst, 6);
+    assert_eq!(
+        note(&notes, 8, "no queue"),
+        "line 8: limit_req zone=api: nginx holds the requests over 10r/s back (up to 5) to pass them at 10r/s; the gateway has no queue: it passes them at once (as nodelay) and answers 429 beyond burst = 6"
+    );
+    assert_eq!(rate_limit(&config, None, "/some/").burst, 6);
     note(
         &notes,
         9,
-        "limit_req zone missing (its limit_req_zone is not in this file)",
+        "nginx passes 2 requests over 10r/s at once and holds the next 3 back",
+    );
+    // A delay as large as the burst never holds a request back.
+    assert_eq!(rate_limit(&config, None, "/all/").burst, 6);
+    assert!(!noted(&notes, 10, "no queue"), "{notes:#?}");
+    assert_eq!(route(&config, None, "/bad/").rate_limit, None);
+    note(
+        &notes,
+        11,
+        "limit_req zone=api burst=many: burst=many is not a number of requests: not converted",
+    );
+}
+
+#[test]
+fn limit_req_zones_the_gateway_cannot_take() {
+    let (config, notes) = convert(
+        r#"http {
+    limit_req_zone $limit_key zone=mapped:1m rate=1r/s;
+    limit_req_zone $http_x_api_key zone=keys:1m rate=10r/s sync;
+    upstream app { server 10.0.0.1:80; }
+    server {
+        listen 80;
+        proxy_set_header Host $host;
+        location /missing/ { limit_req zone=missing; proxy_pass http://app; }
+        location /mapped/ { limit_req zone=mapped; proxy_pass http://app; }
+        location /keys/ { limit_req zone=keys burst=100 nodelay; proxy_pass http://app; }
+        location /trial/ {
+            limit_req_dry_run on;
+            limit_req zone=keys nodelay;
+            proxy_pass http://app;
+        }
+        limit_req_zone $binary_remote_addr zone=late:1m rate=1r/s;
+    }
+}
+"#,
+    );
+    assert_eq!(route(&config, None, "/missing/").rate_limit, None);
+    note(
+        &notes,
+        8,
+        "limit_req zone=missing: its limit_req_zone is not in this file: not converted",
+    );
+    assert_eq!(route(&config, None, "/mapped/").rate_limit, None);
+    note(
+        &notes,
+        2,
+        "limit_req_zone mapped: $limit_key is not a variable the gateway knows: not converted",
+    );
+    note(
+        &notes,
+        9,
+        "its limit_req_zone (line 2) could not be converted",
+    );
+    let keys = rate_limit(&config, None, "/keys/");
+    assert_eq!(keys.key, "$http_x_api_key");
+    assert_eq!((keys.rate, keys.burst, keys.max_keys), (10.0, 101, 8192));
+    note(&notes, 3, "limit_req_zone keys sync: not converted");
+    note(
+        &notes,
+        3,
+        "nginx does not limit the requests whose key $http_x_api_key is empty",
+    );
+    assert_eq!(route(&config, None, "/trial/").rate_limit, None);
+    note(&notes, 12, "limit_req_dry_run on: not converted");
+    note(
+        &notes,
+        16,
+        "limit_req_zone: not converted (not in its place)",
+    );
+
+    assert!(may_expand_to_nothing("$http_x_api_key"));
+    assert!(may_expand_to_nothing("${cookie_session}$arg_token"));
+    assert!(!may_expand_to_nothing("$binary_remote_addr"));
+    assert!(!may_expand_to_nothing("$http_x_api_key$remote_addr"));
+    assert!(!may_expand_to_nothing("key:$http_x_api_key"));
+    assert!(!may_expand_to_nothing("${http_x_api_key}-"));
+}
+
+#[test]
+fn limit_req_status_other_than_429_is_noted() {
+    let (config, notes) = convert(
+        r#"http {
+    limit_req_zone $binary_remote_addr zone=api:1m rate=10r/s;
+    limit_req zone=api nodelay;
+    upstream app { server 10.0.0.1:80; }
+    proxy_set_header Host $host;
+    server {
+        listen 80;
+        server_name a.example.com;
+        location / { proxy_pass http://app; }
+        location /x/ { proxy_pass http://app; }
+    }
+    server {
+        listen 80;
+        server_name b.example.com;
+        limit_req_status 503;
+        location / { proxy_pass http://app; }
+        location /polite/ { limit_req_status 429; proxy_pass http://app; }
+        location /odd/ { limit_req_status 200; proxy_pass http://app; }
+    }
+}
+"#,
+    );
+    assert_eq!(config.routes.len(), 5);
+    assert!(config.routes.iter().all(|route| route.rate_limit.is_some()));
+    // nginx's default is said once, not once per route.
+    let defaults: Vec<&String> = notes
+        .iter()
+        .filter(|note| note.contains("limit_req_status is not set"))
+        .collect();
+    assert_eq!(defaults.len(), 1, "{notes:#?}");
+    assert!(defaults[0].starts_with("line 3: "), "{notes:#?}");
+    assert_eq!(
+        note(&notes, 15, "limit_req_status"),
+        "line 15: limit_req_status 503: not converted: the gateway answers 429 Too Many Requests (with Retry-After) to requests over the limit"
+    );
+    assert!(!noted(&notes, 17, "limit_req_status"), "{notes:#?}");
+    note(
+        &notes,
+        18,
+        "limit_req_status 200: not a status nginx takes (400 to 599)",
+    );
+}
+
+#[test]
+fn several_limit_req_in_a_location_keep_the_first() {
+    let (config, notes) = convert(
+        r#"http {
+    limit_req_zone $binary_remote_addr zone=ip:1m rate=10r/s;
+    limit_req_zone $host zone=site:1m rate=1000r/s;
+    upstream app { server 10.0.0.1:80; }
+    server {
+        listen 80;
+        proxy_set_header Host $host;
+        limit_req zone=ip burst=10 nodelay;
+        limit_req zone=site burst=100 nodelay;
+        location / { proxy_pass http://app; }
+        location /api/ { proxy_pass http://app; }
+    }
+}
+"#,
+    );
+    for path in ["/", "/api/"] {
+        let limit = rate_limit(&config, None, path);
+        assert_eq!((limit.rate, limit.burst), (10.0, 11), "{path}");
+        assert_eq!(limit.key, "$binary_remote_addr");
+    }
+    let others: Vec<&String> = notes
+        .iter()
+        .filter(|note| note.starts_with("line 9: "))
+        .collect();
+    assert_eq!(
+        others,
+        ["line 9: limit_req zone=site: not converted: nginx holds a request to every limit_req of its location, the gateway's route to one rate_limit, zone ip's (line 8)"]
     );
 }
 

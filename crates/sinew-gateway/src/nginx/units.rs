@@ -95,6 +95,24 @@ pub(super) fn nginx_size(text: &str) -> Result<u64, String> {
         .ok_or_else(invalid)
 }
 
+/// An nginx rate, `10r/s`, `30r/m` or `10` (a second), in requests a
+/// second; as nginx, a whole number above 0.
+pub(super) fn nginx_rate(text: &str) -> Result<f64, String> {
+    let (number, seconds) = if let Some(number) = text.strip_suffix("r/s") {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix("r/m") {
+        (number, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    match number.parse::<u32>() {
+        Ok(requests) if requests > 0 && number.bytes().all(|byte| byte.is_ascii_digit()) => {
+            Ok(f64::from(requests) / seconds)
+        }
+        _ => Err(format!("rate={text} is not a rate such as 10r/s or 30r/m")),
+    }
+}
+
 /// Where an upstream `server` (or a `proxy_pass`) points.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum ServerAddress {
@@ -176,11 +194,14 @@ pub(super) fn listen_address(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// The variables of `value`, as `$name` or `${name}`.
-fn variables(value: &str) -> Vec<&str> {
+/// The variables of `value`, as `$name` or `${name}`, and whether any
+/// text stands among them.
+fn variables(value: &str) -> (Vec<&str>, bool) {
     let mut names = Vec::new();
+    let mut text = false;
     let mut rest = value;
     while let Some(dollar) = rest.find('$') {
+        text |= dollar > 0;
         let after = &rest[dollar + 1..];
         let (name, remaining) = match after.strip_prefix('{') {
             Some(braced) => match braced.find('}') {
@@ -197,7 +218,29 @@ fn variables(value: &str) -> Vec<&str> {
         names.push(name);
         rest = remaining;
     }
-    names
+    (names, text || !rest.is_empty())
+}
+
+/// Variables every request has a value for, where the gateway expands
+/// them for a rate limit's key (`$request_id` is not one: it is made
+/// after the limit).
+const NEVER_EMPTY: &[&str] = &[
+    "remote_addr",
+    "binary_remote_addr",
+    "host",
+    "uri",
+    "document_uri",
+    "request_uri",
+    "scheme",
+    "request_method",
+];
+
+/// Whether the template `value` may expand to nothing: it has no text of
+/// its own, only variables a request can lack (a header, an argument, a
+/// cookie, ...).
+pub(super) fn may_expand_to_nothing(value: &str) -> bool {
+    let (names, text) = variables(value);
+    !text && !names.iter().any(|name| NEVER_EMPTY.contains(name))
 }
 
 /// Why the gateway could not expand `value`, if it could not: a variable
@@ -205,6 +248,7 @@ fn variables(value: &str) -> Vec<&str> {
 pub(super) fn variable_problem(value: &str) -> Option<String> {
     let error = Template::parse(value).err()?;
     variables(value)
+        .0
         .into_iter()
         .find(|name| Template::parse(&format!("${{{name}}}")).is_err())
         .map(|name| format!("${name} is not a variable the gateway knows"))

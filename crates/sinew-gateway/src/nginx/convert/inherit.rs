@@ -1,11 +1,12 @@
 //! The directives nginx passes down from `http` to `server` to
 //! `location` (`proxy_set_header`, `add_header`, `proxy_hide_header`,
-//! `proxy_next_upstream*`, the `proxy_*_timeout`s), read into
-//! [`Inherited`], with the few that may stand at any level
-//! (`client_max_body_size`, `limit_req`, the client header limits).
+//! `proxy_next_upstream*`, the `proxy_*_timeout`s, `limit_req*`), read
+//! into [`Inherited`], with the few that may stand at any level
+//! (`client_max_body_size`, the client header limits).
 //!
-//! Not here: how a level's settings become a route (`location`), or how
-//! the gateway's one `[server]` limit is chosen among them (`merge`).
+//! Not here: how a level's settings become a route (`location`), what the
+//! `limit_req*` directives mean (`limit`), or how the gateway's one
+//! `[server]` limit is chosen among them (`merge`).
 
 use super::{BodySize, Converter, Inherited, Level};
 use crate::nginx::parse::Directive;
@@ -45,6 +46,7 @@ pub(super) struct Replaced {
     request_headers: bool,
     response_headers: bool,
     hidden_headers: bool,
+    pub(super) limit_reqs: bool,
 }
 
 /// The retry conditions of `proxy_next_upstream` the gateway has.
@@ -168,7 +170,9 @@ impl Converter {
                     }
                 }
             }
-            "limit_req" => self.limit_req(directive),
+            "limit_req" => self.limit_req(directive, settings, replaced),
+            "limit_req_status" => self.limit_req_status(directive, settings),
+            "limit_req_dry_run" => self.limit_req_dry_run(directive, settings),
             "include" => self.include(directive),
             _ => return false,
         }
@@ -291,41 +295,6 @@ impl Converter {
             }
         }
         next
-    }
-
-    fn limit_req(&mut self, directive: &Directive) {
-        let mut zone = None;
-        let mut burst = None;
-        let mut delay = None;
-        for arg in &directive.args {
-            if let Some(value) = arg.strip_prefix("zone=") {
-                zone = Some(value);
-            } else if let Some(value) = arg.strip_prefix("burst=") {
-                burst = Some(value);
-            } else if arg == "nodelay" {
-                delay = Some("nodelay".to_owned());
-            } else if let Some(value) = arg.strip_prefix("delay=") {
-                delay = Some(format!("delay {value}"));
-            }
-        }
-        let Some(zone) = zone else {
-            self.note(directive.line, "limit_req: no zone=NAME: not converted");
-            return;
-        };
-        let mut detail = match self.zones.get(zone) {
-            Some(defined) => format!("{} per {}", defined.rate, defined.key),
-            None => "its limit_req_zone is not in this file".to_owned(),
-        };
-        if let Some(burst) = burst {
-            detail.push_str(&format!(", burst {burst}"));
-        }
-        if let Some(delay) = delay {
-            detail.push_str(&format!(", {delay}"));
-        }
-        self.note(
-            directive.line,
-            format!("limit_req zone {zone} ({detail}): not converted yet: rate limiting comes with the gateway's middleware"),
-        );
     }
 
     pub(super) fn header_limits(&mut self, directive: &Directive) -> bool {

@@ -258,6 +258,7 @@ impl Converter {
             remove_request_headers: Vec::new(),
             set_response_headers: settings.response_headers.iter().cloned().collect(),
             remove_response_headers: settings.hidden_headers.clone(),
+            rate_limit: self.rate_limit(settings),
         };
         if let Some((connect_line, timeout)) = settings.connect_timeout {
             if let Some(upstream) = self
