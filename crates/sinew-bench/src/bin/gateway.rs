@@ -24,7 +24,7 @@
 //! cargo run --release -p sinew-bench --bin sinew-bench-gateway -- --runs 5 --json docs/benchmarks/gateway.json
 //! ```
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Parser;
 use serde_json::{json, Value};
 use sinew_bench::cpu;
@@ -263,69 +263,15 @@ impl Proxy {
     }
 }
 
-/// One wrk run: requests a second, p99 latency (ms), errors.
+/// One wrk run at `address`: requests a second, p99 latency (ms), errors.
 fn wrk(address: SocketAddr, connections: usize, duration_ms: u64) -> anyhow::Result<Value> {
-    let output = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{}s", duration_ms.div_ceil(1000)),
-            "--timeout",
-            "5s",
-            "--latency",
-            &format!("http://{address}/"),
-        ])
-        .output()
-        .context("run wrk")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "wrk failed: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let mut rps = 0.0;
-    let mut p99_ms = f64::NAN;
-    let mut errors = 0u64;
-    let mut requests = 0u64;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(rest) = line.strip_prefix("Requests/sec:") {
-            rps = rest.trim().parse().unwrap_or(0.0);
-        } else if let Some(rest) = line.strip_prefix("99%") {
-            p99_ms = milliseconds(rest.trim());
-        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            errors += rest.trim().parse::<u64>().unwrap_or(0);
-        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
-            errors += rest
-                .split(',')
-                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
-                .sum::<u64>();
-        } else if line.contains("requests in") {
-            requests = line
-                .split_whitespace()
-                .next()
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(0);
-        }
-    }
-    Ok(json!({"rps": rps, "p99_ms": p99_ms, "errors": errors, "requests": requests}))
-}
-
-/// wrk's `1.23ms`, `850.00us`, `1.02s` in milliseconds.
-fn milliseconds(text: &str) -> f64 {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => value / 1000.0,
-        "ms" => value,
-        "s" => value * 1000.0,
-        "m" => value * 60_000.0,
-        _ => f64::NAN,
-    }
+    let summary = sinew_bench::wrk::run(&format!("http://{address}/"), connections, duration_ms)?;
+    Ok(json!({
+        "rps": summary.rps,
+        "p99_ms": summary.p99_ms,
+        "errors": summary.errors(),
+        "requests": summary.requests,
+    }))
 }
 
 fn median(
