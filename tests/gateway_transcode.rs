@@ -75,6 +75,16 @@ struct Answer {
 }
 
 impl Answer {
+    /// Asserts the status, showing the body when it is another.
+    fn expect(&self, status: u16) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
@@ -132,7 +142,7 @@ async fn every_kind_of_rule_is_transcoded() {
     // Path template variable, the whole response; proto3 JSON (int64 as a
     // string, default values left out, lowerCamelCase names).
     let list = request(gateway, "GET", "/v1/shelves/1/books", None).await;
-    assert_eq!(list.status, 200, "{}", String::from_utf8_lossy(&list.body));
+    list.expect(200);
     assert_eq!(list.headers["content-type"], "application/json");
     let books = list.json()["books"].as_array().unwrap().clone();
     assert_eq!(books.len(), 3);
@@ -178,12 +188,7 @@ async fn every_kind_of_rule_is_transcoded() {
         Some(json!({"title": "Dune", "author": "Frank Herbert", "pages": 412, "tags": ["sf"]})),
     )
     .await;
-    assert_eq!(
-        created.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    created.expect(200);
     let created = created.json();
     assert_eq!(created["name"], "shelves/2/books/dune");
     assert_eq!(created["pages"], "412");
@@ -198,12 +203,7 @@ async fn every_kind_of_rule_is_transcoded() {
         Some(json!({"title": "Dune (1965)", "author": "nobody"})),
     )
     .await;
-    assert_eq!(
-        updated.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&updated.body)
-    );
+    updated.expect(200);
     assert_eq!(updated.json()["title"], "Dune (1965)");
     assert_eq!(updated.json()["author"], "Frank Herbert");
 
@@ -215,12 +215,7 @@ async fn every_kind_of_rule_is_transcoded() {
         Some(json!({"otherShelf": "shelves/3"})),
     )
     .await;
-    assert_eq!(
-        moved.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&moved.body)
-    );
+    moved.expect(200);
     assert_eq!(moved.json()["name"], "shelves/3/books/dune");
 
     // response_body: the title alone.
@@ -236,12 +231,7 @@ async fn every_kind_of_rule_is_transcoded() {
         Some(json!({"parent": "shelves/1"})),
     )
     .await;
-    assert_eq!(
-        count.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&count.body)
-    );
+    count.expect(200);
     assert_eq!(count.json(), json!({"count": "3"}));
 
     // DELETE, and the empty message it answers.
@@ -258,12 +248,7 @@ async fn failures_are_http_statuses_with_json_bodies() {
     let (server, handle) = library(0).await;
     let (gateway, _gateway) = gateway(&config(&server, "")).await;
     let check = |answer: Answer, status: u16, code: i64, words: &str| {
-        assert_eq!(
-            answer.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
+        answer.expect(status);
         let body = answer.json();
         assert_eq!(body["code"], code, "{body}");
         assert!(
@@ -393,12 +378,7 @@ async fn json_options_change_what_is_written() {
         Some(json!({"title": "X", "nope": 1})),
     )
     .await;
-    assert_eq!(
-        created.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    created.expect(200);
     handle.shutdown();
 }
 
@@ -515,7 +495,7 @@ async fn descriptors_from_reflection_and_calls_over_grpc() {
     );
     let (gateway, _gateway) = gateway(&config).await;
     let list = request(gateway, "GET", "/api/v1/shelves/1/books", None).await;
-    assert_eq!(list.status, 200, "{}", String::from_utf8_lossy(&list.body));
+    list.expect(200);
     assert_eq!(list.json()["books"].as_array().unwrap().len(), 3);
     let title = request(gateway, "GET", "/api/v1/shelves/1/books/none/title", None).await;
     assert_eq!(title.status, 404);
@@ -533,11 +513,11 @@ async fn a_server_that_comes_up_after_the_gateway_is_reached_then() {
         .port();
     let (gateway, _gateway) = gateway(&config(&format!("127.0.0.1:{port}"), "")).await;
     let down = request(gateway, "GET", "/v1/shelves/1/books", None).await;
-    assert_eq!(down.status, 503, "{}", String::from_utf8_lossy(&down.body));
+    down.expect(503);
     assert_eq!(down.json()["code"], 14);
     let (_, handle) = library(port).await;
     let up = request(gateway, "GET", "/v1/shelves/1/books", None).await;
-    assert_eq!(up.status, 200, "{}", String::from_utf8_lossy(&up.body));
+    up.expect(200);
     handle.shutdown();
 }
 

@@ -45,12 +45,32 @@ fn connector(
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// One HTTP/1.1 GET over `stream`: the status and the body.
+async fn get_over<S>(stream: S, path: &str) -> Result<(u16, String), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::<bytes::Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A gateway to `upstream` serving TLS on a port of its own: the gateway
+/// and that port.
 async fn tls_gateway(
     dir: &std::path::Path,
     ca: &DevCa,
     upstream: &Upstream,
     mutual: bool,
-) -> common::Running {
+) -> (common::Running, std::net::SocketAddr) {
     let (cert, key) = ca
         .issue(&["localhost"])
         .unwrap()
@@ -69,7 +89,12 @@ async fn tls_gateway(
         key.display()
     );
     // The fixture serves its listener with serve(); TLS is serve_tls().
-    gateway(&format!("{tls}{}", one_group(&[upstream.address], "", ""))).await
+    let running = gateway(&format!("{tls}{}", one_group(&[upstream.address], "", ""))).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let serving = running.gateway.clone();
+    tokio::spawn(async move { serving.serve_tls(listener).await });
+    (running, address)
 }
 
 #[tokio::test]
@@ -77,11 +102,7 @@ async fn tls_listeners_speak_http1_and_h2_by_alpn() {
     let upstream = Upstream::start("app").await;
     let dir = tempfile::tempdir().unwrap();
     let ca = DevCa::new("gateway test CA").unwrap();
-    let running = tls_gateway(dir.path(), &ca, &upstream, false).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let serving = running.gateway.clone();
-    tokio::spawn(async move { serving.serve_tls(listener).await });
+    let (_running, address) = tls_gateway(dir.path(), &ca, &upstream, false).await;
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
 
     // HTTP/1.1.
@@ -91,23 +112,8 @@ async fn tls_listeners_speak_http1_and_h2_by_alpn() {
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get("/secure")
-                .header("host", "localhost")
-                .body(Full::<bytes::Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let body = String::from_utf8_lossy(&body);
+    let (status, body) = get_over(tls, "/secure").await.unwrap();
+    assert_eq!(status, 200);
     assert!(body.contains("x-forwarded-proto: https\n"), "{body}");
 
     // HTTP/2, as browsers and curl pick it.
@@ -149,11 +155,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
     let upstream = Upstream::start("app").await;
     let dir = tempfile::tempdir().unwrap();
     let ca = DevCa::new("gateway test CA").unwrap();
-    let running = tls_gateway(dir.path(), &ca, &upstream, true).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let serving = running.gateway.clone();
-    tokio::spawn(async move { serving.serve_tls(listener).await });
+    let (_running, address) = tls_gateway(dir.path(), &ca, &upstream, true).await;
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
 
     let client = ca.issue(&["client-1"]).unwrap();
@@ -162,21 +164,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
         .connect(name.clone(), stream)
         .await
         .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get("/")
-                .header("host", "localhost")
-                .body(Full::<bytes::Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(get_over(tls, "/").await.unwrap().0, 200);
 
     // Without a certificate: TLS 1.3 tells the client at its first read.
     let stream = TcpStream::connect(address).await.unwrap();
@@ -185,22 +173,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
         .await
     {
         Err(_) => true,
-        Ok(tls) => {
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            sender
-                .send_request(
-                    http::Request::get("/")
-                        .header("host", "localhost")
-                        .body(Full::<bytes::Bytes>::default())
-                        .unwrap(),
-                )
-                .await
-                .is_err()
-        }
+        Ok(tls) => get_over(tls, "/").await.is_err(),
     };
     assert!(refused, "a client without a certificate was served");
 }

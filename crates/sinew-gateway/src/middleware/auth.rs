@@ -222,7 +222,7 @@ mod tests {
         Error = Infallible,
         Future = std::future::Ready<Result<Response<ResponseBody>, Infallible>>,
     > + Clone {
-        tower::service_fn(|request: Request<()>| {
+        super::super::testing::service(|request| {
             let who = request
                 .extensions()
                 .get::<Authenticated>()
@@ -232,7 +232,7 @@ mod tests {
             response
                 .headers_mut()
                 .insert("x-who", HeaderValue::from_str(&who).unwrap());
-            std::future::ready(Ok::<_, Infallible>(response))
+            response
         })
     }
 

@@ -256,11 +256,7 @@ mod tests {
         Error = Infallible,
         Future = std::future::Ready<Result<Response<ResponseBody>, Infallible>>,
     > + Clone {
-        tower::service_fn(|_: Request<()>| {
-            std::future::ready(Ok::<_, Infallible>(Response::new(ResponseBody::full(
-                "inner",
-            ))))
-        })
+        super::super::testing::service(|_| Response::new(ResponseBody::full("inner")))
     }
 
     async fn send(layer: &CorsLayer, request: Request<()>) -> Response<ResponseBody> {

@@ -112,3 +112,26 @@ pub(crate) fn stack(which: &str, settings: &config::Route) -> Result<Option<Stac
         .service(Core);
     Ok(Some(BoxCloneSyncService::new(service)))
 }
+
+/// What the layers' unit tests stand on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::body::ResponseBody;
+    use http::{Request, Response};
+    use std::convert::Infallible;
+
+    /// The service under a layer in a test: answers every request with
+    /// what `answer` makes of it.
+    pub(crate) fn service(
+        answer: fn(&Request<()>) -> Response<ResponseBody>,
+    ) -> impl tower::Service<
+        Request<()>,
+        Response = Response<ResponseBody>,
+        Error = Infallible,
+        Future = std::future::Ready<Result<Response<ResponseBody>, Infallible>>,
+    > + Clone {
+        tower::service_fn(move |request: Request<()>| {
+            std::future::ready(Ok::<_, Infallible>(answer(&request)))
+        })
+    }
+}

@@ -123,9 +123,7 @@ mod tests {
         Error = Infallible,
         Future = std::future::Ready<Result<Response<ResponseBody>, Infallible>>,
     > + Clone {
-        tower::service_fn(|_: Request<()>| {
-            std::future::ready(Ok::<_, Infallible>(Response::new(ResponseBody::empty())))
-        })
+        super::super::testing::service(|_| Response::new(ResponseBody::empty()))
     }
 
     async fn status(layer: &RateLimitLayer, from: &str, key: &str) -> (StatusCode, Option<String>) {
