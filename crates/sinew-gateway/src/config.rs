@@ -583,7 +583,7 @@ pub struct Cache {
     pub max_bytes: usize,
     /// The largest body kept (larger responses pass through uncached).
     pub max_entry_bytes: usize,
-    /// What tells requests apart (default `$host$request_uri`).
+    /// What tells requests apart (default `$scheme://$host$request_uri`).
     pub key: String,
 }
 
@@ -594,7 +594,7 @@ impl Default for Cache {
             max_entries: 1000,
             max_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
-            key: "$host$request_uri".to_owned(),
+            key: "$scheme://$host$request_uri".to_owned(),
         }
     }
 }

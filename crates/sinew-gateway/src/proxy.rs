@@ -117,7 +117,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The client's request id if it is sane (visible ASCII, at most 128
 /// bytes), otherwise a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
         let bytes = id.as_bytes();
         if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
@@ -222,6 +222,17 @@ fn client_addr_of<B>(request: &Request<B>) -> SocketAddr {
 async fn dispatch(table: &Table, request: Request<Incoming>) -> Response<ResponseBody> {
     let (parts, incoming) = request.into_parts();
     let host = host_of(&parts);
+    // A Host that is not a name or an address (with a port) is refused:
+    // it would make keys (cache, hash) collide with other requests'.
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+    {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "the Host is not a host name or address",
+        );
+    }
     let Some(route) = table
         .routes
         .iter()

@@ -16,8 +16,9 @@ use std::time::Duration;
 pub(crate) struct RouteStats {
     /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
     classes: [AtomicU64; 5],
-    /// Nanoseconds from request to response head, summed.
-    nanos: AtomicU64,
+    /// Microseconds from request to response head, summed (nanoseconds
+    /// would wrap a u64 within months of busy, slow traffic).
+    micros: AtomicU64,
 }
 
 impl RouteStats {
@@ -25,8 +26,8 @@ impl RouteStats {
     pub(crate) fn record(&self, status: http::StatusCode, elapsed: Duration) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
 
@@ -54,7 +55,7 @@ impl Registry {
                 RouteReport {
                     route: name.clone(),
                     responses,
-                    seconds: Duration::from_nanos(stats.nanos.load(Ordering::Relaxed))
+                    seconds: Duration::from_micros(stats.micros.load(Ordering::Relaxed))
                         .as_secs_f64(),
                 }
             })

@@ -36,7 +36,7 @@ async fn cors_auth_rate_limit_and_cache_stack_on_one_route() {
             cors = { allow_origins = ["https://app.example"] }
             auth = { api_keys = ["k1", "k2"] }
             rate_limit = { rate = 0.001, burst = 4, key = "$auth_subject" }
-            cache = { ttl = "60s" }
+            cache = { ttl = "60s", key = "$auth_subject $request_uri" }
             "#,
         )
     );
@@ -70,8 +70,9 @@ async fn cors_auth_rate_limit_and_cache_stack_on_one_route() {
     }
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 0);
 
-    // With a key: the first GET goes up, the second comes from the cache;
-    // the browser's request gets its CORS header.
+    // With a key: the first GET goes up, the second comes from the cache
+    // (kept per caller: the key names $auth_subject); the browser's
+    // request gets its CORS header.
     let first = client
         .send(request(
             "GET",
@@ -168,4 +169,30 @@ async fn bad_middleware_settings_are_refused_at_load() {
         };
         assert!(error.contains(expected), "{route}: {error}");
     }
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_a_host_is_refused() {
+    let upstream = Upstream::start("app").await;
+    let running = gateway(&one_group(&[upstream.address], "", "")).await;
+    let mut client = Client::connect(running.address).await;
+    let refused = client
+        .send(
+            http::Request::get("/books/1")
+                .header("host", "victim.test/v1/shelves")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 0);
+    let fine = client
+        .send(
+            http::Request::get("/books/1")
+                .header("host", "[::1]:8080")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(fine.status, 200);
 }

@@ -7,7 +7,8 @@
 //! {"time":"2026-12-02T16:18:11Z","remote_addr":"127.0.0.1","method":"GET","uri":"/v1/books","protocol":"HTTP/1.1","status":200,"bytes":312,"referer":null,"user_agent":"curl/8.5.0","request_id":"3f2a...","duration_ms":4.1}
 //! ```
 //!
-//! Lines are written by a thread of their own, through a bounded queue:
+//! Lines are written by a thread of their own, through a queue bounded in
+//! lines and bytes:
 //! a slow disk never holds a request up, and when the queue is full lines
 //! are dropped and counted (the next line written says how many). The
 //! byte count is the response's `Content-Length` (`-` when it is
@@ -24,11 +25,17 @@ use std::time::{Duration, SystemTime};
 /// Lines waiting for the writer at most.
 const QUEUE: usize = 16 * 1024;
 
+/// Bytes of lines waiting for the writer at most (lines carry what
+/// clients send: a long URI or user agent).
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Where lines go and how they look.
 pub(crate) struct AccessLog {
     format: AccessLogFormat,
     lines: SyncSender<String>,
     dropped: AtomicU64,
+    /// Bytes of the lines queued, taken off as the writer writes them.
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What is logged of one request.
@@ -61,15 +68,19 @@ impl AccessLog {
             ),
         };
         let (lines, queue) = mpsc::sync_channel::<String>(QUEUE);
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = queued.clone();
         std::thread::Builder::new()
             .name("sinew-access-log".to_owned())
             .spawn(move || {
                 let mut buffered = io::BufWriter::new(&mut out);
                 while let Ok(line) = queue.recv() {
                     let _ = buffered.write_all(line.as_bytes());
+                    written.fetch_sub(line.len(), Ordering::Relaxed);
                     // Flush when nothing else is waiting.
                     while let Ok(line) = queue.try_recv() {
                         let _ = buffered.write_all(line.as_bytes());
+                        written.fetch_sub(line.len(), Ordering::Relaxed);
                     }
                     let _ = buffered.flush();
                 }
@@ -78,6 +89,7 @@ impl AccessLog {
             format,
             lines,
             dropped: AtomicU64::new(0),
+            queued,
         })
     }
 
@@ -91,9 +103,16 @@ impl AccessLog {
         if dropped > 0 {
             line = format!("(access log: {dropped} lines dropped, the writer fell behind)\n{line}");
         }
+        let size = line.len();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.dropped.fetch_add(1 + dropped, Ordering::Relaxed);
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.lines.try_send(line)
         {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
             self.dropped.fetch_add(1 + dropped, Ordering::Relaxed);
         }
     }

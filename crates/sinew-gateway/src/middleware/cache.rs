@@ -2,13 +2,16 @@
 //! bounded in entries and bytes.
 //!
 //! A response is kept when its request was a GET or HEAD without
-//! `Authorization` (a shared cache keeps no one's private answers), its
+//! credentials (no `Authorization`, `Cookie` or
+//! `grpc-metadata-authorization`, and not let in by the route's `auth`:
+//! a shared cache keeps no one's private answers, unless the key names
+//! the caller with `$auth_subject`, which keeps each caller's apart), its
 //! status one RFC 9110 lets a cache keep without asking (200, 203, 204,
 //! 300, 301, 308, 404, 410), its `Cache-Control` has none of `no-store`,
 //! `no-cache` and `private`, it sets no cookie, does not `Vary: *`, and its
 //! body is known to be at most `max_entry_bytes`. It is served for
 //! `s-maxage`, else `max-age`, else the route's `ttl`, to requests with the
-//! same key (`$host$request_uri` unless set) and the same values of the
+//! same key (`$scheme://$host$request_uri` unless set) and the same values of the
 //! headers it varies by, with `Age` and `X-Cache: HIT`; other answers say
 //! `X-Cache: MISS` (looked up, not found) or `BYPASS` (not for the cache).
 //! A request's own `Cache-Control: no-cache` (or `max-age=0`) fetches a
@@ -109,6 +112,9 @@ impl Store {
 struct Settings {
     config: config::Cache,
     key: Template,
+    /// The key names the caller: answers to authenticated requests may
+    /// be kept, each caller's apart.
+    per_caller: bool,
     store: Mutex<Store>,
 }
 
@@ -128,6 +134,8 @@ impl CacheLayer {
             settings: Arc::new(Settings {
                 config: cache.clone(),
                 key,
+                per_caller: cache.key.contains("$auth_subject")
+                    || cache.key.contains("${auth_subject}"),
                 store: Mutex::new(Store::default()),
             }),
         })
@@ -291,6 +299,8 @@ impl Settings {
         let now = Instant::now();
         let mut headers = response.headers().clone();
         headers.remove(&X_CACHE);
+        // Each request has an id of its own, a hit too.
+        headers.remove("x-request-id");
         let mut store = crate::lock(&self.store);
         store.remove(&key);
         store.make_room(&self.config, body.len(), now);
@@ -332,7 +342,17 @@ where
             parts.method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         );
-        if parts.headers.contains_key(header::AUTHORIZATION) || !(readable || changes) {
+        // A shared cache keeps no one's private answers: not a request
+        // that carried credentials of any kind (a bearer token, an API
+        // key the route's auth took, cookies, gRPC metadata).
+        // A key naming the caller (`$auth_subject`) keeps answers per
+        // caller, so an authenticated caller's may be kept then.
+        let authenticated = parts.extensions.get::<super::Authenticated>().is_some();
+        let credentials = parts.headers.contains_key(header::AUTHORIZATION)
+            || parts.headers.contains_key(header::COOKIE)
+            || parts.headers.contains_key("grpc-metadata-authorization");
+        let private = (credentials || authenticated) && !(settings.per_caller && authenticated);
+        if private || !(readable || changes) {
             let future = self.inner.call(Request::from_parts(parts, body));
             return async move { Ok(tagged(future.await?, "BYPASS")) }.boxed();
         }
@@ -352,7 +372,9 @@ where
         let fresh_wanted = asked.iter().any(|d| d == "no-cache" || d == "max-age=0");
         let no_store = asked.iter().any(|d| d == "no-store");
         if !fresh_wanted && !no_store {
-            if let Some(hit) = settings.lookup(&key, &parts.method, &parts.headers) {
+            if let Some(mut hit) = settings.lookup(&key, &parts.method, &parts.headers) {
+                let id = crate::proxy::request_id(&parts.headers);
+                hit.headers_mut().insert("x-request-id", id);
                 return std::future::ready(Ok(hit)).boxed();
             }
         }
@@ -525,6 +547,46 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn authenticated_answers_are_kept_only_per_caller() {
+        let send = |cache: Cache<Origin>, who: &str| {
+            let mut request = Request::get("/me").header("host", "h").body(()).unwrap();
+            request
+                .extensions_mut()
+                .insert(super::super::Authenticated::ApiKey(who.to_owned()));
+            async move {
+                let response = cache.oneshot(request).await.unwrap();
+                let tag = response.headers()["x-cache"].to_str().unwrap().to_owned();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (String::from_utf8(body.to_vec()).unwrap(), tag)
+            }
+        };
+        let shared = layer("ttl = \"10s\"").layer(origin(&[]));
+        assert_eq!(
+            send(shared.clone(), "alice").await,
+            ("1".into(), "BYPASS".into())
+        );
+        assert_eq!(
+            send(shared.clone(), "bob").await,
+            ("2".into(), "BYPASS".into())
+        );
+        assert_eq!(get(&shared, "/me", &[("cookie", "s=1")]).await.1, "BYPASS");
+        let per_caller =
+            layer("ttl = \"10s\"\nkey = \"$auth_subject $request_uri\"").layer(origin(&[]));
+        assert_eq!(
+            send(per_caller.clone(), "alice").await,
+            ("1".into(), "MISS".into())
+        );
+        assert_eq!(
+            send(per_caller.clone(), "alice").await,
+            ("1".into(), "HIT".into())
+        );
+        assert_eq!(
+            send(per_caller.clone(), "bob").await,
+            ("2".into(), "MISS".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_store_is_bounded_in_entries_and_bytes() {
         let cache = layer("ttl = \"60s\"\nmax_entries = 3").layer(origin(&[]));
         for path in ["/1", "/2", "/3", "/4"] {
@@ -533,7 +595,10 @@ mod tests {
         {
             let store = crate::lock(&cache.settings.store);
             assert_eq!(store.entries.len(), 3);
-            assert!(!store.entries.contains_key("h/1"), "the oldest went first");
+            assert!(
+                !store.entries.contains_key("http://h/1"),
+                "the oldest went first"
+            );
         }
         let cache = layer("ttl = \"60s\"\nmax_bytes = 2").layer(origin(&[]));
         for path in ["/1", "/2", "/3"] {

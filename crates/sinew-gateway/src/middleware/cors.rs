@@ -211,8 +211,21 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
-            // Not from a browser's cross-origin request.
-            return self.inner.call(request).boxed();
+            // Not from a browser's cross-origin request; the answer still
+            // varies by Origin for caches on the way, unless any origin
+            // gets the same.
+            let future = self.inner.call(request);
+            let vary = !self.settings.any_origin || self.settings.credentials;
+            return async move {
+                let mut response = future.await?;
+                if vary {
+                    response
+                        .headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("Origin"));
+                }
+                Ok(response)
+            }
+            .boxed();
         };
         let settings = self.settings.clone();
         if request.method() == Method::OPTIONS
@@ -331,9 +344,11 @@ mod tests {
         let other = send(&cors, request("https://evil.example")).await;
         assert_eq!(other.status(), StatusCode::OK);
         assert!(other.headers().get("access-control-allow-origin").is_none());
-        // No Origin: not a cross-origin request, untouched.
+        // No Origin: not a cross-origin request, no CORS headers, but
+        // caches are told the answer varies by Origin.
         let plain = send(&cors, Request::get("/").body(()).unwrap()).await;
-        assert!(plain.headers().is_empty());
+        assert!(plain.headers().get("access-control-allow-origin").is_none());
+        assert_eq!(plain.headers()["vary"], "Origin");
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 //! at once rather than delayed).
 //!
 //! The key is a template of request variables, `$remote_addr` unless set
-//! (`$http_x_api_key`, `$auth_subject`, ...). A request whose bucket is
+//! (`$http_x_api_key`, `$auth_subject`, ...); a request whose key comes
+//! out empty is not limited, as in nginx. A request whose bucket is
 //! empty is answered 429 with `Retry-After` (whole seconds until its next
 //! token, at least 1) and goes no further. The buckets are
 //! `sinew_resilience::RateLimiter`'s, the ones sinew's RPC servers limit
@@ -95,6 +96,11 @@ where
             host: &host,
             request_id: "",
         });
+        // As nginx's limit_req: a request whose key is empty (a header it
+        // lacks, no one authenticated) is not limited.
+        if key.is_empty() {
+            return self.inner.call(Request::from_parts(parts, body)).boxed();
+        }
         match self.settings.limiter.try_acquire(&key) {
             Ok(()) => self.inner.call(Request::from_parts(parts, body)).boxed(),
             Err(wait) => {
@@ -174,6 +180,10 @@ mod tests {
             status(&layer, "10.0.0.2:1", "a").await.0,
             StatusCode::TOO_MANY_REQUESTS
         );
+        // No key at all: not limited, as in nginx.
+        for _ in 0..3 {
+            assert_eq!(status(&layer, "10.0.0.2:1", "").await.0, StatusCode::OK);
+        }
         for bad in [
             config::RateLimit {
                 rate: 0.0,

@@ -77,9 +77,16 @@ const NOT_METADATA: &[&str] = &[
     "accept-encoding",
     "accept-language",
     "connection",
+    "cookie",
     "keep-alive",
     "origin",
+    "proxy-connection",
     "referer",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "upgrade",
+    "x-api-key",
     "x-grpc-web",
     "x-user-agent",
     "transfer-encoding",
@@ -149,15 +156,16 @@ fn decode_text(body: &[u8]) -> Result<Vec<u8>, Status> {
 
 impl Transcoder {
     /// Answers one gRPC-Web request; `path` is its path after the route's
-    /// rewrite, without the query.
+    /// rewrite, without the query; `bounds` the route's timeout and body
+    /// limit, `client` its address and the request id.
     pub(crate) async fn grpc_web(
         &self,
         flavour: Flavour,
         parts: &http::request::Parts,
         path: &str,
         body: Bytes,
-        timeout: Duration,
-        limit: u64,
+        bounds: (Duration, u64),
+        client: (std::net::SocketAddr, &HeaderValue),
     ) -> Response<ResponseBody> {
         if parts.method != http::Method::POST {
             let mut response = status_only(
@@ -171,7 +179,7 @@ impl Transcoder {
             return response;
         }
         match self
-            .grpc_web_call(flavour, parts, path, body, timeout, limit)
+            .grpc_web_call(flavour, parts, path, body, bounds, client)
             .await
         {
             Ok(response) => response,
@@ -185,8 +193,8 @@ impl Transcoder {
         parts: &http::request::Parts,
         path: &str,
         body: Bytes,
-        timeout: Duration,
-        limit: u64,
+        (timeout, limit): (Duration, u64),
+        (remote, request_id): (std::net::SocketAddr, &HeaderValue),
     ) -> Result<Response<ResponseBody>, Status> {
         let Some(binding) = self.rules.call(path) else {
             return Err(Status::unimplemented(format!(
@@ -207,8 +215,24 @@ impl Transcoder {
         let mut decoder =
             MessageDecoder::new(encoding, usize::try_from(limit).unwrap_or(usize::MAX));
         decoder.push(&body);
+        let method = &binding.method;
+        // The messages together are held to the body limit once
+        // decompressed too (a gzip bomb of many small frames), and a
+        // unary method's second message is refused as it is found.
         let mut messages = Vec::new();
+        let mut total = 0u64;
         while let Some(message) = decoder.next_message()? {
+            total += message.len() as u64;
+            if total > limit {
+                return Err(Status::resource_exhausted(format!(
+                    "the request's messages are larger than the limit of {limit} bytes"
+                )));
+            }
+            if !method.is_client_streaming() && !messages.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "{path} takes one request message; the body holds more"
+                )));
+            }
             messages.push(Payload::from_bytes(message));
         }
         if decoder.has_partial() {
@@ -216,13 +240,11 @@ impl Transcoder {
                 "the request body ends inside a gRPC message",
             ));
         }
-        let method = &binding.method;
         let call_body = if !method.is_client_streaming() && messages.len() == 1 {
             RequestBody::single(messages.remove(0))
         } else if !method.is_client_streaming() {
             return Err(Status::invalid_argument(format!(
-                "{path} takes one request message; the body holds {}",
-                messages.len()
+                "{path} takes one request message; the body holds none"
             )));
         } else {
             RequestBody::stream(futures_util::stream::iter(messages.into_iter().map(Ok)))
@@ -231,8 +253,19 @@ impl Transcoder {
         for name in NOT_METADATA {
             headers.remove(*name);
         }
+        // What the client says of forwarding is replaced by what the
+        // gateway saw, as on the JSON path.
+        for name in ["x-forwarded-for", "x-forwarded-host", "x-request-id"] {
+            headers.remove(name);
+        }
+        let mut metadata = from_headers(&headers)?;
+        for (key, value) in self.forwarding(parts, remote, request_id).iter() {
+            if let Ok(value) = std::str::from_utf8(value) {
+                let _ = metadata.insert(key, value);
+            }
+        }
         let mut request = CallRequest::new(binding.call_path.clone(), call_body);
-        *request.metadata_mut() = from_headers(&headers)?;
+        *request.metadata_mut() = metadata;
         let asked = match parts.headers.get("grpc-timeout") {
             Some(value) => Some(parse_timeout(value.to_str().unwrap_or(""))?),
             None => None,
@@ -249,7 +282,8 @@ impl Transcoder {
             request.set_timeout(deadline);
         }
         let client = self.client(timeout).await?;
-        let response = client.call(request).await?;
+        // The wait for the response to begin is bounded, streams too.
+        let response = super::bounded(timeout, client.call(request)).await?;
         let (metadata, frames, _) = response.into_parts();
         let chunks = frames.map(move |frame| -> Result<Bytes, BoxError> {
             Ok(flavour.encode(match frame {

@@ -96,7 +96,12 @@ pub(crate) struct Transcoder {
     forward: Vec<HeaderName>,
     connector: Arc<dyn Connector>,
     client: tokio::sync::OnceCell<Client<Channel>>,
+    /// When the last connect failed, and why.
+    failed: std::sync::Mutex<Option<(std::time::Instant, Status)>>,
 }
+
+/// How long a failed connect is the answer to the requests after it.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// A request on its way to a transcoder.
 pub(crate) struct Incoming<'a> {
@@ -110,23 +115,34 @@ pub(crate) struct Incoming<'a> {
 
 impl Transcoder {
     /// The transcoder of `settings`: the previous one if they did not
-    /// change (its channel kept), otherwise one with descriptors loaded
-    /// and rules checked.
+    /// A transcoder for `settings`, its descriptors loaded again (a
+    /// `.proto` edited or a server's new methods are seen at a reload)
+    /// and its rules checked; the previous one's channel is kept when the
+    /// address did not change.
     pub(crate) async fn build(
         name: &str,
         settings: &config::Service,
         connector: &Arc<dyn Connector>,
         previous: Option<&Arc<Transcoder>>,
     ) -> Result<Arc<Transcoder>, ConfigError> {
-        if let Some(previous) = previous.filter(|p| p.settings == *settings) {
-            return Ok(previous.clone());
-        }
         let which = |message: String| ConfigError::new(format!("service {name:?}: {message}"));
+        let kept = previous
+            .filter(|previous| previous.settings.address == settings.address)
+            .and_then(|previous| previous.client.get().cloned());
         let client = tokio::sync::OnceCell::new();
+        if let Some(kept) = &kept {
+            let _ = client.set(kept.clone());
+        }
         let pool = if settings.protos.is_empty() {
+            let kept = kept.map(|client| client.into_service());
             let connected = tokio::time::timeout(
                 REFLECTION_TIMEOUT,
-                reflect(connector.as_ref(), &settings.address, &settings.services),
+                reflect(
+                    connector.as_ref(),
+                    kept,
+                    &settings.address,
+                    &settings.services,
+                ),
             )
             .await
             .map_err(|_| {
@@ -174,23 +190,46 @@ impl Transcoder {
             forward,
             connector: connector.clone(),
             client,
+            failed: std::sync::Mutex::new(None),
             settings: settings.clone(),
         }))
     }
 
     /// The channel, connected at the first request that needs it.
+    /// A connect that failed answers the requests of the next
+    /// [`RETRY_AFTER_FAILURE`] at once with its failure, rather than
+    /// each waiting in line for a connect of its own; the whole wait is
+    /// bounded by `timeout`.
     async fn client(&self, timeout: Duration) -> Result<Client<Channel>, Status> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        if let Some((when, status)) = &*crate::lock(&self.failed) {
+            if when.elapsed() < RETRY_AFTER_FAILURE {
+                return Err(status.clone());
+            }
+        }
         let connect = self.client.get_or_try_init(|| async {
             let connecting = self.connector.connect(&self.settings.address);
-            match tokio::time::timeout(timeout, connecting).await {
+            let result = match tokio::time::timeout(timeout, connecting).await {
                 Ok(connected) => connected.map(Client::new),
                 Err(_) => Err(Status::unavailable(format!(
                     "{} did not accept a connection in time",
                     self.settings.address
                 ))),
+            };
+            if let Err(status) = &result {
+                *crate::lock(&self.failed) = Some((std::time::Instant::now(), status.clone()));
             }
+            result
         });
-        connect.await.cloned()
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(result) => result.cloned(),
+            Err(_) => Err(Status::unavailable(format!(
+                "{} could not be connected to within {timeout:?}",
+                self.settings.address
+            ))),
+        }
     }
 
     /// Answers one request.
@@ -223,9 +262,15 @@ impl Transcoder {
                 Ok(body) => body,
                 Err(response) => return Ok(response),
             };
-            return Ok(self
-                .grpc_web(flavour, parts, path, body, timeout, limit)
-                .await);
+            let response = self.grpc_web(
+                flavour,
+                parts,
+                path,
+                body,
+                (timeout, limit),
+                (remote, request_id),
+            );
+            return Ok(response.await);
         }
         let (binding, values) = match self.rules.find(&parts.method, path) {
             Lookup::Found(binding, values) => (binding, values),
@@ -264,9 +309,8 @@ impl Transcoder {
             let mut call = Request::new(messages);
             std::mem::swap(call.metadata_mut(), &mut metadata);
             if method.is_server_streaming() {
-                let response = client
-                    .bidirectional_with(binding.call_path.clone(), call, decoder)
-                    .await?;
+                let started = client.bidirectional_with(binding.call_path.clone(), call, decoder);
+                let response = bounded(timeout, started).await?;
                 return Ok(self.stream(parts, response, binding.response_body.clone()));
             }
             call.set_timeout(timeout);
@@ -308,9 +352,8 @@ impl Transcoder {
         let mut call = Request::new(RawMessage(encoded));
         std::mem::swap(call.metadata_mut(), &mut metadata);
         if method.is_server_streaming() {
-            let response = client
-                .server_streaming_with(binding.call_path.clone(), call, decoder)
-                .await?;
+            let started = client.server_streaming_with(binding.call_path.clone(), call, decoder);
+            let response = bounded(timeout, started).await?;
             return Ok(self.stream(parts, response, binding.response_body.clone()));
         }
         call.set_timeout(timeout);
@@ -337,7 +380,10 @@ impl Transcoder {
         reply::stream(self.json.clone(), format, &metadata, messages, field)
     }
 
-    /// The call's metadata from the request's headers.
+    /// The call's metadata from the request's headers: the ones passed
+    /// on (`authorization`, trace context, `forward_headers`,
+    /// `grpc-metadata-NAME` as `NAME` but for gRPC's own and the
+    /// forwarding entries), then [`forwarding`](Self::forwarding).
     fn metadata(
         &self,
         parts: &http::request::Parts,
@@ -350,6 +396,7 @@ impl Transcoder {
             let Ok(value) = value.to_str() else { continue };
             let key = name.as_str();
             let key = match key.strip_prefix(PREFIX) {
+                Some(stripped) if is_gateways(stripped) || stripped.ends_with("-bin") => continue,
                 Some(stripped) => stripped,
                 None if matches!(key, "authorization" | "traceparent" | "tracestate")
                     || self.forward.contains(name) =>
@@ -360,6 +407,24 @@ impl Transcoder {
             };
             let _ = metadata.append(key, value);
         }
+        for (key, value) in self.forwarding(parts, remote, request_id).iter() {
+            if let Ok(value) = std::str::from_utf8(value) {
+                let _ = metadata.insert(key, value);
+            }
+        }
+        metadata
+    }
+
+    /// What the gateway tells the service of the request: its id,
+    /// `x-forwarded-for` (the client's address after those it sent) and
+    /// `x-forwarded-host` (the Host or `:authority` it named).
+    fn forwarding(
+        &self,
+        parts: &http::request::Parts,
+        remote: SocketAddr,
+        request_id: &HeaderValue,
+    ) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
         if let Ok(id) = request_id.to_str() {
             let _ = metadata.insert("x-request-id", id);
         }
@@ -372,29 +437,57 @@ impl Transcoder {
             None => remote.ip().to_string(),
         };
         let _ = metadata.insert("x-forwarded-for", &forwarded);
-        if let Some(host) = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-        {
-            let _ = metadata.insert("x-forwarded-host", host);
+        let host = crate::route::host_of(parts);
+        if !host.is_empty() {
+            let _ = metadata.insert("x-forwarded-host", &host);
         }
         metadata
     }
 }
 
-/// Connects to `address` and loads the descriptors of `services` (every
-/// one the server lists when empty) from its reflection service.
+/// Metadata keys the gateway sets or gRPC owns, which a client may not
+/// set through `grpc-metadata-NAME`.
+fn is_gateways(key: &str) -> bool {
+    key.starts_with("grpc-")
+        || key.starts_with(':')
+        || matches!(
+            key,
+            "x-request-id" | "x-forwarded-for" | "x-forwarded-host" | "content-type" | "te"
+        )
+}
+
+/// Waits for a streaming call's response to begin, within `timeout`: a
+/// backend with no room for another stream fails the request rather than
+/// holding it.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    started: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(timeout, started).await {
+        Ok(result) => result,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the stream did not begin within {timeout:?}"
+        ))),
+    }
+}
+
+/// Connects to `address` (unless a channel to it is `kept`) and loads the
+/// descriptors of `services` (every one the server lists when empty) from
+/// its reflection service.
 async fn reflect(
     connector: &dyn Connector,
+    kept: Option<Channel>,
     address: &str,
     services: &[String],
 ) -> Result<(Channel, prost_reflect::DescriptorPool), String> {
     use sinew_rpc::server::reflection::client;
-    let channel = connector
-        .connect(address)
-        .await
-        .map_err(|status| format!("cannot reach {address}: {}", status.message()))?;
+    let channel = match kept {
+        Some(channel) => channel,
+        None => connector
+            .connect(address)
+            .await
+            .map_err(|status| format!("cannot reach {address}: {}", status.message()))?,
+    };
     let failed = |status: Status| match status.code() {
         Code::Unimplemented => {
             format!("{address} does not offer server reflection: give the service's protos")

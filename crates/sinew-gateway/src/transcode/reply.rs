@@ -225,6 +225,14 @@ where
     S: Stream<Item = Result<DynamicMessage, Status>> + Send + 'static,
 {
     let chunks = responses
+        // Each response written, or the failure that ends the stream (the
+        // call's, or a response that cannot be written as JSON).
+        .map(move |item| match item {
+            Ok(message) => json.encode(&message, field.as_ref()).map_err(|error| {
+                Status::internal(format!("a response cannot be written as JSON: {error}"))
+            }),
+            Err(status) => Err(status),
+        })
         // Nothing after a failure.
         .scan(false, |failed, item| {
             let next = (!*failed).then(|| {
@@ -235,15 +243,7 @@ where
         })
         .map(move |item| -> Result<Bytes, BoxError> {
             Ok(match item {
-                Ok(message) => match json.encode(&message, field.as_ref()) {
-                    Ok(body) => format.frame(&body, false),
-                    Err(error) => {
-                        let status = Status::internal(format!(
-                            "a response cannot be written as JSON: {error}"
-                        ));
-                        format.frame(&serde_json::to_vec(&status_json(&status))?, true)
-                    }
-                },
+                Ok(body) => format.frame(&body, false),
                 Err(status) => format.frame(&serde_json::to_vec(&status_json(&status))?, true),
             })
         });
