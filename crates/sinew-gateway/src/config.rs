@@ -172,6 +172,26 @@ pub struct Server {
     /// The lines' format: `combined` (nginx's and Apache's, with the
     /// request id and duration appended) or `json`.
     pub access_log_format: AccessLogFormat,
+    /// Merge runs of `/` in request paths into one before routing (as
+    /// nginx's `merge_slashes on`); `.` and `..` segments are always
+    /// resolved and unreserved percent-encodings decoded.
+    pub merge_slashes: bool,
+    /// What an encoded `/` or `\` (`%2F`, `%5C`) in a request path gets:
+    /// `keep` (sent on encoded; routes see it as a character, not a
+    /// separator) or `reject` (400), for upstreams that decode it into a
+    /// separator after the gateway has routed.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// What an encoded slash in a request path gets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Kept encoded, and sent on so.
+    #[default]
+    Keep,
+    /// Refused with 400.
+    Reject,
 }
 
 /// The certificate and key the TLS listeners present, and the clients
@@ -221,6 +241,8 @@ impl Default for Server {
             drain_timeout: Duration::from_secs(30),
             access_log: None,
             access_log_format: AccessLogFormat::Combined,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Keep,
         }
     }
 }

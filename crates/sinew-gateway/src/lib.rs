@@ -52,6 +52,7 @@ mod body;
 pub mod config;
 mod middleware;
 pub mod nginx;
+mod path;
 mod proxy;
 mod route;
 mod server;

@@ -220,7 +220,20 @@ fn client_addr_of<B>(request: &Request<B>) -> SocketAddr {
 }
 
 async fn dispatch(table: &Table, request: Request<Incoming>) -> Response<ResponseBody> {
-    let (parts, incoming) = request.into_parts();
+    let (mut parts, incoming) = request.into_parts();
+    let normalizer = crate::path::Normalizer {
+        merge_slashes: table.config.server.merge_slashes,
+        escaped_slashes: table.config.server.escaped_slashes,
+    };
+    match normalizer.normalize(parts.uri.path()).and_then(|normal| {
+        normal
+            .map(|path| crate::path::with_path(&parts.uri, &path))
+            .transpose()
+    }) {
+        Ok(None) => {}
+        Ok(Some(uri)) => parts.uri = uri,
+        Err(crate::path::Refused(why)) => return answer(StatusCode::BAD_REQUEST, why),
+    }
     let host = host_of(&parts);
     // A Host that is not a name or an address (with a port) is refused:
     // it would make keys (cache, hash) collide with other requests'.

@@ -6,9 +6,10 @@
 //! matches every name under `example.com` (not `example.com` itself). A
 //! path prefix ending in `/` matches the paths under it; one that does not
 //! matches as text (`/api` takes `/api`, `/api/x` and `/apis`), as nginx's
-//! `location /prefix` does. The path is compared as sent, percent-encoding
-//! included: the gateway does not decode it, so what it matched is what
-//! the upstream gets.
+//! `location /prefix` does. The path is compared in its normal form (see
+//! `path.rs`: dot segments resolved, unreserved escapes decoded, slashes
+//! merged), and that form is what the upstream gets: what was matched is
+//! what is sent.
 
 use crate::config::{self, ConfigError};
 use crate::middleware::Stack;

@@ -196,3 +196,47 @@ async fn a_host_that_is_not_a_host_is_refused() {
         .await;
     assert_eq!(fine.status, 200);
 }
+
+#[tokio::test]
+async fn other_spellings_of_a_guarded_path_meet_its_route() {
+    let upstream = Upstream::start("app").await;
+    let config = format!(
+        "[upstreams.app]\nservers = [{{ address = \"{}\" }}]\n\
+         [[routes]]\npath = \"/admin/\"\nupstream = \"app\"\nauth = {{ api_keys = [\"k\"] }}\n\
+         [[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+        upstream.address
+    );
+    let running = gateway(&config).await;
+    let mut client = Client::connect(running.address).await;
+    for path in [
+        "/admin/x",
+        "//admin/x",
+        "/%61dmin/x",
+        "/./admin/x",
+        "/public/../admin/x",
+        "/%2e/admin//x",
+    ] {
+        let reply = client.send(request("GET", path, &[])).await;
+        assert_eq!(reply.status, 401, "{path}: {}", reply.body);
+    }
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 0);
+    // With the key, the upstream gets the path in its normal form.
+    let reply = client
+        .send(request(
+            "GET",
+            "/public/..//%61dmin/./x?q=%2e",
+            &[("x-api-key", "k")],
+        ))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body.starts_with("app GET /admin/x?q=%2e\n"),
+        "{}",
+        reply.body
+    );
+    for path in ["/../admin/x", "/a%zz", "/a%00"] {
+        let reply = client.send(request("GET", path, &[])).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+    }
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
+}
