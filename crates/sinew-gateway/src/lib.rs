@@ -56,6 +56,7 @@ mod path;
 mod proxy;
 mod route;
 mod server;
+mod smuggle;
 mod stats;
 mod transcode;
 mod upstream;

@@ -221,6 +221,16 @@ fn client_addr_of<B>(request: &Request<B>) -> SocketAddr {
 
 async fn dispatch(table: &Table, request: Request<Incoming>) -> Response<ResponseBody> {
     let (mut parts, incoming) = request.into_parts();
+    if parts
+        .extensions
+        .get::<crate::smuggle::Conflicting>()
+        .is_some()
+    {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "the request has both Content-Length and Transfer-Encoding",
+        );
+    }
     let normalizer = crate::path::Normalizer {
         merge_slashes: table.config.server.merge_slashes,
         escaped_slashes: table.config.server.escaped_slashes,

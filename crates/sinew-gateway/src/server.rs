@@ -13,9 +13,9 @@
 //! wait in the listen backlog), an HTTP/2 client's streams to
 //! `max_concurrent_streams`. Malformed requests get hyper's 400 and their
 //! connection closed; a request with both `Content-Length` and
-//! `Transfer-Encoding` is read as chunked with the length dropped (RFC
-//! 9112 §6.3: the upstream never sees the conflict) and its connection
-//! closed after the response, so nothing can be smuggled behind it.
+//! `Transfer-Encoding` gets a 400 (spotted on the wire by `smuggle.rs`,
+//! since hyper drops the length) and its connection closed after it, so
+//! nothing can be smuggled behind it.
 //!
 //! A stop ([`Gateway::shutdown`](crate::Gateway::shutdown)) closes the
 //! listener, lets requests in flight finish (connections are told to close
@@ -26,11 +26,13 @@
 
 use crate::config::Server as Limits;
 use crate::proxy::ClientAddr;
+use crate::smuggle::{Conflicting, Conflicts, Watched};
 use crate::Gateway;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use sinew_transport::tls::ServerTls;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -101,22 +103,33 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let service_gateway = gateway.clone();
         let secure = tls.is_some();
-        let service =
-            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        let conflicts = Arc::new(Conflicts::default());
+        let served = AtomicU64::new(0);
+        let service = hyper::service::service_fn({
+            let conflicts = conflicts.clone();
+            move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ClientAddr(remote));
                 if secure {
                     request.extensions_mut().insert(OverTls);
+                }
+                if conflicts.at(served.fetch_add(1, Ordering::Relaxed)) {
+                    request.extensions_mut().insert(Conflicting);
                 }
                 let table = service_gateway.table();
                 async move {
                     Ok::<_, std::convert::Infallible>(crate::proxy::proxy(table, request).await)
                 }
-            });
+            }
+        });
+        let max_head = limits.max_header_bytes.max(8192);
         let mut closed = closed.clone();
         match &tls {
             None => {
                 let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(
+                        TokioIo::new(Watched::new(stream, conflicts, max_head)),
+                        service,
+                    )
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
@@ -151,7 +164,10 @@ pub(crate) async fn serve(
                         () = stopped(&mut closed) => return,
                     };
                     let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(
+                            TokioIo::new(Watched::new(stream, conflicts, max_head)),
+                            service,
+                        )
                         .into_owned();
                     tokio::select! {
                         result = watcher.watch(connection) => {
