@@ -174,6 +174,11 @@ impl Route {
     }
 
     /// Whether it takes a request for `host` (lowercase, without port).
+    ///
+    /// A CORS preflight goes to the route the request it asks about would
+    /// go to: its method is the one in `Access-Control-Request-Method`,
+    /// and a header condition holds when the header is named in
+    /// `Access-Control-Request-Headers` (a preflight carries no values).
     pub(crate) fn matches(&self, host: &str, parts: &http::request::Parts) -> bool {
         let host_ok = match &self.host {
             None => true,
@@ -182,9 +187,26 @@ impl Route {
                 host.len() > suffix.len() && host.ends_with(suffix.as_str())
             }
         };
-        host_ok
-            && parts.uri.path().starts_with(&self.prefix)
-            && (self.methods.is_empty() || self.methods.contains(&parts.method))
+        if !host_ok || !parts.uri.path().starts_with(&self.prefix) {
+            return false;
+        }
+        if self.methods.is_empty() && self.headers.is_empty() {
+            return true;
+        }
+        if let Some(asked) = preflight_of(parts) {
+            return (self.methods.is_empty()
+                || self
+                    .methods
+                    .iter()
+                    .any(|method| method.as_str().as_bytes() == asked.method))
+                && self.headers.iter().all(|(name, _)| {
+                    asked
+                        .headers
+                        .split(',')
+                        .any(|named| named.trim().eq_ignore_ascii_case(name.as_str()))
+                });
+        }
+        (self.methods.is_empty() || self.methods.contains(&parts.method))
             && self.headers.iter().all(|(name, want)| {
                 let mut values = parts.headers.get_all(name).iter();
                 match want {
@@ -214,6 +236,31 @@ impl Route {
             }
         }
     }
+}
+
+/// What a CORS preflight asks about.
+struct Preflight<'a> {
+    method: &'a [u8],
+    /// `Access-Control-Request-Headers`, comma-separated names.
+    headers: &'a str,
+}
+
+/// The method and headers a CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) asks about; `None` for other requests.
+fn preflight_of(parts: &http::request::Parts) -> Option<Preflight<'_>> {
+    if parts.method != Method::OPTIONS || !parts.headers.contains_key(http::header::ORIGIN) {
+        return None;
+    }
+    let method = parts
+        .headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)?
+        .as_bytes();
+    let headers = parts
+        .headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    Some(Preflight { method, headers })
 }
 
 /// The request's host: the URI's authority (HTTP/2, absolute-form) or the
@@ -367,6 +414,57 @@ mod tests {
             Some("d"),
             "GET is not among the first route's methods"
         );
+    }
+
+    #[tokio::test]
+    async fn preflights_go_where_the_request_they_ask_about_would() {
+        let routes = routes(
+            r#"
+            [upstreams.a]
+            servers = [{ address = "127.0.0.1:1" }]
+            [upstreams.b]
+            servers = [{ address = "127.0.0.1:2" }]
+            [upstreams.c]
+            servers = [{ address = "127.0.0.1:3" }]
+            [[routes]]
+            path = "/api/"
+            methods = ["POST"]
+            headers = { "x-tenant" = "blue" }
+            upstream = "a"
+            [[routes]]
+            path = "/api/"
+            methods = ["PUT"]
+            upstream = "b"
+            [[routes]]
+            path = "/"
+            upstream = "c"
+            "#,
+        )
+        .await;
+        let preflight = |method: &str, headers: &str| {
+            http::Request::builder()
+                .method("OPTIONS")
+                .uri("/api/x")
+                .header("origin", "https://app.example")
+                .header("access-control-request-method", method)
+                .header("access-control-request-headers", headers)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            first(&routes, preflight("POST", "content-type, X-Tenant")),
+            Some("a")
+        );
+        assert_eq!(first(&routes, preflight("POST", "content-type")), Some("c"));
+        assert_eq!(first(&routes, preflight("PUT", "")), Some("b"));
+        // Not a preflight (no Origin): an OPTIONS request as any other.
+        let plain = http::Request::builder()
+            .method("OPTIONS")
+            .uri("/api/x")
+            .header("access-control-request-method", "PUT")
+            .body(())
+            .unwrap();
+        assert_eq!(first(&routes, plain), Some("c"));
     }
 
     #[tokio::test]
