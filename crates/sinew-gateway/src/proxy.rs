@@ -309,7 +309,9 @@ pub(crate) async fn handle(route: &Route, request: Request<Incoming>) -> Respons
                 request_id: &id,
                 limit,
             };
-            transcoder.handle(request).await
+            // Boxed: the transcoder's future is large, and the proxy's
+            // path should not carry its size.
+            Box::pin(transcoder.handle(request)).await
         }
     };
     let headers = response.headers_mut();
