@@ -354,6 +354,25 @@ async fn failures_are_http_statuses_with_json_bodies() {
         5,
         "/nowhere",
     );
+    // The service's body limit, below the server's.
+    let (small, _small) = gateway_for(&config(&server, "max_body_bytes = 200")).await;
+    let title = "t".repeat(300);
+    let too_large = request(
+        small,
+        "POST",
+        "/v1/shelves/1/books?book_id=big",
+        Some(json!({ "title": title })),
+    )
+    .await;
+    too_large.expect(413);
+    let fits = request(
+        small,
+        "POST",
+        "/v1/shelves/1/books?book_id=small",
+        Some(json!({ "title": "t" })),
+    )
+    .await;
+    fits.expect(200);
     handle.shutdown();
 }
 

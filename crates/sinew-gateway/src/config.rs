@@ -115,6 +115,11 @@ pub struct Service {
     /// `authorization`, `traceparent`, `tracestate`, the request id and
     /// every `grpc-metadata-NAME` header (as `NAME`).
     pub forward_headers: Vec<String>,
+    /// The largest request body taken for a call (413 beyond), JSON or
+    /// gRPC-Web; at most `[server] max_body_bytes`. Default 4 MiB (gRPC's
+    /// default message limit): JSON read into a message takes several
+    /// times its size in memory (`[0,0,...]` some 20 bytes a byte).
+    pub max_body_bytes: u64,
 }
 
 impl Default for Service {
@@ -131,6 +136,7 @@ impl Default for Service {
             enums_as_numbers: false,
             ignore_unknown_fields: false,
             forward_headers: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -61,12 +61,23 @@ pub(crate) fn from_body(
             Ok(message)
         }
         BodyRule::Field(field) => {
-            let value: serde_json::Value =
-                serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+            // One JSON value and nothing after it (checked without
+            // building it), so that wrapping it cannot add fields.
+            serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                .map_err(|e| format!("the body is not one JSON value: {e}"))?;
             // The field's value is read as the message's JSON would hold
-            // it, so every type reads as proto3 JSON has it.
-            let wrapped = serde_json::json!({ field.json_name(): value });
-            DynamicMessage::deserialize_with_options(input.clone(), wrapped, options)
+            // it, so every type reads as proto3 JSON has it; the text is
+            // wrapped rather than parsed into a tree first, which would
+            // take many times its size.
+            let name = field.json_name();
+            let mut wrapped = Vec::with_capacity(body.len() + name.len() + 6);
+            wrapped.push(b'{');
+            serde_json::to_writer(&mut wrapped, name).map_err(|e| e.to_string())?;
+            wrapped.push(b':');
+            wrapped.extend_from_slice(body);
+            wrapped.push(b'}');
+            let mut json = serde_json::Deserializer::from_slice(&wrapped);
+            DynamicMessage::deserialize_with_options(input.clone(), &mut json, options)
                 .map_err(|e| format!("the body does not fit {}: {e}", field.full_name()))
         }
     }
@@ -303,7 +314,13 @@ mod tests {
         .unwrap();
         assert_eq!(json(&whole), serde_json::json!({"name": "n", "pages": "3"}));
         let inner = input.get_field_by_name("inner").unwrap();
-        let field = from_body(&input, &BodyRule::Field(inner), br#"{"id":"9"}"#, &options).unwrap();
+        let field = from_body(
+            &input,
+            &BodyRule::Field(inner.clone()),
+            br#"{"id":"9"}"#,
+            &options,
+        )
+        .unwrap();
         assert_eq!(json(&field), serde_json::json!({"inner": {"id": "9"}}));
         let tags = input.get_field_by_name("tags").unwrap();
         let list = from_body(&input, &BodyRule::Field(tags), br#"["a","b"]"#, &options).unwrap();
@@ -322,6 +339,30 @@ mod tests {
             let error = from_body(&input, &BodyRule::Whole, bad, &options).unwrap_err();
             assert!(error.contains("body"), "{error}");
         }
+        // A field's body is one value: what follows it cannot add fields.
+        for bad in [
+            &br#"{"id":"9"}, "name": "evil""#[..],
+            br#"{"id":"9"}} {"#,
+            br#"{"id":"9"} {}"#,
+            b"",
+        ] {
+            let error = from_body(&input, &BodyRule::Field(inner.clone()), bad, &options);
+            assert!(
+                bad.is_empty() || error.is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let spaced = from_body(
+            &input,
+            &BodyRule::Field(inner),
+            b" {\"id\":\"9\"}\n",
+            &options,
+        );
+        assert_eq!(
+            json(&spaced.unwrap()),
+            serde_json::json!({"inner": {"id": "9"}})
+        );
         // Unknown fields pass when asked.
         let lenient = DeserializeOptions::new().deny_unknown_fields(false);
         assert!(from_body(&input, &BodyRule::Whole, b"{\"nope\":1}", &lenient).is_ok());

@@ -254,6 +254,7 @@ impl Transcoder {
             request_id,
             limit,
         } = request;
+        let limit = limit.min(self.settings.max_body_bytes);
         let target = route.upstream_path(&parts.uri);
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let timeout = route.settings.timeout;
@@ -546,20 +547,18 @@ fn messages(
     options: &DeserializeOptions,
 ) -> Result<Vec<RawMessage>, String> {
     let mut out = Vec::new();
-    for (index, value) in serde_json::Deserializer::from_slice(body)
-        .into_iter::<serde_json::Value>()
-        .enumerate()
-    {
-        let value =
-            value.map_err(|e| format!("message {} of the body is not JSON: {e}", index + 1))?;
-        let message = DynamicMessage::deserialize_with_options(input.clone(), value, options)
+    let mut json = serde_json::Deserializer::from_slice(body);
+    // Read straight into messages, one after the other: no JSON tree in
+    // between (`end` is Ok once only whitespace is left).
+    while json.end().is_err() {
+        let message = DynamicMessage::deserialize_with_options(input.clone(), &mut json, options)
             .map_err(|e| {
-                format!(
-                    "message {} does not fit {}: {e}",
-                    index + 1,
-                    input.full_name()
-                )
-            })?;
+            format!(
+                "message {} of the body does not fit {}: {e}",
+                out.len() + 1,
+                input.full_name()
+            )
+        })?;
         out.push(RawMessage(Bytes::from(message.encode_to_vec())));
     }
     Ok(out)
