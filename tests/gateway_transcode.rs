@@ -496,6 +496,56 @@ async fn server_streams_are_newline_delimited_json_or_server_sent_events() {
     handle.shutdown();
 }
 
+/// The status line of a streamed GET (the stream left unread).
+async fn stream_status(gateway: SocketAddr, path: &str) -> (String, BufReader<TcpStream>) {
+    let mut stream = TcpStream::connect(gateway).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reader = BufReader::new(stream);
+    (line(&mut reader).await, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_bounded_per_service_and_quiet_events_kept_alive() {
+    let (server, handle) = library(0).await;
+    let config = config(&server, "max_streams = 1\nsse_keep_alive = \"1s\"");
+    let (gateway, _gateway) = gateway(&config).await;
+    let watch = "/v1/shelves/1/books:watch";
+    let mut sse = open_stream(gateway, watch, "text/event-stream").await;
+    // The books there, then, with nothing happening, a keep-alive comment.
+    let mut events = String::new();
+    while !events.contains(": keep-alive\n\n") {
+        events.push_str(&chunk(&mut sse).await);
+    }
+    assert!(events.starts_with("data: "), "{events}");
+    // The one slot is taken: another stream is refused, as JSON and as
+    // gRPC-Web alike; a unary call is not a stream.
+    let (refused, mut body) = stream_status(gateway, watch).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    let mut rest = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), body.read_to_string(&mut rest)).await;
+    assert!(
+        rest.contains("\"code\":8") && rest.contains("max_streams"),
+        "{rest}"
+    );
+    request(gateway, "GET", "/v1/shelves/1/books/cosmos", None)
+        .await
+        .expect(200);
+    // Gone, the stream gives its slot back (seen at its next keep-alive).
+    drop(sse);
+    let mut reopened = None;
+    for _ in 0..50 {
+        let (status, reader) = stream_status(gateway, watch).await;
+        if status.starts_with("HTTP/1.1 200") {
+            reopened = Some(reader);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "the slot came back");
+    handle.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptors_from_reflection_and_calls_over_grpc() {
     let (server, handle) = library(0).await;

@@ -120,6 +120,20 @@ pub struct Service {
     /// default message limit): JSON read into a message takes several
     /// times its size in memory (`[0,0,...]` some 20 bytes a byte).
     pub max_body_bytes: u64,
+    /// The most server streams (JSON, server-sent events, gRPC-Web) open
+    /// at once through this service; more are refused with 429
+    /// (`RESOURCE_EXHAUSTED`). Default 512, leaving room among the 1024
+    /// streams a sinew server takes on one connection for unary calls.
+    pub max_streams: usize,
+    /// How long a streamed message may wait for a client that does not
+    /// read before the stream is cut off and its call cancelled (as
+    /// nginx's `send_timeout`). Default 60 s.
+    #[serde(deserialize_with = "duration")]
+    pub stream_write_timeout: Duration,
+    /// Server-sent events quiet this long get a `: keep-alive` comment;
+    /// `"0s"`: never. Default 15 s.
+    #[serde(deserialize_with = "duration")]
+    pub sse_keep_alive: Duration,
 }
 
 impl Default for Service {
@@ -137,6 +151,9 @@ impl Default for Service {
             ignore_unknown_fields: false,
             forward_headers: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
+            max_streams: 512,
+            stream_write_timeout: Duration::from_secs(60),
+            sse_keep_alive: Duration::from_secs(15),
         }
     }
 }

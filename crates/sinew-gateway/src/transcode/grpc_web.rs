@@ -283,6 +283,10 @@ impl Transcoder {
         }
         let client = self.client(timeout).await?;
         // The wait for the response to begin is bounded, streams too.
+        let slot = match method.is_server_streaming() {
+            true => Some(self.streams.slot()?),
+            false => None,
+        };
         let response = super::bounded(timeout, client.call(request)).await?;
         let (metadata, frames, _) = response.into_parts();
         let chunks = frames.map(move |frame| -> Result<Bytes, BoxError> {
@@ -291,7 +295,11 @@ impl Transcoder {
                 ResponseFrame::Status(status) => trailer_frame(&status),
             }))
         });
-        let mut response = Response::new(ResponseBody::stream(chunks));
+        let body = match slot {
+            Some(slot) => self.streams.body(chunks, slot, None),
+            None => ResponseBody::stream(chunks),
+        };
+        let mut response = Response::new(body);
         let headers = response.headers_mut();
         to_headers(&metadata, headers);
         headers.insert(header::CONTENT_TYPE, flavour.content_type());

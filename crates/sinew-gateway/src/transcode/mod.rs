@@ -15,6 +15,7 @@
 //! * `message.rs`: the request message from the body, the query and the
 //!   path.
 //! * `reply.rs`: JSON out, failures as grpc-gateway writes them, streams.
+//! * `pump.rs`: streamed responses fed to clients, bounded.
 //! * `grpc_web.rs`: gRPC-Web (binary and text) calls by their paths, for
 //!   browsers, messages passed through as bytes.
 //!
@@ -26,7 +27,9 @@
 //!
 //! Calls: unary ones get the route's `timeout` as their deadline; a
 //! server stream has none and lasts until it ends or the client goes
-//! away. A client stream's body is a sequence of JSON messages (one per
+//! away, within the bounds of `pump.rs` (`max_streams` open at once, a
+//! client that stops reading cut off after `stream_write_timeout`,
+//! keep-alive comments on quiet server-sent events). A client stream's body is a sequence of JSON messages (one per
 //! line, or simply one after the other), path and query left aside. The
 //! request's `authorization`, `traceparent`, `tracestate`, request id,
 //! `X-Forwarded-For` / `-Host` and `grpc-metadata-NAME` headers (and the
@@ -34,6 +37,7 @@
 
 mod grpc_web;
 mod message;
+mod pump;
 mod reply;
 mod rules;
 pub(crate) mod template;
@@ -96,6 +100,8 @@ pub(crate) struct Transcoder {
     forward: Vec<HeaderName>,
     connector: Arc<dyn Connector>,
     client: tokio::sync::OnceCell<Client<Channel>>,
+    /// The bounds on its server streams.
+    streams: pump::Streams,
     /// When the last connect failed, and why.
     failed: std::sync::Mutex<Option<(std::time::Instant, Status)>>,
 }
@@ -191,6 +197,7 @@ impl Transcoder {
             connector: connector.clone(),
             client,
             failed: std::sync::Mutex::new(None),
+            streams: pump::Streams::new(settings),
             settings: settings.clone(),
         }))
     }
@@ -310,9 +317,10 @@ impl Transcoder {
             let mut call = Request::new(messages);
             std::mem::swap(call.metadata_mut(), &mut metadata);
             if method.is_server_streaming() {
+                let slot = self.streams.slot()?;
                 let started = client.bidirectional_with(binding.call_path.clone(), call, decoder);
                 let response = bounded(timeout, started).await?;
-                return Ok(self.stream(parts, response, binding.response_body.clone()));
+                return Ok(self.stream(parts, response, binding.response_body.clone(), slot));
             }
             call.set_timeout(timeout);
             let response = client
@@ -353,9 +361,10 @@ impl Transcoder {
         let mut call = Request::new(RawMessage(encoded));
         std::mem::swap(call.metadata_mut(), &mut metadata);
         if method.is_server_streaming() {
+            let slot = self.streams.slot()?;
             let started = client.server_streaming_with(binding.call_path.clone(), call, decoder);
             let response = bounded(timeout, started).await?;
-            return Ok(self.stream(parts, response, binding.response_body.clone()));
+            return Ok(self.stream(parts, response, binding.response_body.clone(), slot));
         }
         call.set_timeout(timeout);
         let response = client
@@ -375,10 +384,18 @@ impl Transcoder {
         parts: &http::request::Parts,
         response: sinew_rpc::Response<sinew_rpc::Streaming<DynamicMessage>>,
         field: Option<prost_reflect::FieldDescriptor>,
+        slot: pump::Slot,
     ) -> Response<ResponseBody> {
         let format = reply::StreamFormat::for_accept(&parts.headers);
         let (metadata, messages) = response.into_parts();
-        reply::stream(self.json.clone(), format, &metadata, messages, field)
+        let chunks = reply::stream_chunks(self.json.clone(), format, messages, field);
+        let keep_alive =
+            (format == reply::StreamFormat::Sse).then(|| Bytes::from_static(reply::SSE_KEEP_ALIVE));
+        reply::stream_response(
+            format,
+            &metadata,
+            self.streams.body(chunks, slot, keep_alive),
+        )
     }
 
     /// The call's metadata from the request's headers: the ones passed

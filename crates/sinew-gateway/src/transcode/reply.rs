@@ -213,18 +213,20 @@ impl StreamFormat {
     }
 }
 
-/// A server stream's response: headers now, messages as they come.
-pub(crate) fn stream<S>(
+/// The comment server-sent events get when quiet.
+pub(crate) const SSE_KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// A server stream's messages as the chunks of its body, in `format`.
+pub(crate) fn stream_chunks<S>(
     json: Json,
     format: StreamFormat,
-    metadata: &MetadataMap,
     responses: S,
     field: Option<FieldDescriptor>,
-) -> Response<ResponseBody>
+) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static
 where
     S: Stream<Item = Result<DynamicMessage, Status>> + Send + 'static,
 {
-    let chunks = responses
+    responses
         // Each response written, or the failure that ends the stream (the
         // call's, or a response that cannot be written as JSON).
         .map(move |item| match item {
@@ -246,8 +248,16 @@ where
                 Ok(body) => format.frame(&body, false),
                 Err(status) => format.frame(&serde_json::to_vec(&status_json(&status))?, true),
             })
-        });
-    let mut response = Response::new(ResponseBody::stream(chunks));
+        })
+}
+
+/// A server stream's response: headers now, `body` as it comes.
+pub(crate) fn stream_response(
+    format: StreamFormat,
+    metadata: &MetadataMap,
+    body: ResponseBody,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
