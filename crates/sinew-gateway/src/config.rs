@@ -624,9 +624,11 @@ pub struct Cache {
     pub ttl: Duration,
     /// Responses kept at most; the oldest go first.
     pub max_entries: usize,
-    /// Bytes of bodies kept at most, all entries together.
+    /// Bytes kept at most, all entries together (bodies, keys and
+    /// headers).
     pub max_bytes: usize,
-    /// The largest body kept (larger responses pass through uncached).
+    /// The largest body kept (larger responses pass through uncached); at
+    /// most `max_bytes`.
     pub max_entry_bytes: usize,
     /// What tells requests apart (default `$scheme://$host$request_uri`).
     pub key: String,

@@ -19,8 +19,11 @@
 //! POST, PUT, PATCH or DELETE drops the entry of its key, as RFC 9111
 //! §4.4 asks.
 //!
-//! When full, expired entries go first, then the oldest. The cache keeps
-//! no lock across an await: a lookup and an insert each hold it briefly.
+//! An entry's size is its body, key and headers together, and `max_bytes`
+//! bounds their sum. When full, expired entries go first (swept at most
+//! once a second, so that a full cache does not scan every entry on every
+//! insert), then the oldest. The cache keeps no lock across an await: a
+//! lookup and an insert each hold it briefly.
 
 use crate::body::ResponseBody;
 use crate::config;
@@ -50,6 +53,8 @@ struct Entry {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    /// What it counts for against `max_bytes`.
+    size: usize,
     /// The request headers the response varies by, and their values.
     vary: Vec<(HeaderName, Option<HeaderValue>)>,
     stored: Instant,
@@ -63,12 +68,23 @@ struct Store {
     /// appears twice: its older place is skipped when reached).
     order: VecDeque<(String, Instant)>,
     bytes: usize,
+    /// When expired entries were last swept out.
+    swept: Option<Instant>,
+}
+
+/// The bytes an entry counts for: its body, key and headers.
+fn size_of(key: &str, headers: &HeaderMap, body: &Bytes) -> usize {
+    let headers: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    body.len() + key.len() + headers
 }
 
 impl Store {
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.entries.remove(key) {
-            self.bytes -= entry.body.len();
+            self.bytes -= entry.size;
         }
     }
 
@@ -77,7 +93,11 @@ impl Store {
         let full = |store: &Store| {
             store.entries.len() >= settings.max_entries || store.bytes + size > settings.max_bytes
         };
-        if full(self) {
+        let sweep_due = self
+            .swept
+            .is_none_or(|swept| now.saturating_duration_since(swept) >= Duration::from_secs(1));
+        if full(self) && sweep_due {
+            self.swept = Some(now);
             let expired: Vec<String> = self
                 .entries
                 .iter()
@@ -128,6 +148,12 @@ impl CacheLayer {
     pub(crate) fn new(cache: &config::Cache) -> Result<CacheLayer, String> {
         if cache.max_entries == 0 || cache.max_bytes == 0 || cache.ttl.is_zero() {
             return Err("cache: ttl, max_entries and max_bytes must be more than 0".to_owned());
+        }
+        if cache.max_entry_bytes > cache.max_bytes {
+            return Err(format!(
+                "cache: max_entry_bytes ({}) is more than max_bytes ({}): no such entry would fit",
+                cache.max_entry_bytes, cache.max_bytes
+            ));
         }
         let key = Template::parse(&cache.key).map_err(|e| format!("cache.key: {e}"))?;
         Ok(CacheLayer {
@@ -301,10 +327,14 @@ impl Settings {
         headers.remove(&X_CACHE);
         // Each request has an id of its own, a hit too.
         headers.remove("x-request-id");
+        let size = size_of(&key, &headers, &body);
+        if size > self.config.max_bytes {
+            return;
+        }
         let mut store = crate::lock(&self.store);
         store.remove(&key);
-        store.make_room(&self.config, body.len(), now);
-        store.bytes += body.len();
+        store.make_room(&self.config, size, now);
+        store.bytes += size;
         store.order.push_back((key.clone(), now));
         store.entries.insert(
             key,
@@ -312,6 +342,7 @@ impl Settings {
                 status: response.status(),
                 headers,
                 body,
+                size,
                 vary,
                 stored: now,
                 ttl,
@@ -600,11 +631,28 @@ mod tests {
                 "the oldest went first"
             );
         }
-        let cache = layer("ttl = \"60s\"\nmax_bytes = 2").layer(origin(&[]));
-        for path in ["/1", "/2", "/3"] {
+        // Bytes count body, key and headers: room for two entries here.
+        let cache = layer("ttl = \"60s\"\nmax_bytes = 150\nmax_entry_bytes = 100")
+            .layer(origin(&[("x-served-by", "origin")]));
+        for path in ["/1", "/2", "/3", "/4"] {
             get(&cache, path, &[]).await;
         }
-        assert!(crate::lock(&cache.settings.store).bytes <= 2);
+        {
+            let store = crate::lock(&cache.settings.store);
+            assert!(store.bytes <= 150, "{}", store.bytes);
+            assert_eq!(store.entries.len(), 2, "{}", store.bytes);
+            let counted: usize = store.entries.values().map(|e| e.size).sum();
+            assert_eq!(counted, store.bytes);
+        }
+        // A key longer than all of max_bytes is not kept.
+        let long = format!("/{}", "k".repeat(500));
+        assert_eq!(get(&cache, &long, &[]).await.1, "MISS");
+        assert_eq!(get(&cache, &long, &[]).await.1, "MISS");
+        let bigger: config::Cache = toml::from_str("max_bytes = 10\nmax_entry_bytes = 11").unwrap();
+        assert!(CacheLayer::new(&bigger)
+            .err()
+            .unwrap()
+            .contains("max_entry_bytes"));
         let zero: config::Cache = toml::from_str("max_entries = 0").unwrap();
         assert!(CacheLayer::new(&zero).is_err());
     }

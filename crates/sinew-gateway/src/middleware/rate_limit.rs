@@ -9,7 +9,9 @@
 //! token, at least 1) and goes no further. The buckets are
 //! `sinew_resilience::RateLimiter`'s, the ones sinew's RPC servers limit
 //! calls with: a bounded table, made-up keys sharing a few overflow
-//! buckets once it is full.
+//! buckets once it is full. A key longer than 64 bytes (a header a
+//! client fills) is kept as a keyed 128-bit hash of itself, so the
+//! table's memory does not grow with what clients send.
 
 use crate::body::ResponseBody;
 use crate::config;
@@ -18,7 +20,9 @@ use futures_util::future::{BoxFuture, FutureExt};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use sinew_resilience::RateLimiter;
+use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,6 +31,23 @@ use tower::{Layer, Service};
 struct Settings {
     key: Template,
     limiter: RateLimiter,
+    /// Keys for hashing long keys, random for each limit.
+    hashers: (RandomState, RandomState),
+}
+
+/// The longest key kept as it is.
+const MAX_KEY_BYTES: usize = 64;
+
+impl Settings {
+    /// `key`, or for a long one a hash of it (SipHash under two random
+    /// keys, 128 bits: a client cannot make two keys share a bucket).
+    fn bounded(&self, key: String) -> String {
+        if key.len() <= MAX_KEY_BYTES {
+            return key;
+        }
+        let (a, b) = &self.hashers;
+        format!("#{:016x}{:016x}", a.hash_one(&key), b.hash_one(&key))
+    }
 }
 
 /// A route's rate limit; see the module docs.
@@ -47,6 +68,7 @@ impl RateLimitLayer {
             settings: Arc::new(Settings {
                 key,
                 limiter: RateLimiter::new(settings),
+                hashers: (RandomState::new(), RandomState::new()),
             }),
         })
     }
@@ -101,7 +123,11 @@ where
         if key.is_empty() {
             return self.inner.call(Request::from_parts(parts, body)).boxed();
         }
-        match self.settings.limiter.try_acquire(&key) {
+        match self
+            .settings
+            .limiter
+            .try_acquire(&self.settings.bounded(key))
+        {
             Ok(()) => self.inner.call(Request::from_parts(parts, body)).boxed(),
             Err(wait) => {
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -180,6 +206,20 @@ mod tests {
             status(&layer, "10.0.0.2:1", "a").await.0,
             StatusCode::TOO_MANY_REQUESTS
         );
+        // Long keys are hashed: the same long key shares its bucket, a
+        // different one does not, and what is kept is short.
+        let long = "k".repeat(10_000);
+        let other = format!("{}j", "k".repeat(9_999));
+        assert_eq!(status(&layer, "10.0.0.1:1", &long).await.0, StatusCode::OK);
+        assert_eq!(
+            status(&layer, "10.0.0.1:1", &long).await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(status(&layer, "10.0.0.1:1", &other).await.0, StatusCode::OK);
+        let kept = layer.settings.bounded(long.clone());
+        assert_eq!(kept.len(), 33);
+        assert_eq!(kept, layer.settings.bounded(long));
+        assert_eq!(layer.settings.bounded("short".to_owned()), "short");
         // No key at all: not limited, as in nginx.
         for _ in 0..3 {
             assert_eq!(status(&layer, "10.0.0.2:1", "").await.0, StatusCode::OK);
