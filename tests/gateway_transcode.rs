@@ -496,6 +496,70 @@ async fn server_streams_are_newline_delimited_json_or_server_sent_events() {
     handle.shutdown();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_header_rewrites_become_metadata_and_grpc_web_can_be_off() {
+    // A library server that writes down each call's metadata.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let server = Server::builder()
+        .interceptor({
+            let seen = seen.clone();
+            move |call: &mut sinew::rpc::server::ServerCall| {
+                let entries = call
+                    .metadata()
+                    .iter()
+                    .map(|(key, value)| format!("{key}={}", String::from_utf8_lossy(value)))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                seen.lock().unwrap().push(entries);
+                Ok(())
+            }
+        })
+        .add_service(LibraryService::with_sample_books().into_server())
+        .bind(["tcp://127.0.0.1:0"])
+        .await
+        .unwrap();
+    let address = server.local_addresses()[0]
+        .to_string()
+        .replacen("tcp://", "", 1);
+    let handle = server.handle();
+    tokio::spawn(server.serve());
+    let config = format!(
+        "{}set_request_headers = {{ \"x-tenant\" = \"blue\", \"x-client\" = \"$remote_addr\" }}\n\
+         remove_request_headers = [\"authorization\"]\n",
+        config(&address, "grpc_web = false")
+    );
+    let (gateway, _gateway) = gateway(&config).await;
+    let answer = request_with(
+        gateway,
+        "GET",
+        "/v1/shelves/1/books/cosmos",
+        None,
+        &[
+            ("authorization", "Bearer secret"),
+            ("grpc-metadata-x-trace", "t1"),
+        ],
+    )
+    .await;
+    answer.expect(200);
+    let entries = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(entries.contains("x-tenant=blue"), "{entries}");
+    assert!(entries.contains("x-client=127.0.0.1"), "{entries}");
+    assert!(entries.contains("x-trace=t1"), "{entries}");
+    assert!(!entries.contains("secret"), "{entries}");
+    // gRPC-Web is refused on this service, before any call.
+    let calls = seen.lock().unwrap().len();
+    let refused = grpc_web(
+        gateway,
+        "/sinew.examples.library.Library/GetBook",
+        "application/grpc-web+proto",
+        vec![0, 0, 0, 0, 0],
+    )
+    .await;
+    assert_eq!(refused.status, 501, "{:?}", refused.body);
+    assert_eq!(seen.lock().unwrap().len(), calls);
+    handle.shutdown();
+}
+
 /// The status line of a streamed GET (the stream left unread).
 async fn stream_status(gateway: SocketAddr, path: &str) -> (String, BufReader<TcpStream>) {
     let mut stream = TcpStream::connect(gateway).await.unwrap();

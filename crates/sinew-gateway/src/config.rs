@@ -120,6 +120,10 @@ pub struct Service {
     /// default message limit): JSON read into a message takes several
     /// times its size in memory (`[0,0,...]` some 20 bytes a byte).
     pub max_body_bytes: u64,
+    /// Take gRPC-Web calls (`application/grpc-web*`, every method of the
+    /// services offered, by `POST /package.Service/Method`). Default
+    /// true; false answers them UNIMPLEMENTED (501).
+    pub grpc_web: bool,
     /// The most server streams (JSON, server-sent events, gRPC-Web) open
     /// at once through this service; more are refused with 429
     /// (`RESOURCE_EXHAUSTED`). Default 512, leaving room among the 1024
@@ -151,6 +155,7 @@ impl Default for Service {
             ignore_unknown_fields: false,
             forward_headers: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
+            grpc_web: true,
             max_streams: 512,
             stream_write_timeout: Duration::from_secs(60),
             sse_keep_alive: Duration::from_secs(15),

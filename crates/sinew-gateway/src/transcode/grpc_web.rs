@@ -165,7 +165,7 @@ impl Transcoder {
         path: &str,
         body: Bytes,
         bounds: (Duration, u64),
-        client: (std::net::SocketAddr, &HeaderValue),
+        client: (std::net::SocketAddr, &HeaderValue, &crate::route::Route),
     ) -> Response<ResponseBody> {
         if parts.method != http::Method::POST {
             let mut response = status_only(
@@ -194,7 +194,7 @@ impl Transcoder {
         path: &str,
         body: Bytes,
         (timeout, limit): (Duration, u64),
-        (remote, request_id): (std::net::SocketAddr, &HeaderValue),
+        (remote, request_id, route): (std::net::SocketAddr, &HeaderValue, &crate::route::Route),
     ) -> Result<Response<ResponseBody>, Status> {
         let Some(binding) = self.rules.call(path) else {
             return Err(Status::unimplemented(format!(
@@ -259,11 +259,7 @@ impl Transcoder {
             headers.remove(name);
         }
         let mut metadata = from_headers(&headers)?;
-        for (key, value) in self.forwarding(parts, remote, request_id).iter() {
-            if let Ok(value) = std::str::from_utf8(value) {
-                let _ = metadata.insert(key, value);
-            }
-        }
+        self.forwarding(route, parts, remote, request_id, &mut metadata);
         let mut request = CallRequest::new(binding.call_path.clone(), call_body);
         *request.metadata_mut() = metadata;
         let asked = match parts.headers.get("grpc-timeout") {

@@ -266,6 +266,11 @@ impl Transcoder {
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let timeout = route.settings.timeout;
         if let Some(flavour) = grpc_web::Flavour::of(&parts.headers) {
+            if !self.settings.grpc_web {
+                return Err(Status::unimplemented(
+                    "gRPC-Web is not offered here (the service's grpc_web is false)",
+                ));
+            }
             let body = match read_body(body, limit, timeout).await {
                 Ok(body) => body,
                 Err(response) => return Ok(response),
@@ -276,7 +281,7 @@ impl Transcoder {
                 path,
                 body,
                 (timeout, limit),
-                (remote, request_id),
+                (remote, request_id, route),
             );
             return Ok(response.await);
         }
@@ -306,7 +311,8 @@ impl Transcoder {
             Err(response) => return Ok(response),
         };
         let method = &binding.method;
-        let mut metadata = self.metadata(parts, remote, request_id);
+        let mut metadata = self.metadata(parts);
+        self.forwarding(route, parts, remote, request_id, &mut metadata);
         let client = self.client(timeout).await?;
         let output = method.output();
         let decoder = Decoder::new(move |bytes| DynamicMessage::decode(output.clone(), bytes));
@@ -401,13 +407,9 @@ impl Transcoder {
     /// The call's metadata from the request's headers: the ones passed
     /// on (`authorization`, trace context, `forward_headers`,
     /// `grpc-metadata-NAME` as `NAME` but for gRPC's own and the
-    /// forwarding entries), then [`forwarding`](Self::forwarding).
-    fn metadata(
-        &self,
-        parts: &http::request::Parts,
-        remote: SocketAddr,
-        request_id: &HeaderValue,
-    ) -> MetadataMap {
+    /// forwarding entries); [`forwarding`](Self::forwarding) adds the
+    /// gateway's entries and the route's.
+    fn metadata(&self, parts: &http::request::Parts) -> MetadataMap {
         const PREFIX: &str = "grpc-metadata-";
         let mut metadata = MetadataMap::new();
         for (name, value) in &parts.headers {
@@ -425,25 +427,24 @@ impl Transcoder {
             };
             let _ = metadata.append(key, value);
         }
-        for (key, value) in self.forwarding(parts, remote, request_id).iter() {
-            if let Ok(value) = std::str::from_utf8(value) {
-                let _ = metadata.insert(key, value);
-            }
-        }
         metadata
     }
 
-    /// What the gateway tells the service of the request: its id,
+    /// What the gateway adds to a call's `metadata`: the request's id,
     /// `x-forwarded-for` (the client's address after those it sent) and
-    /// `x-forwarded-host` (the Host or `:authority` it named).
+    /// `x-forwarded-host` (the Host or `:authority` it named); then the
+    /// route's own: its `remove_request_headers` taken out, its
+    /// `set_request_headers` put in, as they are on proxied requests.
     fn forwarding(
         &self,
+        route: &Route,
         parts: &http::request::Parts,
         remote: SocketAddr,
         request_id: &HeaderValue,
-    ) -> MetadataMap {
-        let mut metadata = MetadataMap::new();
-        if let Ok(id) = request_id.to_str() {
+        metadata: &mut MetadataMap,
+    ) {
+        let id = request_id.to_str().unwrap_or_default();
+        if !id.is_empty() {
             let _ = metadata.insert("x-request-id", id);
         }
         let forwarded = match parts
@@ -459,7 +460,20 @@ impl Transcoder {
         if !host.is_empty() {
             let _ = metadata.insert("x-forwarded-host", &host);
         }
-        metadata
+        for name in &route.remove_request_headers {
+            metadata.remove(name.as_str());
+        }
+        if !route.set_request_headers.is_empty() {
+            let vars = crate::vars::RequestVars {
+                parts,
+                remote,
+                host: &host,
+                request_id: id,
+            };
+            for (name, template) in &route.set_request_headers {
+                let _ = metadata.insert(name.as_str(), &template.expand(&vars));
+            }
+        }
     }
 }
 
