@@ -96,7 +96,7 @@ pub(crate) struct Table {
     pub(crate) routes: Vec<Arc<Route>>,
     groups: HashMap<String, Arc<Group>>,
     services: HashMap<String, Arc<Transcoder>>,
-    /// The access log, opened at start and kept across reloads.
+    /// The access log, opened at start and opened again on reloads.
     pub(crate) access_log: Option<Arc<AccessLog>>,
 }
 
@@ -129,12 +129,18 @@ impl Table {
                 Route::new(index, route, &groups, &services, limit, registry).map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
-        let access_log = match (previous, &config.server.access_log) {
-            (Some(previous), _) => previous.access_log.clone(),
-            (None, None) => None,
-            (None, Some(target)) => Some(Arc::new(
-                AccessLog::open(target, config.server.access_log_format)
-                    .map_err(|e| ConfigError::new(e.to_string()))?,
+        // A reload opens the same file again (it may have been rotated),
+        // or another one if the configuration names it.
+        let format = config.server.access_log_format;
+        let kept = previous.and_then(|previous| previous.access_log.clone());
+        let access_log = match (kept, &config.server.access_log) {
+            (_, None) => None,
+            (Some(kept), Some(target)) if kept.is(target, format) => {
+                kept.reopen();
+                Some(kept)
+            }
+            (_, Some(target)) => Some(Arc::new(
+                AccessLog::open(target, format).map_err(|e| ConfigError::new(e.to_string()))?,
             )),
         };
         Ok(Table {

@@ -175,14 +175,6 @@ pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Resp
     let Some(log) = table.access_log.clone() else {
         return dispatch(&table, request).await;
     };
-    let started = std::time::Instant::now();
-    let time = std::time::SystemTime::now();
-    let remote = client_addr_of(&request);
-    let (method, uri, version) = (
-        request.method().clone(),
-        request.uri().clone(),
-        request.version(),
-    );
     let header = |name: header::HeaderName| {
         request
             .headers()
@@ -190,26 +182,73 @@ pub(crate) async fn proxy(table: Arc<Table>, request: Request<Incoming>) -> Resp
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned)
     };
-    let (referer, user_agent) = (header(header::REFERER), header(header::USER_AGENT));
+    // Logged when the answer begins, or as 499 if the client goes away
+    // before (this future dropped).
+    let mut pending = PendingLine {
+        log,
+        remote: client_addr_of(&request),
+        method: request.method().clone(),
+        uri: request.uri().clone(),
+        version: request.version(),
+        referer: header(header::REFERER),
+        user_agent: header(header::USER_AGENT),
+        started: std::time::Instant::now(),
+        time: std::time::SystemTime::now(),
+        written: false,
+    };
     let response = dispatch(&table, request).await;
     let request_id = response
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok());
-    log.log(&crate::middleware::access_log::Record {
-        remote,
-        method: &method,
-        uri: &uri,
-        version,
-        status: response.status().as_u16(),
-        bytes: response.body().size_hint().exact(),
-        referer: referer.as_deref(),
-        user_agent: user_agent.as_deref(),
+    pending.write(
+        response.status().as_u16(),
+        response.body().size_hint().exact(),
         request_id,
-        elapsed: started.elapsed(),
-        time,
-    });
+    );
     response
+}
+
+/// A request's access log line, written once its answer is known.
+struct PendingLine {
+    log: Arc<crate::middleware::access_log::AccessLog>,
+    remote: SocketAddr,
+    method: Method,
+    uri: http::Uri,
+    version: http::Version,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    started: Instant,
+    time: std::time::SystemTime,
+    written: bool,
+}
+
+impl PendingLine {
+    fn write(&mut self, status: u16, bytes: Option<u64>, request_id: Option<&str>) {
+        self.written = true;
+        self.log.log(&crate::middleware::access_log::Record {
+            remote: self.remote,
+            method: &self.method,
+            uri: &self.uri,
+            version: self.version,
+            status,
+            bytes,
+            referer: self.referer.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            request_id,
+            elapsed: self.started.elapsed(),
+            time: self.time,
+        });
+    }
+}
+
+impl Drop for PendingLine {
+    fn drop(&mut self) {
+        if !self.written {
+            // nginx's "client closed request".
+            self.write(499, Some(0), None);
+        }
+    }
 }
 
 fn client_addr_of<B>(request: &Request<B>) -> SocketAddr {

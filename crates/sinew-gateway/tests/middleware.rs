@@ -240,3 +240,61 @@ async fn other_spellings_of_a_guarded_path_meet_its_route() {
     }
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn the_access_log_notes_clients_gone_and_follows_a_rotation() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, rotated) = (
+        dir.path().join("access.log"),
+        dir.path().join("access.log.1"),
+    );
+    let config = format!(
+        "[server]\naccess_log = \"{}\"\n{}",
+        log.display(),
+        one_group(&[upstream.address], "", "")
+    );
+    let running = gateway(&config).await;
+    let lines = |path: &std::path::Path, count: usize| {
+        let path = path.to_owned();
+        async move {
+            for _ in 0..200 {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if text.lines().count() >= count {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("{path:?} never had {count} lines");
+        }
+    };
+    // A client that leaves before its (slow) answer: 499, as nginx logs it.
+    let mut stream = tokio::net::TcpStream::connect(running.address)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /slow/3000 HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    let text = lines(&log, 1).await;
+    assert!(
+        text.contains("\"GET /slow/3000 HTTP/1.1\" 499 0 "),
+        "{text}"
+    );
+    // logrotate renames the file and the gateway reloads: the next line
+    // goes to a new file of the old name.
+    std::fs::rename(&log, &rotated).unwrap();
+    running
+        .gateway
+        .reload(sinew_gateway::Config::from_toml(&config).unwrap())
+        .await
+        .unwrap();
+    let mut client = Client::connect(running.address).await;
+    assert_eq!(client.get("/after").await.status, 200);
+    let text = lines(&log, 1).await;
+    assert!(text.contains("\"GET /after HTTP/1.1\" 200"), "{text}");
+    assert_eq!(lines(&rotated, 1).await.lines().count(), 1);
+}

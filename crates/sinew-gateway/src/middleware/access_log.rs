@@ -13,7 +13,13 @@
 //! are dropped and counted (the next line written says how many). The
 //! byte count is the response's `Content-Length` (`-` when it is
 //! streamed), and the time is until the response's head, as the log is
-//! written when the head goes out.
+//! written when the head goes out. A request whose client went away
+//! before its answer began is logged with nginx's 499. The request line
+//! is in origin form (`GET /path?q HTTP/2.0`) for HTTP/2 as for HTTP/1.1.
+//!
+//! A file log is opened again on a reload (SIGHUP to `sinew gateway`), so
+//! logrotate's rename-then-signal works, as with nginx's `USR1`; a reload
+//! that names another file or format switches to it.
 
 use crate::config::AccessLogFormat;
 use std::io::{self, Write};
@@ -29,10 +35,20 @@ const QUEUE: usize = 16 * 1024;
 /// clients send: a long URI or user agent).
 const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
+/// What the writer thread is sent.
+enum Message {
+    Line(String),
+    /// Open the file again (it was renamed away).
+    Reopen,
+}
+
 /// Where lines go and how they look.
 pub(crate) struct AccessLog {
+    target: String,
     format: AccessLogFormat,
-    lines: SyncSender<String>,
+    lines: SyncSender<Message>,
+    /// A reopen asked for while the queue was full, done at the next line.
+    reopen_pending: std::sync::atomic::AtomicBool,
     dropped: AtomicU64,
     /// Bytes of the lines queued, taken off as the writer writes them.
     queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -56,41 +72,64 @@ pub(crate) struct Record<'a> {
 impl AccessLog {
     /// A log to `target` (`stdout`, `stderr` or a file, appended to).
     pub(crate) fn open(target: &str, format: AccessLogFormat) -> io::Result<AccessLog> {
-        let mut out: Box<dyn Write + Send> = match target {
-            "stdout" => Box::new(io::stdout()),
-            "stderr" => Box::new(io::stderr()),
-            path => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("access log {path}: {e}")))?,
-            ),
-        };
-        let (lines, queue) = mpsc::sync_channel::<String>(QUEUE);
+        let out = writer(target)?;
+        let (lines, queue) = mpsc::sync_channel::<Message>(QUEUE);
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let written = queued.clone();
+        let path = target.to_owned();
         std::thread::Builder::new()
             .name("sinew-access-log".to_owned())
             .spawn(move || {
-                let mut buffered = io::BufWriter::new(&mut out);
-                while let Ok(line) = queue.recv() {
-                    let _ = buffered.write_all(line.as_bytes());
-                    written.fetch_sub(line.len(), Ordering::Relaxed);
-                    // Flush when nothing else is waiting.
-                    while let Ok(line) = queue.try_recv() {
+                let mut buffered = io::BufWriter::new(out);
+                let take = |buffered: &mut io::BufWriter<Box<dyn Write + Send>>,
+                                message: Message| match message {
+                    Message::Line(line) => {
                         let _ = buffered.write_all(line.as_bytes());
                         written.fetch_sub(line.len(), Ordering::Relaxed);
+                    }
+                    Message::Reopen => {
+                        let _ = buffered.flush();
+                        match writer(&path) {
+                            Ok(out) => *buffered = io::BufWriter::new(out),
+                            Err(error) => {
+                                tracing::warn!(%error, "the access log could not be opened again; still writing to the one open")
+                            }
+                        }
+                    }
+                };
+                while let Ok(message) = queue.recv() {
+                    take(&mut buffered, message);
+                    // Flush when nothing else is waiting.
+                    while let Ok(message) = queue.try_recv() {
+                        take(&mut buffered, message);
                     }
                     let _ = buffered.flush();
                 }
             })?;
         Ok(AccessLog {
+            target: target.to_owned(),
             format,
             lines,
+            reopen_pending: std::sync::atomic::AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             queued,
         })
+    }
+
+    /// Whether it writes to `target` in `format`.
+    pub(crate) fn is(&self, target: &str, format: AccessLogFormat) -> bool {
+        self.target == target && self.format == format
+    }
+
+    /// Opens its file again (a rotated log's new file); nothing for
+    /// stdout and stderr. Lines queued before it go to the old file.
+    pub(crate) fn reopen(&self) {
+        if matches!(self.target.as_str(), "stdout" | "stderr") {
+            return;
+        }
+        if self.lines.try_send(Message::Reopen).is_err() {
+            self.reopen_pending.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Logs one request.
@@ -109,12 +148,42 @@ impl AccessLog {
             self.dropped.fetch_add(1 + dropped, Ordering::Relaxed);
             return;
         }
+        if self.reopen_pending.swap(false, Ordering::Relaxed) {
+            self.reopen();
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.lines.try_send(line)
+            self.lines.try_send(Message::Line(line))
         {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             self.dropped.fetch_add(1 + dropped, Ordering::Relaxed);
         }
+    }
+}
+
+/// Where `target` names: stdout, stderr, or a file appended to.
+fn writer(target: &str) -> io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        "stdout" => Box::new(io::stdout()),
+        "stderr" => Box::new(io::stderr()),
+        path => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("access log {path}: {e}")))?,
+        ),
+    })
+}
+
+/// The request's target as its request line has it: origin form
+/// (`/path?query`) but for an HTTP/1.1 request sent in absolute form.
+fn target(record: &Record<'_>) -> String {
+    match record.version {
+        http::Version::HTTP_2 | http::Version::HTTP_3 => record
+            .uri
+            .path_and_query()
+            .map_or_else(|| record.uri.to_string(), |pq| pq.as_str().to_owned()),
+        _ => record.uri.to_string(),
     }
 }
 
@@ -141,7 +210,7 @@ fn quoted(value: Option<&str>) -> String {
 }
 
 fn combined(record: &Record<'_>) -> String {
-    let request = format!("{} {} {:?}", record.method, record.uri, record.version);
+    let request = format!("{} {} {:?}", record.method, target(record), record.version);
     format!(
         "{} - - [{}] {} {} {} {} {} {} {:.3}\n",
         record.remote.ip(),
@@ -163,7 +232,7 @@ fn json(record: &Record<'_>) -> String {
         "time": rfc3339(record.time),
         "remote_addr": record.remote.ip().to_string(),
         "method": record.method.as_str(),
-        "uri": record.uri.to_string(),
+        "uri": target(record),
         "protocol": format!("{:?}", record.version),
         "status": record.status,
         "bytes": record.bytes,
@@ -287,5 +356,57 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(AccessLog::open("/nonexistent/dir/log", AccessLogFormat::Json).is_err());
+    }
+
+    /// Waits until `path` holds `lines` lines.
+    fn wait_for_lines(path: &std::path::Path, lines: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() == lines {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path:?}: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_rotated_file_is_followed_by_a_new_one_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, rotated) = (
+            dir.path().join("access.log"),
+            dir.path().join("access.log.1"),
+        );
+        let log = AccessLog::open(path.to_str().unwrap(), AccessLogFormat::Combined).unwrap();
+        let (method, uri) = (http::Method::GET, "/".parse().unwrap());
+        log.log(&record(&method, &uri));
+        wait_for_lines(&path, 1);
+        // logrotate: rename, then signal.
+        std::fs::rename(&path, &rotated).unwrap();
+        log.log(&record(&method, &uri));
+        log.reopen();
+        log.log(&record(&method, &uri));
+        wait_for_lines(&path, 1);
+        wait_for_lines(&rotated, 2);
+        assert!(log.is(path.to_str().unwrap(), AccessLogFormat::Combined));
+        assert!(!log.is(path.to_str().unwrap(), AccessLogFormat::Json));
+    }
+
+    #[test]
+    fn http2_requests_are_logged_in_origin_form() {
+        let (method, uri) = (
+            http::Method::GET,
+            "https://api.test/v1/books?x=1".parse().unwrap(),
+        );
+        let mut h2 = record(&method, &uri);
+        h2.version = http::Version::HTTP_2;
+        assert!(
+            combined(&h2).contains("\"GET /v1/books?x=1 HTTP/2.0\""),
+            "{}",
+            combined(&h2)
+        );
+        let h1 = record(&method, &uri);
+        assert!(combined(&h1).contains("\"GET https://api.test/v1/books?x=1 HTTP/1.1\""));
     }
 }
