@@ -126,7 +126,16 @@ impl Table {
             .iter()
             .enumerate()
             .map(|(index, route)| {
-                Route::new(index, route, &groups, &services, limit, registry).map(Arc::new)
+                // The same route before a reload: by its name in metrics.
+                let name = route::name_of(route);
+                let earlier = previous.and_then(|table| {
+                    table
+                        .routes
+                        .iter()
+                        .find(|earlier| route::name_of(&earlier.settings) == name)
+                });
+                let earlier = earlier.map(|earlier| &**earlier);
+                Route::new(index, route, &groups, &services, limit, registry, earlier).map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
         // A reload opens the same file again (it may have been rotated),

@@ -40,6 +40,8 @@ pub(crate) struct Route {
     pub(crate) max_body_bytes: u64,
     /// Its middleware (CORS, auth, rate limit, cache), if it has any.
     pub(crate) middleware: Option<Stack>,
+    /// Its layers with state, for the same route after a reload.
+    pub(crate) kept: crate::middleware::Kept,
     /// Its request counts.
     pub(crate) stats: Arc<RouteStats>,
 }
@@ -103,6 +105,7 @@ impl Route {
         services: &HashMap<String, Arc<Transcoder>>,
         max_body_bytes: u64,
         registry: &Registry,
+        previous: Option<&Route>,
     ) -> Result<Route, ConfigError> {
         let which = format!("route {} (path {:?})", index + 1, settings.path);
         let target = match &settings.service {
@@ -149,6 +152,7 @@ impl Route {
                 Ok((name, value))
             })
             .collect::<Result<_, ConfigError>>()?;
+        let (middleware, kept) = crate::middleware::stack(&which, settings, previous)?;
         Ok(Route {
             host,
             prefix: settings.path.clone(),
@@ -167,7 +171,8 @@ impl Route {
                 .filter_map(|on| on.status())
                 .collect(),
             max_body_bytes,
-            middleware: crate::middleware::stack(&which, settings)?,
+            middleware,
+            kept,
             stats: registry.route(&name_of(settings)),
             settings: settings.clone(),
         })
@@ -315,6 +320,7 @@ mod tests {
                     &HashMap::new(),
                     0,
                     &Registry::default(),
+                    None,
                 )
                 .unwrap()
             })

@@ -298,3 +298,44 @@ async fn the_access_log_notes_clients_gone_and_follows_a_rotation() {
     assert!(text.contains("\"GET /after HTTP/1.1\" 200"), "{text}");
     assert_eq!(lines(&rotated, 1).await.lines().count(), 1);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_buckets_and_cached_answers_it_does_not_change() {
+    let upstream = Upstream::start("app").await;
+    let config = |burst: u32| {
+        one_group(
+            &[upstream.address],
+            "",
+            &format!(
+                "rate_limit = {{ rate = 0.001, burst = {burst} }}\ncache = {{ ttl = \"60s\" }}\n"
+            ),
+        )
+    };
+    let running = gateway(&config(2)).await;
+    let mut client = Client::connect(running.address).await;
+    let cached = client.get("/page").await;
+    assert_eq!(cached.headers["x-cache"], "MISS");
+    assert_eq!(client.get("/other").await.status, 200);
+    assert_eq!(client.get("/page").await.status, 429);
+    let reload = |burst: u32| {
+        let gateway = running.gateway.clone();
+        let text = config(burst);
+        async move {
+            gateway
+                .reload(sinew_gateway::Config::from_toml(&text).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    // The same settings: the empty bucket stays empty.
+    reload(2).await;
+    let mut client = Client::connect(running.address).await;
+    assert_eq!(client.get("/page").await.status, 429);
+    // A new limit: new buckets; and the cache, unchanged, still answers.
+    reload(3).await;
+    let mut client = Client::connect(running.address).await;
+    let again = client.get("/page").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.headers["x-cache"], "HIT");
+    assert_eq!(again.body, cached.body);
+}

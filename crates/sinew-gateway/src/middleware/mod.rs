@@ -74,8 +74,26 @@ impl tower::Service<Request<Incoming>> for Core {
     }
 }
 
-/// The stack of a route's settings; `None` when it has no middleware.
-pub(crate) fn stack(which: &str, settings: &config::Route) -> Result<Option<Stack>, ConfigError> {
+/// The layers of a route that hold what clients did (rate-limit buckets,
+/// cached answers), kept for a reload that leaves their settings as they
+/// were, so that a reload neither refills every bucket nor empties the
+/// cache.
+#[derive(Clone, Default)]
+pub(crate) struct Kept {
+    rate_limit: Option<rate_limit::RateLimitLayer>,
+    cache: Option<cache::CacheLayer>,
+}
+
+/// The stack of a route's settings (`None` when it has no middleware),
+/// and its layers with state. `previous` is the same route before a
+/// reload: its rate limit and cache are kept where their settings are
+/// unchanged (CORS and auth are made again: a reload is how key files
+/// are read anew).
+pub(crate) fn stack(
+    which: &str,
+    settings: &config::Route,
+    previous: Option<&Route>,
+) -> Result<(Option<Stack>, Kept), ConfigError> {
     let error = |e: String| ConfigError::new(format!("{which}: {e}"));
     let cors = settings
         .cors
@@ -89,20 +107,38 @@ pub(crate) fn stack(which: &str, settings: &config::Route) -> Result<Option<Stac
         .map(auth::AuthLayer::new)
         .transpose()
         .map_err(error)?;
-    let rate_limit = settings
-        .rate_limit
-        .as_ref()
-        .map(rate_limit::RateLimitLayer::new)
-        .transpose()
-        .map_err(error)?;
-    let cache = settings
-        .cache
-        .as_ref()
-        .map(cache::CacheLayer::new)
-        .transpose()
-        .map_err(error)?;
+    let rate_limit = match unchanged_layer(
+        previous,
+        |p| p.settings.rate_limit == settings.rate_limit,
+        |kept| kept.rate_limit.clone(),
+    ) {
+        Some(kept) => Some(kept),
+        None => settings
+            .rate_limit
+            .as_ref()
+            .map(rate_limit::RateLimitLayer::new)
+            .transpose()
+            .map_err(error)?,
+    };
+    let cache = match unchanged_layer(
+        previous,
+        |p| p.settings.cache == settings.cache,
+        |kept| kept.cache.clone(),
+    ) {
+        Some(kept) => Some(kept),
+        None => settings
+            .cache
+            .as_ref()
+            .map(cache::CacheLayer::new)
+            .transpose()
+            .map_err(error)?,
+    };
+    let kept = Kept {
+        rate_limit: rate_limit.clone(),
+        cache: cache.clone(),
+    };
     if cors.is_none() && auth.is_none() && rate_limit.is_none() && cache.is_none() {
-        return Ok(None);
+        return Ok((None, kept));
     }
     let service = ServiceBuilder::new()
         .option_layer(cors)
@@ -110,7 +146,16 @@ pub(crate) fn stack(which: &str, settings: &config::Route) -> Result<Option<Stac
         .option_layer(rate_limit)
         .option_layer(cache)
         .service(Core);
-    Ok(Some(BoxCloneSyncService::new(service)))
+    Ok((Some(BoxCloneSyncService::new(service)), kept))
+}
+
+/// The previous route's layer, if its settings for it are unchanged.
+fn unchanged_layer<T>(
+    previous: Option<&Route>,
+    same: impl Fn(&Route) -> bool,
+    layer: impl Fn(&Kept) -> Option<T>,
+) -> Option<T> {
+    previous.filter(|p| same(p)).and_then(|p| layer(&p.kept))
 }
 
 /// What the layers' unit tests stand on.
