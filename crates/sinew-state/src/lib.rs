@@ -1,0 +1,15 @@
+//! Shared state for sinew services: a consistent key-value store with
+//! etcd's semantics (revisions, compare-and-swap transactions, leases,
+//! watches from a revision), on etcd in production and on an embedded
+//! store for development.
+//!
+//! * [`embedded`]: the embedded store, one node persisted in redb, with
+//!   etcd's v3 semantics and message types (not replicated; see its docs
+//!   for what it gives and how it differs from etcd).
+//!
+//! Both backends speak etcd's v3 API (`sinew_cluster::etcd::api`), so the
+//! locks, elections and typed configuration built on it work on either.
+
+#![forbid(unsafe_code)]
+
+pub mod embedded;
