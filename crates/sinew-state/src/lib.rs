@@ -5,7 +5,11 @@
 //!
 //! * [`embedded`]: the embedded store, one node persisted in redb, with
 //!   etcd's v3 semantics and message types (not replicated; see its docs
-//!   for what it gives and how it differs from etcd).
+//!   for what it gives and how it differs from etcd), and
+//!   [`Store::serve_etcd_api`](embedded::Store::serve_etcd_api): the store
+//!   served as etcd's v3 gRPC API (`KV`, `Watch`, `Lease`,
+//!   `Maintenance.Status`), so etcd's clients, sinew's among them, use it
+//!   as they use etcd.
 //!
 //! Both backends speak etcd's v3 API (`sinew_cluster::etcd::api`), so the
 //! locks, elections and typed configuration built on it work on either.

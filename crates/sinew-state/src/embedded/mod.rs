@@ -40,7 +40,10 @@
 //! for configuration, locks and leaders, not for bulk data.
 
 mod disk;
+mod serve;
 mod state;
+
+pub use serve::{EtcdApi, MAX_WATCHES_PER_STREAM};
 
 use disk::Disk;
 use sinew_cluster::etcd::api::etcdserverpb::{
@@ -125,6 +128,11 @@ impl Store {
     /// The revision of the last change.
     pub fn revision(&self) -> i64 {
         lock(&self.inner.state).revision
+    }
+
+    /// The header of an answer given now.
+    pub(crate) fn header(&self) -> sinew_cluster::etcd::api::etcdserverpb::ResponseHeader {
+        lock(&self.inner.state).header()
     }
 
     /// Runs a write request: persisted, then applied and answered.
@@ -262,14 +270,18 @@ impl Store {
     }
 
     /// Watches keys from `start_revision` (0: from the next change), as
-    /// one watch of etcd's `Watch`; refused with `OUT_OF_RANGE` when that
-    /// revision is compacted (see [`Watcher::next`] for later).
-    pub fn watch(&self, request: &WatchCreateRequest) -> Result<Watcher, Status> {
+    /// one watch of etcd's `Watch`; [`WatchEnd::Compacted`] at once when
+    /// that revision is compacted (see [`Watcher::next`] for later).
+    pub fn watch(&self, request: &WatchCreateRequest) -> Result<Watcher, WatchEnd> {
         use sinew_cluster::etcd::api::etcdserverpb::watch_create_request::FilterType;
         let state = lock(&self.inner.state);
         let next = match request.start_revision {
             0 => state.revision + 1,
-            start if start <= state.compacted => return Err(state::compacted_revision()),
+            start if start <= state.compacted => {
+                return Err(WatchEnd::Compacted {
+                    compact_revision: state.compacted,
+                })
+            }
             start => start,
         };
         let filtered = |filter: FilterType| request.filters.contains(&(filter as i32));

@@ -78,7 +78,12 @@ async fn writes_survive_a_restart_and_revisions_go_on() {
         start_revision: 2,
         ..WatchCreateRequest::default()
     });
-    assert_eq!(compacted.unwrap_err().code(), sinew_rpc::Code::OutOfRange);
+    assert_eq!(
+        compacted.unwrap_err(),
+        WatchEnd::Compacted {
+            compact_revision: 3
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
