@@ -11,9 +11,19 @@
 //!   `Maintenance.Status`), so etcd's clients, sinew's among them, use it
 //!   as they use etcd.
 //!
+//! * [`Lease`]: a lease kept alive, whose [`Lost`] signal resolves before
+//!   the store can expire it.
+//! * [`Lock`]: a distributed lock with fencing tokens ([`FencingToken`],
+//!   checked by a guarded resource with a [`Fence`]), etcd's algorithm.
+//!
 //! Both backends speak etcd's v3 API (`sinew_cluster::etcd::api`), so the
 //! locks, elections and typed configuration built on it work on either.
 
 #![forbid(unsafe_code)]
 
 pub mod embedded;
+pub mod lease;
+pub mod lock;
+
+pub use lease::{Lease, Lost, LostReason};
+pub use lock::{Fence, FencingToken, Lock, LockGuard};

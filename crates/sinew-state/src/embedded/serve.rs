@@ -13,7 +13,7 @@
 //!     .serve_etcd_api(Server::builder())
 //!     .bind(["tcp://127.0.0.1:2379"])
 //!     .await?;
-//! server.serve().await?;
+//! server.serve().await;
 //! # Ok(()) }
 //! ```
 //!
