@@ -15,15 +15,20 @@
 //!   the store can expire it.
 //! * [`Lock`]: a distributed lock with fencing tokens ([`FencingToken`],
 //!   checked by a guarded resource with a [`Fence`]), etcd's algorithm.
+//! * [`Election`]: leader election (campaign, observe, proclaim, resign,
+//!   and a [`Leadership`] told when it is lost), etcd's algorithm.
 //!
 //! Both backends speak etcd's v3 API (`sinew_cluster::etcd::api`), so the
 //! locks, elections and typed configuration built on it work on either.
 
 #![forbid(unsafe_code)]
 
+pub mod election;
 pub mod embedded;
 pub mod lease;
 pub mod lock;
+mod queue;
 
+pub use election::{Election, Leader, Leadership, Observer};
 pub use lease::{Lease, Lost, LostReason};
 pub use lock::{Fence, FencingToken, Lock, LockGuard};

@@ -11,26 +11,15 @@ use sinew_cluster::etcd::api::etcdserverpb::{
     WatchCreateRequest, WatchRequest,
 };
 use sinew_cluster::etcd::{Etcd, Registry};
+
+#[path = "support/served.rs"]
+mod served;
 use sinew_cluster::{Endpoint, Resolve, Update};
-use sinew_rpc::server::ServerHandle;
-use sinew_rpc::{Request, Server};
+use sinew_rpc::Request;
 use sinew_state::embedded::Store;
 use std::time::Duration;
 
 const ECHO: &str = "grpc.examples.echo.Echo";
-
-/// The store's etcd API on a free port, over gRPC; its address.
-async fn serve(store: &Store) -> (String, ServerHandle) {
-    let server = store
-        .serve_etcd_api(Server::builder().add_protocol(sinew_grpc::GrpcProtocol::default()))
-        .bind(["tcp://127.0.0.1:0"])
-        .await
-        .unwrap();
-    let address = server.local_addresses()[0].to_string();
-    let handle = server.handle();
-    tokio::spawn(server.serve());
-    (address.replacen("tcp://", "", 1), handle)
-}
 
 /// The next message of a watch stream, within 10 s.
 async fn next(
@@ -73,7 +62,7 @@ fn ports(update: &Update) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinews_etcd_registry_runs_on_the_embedded_store() {
     let store = Store::in_memory().unwrap();
-    let (address, handle) = serve(&store).await;
+    let (_, handle, address) = served::served(&store).await;
     let registry =
         Registry::new(Etcd::connect([address.as_str()]).unwrap()).with_ttl(Duration::from_secs(2));
     let a = registry.register(&endpoint(7001), [ECHO]).await.unwrap();
@@ -122,7 +111,7 @@ async fn raw_requests_compare_and_swap_and_watch_as_on_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     let store = Store::open(&path).unwrap();
-    let (address, handle) = serve(&store).await;
+    let (_, handle, address) = served::served(&store).await;
     let channel = Etcd::connect([address.as_str()]).unwrap().channel().clone();
     let kv = KvClient::new(channel.clone());
     let put = |key: &str, value: &str| PutRequest {
@@ -217,7 +206,7 @@ async fn raw_requests_compare_and_swap_and_watch_as_on_etcd() {
         reopened = Store::open(&path);
     }
     let store = reopened.unwrap();
-    let (address, handle) = serve(&store).await;
+    let (_, handle, address) = served::served(&store).await;
     let channel = Etcd::connect([address.as_str()]).unwrap().channel().clone();
     let range = KvClient::new(channel)
         .range(Request::new(RangeRequest {

@@ -7,36 +7,17 @@
 #[path = "../../sinew-cluster/tests/support/etcd_cluster.rs"]
 mod etcd_cluster;
 
+#[path = "support/served.rs"]
+mod served;
+
+use served::embedded;
+
 use sinew_cluster::etcd::Etcd;
-use sinew_rpc::server::ServerHandle;
-use sinew_rpc::Server;
 use sinew_state::embedded::Store;
 use sinew_state::{Fence, Lock, LostReason};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// An embedded store served as etcd's API on a free port; a client of it.
-async fn embedded() -> (Etcd, ServerHandle, Store) {
-    let store = Store::in_memory().unwrap();
-    let server = store
-        .serve_etcd_api(
-            Server::builder()
-                .add_protocol(sinew_grpc::GrpcProtocol::default())
-                // A shutdown cuts the streams off at once: the
-                // cut-off test's partition.
-                .drain_timeout(Duration::ZERO),
-        )
-        .bind(["tcp://127.0.0.1:0"])
-        .await
-        .unwrap();
-    let address = server.local_addresses()[0]
-        .to_string()
-        .replacen("tcp://", "", 1);
-    let handle = server.handle();
-    tokio::spawn(server.serve());
-    (Etcd::connect([address]).unwrap(), handle, store)
-}
 
 /// Contending tasks each take the lock a few times: never two inside at
 /// once, and each holder's token above every earlier one.
