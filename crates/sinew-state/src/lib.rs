@@ -11,6 +11,10 @@
 //!   `Maintenance.Status`), so etcd's clients, sinew's among them, use it
 //!   as they use etcd.
 //!
+//! * [`Kv`]: get, list a prefix, put (on a lease), delete, compare-and-swap,
+//!   follow a prefix; linearizable reads unless asked otherwise.
+//! * [`Config`]: a protobuf message under a key, with the latest value
+//!   always at hand ([`ConfigWatch`]).
 //! * [`Lease`]: a lease kept alive, whose [`Lost`] signal resolves before
 //!   the store can expire it.
 //! * [`Lock`]: a distributed lock with fencing tokens ([`FencingToken`],
@@ -23,12 +27,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod election;
 pub mod embedded;
+pub mod kv;
 pub mod lease;
 pub mod lock;
 mod queue;
 
+pub use config::{Config, ConfigWatch, Versioned};
 pub use election::{Election, Leader, Leadership, Observer};
+pub use kv::{outcome_unknown, Expect, KeyValue, Kv, Swap};
 pub use lease::{Lease, Lost, LostReason};
 pub use lock::{Fence, FencingToken, Lock, LockGuard};
