@@ -80,6 +80,14 @@ enum Command {
     Queue(cmd::queue::Args),
     /// Run the HTTP gateway: a reverse proxy in place of an nginx upstream block.
     Gateway(cmd::gateway::Args),
+    /// Run the embedded shared-state store (one node, not replicated) as etcd's API.
+    State(cmd::state::Args),
+    /// Read, write and watch keys of the shared-state store (etcd or `sinew state`).
+    Kv(cmd::kv::Args),
+    /// Run a command while holding a lock (its fencing token in SINEW_FENCING_TOKEN).
+    Lock(cmd::lock::Args),
+    /// Stand in a leader election until Ctrl-C, or observe who leads.
+    Elect(cmd::elect::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -124,6 +132,10 @@ fn main() -> std::process::ExitCode {
             Command::Sub(args) => cmd::subscribe::run(args).await,
             Command::Queue(args) => cmd::queue::run(args).await,
             Command::Gateway(args) => cmd::gateway::run(args).await,
+            Command::State(args) => cmd::state::run(args).await,
+            Command::Kv(args) => cmd::kv::run(args).await,
+            Command::Lock(args) => cmd::lock::run(args).await,
+            Command::Elect(args) => cmd::elect::run(args).await,
         }
     });
     // Do not wait for tasks left behind (streams being cancelled, pumps).

@@ -123,6 +123,7 @@
 //! | [`resilience`] (feature `resilience`, default) | gRPC service configs applied to calls: timeouts, retries, size limits |
 //! | [`messaging`] (features `messaging` and `nats`, default) | publish/subscribe, queue groups, request/reply and durable work queues: [`messaging::Broker`] embedded in the process, served by a sinew server, or on NATS |
 //! | [`gateway`] (feature `gateway`, default) | the HTTP edge: [`gateway::Gateway`], a reverse proxy with routes, balanced upstream groups (nginx's policies and peak EWMA), passive and active health, keep-alive pools, bounded retries and reloads, run by `sinew gateway` |
+//! | [`state`] (feature `state`, default) | shared state: [`state::Kv`], [`state::Lock`] with fencing tokens, [`state::Election`], typed [`state::Config`], on etcd or the embedded store (`state::embedded`, served as etcd's API by `sinew state`) |
 //! | [`telemetry`] (feature `telemetry`, default) | a span per call, W3C trace context across services ([`telemetry::TraceContext`]), Prometheus metrics, the admin endpoint (`/metrics`, `/healthz`, `/readyz`) |
 //!
 //! # Features
@@ -160,6 +161,10 @@
 //!   nginx balances them (and by peak EWMA), static or discovered, passive
 //!   and active health, keep-alive pools, bounded retries and reloads; the
 //!   engine of `sinew gateway`.
+//! * `state` (default): shared state ([`state`]): a consistent KV, locks
+//!   with fencing tokens, leader election and typed config over etcd's v3
+//!   API, on etcd or on the embedded store (one node persisted in redb,
+//!   served as etcd's API by `sinew state`).
 //! * `dev-certs`: a throwaway certificate authority (`sinew::tls::dev`) for
 //!   tests, demos and development.
 
@@ -195,6 +200,12 @@ pub use sinew_messaging as messaging;
 /// (feature `gateway`, default).
 #[cfg(feature = "gateway")]
 pub use sinew_gateway as gateway;
+
+/// Shared state: a consistent KV, locks with fencing tokens, leader
+/// election and typed config, on etcd or the embedded store (feature
+/// `state`, default).
+#[cfg(feature = "state")]
+pub use sinew_state as state;
 
 /// The gateway's [`Connector`](gateway::Connector) over [`connect`]: the
 /// services of its `[services]` may be at any address this build

@@ -8,13 +8,17 @@ pub(crate) mod dashboard;
 pub(crate) mod demo;
 pub(crate) mod demo_tasks;
 pub(crate) mod describe;
+pub(crate) mod elect;
 pub(crate) mod gateway;
+pub(crate) mod kv;
 pub(crate) mod list;
+pub(crate) mod lock;
 pub(crate) mod members;
 pub(crate) mod publish;
 pub(crate) mod queue;
 pub(crate) mod security;
 pub(crate) mod serve;
+pub(crate) mod state;
 pub(crate) mod subscribe;
 pub(crate) mod top;
 
