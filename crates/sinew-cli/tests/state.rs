@@ -1,8 +1,9 @@
 //! `sinew state`, `sinew kv`, `sinew lock` and `sinew elect` as real
 //! processes: keys written and read back (and after a restart of the store
 //! on its file), a missing key's exit code, commands run under a lock one at
-//! a time with their fencing tokens rising, and a SIGKILLed leader replaced
-//! within its TTL and a second.
+//! a time with their fencing tokens rising, a SIGKILLed holder's lock free
+//! within its TTL, and a SIGKILLed leader replaced within its TTL and a
+//! second.
 
 mod common;
 
@@ -112,6 +113,29 @@ fn keys_locks_and_elections_from_the_command_line() {
     );
     assert_eq!(token(&lines[0]), token(&lines[1]));
     assert!(token(&lines[2]) > token(&lines[0]), "{lines:?}");
+
+    // A holder SIGKILLed: the lock is free again within its TTL (2 s).
+    let mut holder = Killed(
+        sinew()
+            .args(["lock", "--ttl", "2s", "job", "--", "sleep", "5"])
+            .env("SINEW_STORE", &store)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(holder.0.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("holding lock job"), "{line}");
+    let killed = Instant::now();
+    drop(holder);
+    let (taken, _) = run(&store, &["lock", "job", "--", "true"]);
+    assert!(taken);
+    assert!(
+        killed.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        killed.elapsed()
+    );
 
     // An election: a leads; b waits; a is SIGKILLed and b leads within the
     // TTL (2 s) and a second.
