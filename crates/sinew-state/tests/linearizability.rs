@@ -125,20 +125,18 @@ fn histories_that_are_not_linearizable_fail() {
 
 #[test]
 fn long_concurrent_histories_are_checked_quickly() {
-    // Four clients, 200 increments each by read-then-CAS, interleaved as a
-    // real run interleaves them: linearizable by construction.
+    // Four clients read-then-CAS 200 times each, interleaved as a real run
+    // interleaves them, one winner a round (the counter's value is the
+    // round's number): linearizable by construction.
     let mut history = Vec::new();
-    let mut value = 0;
-    let mut clock = 0;
-    for round in 0..200 {
+    for round in 0..200u64 {
+        let value = round as i64;
         for client in 0..4u64 {
-            let start = clock + client;
+            let start = round * 30 + client;
             history.push(op(start, start + 10, Kind::Read(Some(value))));
-            let won = client == (round % 4) as u64;
+            let won = client == round % 4;
             history.push(op(start + 11, start + 20, cas(value, value + 1, won)));
         }
-        value += 1;
-        clock += 30;
     }
     let started = std::time::Instant::now();
     assert!(linearizable(Some(0), &history));
