@@ -200,11 +200,11 @@ impl Observer {
                 self.last = Some(now.clone());
                 // Watch on from the revision read, so no change is missed.
                 self.watch = None;
-                self.watch = Some((self.open(revision + 1).await?, revision + 1));
+                self.watch = Some((open(&self.queue, revision + 1).await?, revision + 1));
                 return Ok(now);
             }
             if self.watch.is_none() {
-                self.watch = Some((self.open(revision + 1).await?, revision + 1));
+                self.watch = Some((open(&self.queue, revision + 1).await?, revision + 1));
             }
             let Some((responses, _)) = self.watch.as_mut() else {
                 continue;
@@ -219,31 +219,33 @@ impl Observer {
             }
         }
     }
+}
 
-    async fn open(
-        &self,
-        from: i64,
-    ) -> Result<Streaming<sinew_cluster::etcd::api::etcdserverpb::WatchResponse>, Status> {
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: self.queue.prefix.clone(),
-                    range_end: prefix_end(&self.queue.prefix),
-                    start_revision: from,
-                    ..WatchCreateRequest::default()
-                },
-            )),
-        };
-        let requests = futures_util::stream::once(async move { create })
-            .chain(futures_util::stream::pending());
-        let mut responses = WatchClient::new(self.queue.etcd.channel().clone())
-            .watch(Request::new(requests))
-            .await?
-            .into_inner();
-        // The answer to the create request comes first.
-        match responses.message().await? {
-            Some(created) if created.created && !created.canceled => Ok(responses),
-            _ => Err(Status::unavailable("the store refused the watch")),
-        }
+/// A watch of the election's prefix from revision `from` (kept by an
+/// [`Observer`]; free of it so that its future holds only the queue).
+async fn open(
+    queue: &Queue,
+    from: i64,
+) -> Result<Streaming<sinew_cluster::etcd::api::etcdserverpb::WatchResponse>, Status> {
+    let create = WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: queue.prefix.clone(),
+                range_end: prefix_end(&queue.prefix),
+                start_revision: from,
+                ..WatchCreateRequest::default()
+            },
+        )),
+    };
+    let requests =
+        futures_util::stream::once(async move { create }).chain(futures_util::stream::pending());
+    let mut responses = WatchClient::new(queue.etcd.channel().clone())
+        .watch(Request::new(requests))
+        .await?
+        .into_inner();
+    // The answer to the create request comes first.
+    match responses.message().await? {
+        Some(created) if created.created && !created.canceled => Ok(responses),
+        _ => Err(Status::unavailable("the store refused the watch")),
     }
 }

@@ -5,10 +5,10 @@
 //! service *by name* (`gossip://SEED/grpc.examples.echo.Echo`) through one
 //! balanced channel. Mid-run, one node after another:
 //!
-//! 1. is SIGKILLed: calls in flight on it fail (and, being idempotent, are
+//! 1. is SIGKILLed (the leader): calls in flight on it fail (and, being idempotent, are
 //!    tried again on another node), it gets no new call as soon as its
 //!    connection breaks, and it leaves the set when gossip declares it dead;
-//! 2. drains gracefully (SIGINT): it leaves the registry, then finishes its
+//! 2. drains gracefully (SIGINT; the new leader): it resigns, leaves the registry, then finishes its
 //!    calls; none fails;
 //! 3. is made 20 ms slower (SIGUSR1, `serve --fault-latency`): the balancer
 //!    (power of two choices over peak-EWMA latency) gives it a small share;
@@ -16,6 +16,12 @@
 //!
 //! The report shows calls per node over time, the calls that failed, and how
 //! long the set took to converge after each event.
+//!
+//! Every node also stands in a leader election ([`super::demo_election`],
+//! on the embedded shared-state store in this process): the node SIGKILLed
+//! is the leader, and the one drained is the leader elected after it, so the
+//! report shows a fail-over when a lease runs out and a hand-over when a
+//! leader resigns, one leader at a time.
 //!
 //! Meanwhile every node works on the tasks of a work queue on a broker in
 //! this process ([`super::demo_tasks`]): tasks the killed node was running
@@ -171,6 +177,7 @@ impl Node {
         pki: Option<&Pki>,
         admin: bool,
         tasks: &str,
+        election: &[String],
     ) -> Result<Node, CliError> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
@@ -199,7 +206,8 @@ impl Node {
         command
             .args(["--tasks", tasks, "--task-queue", super::demo_tasks::QUEUE])
             .args(["--task-time", super::demo_tasks::TASK_TIME])
-            .args(["--task-concurrency", super::demo_tasks::TASK_CONCURRENCY]);
+            .args(["--task-concurrency", super::demo_tasks::TASK_CONCURRENCY])
+            .args(election);
         let mut child = command
             .spawn()
             .map_err(|e| CliError::failure(format!("starting node {name}: {e}")))?;
@@ -235,6 +243,20 @@ impl Node {
     }
 }
 
+/// The index of the node named `leader`, unless spared (then, or with no
+/// leader, the last node not spared).
+fn leading(nodes: &[Node], leader: Option<String>, spared: &[usize]) -> usize {
+    leader
+        .and_then(|leader| nodes.iter().position(|node| node.name == leader))
+        .filter(|index| !spared.contains(index))
+        .unwrap_or_else(|| {
+            (0..nodes.len())
+                .rev()
+                .find(|i| !spared.contains(i))
+                .unwrap_or(0)
+        })
+}
+
 /// The calls of the run and how they ended.
 struct Tally {
     ok: AtomicU64,
@@ -258,6 +280,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let pki = if args.tls { Some(Pki::new()?) } else { None };
     let admin = args.dashboard.is_some();
     let tasks = super::demo_tasks::Tasks::start().await?;
+    let elections = super::demo_election::Elections::start().await?;
     let mut nodes = Vec::new();
     for i in 1..=NODES {
         let seed = nodes.first().map(|node: &Node| node.gossip.clone());
@@ -267,6 +290,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             pki.as_ref(),
             admin,
             &tasks.address,
+            &elections.node_args(),
         )
         .await?;
         nodes.push(node);
@@ -295,6 +319,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             "the cluster did not form: not every node was ready within 5s",
         ));
     }
+    let Some(first_leader) = elections.until_leader(CONVERGE_WITHIN).await else {
+        return Err(CliError::failure("no node was elected leader within 5s"));
+    };
+    println!("{first_leader} leads the election");
     let _dashboard = match args.dashboard {
         Some(address) => Some(serve_dashboard(address, &seed, &channel).await?),
         None => None,
@@ -345,35 +373,70 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     // The events, at 20%, 40%, 60% and 80% of the run.
     let mut events = Vec::new();
     let at = |fraction: f64| started + args.duration.mul_f64(fraction);
+    // The leader (whoever it is then) is the node killed, and the next
+    // leader the node drained; another node is slowed, and the fifth joins
+    // through one still up.
     tokio::time::sleep_until(at(0.2).into()).await;
+    let killed_index = leading(&nodes, elections.leader().await, &[]);
     {
-        let node = &mut nodes[3];
+        let node = &mut nodes[killed_index];
         let _ = node.child.start_kill();
+        let killed_at = Instant::now();
+        let calls = tokio::spawn(killed(channel.clone(), node.address.clone()));
+        let hand_over = elections.hand_over(node.name.clone(), killed_at);
         events.push(Event {
             at: started.elapsed(),
-            what: format!("{} SIGKILLed", node.name),
-            outcome: tokio::spawn(killed(channel.clone(), node.address.clone())),
+            what: format!("{} (the leader) SIGKILLed", node.name),
+            outcome: tokio::spawn(async move {
+                let calls = calls.await.unwrap_or_default();
+                let hand_over = hand_over.await.unwrap_or_default();
+                format!("{calls}; election: {hand_over} (its lease ran out)")
+            }),
         });
     }
     tokio::time::sleep_until(at(0.4).into()).await;
+    let leader = elections.leader().await;
+    let drained_index = leading(&nodes, leader.clone(), &[killed_index]);
     {
-        let node = &nodes[1];
+        let node = &nodes[drained_index];
+        // With a short run, the killed leader's lease may not have run out
+        // yet: then the node drained does not lead.
+        let was_leading = leader.as_deref() == Some(node.name.as_str());
         let failed_before = failed(&tally);
+        let drained_at = Instant::now();
         node.signal(nix::sys::signal::Signal::SIGINT);
+        let calls = tokio::spawn(drained(
+            channel.clone(),
+            node.address.clone(),
+            tally.clone(),
+            failed_before,
+        ));
+        let hand_over = was_leading.then(|| elections.hand_over(node.name.clone(), drained_at));
         events.push(Event {
             at: started.elapsed(),
-            what: format!("{} drained (SIGINT)", node.name),
-            outcome: tokio::spawn(drained(
-                channel.clone(),
-                node.address.clone(),
-                tally.clone(),
-                failed_before,
-            )),
+            what: if was_leading {
+                format!("{} (the new leader) drained (SIGINT)", node.name)
+            } else {
+                format!("{} drained (SIGINT)", node.name)
+            },
+            outcome: tokio::spawn(async move {
+                let calls = calls.await.unwrap_or_default();
+                match hand_over {
+                    Some(hand_over) => {
+                        let hand_over = hand_over.await.unwrap_or_default();
+                        format!("{calls}; election: {hand_over} (it resigned)")
+                    }
+                    None => calls,
+                }
+            }),
         });
     }
     tokio::time::sleep_until(at(0.6).into()).await;
+    let slowed_index = (0..nodes.len())
+        .find(|i| ![killed_index, drained_index].contains(i))
+        .unwrap_or(2);
     {
-        let node = &nodes[2];
+        let node = &nodes[slowed_index];
         node.signal(nix::sys::signal::Signal::SIGUSR1);
         events.push(Event {
             at: started.elapsed(),
@@ -385,7 +448,16 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     {
         let joined_at = started.elapsed();
         let joining = Instant::now();
-        let node = Node::start("node-5", Some(&seed), pki.as_ref(), admin, &tasks.address).await?;
+        let through = nodes[slowed_index].gossip.clone();
+        let node = Node::start(
+            "node-5",
+            Some(&through),
+            pki.as_ref(),
+            admin,
+            &tasks.address,
+            &elections.node_args(),
+        )
+        .await?;
         let outcome = tokio::spawn(joined(channel.clone(), node.address.clone(), joining));
         nodes.push(node);
         events.push(Event {
@@ -417,6 +489,7 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), node.child.wait()).await;
     }
     print!("{}", report(&args, &tally, elapsed, &outcomes, &samples));
+    print!("{}", elections.report(started));
     print!("{}", tasks.report());
     if tally.ok.load(Ordering::Relaxed) == 0 {
         return Err(CliError::failure("the demo made no successful call"));

@@ -6,6 +6,7 @@ pub(crate) mod call;
 pub(crate) mod certs;
 pub(crate) mod dashboard;
 pub(crate) mod demo;
+pub(crate) mod demo_election;
 pub(crate) mod demo_tasks;
 pub(crate) mod describe;
 pub(crate) mod elect;

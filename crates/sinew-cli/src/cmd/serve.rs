@@ -114,6 +114,78 @@ pub(crate) struct Args {
     registry: RegistryArgs,
     #[command(flatten)]
     tasks: TaskArgs,
+    #[command(flatten)]
+    election: ElectionArgs,
+}
+
+/// Standing in a leader election beside serving (what `sinew demo`'s nodes
+/// do).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Leader election")]
+pub(crate) struct ElectionArgs {
+    /// Stand in this election of the shared-state store (--elect-store):
+    /// prints `leading NAME as VALUE` when elected (the value is --name, or
+    /// the first address); resigns first thing at shutdown.
+    #[arg(long, value_name = "NAME", requires = "elect_store")]
+    elect: Option<String>,
+    /// The store the election is in: etcd members or a `sinew state`
+    /// (comma-separated HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    elect_store: Option<String>,
+    /// How long this node goes on leading if it is killed or cut off.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::time::parse_duration)]
+    elect_ttl: Duration,
+}
+
+impl ElectionArgs {
+    /// Starts campaigning as `value`, if asked to: the handle resigns
+    /// (or ends the campaign) when told to stop.
+    fn start(
+        &self,
+        value: String,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, CliError> {
+        let (Some(name), Some(store)) = (&self.elect, &self.elect_store) else {
+            return Ok(None);
+        };
+        let etcd = sinew::cluster::etcd::Etcd::connect(store.split(',').map(str::trim))
+            .map_err(|status| CliError::usage(status.message().to_owned()))?;
+        let election = sinew::state::Election::new(etcd, name).with_ttl(self.elect_ttl);
+        let name = name.clone();
+        println!("campaigning in {name} as {value}");
+        Ok(Some(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            tokio::pin!(stopped);
+            let leadership = tokio::select! {
+                won = election.campaign(value.clone()) => match won {
+                    Ok(leadership) => leadership,
+                    Err(status) => {
+                        eprintln!("the campaign in {name} failed: {}", status.message());
+                        return;
+                    }
+                },
+                () = &mut stopped => return,
+            };
+            println!(
+                "leading {name} as {value} (term {})",
+                leadership.fencing_token().0
+            );
+            let _ = std::io::stdout().flush();
+            let mut lost = leadership.lost();
+            tokio::select! {
+                reason = lost.wait() => println!("leadership of {name} lost: {reason}"),
+                () = &mut stopped => {
+                    match leadership.resign().await {
+                        Ok(()) => println!("resigned from {name}"),
+                        Err(status) => eprintln!("resigning from {name} failed: {}", status.message()),
+                    }
+                }
+            }
+            let _ = std::io::stdout().flush();
+        })))
+    }
 }
 
 /// Working on a task queue beside serving (what `sinew demo`'s nodes do).
@@ -641,7 +713,11 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         .name
         .clone()
         .unwrap_or_else(|| server.local_addresses()[0].to_string());
-    let task_worker = args.tasks.start(node_name, tasks_stopped).await?;
+    let task_worker = args
+        .tasks
+        .start(node_name.clone(), tasks_stopped.clone())
+        .await?;
+    let campaign = args.election.start(node_name, tasks_stopped)?;
     // A member leaves the cluster (and a registration is removed) first, so
     // that clients stop sending here before the server refuses calls; the
     // task worker stops taking tasks.
@@ -663,6 +739,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     println!("press Ctrl-C to shut down gracefully");
     let _ = std::io::stdout().flush();
     let report = server.serve_with_shutdown(shutdown).await;
+    if let Some(campaign) = campaign {
+        // Resigned at the shutdown's start (within a second or two).
+        let _ = tokio::time::timeout(Duration::from_secs(5), campaign).await;
+    }
     if let Some(worker) = task_worker {
         // The tasks running finish (within the drain timeout).
         let _ = tokio::time::timeout(args.drain_timeout, worker).await;
