@@ -1,6 +1,6 @@
 //! `sinew state`, `sinew kv`, `sinew lock` and `sinew elect` as real
 //! processes: keys written and read back (and after a restart of the store
-//! on its file), a missing key's exit code, commands run under a lock one at
+//! on its file), a missing key's exit code, a watch printing changes, commands run under a lock one at
 //! a time with their fencing tokens rising, a SIGKILLed holder's lock free
 //! within its TTL, and a SIGKILLed leader replaced within its TTL and a
 //! second.
@@ -75,6 +75,31 @@ fn keys_locks_and_elections_from_the_command_line() {
     );
     let (found, _) = run(&store, &["kv", "get", "app/missing"]);
     assert!(!found, "a missing key fails");
+
+    // A watch prints what is there, then each change.
+    let mut watch = Killed(
+        sinew()
+            .args(["kv", "watch", "app/"])
+            .env("SINEW_STORE", &store)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut watched = BufReader::new(watch.0.stdout.take().unwrap());
+    let mut read_line = || {
+        let mut line = String::new();
+        watched.read_line(&mut line).unwrap();
+        line
+    };
+    assert_eq!(read_line(), "app/color=blue\n");
+    assert_eq!(read_line(), "app/size=9\n");
+    assert!(read_line().starts_with("(revision 2; watching)"));
+    run(&store, &["kv", "put", "app/size", "10"]);
+    assert_eq!(read_line(), "put app/size=10\n");
+    run(&store, &["kv", "delete", "app/size"]);
+    assert_eq!(read_line(), "delete app/size\n");
+    drop(watch);
 
     // Two commands under one lock run one after the other, each with a
     // fencing token above the one before.
