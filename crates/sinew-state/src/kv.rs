@@ -16,10 +16,13 @@
 //! this module builds.
 
 use crate::lease::Lease;
+use futures_util::StreamExt as _;
 use sinew_cluster::etcd::api::etcdserverpb::{
-    compare, kv_client::KvClient, request_op, response_op, Compare, DeleteRangeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest,
+    compare, kv_client::KvClient, request_op, response_op, watch_client::WatchClient,
+    watch_request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    WatchCreateRequest, WatchRequest,
 };
+use sinew_cluster::etcd::api::mvccpb::event::EventType;
 pub use sinew_cluster::etcd::api::mvccpb::KeyValue;
 use sinew_cluster::etcd::{prefix_end, Etcd};
 pub use sinew_cluster::etcd::{PrefixFollower, Snapshot};
@@ -238,11 +241,198 @@ impl Kv {
         Ok(Swap::Conflict { current })
     }
 
+    /// The changes of every key under `prefix` from `start_revision` on (0:
+    /// from the next change), with each key's value before the change: see
+    /// [`Watch`].
+    pub fn watch(&self, prefix: impl AsRef<[u8]>, start_revision: i64) -> Watch {
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(watch(
+            self.etcd.clone(),
+            prefix.as_ref().to_vec(),
+            start_revision,
+            sender,
+        ));
+        Watch {
+            receiver,
+            task: task.abort_handle(),
+        }
+    }
+
     /// Every key under `prefix` as it changes: listed once, then followed
     /// by a watch from the next revision, resumed across broken streams
     /// from the last revision seen, listed again after a compaction (see
     /// [`PrefixFollower`]).
     pub fn follow(&self, prefix: impl AsRef<[u8]>) -> PrefixFollower {
         self.etcd.follow_prefix(prefix.as_ref())
+    }
+}
+
+/// A change of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Set: the key as it is now, and as it was before (if it was).
+    Put {
+        /// The key after the change.
+        kv: KeyValue,
+        /// The key before it.
+        previous: Option<KeyValue>,
+    },
+    /// Deleted at `revision`: the key as it was.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+        /// The revision of the deletion.
+        revision: i64,
+        /// The key before it.
+        previous: Option<KeyValue>,
+    },
+}
+
+/// What a [`Watch`] yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// The changes up to and including `revision`, in order.
+    Changes {
+        /// The newest revision these changes cover.
+        revision: i64,
+        /// Each change, oldest first.
+        changes: Vec<Change>,
+    },
+    /// The revision to go on from was compacted away: the watch ends; list
+    /// the keys again and watch from the listing's revision + 1.
+    Compacted {
+        /// The newest revision compacted.
+        compact_revision: i64,
+    },
+}
+
+/// The changes under a prefix from a revision on, each once and in order:
+/// a broken watch stream (a member gone, the store restarting) is opened
+/// again from the revision after the last change yielded, so none is lost
+/// or repeated; an error is yielded once per outage while it lasts. Ends
+/// after [`Watched::Compacted`]. Stops its task when dropped.
+#[derive(Debug)]
+pub struct Watch {
+    receiver: tokio::sync::mpsc::Receiver<Result<Watched, Status>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl futures_core::Stream for Watch {
+    type Item = Result<Watched, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+/// The task behind a [`Watch`].
+async fn watch(
+    etcd: Etcd,
+    prefix: Vec<u8>,
+    start_revision: i64,
+    sender: tokio::sync::mpsc::Sender<Result<Watched, Status>>,
+) {
+    let client = WatchClient::new(etcd.channel().clone());
+    // The revision to (re)open from; 0: from now, once.
+    let mut next = start_revision;
+    let mut retry = std::time::Duration::from_millis(100);
+    let mut told_outage = false;
+    loop {
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: prefix.clone(),
+                    range_end: prefix_end(&prefix),
+                    start_revision: next,
+                    prev_kv: true,
+                    ..WatchCreateRequest::default()
+                },
+            )),
+        };
+        let requests = futures_util::stream::once(async move { create })
+            .chain(futures_util::stream::pending());
+        let broke = match client.watch(Request::new(requests)).await {
+            Err(status) => status,
+            Ok(response) => {
+                let mut responses = response.into_inner();
+                loop {
+                    match responses.message().await {
+                        Ok(Some(response))
+                            if response.canceled && response.compact_revision > 0 =>
+                        {
+                            let _ = sender
+                                .send(Ok(Watched::Compacted {
+                                    compact_revision: response.compact_revision,
+                                }))
+                                .await;
+                            return;
+                        }
+                        Ok(Some(response)) if response.canceled => {
+                            break Status::unavailable(format!(
+                                "the store ended the watch: {}",
+                                response.cancel_reason
+                            ));
+                        }
+                        Ok(Some(response)) => {
+                            told_outage = false;
+                            retry = std::time::Duration::from_millis(100);
+                            let revision = response.header.map_or(0, |header| header.revision);
+                            if next == 0 {
+                                // Opened "from now": go on from here.
+                                next = revision + 1;
+                            }
+                            if response.events.is_empty() {
+                                continue;
+                            }
+                            let mut changes = Vec::with_capacity(response.events.len());
+                            let mut last = next - 1;
+                            for event in response.events {
+                                let kv = event.kv.unwrap_or_default();
+                                last = last.max(kv.mod_revision);
+                                changes.push(if event.r#type == EventType::Delete as i32 {
+                                    Change::Delete {
+                                        revision: kv.mod_revision,
+                                        key: kv.key,
+                                        previous: event.prev_kv,
+                                    }
+                                } else {
+                                    Change::Put {
+                                        kv,
+                                        previous: event.prev_kv,
+                                    }
+                                });
+                            }
+                            next = last + 1;
+                            let batch = Watched::Changes {
+                                revision: last,
+                                changes,
+                            };
+                            if sender.send(Ok(batch)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break Status::unavailable("the store ended the watch stream"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+        };
+        if !told_outage {
+            told_outage = true;
+            if sender.send(Err(broke)).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(std::time::Duration::from_secs(2));
     }
 }

@@ -12,7 +12,7 @@
 //!   as they use etcd.
 //!
 //! * [`Kv`]: get, list a prefix, put (on a lease), delete, compare-and-swap,
-//!   follow a prefix; linearizable reads unless asked otherwise.
+//!   watch a prefix's changes from a revision ([`Watch`]), follow a prefix; linearizable reads unless asked otherwise.
 //! * [`Config`]: a protobuf message under a key, with the latest value
 //!   always at hand ([`ConfigWatch`]).
 //! * [`Lease`]: a lease kept alive, whose [`Lost`] signal resolves before
@@ -37,6 +37,6 @@ mod queue;
 
 pub use config::{Config, ConfigWatch, Versioned};
 pub use election::{Election, Leader, Leadership, Observer};
-pub use kv::{outcome_unknown, Expect, KeyValue, Kv, Swap};
+pub use kv::{outcome_unknown, Change, Expect, KeyValue, Kv, Swap, Watch, Watched};
 pub use lease::{Lease, Lost, LostReason};
 pub use lock::{Fence, FencingToken, Lock, LockGuard};

@@ -1,8 +1,11 @@
 //! The key-value API and typed configuration, on the embedded store (served
 //! as etcd's API) and on a real etcd member: reads and writes with their
 //! revisions, compare-and-swap by absence, revision and value, keys on a
-//! lease, and a configuration watched through sets, a stale
-//! compare-and-set, a value that does not decode, and a deletion.
+//! lease, a configuration watched through sets, a stale compare-and-set, a
+//! value that does not decode, and a deletion; a prefix's changes watched
+//! from a revision (with the values before them, ended by a compaction),
+//! and resumed across etcd members killed without a change lost or
+//! repeated.
 
 #[path = "../../sinew-cluster/tests/support/etcd_cluster.rs"]
 mod etcd_cluster;
@@ -10,8 +13,9 @@ mod etcd_cluster;
 #[path = "support/served.rs"]
 mod served;
 
+use futures_util::StreamExt;
 use sinew_cluster::etcd::Etcd;
-use sinew_state::{Config, Expect, Kv, Lease, Swap};
+use sinew_state::{Change, Config, Expect, Kv, Lease, Swap, Watched};
 use std::time::Duration;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -147,11 +151,89 @@ async fn config(etcd: Etcd) {
     assert_eq!(watch.current(), None);
 }
 
+/// The next item of a watch, within 10 s.
+async fn next(watch: &mut sinew_state::Watch) -> Result<Watched, sinew_rpc::Status> {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a watch item within 10 s")
+        .expect("the watch goes on")
+}
+
+/// The next changes of a watch, skipping outage notices.
+async fn changes(watch: &mut sinew_state::Watch) -> Vec<Change> {
+    loop {
+        match next(watch).await {
+            Ok(Watched::Changes { changes, .. }) => return changes,
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => continue,
+        }
+    }
+}
+
+async fn watch_from_a_revision(etcd: Etcd) {
+    let kv = Kv::new(etcd.clone());
+    let first = kv.put("w/a", "1").await.unwrap();
+    kv.put("w/b", "2").await.unwrap();
+    kv.put("elsewhere", "3").await.unwrap();
+    let mut watch = kv.watch("w/", first);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.extend(changes(&mut watch).await);
+    }
+    let Change::Put { kv: a, previous } = &seen[0] else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(
+        (a.key.as_slice(), a.value.as_slice(), previous),
+        (&b"w/a"[..], &b"1"[..], &None)
+    );
+    // Then live changes, with the values before them.
+    kv.put("w/a", "2").await.unwrap();
+    let Change::Put { kv: a, previous } = changes(&mut watch).await.remove(0) else {
+        panic!()
+    };
+    assert_eq!(
+        (a.value, previous.unwrap().value),
+        (b"2".to_vec(), b"1".to_vec())
+    );
+    let deleted = {
+        kv.delete("w/b").await.unwrap();
+        changes(&mut watch).await.remove(0)
+    };
+    let Change::Delete { key, previous, .. } = deleted else {
+        panic!("{deleted:?}")
+    };
+    assert_eq!(
+        (key, previous.unwrap().value),
+        (b"w/b".to_vec(), b"2".to_vec())
+    );
+    // From a revision compacted away: told, and the watch ends.
+    let now = kv.put("w/c", "1").await.unwrap();
+    sinew_cluster::etcd::api::etcdserverpb::kv_client::KvClient::new(etcd.channel().clone())
+        .compact(sinew_rpc::Request::new(
+            sinew_cluster::etcd::api::etcdserverpb::CompactionRequest {
+                revision: now,
+                physical: false,
+            },
+        ))
+        .await
+        .unwrap();
+    let mut old = kv.watch("w/", first);
+    assert_eq!(
+        next(&mut old).await.unwrap(),
+        Watched::Compacted {
+            compact_revision: now
+        }
+    );
+    assert!(old.next().await.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_and_config_on_the_embedded_store() {
     let (etcd, handle, _store) = served::embedded().await;
     kv(etcd.clone()).await;
-    config(etcd).await;
+    config(etcd.clone()).await;
+    watch_from_a_revision(etcd).await;
     handle.shutdown();
 }
 
@@ -160,5 +242,64 @@ async fn kv_and_config_on_etcd() {
     let cluster = etcd_cluster::EtcdCluster::start(1).await;
     let etcd = Etcd::connect(cluster.client_addresses()).unwrap();
     kv(etcd.clone()).await;
-    config(etcd).await;
+    config(etcd.clone()).await;
+    watch_from_a_revision(etcd).await;
+}
+
+/// Each member of a 3-member etcd killed in turn (and restarted) while a
+/// watch runs and keys are written: every change comes once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_across_members_killed_without_a_change_lost_or_repeated() {
+    let mut cluster = etcd_cluster::EtcdCluster::start(3).await;
+    let etcd = Etcd::connect(cluster.client_addresses()).unwrap();
+    let kv = Kv::new(etcd);
+    let mut watch = kv.watch("r/", 0);
+    // The watch is open once a first write is seen.
+    kv.put("r/0", "0").await.unwrap();
+    let mut seen: Vec<Vec<u8>> = changes(&mut watch)
+        .await
+        .into_iter()
+        .map(|change| match change {
+            Change::Put { kv, .. } => kv.key,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for member in 0..3 {
+        cluster.kill_member(member);
+        let key = format!("r/{}", member + 1);
+        let mut written = false;
+        for _ in 0..100 {
+            if kv.put(&key, "x").await.is_ok() {
+                written = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(written, "{key} written with a member down");
+        cluster.start_member(member);
+        cluster.until_healthy().await;
+    }
+    while seen.len() < 4 {
+        for change in changes(&mut watch).await {
+            let Change::Put { kv, .. } = change else {
+                panic!("{change:?}")
+            };
+            seen.push(kv.key);
+        }
+    }
+    let seen: Vec<String> = seen
+        .into_iter()
+        .map(|k| String::from_utf8(k).unwrap())
+        .collect();
+    assert_eq!(seen, ["r/0", "r/1", "r/2", "r/3"]);
+    // Nothing more (no repeat) arrives.
+    let extra = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let Ok(Watched::Changes { changes, .. }) = next(&mut watch).await {
+                return changes;
+            }
+        }
+    })
+    .await;
+    assert!(extra.is_err(), "a change came twice: {extra:?}");
 }
