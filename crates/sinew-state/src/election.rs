@@ -7,7 +7,9 @@
 //! and no herd when it goes. [`Election::campaign`] returns once the
 //! candidate leads; its [`Leadership`] says when it is lost (the lease lost
 //! or the key deleted: stop acting as leader then, before anyone else can
-//! lead), proclaims a new value while it leads, and resigns. Its
+//! lead; if its key is deleted under it, as soon as the watch on it says
+//! so, while the next candidate may lead already: guard with the term),
+//! proclaims a new value while it leads, and resigns. Its
 //! [`fencing_token`](Leadership::fencing_token) (the key's create revision,
 //! a term number) rises from one leader to the next.
 //!
@@ -112,8 +114,9 @@ impl Election {
     }
 }
 
-/// Leading an election; see the module docs. Dropping it resigns (in the
-/// background).
+/// Leading an election; see the module docs. Dropping it resigns in a task
+/// of the runtime (if one still runs; otherwise another leads when its lease
+/// expires): call [`Leadership::resign`] to know it has.
 #[derive(Debug)]
 pub struct Leadership {
     place: Place,
@@ -197,10 +200,12 @@ impl Observer {
             let (head, revision) = self.queue.head().await?;
             let now = head.map(Leader::of);
             if self.last.as_ref() != Some(&now) {
-                self.last = Some(now.clone());
-                // Watch on from the revision read, so no change is missed.
+                // Watch on from the revision read, so no change is missed;
+                // the leader counts as told only once the watch is open
+                // (a failure, or this future dropped, tells it again).
                 self.watch = None;
                 self.watch = Some((open(&self.queue, revision + 1).await?, revision + 1));
+                self.last = Some(now.clone());
                 return Ok(now);
             }
             if self.watch.is_none() {

@@ -242,8 +242,9 @@ impl Kv {
     }
 
     /// The changes of every key under `prefix` from `start_revision` on (0:
-    /// from the next change), with each key's value before the change: see
-    /// [`Watch`].
+    /// from the store's revision when the watch's task first reaches it;
+    /// give a revision, such as a listing's + 1, to be sure of where it
+    /// starts), with each key's value before the change: see [`Watch`].
     pub fn watch(&self, prefix: impl AsRef<[u8]>, start_revision: i64) -> Watch {
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         let task = tokio::spawn(watch(
@@ -342,8 +343,35 @@ async fn watch(
     sender: tokio::sync::mpsc::Sender<Result<Watched, Status>>,
 ) {
     let client = WatchClient::new(etcd.channel().clone());
-    // The revision to (re)open from; 0: from now, once.
+    // The revision to (re)open from; "from now" is the revision after the
+    // store's current one, read first, so that an outage before the first
+    // answer loses nothing either.
     let mut next = start_revision;
+    while next == 0 {
+        let read = KvClient::new(etcd.channel().clone())
+            .range(Request::new(RangeRequest {
+                key: prefix.clone(),
+                range_end: prefix_end(&prefix),
+                count_only: true,
+                ..RangeRequest::default()
+            }))
+            .await;
+        match read {
+            Ok(response) => {
+                next = response
+                    .into_inner()
+                    .header
+                    .map_or(0, |header| header.revision)
+                    + 1;
+            }
+            Err(status) => {
+                if sender.send(Err(status)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
     let mut retry = std::time::Duration::from_millis(100);
     let mut told_outage = false;
     loop {
@@ -385,11 +413,6 @@ async fn watch(
                         Ok(Some(response)) => {
                             told_outage = false;
                             retry = std::time::Duration::from_millis(100);
-                            let revision = response.header.map_or(0, |header| header.revision);
-                            if next == 0 {
-                                // Opened "from now": go on from here.
-                                next = revision + 1;
-                            }
                             if response.events.is_empty() {
                                 continue;
                             }

@@ -12,7 +12,8 @@
 //! then, before anyone else can take what the lease held: work guarded by
 //! it must stop when it does.
 //!
-//! Dropping a lease stops its renewals and revokes it (in the background);
+//! Dropping a lease stops its renewals and revokes it (in a task of the
+//! runtime, if one still runs: otherwise it expires after its TTL);
 //! [`Lease::orphan`] stops the renewals only, as a killed process would.
 
 use sinew_cluster::etcd::api::etcdserverpb::{
@@ -258,7 +259,9 @@ async fn keep_alive(etcd: Etcd, id: i64, ttl: Duration, mut deadline: Instant, l
                         }
                         Ok(Some(response)) => {
                             retry = Duration::from_millis(100);
-                            let at = sent.pop_front().unwrap_or_else(Instant::now);
+                            // An answer with no renewal of ours in flight
+                            // says nothing of when we asked: ignored.
+                            let Some(at) = sent.pop_front() else { continue };
                             let ttl = Duration::from_secs(response.ttl as u64);
                             deadline = deadline.max(at + ttl - margin(ttl));
                         }

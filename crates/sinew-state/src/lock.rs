@@ -82,8 +82,9 @@ impl Lock {
     }
 }
 
-/// A held lock; see the module docs. Dropping it releases the lock (in the
-/// background).
+/// A held lock; see the module docs. Dropping it releases the lock in a
+/// task of the runtime (if one still runs; otherwise the lock frees when its
+/// lease expires): call [`LockGuard::release`] to know it is released.
 #[derive(Debug)]
 pub struct LockGuard {
     place: Place,

@@ -187,6 +187,9 @@ impl Queue {
         if current.kvs.first().map(|kv| kv.create_revision) != Some(entry.token.0) {
             return Err(Status::aborted("the lease ran out while waiting in line"));
         }
+        if let Some(reason) = lease.lost().now() {
+            return Err(Status::aborted(format!("{reason} while waiting in line")));
+        }
         let watcher = tokio::spawn({
             let (etcd, key, loss) = (self.etcd.clone(), entry.key.clone(), lease.loss().clone());
             async move {

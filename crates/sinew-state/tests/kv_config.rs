@@ -253,8 +253,9 @@ async fn a_watch_resumes_across_members_killed_without_a_change_lost_or_repeated
     let mut cluster = etcd_cluster::EtcdCluster::start(3).await;
     let etcd = Etcd::connect(cluster.client_addresses()).unwrap();
     let kv = Kv::new(etcd);
-    let mut watch = kv.watch("r/", 0);
-    // The watch is open once a first write is seen.
+    // From the revision after a listing: no write can slip before it.
+    let (_, listed) = kv.list("r/").await.unwrap();
+    let mut watch = kv.watch("r/", listed + 1);
     kv.put("r/0", "0").await.unwrap();
     let mut seen: Vec<Vec<u8>> = changes(&mut watch)
         .await
@@ -267,9 +268,11 @@ async fn a_watch_resumes_across_members_killed_without_a_change_lost_or_repeated
     for member in 0..3 {
         cluster.kill_member(member);
         let key = format!("r/{}", member + 1);
+        // Written once even if a try's outcome is unknown and it is tried
+        // again: only if absent.
         let mut written = false;
         for _ in 0..100 {
-            if kv.put(&key, "x").await.is_ok() {
+            if kv.compare_and_swap(&key, Expect::Absent, "x").await.is_ok() {
                 written = true;
                 break;
             }

@@ -1,6 +1,8 @@
 //! `sinew lock NAME -- COMMAND`: runs a command while holding a lock of the
 //! shared-state store; the command gets the lock's fencing token in
-//! `SINEW_FENCING_TOKEN`, and is stopped (SIGTERM) if the lock is lost.
+//! `SINEW_FENCING_TOKEN`, and is stopped (SIGTERM, then SIGKILL after a
+//! tenth of the TTL, before another holder can have the lock) if the lock is
+//! lost. Work outside the machine it guards should still check the token.
 
 use super::state::StoreArgs;
 use crate::error::CliError;
@@ -61,13 +63,13 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
                     nix::sys::signal::Signal::SIGTERM,
                 );
             }
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                .await
-                .is_err()
-            {
+            // SIGKILL within the lease's margin: before another holder can
+            // have the lock.
+            let grace = (args.ttl / 10).max(Duration::from_millis(100));
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 let _ = child.kill().await;
             }
-            drop(guard);
+            let _ = tokio::time::timeout(Duration::from_secs(2), guard.release()).await;
             Err(CliError::failure(why))
         }
     }

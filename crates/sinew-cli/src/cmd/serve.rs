@@ -158,32 +158,45 @@ impl ElectionArgs {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
             tokio::pin!(stopped);
-            let leadership = tokio::select! {
-                won = election.campaign(value.clone()) => match won {
-                    Ok(leadership) => leadership,
-                    Err(status) => {
-                        eprintln!("the campaign in {name} failed: {}", status.message());
+            // Campaign again after a failed campaign or a lost leadership
+            // (the store restarted, a partition), until the shutdown.
+            let mut retry = Duration::from_millis(200);
+            loop {
+                let leadership = tokio::select! {
+                    won = election.campaign(value.clone()) => match won {
+                        Ok(leadership) => leadership,
+                        Err(status) => {
+                            eprintln!("the campaign in {name} failed ({}); trying again", status.message());
+                            tokio::select! {
+                                () = tokio::time::sleep(retry) => {}
+                                () = &mut stopped => return,
+                            }
+                            retry = (retry * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    },
+                    () = &mut stopped => return,
+                };
+                retry = Duration::from_millis(200);
+                println!(
+                    "leading {name} as {value} (term {})",
+                    leadership.fencing_token().0
+                );
+                let _ = std::io::stdout().flush();
+                let mut lost = leadership.lost();
+                tokio::select! {
+                    reason = lost.wait() => println!("leadership of {name} lost: {reason}"),
+                    () = &mut stopped => {
+                        match leadership.resign().await {
+                            Ok(()) => println!("resigned from {name}"),
+                            Err(status) => eprintln!("resigning from {name} failed: {}", status.message()),
+                        }
+                        let _ = std::io::stdout().flush();
                         return;
                     }
-                },
-                () = &mut stopped => return,
-            };
-            println!(
-                "leading {name} as {value} (term {})",
-                leadership.fencing_token().0
-            );
-            let _ = std::io::stdout().flush();
-            let mut lost = leadership.lost();
-            tokio::select! {
-                reason = lost.wait() => println!("leadership of {name} lost: {reason}"),
-                () = &mut stopped => {
-                    match leadership.resign().await {
-                        Ok(()) => println!("resigned from {name}"),
-                        Err(status) => eprintln!("resigning from {name} failed: {}", status.message()),
-                    }
                 }
+                let _ = std::io::stdout().flush();
             }
-            let _ = std::io::stdout().flush();
         })))
     }
 }

@@ -92,7 +92,7 @@ impl Disk {
                 id.value(),
                 Lease {
                     ttl,
-                    deadline: now + std::time::Duration::from_secs(ttl.max(0) as u64),
+                    deadline: super::state::expiry(now, ttl),
                     keys: Default::default(),
                 },
             );

@@ -29,7 +29,7 @@
 //!   their keys in one revision; after a restart each gets its whole TTL
 //!   again, as etcd gives them after a leader change.
 //! * **Watches** start from a revision still in the history (the changes
-//!   of the last 65 536 events, and none from before a restart); from an
+//!   of the last 65 536 events or 64 MiB, and none from before a restart); from an
 //!   older one they end with the compact revision, and the watcher lists
 //!   again and watches from there, as it must with etcd after compaction.
 //!   A watcher reads the history at its own pace; one that falls further
@@ -65,12 +65,26 @@ const EXPIRY_CHECK: Duration = Duration::from_millis(100);
 /// The most events one [`Watcher::next`] returns.
 const WATCH_BATCH: usize = 1024;
 
+/// The most bytes of keys and values one [`Watcher::next`] returns (unless
+/// one revision alone holds more), well under a gRPC client's 4 MiB.
+const WATCH_BATCH_BYTES: usize = 1024 * 1024;
+
+/// An event's keys and values, in bytes.
+fn event_bytes(event: &Event) -> usize {
+    let kv = |kv: &Option<sinew_cluster::etcd::api::mvccpb::KeyValue>| {
+        kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len())
+    };
+    kv(&event.kv) + kv(&event.prev_kv) + 64
+}
+
 /// An embedded store; cheap to clone (clones share it). See the module
 /// docs.
 ///
-/// Its methods block while a write is made durable (an fsync): call them
-/// from blocking contexts (`spawn_blocking`) in async code that must not
-/// stall.
+/// Its writing methods block while the write is made durable (an fsync):
+/// call them from blocking contexts (`spawn_blocking`) in async code that
+/// must not stall. Reads, keep-alives and watchers never wait for an fsync:
+/// writes hold the state's lock only to read it and to apply their
+/// changes.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -78,6 +92,10 @@ pub struct Store {
 
 struct Inner {
     disk: Disk,
+    /// Held by a write request from its reads to its apply (across the
+    /// fsync), so that writes apply in order; the state's own lock is
+    /// taken only briefly.
+    writer: Mutex<()>,
     state: Mutex<State>,
     /// The revision, sent on every change: watchers wait on it.
     changed: tokio::sync::watch::Sender<i64>,
@@ -118,6 +136,7 @@ impl Store {
         let (changed, _) = tokio::sync::watch::channel(state.revision);
         let inner = Arc::new(Inner {
             disk,
+            writer: Mutex::new(()),
             state: Mutex::new(state),
             changed,
         });
@@ -140,15 +159,28 @@ impl Store {
         &self,
         run: impl FnOnce(&mut Tx<'_>) -> Result<T, Status>,
     ) -> Result<(T, Applied), Status> {
-        let mut state = lock(&self.inner.state);
-        let mut tx = state.tx();
-        let out = run(&mut tx)?;
-        let changes = tx.finish();
+        // One write at a time, from its reads to its apply; readers (and
+        // keep-alives, watchers) take only the state's lock, never held
+        // across the fsync.
+        let _writing = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (out, changes) = {
+            let state = lock(&self.inner.state);
+            let mut tx = state.tx();
+            let out = run(&mut tx)?;
+            (out, tx.finish())
+        };
         let touched = changes.revision.is_some()
             || !changes.leases.is_empty()
             || changes.next_lease.is_some();
         if touched {
             self.inner.disk.write(&changes)?;
+        }
+        let mut state = lock(&self.inner.state);
+        if touched {
             state.apply(changes, Instant::now());
         }
         let header = state.header();
@@ -196,8 +228,12 @@ impl Store {
     pub fn compact(&self, request: &CompactionRequest) -> Result<CompactionResponse, Status> {
         let mut state = lock(&self.inner.state);
         state.compact(request.revision)?;
+        let header = state.header();
+        drop(state);
+        // Watchers behind the compaction are told now, not at the next write.
+        self.inner.changed.send_modify(|_| {});
         Ok(CompactionResponse {
-            header: Some(state.header()),
+            header: Some(header),
         })
     }
 
@@ -230,7 +266,7 @@ impl Store {
         let now = Instant::now();
         let ttl = match state.leases.get_mut(&id) {
             Some(lease) if lease.deadline > now => {
-                lease.deadline = now + Duration::from_secs(lease.ttl.max(0) as u64);
+                lease.deadline = state::expiry(now, lease.ttl);
                 lease.ttl
             }
             _ => 0,
@@ -325,7 +361,11 @@ async fn expire(store: Weak<Inner>) {
                 .get(&id)
                 .is_some_and(|lease| lease.deadline <= Instant::now());
             if still {
-                if let Err(status) = store.write(|tx| tx.revoke(id)) {
+                // A write waits for its fsync: off the runtime's threads.
+                let store = store.clone();
+                let revoked =
+                    tokio::task::spawn_blocking(move || store.write(|tx| tx.revoke(id))).await;
+                if let Ok(Err(status)) = revoked {
                     tracing::warn!(lease = id, %status, "an expired lease could not be revoked");
                 }
             }
@@ -393,10 +433,18 @@ impl Watcher {
                     let bounds = state::bounds(&self.key, &self.range_end);
                     let mut events = Vec::new();
                     let mut last = self.next - 1;
+                    let mut bytes = 0;
                     for (revision, changes) in state.history.iter().skip(start) {
-                        if !events.is_empty() && events.len() + changes.len() > WATCH_BATCH {
+                        // Bounded in events and bytes, a revision's events
+                        // always together (and at least one revision).
+                        let size: usize = changes.iter().map(event_bytes).sum();
+                        if !events.is_empty()
+                            && (events.len() + changes.len() > WATCH_BATCH
+                                || bytes + size > WATCH_BATCH_BYTES)
+                        {
                             break;
                         }
+                        bytes += size;
                         last = *revision;
                         for event in changes.iter() {
                             let key = event.kv.as_ref().map_or(&[][..], |kv| kv.key.as_slice());

@@ -248,8 +248,16 @@ async fn watches(store: Store, mut requests: Streaming<WatchRequest>, sender: Se
                     }
                     continue;
                 }
+                // The watcher first: the revision the created answer gives
+                // is then the one it goes on from (a write landing between
+                // the two cannot be missed).
+                let watcher = store.watch(&create);
+                let mut header = store.header();
+                if let Ok(watcher) = &watcher {
+                    header.revision = watcher.next_revision() - 1;
+                }
                 let created = WatchResponse {
-                    header: Some(store.header()),
+                    header: Some(header),
                     watch_id: id,
                     created: true,
                     ..WatchResponse::default()
@@ -257,7 +265,7 @@ async fn watches(store: Store, mut requests: Streaming<WatchRequest>, sender: Se
                 if !answer(created).await {
                     break;
                 }
-                match store.watch(&create) {
+                match watcher {
                     Ok(watcher) => {
                         running.insert(
                             id,

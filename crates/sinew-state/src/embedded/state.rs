@@ -22,12 +22,37 @@ use tokio::time::Instant;
 /// default `--max-request-bytes`).
 pub(crate) const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
+/// The longest lease granted, in seconds (etcd's `MaxLeaseTTL`).
+pub(crate) const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// When a lease of `ttl` seconds renewed at `now` expires (saturating).
+pub(crate) fn expiry(now: Instant, ttl: i64) -> Instant {
+    let ttl = std::time::Duration::from_secs(ttl.clamp(0, MAX_LEASE_TTL) as u64);
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// The most operations a transaction may hold (etcd's `--max-txn-ops`).
 pub(crate) const MAX_TXN_OPS: usize = 128;
 
 /// Events kept for watches that start in the past; older ones are
 /// compacted (a watch from before them is told so and lists again).
 pub(crate) const HISTORY_EVENTS: usize = 64 * 1024;
+
+/// Bytes of keys and values the history keeps at most.
+pub(crate) const HISTORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The keys and values of `events`, in bytes.
+fn events_bytes(events: &[Event]) -> usize {
+    events
+        .iter()
+        .map(|event| {
+            let kv =
+                |kv: &Option<KeyValue>| kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
+            kv(&event.kv) + kv(&event.prev_kv) + 64
+        })
+        .sum()
+}
 
 /// The cluster and member ids the store answers with.
 pub(crate) const CLUSTER_ID: u64 = 0x5e11e_57a7e;
@@ -56,6 +81,7 @@ pub(crate) struct State {
     /// The changes of recent revisions, oldest first.
     pub(crate) history: VecDeque<(i64, Arc<Vec<Event>>)>,
     history_events: usize,
+    history_bytes: usize,
 }
 
 /// What a write request changed, to persist and then apply.
@@ -131,7 +157,7 @@ impl State {
         for (id, ttl) in &changes.leases {
             if let Some(ttl) = *ttl {
                 let keys = self.leases.remove(id).map(|l| l.keys).unwrap_or_default();
-                let deadline = now + std::time::Duration::from_secs(ttl.max(0) as u64);
+                let deadline = expiry(now, ttl);
                 self.leases.insert(
                     *id,
                     Lease {
@@ -175,12 +201,14 @@ impl State {
         if let Some(revision) = changes.revision {
             self.revision = revision;
             self.history_events += changes.events.len();
+            self.history_bytes += events_bytes(&changes.events);
             self.history.push_back((revision, Arc::new(changes.events)));
-            while self.history_events > HISTORY_EVENTS {
+            while self.history_events > HISTORY_EVENTS || self.history_bytes > HISTORY_BYTES {
                 let Some((revision, events)) = self.history.pop_front() else {
                     break;
                 };
                 self.history_events -= events.len();
+                self.history_bytes -= events_bytes(&events);
                 self.compacted = revision;
             }
         }
@@ -198,6 +226,7 @@ impl State {
         while self.history.front().is_some_and(|(r, _)| *r <= revision) {
             if let Some((_, events)) = self.history.pop_front() {
                 self.history_events -= events.len();
+                self.history_bytes -= events_bytes(&events);
             }
         }
         self.compacted = revision;
@@ -270,6 +299,9 @@ impl Tx<'_> {
     }
 
     pub(crate) fn range(&self, request: &RangeRequest) -> Result<RangeResponse, Status> {
+        if request.key.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: key is not provided"));
+        }
         if request.revision > 0 && request.revision != self.state.revision {
             // Only the newest revision is kept (see the module docs).
             return Err(if request.revision > self.state.revision {
@@ -372,6 +404,9 @@ impl Tx<'_> {
         &mut self,
         request: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, Status> {
+        if request.key.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: key is not provided"));
+        }
         let gone = self.scan(bounds(&request.key, &request.range_end));
         if gone.is_empty() {
             return Ok(DeleteRangeResponse::default());
@@ -401,11 +436,15 @@ impl Tx<'_> {
     /// comparison).
     fn holds(&self, compare: &Compare) -> bool {
         use sinew_cluster::etcd::api::etcdserverpb::compare::{CompareResult, CompareTarget};
-        let kvs: Vec<KeyValue> = if compare.range_end.is_empty() {
+        let mut kvs: Vec<KeyValue> = if compare.range_end.is_empty() {
             vec![self.get(&compare.key).cloned().unwrap_or_default()]
         } else {
             self.scan(bounds(&compare.key, &compare.range_end))
         };
+        if kvs.is_empty() {
+            // An empty range compares as one missing key, as in etcd.
+            kvs.push(KeyValue::default());
+        }
         let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
         let result = CompareResult::try_from(compare.result).unwrap_or(CompareResult::Equal);
         kvs.iter().all(|kv| {
@@ -491,6 +530,9 @@ impl Tx<'_> {
             return Err(Status::invalid_argument(
                 "etcdserver: lease TTL must be positive",
             ));
+        }
+        if ttl > MAX_LEASE_TTL {
+            return Err(Status::out_of_range("etcdserver: too large lease TTL"));
         }
         let id = if id == 0 {
             let mut next = self
@@ -865,6 +907,54 @@ mod tests {
         assert!(tx.grant(0, 0).is_err());
         let next = tx.grant(0, 5).unwrap();
         assert!(next > id, "ids are not reused");
+    }
+
+    #[test]
+    fn what_etcd_refuses_is_refused() {
+        let mut state = State::default();
+        let mut tx = state.tx();
+        assert_eq!(
+            tx.grant(0, MAX_LEASE_TTL + 1).unwrap_err().code(),
+            sinew_rpc::Code::OutOfRange
+        );
+        assert!(tx.grant(0, i64::MAX).is_err(), "no overflow past the cap");
+        let huge = tx.grant(0, MAX_LEASE_TTL).unwrap();
+        assert!(tx.range(&RangeRequest::default()).is_err(), "an empty key");
+        assert!(tx
+            .delete_range(&DeleteRangeRequest {
+                range_end: vec![0],
+                ..DeleteRangeRequest::default()
+            })
+            .is_err());
+        let changes = tx.finish();
+        state.apply(changes, Instant::now());
+        assert!(state.leases.contains_key(&huge));
+    }
+
+    #[test]
+    fn a_compare_over_an_empty_range_is_one_over_a_missing_key() {
+        let state = State::default();
+        let tx = state.tx();
+        let over =
+            |target: CompareTarget, result: CompareResult, with: compare::TargetUnion| Compare {
+                range_end: b"b".to_vec(),
+                ..compare("a", target, result, with)
+            };
+        assert!(!tx.holds(&over(
+            CompareTarget::Version,
+            CompareResult::Greater,
+            compare::TargetUnion::Version(0)
+        )));
+        assert!(tx.holds(&over(
+            CompareTarget::Version,
+            CompareResult::Equal,
+            compare::TargetUnion::Version(0)
+        )));
+        assert!(!tx.holds(&over(
+            CompareTarget::Value,
+            CompareResult::Equal,
+            compare::TargetUnion::Value(Vec::new())
+        )));
     }
 
     #[test]
