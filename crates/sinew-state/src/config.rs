@@ -3,8 +3,8 @@
 //! hand.
 //!
 //! [`Config::watch`] returns once the key has been read, then keeps a
-//! [`ConfigWatch`] current from a watch of the key (resumed across broken
-//! streams, read again after a compaction): [`ConfigWatch::current`] is the
+//! [`ConfigWatch`] current from a watch of that one key from the revision
+//! read (resumed across broken streams, read again after a compaction): [`ConfigWatch::current`] is the
 //! newest value every time it is asked, without a round trip, and
 //! [`ConfigWatch::changed`] waits for the next one. A value that does not
 //! decode as the message is not taken: the last good one stays current, and
@@ -12,7 +12,7 @@
 //! eventually (a watch may skip values that came and went between two
 //! reads); [`Config::get`] reads linearizably.
 
-use crate::kv::{Expect, Kv, Swap};
+use crate::kv::{Change, Expect, Kv, Swap, Watched};
 use futures_util::StreamExt as _;
 use sinew_cluster::etcd::Etcd;
 use sinew_rpc::Status;
@@ -114,7 +114,6 @@ impl<T: prost::Message + Default + Send + Sync + 'static> Config<T> {
     /// Follows the value: returns once it has been read (see the module
     /// docs). The watch stops when the [`ConfigWatch`] is dropped.
     pub async fn watch(&self) -> Result<ConfigWatch<T>, Status> {
-        let mut follower = self.kv.follow(&self.key);
         let (sender, receiver) = tokio::sync::watch::channel(Current::<T> {
             value: None,
             raw: None,
@@ -122,51 +121,81 @@ impl<T: prost::Message + Default + Send + Sync + 'static> Config<T> {
             bad_value: None,
             outage: None,
         });
-        let key = self.key.clone();
-        let apply = move |sender: &tokio::sync::watch::Sender<Current<T>>,
-                          snapshot: sinew_cluster::etcd::Snapshot| {
-            // Other keys under the same prefix change too: only a change
-            // of this key's bytes is an update.
-            let stored = snapshot.entries.get(&key);
-            sender.send_if_modified(|current| {
-                current.revision = snapshot.revision;
-                // Reached again: the outage is over.
-                let recovered = current.outage.take().is_some();
-                if current.raw.as_ref() == stored {
-                    return recovered;
-                }
-                current.raw = stored.cloned();
-                match stored.map(|bytes| decode::<T>(&key, bytes)) {
-                    None => {
-                        current.value = None;
-                        current.bad_value = None;
-                    }
-                    Some(Ok(value)) => {
-                        current.value = Some(Arc::new(value));
-                        current.bad_value = None;
-                    }
-                    // The last good value stays.
-                    Some(Err(status)) => current.bad_value = Some(status),
-                }
-                true
-            });
-        };
-        // The first listing, before returning.
-        match follower.next().await {
-            Some(Ok(snapshot)) => apply(&sender, snapshot),
-            Some(Err(status)) => return Err(status),
-            None => return Err(Status::unavailable("the store's watch ended")),
-        }
+        // The value now, before returning; then the key's changes from the
+        // revision after that read.
+        let (stored, revision) = self.kv.get_at(&self.key).await?;
+        update(&sender, &self.key, revision, stored.map(|kv| kv.value));
+        let (kv, key) = (self.kv.clone(), self.key.clone());
         let task = tokio::spawn(async move {
-            while let Some(next) = follower.next().await {
-                match next {
-                    Ok(snapshot) => apply(&sender, snapshot),
-                    Err(status) => sender.send_modify(|current| current.outage = Some(status)),
+            let mut from = revision + 1;
+            loop {
+                let mut watch = kv.watch_key(&key, from);
+                while let Some(item) = watch.next().await {
+                    match item {
+                        Ok(Watched::Changes { revision, changes }) => {
+                            let stored = match changes.last() {
+                                Some(Change::Put { kv, .. }) => Some(kv.value.clone()),
+                                _ => None,
+                            };
+                            // (The watch goes on from here by itself.)
+                            update(&sender, &key, revision, stored);
+                        }
+                        // The revision to go on from is gone: read again.
+                        Ok(Watched::Compacted { .. }) => break,
+                        Err(status) => sender.send_modify(|current| current.outage = Some(status)),
+                    }
+                }
+                loop {
+                    match kv.get_at(&key).await {
+                        Ok((stored, revision)) => {
+                            update(&sender, &key, revision, stored.map(|kv| kv.value));
+                            from = revision + 1;
+                            break;
+                        }
+                        Err(status) => {
+                            sender.send_modify(|current| current.outage = Some(status));
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
                 }
             }
         });
         Ok(ConfigWatch { receiver, task })
     }
+}
+
+/// Takes the bytes stored under `key` as of `revision` (`None`: not set)
+/// into `sender`'s value: an update unless the bytes are the ones held
+/// (and no outage was told); bytes that do not decode keep the last good
+/// value.
+fn update<T: prost::Message + Default>(
+    sender: &tokio::sync::watch::Sender<Current<T>>,
+    key: &[u8],
+    revision: i64,
+    stored: Option<Vec<u8>>,
+) {
+    sender.send_if_modified(|current| {
+        current.revision = revision;
+        // Reached again: the outage is over.
+        let recovered = current.outage.take().is_some();
+        if current.raw == stored {
+            return recovered;
+        }
+        match stored.as_deref().map(|bytes| decode::<T>(key, bytes)) {
+            None => {
+                current.value = None;
+                current.bad_value = None;
+            }
+            Some(Ok(value)) => {
+                current.value = Some(Arc::new(value));
+                current.bad_value = None;
+            }
+            // The last good value stays.
+            Some(Err(status)) => current.bad_value = Some(status),
+        }
+        current.raw = stored;
+        true
+    });
 }
 
 /// What a [`ConfigWatch`] holds.

@@ -246,10 +246,21 @@ impl Kv {
     /// give a revision, such as a listing's + 1, to be sure of where it
     /// starts), with each key's value before the change: see [`Watch`].
     pub fn watch(&self, prefix: impl AsRef<[u8]>, start_revision: i64) -> Watch {
+        let prefix = prefix.as_ref();
+        self.watch_range(prefix.to_vec(), prefix_end(prefix), start_revision)
+    }
+
+    /// The changes of the one key `key` from `start_revision` on, as
+    /// [`Kv::watch`] gives a prefix's.
+    pub fn watch_key(&self, key: impl AsRef<[u8]>, start_revision: i64) -> Watch {
+        self.watch_range(key.as_ref().to_vec(), Vec::new(), start_revision)
+    }
+
+    fn watch_range(&self, key: Vec<u8>, range_end: Vec<u8>, start_revision: i64) -> Watch {
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         let task = tokio::spawn(watch(
             self.etcd.clone(),
-            prefix.as_ref().to_vec(),
+            (key, range_end),
             start_revision,
             sender,
         ));
@@ -257,6 +268,21 @@ impl Kv {
             receiver,
             task: task.abort_handle(),
         }
+    }
+
+    /// One key and the store revision it was read at.
+    pub(crate) async fn get_at(&self, key: &[u8]) -> Result<(Option<KeyValue>, i64), Status> {
+        let response = self
+            .client()
+            .range(Request::new(RangeRequest {
+                key: key.to_vec(),
+                serializable: self.serializable,
+                ..RangeRequest::default()
+            }))
+            .await?
+            .into_inner();
+        let revision = response.header.map_or(0, |header| header.revision);
+        Ok((response.kvs.into_iter().next(), revision))
     }
 
     /// Every key under `prefix` as it changes: listed once, then followed
@@ -338,7 +364,7 @@ impl futures_core::Stream for Watch {
 /// The task behind a [`Watch`].
 async fn watch(
     etcd: Etcd,
-    prefix: Vec<u8>,
+    (key, range_end): (Vec<u8>, Vec<u8>),
     start_revision: i64,
     sender: tokio::sync::mpsc::Sender<Result<Watched, Status>>,
 ) {
@@ -350,8 +376,8 @@ async fn watch(
     while next == 0 {
         let read = KvClient::new(etcd.channel().clone())
             .range(Request::new(RangeRequest {
-                key: prefix.clone(),
-                range_end: prefix_end(&prefix),
+                key: key.clone(),
+                range_end: range_end.clone(),
                 count_only: true,
                 ..RangeRequest::default()
             }))
@@ -378,8 +404,8 @@ async fn watch(
         let create = WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
                 WatchCreateRequest {
-                    key: prefix.clone(),
-                    range_end: prefix_end(&prefix),
+                    key: key.clone(),
+                    range_end: range_end.clone(),
                     start_revision: next,
                     prev_kv: true,
                     ..WatchCreateRequest::default()

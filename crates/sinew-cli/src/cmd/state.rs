@@ -18,7 +18,8 @@ pub(crate) struct Args {
     #[arg(long = "listen", value_name = "ADDRESS", default_values_t = [format!("tcp://{DEFAULT_STORE}")])]
     listen: Vec<String>,
     /// Keep the data in this file (a redb database, created if missing);
-    /// without it the store is in memory and ends with the process.
+    /// without it the store is in memory and ends with the process (and its
+    /// revisions, fencing tokens among them, start again from 1).
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
 }

@@ -18,8 +18,9 @@
 //! ```
 //!
 //! Requests that write run on tokio's blocking pool (a write waits for its
-//! fsync). A watch stream carries any number of watches, up to
-//! [`MAX_WATCHES_PER_STREAM`]; each reads the store's history at the pace
+//! fsync). A watch stream carries up to [`MAX_WATCHES_PER_STREAM`] watches,
+//! with at most 8 answers (of at most 1 MiB of events each) waiting for its
+//! client; each reads the store's history at the pace
 //! its client takes the responses (a client that stops reading stalls only
 //! its own watches, and one left behind the history is cancelled with the
 //! compact revision, as etcd does).
@@ -188,8 +189,7 @@ impl Watch for EtcdApi {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (sender, mut receiver) =
-            tokio::sync::mpsc::channel::<Result<WatchResponse, Status>>(64);
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<WatchResponse, Status>>(8);
         tokio::spawn(watches(self.store.clone(), request.into_inner(), sender));
         Ok(Response::new(Box::pin(futures_util::stream::poll_fn(
             move |cx| receiver.poll_recv(cx),

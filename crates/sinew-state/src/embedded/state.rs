@@ -583,6 +583,17 @@ impl Tx<'_> {
 /// Refuses transactions etcd refuses: too many operations, or one key put
 /// twice (or put and deleted) in the branch that may run.
 fn check_txn(request: &TxnRequest) -> Result<(), Status> {
+    let bytes: usize = [&request.success, &request.failure]
+        .iter()
+        .flat_map(|ops| ops.iter())
+        .map(|op| match &op.request {
+            Some(request_op::Request::RequestPut(put)) => put.key.len() + put.value.len(),
+            _ => 0,
+        })
+        .sum();
+    if bytes > MAX_REQUEST_BYTES {
+        return Err(Status::invalid_argument("etcdserver: request is too large"));
+    }
     for ops in [&request.success, &request.failure] {
         if ops.len() > MAX_TXN_OPS || request.compare.len() > MAX_TXN_OPS {
             return Err(Status::invalid_argument(
