@@ -13,23 +13,22 @@
 #[path = "../../sinew-cluster/tests/support/etcd_cluster.rs"]
 mod etcd_cluster;
 
+#[path = "support/processes.rs"]
+mod processes;
+
 #[path = "support/linearizability.rs"]
 mod linearizability;
 
 use linearizability::{linearizable, Kind, Op};
+use processes::now;
 use sinew_cluster::etcd::Etcd;
 use sinew_state::{outcome_unknown, Expect, Kv, Swap};
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const KEY: &str = "/test/counter";
-
-fn now() -> u64 {
-    let time = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64
-}
 
 /// The worker process (not a test of its own): read-then-CAS increments
 /// until its deadline, each operation's invocation and return appended to
@@ -43,17 +42,9 @@ fn worker() {
         .collect::<Vec<_>>()
         .try_into()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    processes::run(async {
         let kv = Kv::new(Etcd::connect(members.split(',')).unwrap());
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .unwrap();
+        let mut log = processes::log(file);
         let deadline = std::time::Instant::now() + Duration::from_millis(millis.parse().unwrap());
         let mut id = 0u64;
         while std::time::Instant::now() < deadline && id < 2000 {
@@ -99,23 +90,11 @@ fn worker() {
 }
 
 fn spawn_worker(members: &str, file: &std::path::Path, millis: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "worker",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(
-            "SINEW_CAS_WORKER",
-            format!("{members};{};{millis}", file.display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    processes::spawn(
+        "worker",
+        "SINEW_CAS_WORKER",
+        format!("{members};{};{millis}", file.display()),
+    )
 }
 
 /// Reads a worker's file: its operations, and the CASes it won.

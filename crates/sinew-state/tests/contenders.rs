@@ -12,18 +12,17 @@
 #[path = "../../sinew-cluster/tests/support/etcd_cluster.rs"]
 mod etcd_cluster;
 
+#[path = "support/processes.rs"]
+mod processes;
+
+use processes::now;
 use sinew_cluster::etcd::Etcd;
 use sinew_state::{Election, Kv, Lock};
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(1);
-
-fn now() -> u64 {
-    let time = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64
-}
 
 /// What contenders hold.
 const LOCK: &str = "contended";
@@ -61,19 +60,11 @@ fn contender() {
         .collect::<Vec<_>>()
         .try_into()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    processes::run(async {
         let etcd = Etcd::connect(members.split(',')).unwrap();
         let election = Election::new(etcd.clone(), ELECTION).with_ttl(TTL);
         let lock = Lock::new(etcd, LOCK).with_ttl(TTL);
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .unwrap();
+        let mut log = processes::log(file);
         let me = std::process::id().to_string();
         loop {
             let held = if mode == "lock" {
@@ -108,23 +99,11 @@ fn contender() {
 }
 
 fn spawn_contender(mode: &str, members: &str, file: &std::path::Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "contender",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(
-            "SINEW_CONTENDER",
-            format!("{mode};{members};{}", file.display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    processes::spawn(
+        "contender",
+        "SINEW_CONTENDER",
+        format!("{mode};{members};{}", file.display()),
+    )
 }
 
 /// Every term's acting stamps, by term.

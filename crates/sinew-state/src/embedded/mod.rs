@@ -69,14 +69,6 @@ const WATCH_BATCH: usize = 1024;
 /// one revision alone holds more), well under a gRPC client's 4 MiB.
 const WATCH_BATCH_BYTES: usize = 1024 * 1024;
 
-/// An event's keys and values, in bytes.
-fn event_bytes(event: &Event) -> usize {
-    let kv = |kv: &Option<sinew_cluster::etcd::api::mvccpb::KeyValue>| {
-        kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len())
-    };
-    kv(&event.kv) + kv(&event.prev_kv) + 64
-}
-
 /// An embedded store; cheap to clone (clones share it). See the module
 /// docs.
 ///
@@ -437,7 +429,7 @@ impl Watcher {
                     for (revision, changes) in state.history.iter().skip(start) {
                         // Bounded in events and bytes, a revision's events
                         // always together (and at least one revision).
-                        let size: usize = changes.iter().map(event_bytes).sum();
+                        let size = state::events_bytes(changes);
                         if !events.is_empty()
                             && (events.len() + changes.len() > WATCH_BATCH
                                 || bytes + size > WATCH_BATCH_BYTES)

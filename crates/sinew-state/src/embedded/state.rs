@@ -42,8 +42,9 @@ pub(crate) const HISTORY_EVENTS: usize = 64 * 1024;
 /// Bytes of keys and values the history keeps at most.
 pub(crate) const HISTORY_BYTES: usize = 64 * 1024 * 1024;
 
-/// The keys and values of `events`, in bytes.
-fn events_bytes(events: &[Event]) -> usize {
+/// The keys and values of `events`, in bytes (with a little for each
+/// event's other fields): what the history and a watch batch count.
+pub(crate) fn events_bytes(events: &[Event]) -> usize {
     events
         .iter()
         .map(|event| {
